@@ -1,0 +1,44 @@
+//! Connection tuples: the TCP 5-tuple (protocol is always TCP here) as
+//! conntrack names it, one per direction.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// One direction of a TCP connection: source and destination endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+impl Tuple {
+    pub fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+        Tuple { src, dst }
+    }
+
+    /// The same connection seen from the other end.
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+
+    pub fn src_ip(&self) -> IpAddr {
+        self.src.ip()
+    }
+
+    pub fn dst_ip(&self) -> IpAddr {
+        self.dst.ip()
+    }
+}
+
+impl fmt::Display for Tuple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.src, self.dst)
+    }
+}
