@@ -4,4 +4,5 @@
 //! rewritten packets and kernel actions out. Drivers (`queue` for NFQUEUE,
 //! `replay` for pcap files) only move bytes in and out of it.
 
+pub mod grammar;
 pub mod tuple;
