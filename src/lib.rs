@@ -6,3 +6,6 @@
 
 pub mod grammar;
 pub mod tuple;
+pub mod ctnetlink;
+pub mod ipset;
+pub mod netlink;

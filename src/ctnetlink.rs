@@ -1,0 +1,677 @@
+//! Conntrack over netlink (ctnetlink): look up the control connection's
+//! entry (its NAT mapping shows in the reply tuple), create the data
+//! connection's entry as RELATED to it with its NAT bindings, delete entries.
+//!
+//! Why create entries rather than expectations: ctnetlink refuses an
+//! expectation on a connection without a kernel helper (see DESIGN.md). An
+//! entry created with `CTA_TUPLE_MASTER` gets the IPS_EXPECTED status bit,
+//! so the first packet that matches it is classified RELATED, and NAT
+//! bindings given at creation apply to all its packets.
+//!
+//! The `encode_*` and `decode_*` functions are pure; [`Ctnetlink`] sends them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::netlink::{
+    self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_EXCL,
+};
+use crate::tuple::Tuple;
+
+const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+const IPCTNL_MSG_CT_NEW: u8 = 0;
+const IPCTNL_MSG_CT_GET: u8 = 1;
+const IPCTNL_MSG_CT_DELETE: u8 = 2;
+
+// enum ctattr_type
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_NAT_SRC: u16 = 6;
+const CTA_TIMEOUT: u16 = 7;
+const CTA_MARK: u16 = 8;
+const CTA_NAT_DST: u16 = 13;
+const CTA_TUPLE_MASTER: u16 = 14;
+
+// enum ctattr_tuple, ctattr_ip, ctattr_l4proto
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+// enum ctattr_protoinfo, ctattr_protoinfo_tcp
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const TCP_CONNTRACK_SYN_SENT: u8 = 1;
+
+// enum ctattr_nat, ctattr_protonat
+const CTA_NAT_V4_MINIP: u16 = 1;
+const CTA_NAT_V4_MAXIP: u16 = 2;
+const CTA_NAT_PROTO: u16 = 3;
+const CTA_NAT_V6_MINIP: u16 = 4;
+const CTA_NAT_V6_MAXIP: u16 = 5;
+const CTA_PROTONAT_PORT_MIN: u16 = 1;
+const CTA_PROTONAT_PORT_MAX: u16 = 2;
+
+const IPPROTO_TCP: u8 = 6;
+
+/// Status bits (enum ip_conntrack_status) worth knowing from outside.
+pub const IPS_EXPECTED: u32 = 1 << 0;
+pub const IPS_SEEN_REPLY: u32 = 1 << 1;
+pub const IPS_CONFIRMED: u32 = 1 << 3;
+pub const IPS_SRC_NAT: u32 = 1 << 4;
+pub const IPS_DST_NAT: u32 = 1 << 5;
+
+/// Which direction of an entry a lookup tuple names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtDir {
+    Orig,
+    Reply,
+}
+
+/// The two tuples of a conntrack entry. With NAT, `reply` is what the
+/// translated peer sends back: e.g. after DNAT its source is the real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtEntry {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub mark: u32,
+}
+
+/// Everything [`Ctnetlink::get_info`] reads from an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtInfo {
+    pub entry: CtEntry,
+    /// Original tuple of the master connection, for an entry created RELATED.
+    pub master: Option<Tuple>,
+    /// IPS_* bits.
+    pub status: u32,
+    pub timeout_secs: Option<u32>,
+    /// TCP conntrack state number (1 = SYN_SENT, 3 = ESTABLISHED...).
+    pub tcp_state: Option<u8>,
+}
+
+/// One NAT binding: translate to `addr`, and to `port` when given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatBinding {
+    pub addr: IpAddr,
+    /// None keeps the port (the kernel changes it only on a clash).
+    pub port: Option<u16>,
+}
+
+/// The data connection's entry to create, RELATED to its control connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataConnection {
+    /// Exact original-direction tuple of the data connection (from its SYN).
+    pub tuple: Tuple,
+    /// The control connection's ORIGINAL tuple.
+    pub master: Tuple,
+    pub nat_src: Option<NatBinding>,
+    pub nat_dst: Option<NatBinding>,
+    pub timeout_secs: u32,
+    pub mark: Option<u32>,
+}
+
+fn family_of(t: &Tuple) -> u8 {
+    if t.is_ipv6() {
+        netlink::AF_INET6
+    } else {
+        netlink::AF_INET
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("ctnetlink: {msg}"))
+}
+
+/// Both ends of a tuple must be the same family.
+fn check_tuple(t: &Tuple) -> io::Result<()> {
+    if t.src.is_ipv6() != t.dst.is_ipv6() {
+        return Err(invalid(format!("tuple {t} mixes IPv4 and IPv6")));
+    }
+    Ok(())
+}
+
+fn put_ip_pair(b: &mut MsgBuilder, src: IpAddr, dst: IpAddr) {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            b.put(CTA_IP_V4_SRC, &s.octets());
+            b.put(CTA_IP_V4_DST, &d.octets());
+        }
+        (s, d) => {
+            b.put(CTA_IP_V6_SRC, &v6_octets(s));
+            b.put(CTA_IP_V6_DST, &v6_octets(d));
+        }
+    }
+}
+
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// CTA_TUPLE_* { CTA_TUPLE_IP {..}, CTA_TUPLE_PROTO { TCP, ports } }
+fn put_tuple(b: &mut MsgBuilder, attr: u16, t: &Tuple) {
+    let outer = b.nest_start(attr);
+    let ip = b.nest_start(CTA_TUPLE_IP);
+    put_ip_pair(b, t.src.ip(), t.dst.ip());
+    b.nest_end(ip);
+    let proto = b.nest_start(CTA_TUPLE_PROTO);
+    b.put_u8(CTA_PROTO_NUM, IPPROTO_TCP);
+    b.put_be16(CTA_PROTO_SRC_PORT, t.src.port());
+    b.put_be16(CTA_PROTO_DST_PORT, t.dst.port());
+    b.nest_end(proto);
+    b.nest_end(outer);
+}
+
+/// CTA_NAT_SRC/DST { MINIP, MAXIP, CTA_NAT_PROTO { PORT_MIN, PORT_MAX } }
+fn put_nat(b: &mut MsgBuilder, attr: u16, nat: &NatBinding) {
+    let n = b.nest_start(attr);
+    match nat.addr {
+        IpAddr::V4(a) => {
+            b.put(CTA_NAT_V4_MINIP, &a.octets());
+            b.put(CTA_NAT_V4_MAXIP, &a.octets());
+        }
+        IpAddr::V6(a) => {
+            b.put(CTA_NAT_V6_MINIP, &a.octets());
+            b.put(CTA_NAT_V6_MAXIP, &a.octets());
+        }
+    }
+    if let Some(port) = nat.port {
+        let p = b.nest_start(CTA_NAT_PROTO);
+        b.put_be16(CTA_PROTONAT_PORT_MIN, port);
+        b.put_be16(CTA_PROTONAT_PORT_MAX, port);
+        b.nest_end(p);
+    }
+    b.nest_end(n);
+}
+
+fn dir_attr(dir: CtDir) -> u16 {
+    match dir {
+        CtDir::Orig => CTA_TUPLE_ORIG,
+        CtDir::Reply => CTA_TUPLE_REPLY,
+    }
+}
+
+/// IPCTNL_MSG_CT_GET for the entry that has `tuple` in direction `dir`.
+pub fn encode_get(tuple: &Tuple, dir: CtDir) -> io::Result<Vec<u8>> {
+    check_tuple(tuple)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(tuple));
+    put_tuple(&mut b, dir_attr(dir), tuple);
+    Ok(b.finish())
+}
+
+/// IPCTNL_MSG_CT_DELETE of the entry whose original tuple is `orig`.
+pub fn encode_delete(orig: &Tuple) -> io::Result<Vec<u8>> {
+    check_tuple(orig)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, orig);
+    Ok(b.finish())
+}
+
+fn check_data_connection(dc: &DataConnection) -> io::Result<()> {
+    check_tuple(&dc.tuple)?;
+    check_tuple(&dc.master)?;
+    let v6 = dc.tuple.is_ipv6();
+    if dc.master.is_ipv6() != v6 {
+        return Err(invalid(format!(
+            "data connection {} and master {} are not the same family",
+            dc.tuple, dc.master
+        )));
+    }
+    for nat in [dc.nat_src, dc.nat_dst].iter().flatten() {
+        if nat.addr.is_ipv6() != v6 {
+            return Err(invalid(format!(
+                "NAT address {} is not the family of {}",
+                nat.addr, dc.tuple
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// IPCTNL_MSG_CT_NEW creating the data connection's entry, RELATED to its
+/// master, in TCP state SYN_SENT. The kernel requires a reply tuple and a
+/// timeout when creating; the reply tuple sent is the plain inverse, and
+/// the kernel rewrites it from the NAT bindings.
+pub fn encode_create_related(dc: &DataConnection) -> io::Result<Vec<u8>> {
+    check_data_connection(dc)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
+    let flags = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    let mut b = MsgBuilder::new(ty, flags, family_of(&dc.tuple));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, &dc.tuple);
+    put_tuple(&mut b, CTA_TUPLE_REPLY, &dc.tuple.reversed());
+    put_tuple(&mut b, CTA_TUPLE_MASTER, &dc.master);
+    if let Some(nat) = &dc.nat_src {
+        put_nat(&mut b, CTA_NAT_SRC, nat);
+    }
+    if let Some(nat) = &dc.nat_dst {
+        put_nat(&mut b, CTA_NAT_DST, nat);
+    }
+    let info = b.nest_start(CTA_PROTOINFO);
+    let tcp = b.nest_start(CTA_PROTOINFO_TCP);
+    b.put_u8(CTA_PROTOINFO_TCP_STATE, TCP_CONNTRACK_SYN_SENT);
+    b.nest_end(tcp);
+    b.nest_end(info);
+    b.put_be32(CTA_TIMEOUT, dc.timeout_secs);
+    if let Some(mark) = dc.mark {
+        b.put_be32(CTA_MARK, mark);
+    }
+    Ok(b.finish())
+}
+
+fn decode_ip_pair(ip: Attrs<'_>) -> io::Result<(IpAddr, IpAddr)> {
+    if let Some(src) = ip.find(CTA_IP_V4_SRC)? {
+        let dst = ip.require(CTA_IP_V4_DST, "CTA_IP_V4_DST")?;
+        return Ok((
+            IpAddr::from(src.array::<4>()?),
+            IpAddr::from(dst.array::<4>()?),
+        ));
+    }
+    let src = ip.require(CTA_IP_V6_SRC, "CTA_IP_V6_SRC")?;
+    let dst = ip.require(CTA_IP_V6_DST, "CTA_IP_V6_DST")?;
+    Ok((
+        IpAddr::from(src.array::<16>()?),
+        IpAddr::from(dst.array::<16>()?),
+    ))
+}
+
+/// Reads a CTA_TUPLE_* nest. Ok(None) for a protocol other than TCP.
+pub fn decode_tuple(tuple: Attrs<'_>) -> io::Result<Option<Tuple>> {
+    let ip = tuple.require(CTA_TUPLE_IP, "CTA_TUPLE_IP")?;
+    let proto = tuple.require(CTA_TUPLE_PROTO, "CTA_TUPLE_PROTO")?.nested();
+    if proto.require(CTA_PROTO_NUM, "CTA_PROTO_NUM")?.u8()? != IPPROTO_TCP {
+        return Ok(None);
+    }
+    let sport = proto
+        .require(CTA_PROTO_SRC_PORT, "CTA_PROTO_SRC_PORT")?
+        .be16()?;
+    let dport = proto
+        .require(CTA_PROTO_DST_PORT, "CTA_PROTO_DST_PORT")?
+        .be16()?;
+    let (src, dst) = decode_ip_pair(ip.nested())?;
+    Ok(Some(Tuple::new(
+        SocketAddr::new(src, sport),
+        SocketAddr::new(dst, dport),
+    )))
+}
+
+fn required_tcp_tuple(attrs: &Attrs<'_>, kind: u16, what: &str) -> io::Result<Tuple> {
+    decode_tuple(attrs.require(kind, what)?.nested())?
+        .ok_or_else(|| netlink::malformed(format!("{what} is not a TCP tuple")))
+}
+
+fn decode_tcp_state(attrs: &Attrs<'_>) -> io::Result<Option<u8>> {
+    let Some(info) = attrs.find(CTA_PROTOINFO)? else {
+        return Ok(None);
+    };
+    let Some(tcp) = info.nested().find(CTA_PROTOINFO_TCP)? else {
+        return Ok(None);
+    };
+    tcp.nested()
+        .find(CTA_PROTOINFO_TCP_STATE)?
+        .map(|a| a.u8())
+        .transpose()
+}
+
+/// Reads the attributes of an IPCTNL_MSG_CT_NEW message (the answer to GET).
+pub fn decode_entry(attrs: Attrs<'_>) -> io::Result<CtInfo> {
+    let orig = required_tcp_tuple(&attrs, CTA_TUPLE_ORIG, "CTA_TUPLE_ORIG")?;
+    let reply = required_tcp_tuple(&attrs, CTA_TUPLE_REPLY, "CTA_TUPLE_REPLY")?;
+    let master = match attrs.find(CTA_TUPLE_MASTER)? {
+        Some(m) => decode_tuple(m.nested())?,
+        None => None,
+    };
+    let be32 =
+        |kind| -> io::Result<Option<u32>> { attrs.find(kind)?.map(|a| a.be32()).transpose() };
+    Ok(CtInfo {
+        entry: CtEntry {
+            orig,
+            reply,
+            mark: be32(CTA_MARK)?.unwrap_or(0),
+        },
+        master,
+        status: be32(CTA_STATUS)?.unwrap_or(0),
+        timeout_secs: be32(CTA_TIMEOUT)?,
+        tcp_state: decode_tcp_state(&attrs)?,
+    })
+}
+
+/// Turns a kernel errno into an io::Error that says what went wrong.
+fn kernel_error(op: &str, errno: i32, subject: &str) -> io::Error {
+    let why = match errno {
+        libc::EPERM => "permission denied (run as root or with CAP_NET_ADMIN)".to_string(),
+        libc::ENOENT if op == "create" => format!(
+            "the master (control connection) of {subject} is not in the conntrack table"
+        ),
+        libc::ENOENT => format!("no conntrack entry for {subject}"),
+        libc::EEXIST => format!("a conntrack entry for {subject} already exists"),
+        libc::EINVAL => format!("the kernel rejected the request for {subject} as invalid"),
+        libc::EOPNOTSUPP => format!(
+            "operation not supported for {subject} (NAT support missing, or NAT/master given on an existing entry)"
+        ),
+        libc::ENOMEM => "the kernel is out of memory or the conntrack table is full".into(),
+        e => format!(
+            "{op} {subject} failed: {}",
+            io::Error::from_raw_os_error(e)
+        ),
+    };
+    KernelError::into_io(errno, format!("ctnetlink: {why}"))
+}
+
+/// One NETLINK_NETFILTER socket speaking ctnetlink. Blocking, with a receive
+/// timeout (see [`netlink::DEFAULT_TIMEOUT`]).
+#[derive(Debug)]
+pub struct Ctnetlink {
+    sock: NlSocket,
+}
+
+impl Ctnetlink {
+    pub fn open() -> io::Result<Self> {
+        Ok(Ctnetlink {
+            sock: NlSocket::open("ctnetlink")?,
+        })
+    }
+
+    fn request(&mut self, op: &str, subject: &str, msg: Vec<u8>) -> io::Result<Vec<Message>> {
+        self.sock.transact(msg).map_err(|f| match f {
+            Failure::Kernel(errno) => kernel_error(op, errno, subject),
+            Failure::Io(e) => e,
+        })
+    }
+
+    /// The conntrack entry that has `tuple` as its original (dir=Orig) or
+    /// reply (dir=Reply) tuple; Ok(None) if there is none.
+    pub fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+        Ok(self.get_info(tuple, dir)?.map(|i| i.entry))
+    }
+
+    /// Like [`Ctnetlink::get`], with status, master, timeout and TCP state.
+    pub fn get_info(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtInfo>> {
+        let msg = encode_get(tuple, dir)?;
+        let replies = match self.request("get", &tuple.to_string(), msg) {
+            Ok(r) => r,
+            Err(e) if netlink::kernel_errno(&e) == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(first) = replies.first() else {
+            return Err(netlink::malformed(
+                "conntrack GET answered without an entry",
+            ));
+        };
+        let info = decode_entry(first.nf_attrs()?)?;
+        // The kernel looks the tuple up in both directions at once: check
+        // that it matched the direction asked for.
+        let matched = match dir {
+            CtDir::Orig => info.entry.orig == *tuple,
+            CtDir::Reply => info.entry.reply == *tuple,
+        };
+        Ok(matched.then_some(info))
+    }
+
+    /// Creates the data connection's entry, RELATED to `dc.master`, with its
+    /// NAT bindings. An entry that already exists gives an error of kind
+    /// `AlreadyExists` (errno EEXIST, see [`netlink::kernel_errno`]); a
+    /// missing master gives `NotFound`.
+    pub fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
+        let msg = encode_create_related(dc)?;
+        let subject = format!("{} (master {})", dc.tuple, dc.master);
+        self.request("create", &subject, msg).map(drop)
+    }
+
+    /// Deletes the entry whose original tuple is `orig`. A missing entry is
+    /// an error of kind `NotFound`.
+    pub fn delete(&mut self, orig: &Tuple) -> io::Result<()> {
+        let msg = encode_delete(orig)?;
+        self.request("delete", &orig.to_string(), msg).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
+
+    fn t(src: &str, dst: &str) -> Tuple {
+        Tuple::new(src.parse().unwrap(), dst.parse().unwrap())
+    }
+
+    fn attrs(msg: &[u8]) -> Attrs<'_> {
+        Attrs::new(&msg[NLMSG_HDRLEN + NFGENMSG_LEN..])
+    }
+
+    fn header(msg: &[u8]) -> (u16, u16, u8) {
+        let ty = u16::from_ne_bytes([msg[4], msg[5]]);
+        let flags = u16::from_ne_bytes([msg[6], msg[7]]);
+        (ty, flags, msg[16])
+    }
+
+    fn data_connection() -> DataConnection {
+        DataConnection {
+            tuple: t("198.51.100.7:40000", "203.0.113.1:30000"),
+            master: t("198.51.100.7:51000", "203.0.113.1:21"),
+            nat_src: None,
+            nat_dst: Some(NatBinding {
+                addr: "192.0.2.10".parse().unwrap(),
+                port: Some(30001),
+            }),
+            timeout_secs: 120,
+            mark: Some(0x42),
+        }
+    }
+
+    #[test]
+    fn get_v4_encodes_tuple_bytes() {
+        let tuple = t("192.0.2.1:1234", "192.0.2.2:21");
+        let msg = encode_get(&tuple, CtDir::Orig).unwrap();
+        assert_eq!(header(&msg), (0x0101, 0x0005, netlink::AF_INET));
+        // CTA_TUPLE_ORIG(nested) { CTA_TUPLE_IP(nested) { src, dst },
+        //   CTA_TUPLE_PROTO(nested) { num, sport, dport } }
+        let mut want = Vec::new();
+        let nested = |ty: u16| (ty | NLA_F_NESTED).to_ne_bytes();
+        want.extend_from_slice(&52u16.to_ne_bytes());
+        want.extend_from_slice(&nested(CTA_TUPLE_ORIG));
+        want.extend_from_slice(&20u16.to_ne_bytes());
+        want.extend_from_slice(&nested(CTA_TUPLE_IP));
+        want.extend_from_slice(&8u16.to_ne_bytes());
+        want.extend_from_slice(&CTA_IP_V4_SRC.to_ne_bytes());
+        want.extend_from_slice(&[192, 0, 2, 1]);
+        want.extend_from_slice(&8u16.to_ne_bytes());
+        want.extend_from_slice(&CTA_IP_V4_DST.to_ne_bytes());
+        want.extend_from_slice(&[192, 0, 2, 2]);
+        want.extend_from_slice(&28u16.to_ne_bytes());
+        want.extend_from_slice(&nested(CTA_TUPLE_PROTO));
+        want.extend_from_slice(&5u16.to_ne_bytes());
+        want.extend_from_slice(&CTA_PROTO_NUM.to_ne_bytes());
+        want.extend_from_slice(&[6, 0, 0, 0]);
+        want.extend_from_slice(&6u16.to_ne_bytes());
+        want.extend_from_slice(&CTA_PROTO_SRC_PORT.to_ne_bytes());
+        want.extend_from_slice(&[0x04, 0xd2, 0, 0]);
+        want.extend_from_slice(&6u16.to_ne_bytes());
+        want.extend_from_slice(&CTA_PROTO_DST_PORT.to_ne_bytes());
+        want.extend_from_slice(&[0, 21, 0, 0]);
+        assert_eq!(&msg[20..], &want[..]);
+    }
+
+    #[test]
+    fn get_by_reply_uses_reply_attribute_and_v6_family() {
+        let tuple = t("[2001:db8::1]:2121", "[2001:db8::2]:5000");
+        let msg = encode_get(&tuple, CtDir::Reply).unwrap();
+        assert_eq!(header(&msg).2, netlink::AF_INET6);
+        let a = attrs(&msg);
+        assert!(a.find(CTA_TUPLE_ORIG).unwrap().is_none());
+        let reply = a.require(CTA_TUPLE_REPLY, "reply").unwrap();
+        assert_eq!(decode_tuple(reply.nested()).unwrap(), Some(tuple));
+    }
+
+    #[test]
+    fn tuples_round_trip_v4_and_v6() {
+        for tuple in [
+            t("192.0.2.1:1", "198.51.100.2:65535"),
+            t("[2001:db8::1]:2121", "[2001:db8:ffff::2]:40000"),
+        ] {
+            let mut b = MsgBuilder::new(0, 0, 0);
+            put_tuple(&mut b, CTA_TUPLE_MASTER, &tuple);
+            let msg = b.finish();
+            let m = attrs(&msg).require(CTA_TUPLE_MASTER, "m").unwrap();
+            assert_eq!(decode_tuple(m.nested()).unwrap(), Some(tuple));
+        }
+    }
+
+    #[test]
+    fn create_related_carries_every_required_attribute() {
+        let dc = data_connection();
+        let msg = encode_create_related(&dc).unwrap();
+        let (ty, flags, family) = header(&msg);
+        assert_eq!(ty, 0x0100, "CTNETLINK << 8 | CT_NEW");
+        assert_eq!(
+            flags,
+            netlink::NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK
+        );
+        assert_eq!(family, netlink::AF_INET);
+        let a = attrs(&msg);
+        let tuple = |k| decode_tuple(a.require(k, "t").unwrap().nested()).unwrap();
+        assert_eq!(tuple(CTA_TUPLE_ORIG), Some(dc.tuple));
+        assert_eq!(tuple(CTA_TUPLE_REPLY), Some(dc.tuple.reversed()));
+        assert_eq!(tuple(CTA_TUPLE_MASTER), Some(dc.master));
+        assert_eq!(
+            a.require(CTA_TIMEOUT, "timeout").unwrap().be32().unwrap(),
+            120
+        );
+        assert_eq!(a.require(CTA_MARK, "mark").unwrap().be32().unwrap(), 0x42);
+        assert_eq!(decode_tcp_state(&a).unwrap(), Some(TCP_CONNTRACK_SYN_SENT));
+        assert!(a.find(CTA_NAT_SRC).unwrap().is_none());
+
+        let nat = a.require(CTA_NAT_DST, "nat").unwrap().nested();
+        let ip = |k| nat.require(k, "ip").unwrap().array::<4>().unwrap();
+        assert_eq!(ip(CTA_NAT_V4_MINIP), [192, 0, 2, 10]);
+        assert_eq!(ip(CTA_NAT_V4_MAXIP), [192, 0, 2, 10]);
+        let proto = nat.require(CTA_NAT_PROTO, "proto").unwrap().nested();
+        let port = |k| proto.require(k, "port").unwrap().be16().unwrap();
+        assert_eq!(port(CTA_PROTONAT_PORT_MIN), 30001);
+        assert_eq!(port(CTA_PROTONAT_PORT_MAX), 30001);
+    }
+
+    #[test]
+    fn nat_without_port_keeps_port_and_v6_uses_v6_attributes() {
+        let dc = DataConnection {
+            tuple: t("[2001:db8::2]:40000", "[2001:db8::3]:30000"),
+            master: t("[2001:db8::2]:51000", "[2001:db8::3]:21"),
+            nat_src: Some(NatBinding {
+                addr: "2001:db8::4".parse().unwrap(),
+                port: None,
+            }),
+            nat_dst: None,
+            timeout_secs: 30,
+            mark: None,
+        };
+        let msg = encode_create_related(&dc).unwrap();
+        assert_eq!(header(&msg).2, netlink::AF_INET6);
+        let a = attrs(&msg);
+        assert!(a.find(CTA_MARK).unwrap().is_none());
+        assert!(a.find(CTA_NAT_DST).unwrap().is_none());
+        let nat = a.require(CTA_NAT_SRC, "nat").unwrap().nested();
+        let min = nat.require(CTA_NAT_V6_MINIP, "min").unwrap();
+        assert_eq!(
+            IpAddr::from(min.array::<16>().unwrap()),
+            dc.nat_src.unwrap().addr
+        );
+        assert!(nat.find(CTA_NAT_PROTO).unwrap().is_none());
+    }
+
+    #[test]
+    fn mixed_families_are_refused_before_sending() {
+        let mut dc = data_connection();
+        dc.nat_dst = Some(NatBinding {
+            addr: "2001:db8::1".parse().unwrap(),
+            port: None,
+        });
+        let e = encode_create_related(&dc).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mixed = t("192.0.2.1:1", "[2001:db8::1]:2");
+        assert!(encode_get(&mixed, CtDir::Orig).is_err());
+        let mut dc = data_connection();
+        dc.master = t("[2001:db8::2]:1", "[2001:db8::3]:21");
+        assert!(encode_create_related(&dc).is_err());
+    }
+
+    #[test]
+    fn delete_names_the_original_tuple() {
+        let tuple = t("192.0.2.1:1234", "192.0.2.2:21");
+        let msg = encode_delete(&tuple).unwrap();
+        assert_eq!(header(&msg).0, 0x0102);
+        let a = attrs(&msg);
+        let orig = a.require(CTA_TUPLE_ORIG, "orig").unwrap();
+        assert_eq!(decode_tuple(orig.nested()).unwrap(), Some(tuple));
+    }
+
+    /// A reply as the kernel writes it (ctnetlink_fill_info), built by hand.
+    #[test]
+    fn decodes_a_kernel_style_entry() {
+        let orig = t("192.0.2.2:40000", "192.0.2.3:30000");
+        let reply = t("192.0.2.1:30001", "192.0.2.2:40000");
+        let master = t("192.0.2.2:51000", "192.0.2.3:21");
+        let mut b = MsgBuilder::new(0x0100, 0, netlink::AF_INET);
+        put_tuple(&mut b, CTA_TUPLE_ORIG, &orig);
+        put_tuple(&mut b, CTA_TUPLE_REPLY, &reply);
+        b.put_be32(CTA_STATUS, IPS_EXPECTED | IPS_CONFIRMED | IPS_DST_NAT);
+        b.put_be32(CTA_MARK, 7);
+        b.put_be32(CTA_TIMEOUT, 119);
+        put_tuple(&mut b, CTA_TUPLE_MASTER, &master);
+        let info_nest = b.nest_start(CTA_PROTOINFO);
+        let tcp = b.nest_start(CTA_PROTOINFO_TCP);
+        b.put_u8(CTA_PROTOINFO_TCP_STATE, 1);
+        b.nest_end(tcp);
+        b.nest_end(info_nest);
+        let msg = b.finish();
+        let info = decode_entry(attrs(&msg)).unwrap();
+        assert_eq!(
+            info.entry,
+            CtEntry {
+                orig,
+                reply,
+                mark: 7
+            }
+        );
+        assert_eq!(info.master, Some(master));
+        assert_eq!(info.status & IPS_EXPECTED, IPS_EXPECTED);
+        assert_eq!(info.timeout_secs, Some(119));
+        assert_eq!(info.tcp_state, Some(1));
+    }
+
+    #[test]
+    fn entry_without_tuples_is_malformed() {
+        let mut b = MsgBuilder::new(0x0100, 0, netlink::AF_INET);
+        b.put_be32(CTA_MARK, 7);
+        let msg = b.finish();
+        let e = decode_entry(attrs(&msg)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn error_messages_name_the_cause() {
+        let e = kernel_error("create", libc::EPERM, "x");
+        assert_eq!(
+            e.to_string(),
+            "ctnetlink: permission denied (run as root or with CAP_NET_ADMIN)"
+        );
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let e = kernel_error("create", libc::EEXIST, "a -> b");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(netlink::kernel_errno(&e), Some(libc::EEXIST));
+        let e = kernel_error("create", libc::ENOENT, "a -> b");
+        assert!(e.to_string().contains("master"), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,569 @@
+//! ipset over netlink (NFNL_SUBSYS_IPSET): the `hash:ip,port` sets with
+//! timeouts that scope ftpct's raw-table queue rule to the data connections
+//! it expects. Protocol 6 or 7, negotiated when the socket opens.
+//!
+//! Kernel rules this module follows (ip_set_core.c):
+//! - every message carries IPSET_ATTR_PROTOCOL;
+//! - ports, timeouts and addresses carry NLA_F_NET_BYTEORDER, nests
+//!   NLA_F_NESTED, or the kernel answers IPSET_ERR_PROTOCOL;
+//! - without NLM_F_EXCL the kernel sets IPSET_FLAG_EXIST itself: create of
+//!   an identical set, add of a present element (timeout refreshed) and del
+//!   of a missing element all succeed.
+//!
+//! The `encode_*` functions are pure; [`Ipset`] sends them.
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::netlink::{
+    self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket,
+    NLA_F_NET_BYTEORDER, NLM_F_ACK,
+};
+
+const NFNL_SUBSYS_IPSET: u8 = 6;
+
+/// The newest protocol this module speaks, and the oldest.
+pub const PROTOCOL_MAX: u8 = 7;
+pub const PROTOCOL_MIN: u8 = 6;
+
+// enum ipset_cmd
+const IPSET_CMD_PROTOCOL: u8 = 1;
+const IPSET_CMD_CREATE: u8 = 2;
+const IPSET_CMD_DESTROY: u8 = 3;
+const IPSET_CMD_FLUSH: u8 = 4;
+const IPSET_CMD_ADD: u8 = 9;
+const IPSET_CMD_DEL: u8 = 10;
+const IPSET_CMD_TEST: u8 = 11;
+const IPSET_CMD_HEADER: u8 = 12;
+const IPSET_CMD_TYPE: u8 = 13;
+
+// command-level attributes
+const IPSET_ATTR_PROTOCOL: u16 = 1;
+const IPSET_ATTR_SETNAME: u16 = 2;
+const IPSET_ATTR_TYPENAME: u16 = 3;
+const IPSET_ATTR_REVISION: u16 = 4;
+const IPSET_ATTR_FAMILY: u16 = 5;
+const IPSET_ATTR_DATA: u16 = 7;
+const IPSET_ATTR_REVISION_MIN: u16 = 10;
+
+// attributes inside IPSET_ATTR_DATA
+const IPSET_ATTR_IP: u16 = 1;
+const IPSET_ATTR_PORT: u16 = 4;
+const IPSET_ATTR_TIMEOUT: u16 = 6;
+const IPSET_ATTR_PROTO: u16 = 7;
+const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
+const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
+
+// enum ipset_errno (positive here)
+const IPSET_ERR_PROTOCOL: i32 = 4097;
+const IPSET_ERR_FIND_TYPE: i32 = 4098;
+const IPSET_ERR_MAX_SETS: i32 = 4099;
+const IPSET_ERR_BUSY: i32 = 4100;
+const IPSET_ERR_EXIST_SETNAME2: i32 = 4101;
+const IPSET_ERR_TYPE_MISMATCH: i32 = 4102;
+const IPSET_ERR_EXIST: i32 = 4103;
+const IPSET_ERR_INVALID_FAMILY: i32 = 4106;
+const IPSET_ERR_TIMEOUT: i32 = 4107;
+const IPSET_ERR_REFERENCED: i32 = 4108;
+const IPSET_ERR_HASH_FULL: i32 = 4352;
+
+pub const SET_TYPE: &str = "hash:ip,port";
+const IPSET_MAXNAMELEN: usize = 32;
+const IPPROTO_TCP: u8 = 6;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+
+fn family(ipv6: bool) -> u8 {
+    if ipv6 {
+        NFPROTO_IPV6
+    } else {
+        NFPROTO_IPV4
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("ipset: {msg}"))
+}
+
+/// Set names are at most 31 bytes (32 with the NUL) and hold no NUL.
+pub fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() >= IPSET_MAXNAMELEN || name.contains('\0') {
+        return Err(invalid(format!(
+            "bad set name {name:?} (1 to {} bytes, no NUL)",
+            IPSET_MAXNAMELEN - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Header plus IPSET_ATTR_PROTOCOL, which every ipset message carries.
+fn start(cmd: u8, protocol: u8) -> MsgBuilder {
+    let ty = nfnl_msg_type(NFNL_SUBSYS_IPSET, cmd);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, netlink::AF_INET);
+    b.put_u8(IPSET_ATTR_PROTOCOL, protocol);
+    b
+}
+
+fn start_named(cmd: u8, protocol: u8, name: &str) -> io::Result<MsgBuilder> {
+    check_name(name)?;
+    let mut b = start(cmd, protocol);
+    b.put_strz(IPSET_ATTR_SETNAME, name);
+    Ok(b)
+}
+
+/// IPSET_CMD_PROTOCOL: asks which protocol versions the kernel speaks.
+pub fn encode_protocol() -> Vec<u8> {
+    start(IPSET_CMD_PROTOCOL, PROTOCOL_MAX).finish()
+}
+
+/// IPSET_CMD_TYPE: asks which revisions of `hash:ip,port` the kernel has.
+pub fn encode_type(protocol: u8, ipv6: bool) -> Vec<u8> {
+    let mut b = start(IPSET_CMD_TYPE, protocol);
+    b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
+    b.put_u8(IPSET_ATTR_FAMILY, family(ipv6));
+    b.finish()
+}
+
+/// IPSET_CMD_CREATE of a `hash:ip,port` set with the timeout option.
+pub fn encode_create(
+    protocol: u8,
+    name: &str,
+    ipv6: bool,
+    revision: u8,
+    default_timeout_secs: u32,
+) -> io::Result<Vec<u8>> {
+    let mut b = start_named(IPSET_CMD_CREATE, protocol, name)?;
+    b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
+    b.put_u8(IPSET_ATTR_REVISION, revision);
+    b.put_u8(IPSET_ATTR_FAMILY, family(ipv6));
+    let data = b.nest_start(IPSET_ATTR_DATA);
+    b.put_be32(
+        IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER,
+        default_timeout_secs,
+    );
+    b.nest_end(data);
+    Ok(b.finish())
+}
+
+/// IPSET_CMD_ADD, DEL or TEST of the element `addr,tcp:port`.
+fn encode_element(
+    cmd: u8,
+    protocol: u8,
+    name: &str,
+    addr: IpAddr,
+    port: u16,
+    timeout_secs: Option<u32>,
+) -> io::Result<Vec<u8>> {
+    let mut b = start_named(cmd, protocol, name)?;
+    let data = b.nest_start(IPSET_ATTR_DATA);
+    let ip = b.nest_start(IPSET_ATTR_IP);
+    match addr {
+        IpAddr::V4(a) => b.put(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &a.octets()),
+        IpAddr::V6(a) => b.put(IPSET_ATTR_IPADDR_IPV6 | NLA_F_NET_BYTEORDER, &a.octets()),
+    };
+    b.nest_end(ip);
+    b.put_be16(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, port);
+    b.put_u8(IPSET_ATTR_PROTO, IPPROTO_TCP);
+    if let Some(t) = timeout_secs {
+        b.put_be32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, t);
+    }
+    b.nest_end(data);
+    Ok(b.finish())
+}
+
+pub fn encode_add(
+    protocol: u8,
+    name: &str,
+    addr: IpAddr,
+    port: u16,
+    timeout_secs: u32,
+) -> io::Result<Vec<u8>> {
+    encode_element(
+        IPSET_CMD_ADD,
+        protocol,
+        name,
+        addr,
+        port,
+        Some(timeout_secs),
+    )
+}
+
+pub fn encode_del(protocol: u8, name: &str, addr: IpAddr, port: u16) -> io::Result<Vec<u8>> {
+    encode_element(IPSET_CMD_DEL, protocol, name, addr, port, None)
+}
+
+pub fn encode_test(protocol: u8, name: &str, addr: IpAddr, port: u16) -> io::Result<Vec<u8>> {
+    encode_element(IPSET_CMD_TEST, protocol, name, addr, port, None)
+}
+
+pub fn encode_flush(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+    Ok(start_named(IPSET_CMD_FLUSH, protocol, name)?.finish())
+}
+
+pub fn encode_destroy(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+    Ok(start_named(IPSET_CMD_DESTROY, protocol, name)?.finish())
+}
+
+/// IPSET_CMD_HEADER: the type and family of an existing set.
+pub fn encode_header(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+    Ok(start_named(IPSET_CMD_HEADER, protocol, name)?.finish())
+}
+
+/// The protocol to use given the kernel's answer to IPSET_CMD_PROTOCOL.
+pub fn negotiate_protocol(attrs: Attrs<'_>) -> io::Result<u8> {
+    let kernel = attrs
+        .require(IPSET_ATTR_PROTOCOL, "IPSET_ATTR_PROTOCOL")?
+        .u8()?;
+    let chosen = kernel.min(PROTOCOL_MAX);
+    if chosen < PROTOCOL_MIN {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("ipset: kernel speaks protocol {kernel}, this program needs {PROTOCOL_MIN} to {PROTOCOL_MAX}"),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// The newest revision of the type the kernel has (answer to IPSET_CMD_TYPE).
+pub fn decode_type_revision(attrs: Attrs<'_>) -> io::Result<u8> {
+    let max = attrs
+        .require(IPSET_ATTR_REVISION, "IPSET_ATTR_REVISION")?
+        .u8()?;
+    if let Some(min) = attrs.find(IPSET_ATTR_REVISION_MIN)? {
+        if min.u8()? > max {
+            return Err(netlink::malformed("ipset type revision min above max"));
+        }
+    }
+    Ok(max)
+}
+
+/// Type name and family of a set (answer to IPSET_CMD_HEADER).
+pub fn decode_header(attrs: Attrs<'_>) -> io::Result<(String, u8)> {
+    let ty = attrs.require(IPSET_ATTR_TYPENAME, "IPSET_ATTR_TYPENAME")?;
+    let name = ty.data.split(|&c| c == 0).next().unwrap_or_default();
+    let family = attrs
+        .require(IPSET_ATTR_FAMILY, "IPSET_ATTR_FAMILY")?
+        .u8()?;
+    Ok((String::from_utf8_lossy(name).into_owned(), family))
+}
+
+/// Turns a kernel errno (standard or IPSET_ERR_*) into a clear io::Error.
+fn kernel_error(op: &str, errno: i32, name: &str) -> io::Error {
+    let why = match errno {
+        libc::EPERM => "permission denied (run as root or with CAP_NET_ADMIN)".to_string(),
+        libc::ENOENT => format!("set {name} does not exist"),
+        libc::EEXIST | IPSET_ERR_EXIST_SETNAME2 => {
+            format!("set {name} already exists with a different type or options")
+        }
+        IPSET_ERR_PROTOCOL => format!(
+            "the kernel rejected the {op} message for set {name} (protocol error: wrong address family for the set?)"
+        ),
+        IPSET_ERR_FIND_TYPE => format!("set type {SET_TYPE} is not available in the kernel"),
+        IPSET_ERR_MAX_SETS => "the kernel's maximal number of sets is reached".into(),
+        IPSET_ERR_BUSY | IPSET_ERR_REFERENCED => format!("set {name} is in use by a rule"),
+        IPSET_ERR_TYPE_MISMATCH => format!("set {name} has a different type"),
+        IPSET_ERR_EXIST => format!("element already in set {name}, or not in it"),
+        IPSET_ERR_INVALID_FAMILY => format!("invalid address family for set {name}"),
+        IPSET_ERR_TIMEOUT => format!("set {name} was created without timeout support"),
+        IPSET_ERR_HASH_FULL => format!("set {name} is full"),
+        e if e < 4096 => format!(
+            "{op} on set {name} failed: {}",
+            io::Error::from_raw_os_error(e)
+        ),
+        e => format!("{op} on set {name} failed: ipset error {e}"),
+    };
+    KernelError::into_io(errno, format!("ipset: {why}"))
+}
+
+/// One NETLINK_NETFILTER socket speaking the ipset protocol.
+#[derive(Debug)]
+pub struct Ipset {
+    sock: NlSocket,
+    protocol: u8,
+}
+
+impl Ipset {
+    /// Opens the socket and negotiates the protocol version with the kernel.
+    pub fn open() -> io::Result<Self> {
+        let mut sock = NlSocket::open("ipset")?;
+        let replies = sock
+            .transact(encode_protocol())
+            .map_err(|f| to_io(f, "protocol", "-"))?;
+        let first = replies
+            .first()
+            .ok_or_else(|| netlink::malformed("ipset protocol query answered without data"))?;
+        let protocol = negotiate_protocol(first.nf_attrs()?)?;
+        Ok(Ipset { sock, protocol })
+    }
+
+    /// The protocol version in use.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    fn run(&mut self, op: &str, name: &str, msg: Vec<u8>) -> io::Result<Vec<Message>> {
+        self.sock.transact(msg).map_err(|f| to_io(f, op, name))
+    }
+
+    /// Creates a `hash:ip,port` set with the timeout option. Ok if a set of
+    /// that name already exists with the same type, family and timeout.
+    pub fn create(&mut self, name: &str, ipv6: bool, default_timeout_secs: u32) -> io::Result<()> {
+        let revision = self.type_revision(ipv6)?;
+        let msg = encode_create(self.protocol, name, ipv6, revision, default_timeout_secs)?;
+        self.run("create", name, msg)?;
+        // The kernel's "same set" check ignores the family: check it here.
+        let (ty, fam) = self.header(name)?;
+        if ty != SET_TYPE || fam != family(ipv6) {
+            return Err(KernelError::into_io(
+                libc::EEXIST,
+                format!("ipset: set {name} already exists as {ty}, family {fam}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn type_revision(&mut self, ipv6: bool) -> io::Result<u8> {
+        let replies = self.run("type", SET_TYPE, encode_type(self.protocol, ipv6))?;
+        let first = replies
+            .first()
+            .ok_or_else(|| netlink::malformed("ipset type query answered without data"))?;
+        decode_type_revision(first.nf_attrs()?)
+    }
+
+    fn header(&mut self, name: &str) -> io::Result<(String, u8)> {
+        let replies = self.run("header", name, encode_header(self.protocol, name)?)?;
+        let first = replies
+            .first()
+            .ok_or_else(|| netlink::malformed("ipset header query answered without data"))?;
+        decode_header(first.nf_attrs()?)
+    }
+
+    /// Adds `addr,tcp:port`; re-adding an element refreshes its timeout.
+    pub fn add(
+        &mut self,
+        name: &str,
+        addr: IpAddr,
+        port: u16,
+        timeout_secs: u32,
+    ) -> io::Result<()> {
+        let msg = encode_add(self.protocol, name, addr, port, timeout_secs)?;
+        self.run("add", name, msg).map(drop)
+    }
+
+    /// Removes `addr,tcp:port`; an element not in the set is not an error.
+    pub fn del(&mut self, name: &str, addr: IpAddr, port: u16) -> io::Result<()> {
+        let msg = encode_del(self.protocol, name, addr, port)?;
+        match self.sock.transact(msg) {
+            Ok(_) | Err(Failure::Kernel(IPSET_ERR_EXIST)) => Ok(()),
+            Err(f) => Err(to_io(f, "del", name)),
+        }
+    }
+
+    /// Removes every element of the set.
+    pub fn flush(&mut self, name: &str) -> io::Result<()> {
+        let msg = encode_flush(self.protocol, name)?;
+        self.run("flush", name, msg).map(drop)
+    }
+
+    /// Destroys the set; a set that does not exist is not an error.
+    pub fn destroy(&mut self, name: &str) -> io::Result<()> {
+        let msg = encode_destroy(self.protocol, name)?;
+        match self.sock.transact(msg) {
+            Ok(_) | Err(Failure::Kernel(libc::ENOENT)) => Ok(()),
+            Err(f) => Err(to_io(f, "destroy", name)),
+        }
+    }
+
+    /// Whether `addr,tcp:port` is in the set (and not timed out).
+    pub fn test(&mut self, name: &str, addr: IpAddr, port: u16) -> io::Result<bool> {
+        let msg = encode_test(self.protocol, name, addr, port)?;
+        match self.sock.transact(msg) {
+            Ok(_) => Ok(true),
+            Err(Failure::Kernel(IPSET_ERR_EXIST)) => Ok(false),
+            Err(f) => Err(to_io(f, "test", name)),
+        }
+    }
+}
+
+fn to_io(f: Failure, op: &str, name: &str) -> io::Error {
+    match f {
+        Failure::Kernel(errno) => kernel_error(op, errno, name),
+        Failure::Io(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
+
+    fn attrs(msg: &[u8]) -> Attrs<'_> {
+        Attrs::new(&msg[NLMSG_HDRLEN + NFGENMSG_LEN..])
+    }
+
+    /// Attribute type as written on the wire, flags included.
+    fn raw_types(buf: &[u8]) -> Vec<u16> {
+        let mut out = Vec::new();
+        let mut rest = buf;
+        while rest.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+            out.push(u16::from_ne_bytes([rest[2], rest[3]]));
+            rest = &rest[netlink::align4(len).min(rest.len())..];
+        }
+        out
+    }
+
+    #[test]
+    fn protocol_query_bytes() {
+        let msg = encode_protocol();
+        assert_eq!(msg.len(), 16 + 4 + 8);
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0601);
+        assert_eq!(&msg[16..20], &[netlink::AF_INET, 0, 0, 0]);
+        assert_eq!(&msg[20..28], &[5, 0, 1, 0, PROTOCOL_MAX, 0, 0, 0]);
+    }
+
+    #[test]
+    fn create_v6_with_timeout() {
+        let msg = encode_create(7, "ftpct-pasv6", true, 6, 300).unwrap();
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0602);
+        let a = attrs(&msg);
+        assert_eq!(
+            a.require(IPSET_ATTR_PROTOCOL, "p").unwrap().u8().unwrap(),
+            7
+        );
+        assert_eq!(
+            a.require(IPSET_ATTR_SETNAME, "n").unwrap().data,
+            b"ftpct-pasv6\0"
+        );
+        assert_eq!(
+            a.require(IPSET_ATTR_TYPENAME, "t").unwrap().data,
+            b"hash:ip,port\0"
+        );
+        assert_eq!(
+            a.require(IPSET_ATTR_REVISION, "r").unwrap().u8().unwrap(),
+            6
+        );
+        assert_eq!(
+            a.require(IPSET_ATTR_FAMILY, "f").unwrap().u8().unwrap(),
+            NFPROTO_IPV6
+        );
+        let data = a.require(IPSET_ATTR_DATA, "d").unwrap();
+        let timeout = data.nested().require(IPSET_ATTR_TIMEOUT, "t").unwrap();
+        assert_eq!(timeout.be32().unwrap(), 300);
+        assert_eq!(
+            raw_types(data.data),
+            vec![IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER]
+        );
+        assert!(raw_types(&msg[20..]).contains(&(IPSET_ATTR_DATA | NLA_F_NESTED)));
+    }
+
+    #[test]
+    fn add_v4_element_bytes() {
+        let msg = encode_add(6, "s", "192.0.2.1".parse().unwrap(), 2121, 60).unwrap();
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0609);
+        let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap();
+        let mut want = Vec::new();
+        let put = |w: &mut Vec<u8>, len: u16, ty: u16, val: &[u8]| {
+            w.extend_from_slice(&len.to_ne_bytes());
+            w.extend_from_slice(&ty.to_ne_bytes());
+            w.extend_from_slice(val);
+        };
+        put(&mut want, 12, IPSET_ATTR_IP | NLA_F_NESTED, &[]);
+        put(
+            &mut want,
+            8,
+            IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER,
+            &[192, 0, 2, 1],
+        );
+        put(
+            &mut want,
+            6,
+            IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER,
+            &[0x08, 0x49, 0, 0],
+        );
+        put(&mut want, 5, IPSET_ATTR_PROTO, &[6, 0, 0, 0]);
+        put(
+            &mut want,
+            8,
+            IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER,
+            &[0, 0, 0, 60],
+        );
+        assert_eq!(data.data, &want[..]);
+    }
+
+    #[test]
+    fn del_and_test_v6_have_no_timeout() {
+        let addr: IpAddr = "2001:db8::1".parse().unwrap();
+        for msg in [
+            encode_del(7, "s", addr, 21).unwrap(),
+            encode_test(7, "s", addr, 21).unwrap(),
+        ] {
+            let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap().nested();
+            assert!(data.find(IPSET_ATTR_TIMEOUT).unwrap().is_none());
+            let ip = data.require(IPSET_ATTR_IP, "ip").unwrap().nested();
+            let v6 = ip.require(IPSET_ATTR_IPADDR_IPV6, "v6").unwrap();
+            assert_eq!(IpAddr::from(v6.array::<16>().unwrap()), addr);
+            assert_eq!(
+                data.require(IPSET_ATTR_PORT, "p").unwrap().be16().unwrap(),
+                21
+            );
+        }
+        assert_eq!(
+            u16::from_ne_bytes([
+                encode_test(7, "s", addr, 21).unwrap()[4],
+                encode_test(7, "s", addr, 21).unwrap()[5]
+            ]),
+            0x060b
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(encode_flush(7, "").is_err());
+        assert!(encode_destroy(7, &"x".repeat(32)).is_err());
+        assert!(encode_destroy(7, &"x".repeat(31)).is_ok());
+        assert!(encode_add(7, "a\0b", "192.0.2.1".parse().unwrap(), 1, 1).is_err());
+    }
+
+    #[test]
+    fn negotiates_down_to_what_both_speak() {
+        let reply = |p: u8| {
+            let mut b = MsgBuilder::new(0x0601, 0, 2);
+            b.put_u8(IPSET_ATTR_PROTOCOL, p);
+            b.put_u8(IPSET_ATTR_REVISION_MIN, 6);
+            b.finish()
+        };
+        assert_eq!(negotiate_protocol(attrs(&reply(7))).unwrap(), 7);
+        assert_eq!(negotiate_protocol(attrs(&reply(9))).unwrap(), 7);
+        assert_eq!(negotiate_protocol(attrs(&reply(6))).unwrap(), 6);
+        assert!(negotiate_protocol(attrs(&reply(5))).is_err());
+    }
+
+    #[test]
+    fn decodes_type_and_header_answers() {
+        let mut b = MsgBuilder::new(0x060d, 0, 2);
+        b.put_u8(IPSET_ATTR_PROTOCOL, 7);
+        b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
+        b.put_u8(IPSET_ATTR_FAMILY, NFPROTO_IPV4);
+        b.put_u8(IPSET_ATTR_REVISION, 6);
+        b.put_u8(IPSET_ATTR_REVISION_MIN, 0);
+        let msg = b.finish();
+        assert_eq!(decode_type_revision(attrs(&msg)).unwrap(), 6);
+        assert_eq!(
+            decode_header(attrs(&msg)).unwrap(),
+            (SET_TYPE.to_string(), NFPROTO_IPV4)
+        );
+    }
+
+    #[test]
+    fn ipset_errors_are_explained() {
+        let e = kernel_error("destroy", IPSET_ERR_BUSY, "pasv");
+        assert_eq!(e.to_string(), "ipset: set pasv is in use by a rule");
+        assert_eq!(netlink::kernel_errno(&e), Some(IPSET_ERR_BUSY));
+        let e = kernel_error("add", libc::EPERM, "pasv");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("CAP_NET_ADMIN"));
+        let e = kernel_error("add", libc::ENOENT, "pasv");
+        assert_eq!(e.to_string(), "ipset: set pasv does not exist");
+    }
+}

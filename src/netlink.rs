@@ -1,0 +1,560 @@
+//! Low-level netlink for the netfilter subsystems (ctnetlink, ipset):
+//! building requests, walking replies and a blocking socket with a receive
+//! timeout. Message building and parsing are pure functions over bytes so
+//! they can be tested without root; only [`NlSocket`] touches the kernel.
+//!
+//! Netlink headers and attribute headers are in host byte order; the values
+//! inside netfilter attributes are big-endian (network order).
+
+use std::fmt;
+use std::io::{self, Read};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const NETLINK_NETFILTER: i32 = 12;
+
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NFGENMSG_LEN: usize = 4;
+pub const NLA_HDRLEN: usize = 4;
+
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+
+pub const NLA_F_NESTED: u16 = 0x8000;
+pub const NLA_F_NET_BYTEORDER: u16 = 0x4000;
+const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+
+pub const NFNETLINK_V0: u8 = 0;
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// How long a request waits for the kernel's answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Netlink messages are padded to 4 bytes, and so are attributes.
+pub fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Netfilter message type: subsystem in the high byte, command in the low.
+pub fn nfnl_msg_type(subsys: u8, cmd: u8) -> u16 {
+    (u16::from(subsys) << 8) | u16::from(cmd)
+}
+
+/// Builds one nfnetlink request: nlmsghdr, nfgenmsg, then attributes.
+/// The sequence number is left at 0; [`NlSocket::transact`] fills it in.
+#[derive(Debug)]
+pub struct MsgBuilder {
+    buf: Vec<u8>,
+}
+
+impl MsgBuilder {
+    pub fn new(msg_type: u16, flags: u16, family: u8) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish()
+        buf.extend_from_slice(&msg_type.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // seq
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel fills it
+        buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // nfgenmsg, res_id 0
+        MsgBuilder { buf }
+    }
+
+    pub fn put(&mut self, attr_type: u16, data: &[u8]) -> &mut Self {
+        let len = NLA_HDRLEN + data.len();
+        let len16 = u16::try_from(len).expect("netlink attribute larger than 64 KiB");
+        self.buf.extend_from_slice(&len16.to_ne_bytes());
+        self.buf.extend_from_slice(&attr_type.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+        self
+    }
+
+    pub fn put_u8(&mut self, attr_type: u16, v: u8) -> &mut Self {
+        self.put(attr_type, &[v])
+    }
+
+    pub fn put_be16(&mut self, attr_type: u16, v: u16) -> &mut Self {
+        self.put(attr_type, &v.to_be_bytes())
+    }
+
+    pub fn put_be32(&mut self, attr_type: u16, v: u32) -> &mut Self {
+        self.put(attr_type, &v.to_be_bytes())
+    }
+
+    /// A NUL-terminated string, as the kernel's NLA_NUL_STRING expects.
+    pub fn put_strz(&mut self, attr_type: u16, s: &str) -> &mut Self {
+        let mut data = Vec::with_capacity(s.len() + 1);
+        data.extend_from_slice(s.as_bytes());
+        data.push(0);
+        self.put(attr_type, &data)
+    }
+
+    /// Opens a nested attribute (flagged NLA_F_NESTED: strict kernel
+    /// parsers such as NAT's and ipset's reject nests without it).
+    pub fn nest_start(&mut self, attr_type: u16) -> Nest {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(attr_type | NLA_F_NESTED).to_ne_bytes());
+        Nest(at)
+    }
+
+    pub fn nest_end(&mut self, nest: Nest) -> &mut Self {
+        let len = self.buf.len() - nest.0;
+        let len16 = u16::try_from(len).expect("nested netlink attribute larger than 64 KiB");
+        self.buf[nest.0..nest.0 + 2].copy_from_slice(&len16.to_ne_bytes());
+        self
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = u32::try_from(self.buf.len()).expect("netlink message larger than 4 GiB");
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+
+    fn pad(&mut self) {
+        let padded = align4(self.buf.len());
+        self.buf.resize(padded, 0);
+    }
+}
+
+/// Position of an open nested attribute; close it with [`MsgBuilder::nest_end`].
+#[must_use]
+#[derive(Debug)]
+pub struct Nest(usize);
+
+/// One netlink attribute: its type with the flag bits removed, and its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr<'a> {
+    pub kind: u16,
+    pub data: &'a [u8],
+}
+
+impl<'a> Attr<'a> {
+    pub fn u8(&self) -> io::Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn be16(&self) -> io::Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    pub fn be32(&self) -> io::Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    /// The value as a fixed-size array; the attribute must have exactly N bytes.
+    pub fn array<const N: usize>(&self) -> io::Result<[u8; N]> {
+        self.data.try_into().map_err(|_| {
+            malformed(format!(
+                "attribute {} has {} bytes, expected {}",
+                self.kind,
+                self.data.len(),
+                N
+            ))
+        })
+    }
+
+    /// The attributes nested inside this one.
+    pub fn nested(&self) -> Attrs<'a> {
+        Attrs::new(self.data)
+    }
+}
+
+/// Iterator over a run of attributes. Yields an error (then stops) when a
+/// length field does not fit the buffer.
+#[derive(Clone, Debug)]
+pub struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attrs<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Attrs { rest: buf }
+    }
+
+    /// The first attribute of the given type, if any.
+    pub fn find(&self, kind: u16) -> io::Result<Option<Attr<'a>>> {
+        for attr in self.clone() {
+            let attr = attr?;
+            if attr.kind == kind {
+                return Ok(Some(attr));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like [`Attrs::find`], but a missing attribute is an error.
+    pub fn require(&self, kind: u16, what: &str) -> io::Result<Attr<'a>> {
+        self.find(kind)?
+            .ok_or_else(|| malformed(format!("missing {what} (attribute {kind})")))
+    }
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = io::Result<Attr<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.len() < NLA_HDRLEN {
+            return None; // trailing padding
+        }
+        let len = usize::from(u16::from_ne_bytes([self.rest[0], self.rest[1]]));
+        let kind = u16::from_ne_bytes([self.rest[2], self.rest[3]]) & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || len > self.rest.len() {
+            self.rest = &[];
+            return Some(Err(malformed(format!(
+                "attribute {kind} has bad length {len}"
+            ))));
+        }
+        let data = &self.rest[NLA_HDRLEN..len];
+        self.rest = &self.rest[align4(len).min(self.rest.len())..];
+        Some(Ok(Attr { kind, data }))
+    }
+}
+
+/// One message of a reply, payload starting after the nlmsghdr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub msg_type: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// The attributes of a netfilter message (after the nfgenmsg header).
+    pub fn nf_attrs(&self) -> io::Result<Attrs<'_>> {
+        self.payload
+            .get(NFGENMSG_LEN..)
+            .map(Attrs::new)
+            .ok_or_else(|| malformed("netfilter message shorter than its nfgenmsg header"))
+    }
+
+    /// For NLMSG_ERROR: the (positive) errno, 0 for an acknowledgement.
+    pub fn error_code(&self) -> io::Result<i32> {
+        let raw: [u8; 4] = self
+            .payload
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed("NLMSG_ERROR without an error code"))?;
+        Ok(i32::from_ne_bytes(raw).saturating_neg())
+    }
+}
+
+/// Splits one received datagram into its messages.
+pub fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<Message>> {
+    let mut out = Vec::new();
+    while buf.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Err(malformed(format!(
+                "message length {len} does not fit the {} bytes received",
+                buf.len()
+            )));
+        }
+        out.push(Message {
+            msg_type: u16::from_ne_bytes([buf[4], buf[5]]),
+            flags: u16::from_ne_bytes([buf[6], buf[7]]),
+            seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            payload: buf[NLMSG_HDRLEN..len].to_vec(),
+        });
+        buf = &buf[align4(len).min(buf.len())..];
+    }
+    Ok(out)
+}
+
+/// An error the kernel answered with. Carried inside an `io::Error` so the
+/// caller can still read the exact errno with [`kernel_errno`].
+#[derive(Debug)]
+pub struct KernelError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+impl KernelError {
+    /// Wraps the errno in an `io::Error` whose kind follows the errno
+    /// (EEXIST -> AlreadyExists, ENOENT -> NotFound, EPERM -> PermissionDenied...).
+    pub fn into_io(errno: i32, message: String) -> io::Error {
+        let kind = if errno > 0 && errno < 4096 {
+            io::Error::from_raw_os_error(errno).kind()
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, KernelError { errno, message })
+    }
+}
+
+/// The errno of a kernel refusal, if `err` is one.
+pub fn kernel_errno(err: &io::Error) -> Option<i32> {
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<KernelError>())
+        .map(|k| k.errno)
+}
+
+/// What a request can end in besides success.
+#[derive(Debug)]
+pub enum Failure {
+    /// The kernel refused the request with this (positive) errno.
+    Kernel(i32),
+    /// The socket failed, timed out, or the reply made no sense.
+    Io(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+pub fn malformed(msg: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("netlink: malformed reply from the kernel: {}", msg.into()),
+    )
+}
+
+/// A blocking NETLINK_NETFILTER socket that sends one request at a time and
+/// collects its answer.
+#[derive(Debug)]
+pub struct NlSocket {
+    sock: Socket,
+    seq: u32,
+    timeout: Duration,
+    buf: Vec<u8>,
+    label: &'static str,
+}
+
+impl NlSocket {
+    /// `label` names the user in error messages ("ctnetlink", "ipset").
+    pub fn open(label: &'static str) -> io::Result<Self> {
+        let sock = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::DGRAM,
+            Some(Protocol::from(NETLINK_NETFILTER)),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{label}: cannot open a NETLINK_NETFILTER socket: {e}"),
+            )
+        })?;
+        sock.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        Ok(NlSocket {
+            sock,
+            seq: seed,
+            timeout: DEFAULT_TIMEOUT,
+            buf: vec![0; 64 * 1024],
+            label,
+        })
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.sock.set_read_timeout(Some(timeout))?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Sends `msg` (from [`MsgBuilder::finish`], which must ask for an ACK)
+    /// and returns the data messages that answer it, up to the
+    /// acknowledgement. Replies to earlier, timed-out requests are skipped.
+    pub fn transact(&mut self, mut msg: Vec<u8>) -> Result<Vec<Message>, Failure> {
+        if msg.len() < NLMSG_HDRLEN {
+            return Err(Failure::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "netlink: request shorter than a header",
+            )));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+        self.send(&msg)?;
+        let mut answer = Vec::new();
+        loop {
+            for m in self.recv()? {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.msg_type {
+                    NLMSG_ERROR => {
+                        return match m.error_code()? {
+                            0 => Ok(answer),
+                            errno => Err(Failure::Kernel(errno)),
+                        };
+                    }
+                    NLMSG_DONE => return Ok(answer),
+                    _ => answer.push(m),
+                }
+            }
+        }
+    }
+
+    fn send(&self, msg: &[u8]) -> io::Result<()> {
+        let sent = self.sock.send(msg).map_err(|e| self.io_err("send", e))?;
+        if sent != msg.len() {
+            return Err(io::Error::other(format!(
+                "{}: short send ({sent} of {} bytes)",
+                self.label,
+                msg.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self) -> io::Result<Vec<Message>> {
+        loop {
+            match (&self.sock).read(&mut self.buf) {
+                Ok(n) => return parse_messages(&self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: no answer from the kernel within {:?}",
+                            self.label, self.timeout
+                        ),
+                    ))
+                }
+                Err(e) => return Err(self.io_err("receive", e)),
+            }
+        }
+    }
+
+    fn io_err(&self, what: &str, e: io::Error) -> io::Error {
+        io::Error::new(
+            e.kind(),
+            format!("{}: netlink {what} failed: {e}", self.label),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_writes_header_nfgenmsg_and_padded_attributes() {
+        let mut b = MsgBuilder::new(nfnl_msg_type(1, 1), NLM_F_ACK, AF_INET);
+        b.put_u8(7, 6);
+        let msg = b.finish();
+        assert_eq!(msg.len(), 16 + 4 + 8);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 28);
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0101);
+        assert_eq!(
+            u16::from_ne_bytes([msg[6], msg[7]]),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
+        assert_eq!(&msg[16..20], &[AF_INET, 0, 0, 0]);
+        // nla_len 5 (header + 1 byte), type 7, value, 3 bytes padding
+        assert_eq!(&msg[20..22], &5u16.to_ne_bytes());
+        assert_eq!(&msg[22..24], &7u16.to_ne_bytes());
+        assert_eq!(&msg[24..28], &[6, 0, 0, 0]);
+    }
+
+    #[test]
+    fn nests_carry_the_nested_flag_and_their_length() {
+        let mut b = MsgBuilder::new(0, 0, 0);
+        let n = b.nest_start(1);
+        b.put_be16(2, 0x1234);
+        b.nest_end(n);
+        let msg = b.finish();
+        let attrs: Vec<_> = Attrs::new(&msg[20..]).collect::<io::Result<_>>().unwrap();
+        assert_eq!(attrs.len(), 1);
+        assert_eq!(attrs[0].kind, 1);
+        assert_eq!(
+            u16::from_ne_bytes([msg[22], msg[23]]),
+            1 | NLA_F_NESTED,
+            "raw type keeps NLA_F_NESTED"
+        );
+        let inner = attrs[0].nested().require(2, "inner").unwrap();
+        assert_eq!(inner.be16().unwrap(), 0x1234);
+    }
+
+    #[test]
+    fn strings_are_nul_terminated() {
+        let mut b = MsgBuilder::new(0, 0, 0);
+        b.put_strz(2, "abc");
+        let msg = b.finish();
+        let a = Attrs::new(&msg[20..]).require(2, "s").unwrap();
+        assert_eq!(a.data, b"abc\0");
+    }
+
+    #[test]
+    fn attribute_with_bad_length_is_an_error_not_a_panic() {
+        let buf = [200u8, 0, 1, 0, 0, 0, 0, 0];
+        let mut it = Attrs::new(&buf);
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
+        let tiny = [2u8, 0, 1, 0];
+        assert!(Attrs::new(&tiny).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn wrong_size_values_are_errors() {
+        let a = Attr {
+            kind: 3,
+            data: &[1, 2, 3],
+        };
+        assert!(a.be32().is_err());
+        assert!(a.be16().is_err());
+    }
+
+    #[test]
+    fn parses_error_and_ack_messages() {
+        let mut dgram = Vec::new();
+        for (seq, err) in [(5u32, 0i32), (6, -17)] {
+            dgram.extend_from_slice(&20u32.to_ne_bytes());
+            dgram.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            dgram.extend_from_slice(&0u16.to_ne_bytes());
+            dgram.extend_from_slice(&seq.to_ne_bytes());
+            dgram.extend_from_slice(&0u32.to_ne_bytes());
+            dgram.extend_from_slice(&err.to_ne_bytes());
+        }
+        let msgs = parse_messages(&dgram).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].error_code().unwrap(), 0);
+        assert_eq!(msgs[1].seq, 6);
+        assert_eq!(msgs[1].error_code().unwrap(), 17);
+    }
+
+    #[test]
+    fn truncated_message_is_an_error() {
+        let mut dgram = 100u32.to_ne_bytes().to_vec();
+        dgram.extend_from_slice(&[0; 12]);
+        assert!(parse_messages(&dgram).is_err());
+    }
+
+    #[test]
+    fn kernel_errors_keep_errno_and_kind() {
+        let e = KernelError::into_io(libc::EEXIST, "x exists".into());
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(kernel_errno(&e), Some(libc::EEXIST));
+        assert_eq!(e.to_string(), "x exists");
+        let e = KernelError::into_io(4103, "ipset".into());
+        assert_eq!(e.kind(), io::ErrorKind::Other);
+        assert_eq!(kernel_errno(&e), Some(4103));
+    }
+}
