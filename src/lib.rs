@@ -4,8 +4,17 @@
 //! rewritten packets and kernel actions out. Drivers (`queue` for NFQUEUE,
 //! `replay` for pcap files) only move bytes in and out of it.
 
-pub mod grammar;
-pub mod tuple;
 pub mod ctnetlink;
+pub mod engine;
+pub mod event;
+pub mod expect;
+pub mod flow;
+pub mod grammar;
 pub mod ipset;
+pub mod lines;
+pub mod nat;
 pub mod netlink;
+pub mod policy;
+pub mod seqadj;
+pub mod tuple;
+pub mod wire;

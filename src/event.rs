@@ -1,0 +1,208 @@
+//! What the engine reports: kernel actions for the live driver, decisions
+//! for logs and the replay table, and counters.
+
+use std::fmt;
+
+use crate::expect::Expectation;
+use crate::flow::Dir;
+use crate::grammar::Malformed;
+use crate::lines::DropReason;
+use crate::nat::CtMapping;
+use crate::policy::Refusal;
+use crate::tuple::Tuple;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    Expired,
+    MasterClosed,
+}
+
+/// One thing the engine did or decided. `flow` is always the control
+/// connection's original tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    FlowNew {
+        mapping: CtMapping,
+        local: bool,
+    },
+    FlowClosed {
+        flow: Tuple,
+    },
+    /// A complete line (only with `Config::report_lines`).
+    Line {
+        flow: Tuple,
+        dir: Dir,
+        text: String,
+    },
+    /// Kernel action: queue and create the data connection when it comes.
+    ExpectationAdded(Expectation),
+    /// Kernel action: forget the pending data connection.
+    ExpectationRemoved {
+        exp: Expectation,
+        reason: RemoveReason,
+    },
+    /// Kernel action: create this data connection's conntrack entry.
+    DataMatched {
+        tuple: Tuple,
+        exp: Expectation,
+    },
+    Rewritten {
+        flow: Tuple,
+        dir: Dir,
+        before: String,
+        after: String,
+    },
+    Refused {
+        flow: Tuple,
+        dir: Dir,
+        line: String,
+        refusal: Refusal,
+    },
+    Malformed {
+        flow: Tuple,
+        dir: Dir,
+        line: String,
+        why: Malformed,
+    },
+    Recognised {
+        flow: Tuple,
+        dir: Dir,
+        what: &'static str,
+    },
+    Overlong {
+        flow: Tuple,
+        dir: Dir,
+    },
+    InspectionStopped {
+        flow: Tuple,
+        why: &'static str,
+    },
+    Dropped {
+        flow: Tuple,
+        dir: Dir,
+        seq: u32,
+        reason: DropReason,
+    },
+    HeldLineReleased {
+        flow: Tuple,
+        dir: Dir,
+    },
+    Resynced {
+        flow: Tuple,
+        dir: Dir,
+        seq: u32,
+    },
+}
+
+impl Event {
+    /// Short stable name, for JSON and log filtering.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::FlowNew { .. } => "flow-new",
+            Event::FlowClosed { .. } => "flow-closed",
+            Event::Line { .. } => "line",
+            Event::ExpectationAdded(_) => "expect",
+            Event::ExpectationRemoved { .. } => "expect-removed",
+            Event::DataMatched { .. } => "data-matched",
+            Event::Rewritten { .. } => "rewrite",
+            Event::Refused { .. } => "refused",
+            Event::Malformed { .. } => "malformed",
+            Event::Recognised { .. } => "recognised",
+            Event::Overlong { .. } => "overlong",
+            Event::InspectionStopped { .. } => "inspection-stopped",
+            Event::Dropped { .. } => "dropped",
+            Event::HeldLineReleased { .. } => "held-line-released",
+            Event::Resynced { .. } => "resynced",
+        }
+    }
+
+    /// The control connection it concerns.
+    pub fn flow(&self) -> Tuple {
+        match self {
+            Event::FlowNew { mapping, .. } => mapping.orig,
+            Event::ExpectationAdded(exp)
+            | Event::ExpectationRemoved { exp, .. }
+            | Event::DataMatched { exp, .. } => exp.master,
+            Event::FlowClosed { flow }
+            | Event::Line { flow, .. }
+            | Event::Rewritten { flow, .. }
+            | Event::Refused { flow, .. }
+            | Event::Malformed { flow, .. }
+            | Event::Recognised { flow, .. }
+            | Event::Overlong { flow, .. }
+            | Event::InspectionStopped { flow, .. }
+            | Event::Dropped { flow, .. }
+            | Event::HeldLineReleased { flow, .. }
+            | Event::Resynced { flow, .. } => *flow,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::FlowNew { mapping, local } => {
+                let origin = if *local { "local" } else { "forwarded" };
+                if mapping.is_natted() {
+                    write!(
+                        f,
+                        "new {origin} control connection, NAT reply {}",
+                        mapping.reply
+                    )
+                } else {
+                    write!(f, "new {origin} control connection, no NAT")
+                }
+            }
+            Event::FlowClosed { .. } => write!(f, "control connection closed"),
+            Event::Line { dir, text, .. } => write!(f, "{}: {text}", dir.name()),
+            Event::ExpectationAdded(e) => write!(f, "expect {e}, {:?}", e.kind),
+            Event::ExpectationRemoved { exp, reason } => {
+                write!(f, "expectation {exp} removed ({reason:?})")
+            }
+            Event::DataMatched { tuple, exp } => {
+                write!(f, "data connection {tuple} matched, RELATED, {}", exp.nat)
+            }
+            Event::Rewritten { before, after, .. } => write!(f, "rewrite '{before}' -> '{after}'"),
+            Event::Refused { line, refusal, .. } => {
+                write!(f, "refused [{}] '{line}': {refusal}", refusal.rule())
+            }
+            Event::Malformed { line, why, .. } => {
+                write!(f, "malformed [{}] '{line}': passed unchanged", why.name())
+            }
+            Event::Recognised { what, .. } => write!(f, "{what}"),
+            Event::Overlong { .. } => write!(f, "overlong line passed unchanged, not parsed"),
+            Event::InspectionStopped { why, .. } => write!(f, "inspection stopped: {why}"),
+            Event::Dropped { seq, reason, .. } => {
+                write!(f, "segment seq {seq} dropped: {reason:?}")
+            }
+            Event::HeldLineReleased { .. } => write!(
+                f,
+                "held line head retransmitted too often: passed unchanged, line not rewritable"
+            ),
+            Event::Resynced { seq, .. } => {
+                write!(f, "gap did not fill: resynchronised at seq {seq}")
+            }
+        }
+    }
+}
+
+/// Counters, for logs and the replay summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub not_tcp: u64,
+    pub flows: u64,
+    pub flows_untracked: u64,
+    pub expectations: u64,
+    pub expectations_expired: u64,
+    pub data_matched: u64,
+    pub rewrites: u64,
+    pub fixed_up: u64,
+    pub refused: u64,
+    pub malformed: u64,
+    pub overlong_lines: u64,
+    pub dropped: u64,
+    pub held_given_up: u64,
+    pub resyncs: u64,
+    pub tls_sessions: u64,
+}

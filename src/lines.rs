@@ -1,0 +1,367 @@
+//! One direction of a control connection as a stream of lines.
+//!
+//! The kernel only looks at a command that starts a segment right after a
+//! newline. We follow the byte stream in order instead: lines are
+//! reassembled across segments, several lines per segment are found, and a
+//! line is acted on only once it is complete.
+//!
+//! Policy for segments that are not simply the next bytes:
+//! - a retransmission (data already seen) is never parsed again; it leaves
+//!   with exactly the edits the first copy got (see `seqadj`);
+//! - an out-of-order segment (a gap before it) is dropped, so the sender
+//!   sends it again in order, at most `MAX_GAP_DROPS` times for the same
+//!   gap; after that the stream resynchronises at that segment and skips to
+//!   the next line start, rather than stall a session it cannot follow;
+//! - a segment that ends inside a line that may need rewriting, on a flow
+//!   where rewriting is possible, is held: dropped, its bytes kept. When the
+//!   rest of the line arrives, the segment that completes it leaves carrying
+//!   the whole line, rewritten. A retransmission of the held part alone is
+//!   dropped again at most `MAX_HOLD_REDROPS` times; after that it leaves
+//!   unchanged and the line is reported as not rewritable. This does what
+//!   the kernel does (drop the first part so that it comes again) but never
+//!   loops, and needs no retransmission when the rest follows at once.
+
+use std::borrow::Cow;
+
+use crate::seqadj::{seq_after, SeqAdjust};
+
+/// Drops of the same out-of-order segment before resynchronising.
+const MAX_GAP_DROPS: u8 = 3;
+/// Drops of a retransmitted held line head before letting it pass.
+const MAX_HOLD_REDROPS: u8 = 2;
+
+/// A complete line and the sequence number of its first byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub start: u32,
+    pub bytes: Cow<'a, [u8]>,
+    /// Longer than the limit: not parsed, never rewritten.
+    pub overlong: bool,
+}
+
+/// Where a segment's data lies relative to what was already seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// No payload.
+    Empty,
+    /// Only bytes already seen.
+    Old,
+    /// New bytes start at this offset in the payload.
+    New { skip: usize },
+    /// Bytes missing before this segment.
+    Gap,
+}
+
+/// What to do with a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate<'a> {
+    /// Send these original bytes, starting at this sequence number
+    /// (edits and shifts are applied afterwards).
+    Forward {
+        start: u32,
+        bytes: Cow<'a, [u8]>,
+    },
+    Drop(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Ends inside a line that may need a rewrite: kept until the rest comes.
+    HeldLineHead,
+    /// Arrived before the bytes that precede it.
+    OutOfOrder,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    start: u32,
+    bytes: Vec<u8>,
+    redrops: u8,
+}
+
+/// State of one direction.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// Next expected sequence number; None until the first segment.
+    next: Option<u32>,
+    /// Bytes of the current incomplete line.
+    line: Vec<u8>,
+    line_start: u32,
+    /// Inside a line we do not parse (overlong, or after a resync).
+    skipping: bool,
+    /// Everything before this has left the gateway.
+    forwarded_upto: u32,
+    held: Option<Box<Held>>,
+    gap: Option<(u32, u8)>,
+    pub adj: SeqAdjust,
+    pub fin: bool,
+}
+
+impl Stream {
+    /// A SYN: the stream starts after it.
+    pub fn syn(&mut self, seq: u32) {
+        *self = Stream::default();
+        self.resync(seq.wrapping_add(1), false);
+    }
+
+    fn resync(&mut self, seq: u32, skip_to_newline: bool) {
+        self.next = Some(seq);
+        self.line.clear();
+        self.line_start = seq;
+        self.skipping = skip_to_newline;
+        self.forwarded_upto = seq;
+        self.held = None;
+        self.gap = None;
+    }
+
+    pub fn classify(&mut self, seq: u32, len: usize) -> Arrival {
+        if len == 0 {
+            return Arrival::Empty;
+        }
+        // Picked up mid-connection: assume a segment starts a line, which
+        // is how FTP peers write commands and replies.
+        let next = *self.next.get_or_insert(seq);
+        if self.line.is_empty() && !self.skipping && self.forwarded_upto == 0 {
+            self.line_start = next;
+            self.forwarded_upto = next;
+        }
+        let end = seq.wrapping_add(len as u32);
+        if seq_after(seq, next) {
+            Arrival::Gap
+        } else if !seq_after(end, next) {
+            Arrival::Old
+        } else {
+            Arrival::New {
+                skip: next.wrapping_sub(seq) as usize,
+            }
+        }
+    }
+
+    /// An out-of-order segment: drop it, or give up waiting and resync.
+    pub fn on_gap(&mut self, seq: u32) -> bool {
+        let drops = match self.gap {
+            Some((s, n)) if s == seq => n + 1,
+            _ => 1,
+        };
+        if drops > MAX_GAP_DROPS {
+            self.resync(seq, true);
+            return false;
+        }
+        self.gap = Some((seq, drops));
+        true
+    }
+
+    /// Appends new bytes and returns the lines they complete.
+    pub fn take_lines<'a>(&mut self, new: &'a [u8], max_line: usize) -> Vec<Line<'a>> {
+        let mut lines = Vec::new();
+        let mut pos = 0;
+        let mut seq = self.next.unwrap_or(0);
+        while let Some(nl) = new[pos..].iter().position(|&b| b == b'\n') {
+            let piece = &new[pos..pos + nl + 1];
+            let overlong = self.skipping || self.line.len() + piece.len() > max_line;
+            let bytes = if self.line.is_empty() {
+                Cow::Borrowed(piece)
+            } else {
+                let mut whole = std::mem::take(&mut self.line);
+                whole.extend_from_slice(piece);
+                Cow::Owned(whole)
+            };
+            lines.push(Line {
+                start: self.line_start,
+                bytes,
+                overlong,
+            });
+            seq = seq.wrapping_add(piece.len() as u32);
+            self.line_start = seq;
+            self.skipping = false;
+            pos += nl + 1;
+        }
+        let rest = &new[pos..];
+        if self.line.len() + rest.len() > max_line {
+            self.skipping = true;
+            self.line.clear();
+        } else if !self.skipping {
+            self.line.extend_from_slice(rest);
+        }
+        self.next = Some(seq.wrapping_add(rest.len() as u32));
+        lines
+    }
+
+    /// The incomplete line, if it could still be rewritten.
+    pub fn pending_line(&self) -> Option<&[u8]> {
+        let rewritable = !self.skipping && !seq_after(self.forwarded_upto, self.line_start);
+        (rewritable && !self.line.is_empty()).then_some(&self.line[..])
+    }
+
+    /// True if an edit starting at `seq` is still possible (nothing from
+    /// there on has left unchanged).
+    pub fn can_edit_from(&self, seq: u32) -> bool {
+        !seq_after(self.forwarded_upto, seq)
+    }
+
+    /// The fate of a segment with new data, after its lines were handled.
+    /// `hold` asks to keep it because its last line may need a rewrite.
+    pub fn outgoing<'a>(&mut self, seq: u32, payload: &'a [u8], hold: bool) -> Fate<'a> {
+        let (start, bytes, redrops) = match self.held.take() {
+            Some(h) if seq_after(seq, h.start) => {
+                let keep = (seq.wrapping_sub(h.start) as usize).min(h.bytes.len());
+                let mut merged = h.bytes;
+                merged.truncate(keep);
+                merged.extend_from_slice(payload);
+                (h.start, Cow::Owned(merged), h.redrops)
+            }
+            _ => (seq, Cow::Borrowed(payload), 0),
+        };
+        if hold {
+            self.held = Some(Box::new(Held {
+                start,
+                bytes: bytes.into_owned(),
+                redrops,
+            }));
+            return Fate::Drop(DropReason::HeldLineHead);
+        }
+        self.mark_forwarded(start, bytes.len());
+        Fate::Forward { start, bytes }
+    }
+
+    /// The fate of a segment with only old data. Returns the fate and
+    /// whether a held line head was given up on.
+    pub fn retransmission<'a>(&mut self, seq: u32, payload: &'a [u8]) -> (Fate<'a>, bool) {
+        let end = seq.wrapping_add(payload.len() as u32);
+        let mut gave_up = false;
+        if let Some(h) = self.held.as_mut() {
+            if seq_after(end, h.start) {
+                if h.redrops < MAX_HOLD_REDROPS {
+                    h.redrops += 1;
+                    return (Fate::Drop(DropReason::HeldLineHead), false);
+                }
+                self.held = None;
+                gave_up = true;
+            }
+        }
+        self.mark_forwarded(seq, payload.len());
+        let fate = Fate::Forward {
+            start: seq,
+            bytes: Cow::Borrowed(payload),
+        };
+        (fate, gave_up)
+    }
+
+    fn mark_forwarded(&mut self, start: u32, len: usize) {
+        let end = start.wrapping_add(len as u32);
+        if seq_after(end, self.forwarded_upto) {
+            self.forwarded_upto = end;
+        }
+    }
+
+    /// A FIN at `seq` (after `len` payload bytes) consumes one number.
+    pub fn fin_at(&mut self, seq_after_payload: u32) {
+        self.fin = true;
+        if self.next == Some(seq_after_payload) {
+            self.next = Some(seq_after_payload.wrapping_add(1));
+        }
+    }
+
+    /// Drops the parsing state (encrypted from here on); fix-ups stay.
+    pub fn stop_parsing(&mut self) {
+        self.line.clear();
+        self.held = None;
+        self.skipping = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lines: &[Line<'_>]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn several_lines_in_one_segment_and_one_across_two() {
+        let mut s = Stream::default();
+        s.syn(99);
+        assert_eq!(s.classify(100, 10), Arrival::New { skip: 0 });
+        let lines = s.take_lines(b"NOOP\r\nPO", 1024);
+        assert_eq!(texts(&lines), ["NOOP\r\n"]);
+        assert_eq!(lines[0].start, 100);
+        assert_eq!(s.pending_line(), Some(&b"PO"[..]));
+        let lines = s.take_lines(b"RT 1\r\nLIST\r\n", 1024);
+        assert_eq!(texts(&lines), ["PORT 1\r\n", "LIST\r\n"]);
+        assert_eq!(lines[0].start, 106);
+        assert_eq!(lines[1].start, 114);
+    }
+
+    #[test]
+    fn overlong_lines_are_marked_and_skipped_to_newline() {
+        let mut s = Stream::default();
+        s.syn(0);
+        let long = vec![b'A'; 40];
+        assert!(s.take_lines(&long, 32).is_empty());
+        let lines = s.take_lines(b"AAA\r\nNOOP\r\n", 32);
+        assert!(lines[0].overlong);
+        assert!(!lines[1].overlong);
+    }
+
+    #[test]
+    fn retransmissions_and_gaps() {
+        let mut s = Stream::default();
+        s.syn(0);
+        assert_eq!(s.classify(1, 5), Arrival::New { skip: 0 });
+        s.take_lines(b"NOOP\n", 1024);
+        assert_eq!(s.classify(1, 5), Arrival::Old);
+        assert_eq!(s.classify(3, 5), Arrival::New { skip: 3 });
+        assert_eq!(s.classify(10, 5), Arrival::Gap);
+        assert!(s.on_gap(10));
+        assert!(s.on_gap(10));
+        assert!(s.on_gap(10));
+        assert!(!s.on_gap(10), "resync after repeated drops");
+        assert_eq!(s.classify(10, 5), Arrival::New { skip: 0 });
+    }
+
+    #[test]
+    fn held_head_merges_with_its_tail() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 7);
+        s.take_lines(b"PORT 19", 1024);
+        assert_eq!(
+            s.outgoing(1, b"PORT 19", true),
+            Fate::Drop(DropReason::HeldLineHead)
+        );
+        assert!(s.can_edit_from(1));
+        s.classify(8, 5);
+        s.take_lines(b"2,1\r\n", 1024);
+        match s.outgoing(8, b"2,1\r\n", false) {
+            Fate::Forward { start, bytes } => {
+                assert_eq!(start, 1);
+                assert_eq!(&bytes[..], b"PORT 192,1\r\n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn held_head_retransmitted_is_dropped_a_bounded_number_of_times() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 7);
+        s.take_lines(b"PORT 19", 1024);
+        s.outgoing(1, b"PORT 19", true);
+        for _ in 0..MAX_HOLD_REDROPS {
+            assert_eq!(s.classify(1, 7), Arrival::Old);
+            assert_eq!(
+                s.retransmission(1, b"PORT 19").0,
+                Fate::Drop(DropReason::HeldLineHead)
+            );
+        }
+        let (fate, gave_up) = s.retransmission(1, b"PORT 19");
+        assert!(gave_up);
+        assert!(matches!(fate, Fate::Forward { .. }));
+        assert!(!s.can_edit_from(5), "the head left unchanged");
+    }
+}

@@ -1,0 +1,109 @@
+//! Policy: which announced data connections may pass, and the names of the
+//! rules that refuse the others (every refusal is logged with its rule).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::expect::ExpectRefusal;
+
+/// Operator choices. Defaults are the kernel's, stronger where it protects
+/// users (privileged data ports are refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Data ports below this are refused (bounce to port 25 and friends).
+    pub min_data_port: u16,
+    /// Third-party addresses allowed in announcements (FXP).
+    pub allow_fxp: Vec<IpNet>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            min_data_port: 1024,
+            allow_fxp: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    pub fn fxp_allowed(&self, addr: IpAddr) -> bool {
+        self.allow_fxp.iter().any(|net| net.contains(&addr))
+    }
+}
+
+/// Why an announcement got no expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not the announcer's own address and not an allowed FXP peer.
+    ForeignAddress {
+        announced: IpAddr,
+        expected: IpAddr,
+    },
+    PrivilegedPort {
+        port: u16,
+    },
+    /// No free port on the public side near the announced one.
+    NoFreePort {
+        port: u16,
+    },
+    Limit(ExpectRefusal),
+    /// The line had to be rewritten but its start already left unchanged.
+    SplitLine,
+    /// The NAT address is of a family the announcement cannot carry.
+    FamilyMismatch,
+}
+
+impl Refusal {
+    /// Short stable name, for logs, JSON and counters.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Refusal::ForeignAddress { .. } => "foreign-address",
+            Refusal::PrivilegedPort { .. } => "privileged-port",
+            Refusal::NoFreePort { .. } => "no-free-port",
+            Refusal::Limit(ExpectRefusal::SessionLimit) => "session-expect-limit",
+            Refusal::Limit(ExpectRefusal::GlobalLimit) => "global-expect-limit",
+            Refusal::Limit(ExpectRefusal::Taken) => "expectation-taken",
+            Refusal::SplitLine => "split-line",
+            Refusal::FamilyMismatch => "family-mismatch",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::ForeignAddress {
+                announced,
+                expected,
+            } => write!(
+                f,
+                "announced address {announced} is not the sender's own ({expected}) nor an allowed FXP peer (--allow-fxp)"
+            ),
+            Refusal::PrivilegedPort { port } => {
+                write!(f, "data port {port} is privileged (--min-data-port)")
+            }
+            Refusal::NoFreePort { port } => {
+                write!(f, "no free public port near {port}")
+            }
+            Refusal::Limit(ExpectRefusal::SessionLimit) => {
+                write!(f, "too many pending data connections on this session")
+            }
+            Refusal::Limit(ExpectRefusal::GlobalLimit) => {
+                write!(f, "too many pending data connections in total")
+            }
+            Refusal::Limit(ExpectRefusal::Taken) => {
+                write!(f, "another session expects the same address and port")
+            }
+            Refusal::FamilyMismatch => write!(
+                f,
+                "the NAT address is of a family this command cannot carry"
+            ),
+            Refusal::SplitLine => write!(
+                f,
+                "the line arrived split and its first part could not be held; left unchanged"
+            ),
+        }
+    }
+}
