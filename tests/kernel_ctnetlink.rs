@@ -1,0 +1,544 @@
+//! ctnetlink and ipset against the live kernel. Each test builds its own
+//! network namespace (`ftpct-t-*`), runs the netlink code from a thread that
+//! entered it, and removes it at the end, even on failure.
+//!
+//! Needs root (CI runs as root) and the iptables, ip6tables, ipset and
+//! conntrack binaries (scripts/install-deps.sh). Not root: the tests fail,
+//! unless FTPCT_SKIP_KERNEL_TESTS=1, which skips them.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ftpct::ctnetlink::{
+    CtDir, Ctnetlink, DataConnection, NatBinding, IPS_DST_NAT, IPS_EXPECTED, IPS_SEEN_REPLY,
+    IPS_SRC_NAT,
+};
+use ftpct::ipset::Ipset;
+use ftpct::netlink::kernel_errno;
+use ftpct::tuple::Tuple;
+use socket2::{Domain, Socket, Type};
+
+const TCP_CONNTRACK_SYN_SENT: u8 = 1;
+const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn is_root() -> bool {
+    // "Uid: real effective saved fs": the effective uid decides.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// True when the test should run; panics when it cannot and was not told to skip.
+fn kernel_tests_enabled() -> bool {
+    if std::env::var("FTPCT_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
+        eprintln!("kernel test skipped: FTPCT_SKIP_KERNEL_TESTS=1");
+        return false;
+    }
+    assert!(
+        is_root(),
+        "kernel tests need root (network namespaces, CAP_NET_ADMIN): run as root, \
+         or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
+    );
+    true
+}
+
+/// A network namespace that exists for the life of the value.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ftpct-t-{}-{n}-{tag}", std::process::id());
+        run_cmd(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; panics with its stderr on failure.
+    fn sh(&self, args: &[&str]) -> String {
+        run_cmd(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args),
+        )
+    }
+
+    /// Runs a command inside the namespace and returns whether it succeeded.
+    fn try_sh(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    fn add_addr(&self, cidr: &str) {
+        self.sh(&["ip", "addr", "add", cidr, "dev", "lo"]);
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: netlink and
+    /// TCP sockets it opens belong to the namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns(2) reads an fd we own (`ns` is alive across the
+                // call) and a flag; it moves only the calling thread, which
+                // exists for this closure alone and ends with it.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Packet count of the rule tagged with `--comment tag` in table/chain.
+    fn counter(&self, ip6: bool, table: &str, chain: &str, tag: &str) -> u64 {
+        let cmd = if ip6 { "ip6tables" } else { "iptables" };
+        let out = self.sh(&[cmd, "-t", table, "-nvxL", chain]);
+        let marker = format!("/* {tag} */");
+        let line = out
+            .lines()
+            .find(|l| l.contains(&marker))
+            .unwrap_or_else(|| panic!("no rule {tag} in {table} {chain}:\n{out}"));
+        line.split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no packet count in {line:?}"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run_cmd(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{shown}: {e} (missing tool? run scripts/install-deps.sh)"));
+    assert!(
+        out.status.success(),
+        "{shown} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A TCP connection from `src` (exact port) to `dst`, made from a socket
+/// bound before connect so the tuple is known in advance.
+fn connect_from(src: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(src), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&src.into())?;
+    sock.connect_timeout(&dst.into(), IO_TIMEOUT)?;
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    listener.set_nonblocking(false).unwrap();
+    let (s, peer) = listener.accept().expect("accept");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    (s, peer)
+}
+
+/// Addresses of one lab: client, server, the public address the client
+/// dials (DNAT to the server), and a spare one for SNAT.
+struct Lab {
+    ip6: bool,
+    client: IpAddr,
+    server: IpAddr,
+    public: IpAddr,
+    spare: IpAddr,
+}
+
+impl Lab {
+    fn v4() -> Lab {
+        Lab {
+            ip6: false,
+            client: "192.0.2.2".parse().unwrap(),
+            server: "192.0.2.1".parse().unwrap(),
+            public: "203.0.113.3".parse().unwrap(),
+            spare: "198.51.100.4".parse().unwrap(),
+        }
+    }
+
+    fn v6() -> Lab {
+        Lab {
+            ip6: true,
+            client: "2001:db8::2".parse().unwrap(),
+            server: "2001:db8::1".parse().unwrap(),
+            public: "2001:db8:3::3".parse().unwrap(),
+            spare: "2001:db8:4::4".parse().unwrap(),
+        }
+    }
+
+    fn iptables(&self) -> &'static str {
+        if self.ip6 {
+            "ip6tables"
+        } else {
+            "iptables"
+        }
+    }
+
+    fn at(&self, ip: IpAddr, port: u16) -> SocketAddr {
+        SocketAddr::new(ip, port)
+    }
+
+    /// Local addresses on lo, and the control connection's DNAT
+    /// (public:21 -> server:2121), which also turns conntrack and NAT on.
+    fn setup(&self, ns: &Netns) {
+        let host = if self.ip6 { "/128" } else { "/32" };
+        for ip in [self.client, self.server, self.public, self.spare] {
+            ns.add_addr(&format!("{ip}{host}"));
+        }
+        let to = self.at(self.server, 2121).to_string();
+        ns.sh(&[
+            self.iptables(),
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            &self.public.to_string(),
+            "--dport",
+            "21",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]);
+    }
+
+    /// A rule that only counts, tagged so [`Netns::counter`] finds it.
+    fn count_rule(&self, ns: &Netns, table: &str, chain: &str, matches: &[&str], tag: &str) {
+        let mut args = vec![self.iptables(), "-t", table, "-A", chain];
+        args.extend_from_slice(matches);
+        args.extend_from_slice(&["-m", "comment", "--comment", tag]);
+        ns.sh(&args);
+    }
+}
+
+/// The control connection: client -> public:21, DNATed to server:2121.
+/// Returns its original tuple and both ends (keep them open).
+fn control_connection(lab: &Lab) -> (Tuple, TcpStream, TcpStream) {
+    let listener = TcpListener::bind(lab.at(lab.server, 2121)).expect("bind control");
+    let client = connect_from(lab.at(lab.client, 0), lab.at(lab.public, 21)).expect("connect");
+    let (server, _) = accept(&listener);
+    let orig = Tuple::new(client.local_addr().unwrap(), client.peer_addr().unwrap());
+    (orig, client, server)
+}
+
+#[test]
+fn get_returns_both_tuples_of_a_nated_connection_v4() {
+    if kernel_tests_enabled() {
+        get_returns_both_tuples(Lab::v4(), "get4");
+    }
+}
+
+#[test]
+fn get_returns_both_tuples_of_a_nated_connection_v6() {
+    if kernel_tests_enabled() {
+        get_returns_both_tuples(Lab::v6(), "get6");
+    }
+}
+
+fn get_returns_both_tuples(lab: Lab, tag: &str) {
+    let ns = Netns::new(tag);
+    lab.setup(&ns);
+    ns.run(|| {
+        let (orig, _c, _s) = control_connection(&lab);
+        assert_eq!(orig.dst, lab.at(lab.public, 21));
+        let want_reply = Tuple::new(lab.at(lab.server, 2121), orig.src);
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+
+        let by_orig = ct.get(&orig, CtDir::Orig).unwrap().expect("entry by orig");
+        assert_eq!(by_orig.orig, orig);
+        assert_eq!(by_orig.reply, want_reply, "reply tuple shows the DNAT");
+        let by_reply = ct
+            .get(&want_reply, CtDir::Reply)
+            .unwrap()
+            .expect("entry by reply");
+        assert_eq!(by_reply, by_orig);
+
+        let info = ct.get_info(&orig, CtDir::Orig).unwrap().unwrap();
+        assert_eq!(info.status & IPS_DST_NAT, IPS_DST_NAT);
+        assert_eq!(info.tcp_state, Some(TCP_CONNTRACK_ESTABLISHED));
+        assert_eq!(info.master, None);
+
+        // A tuple of the entry, asked in the wrong direction, is no match.
+        assert_eq!(ct.get(&orig, CtDir::Reply).unwrap(), None);
+        assert_eq!(ct.get(&want_reply, CtDir::Orig).unwrap(), None);
+        let unknown = Tuple::new(lab.at(lab.client, 1), lab.at(lab.server, 2));
+        assert_eq!(ct.get(&unknown, CtDir::Orig).unwrap(), None);
+    });
+}
+
+#[test]
+fn related_data_connection_with_dnat_v4() {
+    if kernel_tests_enabled() {
+        related_data_connection(Lab::v4(), false, "rel4");
+    }
+}
+
+#[test]
+fn related_data_connection_with_dnat_and_snat_v6() {
+    if kernel_tests_enabled() {
+        related_data_connection(Lab::v6(), true, "rel6");
+    }
+}
+
+/// The whole technique: create the data connection's entry RELATED to the
+/// control connection with NAT bindings, then open that exact connection
+/// and watch the kernel classify its SYN RELATED and apply the NAT.
+fn related_data_connection(lab: Lab, with_snat: bool, tag: &str) {
+    let ns = Netns::new(tag);
+    lab.setup(&ns);
+    let public = lab.public.to_string();
+    let server = lab.server.to_string();
+    // Before NAT (mangle OUTPUT, after conntrack): the SYN to the public port.
+    let syn_out = ["-p", "tcp", "--syn", "-d", &public, "--dport", "30000"];
+    let related = [&syn_out[..], &["-m", "conntrack", "--ctstate", "RELATED"]].concat();
+    let new = [&syn_out[..], &["-m", "conntrack", "--ctstate", "NEW"]].concat();
+    lab.count_rule(&ns, "mangle", "OUTPUT", &related, "syn-related");
+    lab.count_rule(&ns, "mangle", "OUTPUT", &new, "syn-new");
+    // After NAT (filter INPUT): the same SYN, now addressed to server:30001.
+    let syn_in = ["-p", "tcp", "--syn", "-d", &server, "--dport", "30001"];
+    let related_in = [&syn_in[..], &["-m", "conntrack", "--ctstate", "RELATED"]].concat();
+    lab.count_rule(&ns, "filter", "INPUT", &related_in, "syn-dnat");
+
+    let data = Tuple::new(lab.at(lab.client, 40000), lab.at(lab.public, 30000));
+    let snat = with_snat.then_some(NatBinding {
+        addr: lab.spare,
+        port: None,
+    });
+    let seen_from = if with_snat {
+        lab.at(lab.spare, 40000)
+    } else {
+        data.src
+    };
+
+    let master = ns.run(|| {
+        let (master, _c, _s) = control_connection(&lab);
+        let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        let dc = DataConnection {
+            tuple: data,
+            master,
+            nat_src: snat,
+            nat_dst: Some(NatBinding {
+                addr: lab.server,
+                port: Some(30001),
+            }),
+            timeout_secs: 120,
+            mark: Some(0x2a),
+        };
+        ct.create_related(&dc).expect("create_related");
+
+        let info = ct
+            .get_info(&data, CtDir::Orig)
+            .unwrap()
+            .expect("created entry");
+        let want_reply = Tuple::new(lab.at(lab.server, 30001), seen_from);
+        assert_eq!(info.entry.reply, want_reply, "reply tuple reflects the NAT");
+        assert_eq!(info.entry.mark, 0x2a);
+        assert_eq!(info.master, Some(master), "CTA_TUPLE_MASTER dumped back");
+        assert_eq!(info.status & IPS_EXPECTED, IPS_EXPECTED);
+        assert_eq!(info.status & IPS_DST_NAT, IPS_DST_NAT);
+        assert_eq!(info.status & IPS_SRC_NAT != 0, with_snat);
+        assert_eq!(info.tcp_state, Some(TCP_CONNTRACK_SYN_SENT));
+        assert!(matches!(info.timeout_secs, Some(1..=120)), "{info:?}");
+
+        // A second create is EEXIST, told apart from other failures.
+        let again = ct.create_related(&dc).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+        assert_eq!(kernel_errno(&again), Some(libc::EEXIST));
+        // A master that does not exist is ENOENT.
+        let mut orphan = dc;
+        orphan.tuple.src.set_port(40001);
+        orphan.master.src.set_port(1);
+        let e = ct.create_related(&orphan).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+
+        // The data connection itself: its SYN matches the entry exactly.
+        let mut client = connect_from(data.src, data.dst).expect("data connect");
+        let (mut server, peer) = accept(&listener);
+        assert_eq!(peer, seen_from, "server sees the (S)NATed client");
+        client.write_all(b"RETR").unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).unwrap();
+        server.write_all(b"DATA").unwrap();
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"DATA");
+
+        let info = ct.get_info(&data, CtDir::Orig).unwrap().expect("entry");
+        assert_eq!(info.tcp_state, Some(TCP_CONNTRACK_ESTABLISHED));
+        assert_eq!(info.status & IPS_SEEN_REPLY, IPS_SEEN_REPLY);
+        master
+    });
+
+    assert_eq!(ns.counter(lab.ip6, "mangle", "OUTPUT", "syn-related"), 1);
+    assert_eq!(ns.counter(lab.ip6, "mangle", "OUTPUT", "syn-new"), 0);
+    assert_eq!(ns.counter(lab.ip6, "filter", "INPUT", "syn-dnat"), 1);
+
+    // conntrack(8) sees the same entry, NAT and mark included.
+    let family = if lab.ip6 { "ipv6" } else { "ipv4" };
+    let listing = ns.sh(&[
+        "conntrack",
+        "-L",
+        "-f",
+        family,
+        "-o",
+        "extended",
+        "-p",
+        "tcp",
+    ]);
+    let want_orig = format!(
+        "src={} dst={} sport=40000 dport=30000",
+        lab.client, lab.public
+    );
+    let want_reply = format!(
+        "src={} dst={} sport=30001 dport=40000",
+        lab.server,
+        seen_from.ip()
+    );
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&want_orig))
+        .unwrap_or_else(|| panic!("no {want_orig} in:\n{listing}"));
+    assert!(line.contains(&want_reply), "{line}");
+    assert!(line.contains("mark=42"), "{line}");
+
+    ns.run(|| {
+        let mut ct = Ctnetlink::open().unwrap();
+        ct.delete(&data).expect("delete");
+        assert_eq!(ct.get(&data, CtDir::Orig).unwrap(), None);
+        let e = ct.delete(&data).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        // The master is untouched (closed, but still tracked).
+        assert!(ct.get(&master, CtDir::Orig).unwrap().is_some());
+    });
+}
+
+#[test]
+fn ipset_lifecycle_v4() {
+    if kernel_tests_enabled() {
+        ipset_lifecycle(Lab::v4(), "ips4");
+    }
+}
+
+#[test]
+fn ipset_lifecycle_v6() {
+    if kernel_tests_enabled() {
+        ipset_lifecycle(Lab::v6(), "ips6");
+    }
+}
+
+fn ipset_lifecycle(lab: Lab, tag: &str) {
+    let ns = Netns::new(tag);
+    let name = format!("ftpct-{tag}");
+    let ip = lab.server;
+    ns.run(|| {
+        let mut set = Ipset::open().expect("open ipset");
+        assert!((6..=7).contains(&set.protocol()));
+        set.create(&name, lab.ip6, 300).expect("create");
+        set.create(&name, lab.ip6, 300)
+            .expect("create again is idempotent");
+        let e = set.create(&name, lab.ip6, 10).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        let e = set.create(&name, !lab.ip6, 300).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+
+        assert!(!set.test(&name, ip, 2121).unwrap());
+        set.add(&name, ip, 2121, 60).expect("add");
+        set.add(&name, ip, 2121, 90).expect("re-add refreshes");
+        assert!(set.test(&name, ip, 2121).unwrap());
+        assert!(!set.test(&name, ip, 2122).unwrap());
+        assert!(!set.test(&name, lab.client, 2121).unwrap());
+    });
+
+    let listing = ns.sh(&["ipset", "list", &name]);
+    assert!(listing.contains("Type: hash:ip,port"), "{listing}");
+    let family = if lab.ip6 {
+        "family inet6"
+    } else {
+        "family inet "
+    };
+    assert!(listing.contains(family), "{listing}");
+    assert!(listing.contains("timeout 300"), "{listing}");
+    let member = format!("{ip},tcp:2121 timeout ");
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&member))
+        .unwrap_or_else(|| panic!("no {member} in:\n{listing}"));
+    let left: u32 = line[member.len()..].trim().parse().unwrap();
+    assert!((60..=90).contains(&left), "timeout refreshed to 90: {line}");
+
+    // A rule that uses the set keeps it from being destroyed.
+    let rule = ["-m", "set", "--match-set", &name, "dst,dst"];
+    lab.count_rule(&ns, "raw", "PREROUTING", &rule, "uses-set");
+    ns.run(|| {
+        let mut set = Ipset::open().unwrap();
+        let e = set.destroy(&name).unwrap_err();
+        assert!(e.to_string().contains("in use"), "{e}");
+    });
+    let mut del_rule = vec![lab.iptables(), "-t", "raw", "-D", "PREROUTING"];
+    del_rule.extend_from_slice(&rule);
+    del_rule.extend_from_slice(&["-m", "comment", "--comment", "uses-set"]);
+    ns.sh(&del_rule);
+
+    ns.run(|| {
+        let mut set = Ipset::open().unwrap();
+        // The wrong family for the set is refused with a clear message.
+        let other: IpAddr = if lab.ip6 {
+            "192.0.2.9".parse().unwrap()
+        } else {
+            "2001:db8::9".parse().unwrap()
+        };
+        let e = set.add(&name, other, 1, 1).unwrap_err();
+        assert!(e.to_string().starts_with("ipset: "), "{e}");
+
+        set.del(&name, ip, 2121).expect("del");
+        assert!(!set.test(&name, ip, 2121).unwrap());
+        set.del(&name, ip, 2121)
+            .expect("del of a missing element is Ok");
+        set.add(&name, ip, 1, 30).unwrap();
+        set.flush(&name).expect("flush");
+        assert!(!set.test(&name, ip, 1).unwrap());
+        set.destroy(&name).expect("destroy");
+        set.destroy(&name).expect("destroy of a missing set is Ok");
+        let e = set.test(&name, ip, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        let e = set.add(&name, ip, 1, 30).unwrap_err();
+        assert_eq!(e.to_string(), format!("ipset: set {name} does not exist"));
+    });
+    assert!(!ns.try_sh(&["ipset", "list", &name]));
+}
