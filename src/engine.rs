@@ -118,14 +118,16 @@ impl Engine {
         Some((self.flows.get(&orig)?.mapping, dir))
     }
 
-    /// Where original position `pos` of the direction `seen` travels in
-    /// lands after the edits made in that direction (what its receiver
-    /// sees and acknowledges).
-    pub fn shifted_position(&self, seen: &Tuple, pos: u32) -> u32 {
+    /// The acknowledgement number a packet with tuple `seen` carries when
+    /// it acknowledges original position `pos` of the other direction:
+    /// its sender received that direction after our edits.
+    pub fn acknowledged_by(&self, seen: &Tuple, pos: u32) -> u32 {
+        let Some((orig, dir)) = self.flows.locate(seen) else {
+            return pos;
+        };
         self.flows
-            .locate(seen)
-            .and_then(|(orig, dir)| self.flows.get(&orig).map(|f| (f, dir)))
-            .map_or(pos, |(f, dir)| f.streams[dir.index()].adj.shift(pos))
+            .get(&orig)
+            .map_or(pos, |f| f.streams[1 - dir.index()].adj.shift(pos))
     }
 
     /// The pending expectation that NAT would send from `peer` to `inside`.

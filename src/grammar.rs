@@ -6,7 +6,7 @@
 //! an announcement is classified from its first bytes.
 //!
 //! Like `nf_conntrack_ftp.c`, the commands and replies we look at live in two
-//! tables ([`CLIENT_COMMANDS`] and [`SERVER_REPLIES`]); each entry names the
+//! tables (`CLIENT_COMMANDS` and `SERVER_REPLIES`); each entry names the
 //! parser for its arguments.
 //!
 //! Decisions, where the RFCs, the kernel and the clients disagree:

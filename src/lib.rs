@@ -4,6 +4,7 @@
 //! rewritten packets and kernel actions out. Drivers (`queue` for NFQUEUE,
 //! `replay` for pcap files) only move bytes in and out of it.
 
+pub mod capture;
 pub mod ctnetlink;
 pub mod engine;
 pub mod event;
@@ -15,6 +16,8 @@ pub mod lines;
 pub mod nat;
 pub mod netlink;
 pub mod policy;
+pub mod replay;
+pub mod report;
 pub mod seqadj;
 pub mod tuple;
 pub mod wire;

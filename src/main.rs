@@ -1,1 +1,149 @@
-fn main() {}
+//! The `ftpct` command: thin drivers around the engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ftpct::capture;
+use ftpct::engine::Config;
+use ftpct::nat::{DnatRule, SnatRule};
+use ftpct::policy::Policy;
+use ftpct::replay;
+use ftpct::report::{self, FlowNames};
+
+#[derive(Parser)]
+#[command(
+    name = "ftpct",
+    version,
+    about = "Userspace FTP connection tracking and NAT helper for Linux (NFQUEUE)",
+    long_about = "ftpct follows FTP control connections (PORT, EPRT, 227, 229; IPv4 and IPv6), \
+rewrites the addresses they announce when the gateway does NAT, fixes TCP sequence numbers, \
+and makes the announced data connections pass as RELATED through conntrack.\n\n\
+`ftpct replay` runs a capture through the same engine offline."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct PolicyArgs {
+    /// Control-channel ports (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "21")]
+    control_ports: Vec<u16>,
+    /// Allow announcements of third-party addresses in CIDR (FXP); repeatable
+    #[arg(long = "allow-fxp", value_name = "CIDR")]
+    allow_fxp: Vec<ipnet::IpNet>,
+    /// Refuse data ports below this (bounce attacks on 25 and friends)
+    #[arg(long, default_value_t = 1024)]
+    min_data_port: u16,
+    /// Seconds a pending data connection is expected
+    #[arg(long, default_value_t = 300)]
+    expect_timeout: u64,
+    /// Pending data connections per control connection
+    #[arg(long, default_value_t = 16)]
+    max_expect_per_session: usize,
+    /// Longest control line parsed, in bytes; longer lines pass unchanged
+    #[arg(long, default_value_t = 1024)]
+    max_line: usize,
+}
+
+impl PolicyArgs {
+    fn config(&self) -> Config {
+        Config {
+            control_ports: self.control_ports.clone(),
+            max_line: self.max_line,
+            expect_timeout: std::time::Duration::from_secs(self.expect_timeout),
+            max_expect_per_session: self.max_expect_per_session,
+            policy: Policy {
+                min_data_port: self.min_data_port,
+                allow_fxp: self.allow_fxp.clone(),
+            },
+            ..Config::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a capture taken on the inside of a gateway through the engine
+    ///
+    /// Prints every decision (lines, expectations with their NAT bindings,
+    /// rewrites, data connections matched, refusals). With --out, writes the
+    /// capture as the far side of the gateway would see it.
+    Replay {
+        /// Capture (pcap: Ethernet, raw IP, Linux SLL or SLL2), taken on the
+        /// side of the NATed hosts
+        input: PathBuf,
+        /// Source NAT: hosts in CIDR leave as ADDR (MASQUERADE); repeatable
+        #[arg(long, value_name = "CIDR=ADDR")]
+        snat: Vec<SnatRule>,
+        /// Destination NAT: PUBLIC[:PORT] leads to PRIVATE[:PORT]; repeatable
+        #[arg(long, value_name = "PUBLIC[:PORT]=PRIVATE[:PORT]")]
+        dnat: Vec<DnatRule>,
+        /// Write the far side of the gateway to this pcap
+        #[arg(long, value_name = "OUTPUT.pcap")]
+        out: Option<PathBuf>,
+        /// One JSON object per event instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay {
+            input,
+            snat,
+            dnat,
+            out,
+            json,
+            policy,
+        } => run_replay(&input, snat, dnat, out.as_deref(), json, policy.config()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftpct: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_replay(
+    input: &std::path::Path,
+    snat: Vec<SnatRule>,
+    dnat: Vec<DnatRule>,
+    out: Option<&std::path::Path>,
+    json: bool,
+    cfg: Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let capture = capture::read(input)?;
+    let replayed = replay::replay(&capture, snat, dnat, cfg);
+    let start = capture.frames.first().map(|f| f.time).unwrap_or_default();
+    let mut names = FlowNames::default();
+    for te in &replayed.events {
+        if json {
+            println!("{}", report::event_json(te.time, &te.event));
+        } else {
+            println!(
+                "{}",
+                report::table_row(&mut names, start, te.time, &te.event)
+            );
+        }
+    }
+    if let Some(path) = out {
+        capture::write(path, capture.datalink, &replayed.far_side)?;
+    }
+    if !json {
+        println!("summary: {}", report::stats_line(&replayed.stats));
+        if let Some(path) = out {
+            println!("far side written to {}", path.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Capture files: reading and writing pcap with the link layers tcpdump
+//! produces here (Ethernet, raw IP, Linux cooked SLL and SLL2).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::DataLink;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+
+/// One frame: its time, the link-layer header and the IP packet.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub time: Duration,
+    pub link_header: Vec<u8>,
+    pub ip: Vec<u8>,
+}
+
+/// A capture read into memory.
+#[derive(Debug)]
+pub struct Capture {
+    pub datalink: DataLink,
+    pub frames: Vec<Frame>,
+    /// Frames that carry no IP packet (ARP, ...), skipped.
+    pub skipped: usize,
+}
+
+#[derive(Debug)]
+pub struct CaptureError(pub String);
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+/// Reads a pcap file. Unsupported link types are an error naming them.
+pub fn read(path: &Path) -> Result<Capture, CaptureError> {
+    let file = File::open(path)
+        .map_err(|e| CaptureError(format!("cannot open {}: {e}", path.display())))?;
+    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|e| {
+        CaptureError(format!(
+            "{} is not a pcap file ({e}); pcapng is not supported, convert with `tcpdump -r IN -w OUT`",
+            path.display()
+        ))
+    })?;
+    let datalink = reader.header().datalink;
+    link_header_len(datalink, &[]).ok_or_else(|| {
+        CaptureError(format!(
+            "{}: link type {datalink:?} is not supported (Ethernet, raw IP, Linux SLL/SLL2 are)",
+            path.display()
+        ))
+    })?;
+    let mut frames = Vec::new();
+    let mut skipped = 0;
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.map_err(|e| {
+            CaptureError(format!(
+                "{}: truncated or corrupt packet: {e}",
+                path.display()
+            ))
+        })?;
+        match split_frame(datalink, &packet.data) {
+            Some((link, ip)) => frames.push(Frame {
+                time: packet.timestamp,
+                link_header: link.to_vec(),
+                ip: ip.to_vec(),
+            }),
+            None => skipped += 1,
+        }
+    }
+    Ok(Capture {
+        datalink,
+        frames,
+        skipped,
+    })
+}
+
+/// Length of the link header before the IP packet, if it carries IP.
+/// With an empty frame, tells whether the link type is supported at all.
+fn link_header_len(datalink: DataLink, frame: &[u8]) -> Option<usize> {
+    let probe = frame.is_empty();
+    let ethertype_at = |at: usize| -> Option<u16> {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let is_ip = |t: Option<u16>| probe || matches!(t, Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6));
+    match datalink {
+        DataLink::ETHERNET => {
+            if ethertype_at(12) == Some(ETHERTYPE_VLAN) {
+                is_ip(ethertype_at(16)).then_some(18)
+            } else {
+                is_ip(ethertype_at(12)).then_some(14)
+            }
+        }
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(0),
+        DataLink::LINUX_SLL => is_ip(ethertype_at(14)).then_some(16),
+        DataLink::LINUX_SLL2 => is_ip(ethertype_at(0)).then_some(20),
+        _ => None,
+    }
+}
+
+fn split_frame(datalink: DataLink, frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = link_header_len(datalink, frame)?;
+    (frame.len() > len).then(|| frame.split_at(len))
+}
+
+/// Writes frames with the given link type (each frame keeps its own link header).
+pub fn write(path: &Path, datalink: DataLink, frames: &[Frame]) -> Result<(), CaptureError> {
+    let err =
+        |e: &dyn std::fmt::Display| CaptureError(format!("cannot write {}: {e}", path.display()));
+    let file = File::create(path).map_err(|e| err(&e))?;
+    let header = PcapHeader {
+        datalink,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|e| err(&e))?;
+    for f in frames {
+        let mut data = f.link_header.clone();
+        data.extend_from_slice(&f.ip);
+        let packet = PcapPacket::new(f.time, data.len() as u32, &data);
+        writer.write_packet(&packet).map_err(|e| err(&e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip_packet() -> Vec<u8> {
+        let mut v = vec![0x45, 0, 0, 20];
+        v.resize(20, 0);
+        v
+    }
+
+    #[test]
+    fn link_layers() {
+        let ip = ip_packet();
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        eth.extend_from_slice(&ip);
+        assert_eq!(
+            split_frame(DataLink::ETHERNET, &eth).map(|(_, p)| p),
+            Some(&ip[..])
+        );
+
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        sll.extend_from_slice(&ip);
+        assert_eq!(
+            split_frame(DataLink::LINUX_SLL, &sll).map(|(_, p)| p),
+            Some(&ip[..])
+        );
+
+        let mut sll2 = ETHERTYPE_IPV6.to_be_bytes().to_vec();
+        sll2.resize(20, 0);
+        sll2.extend_from_slice(&ip);
+        assert_eq!(
+            split_frame(DataLink::LINUX_SLL2, &sll2).map(|(_, p)| p),
+            Some(&ip[..])
+        );
+
+        assert_eq!(
+            split_frame(DataLink::RAW, &ip).map(|(_, p)| p),
+            Some(&ip[..])
+        );
+
+        let mut arp = vec![0u8; 12];
+        arp.extend_from_slice(&0x0806u16.to_be_bytes());
+        arp.extend_from_slice(&[0; 28]);
+        assert!(split_frame(DataLink::ETHERNET, &arp).is_none());
+        assert!(link_header_len(DataLink::USB_LINUX, &[]).is_none());
+    }
+
+    #[test]
+    fn write_then_read() {
+        let dir = std::env::temp_dir().join(format!("ftpct-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("rt.pcap");
+        let frames = vec![Frame {
+            time: Duration::from_millis(1500),
+            link_header: vec![],
+            ip: ip_packet(),
+        }];
+        write(&path, DataLink::RAW, &frames).expect("write");
+        let back = read(&path).expect("read");
+        assert_eq!(back.frames.len(), 1);
+        assert_eq!(back.frames[0].ip, ip_packet());
+        assert_eq!(back.frames[0].time, Duration::from_millis(1500));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
