@@ -11,14 +11,14 @@
 //!
 //! Decisions, where the RFCs, the kernel and the clients disagree:
 //! - PORT (RFC 959): six decimal numbers, leading zeros allowed; every number
-//!   must fit in a byte and the port must not be 0 (the kernel only checks
-//!   ranges since 2026). Spaces may follow the keyword and the numbers.
+//!   must fit in a byte and the port must not be 0 (older kernels did not
+//!   check). Spaces may follow the keyword and the numbers; nothing else may.
 //! - 227: as lenient as the kernel (RFC 1123 says to scan for the first
 //!   digit): the numbers may stand anywhere after `227 `, with or without
 //!   parentheses, after `=`, or followed by a full stop. Where the kernel
 //!   gives up on the first digit run, we take the first run that is followed
 //!   by six comma-separated numbers, as clients do (Python's ftplib searches
-//!   `\d+,\d+,\d+,\d+,\d+,\d+`; curl scans for the first place that parses).
+//!   for `\d+,\d+,\d+,\d+,\d+,\d+`, curl for the first place that parses).
 //!   A seventh number makes the reply ambiguous: malformed.
 //! - Only final reply lines (`227 `, `229 `, `234 `) count. A `227-` line
 //!   starts a multi-line reply whose last line is the one clients act on, so
@@ -27,8 +27,13 @@
 //!   must be strict dotted quads without leading zeros (`010.0.0.1` is 8.0.0.1
 //!   to a server that uses `inet_aton`, 10.0.0.1 to us: refuse to guess).
 //!   IPv6 addresses go through the standard parser (no zone, no brackets).
+//!   Whether the family suits the connection is the caller's question (the
+//!   kernel checks it). When writing, a delimiter that could be read as part
+//!   of the address (`.`, `:`, hex digits for IPv6) is replaced by `|`.
 //! - 229: `(` then three identical delimiters, the port, the delimiter and
-//!   `)`. The kernel does not check the `)`; clients (curl, ftplib) need it.
+//!   `)`. The kernel does not check the `)`; ftplib needs it. The span is
+//!   the port digits only, so the original delimiters stay (the kernel
+//!   rewrites them all to `|`).
 //! - Families are never converted: `EPRT |2|::ffff:192.0.2.1|...|` gives an
 //!   IPv6 address. When writing, PORT and 227 accept an IPv4-mapped IPv6
 //!   address and write its IPv4 form; EPRT writes whatever family it is
