@@ -9,8 +9,8 @@
 //! - a retransmission (data already seen) is never parsed again; it leaves
 //!   with exactly the edits the first copy got (see `seqadj`);
 //! - an out-of-order segment (a gap before it) is dropped, so the sender
-//!   sends it again in order, at most `MAX_GAP_DROPS` times for the same
-//!   gap; after that the stream resynchronises at that segment and skips to
+//!   sends it again in order, at most `MAX_GAP_DROPS` segments while the
+//!   same gap stays open; after that the stream resynchronises at that segment and skips to
 //!   the next line start, rather than stall a session it cannot follow;
 //! - a segment that ends inside a line that may need rewriting, on a flow
 //!   where rewriting is possible, is held: dropped, its bytes kept. When the
@@ -25,8 +25,9 @@ use std::borrow::Cow;
 
 use crate::seqadj::{seq_after, SeqAdjust};
 
-/// Drops of the same out-of-order segment before resynchronising.
-const MAX_GAP_DROPS: u8 = 3;
+/// Out-of-order segments dropped while the same gap stays open, before
+/// resynchronising (more than a control channel has in flight).
+const MAX_GAP_DROPS: u8 = 8;
 /// Drops of a retransmitted held line head before letting it pass.
 const MAX_HOLD_REDROPS: u8 = 2;
 
@@ -92,6 +93,7 @@ pub struct Stream {
     /// Everything before this has left the gateway.
     forwarded_upto: u32,
     held: Option<Box<Held>>,
+    /// The missing sequence number and how many segments after it were dropped.
     gap: Option<(u32, u8)>,
     pub adj: SeqAdjust,
     pub fin: bool,
@@ -139,15 +141,16 @@ impl Stream {
 
     /// An out-of-order segment: drop it, or give up waiting and resync.
     pub fn on_gap(&mut self, seq: u32) -> bool {
+        let missing = self.next.unwrap_or(seq);
         let drops = match self.gap {
-            Some((s, n)) if s == seq => n + 1,
+            Some((m, n)) if m == missing => n + 1,
             _ => 1,
         };
         if drops > MAX_GAP_DROPS {
             self.resync(seq, true);
             return false;
         }
-        self.gap = Some((seq, drops));
+        self.gap = Some((missing, drops));
         true
     }
 
@@ -316,11 +319,14 @@ mod tests {
         assert_eq!(s.classify(1, 5), Arrival::Old);
         assert_eq!(s.classify(3, 5), Arrival::New { skip: 3 });
         assert_eq!(s.classify(10, 5), Arrival::Gap);
-        assert!(s.on_gap(10));
-        assert!(s.on_gap(10));
-        assert!(s.on_gap(10));
-        assert!(!s.on_gap(10), "resync after repeated drops");
-        assert_eq!(s.classify(10, 5), Arrival::New { skip: 0 });
+        for i in 0..MAX_GAP_DROPS {
+            assert!(
+                s.on_gap(10 + 5 * u32::from(i)),
+                "dropped while the gap is open"
+            );
+        }
+        assert!(!s.on_gap(60), "resync when the gap does not fill");
+        assert_eq!(s.classify(60, 5), Arrival::New { skip: 0 });
     }
 
     #[test]

@@ -264,11 +264,19 @@ pub fn plan(
     // 229 names no address: only its port can need a rewrite.
     let carries_addr = addr.is_some();
     let addr = addr.unwrap_or(own);
+    // A foreign address is the graver finding: check it first.
+    let third_party = addr != own && addr != own_public;
+    if third_party && !policy.fxp_allowed(addr) {
+        return Err(Refusal::ForeignAddress {
+            announced: addr,
+            expected: own,
+        });
+    }
     if port < policy.min_data_port {
         return Err(Refusal::PrivilegedPort { port });
     }
-    if addr != own && addr != own_public {
-        return plan_third_party(addr, port, peer, policy, own);
+    if third_party {
+        return Ok(fxp_plan(addr, port, peer));
     }
     if !m.is_natted() {
         return Ok(Plan {
@@ -290,27 +298,14 @@ pub fn plan(
     })
 }
 
-/// An address that is neither endpoint's: FXP if the operator allows it
-/// (no rewrite, no NAT), otherwise a bounce attempt.
-fn plan_third_party(
-    addr: IpAddr,
-    port: u16,
-    peer: IpAddr,
-    policy: &Policy,
-    expected: IpAddr,
-) -> Result<Plan, Refusal> {
-    if !policy.fxp_allowed(addr) {
-        return Err(Refusal::ForeignAddress {
-            announced: addr,
-            expected,
-        });
-    }
-    Ok(Plan {
+/// An allowed third-party address (FXP): no rewrite, no NAT.
+fn fxp_plan(addr: IpAddr, port: u16, peer: IpAddr) -> Plan {
+    Plan {
         peer,
         public: SocketAddr::new(addr, port),
         nat: NatBindings::NONE,
         rewrite: None,
-    })
+    }
 }
 
 /// The announced port if free on the public side, else one of the next few.
