@@ -218,3 +218,20 @@ fn without_nat_nothing_is_rewritten_but_expectations_exist() {
     assert!(count(&r, "expect") >= 2);
     assert_eq!(r.stats.fixed_up, 0);
 }
+
+#[test]
+fn fxp_allowed_only_for_listed_networks() {
+    let fxp = "lab/fxp-v4-fxp-python-vsftpd-fxp.inside.pcap";
+    let refused = run(fxp, &[], &[]);
+    assert_eq!(refusal_rules(&refused), ["foreign-address"]);
+    let cfg = ftpct::engine::Config {
+        policy: ftpct::policy::Policy {
+            allow_fxp: vec!["198.51.100.0/24".parse().expect("cidr")],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let allowed = run_with(fxp, &[], &[], cfg);
+    assert!(refusal_rules(&allowed).is_empty());
+    assert_eq!(count(&allowed, "expect"), 2, "PASV on A, PORT to B naming A");
+}

@@ -1,0 +1,75 @@
+//! Golden decision logs: for every capture in pcaps/, the decisions the
+//! engine takes (expectations, rewrites, matches, refusals, drops...) as
+//! `ftpct replay` prints them, compared with tests/golden/NAME.log.
+//! After an intended change, regenerate with `FTPCT_BLESS=1 cargo test --test decision_log`
+//! and review the diff.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use ftpct::event::Event;
+use ftpct::report::{table_row, FlowNames};
+
+/// (capture relative to pcaps/, NAT arguments) for every capture.
+fn captures() -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let lab = fs::read_to_string(common::pcap("lab/MANIFEST")).expect("lab manifest");
+    for l in lab.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let cols: Vec<&str> = l.split('\t').collect();
+        let args = cols.get(7).copied().unwrap_or("").split_whitespace().map(String::from);
+        out.push((format!("lab/{}.inside.pcap", cols[0]), args.collect()));
+    }
+    let crafted = fs::read_to_string(common::pcap("crafted/README.md")).expect("crafted README");
+    for l in crafted.lines().filter_map(|l| l.strip_prefix("Replay: `ftpct replay pcaps/")) {
+        let mut words = l.trim_end_matches('`').split_whitespace().map(String::from);
+        let file = words.next().expect("capture name");
+        out.push((file, words.collect()));
+    }
+    out
+}
+
+fn decision_log(rel: &str, args: &[String]) -> String {
+    let pick = |flag: &str| -> Vec<&str> {
+        args.chunks(2)
+            .filter(|p| p[0] == flag)
+            .map(|p| p[1].as_str())
+            .collect()
+    };
+    let r = common::run(rel, &pick("--snat"), &pick("--dnat"));
+    let start = r.events.first().map(|e| e.time).unwrap_or_default();
+    let mut names = FlowNames::default();
+    let mut log = String::new();
+    for e in r.events.iter().filter(|e| !matches!(e.event, Event::Line { .. })) {
+        log.push_str(&table_row(&mut names, start, e.time, &e.event));
+        log.push('\n');
+    }
+    log.push_str(&format!("summary: {}\n", ftpct::report::stats_line(&r.stats)));
+    log
+}
+
+#[test]
+fn decision_logs_match_the_golden_files() {
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bless = std::env::var_os("FTPCT_BLESS").is_some();
+    let mut differ = Vec::new();
+    let all = captures();
+    assert!(all.len() >= 50, "lab and crafted captures expected, found {}", all.len());
+    for (rel, args) in all {
+        let log = decision_log(&rel, &args);
+        let name = rel.trim_end_matches(".pcap").replace('/', "-");
+        let path = golden_dir.join(format!("{name}.log"));
+        if bless {
+            fs::create_dir_all(&golden_dir).expect("golden dir");
+            fs::write(&path, &log).expect("write golden");
+            continue;
+        }
+        match fs::read_to_string(&path) {
+            Ok(want) if want == log => {}
+            Ok(want) => differ.push(format!("{name}:\n--- golden\n{want}--- now\n{log}")),
+            Err(_) => differ.push(format!("{name}: no golden file {}", path.display())),
+        }
+    }
+    assert!(differ.is_empty(), "decision logs changed:\n{}", differ.join("\n"));
+}
