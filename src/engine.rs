@@ -130,6 +130,13 @@ impl Engine {
             .map_or(pos, |f| f.streams[1 - dir.index()].adj.shift(pos))
     }
 
+    /// True while some expectation still wants connections to `dst`: the
+    /// kernel ipset entry for `dst` must stay until none does (in FXP two
+    /// peers may be expected at one address and port).
+    pub fn expects_dst(&self, dst: std::net::SocketAddr) -> bool {
+        self.expects.expects_dst(dst)
+    }
+
     /// The pending expectation that NAT would send from `peer` to `inside`.
     pub fn expectation_to_inside(
         &self,

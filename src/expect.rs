@@ -80,12 +80,16 @@ pub enum ExpectRefusal {
     Taken,
 }
 
-/// Keyed by destination: one pending data connection per public address
-/// and port, which is also what the kernel ipset that queues their SYNs holds.
+type Key = (SocketAddr, IpAddr);
+
+/// Keyed as the kernel's (destination and peer address). A destination
+/// index tells which control connections expect a public address and
+/// port, so NAT can pick a port nobody else expects.
 #[derive(Debug, Default)]
 pub struct ExpectTable {
-    entries: HashMap<SocketAddr, Expectation>,
-    per_master: HashMap<Tuple, Vec<SocketAddr>>,
+    entries: HashMap<Key, Expectation>,
+    masters_by_dst: HashMap<SocketAddr, Vec<Tuple>>,
+    per_master: HashMap<Tuple, Vec<Key>>,
     global_limit: usize,
     session_limit: usize,
 }
@@ -93,10 +97,9 @@ pub struct ExpectTable {
 impl ExpectTable {
     pub fn new(global_limit: usize, session_limit: usize) -> Self {
         ExpectTable {
-            entries: HashMap::new(),
-            per_master: HashMap::new(),
             global_limit,
             session_limit,
+            ..ExpectTable::default()
         }
     }
 
@@ -110,39 +113,43 @@ impl ExpectTable {
 
     /// True if no other control connection expects a connection to `dst`.
     pub fn is_free(&self, dst: SocketAddr, master: &Tuple) -> bool {
-        self.entries.get(&dst).is_none_or(|e| e.master == *master)
+        self.masters_by_dst
+            .get(&dst)
+            .is_none_or(|ms| ms.iter().all(|m| m == master))
     }
 
-    /// Adds `e`, replacing an entry of the same master for the same
-    /// destination (a repeated PORT). Returns what it replaced.
+    /// Adds `e`, replacing an entry of the same master for the same tuple
+    /// (a repeated PORT), as the kernel does. Returns what it replaced.
     pub fn insert(&mut self, e: Expectation) -> Result<Option<Expectation>, ExpectRefusal> {
-        if let Some(old) = self.entries.get(&e.dst) {
+        let key = (e.dst, e.peer);
+        if let Some(old) = self.entries.get(&key) {
             if old.master != e.master {
                 return Err(ExpectRefusal::Taken);
             }
-            return Ok(self.entries.insert(e.dst, e));
+            return Ok(self.entries.insert(key, e));
         }
         if self.entries.len() >= self.global_limit {
             return Err(ExpectRefusal::GlobalLimit);
         }
-        let dsts = self.per_master.entry(e.master).or_default();
-        if dsts.len() >= self.session_limit {
+        let keys = self.per_master.entry(e.master).or_default();
+        if keys.len() >= self.session_limit {
             return Err(ExpectRefusal::SessionLimit);
         }
-        dsts.push(e.dst);
-        self.entries.insert(e.dst, e);
+        keys.push(key);
+        self.masters_by_dst.entry(e.dst).or_default().push(e.master);
+        self.entries.insert(key, e);
         Ok(None)
     }
 
     /// The expectation a data connection's first packet matches, removed.
     pub fn take_match(&mut self, data: &Tuple) -> Option<Expectation> {
-        let e = self.entries.get(&data.dst)?;
-        if e.peer != data.src.ip() {
-            return None;
-        }
-        let e = self.entries.remove(&data.dst)?;
-        self.forget(&e.master, e.dst);
-        Some(e)
+        self.remove(&(data.dst, data.src.ip()))
+    }
+
+    /// True if some expectation still wants connections to `dst` (several
+    /// may, from different peers, in FXP).
+    pub fn expects_dst(&self, dst: SocketAddr) -> bool {
+        self.masters_by_dst.contains_key(&dst)
     }
 
     /// The pending expectation whose destination NAT leads to `inside` from
@@ -155,36 +162,38 @@ impl ExpectTable {
 
     /// Removes and returns the expectations that expired at `now`.
     pub fn expire(&mut self, now: Duration) -> Vec<Expectation> {
-        let due: Vec<SocketAddr> = self
+        let due: Vec<Key> = self
             .entries
-            .values()
-            .filter(|e| e.expires <= now)
-            .map(|e| e.dst)
+            .iter()
+            .filter(|(_, e)| e.expires <= now)
+            .map(|(k, _)| *k)
             .collect();
-        due.into_iter().filter_map(|d| self.remove(d)).collect()
+        due.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// Removes and returns all expectations of a control connection.
     pub fn remove_master(&mut self, master: &Tuple) -> Vec<Expectation> {
-        let dsts = self.per_master.remove(master).unwrap_or_default();
-        dsts.into_iter()
-            .filter_map(|d| self.entries.remove(&d))
-            .collect()
+        let keys = self.per_master.get(master).cloned().unwrap_or_default();
+        keys.iter().filter_map(|k| self.remove(k)).collect()
     }
 
-    fn remove(&mut self, dst: SocketAddr) -> Option<Expectation> {
-        let e = self.entries.remove(&dst)?;
-        self.forget(&e.master, dst);
-        Some(e)
-    }
-
-    fn forget(&mut self, master: &Tuple, dst: SocketAddr) {
-        if let Some(dsts) = self.per_master.get_mut(master) {
-            dsts.retain(|d| *d != dst);
-            if dsts.is_empty() {
-                self.per_master.remove(master);
+    fn remove(&mut self, key: &Key) -> Option<Expectation> {
+        let e = self.entries.remove(key)?;
+        if let Some(keys) = self.per_master.get_mut(&e.master) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.per_master.remove(&e.master);
             }
         }
+        if let Some(ms) = self.masters_by_dst.get_mut(&e.dst) {
+            if let Some(i) = ms.iter().position(|m| *m == e.master) {
+                ms.swap_remove(i);
+            }
+            if ms.is_empty() {
+                self.masters_by_dst.remove(&e.dst);
+            }
+        }
+        Some(e)
     }
 }
 

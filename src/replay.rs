@@ -99,7 +99,11 @@ impl Gateway {
         self.nat.is_inside(t.dst.ip()) && !self.nat.is_inside(t.src.ip())
     }
 
-    fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> (Option<Frame>, Vec<Event>) {
+    fn leaving_inside(
+        &mut self,
+        frame: &Frame,
+        pkt: &TcpPacket<'_>,
+    ) -> (Option<Frame>, Vec<Event>) {
         let outcome = self
             .engine
             .process(&frame.ip, frame.time, Hook::Prerouting, &mut self.nat);

@@ -16,13 +16,24 @@ use ftpct::report::{table_row, FlowNames};
 fn captures() -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     let lab = fs::read_to_string(common::pcap("lab/MANIFEST")).expect("lab manifest");
-    for l in lab.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for l in lab
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let cols: Vec<&str> = l.split('\t').collect();
-        let args = cols.get(7).copied().unwrap_or("").split_whitespace().map(String::from);
+        let args = cols
+            .get(7)
+            .copied()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from);
         out.push((format!("lab/{}.inside.pcap", cols[0]), args.collect()));
     }
     let crafted = fs::read_to_string(common::pcap("crafted/README.md")).expect("crafted README");
-    for l in crafted.lines().filter_map(|l| l.strip_prefix("Replay: `ftpct replay pcaps/")) {
+    for l in crafted
+        .lines()
+        .filter_map(|l| l.strip_prefix("Replay: `ftpct replay pcaps/"))
+    {
         let mut words = l.trim_end_matches('`').split_whitespace().map(String::from);
         let file = words.next().expect("capture name");
         out.push((file, words.collect()));
@@ -41,11 +52,18 @@ fn decision_log(rel: &str, args: &[String]) -> String {
     let start = r.events.first().map(|e| e.time).unwrap_or_default();
     let mut names = FlowNames::default();
     let mut log = String::new();
-    for e in r.events.iter().filter(|e| !matches!(e.event, Event::Line { .. })) {
+    for e in r
+        .events
+        .iter()
+        .filter(|e| !matches!(e.event, Event::Line { .. }))
+    {
         log.push_str(&table_row(&mut names, start, e.time, &e.event));
         log.push('\n');
     }
-    log.push_str(&format!("summary: {}\n", ftpct::report::stats_line(&r.stats)));
+    log.push_str(&format!(
+        "summary: {}\n",
+        ftpct::report::stats_line(&r.stats)
+    ));
     log
 }
 
@@ -55,7 +73,11 @@ fn decision_logs_match_the_golden_files() {
     let bless = std::env::var_os("FTPCT_BLESS").is_some();
     let mut differ = Vec::new();
     let all = captures();
-    assert!(all.len() >= 50, "lab and crafted captures expected, found {}", all.len());
+    assert!(
+        all.len() >= 50,
+        "lab and crafted captures expected, found {}",
+        all.len()
+    );
     for (rel, args) in all {
         let log = decision_log(&rel, &args);
         let name = rel.trim_end_matches(".pcap").replace('/', "-");
@@ -71,5 +93,9 @@ fn decision_logs_match_the_golden_files() {
             Err(_) => differ.push(format!("{name}: no golden file {}", path.display())),
         }
     }
-    assert!(differ.is_empty(), "decision logs changed:\n{}", differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "decision logs changed:\n{}",
+        differ.join("\n")
+    );
 }
