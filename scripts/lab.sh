@@ -104,7 +104,7 @@ topo_addrs() {
             ;;
         *) die "unknown topology '$1' (one of: $TOPOLOGIES)" ;;
     esac
-    SRV2_4= SRV2_6=
+    SRV2_4='' SRV2_6=''
     if [[ $1 == fxp ]]; then SRV2_4=203.0.113.30 SRV2_6=2001:db8:3::30; fi
 }
 
@@ -364,6 +364,7 @@ cmd_up() {
     state_set root "$root"
     state_set topo "$topo"
     # From here on, any failure takes the half-built lab down again.
+    # shellcheck disable=SC2154 # rc is set inside the trap
     trap 'rc=$?; if ((rc)); then log "up failed, cleaning up"; cmd_down || true; fi; exit $rc' EXIT
     trap 'exit 130' INT TERM
     install -d -m 0755 -o root -g root "$root/empty"

@@ -512,7 +512,7 @@ done <<<"$SCENARIOS"
 [[ -n $ONLY ]] || rm -f "$OUT"/*.pcap
 
 failures=0
-current_topo= current_server=
+current_topo='' current_server=''
 for topo in snat dnat plain fxp; do
     for server in vsftpd pure-ftpd; do
         for line in "${selected[@]}"; do
