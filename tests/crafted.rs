@@ -233,5 +233,9 @@ fn fxp_allowed_only_for_listed_networks() {
     };
     let allowed = run_with(fxp, &[], &[], cfg);
     assert!(refusal_rules(&allowed).is_empty());
-    assert_eq!(count(&allowed, "expect"), 2, "PASV on A, PORT to B naming A");
+    assert_eq!(
+        count(&allowed, "expect"),
+        2,
+        "PASV on A, PORT to B naming A"
+    );
 }
