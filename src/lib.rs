@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod ctnetlink;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod expect;
@@ -13,11 +14,14 @@ pub mod flow;
 pub mod grammar;
 pub mod ipset;
 pub mod lines;
+pub mod live_nat;
+pub mod logging;
 pub mod nat;
 pub mod netlink;
 pub mod policy;
 pub mod replay;
 pub mod report;
+pub mod rules;
 pub mod seqadj;
 pub mod tuple;
 pub mod wire;

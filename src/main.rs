@@ -6,11 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use ftpct::capture;
+use ftpct::daemon::{self, Mark};
 use ftpct::engine::Config;
+use ftpct::logging::{self, LogFormat};
 use ftpct::nat::{DnatRule, SnatRule};
 use ftpct::policy::Policy;
 use ftpct::replay;
 use ftpct::report::{self, FlowNames};
+use ftpct::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +94,74 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Run the helper on this gateway: bind NFQUEUE queue(s) and help FTP
+    ///
+    /// Needs root and the rules of `ftpct rules --apply`. Stops cleanly on
+    /// SIGINT or SIGTERM (queues released, ipset entries removed).
+    Run {
+        /// NFQUEUE queue to bind; repeatable (one thread each, e.g. for
+        /// `ftpct rules --queue-balance 0:1`: --queue 0 --queue 1)
+        #[arg(
+            long = "queue",
+            value_name = "N",
+            value_delimiter = ',',
+            default_value = "0"
+        )]
+        queues: Vec<u16>,
+        /// Conntrack mark for data connections (bits outside MASK are
+        /// inherited from the control connection)
+        #[arg(long, value_name = "VALUE[/MASK]")]
+        mark: Option<Mark>,
+        /// ipset of expected data connections (NAME for IPv4, NAME6 for IPv6)
+        #[arg(long, value_name = "NAME", default_value = rules::DEFAULT_SET)]
+        ipset: String,
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Print, apply or remove the iptables/ip6tables rules and ipsets
+    ///
+    /// Without --apply or --delete, prints the commands (a shell script).
+    /// The rules go in the raw table, after your own raw rules.
+    Rules {
+        /// Address family: 4, 6 or all
+        #[arg(long, default_value = "all")]
+        family: Families,
+        /// NFQUEUE queue number
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            conflicts_with = "queue_balance"
+        )]
+        queue: u16,
+        /// Spread over queues FIRST..LAST (run `ftpct run` with each)
+        #[arg(long, value_name = "FIRST:LAST", value_parser = rules::parse_balance)]
+        queue_balance: Option<QueueTarget>,
+        /// Control-channel ports (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "21")]
+        control_ports: Vec<u16>,
+        /// ipset of expected data connections (NAME for IPv4, NAME6 for IPv6)
+        #[arg(long, value_name = "NAME", default_value = rules::DEFAULT_SET)]
+        ipset: String,
+        /// Add the rules and sets that are missing
+        #[arg(long, conflicts_with = "delete")]
+        apply: bool,
+        /// Remove them (and the raw table, if ftpct created it and it is empty)
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct LogArgs {
+    /// Log format
+    #[arg(long, value_name = "text|json", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logs: -v every packet, -vv everything
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +175,41 @@ fn main() -> ExitCode {
             json,
             policy,
         } => run_replay(&input, snat, dnat, out.as_deref(), json, policy.config()),
+        Command::Run {
+            queues,
+            mark,
+            ipset,
+            log,
+            policy,
+        } => {
+            logging::init(log.log_format, log.verbose);
+            daemon::run(daemon::Options {
+                queues,
+                config: policy.config(),
+                mark,
+                ipset,
+            })
+            .map_err(Into::into)
+        }
+        Command::Rules {
+            family,
+            queue,
+            queue_balance,
+            control_ports,
+            ipset,
+            apply,
+            delete,
+        } => run_rules(
+            family,
+            queue_balance.unwrap_or(QueueTarget::Num(queue)),
+            control_ports,
+            &ipset,
+            match (apply, delete) {
+                (true, _) => Some(Action::Apply),
+                (_, true) => Some(Action::Delete),
+                _ => None,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,4 +252,47 @@ fn run_replay(
         }
     }
     Ok(())
+}
+
+fn run_rules(
+    family: Families,
+    queue: QueueTarget,
+    control_ports: Vec<u16>,
+    ipset: &str,
+    action: Option<Action>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rs = RuleSet {
+        families: family.list(),
+        queue,
+        control_ports,
+        sets: SetNames::new(ipset)?,
+    };
+    let log = match action {
+        None => vec![rules::render_apply(&rs)],
+        // Sets before the rules that name them, and after the rules on the way out.
+        Some(Action::Apply) => {
+            let mut log = rules::apply_sets(&rs)?;
+            log.extend(rules::change_rules(&mut rules::System, &rs, Action::Apply)?);
+            log
+        }
+        Some(Action::Delete) => {
+            let mut log = rules::change_rules(&mut rules::System, &rs, Action::Delete)?;
+            log.extend(rules::delete_sets(&rs)?);
+            log
+        }
+    };
+    print_lines(&log);
+    Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`| head`) just ends the output.
+fn print_lines(lines: &[String]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let line = l.strip_suffix('\n').unwrap_or(l);
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
 }

@@ -1,0 +1,247 @@
+//! The live [`NatLookup`]: a control connection's NAT mapping read from
+//! conntrack over ctnetlink, with a small cache so that a burst of packets
+//! of a flow the engine does not know yet costs one netlink round trip,
+//! not one per packet.
+//!
+//! `None` is a normal answer: at the SYN of a new control connection, seen
+//! in raw PREROUTING (before conntrack), there is no entry yet. The engine
+//! asks again, with the reply tuple, when the first answer comes back.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::ctnetlink::{CtDir, CtEntry, Ctnetlink};
+use crate::nat::{CtMapping, NatLookup};
+use crate::tuple::Tuple;
+
+/// How long an answer is reused. Short: a mapping never changes during a
+/// connection, but a port reused by a new connection may map differently.
+pub const POSITIVE_TTL: Duration = Duration::from_secs(2);
+/// How long "no entry" is reused: short, the entry may appear any moment.
+pub const NEGATIVE_TTL: Duration = Duration::from_millis(500);
+/// Entries kept at most; past that, expired ones go, then all.
+pub const MAX_ENTRIES: usize = 16_384;
+
+/// What the cache needs from conntrack: [`Ctnetlink::get`].
+pub trait CtGet {
+    fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>>;
+}
+
+impl CtGet for Ctnetlink {
+    fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+        Ctnetlink::get(self, tuple, dir)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    answer: Option<CtMapping>,
+    until: Instant,
+}
+
+/// Counters, for the log at exit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LookupStats {
+    pub hits: u64,
+    pub queries: u64,
+    pub errors: u64,
+}
+
+/// Conntrack lookups with a per-tuple cache.
+pub struct LiveNat<C: CtGet = Ctnetlink> {
+    ct: C,
+    cache: HashMap<Tuple, Cached>,
+    stats: LookupStats,
+}
+
+impl<C: CtGet> LiveNat<C> {
+    pub fn new(ct: C) -> Self {
+        LiveNat {
+            ct,
+            cache: HashMap::new(),
+            stats: LookupStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> LookupStats {
+        self.stats
+    }
+
+    /// [`NatLookup::lookup`] at a given time (tests drive the clock).
+    pub fn lookup_at(&mut self, seen: &Tuple, now: Instant) -> Option<CtMapping> {
+        if let Some(c) = self.cache.get(seen).filter(|c| c.until > now) {
+            self.stats.hits += 1;
+            return c.answer;
+        }
+        let answer = self.query(seen);
+        self.remember(seen, answer, now);
+        answer
+    }
+
+    /// The entry having `seen` as its original tuple, else as its reply.
+    fn query(&mut self, seen: &Tuple) -> Option<CtMapping> {
+        for dir in [CtDir::Orig, CtDir::Reply] {
+            self.stats.queries += 1;
+            match self.ct.get(seen, dir) {
+                Ok(Some(e)) => {
+                    return Some(CtMapping {
+                        orig: e.orig,
+                        reply: e.reply,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Logged, answered "unknown": the packet passes unchanged.
+                    self.stats.errors += 1;
+                    tracing::warn!(flow = %seen, "conntrack lookup failed: {e}");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn remember(&mut self, seen: &Tuple, answer: Option<CtMapping>, now: Instant) {
+        if self.cache.len() >= MAX_ENTRIES {
+            self.cache.retain(|_, c| c.until > now);
+            if self.cache.len() >= MAX_ENTRIES {
+                self.cache.clear();
+            }
+        }
+        match answer {
+            // Both tuples of the connection: the other direction is next.
+            Some(m) => {
+                let c = Cached {
+                    answer,
+                    until: now + POSITIVE_TTL,
+                };
+                self.cache.insert(m.orig, c);
+                self.cache.insert(m.reply, c);
+            }
+            None => {
+                self.cache.insert(
+                    *seen,
+                    Cached {
+                        answer,
+                        until: now + NEGATIVE_TTL,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl<C: CtGet> NatLookup for LiveNat<C> {
+    fn lookup(&mut self, seen: &Tuple) -> Option<CtMapping> {
+        self.lookup_at(seen, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str, d: &str) -> Tuple {
+        Tuple::new(s.parse().expect("addr"), d.parse().expect("addr"))
+    }
+
+    /// A conntrack table with one SNATed connection, counting queries.
+    struct FakeCt {
+        entry: Option<CtEntry>,
+        calls: usize,
+        fail: bool,
+    }
+
+    impl CtGet for FakeCt {
+        fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+            self.calls += 1;
+            if self.fail {
+                return Err(io::Error::other("netlink down"));
+            }
+            Ok(self.entry.filter(|e| match dir {
+                CtDir::Orig => e.orig == *tuple,
+                CtDir::Reply => e.reply == *tuple,
+            }))
+        }
+    }
+
+    fn snat_entry() -> CtEntry {
+        CtEntry {
+            orig: t("192.0.2.10:40000", "198.51.100.20:21"),
+            reply: t("198.51.100.20:21", "198.51.100.1:40000"),
+            mark: 0,
+        }
+    }
+
+    fn fake(entry: Option<CtEntry>) -> LiveNat<FakeCt> {
+        LiveNat::new(FakeCt {
+            entry,
+            calls: 0,
+            fail: false,
+        })
+    }
+
+    #[test]
+    fn finds_by_orig_and_by_reply() {
+        let e = snat_entry();
+        let mut nat = fake(Some(e));
+        let now = Instant::now();
+        let m = nat.lookup_at(&e.reply, now).expect("by reply");
+        assert_eq!((m.orig, m.reply), (e.orig, e.reply));
+        assert_eq!(nat.ct.calls, 2, "orig tried first, then reply");
+        let m2 = nat.lookup_at(&e.orig, now).expect("by orig, cached");
+        assert_eq!(m, m2);
+        assert_eq!(nat.ct.calls, 2, "the other direction came from the cache");
+    }
+
+    #[test]
+    fn negative_answers_are_cached_briefly() {
+        let e = snat_entry();
+        let mut nat = fake(None);
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(nat.lookup_at(&e.orig, now), None);
+        }
+        assert_eq!(nat.ct.calls, 2, "a storm is one query");
+        // The entry appears (conntrack saw the SYN): asked again after the TTL.
+        nat.ct.entry = Some(e);
+        assert_eq!(nat.lookup_at(&e.orig, now + NEGATIVE_TTL / 2), None);
+        assert!(nat.lookup_at(&e.orig, now + NEGATIVE_TTL).is_some());
+    }
+
+    #[test]
+    fn positive_answers_expire() {
+        let e = snat_entry();
+        let mut nat = fake(Some(e));
+        let now = Instant::now();
+        assert!(nat.lookup_at(&e.orig, now).is_some());
+        nat.ct.entry = None;
+        assert!(nat.lookup_at(&e.orig, now + POSITIVE_TTL / 2).is_some());
+        assert_eq!(nat.lookup_at(&e.orig, now + POSITIVE_TTL), None);
+    }
+
+    #[test]
+    fn errors_mean_unknown_and_are_counted() {
+        let mut nat = fake(None);
+        nat.ct.fail = true;
+        let now = Instant::now();
+        assert_eq!(nat.lookup_at(&snat_entry().orig, now), None);
+        assert_eq!(nat.lookup_at(&snat_entry().orig, now), None);
+        assert_eq!(nat.stats().errors, 1, "the failure is cached too");
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut nat = fake(None);
+        let now = Instant::now();
+        for port in 0..(MAX_ENTRIES as u16 + 10) {
+            let seen = Tuple::new(
+                std::net::SocketAddr::from(([192, 0, 2, 1], port)),
+                "198.51.100.20:21".parse().expect("addr"),
+            );
+            nat.lookup_at(&seen, now);
+        }
+        assert!(nat.cache.len() <= MAX_ENTRIES);
+    }
+}
