@@ -1,0 +1,559 @@
+//! `ftpct rules` and `ftpct run` on a live gateway in network namespaces:
+//!
+//! ```text
+//!  client 192.0.2.10 ── vcli|vgwin ── gateway ── vgwout|vsrv ── server 198.51.100.20
+//!                           192.0.2.1       198.51.100.1 (MASQUERADE)     vsftpd
+//! ```
+//!
+//! The gateway forwards only ESTABLISHED,RELATED and new connections to
+//! port 21, so a data connection passes only if ftpct makes it RELATED.
+//! curl downloads a 1 KiB file in active (PORT, EPRT) and passive (PASV,
+//! EPSV) mode; the same active download fails with ftpct stopped. Then
+//! `ftpct rules --delete` must leave `iptables-save` as it was.
+//!
+//! Needs root, vsftpd, curl, iptables, ipset (scripts/install-deps.sh).
+//! Not root: the tests fail, unless FTPCT_SKIP_KERNEL_TESTS=1 skips them.
+//! Every namespace, process and file is removed on drop, even on failure.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
+const SERVER: &str = "198.51.100.20";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn is_root() -> bool {
+    // "Uid: real effective saved fs": the effective uid decides.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// True when the test should run; panics when it cannot and was not told to skip.
+fn kernel_tests_enabled() -> bool {
+    if std::env::var("FTPCT_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
+        eprintln!("kernel test skipped: FTPCT_SKIP_KERNEL_TESTS=1");
+        return false;
+    }
+    assert!(
+        is_root(),
+        "these tests need root (network namespaces, NFQUEUE): run as root, \
+         or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
+    );
+    true
+}
+
+fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("ftpct-t-{}-{n}-{tag}", std::process::id())
+}
+
+fn output(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{shown}: {e} (missing tool? run scripts/install-deps.sh)"))
+}
+
+/// Runs a command; panics with its output on failure.
+fn run_ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `ready` every 50 ms for at most `limit`.
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ready()
+}
+
+/// A network namespace; on drop its processes are killed and it is removed.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    fn sh(&self, args: &[&str]) -> String {
+        run_ok(&mut self.cmd(args))
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        output(&mut self.cmd(args))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A directory under /tmp, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(tag));
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        TempDir(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, stopped with SIGTERM (then SIGKILL) on drop.
+struct Proc {
+    child: Child,
+    what: &'static str,
+}
+
+impl Proc {
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut status = None;
+        wait_until(WAIT, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        assert!(
+            status.is_some(),
+            "{} did not stop within {WAIT:?} of SIGTERM",
+            self.what
+        );
+        status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Creates a veth pair whose ends land directly in two namespaces.
+fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
+    run_ok(Command::new("ip").args([
+        "link", "add", a_name, "netns", &a.name, "type", "veth", "peer", "name", b_name, "netns",
+        &b.name,
+    ]));
+    a.sh(&["ip", "link", "set", a_name, "up"]);
+    b.sh(&["ip", "link", "set", b_name, "up"]);
+}
+
+/// iptables-save output without its dated comment lines and counters.
+fn saved(ns: &Netns, tool: &str) -> String {
+    ns.sh(&[tool])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.find(" [") {
+            Some(i) if l.starts_with(':') => &l[..i],
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Lab {
+    // Fields drop in order: processes first, then namespaces, then files.
+    _vsftpd: Proc,
+    client: Netns,
+    gw: Netns,
+    _server: Netns,
+    dir: TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let client = Netns::new("cli");
+        let gw = Netns::new("gw");
+        let server = Netns::new("srv");
+        veth(&client, "vcli", &gw, "vgwin");
+        veth(&server, "vsrv", &gw, "vgwout");
+        client.sh(&["ip", "addr", "add", "192.0.2.10/24", "dev", "vcli"]);
+        client.sh(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+        gw.sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "vgwin"]);
+        gw.sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "vgwout"]);
+        server.sh(&["ip", "addr", "add", "198.51.100.20/24", "dev", "vsrv"]);
+        gw.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        gw_policy(&gw);
+        let dir = TempDir::new("files");
+        let vsftpd = start_vsftpd(&server, &dir);
+        Lab {
+            _vsftpd: vsftpd,
+            client,
+            gw,
+            _server: server,
+            dir,
+        }
+    }
+
+    /// Downloads 1k.bin with curl's extra `mode` options; the file's hash or
+    /// curl's error.
+    fn download(&self, mode: &[&str], name: &str) -> Result<String, String> {
+        let file = self.dir.path(name);
+        let url = format!("ftp://{SERVER}/1k.bin");
+        let file_arg = file.to_string_lossy().into_owned();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--connect-timeout",
+            "3",
+            "-o",
+            &file_arg,
+        ];
+        args.extend_from_slice(mode);
+        args.push(&url);
+        let out = self.client.output(&args);
+        if !out.status.success() {
+            return Err(format!(
+                "curl {mode:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(sha256(&file))
+    }
+
+    fn start_ftpct(&self, log: &str) -> Proc {
+        let log_path = self.dir.path(log);
+        let log_file = fs::File::create(&log_path).expect("log file");
+        let child = self
+            .gw
+            .cmd(&[FTPCT, "run", "--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ftpct run");
+        let mut p = Proc {
+            child,
+            what: "ftpct run",
+        };
+        let ready = wait_until(WAIT, || {
+            fs::read_to_string(&log_path).is_ok_and(|s| s.contains("running: queues"))
+                || !matches!(p.child.try_wait(), Ok(None))
+        });
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            ready && text.contains("running: queues"),
+            "ftpct run did not start:\n{text}"
+        );
+        p
+    }
+
+    fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path(name)).unwrap_or_default()
+    }
+}
+
+/// Strict forwarding policy and MASQUERADE on the outside.
+fn gw_policy(gw: &Netns) {
+    let ipt = |args: &[&str]| {
+        let mut a = vec!["iptables"];
+        a.extend_from_slice(args);
+        gw.sh(&a);
+    };
+    ipt(&[
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "vgwout",
+        "-j",
+        "MASQUERADE",
+    ]);
+    ipt(&["-P", "FORWARD", "DROP"]);
+    ipt(&[
+        "-A",
+        "FORWARD",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "ESTABLISHED,RELATED",
+        "-j",
+        "ACCEPT",
+    ]);
+    ipt(&[
+        "-A",
+        "FORWARD",
+        "-p",
+        "tcp",
+        "--dport",
+        "21",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "ACCEPT",
+    ]);
+}
+
+/// vsftpd, anonymous, serving `dir/ftp/1k.bin`, in the foreground.
+fn start_vsftpd(server: &Netns, dir: &TempDir) -> Proc {
+    let root = dir.path("ftp");
+    let empty = dir.path("empty");
+    fs::create_dir_all(&root).expect("ftp root");
+    fs::create_dir_all(&empty).expect("chroot dir");
+    let data: Vec<u8> = (0..1024u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    fs::write(root.join("1k.bin"), data).expect("1k.bin");
+    let conf = dir.path("vsftpd.conf");
+    // The ftp user must not be able to write the anonymous root.
+    fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_ipv6=NO\nbackground=NO\nanonymous_enable=YES\n\
+             local_enable=NO\nno_anon_password=YES\nanon_root={}\n\
+             secure_chroot_dir={}\nseccomp_sandbox=NO\nconnect_from_port_20=YES\n\
+             pasv_enable=YES\nport_enable=YES\nxferlog_enable=NO\n",
+            root.display(),
+            empty.display()
+        ),
+    )
+    .expect("vsftpd.conf");
+    let conf_arg = conf.to_string_lossy().into_owned();
+    let child = server
+        .cmd(&["vsftpd", &conf_arg])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vsftpd (apt-get install vsftpd)");
+    let p = Proc {
+        child,
+        what: "vsftpd",
+    };
+    let listening = wait_until(WAIT, || {
+        !server
+            .output(&["ss", "-ltnH", "sport = :21"])
+            .stdout
+            .is_empty()
+    });
+    assert!(listening, "vsftpd did not listen on port 21");
+    p
+}
+
+const ACTIVE: &[&str] = &["-P", "-", "--disable-eprt"];
+const ACTIVE_EPRT: &[&str] = &["-P", "-"];
+const PASSIVE: &[&str] = &["--disable-epsv"];
+const PASSIVE_EPSV: &[&str] = &[];
+
+#[test]
+fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = sha256(&lab.dir.path("ftp/1k.bin"));
+    let before4 = saved(&lab.gw, "iptables-save");
+    let before6 = saved(&lab.gw, "ip6tables-save");
+    lab.gw.sh(&[FTPCT, "rules", "--apply"]);
+
+    // Rules in place, ftpct not running: the packets bypass the queue.
+    let refused = lab.download(ACTIVE, "no-ftpct.bin");
+    assert!(refused.is_err(), "active FTP passed without ftpct");
+
+    let mut ftpct = lab.start_ftpct("ftpct.log");
+    let second = lab.gw.output(&[FTPCT, "run"]);
+    assert!(!second.status.success(), "a second ftpct bound the queue");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already bound"),
+        "{second:?}"
+    );
+    for (mode, name) in [
+        (ACTIVE, "port.bin"),
+        (PASSIVE, "pasv.bin"),
+        (ACTIVE_EPRT, "eprt.bin"),
+        (PASSIVE_EPSV, "epsv.bin"),
+    ] {
+        let got = lab.download(mode, name);
+        assert_eq!(
+            got.as_deref(),
+            Ok(want.as_str()),
+            "{mode:?}\n{}",
+            lab.log("ftpct.log")
+        );
+    }
+    let log = lab.log("ftpct.log");
+    assert!(log.contains(r#""event":"rewrite""#), "{log}");
+    assert_eq!(log.matches(r#""event":"data-matched""#).count(), 4, "{log}");
+
+    let status = ftpct.terminate();
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+    let log = lab.log("ftpct.log");
+    assert!(log.contains("stopped:"), "{log}");
+    let queues = lab.gw.sh(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
+    assert!(queues.trim().is_empty(), "queue still bound: {queues}");
+    let members = lab.gw.sh(&["ipset", "list", "ftpct"]);
+    assert!(members.trim_end().ends_with("Members:"), "{members}");
+
+    // Stopped again: active FTP fails again, so ftpct is what made it pass.
+    assert!(lab.download(ACTIVE, "after.bin").is_err());
+
+    lab.gw.sh(&[FTPCT, "rules", "--delete"]);
+    assert_eq!(saved(&lab.gw, "iptables-save"), before4);
+    assert_eq!(saved(&lab.gw, "ip6tables-save"), before6);
+    assert!(lab.gw.sh(&["ipset", "list", "-n"]).trim().is_empty());
+}
+
+/// A user's raw rule stays first; apply twice then delete restores the rule set.
+fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy: bool) {
+    let env_path = format!("PATH={path}");
+    let rules = |args: &[&str]| {
+        let mut a = vec!["env", env_path.as_str(), FTPCT, "rules"];
+        a.extend_from_slice(args);
+        ns.sh(&a)
+    };
+    let ipt = |tool: &str, args: &[&str]| {
+        let mut a = vec!["env", env_path.as_str(), tool];
+        a.extend_from_slice(args);
+        ns.sh(&a)
+    };
+    ipt(
+        "iptables",
+        &[
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "udp",
+            "-j",
+            "CT",
+            "--notrack",
+        ],
+    );
+    if legacy {
+        // The kernel keeps a legacy table once made: make it before.
+        ipt("ip6tables", &["-t", "raw", "-S"]);
+    }
+    let save4 = |ns: &Netns| saved_with(ns, &env_path, "iptables-save");
+    let save6 = |ns: &Netns| saved_with(ns, &env_path, "ip6tables-save");
+    let (before4, before6) = (save4(ns), save6(ns));
+    let applied = rules(&["--apply", "--control-ports", "21,2121"]);
+    assert!(applied.contains(expect_backend), "{applied}");
+    rules(&["--apply", "--control-ports", "21,2121"]);
+    let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
+    assert_eq!(listed.matches("ftpct: FTP control channel").count(), 1);
+    assert!(listed.contains("--ports 21,2121"), "{listed}");
+    rules(&["--delete", "--control-ports", "21,2121"]);
+    assert_eq!(save4(ns), before4);
+    assert_eq!(save6(ns), before6);
+}
+
+fn saved_with(ns: &Netns, env_path: &str, tool: &str) -> String {
+    let text = ns.sh(&["env", env_path, tool]);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn rules_apply_then_delete_restores_iptables_nft() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = Netns::new("nft");
+    let path = std::env::var("PATH").unwrap_or_default();
+    // The raw tables of IPv6 do not exist before: ftpct must remove its own.
+    apply_delete_round_trip(&ns, &path, "(nf_tables)", false);
+}
+
+#[test]
+fn rules_apply_then_delete_restores_iptables_legacy() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let bin = TempDir::new("legacy");
+    for tool in ["iptables", "ip6tables"] {
+        for (link, target) in [
+            (tool.to_string(), format!("{tool}-legacy")),
+            (format!("{tool}-save"), format!("{tool}-legacy-save")),
+        ] {
+            let found = ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(&target))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{target} not found: install iptables"));
+            std::os::unix::fs::symlink(found, bin.path(&link)).expect("symlink");
+        }
+    }
+    let ns = Netns::new("legacy");
+    let path = format!(
+        "{}:{}",
+        bin.0.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    apply_delete_round_trip(&ns, &path, "(legacy)", true);
+}
