@@ -49,7 +49,11 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 // enum ctattr_protoinfo, ctattr_protoinfo_tcp
 const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
+const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
 const TCP_CONNTRACK_SYN_SENT: u8 = 1;
+/// IP_CT_TCP_FLAG_BE_LIBERAL: no window check for this direction.
+const IP_CT_TCP_FLAG_BE_LIBERAL: u8 = 0x08;
 
 // enum ctattr_nat, ctattr_protonat
 const CTA_NAT_V4_MINIP: u16 = 1;
@@ -271,6 +275,27 @@ pub fn encode_create_related(dc: &DataConnection) -> io::Result<Vec<u8>> {
     Ok(b.finish())
 }
 
+/// IPCTNL_MSG_CT_NEW updating the entry whose original tuple is `orig`:
+/// TCP window tracking liberal in both directions (struct nf_ct_tcp_flags
+/// { flags, mask }). Needed once ftpct changes a segment's length before
+/// conntrack: conntrack then sees one direction shifted and the other's
+/// acknowledgements un-shifted, and a shorter rewrite would look like an
+/// acknowledgement of unsent data (INVALID, the session dies).
+pub fn encode_set_liberal(orig: &Tuple) -> io::Result<Vec<u8>> {
+    check_tuple(orig)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, orig);
+    let info = b.nest_start(CTA_PROTOINFO);
+    let tcp = b.nest_start(CTA_PROTOINFO_TCP);
+    let flags = [IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL];
+    b.put(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &flags);
+    b.put(CTA_PROTOINFO_TCP_FLAGS_REPLY, &flags);
+    b.nest_end(tcp);
+    b.nest_end(info);
+    Ok(b.finish())
+}
+
 fn decode_ip_pair(ip: Attrs<'_>) -> io::Result<(IpAddr, IpAddr)> {
     if let Some(src) = ip.find(CTA_IP_V4_SRC)? {
         let dst = ip.require(CTA_IP_V4_DST, "CTA_IP_V4_DST")?;
@@ -428,6 +453,13 @@ impl Ctnetlink {
         let msg = encode_create_related(dc)?;
         let subject = format!("{} (master {})", dc.tuple, dc.master);
         self.request("create", &subject, msg).map(drop)
+    }
+
+    /// Turns off TCP window checks on the entry whose original tuple is
+    /// `orig` (see [`encode_set_liberal`]). A missing entry is `NotFound`.
+    pub fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+        let msg = encode_set_liberal(orig)?;
+        self.request("update", &orig.to_string(), msg).map(drop)
     }
 
     /// Deletes the entry whose original tuple is `orig`. A missing entry is
@@ -604,6 +636,27 @@ mod tests {
         let mut dc = data_connection();
         dc.master = t("[2001:db8::2]:1", "[2001:db8::3]:21");
         assert!(encode_create_related(&dc).is_err());
+    }
+
+    #[test]
+    fn set_liberal_updates_both_directions() {
+        let orig = t("192.0.2.1:1234", "192.0.2.2:21");
+        let msg = encode_set_liberal(&orig).unwrap();
+        let (ty, flags, _) = header(&msg);
+        assert_eq!(ty, 0x0100, "CT_NEW without NLM_F_CREATE is an update");
+        assert_eq!(flags, netlink::NLM_F_REQUEST | NLM_F_ACK);
+        let a = attrs(&msg);
+        let tuple = a.require(CTA_TUPLE_ORIG, "orig").unwrap();
+        assert_eq!(decode_tuple(tuple.nested()).unwrap(), Some(orig));
+        let info = a.require(CTA_PROTOINFO, "info").unwrap().nested();
+        let tcp = info.require(CTA_PROTOINFO_TCP, "tcp").unwrap().nested();
+        for k in [
+            CTA_PROTOINFO_TCP_FLAGS_ORIGINAL,
+            CTA_PROTOINFO_TCP_FLAGS_REPLY,
+        ] {
+            assert_eq!(tcp.require(k, "flags").unwrap().data, &[0x08, 0x08]);
+        }
+        assert!(tcp.find(CTA_PROTOINFO_TCP_STATE).unwrap().is_none());
     }
 
     #[test]

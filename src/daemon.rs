@@ -154,6 +154,8 @@ pub trait Kernel {
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> io::Result<Option<u32>>;
     fn create_related(&mut self, dc: &DataConnection) -> io::Result<()>;
+    /// No TCP window checks on the control connection `orig` any more.
+    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()>;
 }
 
 /// The real kernel: one ctnetlink and one ipset socket.
@@ -177,6 +179,10 @@ impl Kernel for LiveKernel {
 
     fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
         self.ct.create_related(dc)
+    }
+
+    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+        self.ct.set_liberal(orig)
     }
 }
 
@@ -231,6 +237,8 @@ pub struct Actions<K: Kernel> {
     /// Destinations in the sets, with the peers expected there (an FXP
     /// destination can expect several): the entry goes with the last one.
     pending: HashMap<SocketAddr, HashSet<IpAddr>>,
+    /// Control connections whose conntrack entry no longer checks windows.
+    liberal: HashSet<Tuple>,
 }
 
 impl<K: Kernel> Actions<K> {
@@ -243,6 +251,7 @@ impl<K: Kernel> Actions<K> {
                 .max(1),
             mark,
             pending: HashMap::new(),
+            liberal: HashSet::new(),
         }
     }
 
@@ -263,6 +272,10 @@ impl<K: Kernel> Actions<K> {
             Event::DataMatched { tuple, exp } => {
                 self.create(tuple, exp);
                 self.forget(exp);
+            }
+            Event::Rewritten { flow, .. } => self.make_liberal(flow),
+            Event::FlowClosed { flow } => {
+                self.liberal.remove(flow);
             }
             _ => {}
         }
@@ -292,6 +305,18 @@ impl<K: Kernel> Actions<K> {
         let set = self.sets.for_ip(exp.dst.ip());
         if let Err(e) = self.kernel.ipset_del(set, exp.dst) {
             warn!(flow = %exp.master, "ipset del {} from {set} failed: {e}", exp.dst);
+        }
+    }
+
+    /// A rewrite changes lengths before conntrack sees the segment, so its
+    /// window tracking of this connection would be off by the shift (see
+    /// `ctnetlink::encode_set_liberal`): turned off, once per connection.
+    fn make_liberal(&mut self, flow: &Tuple) {
+        if !self.liberal.insert(*flow) {
+            return;
+        }
+        if let Err(e) = self.kernel.set_liberal(flow) {
+            warn!(flow = %flow, "turning off conntrack's window checks failed: {e}: the session may stall after this rewrite");
         }
     }
 
@@ -811,6 +836,10 @@ mod tests {
             self.created.push(*dc);
             Ok(())
         }
+        fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+            self.calls.push(format!("liberal {orig}"));
+            Ok(())
+        }
     }
 
     fn exp(peer: &str, dst: &str) -> Expectation {
@@ -890,6 +919,31 @@ mod tests {
         assert_eq!(
             a.kernel().calls.last().map(String::as_str),
             Some("del ftpct6 [2001:db8::1]:5000")
+        );
+    }
+
+    #[test]
+    fn a_rewrite_makes_the_control_connection_liberal_once() {
+        let mut a = actions(None);
+        let flow = t("192.0.2.10:40000", "198.51.100.20:21");
+        let rewrite = Event::Rewritten {
+            flow,
+            dir: crate::flow::Dir::Orig,
+            before: "PORT 192,0,2,10,184,97".into(),
+            after: "PORT 198,51,100,1,184,97".into(),
+        };
+        a.apply(&rewrite);
+        a.apply(&rewrite);
+        assert_eq!(
+            a.kernel().calls,
+            vec!["liberal 192.0.2.10:40000 -> 198.51.100.20:21"]
+        );
+        a.apply(&Event::FlowClosed { flow });
+        a.apply(&rewrite);
+        assert_eq!(
+            a.kernel().calls.len(),
+            2,
+            "a new connection on the same tuple"
         );
     }
 

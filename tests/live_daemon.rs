@@ -2,13 +2,17 @@
 //!
 //! ```text
 //!  client 192.0.2.10 ── vcli|vgwin ── gateway ── vgwout|vsrv ── server 198.51.100.20
-//!                           192.0.2.1       198.51.100.1 (MASQUERADE)     vsftpd
+//!    2001:db8:1::10         192.0.2.1       198.51.100.1            2001:db8:2::20
+//!                           2001:db8:1::1   2001:db8:2::1           vsftpd
+//!                                     MASQUERADE (v4 and v6)
 //! ```
 //!
 //! The gateway forwards only ESTABLISHED,RELATED and new connections to
 //! port 21, so a data connection passes only if ftpct makes it RELATED.
 //! curl downloads a 1 KiB file in active (PORT, EPRT) and passive (PASV,
-//! EPSV) mode; the same active download fails with ftpct stopped. Then
+//! EPSV) mode over IPv4, and EPRT/EPSV over IPv6 (where the rewritten EPRT
+//! is shorter: conntrack must not see the shift as an error); the same
+//! active download fails with ftpct stopped. Then
 //! `ftpct rules --delete` must leave `iptables-save` as it was.
 //!
 //! Needs root, vsftpd, curl, iptables, ipset (scripts/install-deps.sh).
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const SERVER: &str = "198.51.100.20";
+const SERVER6: &str = "[2001:db8:2::20]";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn is_root() -> bool {
@@ -235,13 +240,30 @@ impl Lab {
         let server = Netns::new("srv");
         veth(&client, "vcli", &gw, "vgwin");
         veth(&server, "vsrv", &gw, "vgwout");
-        client.sh(&["ip", "addr", "add", "192.0.2.10/24", "dev", "vcli"]);
+        for (ns, dev, addrs) in [
+            (&client, "vcli", ["192.0.2.10/24", "2001:db8:1::10/64"]),
+            (&gw, "vgwin", ["192.0.2.1/24", "2001:db8:1::1/64"]),
+            (&gw, "vgwout", ["198.51.100.1/24", "2001:db8:2::1/64"]),
+            (&server, "vsrv", ["198.51.100.20/24", "2001:db8:2::20/64"]),
+        ] {
+            for a in addrs {
+                ns.sh(&["ip", "addr", "add", a, "dev", dev, "nodad"]);
+            }
+        }
         client.sh(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
-        gw.sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "vgwin"]);
-        gw.sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "vgwout"]);
-        server.sh(&["ip", "addr", "add", "198.51.100.20/24", "dev", "vsrv"]);
+        client.sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+        ]);
         gw.sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        gw_policy(&gw);
+        gw.sh(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        gw_policy(&gw, "iptables");
+        gw_policy(&gw, "ip6tables");
         let dir = TempDir::new("files");
         let vsftpd = start_vsftpd(&server, &dir);
         Lab {
@@ -255,9 +277,9 @@ impl Lab {
 
     /// Downloads 1k.bin with curl's extra `mode` options; the file's hash or
     /// curl's error.
-    fn download(&self, mode: &[&str], name: &str) -> Result<String, String> {
+    fn download(&self, host: &str, mode: &[&str], name: &str) -> Result<String, String> {
         let file = self.dir.path(name);
-        let url = format!("ftp://{SERVER}/1k.bin");
+        let url = format!("ftp://{host}/1k.bin");
         let file_arg = file.to_string_lossy().into_owned();
         let mut args = vec![
             "curl",
@@ -314,9 +336,9 @@ impl Lab {
 }
 
 /// Strict forwarding policy and MASQUERADE on the outside.
-fn gw_policy(gw: &Netns) {
+fn gw_policy(gw: &Netns, tool: &str) {
     let ipt = |args: &[&str]| {
-        let mut a = vec!["iptables"];
+        let mut a = vec![tool];
         a.extend_from_slice(args);
         gw.sh(&a);
     };
@@ -370,7 +392,7 @@ fn start_vsftpd(server: &Netns, dir: &TempDir) -> Proc {
     fs::write(
         &conf,
         format!(
-            "listen=YES\nlisten_ipv6=NO\nbackground=NO\nanonymous_enable=YES\n\
+            "listen=NO\nlisten_ipv6=YES\nbackground=NO\nanonymous_enable=YES\n\
              local_enable=NO\nno_anon_password=YES\nanon_root={}\n\
              secure_chroot_dir={}\nseccomp_sandbox=NO\nconnect_from_port_20=YES\n\
              pasv_enable=YES\nport_enable=YES\nxferlog_enable=NO\n",
@@ -418,7 +440,7 @@ fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
     lab.gw.sh(&[FTPCT, "rules", "--apply"]);
 
     // Rules in place, ftpct not running: the packets bypass the queue.
-    let refused = lab.download(ACTIVE, "no-ftpct.bin");
+    let refused = lab.download(SERVER, ACTIVE, "no-ftpct.bin");
     assert!(refused.is_err(), "active FTP passed without ftpct");
 
     let mut ftpct = lab.start_ftpct("ftpct.log");
@@ -428,23 +450,27 @@ fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
         String::from_utf8_lossy(&second.stderr).contains("already bound"),
         "{second:?}"
     );
-    for (mode, name) in [
-        (ACTIVE, "port.bin"),
-        (PASSIVE, "pasv.bin"),
-        (ACTIVE_EPRT, "eprt.bin"),
-        (PASSIVE_EPSV, "epsv.bin"),
-    ] {
-        let got = lab.download(mode, name);
+    let cases = [
+        (SERVER, ACTIVE, "port.bin"),
+        (SERVER, PASSIVE, "pasv.bin"),
+        (SERVER, ACTIVE_EPRT, "eprt.bin"),
+        (SERVER, PASSIVE_EPSV, "epsv.bin"),
+        (SERVER6, ACTIVE_EPRT, "eprt6.bin"),
+        (SERVER6, PASSIVE_EPSV, "epsv6.bin"),
+    ];
+    for (host, mode, name) in cases {
+        let got = lab.download(host, mode, name);
         assert_eq!(
             got.as_deref(),
             Ok(want.as_str()),
-            "{mode:?}\n{}",
+            "{host} {mode:?}\n{}",
             lab.log("ftpct.log")
         );
     }
     let log = lab.log("ftpct.log");
     assert!(log.contains(r#""event":"rewrite""#), "{log}");
-    assert_eq!(log.matches(r#""event":"data-matched""#).count(), 4, "{log}");
+    let matched = log.matches(r#""event":"data-matched""#).count();
+    assert_eq!(matched, cases.len(), "{log}");
 
     let status = ftpct.terminate();
     assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
@@ -456,7 +482,7 @@ fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
     assert!(members.trim_end().ends_with("Members:"), "{members}");
 
     // Stopped again: active FTP fails again, so ftpct is what made it pass.
-    assert!(lab.download(ACTIVE, "after.bin").is_err());
+    assert!(lab.download(SERVER, ACTIVE, "after.bin").is_err());
 
     lab.gw.sh(&[FTPCT, "rules", "--delete"]);
     assert_eq!(saved(&lab.gw, "iptables-save"), before4);
