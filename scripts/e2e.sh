@@ -134,13 +134,14 @@ ftpct_start() {
     local i
     FTPCT_LOG=$WORK/ftpct-$(date +%H%M%S%N).log
     log "ftpct run $*  (log: $(basename "$FTPCT_LOG"))"
-    gw "$FTPCT" run "$@" </dev/null >"$FTPCT_LOG" 2>&1 &
+    # Not through gw(): $! must be ftpct itself (ip netns exec execs it).
+    ip netns exec "$NS_GW" "$FTPCT" run "$@" </dev/null >"$FTPCT_LOG" 2>&1 &
     FTPCT_PID=$!
     FTPCT_ARGS="$*"
     # Ready when it has bound its queue: its start-up line, within 5 s.
     for ((i = 0; i < 50; i++)); do
         kill -0 "$FTPCT_PID" 2>/dev/null || break
-        grep -qiE 'running|started|listening|bound' "$FTPCT_LOG" && return 0
+        grep -q 'running: queues' "$FTPCT_LOG" && return 0
         sleep 0.1
     done
     kill -0 "$FTPCT_PID" 2>/dev/null || {
@@ -503,25 +504,32 @@ run_case() { # I GWMODE
     if [[ $mode == ftpct && -n $FTPCT_LOG ]]; then
         sleep 0.1 # let the last decisions reach the log
         slice=$dir/ftpct.log
-        tail -c +$((off + 1)) "$FTPCT_LOG" >"$slice"
+        # Without colours (the text format has them even in a file).
+        tail -c +$((off + 1)) "$FTPCT_LOG" | sed 's/\x1b\[[0-9;]*m//g' >"$slice"
         why=$(ftpct_log_check "$i" "$slice" | tr '\n' ';')
         if [[ -z $why ]]; then logres=ok; else logres=bad; problems+="$why"; fi
     fi
     R_NAME+=("${C_NAME[$i]}") R_GW+=("$mode") R_EXPECT+=("$expect") R_RESULT+=("$result")
     R_LOG+=("$logres") R_SECS+=("$(elapsed "$t0")") R_WHY+=("$problems")
-    report_case "$i" "$mode" "$expect" "$result" "$logres" "$problems" "$transcript"
+    report_case "$i" "$mode" "$expect" "$result" "$logres" "$problems" "$transcript" "${slice:-}"
     # The big files are checked: do not keep 100 MiB per case around.
     find "$dir" "$FTPCT_LAB_ANON/upload" -name '*50m*' -delete 2>/dev/null || true
 }
 
-report_case() { # I MODE EXPECT RESULT LOGRES PROBLEMS TRANSCRIPT
+report_case() { # I MODE EXPECT RESULT LOGRES PROBLEMS TRANSCRIPT [FTPCT_LOG_SLICE]
     local verdict=ok
     [[ $3 == "$4" && $5 != bad ]] || verdict=MISMATCH
     log "$(printf '%-44s %-6s expected %-4s got %-4s log %-3s %s' "${C_NAME[$1]}" "$2" "$3" "$4" "$5" "$verdict")"
     if [[ $verdict != ok || $VERBOSE == 1 ]]; then
         [[ -n $6 ]] && log "    problems: $6"
+        log "    client transcript (end):"
         sed 's/^/      | /' "$7" | tail -n 40 >&2
+        if [[ -n ${8:-} ]]; then
+            log "    ftpct's log during the case:"
+            sed 's/^/      | /' "$8" | tail -n 30 >&2
+        fi
     fi
+    return 0
 }
 
 # --- main -------------------------------------------------------------------
