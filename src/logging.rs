@@ -52,11 +52,19 @@ fn filter(verbosity: u8) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level_name(verbosity)))
 }
 
+/// Colours only for a person at a terminal (not journald, files, pipes),
+/// and never with NO_COLOR set.
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
 /// Installs the global subscriber. A second call (tests) is a no-op.
 pub fn init(format: LogFormat, verbosity: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(verbosity))
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour())
         .with_target(false);
     // try_init: an already installed subscriber is not an error worth dying for.
     let _ = match format {
