@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::event::{Event, RemoveReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
-use crate::flow::{Dir, Flow, FlowTable};
+use crate::flow::{Dir, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
 use crate::lines::{Arrival, DropReason, Fate, Line};
 use crate::nat::{plan, Announcer, CtMapping, NatLookup};
@@ -85,6 +85,16 @@ pub struct Engine {
     next_tick: Duration,
 }
 
+/// What the per-packet work needs besides the flow itself (borrowed
+/// from the engine's other fields, so one flow lookup serves a packet).
+struct Ctx<'a> {
+    cfg: &'a Config,
+    expects: &'a mut ExpectTable,
+    stats: &'a mut Stats,
+    events: &'a mut Vec<Event>,
+    now: Duration,
+}
+
 impl Engine {
     pub fn new(cfg: Config) -> Self {
         Engine {
@@ -114,20 +124,18 @@ impl Engine {
 
     /// The NAT mapping of the control connection a tuple belongs to.
     pub fn mapping_of(&self, seen: &Tuple) -> Option<(CtMapping, Dir)> {
-        let (orig, dir) = self.flows.locate(seen)?;
-        Some((self.flows.get(&orig)?.mapping, dir))
+        let (id, dir) = self.flows.locate(seen)?;
+        Some((self.flows.get(id)?.mapping, dir))
     }
 
     /// The acknowledgement number a packet with tuple `seen` carries when
     /// it acknowledges original position `pos` of the other direction:
     /// its sender received that direction after our edits.
     pub fn acknowledged_by(&self, seen: &Tuple, pos: u32) -> u32 {
-        let Some((orig, dir)) = self.flows.locate(seen) else {
-            return pos;
-        };
         self.flows
-            .get(&orig)
-            .map_or(pos, |f| f.streams[1 - dir.index()].adj.shift(pos))
+            .locate(seen)
+            .and_then(|(id, dir)| Some((self.flows.get(id)?, dir)))
+            .map_or(pos, |(f, dir)| f.stream(other(dir)).adj().shift(pos))
     }
 
     /// True while some expectation still wants connections to `dst`: the
@@ -166,22 +174,23 @@ impl Engine {
                 reason: RemoveReason::Expired,
             });
         }
-        for orig in self.flows.due(now, self.cfg.idle_timeout) {
-            self.close_flow(&orig, events);
+        for id in self.flows.due(now, self.cfg.idle_timeout) {
+            self.close_flow(id, events);
         }
     }
 
-    fn close_flow(&mut self, orig: &Tuple, events: &mut Vec<Event>) {
-        if self.flows.remove(orig).is_none() {
+    fn close_flow(&mut self, id: FlowId, events: &mut Vec<Event>) {
+        let Some(flow) = self.flows.remove(id) else {
             return;
-        }
-        for e in self.expects.remove_master(orig) {
+        };
+        let orig = flow.mapping.orig;
+        for e in self.expects.remove_master(&orig) {
             events.push(Event::ExpectationRemoved {
                 exp: e,
                 reason: RemoveReason::MasterClosed,
             });
         }
-        events.push(Event::FlowClosed { flow: *orig });
+        events.push(Event::FlowClosed { flow: orig });
     }
 
     /// Processes one IP packet seen at `hook` at time `now`.
@@ -212,10 +221,27 @@ impl Engine {
                 return accept(events);
             }
         }
-        let Some((orig, dir)) = self.locate_or_track(&pkt, now, hook, nat, &mut events) else {
+        let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, nat, &mut events) else {
             return accept(events);
         };
-        let verdict = self.handle(&orig, dir, &pkt, now, &mut events);
+        let Engine {
+            cfg,
+            flows,
+            expects,
+            stats,
+            ..
+        } = self;
+        let Some(flow) = flows.get_mut(id) else {
+            return accept(events);
+        };
+        let mut ctx = Ctx {
+            cfg,
+            expects,
+            stats,
+            events: &mut events,
+            now,
+        };
+        let verdict = handle(flow, dir, &pkt, &mut ctx);
         Outcome { verdict, events }
     }
 
@@ -228,14 +254,13 @@ impl Engine {
         hook: Hook,
         nat: &mut dyn NatLookup,
         events: &mut Vec<Event>,
-    ) -> Option<(Tuple, Dir)> {
+    ) -> Option<(FlowId, Dir)> {
         let seen = pkt.tuple;
-        let fresh_syn = pkt.flags.syn && !pkt.flags.ack;
-        match self.flows.locate(&seen) {
-            // Port reuse: a new connection replaces a finished one.
-            Some((orig, Dir::Orig)) if fresh_syn => self.close_flow(&orig, events),
-            Some(found) => return Some(found),
-            None => {}
+        if let Some((id, dir)) = self.flows.locate(&seen) {
+            return match self.reopened(id, dir, pkt) {
+                Some(client_isn) => self.reopen(id, client_isn, now, hook, events),
+                None => Some((id, dir)),
+            };
         }
         let to_control = self.is_control_port(seen.dst.port());
         let from_control = self.is_control_port(seen.src.port());
@@ -246,9 +271,8 @@ impl Engine {
         if from_control && !to_control {
             // A reply whose tuple conntrack translated: link it to its flow.
             if let Some(m) = known.filter(|m| m.reply == seen) {
-                if self.flows.get(&m.orig).is_some() {
-                    self.flows.set_mapping(m);
-                    return Some((m.orig, Dir::Reply));
+                if let Some((id, Dir::Orig)) = self.flows.locate(&m.orig) {
+                    return self.flows.set_mapping(id, m).then_some((id, Dir::Reply));
                 }
                 return self.track(m, true, now, hook, events, Dir::Reply);
             }
@@ -262,6 +286,50 @@ impl Engine {
         self.track(m, mapping_known, now, hook, events, Dir::Orig)
     }
 
+    /// Port reuse. A SYN on a tracked flow is remembered; the flow is
+    /// replaced only when it was closing, or when the server answers that
+    /// SYN (so a stray or spoofed SYN cannot wipe a live session, as
+    /// conntrack ignores a SYN on an established connection). Returns the
+    /// new connection's client ISN when the flow must be replaced.
+    fn reopened(&mut self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) -> Option<u32> {
+        let flow = self.flows.get_mut(id)?;
+        match dir {
+            Dir::Orig if pkt.flags.syn && !pkt.flags.ack => {
+                if flow.closing_at.is_some() || flow.streams.iter().any(|s| s.has_fin()) {
+                    return Some(pkt.seq);
+                }
+                flow.reopen_isn = Some(pkt.seq);
+                None
+            }
+            Dir::Reply if pkt.flags.syn && pkt.flags.ack => {
+                flow.reopen_isn.filter(|isn| isn.wrapping_add(1) == pkt.ack)
+            }
+            _ => None,
+        }
+    }
+
+    fn reopen(
+        &mut self,
+        id: FlowId,
+        client_isn: u32,
+        now: Duration,
+        hook: Hook,
+        events: &mut Vec<Event>,
+    ) -> Option<(FlowId, Dir)> {
+        let (mapping, dir_of_packet) = {
+            let flow = self.flows.get(id)?;
+            let replying = flow.reopen_isn == Some(client_isn) && flow.closing_at.is_none();
+            let dir = if replying { Dir::Reply } else { Dir::Orig };
+            (flow.mapping, dir)
+        };
+        self.close_flow(id, events);
+        let (new_id, _) = self.track(mapping, true, now, hook, events, Dir::Orig)?;
+        if let Some(flow) = self.flows.get_mut(new_id) {
+            flow.streams[Dir::Orig.index()].syn(client_isn);
+        }
+        Some((new_id, dir_of_packet))
+    }
+
     fn track(
         &mut self,
         mapping: CtMapping,
@@ -270,305 +338,277 @@ impl Engine {
         hook: Hook,
         events: &mut Vec<Event>,
         dir: Dir,
-    ) -> Option<(Tuple, Dir)> {
+    ) -> Option<(FlowId, Dir)> {
         if self.flows.is_full() {
             self.stats.flows_untracked += 1;
             return None;
         }
+        let Some(id) = self.flows.insert(Flow::new(mapping, mapping_known, now)) else {
+            // A stray packet whose guessed tuples belong to a tracked flow.
+            self.stats.flows_untracked += 1;
+            return None;
+        };
         self.stats.flows += 1;
         events.push(Event::FlowNew {
             mapping,
             local: hook == Hook::Output,
         });
-        self.flows.insert(Flow::new(mapping, mapping_known, now));
-        Some((mapping.orig, dir))
+        Some((id, dir))
     }
 
     fn is_control_port(&self, port: u16) -> bool {
         self.cfg.control_ports.contains(&port)
     }
+}
 
-    /// The segment's fate in its stream, the lines it completes handled.
-    fn handle(
-        &mut self,
-        orig: &Tuple,
-        dir: Dir,
-        pkt: &TcpPacket<'_>,
-        now: Duration,
-        events: &mut Vec<Event>,
-    ) -> Verdict {
-        let Some(flow) = self.flows.get_mut(orig) else {
+fn other(dir: Dir) -> Dir {
+    match dir {
+        Dir::Orig => Dir::Reply,
+        Dir::Reply => Dir::Orig,
+    }
+}
+
+/// The segment's fate in its stream, the lines it completes handled, and
+/// the verdict with fix-ups.
+fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+    flow.last_seen = ctx.now;
+    let orig = flow.mapping.orig;
+    let payload = pkt.payload();
+    let stream = flow.streams_mut(dir).0;
+    if pkt.flags.syn {
+        if stream.is_started() {
+            // A retransmitted (or stray) SYN: nothing to learn or fix.
             return Verdict::Accept;
-        };
-        flow.last_seen = now;
-        let payload = pkt.payload();
-        let (stream, _) = flow.streams_mut(dir);
-        if pkt.flags.syn {
-            stream.syn(pkt.seq);
         }
-        let arrival = stream.classify(pkt.seq, payload.len());
-        let fate = match arrival {
-            Arrival::Empty => Fate::Forward {
-                start: pkt.seq,
-                bytes: Cow::Borrowed(payload),
-            },
-            Arrival::Old => {
-                let (fate, gave_up) = stream.retransmission(pkt.seq, payload);
-                if gave_up {
-                    self.stats.held_given_up += 1;
-                    events.push(Event::HeldLineReleased { flow: *orig, dir });
-                }
-                fate
+        stream.syn(pkt.seq);
+    }
+    // Data on a SYN starts after the SYN's own number.
+    let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
+    let fate = match stream.classify(data_seq, payload.len()) {
+        Arrival::Empty => Fate::Forward {
+            start: data_seq,
+            bytes: Cow::Borrowed(payload),
+        },
+        Arrival::Old => {
+            let (fate, gave_up) = stream.retransmission(data_seq, payload);
+            if gave_up {
+                ctx.stats.held_given_up += 1;
+                ctx.events.push(Event::HeldLineReleased { flow: orig, dir });
             }
-            Arrival::Gap => {
-                if stream.on_gap(pkt.seq) {
-                    Fate::Drop(DropReason::OutOfOrder)
-                } else {
-                    self.stats.resyncs += 1;
-                    events.push(Event::Resynced {
-                        flow: *orig,
-                        dir,
-                        seq: pkt.seq,
-                    });
-                    // Parse from the next line start of this segment on.
-                    stream.classify(pkt.seq, payload.len());
-                    let lines = stream.take_lines(payload, self.cfg.max_line);
-                    let hold = self.after_lines(orig, dir, lines, now, events);
-                    self.stream(orig, dir).outgoing(pkt.seq, payload, hold)
-                }
-            }
-            Arrival::New { skip } => {
-                let lines = stream.take_lines(&payload[skip..], self.cfg.max_line);
-                let hold = self.after_lines(orig, dir, lines, now, events);
-                self.stream(orig, dir).outgoing(pkt.seq, payload, hold)
-            }
-        };
-        let Some(flow) = self.flows.get_mut(orig) else {
-            return Verdict::Accept;
-        };
-        track_close(flow, dir, pkt, now, self.cfg.close_linger);
-        match fate {
-            Fate::Drop(reason) => {
-                self.stats.dropped += 1;
-                events.push(Event::Dropped {
-                    flow: *orig,
+            fate
+        }
+        Arrival::Gap => {
+            if stream.on_gap(data_seq) {
+                Fate::Drop(DropReason::OutOfOrder)
+            } else {
+                ctx.stats.resyncs += 1;
+                ctx.events.push(Event::Resynced {
+                    flow: orig,
                     dir,
-                    seq: pkt.seq,
-                    reason,
+                    seq: data_seq,
                 });
-                Verdict::Drop
+                // Parse from the next line start of this segment on.
+                stream.classify(data_seq, payload.len());
+                new_data(flow, dir, data_seq, payload, 0, ctx)
             }
-            Fate::Forward { start, bytes } => {
-                fix_up(flow, dir, pkt, start, &bytes, &mut self.stats)
-            }
         }
+        Arrival::New { skip } => new_data(flow, dir, data_seq, payload, skip, ctx),
+    };
+    track_close(flow, dir, pkt, ctx.now, ctx.cfg.close_linger);
+    match fate {
+        Fate::Drop(reason) => {
+            ctx.stats.dropped += 1;
+            ctx.events.push(Event::Dropped {
+                flow: orig,
+                dir,
+                seq: pkt.seq,
+                reason,
+            });
+            Verdict::Drop
+        }
+        Fate::Forward { start, bytes } => fix_up(flow, dir, pkt, start, &bytes, ctx.stats),
     }
+}
 
-    fn stream(&mut self, orig: &Tuple, dir: Dir) -> &mut crate::lines::Stream {
-        let flow = self
-            .flows
-            .get_mut(orig)
-            .expect("flow exists while its packet is handled");
-        flow.streams_mut(dir).0
+/// New bytes: their complete lines are handled, then the segment leaves
+/// or is held.
+fn new_data<'a>(
+    flow: &mut Flow,
+    dir: Dir,
+    data_seq: u32,
+    payload: &'a [u8],
+    skip: usize,
+    ctx: &mut Ctx<'_>,
+) -> Fate<'a> {
+    let lines = flow
+        .streams_mut(dir)
+        .0
+        .take_lines(&payload[skip..], ctx.cfg.max_line);
+    for line in lines {
+        on_line(flow, dir, &line, ctx);
     }
+    let hold = must_hold(flow, dir);
+    flow.streams_mut(dir).0.outgoing(data_seq, payload, hold)
+}
 
-    /// Handles complete lines; returns whether the segment must be held
-    /// because the line it ends inside may need a rewrite.
-    fn after_lines(
-        &mut self,
-        orig: &Tuple,
-        dir: Dir,
-        lines: Vec<Line<'_>>,
-        now: Duration,
-        events: &mut Vec<Event>,
-    ) -> bool {
-        for line in lines {
-            self.on_line(orig, dir, &line, now, events);
-        }
-        let Some(flow) = self.flows.get(orig) else {
-            return false;
-        };
-        if !flow.inspecting || !flow.mapping.is_natted() {
-            return false;
-        }
-        let stream = &flow.streams[dir.index()];
-        stream.pending_line().is_some_and(|partial| match dir {
+/// True if the segment ends inside a line that may need a rewrite.
+fn must_hold(flow: &Flow, dir: Dir) -> bool {
+    if !flow.inspecting || !flow.mapping.is_natted() {
+        return false;
+    }
+    flow.stream(dir)
+        .pending_line()
+        .is_some_and(|partial| match dir {
             Dir::Orig => grammar::client_prefix_may_announce(partial),
             Dir::Reply => grammar::server_prefix_may_announce(partial),
         })
-    }
+}
 
-    fn on_line(
-        &mut self,
-        orig: &Tuple,
-        dir: Dir,
-        line: &Line<'_>,
-        now: Duration,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(flow) = self.flows.get_mut(orig) else {
-            return;
-        };
-        if !flow.inspecting {
-            return;
-        }
-        if self.cfg.report_lines {
-            events.push(Event::Line {
-                flow: *orig,
-                dir,
-                text: printable(&line.bytes),
-            });
-        }
-        if line.overlong {
-            self.stats.overlong_lines += 1;
-            events.push(Event::Overlong { flow: *orig, dir });
-            return;
-        }
-        let announce = match dir {
-            Dir::Orig => match grammar::parse_client_line(&line.bytes) {
-                Ok(ClientLine::Announce(a)) => Some(a),
-                Ok(ClientLine::AuthTls) => {
-                    flow.auth_requested = true;
-                    events.push(recognised(orig, dir, "AUTH"));
-                    None
-                }
-                Ok(other) => {
-                    if let Some(name) = client_keyword(&other) {
-                        events.push(recognised(orig, dir, name));
-                    }
-                    None
-                }
-                Err(why) => {
-                    self.malformed(orig, dir, line, why, events);
-                    None
-                }
-            },
-            Dir::Reply => match grammar::parse_server_line(&line.bytes) {
-                Ok(ServerLine::Announce(a)) => Some(a),
-                Ok(ServerLine::AuthAccepted) if flow.auth_requested => {
-                    flow.inspecting = false;
-                    flow.streams.iter_mut().for_each(|s| s.stop_parsing());
-                    self.stats.tls_sessions += 1;
-                    events.push(Event::InspectionStopped {
-                        flow: *orig,
-                        why: "AUTH accepted (234): the control channel is encrypted from here on",
-                    });
-                    None
-                }
-                Ok(_) => None,
-                Err(why) => {
-                    self.malformed(orig, dir, line, why, events);
-                    None
-                }
-            },
-        };
-        if let Some(a) = announce {
-            self.on_announce(orig, dir, line, &a, now, events);
-        }
+fn on_line(flow: &mut Flow, dir: Dir, line: &Line<'_>, ctx: &mut Ctx<'_>) {
+    if !flow.inspecting {
+        return;
     }
-
-    fn malformed(
-        &mut self,
-        orig: &Tuple,
-        dir: Dir,
-        line: &Line<'_>,
-        why: grammar::Malformed,
-        events: &mut Vec<Event>,
-    ) {
-        self.stats.malformed += 1;
-        events.push(Event::Malformed {
-            flow: *orig,
+    let orig = flow.mapping.orig;
+    if ctx.cfg.report_lines {
+        ctx.events.push(Event::Line {
+            flow: orig,
             dir,
-            line: printable(&line.bytes),
-            why,
+            text: printable(&line.bytes),
         });
     }
-
-    /// An announcement: plan it, register the expectation, record the edit.
-    fn on_announce(
-        &mut self,
-        orig: &Tuple,
-        dir: Dir,
-        line: &Line<'_>,
-        a: &Announce,
-        now: Duration,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(flow) = self.flows.get_mut(orig) else {
-            return;
-        };
-        let who = match dir {
-            Dir::Orig => Announcer::Client,
-            Dir::Reply => Announcer::Server,
-        };
-        if !announcer_matches(a.kind, who) {
-            return;
-        }
-        let mapping = flow.mapping;
-        let expects = &self.expects;
-        let result = plan(&mapping, who, a.addr, a.port, &self.cfg.policy, |dst| {
-            expects.is_free(dst, &mapping.orig)
-        });
-        let refuse = |refusal: Refusal, events: &mut Vec<Event>, stats: &mut Stats| {
-            stats.refused += 1;
-            events.push(Event::Refused {
-                flow: mapping.orig,
-                dir,
-                line: printable(&line.bytes),
-                refusal,
-            });
-        };
-        let plan = match result {
-            Ok(p) => p,
-            Err(r) => return refuse(r, events, &mut self.stats),
-        };
-        let replacement = match plan.rewrite {
-            None => None,
-            Some(to) => {
-                let addr = (a.kind != AnnounceKind::Epsv229).then_some(to.ip());
-                let edit_start = line.start.wrapping_add(a.span.start as u32);
-                let stream = &flow.streams[dir.index()];
-                match grammar::try_format_announce(a.kind, a.delim, addr, to.port()) {
-                    Some(text) if stream.can_edit_from(edit_start) => Some((edit_start, text)),
-                    // A family the kind cannot carry (an IPv6 mapping for a
-                    // PORT) is a configuration error: refuse, do not garble.
-                    Some(_) => return refuse(Refusal::SplitLine, events, &mut self.stats),
-                    None => return refuse(Refusal::FamilyMismatch, events, &mut self.stats),
+    if line.overlong {
+        ctx.stats.overlong_lines += 1;
+        ctx.events.push(Event::Overlong { flow: orig, dir });
+        return;
+    }
+    let announce = match dir {
+        Dir::Orig => match grammar::parse_client_line(&line.bytes) {
+            Ok(ClientLine::Announce(a)) => Some(a),
+            Ok(ClientLine::AuthTls) => {
+                flow.auth_requested = true;
+                ctx.events.push(recognised(&orig, dir, "AUTH"));
+                None
+            }
+            Ok(other) => {
+                if let Some(name) = client_keyword(&other) {
+                    ctx.events.push(recognised(&orig, dir, name));
                 }
+                None
             }
-        };
-        let exp = Expectation {
-            peer: plan.peer,
-            dst: plan.public,
-            nat: plan.nat,
-            master: mapping.orig,
-            kind: a.kind,
-            expires: now + self.cfg.expect_timeout,
-        };
-        if let Err(e) = self.expects.insert(exp.clone()) {
-            return refuse(Refusal::Limit(e), events, &mut self.stats);
-        }
-        self.stats.expectations += 1;
-        events.push(Event::ExpectationAdded(exp));
-        if let Some((edit_start, text)) = replacement {
-            let span_len = (a.span.end - a.span.start) as u32;
-            let mut rewritten = line.bytes[..a.span.start].to_vec();
-            rewritten.extend_from_slice(&text);
-            rewritten.extend_from_slice(&line.bytes[a.span.end..]);
-            if let Some(flow) = self.flows.get_mut(orig) {
-                let stream = flow.streams_mut(dir).0;
-                stream
-                    .adj
-                    .record(edit_start, edit_start.wrapping_add(span_len), text);
+            Err(why) => {
+                malformed(&orig, dir, line, why, ctx);
+                None
             }
-            self.stats.rewrites += 1;
-            events.push(Event::Rewritten {
-                flow: *orig,
-                dir,
-                before: printable(&line.bytes),
-                after: printable(&rewritten),
-            });
+        },
+        Dir::Reply => match grammar::parse_server_line(&line.bytes) {
+            Ok(ServerLine::Announce(a)) => Some(a),
+            Ok(ServerLine::AuthAccepted) if flow.auth_requested => {
+                flow.inspecting = false;
+                flow.streams.iter_mut().for_each(|s| s.stop_parsing());
+                ctx.stats.tls_sessions += 1;
+                ctx.events.push(Event::InspectionStopped {
+                    flow: orig,
+                    why: "AUTH accepted (234): the control channel is encrypted from here on",
+                });
+                None
+            }
+            Ok(_) => None,
+            Err(why) => {
+                malformed(&orig, dir, line, why, ctx);
+                None
+            }
+        },
+    };
+    if let Some(a) = announce {
+        on_announce(flow, dir, line, &a, ctx);
+    }
+}
+
+fn malformed(orig: &Tuple, dir: Dir, line: &Line<'_>, why: grammar::Malformed, ctx: &mut Ctx<'_>) {
+    ctx.stats.malformed += 1;
+    ctx.events.push(Event::Malformed {
+        flow: *orig,
+        dir,
+        line: printable(&line.bytes),
+        why,
+    });
+}
+
+fn refuse(flow: &Flow, dir: Dir, line: &Line<'_>, refusal: Refusal, ctx: &mut Ctx<'_>) {
+    ctx.stats.refused += 1;
+    ctx.events.push(Event::Refused {
+        flow: flow.mapping.orig,
+        dir,
+        line: printable(&line.bytes),
+        refusal,
+    });
+}
+
+/// An announcement: plan it, register the expectation, record the edit.
+fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &mut Ctx<'_>) {
+    let who = match dir {
+        Dir::Orig => Announcer::Client,
+        Dir::Reply => Announcer::Server,
+    };
+    if !announcer_matches(a.kind, who) {
+        return;
+    }
+    let mapping = flow.mapping;
+    let expects = &*ctx.expects;
+    let result = plan(
+        &mapping,
+        who,
+        a.addr,
+        a.port,
+        &ctx.cfg.policy,
+        |dst, peer| expects.is_free(dst, peer, &mapping.orig),
+    );
+    let plan = match result {
+        Ok(p) => p,
+        Err(r) => return refuse(flow, dir, line, r, ctx),
+    };
+    let edit = match plan.rewrite {
+        None => None,
+        Some(to) => {
+            let addr = (a.kind != AnnounceKind::Epsv229).then_some(to.ip());
+            let start = line.start.wrapping_add(a.span.start as u32);
+            // A family the kind cannot carry (an IPv6 mapping for a PORT)
+            // is a configuration error: refuse, do not garble.
+            let Some(text) = grammar::try_format_announce(a.kind, a.delim, addr, to.port()) else {
+                return refuse(flow, dir, line, Refusal::FamilyMismatch, ctx);
+            };
+            if !flow.stream(dir).can_edit_from(start) {
+                return refuse(flow, dir, line, Refusal::SplitLine, ctx);
+            }
+            Some((start, text))
         }
+    };
+    let exp = Expectation {
+        peer: plan.peer,
+        dst: plan.public,
+        nat: plan.nat,
+        master: mapping.orig,
+        kind: a.kind,
+        expires: ctx.now + ctx.cfg.expect_timeout,
+    };
+    if let Err(e) = ctx.expects.insert(exp.clone()) {
+        return refuse(flow, dir, line, Refusal::Limit(e), ctx);
+    }
+    ctx.stats.expectations += 1;
+    ctx.events.push(Event::ExpectationAdded(exp));
+    if let Some((start, text)) = edit {
+        let mut rewritten = line.bytes[..a.span.start].to_vec();
+        rewritten.extend_from_slice(&text);
+        rewritten.extend_from_slice(&line.bytes[a.span.end..]);
+        let end = start.wrapping_add((a.span.end - a.span.start) as u32);
+        flow.streams_mut(dir).0.record_edit(start, end, text);
+        ctx.stats.rewrites += 1;
+        ctx.events.push(Event::Rewritten {
+            flow: mapping.orig,
+            dir,
+            before: printable(&line.bytes),
+            after: printable(&rewritten),
+        });
     }
 }
 
@@ -620,7 +660,7 @@ fn track_close(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, now: Duration, li
     if pkt.flags.fin {
         let after_payload = pkt.seq.wrapping_add(pkt.payload().len() as u32);
         flow.streams_mut(dir).0.fin_at(after_payload);
-        if flow.streams.iter().all(|s| s.fin) {
+        if flow.streams.iter().all(|s| s.has_fin()) {
             flow.closing_at = Some(now + linger);
         }
     }
@@ -636,20 +676,21 @@ fn fix_up(
     bytes: &[u8],
     stats: &mut Stats,
 ) -> Verdict {
-    let own = &flow.streams[dir.index()].adj;
-    let other = &flow.streams[1 - dir.index()].adj;
-    if own.is_empty() && other.is_empty() && start == pkt.seq && bytes.len() == pkt.payload().len()
-    {
+    let own = flow.stream(dir).adj();
+    let peer = flow.stream(other(dir)).adj();
+    let syn = u32::from(pkt.flags.syn);
+    let unchanged_data = start == pkt.seq.wrapping_add(syn) && bytes.len() == pkt.payload().len();
+    if own.is_empty() && peer.is_empty() && unchanged_data {
         return Verdict::Accept;
     }
     let edited = own.apply(start, bytes);
-    let seq = own.shift(edited.start);
+    let seq = own.shift(edited.start).wrapping_sub(syn);
     let ack = if pkt.flags.ack {
-        other.unshift(pkt.ack)
+        peer.unshift(pkt.ack)
     } else {
         pkt.ack
     };
-    let sack_changes = !other.is_empty() && !pkt.sack_blocks().is_empty();
+    let sack_changes = !peer.is_empty() && !pkt.sack_blocks().is_empty();
     if seq == pkt.seq && ack == pkt.ack && !sack_changes && edited.payload == pkt.payload() {
         return Verdict::Accept;
     }
@@ -658,7 +699,7 @@ fn fix_up(
         tuple: None,
         seq,
         ack,
-        map_sack: |edge| other.unshift(edge),
+        map_sack: |edge| peer.unshift(edge),
         payload: Some(&edited.payload),
         decrement_ttl: false,
     }))

@@ -111,11 +111,12 @@ impl ExpectTable {
         self.entries.is_empty()
     }
 
-    /// True if no other control connection expects a connection to `dst`.
-    pub fn is_free(&self, dst: SocketAddr, master: &Tuple) -> bool {
-        self.masters_by_dst
-            .get(&dst)
-            .is_none_or(|ms| ms.iter().all(|m| m == master))
+    /// True if no other control connection expects a connection to `dst`
+    /// from `peer` (the kernel's clash rule: the same tuple and mask).
+    pub fn is_free(&self, dst: SocketAddr, peer: IpAddr, master: &Tuple) -> bool {
+        self.entries
+            .get(&(dst, peer))
+            .is_none_or(|e| e.master == *master)
     }
 
     /// Adds `e`, replacing an entry of the same master for the same tuple
@@ -244,7 +245,8 @@ mod tests {
             table.insert(exp(other, "198.51.100.1:5000", 20)),
             Err(ExpectRefusal::Taken)
         );
-        assert!(!table.is_free("198.51.100.1:5000".parse().expect("a"), &other));
+        let server = "198.51.100.20".parse().expect("ip");
+        assert!(!table.is_free("198.51.100.1:5000".parse().expect("a"), server, &other));
         table
             .insert(exp(other, "198.51.100.1:6000", 20))
             .expect("3");

@@ -80,69 +80,123 @@ struct Held {
     redrops: u8,
 }
 
+/// State a direction needs only now and then: an incomplete line, a held
+/// segment, an open gap, edits. Boxed, so that the many idle flows stay
+/// small; freed again when empty.
+#[derive(Debug, Default)]
+struct Busy {
+    /// Bytes of the current incomplete line.
+    line: Vec<u8>,
+    held: Option<Held>,
+    /// The missing sequence number and how many segments after it were dropped.
+    gap: Option<(u32, u8)>,
+    adj: SeqAdjust,
+}
+
+impl Busy {
+    fn is_idle(&self) -> bool {
+        self.line.is_empty() && self.held.is_none() && self.gap.is_none() && self.adj.is_empty()
+    }
+}
+
 /// State of one direction.
 #[derive(Debug, Default)]
 pub struct Stream {
-    /// Next expected sequence number; None until the first segment.
-    next: Option<u32>,
-    /// Bytes of the current incomplete line.
-    line: Vec<u8>,
+    /// Next expected sequence number (valid once `started`).
+    next: u32,
     line_start: u32,
-    /// Inside a line we do not parse (overlong, or after a resync).
-    skipping: bool,
     /// Everything before this has left the gateway.
     forwarded_upto: u32,
-    held: Option<Box<Held>>,
-    /// The missing sequence number and how many segments after it were dropped.
-    gap: Option<(u32, u8)>,
-    pub adj: SeqAdjust,
-    pub fin: bool,
+    started: bool,
+    /// Inside a line we do not parse (overlong, or after a resync).
+    skipping: bool,
+    fin: bool,
+    busy: Option<Box<Busy>>,
 }
 
+/// No edits: what an idle direction shifts by.
+static NO_EDITS: SeqAdjust = SeqAdjust::new();
+
 impl Stream {
-    /// A SYN: the stream starts after it.
+    /// A SYN: the stream starts after it. A repeated SYN changes nothing.
     pub fn syn(&mut self, seq: u32) {
-        *self = Stream::default();
-        self.resync(seq.wrapping_add(1), false);
+        if !self.started {
+            self.resync(seq.wrapping_add(1), false);
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    pub fn has_fin(&self) -> bool {
+        self.fin
+    }
+
+    fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the boxed state once nothing in it is in use.
+    fn tidy(&mut self) {
+        if self.busy.as_ref().is_some_and(|b| b.is_idle()) {
+            self.busy = None;
+        }
+    }
+
+    fn line(&self) -> &[u8] {
+        self.busy.as_ref().map_or(&[], |b| &b.line)
+    }
+
+    /// The edit history of this direction.
+    pub fn adj(&self) -> &SeqAdjust {
+        self.busy.as_ref().map_or(&NO_EDITS, |b| &b.adj)
+    }
+
+    /// Records an edit of original bytes `start..end`.
+    pub fn record_edit(&mut self, start: u32, end: u32, replacement: Vec<u8>) {
+        self.busy().adj.record(start, end, replacement);
     }
 
     fn resync(&mut self, seq: u32, skip_to_newline: bool) {
-        self.next = Some(seq);
-        self.line.clear();
+        self.started = true;
+        self.next = seq;
         self.line_start = seq;
         self.skipping = skip_to_newline;
         self.forwarded_upto = seq;
-        self.held = None;
-        self.gap = None;
+        if let Some(b) = self.busy.as_mut() {
+            b.line.clear();
+            b.held = None;
+            b.gap = None;
+        }
+        self.tidy();
     }
 
     pub fn classify(&mut self, seq: u32, len: usize) -> Arrival {
         if len == 0 {
             return Arrival::Empty;
         }
-        // Picked up mid-connection: assume a segment starts a line, which
-        // is how FTP peers write commands and replies.
-        let next = *self.next.get_or_insert(seq);
-        if self.line.is_empty() && !self.skipping && self.forwarded_upto == 0 {
-            self.line_start = next;
-            self.forwarded_upto = next;
+        if !self.started {
+            // Picked up mid-connection: assume a segment starts a line,
+            // which is how FTP peers write commands and replies.
+            self.resync(seq, false);
         }
         let end = seq.wrapping_add(len as u32);
-        if seq_after(seq, next) {
+        if seq_after(seq, self.next) {
             Arrival::Gap
-        } else if !seq_after(end, next) {
+        } else if !seq_after(end, self.next) {
             Arrival::Old
         } else {
             Arrival::New {
-                skip: next.wrapping_sub(seq) as usize,
+                skip: self.next.wrapping_sub(seq) as usize,
             }
         }
     }
 
     /// An out-of-order segment: drop it, or give up waiting and resync.
     pub fn on_gap(&mut self, seq: u32) -> bool {
-        let missing = self.next.unwrap_or(seq);
-        let drops = match self.gap {
+        let missing = self.next;
+        let drops = match self.busy.as_ref().and_then(|b| b.gap) {
             Some((m, n)) if m == missing => n + 1,
             _ => 1,
         };
@@ -150,7 +204,7 @@ impl Stream {
             self.resync(seq, true);
             return false;
         }
-        self.gap = Some((missing, drops));
+        self.busy().gap = Some((missing, drops));
         true
     }
 
@@ -158,14 +212,15 @@ impl Stream {
     pub fn take_lines<'a>(&mut self, new: &'a [u8], max_line: usize) -> Vec<Line<'a>> {
         let mut lines = Vec::new();
         let mut pos = 0;
-        let mut seq = self.next.unwrap_or(0);
+        let mut seq = self.next;
         while let Some(nl) = new[pos..].iter().position(|&b| b == b'\n') {
             let piece = &new[pos..pos + nl + 1];
-            let overlong = self.skipping || self.line.len() + piece.len() > max_line;
-            let bytes = if self.line.is_empty() {
+            let pending = self.line().len();
+            let overlong = self.skipping || pending + piece.len() > max_line;
+            let bytes = if pending == 0 {
                 Cow::Borrowed(piece)
             } else {
-                let mut whole = std::mem::take(&mut self.line);
+                let mut whole = std::mem::take(&mut self.busy().line);
                 whole.extend_from_slice(piece);
                 Cow::Owned(whole)
             };
@@ -180,20 +235,26 @@ impl Stream {
             pos += nl + 1;
         }
         let rest = &new[pos..];
-        if self.line.len() + rest.len() > max_line {
+        if self.line().len() + rest.len() > max_line {
             self.skipping = true;
-            self.line.clear();
-        } else if !self.skipping {
-            self.line.extend_from_slice(rest);
+            self.busy().line = Vec::new();
+        } else if !self.skipping && !rest.is_empty() {
+            self.busy().line.extend_from_slice(rest);
         }
-        self.next = Some(seq.wrapping_add(rest.len() as u32));
+        self.next = seq.wrapping_add(rest.len() as u32);
+        // The gap, if any, is filled now that bytes came in order.
+        if let Some(b) = self.busy.as_mut() {
+            b.gap = None;
+        }
+        self.tidy();
         lines
     }
 
     /// The incomplete line, if it could still be rewritten.
     pub fn pending_line(&self) -> Option<&[u8]> {
         let rewritable = !self.skipping && !seq_after(self.forwarded_upto, self.line_start);
-        (rewritable && !self.line.is_empty()).then_some(&self.line[..])
+        let line = self.line();
+        (rewritable && !line.is_empty()).then_some(line)
     }
 
     /// True if an edit starting at `seq` is still possible (nothing from
@@ -205,7 +266,8 @@ impl Stream {
     /// The fate of a segment with new data, after its lines were handled.
     /// `hold` asks to keep it because its last line may need a rewrite.
     pub fn outgoing<'a>(&mut self, seq: u32, payload: &'a [u8], hold: bool) -> Fate<'a> {
-        let (start, bytes, redrops) = match self.held.take() {
+        let held = self.busy.as_mut().and_then(|b| b.held.take());
+        let (start, bytes, redrops) = match held {
             Some(h) if seq_after(seq, h.start) => {
                 let keep = (seq.wrapping_sub(h.start) as usize).min(h.bytes.len());
                 let mut merged = h.bytes;
@@ -216,13 +278,14 @@ impl Stream {
             _ => (seq, Cow::Borrowed(payload), 0),
         };
         if hold {
-            self.held = Some(Box::new(Held {
+            self.busy().held = Some(Held {
                 start,
                 bytes: bytes.into_owned(),
                 redrops,
-            }));
+            });
             return Fate::Drop(DropReason::HeldLineHead);
         }
+        self.tidy();
         self.mark_forwarded(start, bytes.len());
         Fate::Forward { start, bytes }
     }
@@ -232,13 +295,14 @@ impl Stream {
     pub fn retransmission<'a>(&mut self, seq: u32, payload: &'a [u8]) -> (Fate<'a>, bool) {
         let end = seq.wrapping_add(payload.len() as u32);
         let mut gave_up = false;
-        if let Some(h) = self.held.as_mut() {
+        if let Some(h) = self.busy.as_mut().and_then(|b| b.held.as_mut()) {
             if seq_after(end, h.start) {
                 if h.redrops < MAX_HOLD_REDROPS {
                     h.redrops += 1;
                     return (Fate::Drop(DropReason::HeldLineHead), false);
                 }
-                self.held = None;
+                self.busy().held = None;
+                self.tidy();
                 gave_up = true;
             }
         }
@@ -257,18 +321,21 @@ impl Stream {
         }
     }
 
-    /// A FIN at `seq` (after `len` payload bytes) consumes one number.
+    /// A FIN after the payload ending at `seq_after_payload` consumes one number.
     pub fn fin_at(&mut self, seq_after_payload: u32) {
         self.fin = true;
-        if self.next == Some(seq_after_payload) {
-            self.next = Some(seq_after_payload.wrapping_add(1));
+        if self.started && self.next == seq_after_payload {
+            self.next = seq_after_payload.wrapping_add(1);
         }
     }
 
     /// Drops the parsing state (encrypted from here on); fix-ups stay.
     pub fn stop_parsing(&mut self) {
-        self.line.clear();
-        self.held = None;
+        if let Some(b) = self.busy.as_mut() {
+            b.line = Vec::new();
+            b.held = None;
+        }
+        self.tidy();
         self.skipping = true;
     }
 }

@@ -253,7 +253,7 @@ pub fn plan(
     addr: Option<IpAddr>,
     port: u16,
     policy: &Policy,
-    is_free: impl Fn(SocketAddr) -> bool,
+    is_free: impl Fn(SocketAddr, IpAddr) -> bool,
 ) -> Result<Plan, Refusal> {
     let (own, own_public, peer) = match who {
         // The client is known as orig.src inside and reply.dst outside.
@@ -286,7 +286,7 @@ pub fn plan(
             rewrite: None,
         });
     }
-    let public_port = free_port(own_public, port, policy, is_free)?;
+    let public_port = free_port(own_public, port, policy, |dst| is_free(dst, peer))?;
     let public = SocketAddr::new(own_public, public_port);
     let nat = follow_master(m, who, SocketAddr::new(own, port));
     let rewrite = ((carries_addr && addr != own_public) || public_port != port).then_some(public);
@@ -392,7 +392,7 @@ mod tests {
             Some(ip("192.0.2.10")),
             5000,
             &Policy::default(),
-            |_| true,
+            |_, _| true,
         )
         .expect("plan");
         assert_eq!(p.rewrite, Some("198.51.100.1:5000".parse().expect("a")));
@@ -408,7 +408,7 @@ mod tests {
             Some(ip("192.0.2.10")),
             5000,
             &Policy::default(),
-            |a| a.port() != 5000,
+            |a, _| a.port() != 5000,
         )
         .expect("plan");
         assert_eq!(p.public.port(), 5001);
@@ -423,7 +423,7 @@ mod tests {
             Some(ip("192.0.2.20")),
             50000,
             &Policy::default(),
-            |_| true,
+            |_, _| true,
         )
         .expect("plan");
         assert_eq!(p.rewrite, Some("198.51.100.1:50000".parse().expect("a")));
@@ -435,7 +435,7 @@ mod tests {
             None,
             50001,
             &Policy::default(),
-            |_| true,
+            |_, _| true,
         )
         .expect("plan");
         assert_eq!(p229.rewrite, None, "229 keeps its port when free");
@@ -445,7 +445,7 @@ mod tests {
             Some(ip("198.51.100.1")),
             50002,
             &Policy::default(),
-            |_| true,
+            |_, _| true,
         )
         .expect("server announcing its public address is its own");
         assert_eq!(public.rewrite, None);
@@ -462,7 +462,7 @@ mod tests {
                 Some(ip("203.0.113.5")),
                 5000,
                 &policy,
-                |_| true
+                |_, _| true
             ),
             Err(Refusal::ForeignAddress {
                 announced: ip("203.0.113.5"),
@@ -476,7 +476,7 @@ mod tests {
                 Some(ip("192.0.2.10")),
                 25,
                 &policy,
-                |_| true
+                |_, _| true
             ),
             Err(Refusal::PrivilegedPort { port: 25 })
         );
@@ -490,7 +490,7 @@ mod tests {
             Some(ip("203.0.113.5")),
             5000,
             &fxp,
-            |_| true,
+            |_, _| true,
         )
         .expect("fxp");
         assert_eq!(p.rewrite, None);

@@ -57,6 +57,13 @@ pub struct SeqAdjust {
 }
 
 impl SeqAdjust {
+    pub const fn new() -> Self {
+        SeqAdjust {
+            edits: VecDeque::new(),
+            base: 0,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.edits.is_empty() && self.base == 0
     }

@@ -30,8 +30,7 @@
 //! Every record advances the clock by 1 ms. Senders are consistent TCP
 //! senders: bytes sent again at a position are the bytes first sent there,
 //! and nothing is sent after a FIN. Set `ENGINE_FUZZ_TRACE` to print every
-//! packet, verdict and event of a run. Packets that would hit an engine bug
-//! already reported are left out while the `SKIP_KNOWN_*` constants are true.
+//! packet, verdict and event of a run.
 //!
 //! Invariants checked after each packet ([`run`] panics when one fails):
 //! - a `Replace` verdict parses as TCP, has valid checksums and the tuple
@@ -84,20 +83,6 @@ pub const F_RST: u8 = 4;
 pub const F_SACK: u8 = 8;
 pub const F_WRONG_SIDE: u8 = 16;
 pub const F_SPOOF: u8 = 32;
-
-/// Known engine bug, reported: a packet of no tracked flow whose reversed
-/// tuple belongs to a tracked flow (a server packet to the private address
-/// of an SNATed client, or a spoofed one) starts an identity flow with the
-/// same original or reply tuple, which silently replaces the tracked flow
-/// (its sequence fix-ups are lost; no FlowClosed). While true, the harness
-/// does not send such packets; set it to false to reproduce.
-const SKIP_KNOWN_FLOW_COLLISION: bool = true;
-
-/// Known engine bug, reported: data carried by a SYN is read as if it
-/// started at the SYN's own sequence number instead of the next one (the
-/// first byte is skipped, later positions are off by one). While true, the
-/// harness sends SYNs without data; set it to false to reproduce.
-const SKIP_KNOWN_SYN_DATA: bool = true;
 
 /// What a run did, for tests that want a seed to keep exercising a path.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -560,16 +545,6 @@ impl Checker {
     }
 }
 
-/// True if `packet` would start a flow whose tuples clash with a tracked
-/// flow (see [`SKIP_KNOWN_FLOW_COLLISION`]).
-fn collides(engine: &Engine, packet: &[u8]) -> bool {
-    TcpPacket::parse(packet).is_ok_and(|p| {
-        !p.flags.rst
-            && engine.mapping_of(&p.tuple).is_none()
-            && engine.mapping_of(&p.tuple.reversed()).is_some()
-    })
-}
-
 /// A packet for trace output.
 fn show(bytes: &[u8]) -> String {
     match TcpPacket::parse(bytes) {
@@ -689,11 +664,6 @@ pub fn run(data: &[u8]) -> Summary {
                     let seq = s.next.wrapping_add_signed(i32::from(delta));
                     (seq, seq)
                 };
-                let payload = if syn && SKIP_KNOWN_SYN_DATA {
-                    &[]
-                } else {
-                    payload
-                };
                 let (bytes, fin) = s.send(data_start, payload, flags & F_FIN != 0);
                 let other = conn.senders[1 - dir].next;
                 let ack_pos = engine.acknowledged_by(&t, other);
@@ -711,9 +681,6 @@ pub fn run(data: &[u8]) -> Summary {
                 pkt
             }
         };
-        if SKIP_KNOWN_FLOW_COLLISION && collides(&engine, &packet) {
-            continue;
-        }
         if new_isn {
             // A new connection in this direction: its positions start afresh.
             let seen = TcpPacket::parse(&packet).map(|p| p.tuple);
