@@ -46,6 +46,14 @@ pub const DATA_TIMEOUT_SECS: u32 = 120;
 const TICK: Duration = Duration::from_secs(1);
 /// Kernel queue length per queue (packets waiting for a verdict).
 const QUEUE_MAX_LEN: u32 = 4096;
+/// Receive buffer asked for each queue's netlink socket (the kernel doubles
+/// it). The default, net.core.rmem_default (208 KiB), holds only ~200
+/// queued packets: a longer burst overflowed the socket, and with fail-open
+/// those packets passed uninspected (measured by scripts/bench.sh: a third
+/// of a streaming control connection; a connection with a rewrite then
+/// loses its sequence fix-up and its stream is corrupted). This holds
+/// QUEUE_MAX_LEN full-size packets; memory is only taken while they wait.
+const QUEUE_RCVBUF: usize = 16 << 20;
 /// Consecutive `recv` failures after which a queue is given up.
 const MAX_RECV_ERRORS: u32 = 1000;
 /// How long the queue threads get to stop.
@@ -602,7 +610,77 @@ fn open_queue(num: u16) -> Result<Queue, DaemonError> {
     if let Err(e) = q.set_queue_max_len(num, QUEUE_MAX_LEN) {
         warn!(queue = num, "queue length not set: {e}");
     }
+    match queue_socket::grow_rcvbuf(num, QUEUE_RCVBUF) {
+        Ok(bytes) => debug!(queue = num, "socket receive buffer: {bytes} bytes"),
+        Err(e) => warn!(
+            queue = num,
+            "socket receive buffer not enlarged ({e}): bursts over ~200 packets pass uninspected"
+        ),
+    }
     Ok(q)
+}
+
+/// The queue's netlink socket, which nfq 0.2.5 does not expose: found by
+/// its netlink port id, the one the kernel lists as the queue's peer.
+mod queue_socket {
+    use std::io;
+    use std::os::fd::RawFd;
+
+    /// The port id bound to queue `num` in this network namespace.
+    fn peer_portid(num: u16) -> io::Result<u32> {
+        let table = std::fs::read_to_string("/proc/self/net/netfilter/nfnetlink_queue")?;
+        table
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()?.parse::<u16>().ok()? == num).then(|| f.next()?.parse().ok())?
+            })
+            .ok_or_else(|| io::Error::other(format!("queue {num} not in nfnetlink_queue")))
+    }
+
+    /// The port id of `fd` if it is a netlink socket.
+    fn netlink_portid(fd: RawFd) -> Option<u32> {
+        // SAFETY: a zeroed sockaddr_nl is valid; getsockname writes at most
+        // `len` bytes into it and fails harmlessly on a descriptor that is
+        // not a socket.
+        unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let rc = libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_nl).cast(), &mut len);
+            (rc == 0 && i32::from(sa.nl_family) == libc::AF_NETLINK).then_some(sa.nl_pid)
+        }
+    }
+
+    fn sockopt(fd: RawFd, opt: libc::c_int, value: Option<libc::c_int>) -> io::Result<libc::c_int> {
+        let mut v = value.unwrap_or(0);
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let p = (&mut v as *mut libc::c_int).cast();
+        // SAFETY: `v` is a c_int that outlives the call, and `len` its size.
+        let rc = unsafe {
+            match value {
+                Some(_) => libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, len),
+                None => libc::getsockopt(fd, libc::SOL_SOCKET, opt, p, &mut len),
+            }
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    }
+
+    /// Sets the receive buffer of queue `num`'s socket (SO_RCVBUFFORCE:
+    /// above net.core.rmem_max, as root); returns the size now in force.
+    pub fn grow_rcvbuf(num: u16, bytes: usize) -> io::Result<usize> {
+        let portid = peer_portid(num)?;
+        let fd = std::fs::read_dir("/proc/self/fd")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+            .find(|&fd| netlink_portid(fd) == Some(portid))
+            .ok_or_else(|| io::Error::other("its socket was not found"))?;
+        let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        sockopt(fd, libc::SO_RCVBUFFORCE, Some(want))?;
+        let now = sockopt(fd, libc::SO_RCVBUF, None)?;
+        Ok(usize::try_from(now).unwrap_or(0))
+    }
 }
 
 /// Signal plumbing; every `unsafe` block here is a plain libc call.
