@@ -34,7 +34,8 @@
 #   --keep         keep the work directory (client transcripts, ftpct logs)
 #   --verbose      print each client's transcript, not only failing ones
 # Needs root, the release build (cargo build --release) and the lab's
-# packages (scripts/install-deps.sh).
+# packages (scripts/install-deps.sh). The lab's namespaces are named
+# ftpct-e2e-* (FTPCT_LAB_PREFIX overrides).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,8 +44,11 @@ LAB=$HERE/lab.sh
 FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
 MATRIX=$REPO/tests/e2e/matrix
 PYCLIENT=$REPO/tests/e2e/ftpc.py
-NS_CLI=ftpct-cli
-NS_GW=ftpct-gw
+# A lab of its own (namespaces ftpct-e2e-*), so that a lab a developer has up
+# beside it is left alone.
+export FTPCT_LAB_PREFIX=${FTPCT_LAB_PREFIX:-ftpct-e2e-}
+NS_CLI=${FTPCT_LAB_PREFIX}cli
+NS_GW=${FTPCT_LAB_PREFIX}gw
 TIMEOUT_PASS=20 # seconds a client may take when it should succeed
 TIMEOUT_FAIL=5  # ... and when it should fail (the data connection hangs)
 FXP_ALLOW=(--allow-fxp 198.51.100.0/24 --allow-fxp 2001:db8:2::/64)
