@@ -76,6 +76,9 @@ impl Default for Config {
 
 /// How often timers run at most.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the whole flow table is scanned for idle flows (the idle
+/// timeout is hours; closing flows have their own list).
+const IDLE_SCAN: Duration = Duration::from_secs(30);
 
 pub struct Engine {
     cfg: Config,
@@ -83,11 +86,16 @@ pub struct Engine {
     expects: ExpectTable,
     stats: Stats,
     next_tick: Duration,
+    next_idle_scan: Duration,
+    /// Flows that saw FIN both ways or RST, with the time they go.
+    closing: Vec<(Duration, FlowId)>,
 }
 
 /// What the per-packet work needs besides the flow itself (borrowed
 /// from the engine's other fields, so one flow lookup serves a packet).
 struct Ctx<'a> {
+    /// The flow's slot: expectations are owned by it.
+    id: FlowId,
     cfg: &'a Config,
     expects: &'a mut ExpectTable,
     stats: &'a mut Stats,
@@ -103,6 +111,8 @@ impl Engine {
             cfg,
             stats: Stats::default(),
             next_tick: Duration::ZERO,
+            next_idle_scan: IDLE_SCAN,
+            closing: Vec::new(),
         }
     }
 
@@ -145,13 +155,14 @@ impl Engine {
         self.expects.expects_dst(dst)
     }
 
-    /// The pending expectation that NAT would send from `peer` to `inside`.
-    pub fn expectation_to_inside(
+    /// The public destination of the pending expectation that NAT would
+    /// send from `peer` to `inside`.
+    pub fn expected_public_dst(
         &self,
         peer: IpAddr,
         inside: std::net::SocketAddr,
-    ) -> Option<&Expectation> {
-        self.expects.find_by_nat_dst(peer, inside)
+    ) -> Option<std::net::SocketAddr> {
+        self.expects.public_dst_for(peer, inside)
     }
 
     /// Runs expiry timers. Drivers call it about once a second when idle;
@@ -167,15 +178,28 @@ impl Engine {
             return;
         }
         self.next_tick = now + TICK;
-        for e in self.expects.expire(now) {
+        let flows = &self.flows;
+        let master_of = |id: FlowId| flows.get(id).map(|f| f.mapping.orig);
+        for e in self.expects.expire(now, master_of) {
             self.stats.expectations_expired += 1;
             events.push(Event::ExpectationRemoved {
                 exp: e,
                 reason: RemoveReason::Expired,
             });
         }
-        for id in self.flows.due(now, self.cfg.idle_timeout) {
-            self.close_flow(id, events);
+        let (due, later): (Vec<_>, Vec<_>) = self.closing.iter().partition(|(t, _)| *t <= now);
+        self.closing = later;
+        for (t, id) in due {
+            // The slot may hold a newer flow by now: close only the one that was closing.
+            if self.flows.get(id).is_some_and(|f| f.closing_at == Some(t)) {
+                self.close_flow(id, events);
+            }
+        }
+        if now >= self.next_idle_scan {
+            self.next_idle_scan = now + IDLE_SCAN;
+            for id in self.flows.idle(now, self.cfg.idle_timeout) {
+                self.close_flow(id, events);
+            }
         }
     }
 
@@ -184,7 +208,7 @@ impl Engine {
             return;
         };
         let orig = flow.mapping.orig;
-        for e in self.expects.remove_master(&orig) {
+        for e in self.expects.remove_owner(id, orig) {
             events.push(Event::ExpectationRemoved {
                 exp: e,
                 reason: RemoveReason::MasterClosed,
@@ -212,7 +236,9 @@ impl Engine {
             }
         };
         if pkt.flags.syn && !pkt.flags.ack {
-            if let Some(exp) = self.expects.take_match(&pkt.tuple) {
+            let flows = &self.flows;
+            let master_of = |id: FlowId| flows.get(id).map(|f| f.mapping.orig);
+            if let Some(exp) = self.expects.take_match(&pkt.tuple, master_of) {
                 self.stats.data_matched += 1;
                 events.push(Event::DataMatched {
                     tuple: pkt.tuple,
@@ -229,12 +255,15 @@ impl Engine {
             flows,
             expects,
             stats,
+            closing,
             ..
         } = self;
         let Some(flow) = flows.get_mut(id) else {
             return accept(events);
         };
+        let was_closing = flow.closing_at.is_some();
         let mut ctx = Ctx {
+            id,
             cfg,
             expects,
             stats,
@@ -242,6 +271,9 @@ impl Engine {
             now,
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
+        if let (false, Some(t)) = (was_closing, flow.closing_at) {
+            closing.push((t, id));
+        }
         Outcome { verdict, events }
     }
 
@@ -554,14 +586,14 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
         return;
     }
     let mapping = flow.mapping;
-    let expects = &*ctx.expects;
+    let (expects, owner) = (&*ctx.expects, ctx.id);
     let result = plan(
         &mapping,
         who,
         a.addr,
         a.port,
         &ctx.cfg.policy,
-        |dst, peer| expects.is_free(dst, peer, &mapping.orig),
+        |dst, peer| expects.is_free(dst, peer, owner),
     );
     let plan = match result {
         Ok(p) => p,
@@ -591,7 +623,7 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
         kind: a.kind,
         expires: ctx.now + ctx.cfg.expect_timeout,
     };
-    if let Err(e) = ctx.expects.insert(exp.clone()) {
+    if let Err(e) = ctx.expects.insert(&exp, ctx.id) {
         return refuse(flow, dir, line, Refusal::Limit(e), ctx);
     }
     ctx.stats.expectations += 1;
@@ -652,17 +684,20 @@ fn announcer_matches(kind: AnnounceKind, who: Announcer) -> bool {
 }
 
 /// FIN and RST bookkeeping: a flow closes after FIN both ways or an RST.
+/// The first closing time stays (the engine's closing list holds it).
 fn track_close(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, now: Duration, linger: Duration) {
-    if pkt.flags.rst {
-        flow.closing_at = Some(now + linger.min(Duration::from_secs(1)));
-        return;
-    }
     if pkt.flags.fin {
         let after_payload = pkt.seq.wrapping_add(pkt.payload().len() as u32);
         flow.streams_mut(dir).0.fin_at(after_payload);
-        if flow.streams.iter().all(|s| s.has_fin()) {
-            flow.closing_at = Some(now + linger);
-        }
+    }
+    let closing = pkt.flags.rst || flow.streams.iter().all(|s| s.has_fin());
+    if closing && flow.closing_at.is_none() {
+        let wait = if pkt.flags.rst {
+            linger.min(Duration::from_secs(1))
+        } else {
+            linger
+        };
+        flow.closing_at = Some(now + wait);
     }
 }
 

@@ -5,10 +5,13 @@
 //! port, to one address and port, TCP. Entries leave the table when used,
 //! when they expire, and when their control connection ends.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use foldhash::fast::RandomState;
 
 use crate::grammar::AnnounceKind;
 use crate::tuple::Tuple;
@@ -65,6 +68,43 @@ pub struct Expectation {
     pub expires: Duration,
 }
 
+impl Expectation {
+    /// The stored form, without the master tuple (its owner slot stands
+    /// for it: 64 bytes less per pending expectation).
+    fn pending(&self) -> Pending {
+        Pending {
+            peer: self.peer,
+            dst: self.dst,
+            nat: self.nat,
+            kind: self.kind,
+            expires: self.expires,
+        }
+    }
+}
+
+/// An expectation as the table stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    peer: IpAddr,
+    dst: SocketAddr,
+    nat: NatBindings,
+    kind: AnnounceKind,
+    expires: Duration,
+}
+
+impl Pending {
+    fn with_master(&self, master: Tuple) -> Expectation {
+        Expectation {
+            peer: self.peer,
+            dst: self.dst,
+            nat: self.nat,
+            master,
+            kind: self.kind,
+            expires: self.expires,
+        }
+    }
+}
+
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:* -> {} ({})", self.peer, self.dst, self.nat)
@@ -82,14 +122,26 @@ pub enum ExpectRefusal {
 
 type Key = (SocketAddr, IpAddr);
 
-/// Keyed as the kernel's (destination and peer address). A destination
-/// index tells which control connections expect a public address and
-/// port, so NAT can pick a port nobody else expects.
+/// Who owns an expectation: the slot of its control connection.
+pub type Owner = u32;
+
+#[derive(Debug)]
+struct Entry {
+    pending: Pending,
+    owner: Owner,
+}
+
+/// Keyed as the kernel's (destination and peer address). Side indexes:
+/// how many expectations want each destination (the kernel ipset holds
+/// destinations), each owner's keys, and a heap of deadlines so expiry
+/// costs nothing while nothing is due. Expectations come out with the
+/// owner's slot; the caller knows the master tuple of each slot.
 #[derive(Debug, Default)]
 pub struct ExpectTable {
-    entries: HashMap<Key, Expectation>,
-    masters_by_dst: HashMap<SocketAddr, Vec<Tuple>>,
-    per_master: HashMap<Tuple, Vec<Key>>,
+    entries: HashMap<Key, Entry, RandomState>,
+    dst_refs: HashMap<SocketAddr, u32, RandomState>,
+    by_owner: HashMap<Owner, Vec<Key>, RandomState>,
+    deadlines: BinaryHeap<Reverse<(Duration, Key)>>,
     global_limit: usize,
     session_limit: usize,
 }
@@ -113,88 +165,123 @@ impl ExpectTable {
 
     /// True if no other control connection expects a connection to `dst`
     /// from `peer` (the kernel's clash rule: the same tuple and mask).
-    pub fn is_free(&self, dst: SocketAddr, peer: IpAddr, master: &Tuple) -> bool {
+    pub fn is_free(&self, dst: SocketAddr, peer: IpAddr, owner: Owner) -> bool {
         self.entries
             .get(&(dst, peer))
-            .is_none_or(|e| e.master == *master)
+            .is_none_or(|e| e.owner == owner)
     }
 
-    /// Adds `e`, replacing an entry of the same master for the same tuple
-    /// (a repeated PORT), as the kernel does. Returns what it replaced.
-    pub fn insert(&mut self, e: Expectation) -> Result<Option<Expectation>, ExpectRefusal> {
+    /// Adds `e` for `owner`, replacing an entry of the same owner for the
+    /// same tuple (a repeated PORT), as the kernel does.
+    pub fn insert(&mut self, e: &Expectation, owner: Owner) -> Result<(), ExpectRefusal> {
         let key = (e.dst, e.peer);
-        if let Some(old) = self.entries.get(&key) {
-            if old.master != e.master {
+        if let Some(old) = self.entries.get_mut(&key) {
+            if old.owner != owner {
                 return Err(ExpectRefusal::Taken);
             }
-            return Ok(self.entries.insert(key, e));
+            old.pending = e.pending();
+            self.deadlines.push(Reverse((e.expires, key)));
+            return Ok(());
         }
         if self.entries.len() >= self.global_limit {
             return Err(ExpectRefusal::GlobalLimit);
         }
-        let keys = self.per_master.entry(e.master).or_default();
+        let keys = self
+            .by_owner
+            .entry(owner)
+            .or_insert_with(|| Vec::with_capacity(1));
         if keys.len() >= self.session_limit {
             return Err(ExpectRefusal::SessionLimit);
         }
         keys.push(key);
-        self.masters_by_dst.entry(e.dst).or_default().push(e.master);
-        self.entries.insert(key, e);
-        Ok(None)
+        *self.dst_refs.entry(e.dst).or_insert(0) += 1;
+        self.deadlines.push(Reverse((e.expires, key)));
+        self.entries.insert(
+            key,
+            Entry {
+                pending: e.pending(),
+                owner,
+            },
+        );
+        Ok(())
     }
 
-    /// The expectation a data connection's first packet matches, removed.
-    pub fn take_match(&mut self, data: &Tuple) -> Option<Expectation> {
-        self.remove(&(data.dst, data.src.ip()))
+    /// The expectation a data connection's first packet matches, removed,
+    /// with its owner.
+    pub fn take_match(
+        &mut self,
+        data: &Tuple,
+        master_of: impl Fn(Owner) -> Option<Tuple>,
+    ) -> Option<Expectation> {
+        let (pending, owner) = self.remove(&(data.dst, data.src.ip()))?;
+        Some(pending.with_master(master_of(owner)?))
     }
 
     /// True if some expectation still wants connections to `dst` (several
     /// may, from different peers, in FXP).
     pub fn expects_dst(&self, dst: SocketAddr) -> bool {
-        self.masters_by_dst.contains_key(&dst)
+        self.dst_refs.contains_key(&dst)
     }
 
     /// The pending expectation whose destination NAT leads to `inside` from
-    /// `peer` (used to undo NAT on a capture taken behind the gateway).
-    pub fn find_by_nat_dst(&self, peer: IpAddr, inside: SocketAddr) -> Option<&Expectation> {
+    /// `peer` (used to undo NAT on a capture taken behind the gateway):
+    /// its public destination.
+    pub fn public_dst_for(&self, peer: IpAddr, inside: SocketAddr) -> Option<SocketAddr> {
         self.entries
             .values()
-            .find(|e| e.peer == peer && e.nat.dst == Some(inside))
+            .map(|e| &e.pending)
+            .find(|p| p.peer == peer && p.nat.dst == Some(inside))
+            .map(|p| p.dst)
     }
 
     /// Removes and returns the expectations that expired at `now`.
-    pub fn expire(&mut self, now: Duration) -> Vec<Expectation> {
-        let due: Vec<Key> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.expires <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        due.iter().filter_map(|k| self.remove(k)).collect()
+    pub fn expire(
+        &mut self,
+        now: Duration,
+        master_of: impl Fn(Owner) -> Option<Tuple>,
+    ) -> Vec<Expectation> {
+        let mut expired = Vec::new();
+        while let Some(Reverse((when, key))) = self.deadlines.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.deadlines.pop();
+            // Stale heap entries (used, replaced, removed) are skipped.
+            let due = self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.pending.expires == when);
+            if let Some((p, owner)) = due.then(|| self.remove(&key)).flatten() {
+                expired.extend(master_of(owner).map(|m| p.with_master(m)));
+            }
+        }
+        expired
     }
 
     /// Removes and returns all expectations of a control connection.
-    pub fn remove_master(&mut self, master: &Tuple) -> Vec<Expectation> {
-        let keys = self.per_master.get(master).cloned().unwrap_or_default();
-        keys.iter().filter_map(|k| self.remove(k)).collect()
+    pub fn remove_owner(&mut self, owner: Owner, master: Tuple) -> Vec<Expectation> {
+        let keys = self.by_owner.remove(&owner).unwrap_or_default();
+        keys.iter()
+            .filter_map(|k| self.remove(k))
+            .map(|(p, _)| p.with_master(master))
+            .collect()
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Expectation> {
-        let e = self.entries.remove(key)?;
-        if let Some(keys) = self.per_master.get_mut(&e.master) {
+    fn remove(&mut self, key: &Key) -> Option<(Pending, Owner)> {
+        let Entry { pending, owner } = self.entries.remove(key)?;
+        if let Some(keys) = self.by_owner.get_mut(&owner) {
             keys.retain(|k| k != key);
             if keys.is_empty() {
-                self.per_master.remove(&e.master);
+                self.by_owner.remove(&owner);
             }
         }
-        if let Some(ms) = self.masters_by_dst.get_mut(&e.dst) {
-            if let Some(i) = ms.iter().position(|m| *m == e.master) {
-                ms.swap_remove(i);
-            }
-            if ms.is_empty() {
-                self.masters_by_dst.remove(&e.dst);
+        if let Some(n) = self.dst_refs.get_mut(&pending.dst) {
+            *n -= 1;
+            if *n == 0 {
+                self.dst_refs.remove(&pending.dst);
             }
         }
-        Some(e)
+        Some((pending, owner))
     }
 }
 
@@ -222,11 +309,11 @@ mod tests {
         let m = t("192.0.2.10:40000", "198.51.100.20:21");
         let mut table = ExpectTable::new(10, 4);
         table
-            .insert(exp(m, "198.51.100.1:5000", 300))
+            .insert(&exp(m, "198.51.100.1:5000", 300), 1)
             .expect("inserted");
         let data = t("198.51.100.20:20", "198.51.100.1:5000");
-        assert!(table.take_match(&data).is_some());
-        assert!(table.take_match(&data).is_none(), "used once");
+        assert!(table.take_match(&data, |_| Some(m)).is_some());
+        assert!(table.take_match(&data, |_| Some(m)).is_none(), "used once");
         assert!(table.is_empty());
     }
 
@@ -234,28 +321,32 @@ mod tests {
     fn limits_and_expiry() {
         let m = t("192.0.2.10:40000", "198.51.100.20:21");
         let mut table = ExpectTable::new(3, 2);
-        table.insert(exp(m, "198.51.100.1:5000", 10)).expect("1");
-        table.insert(exp(m, "198.51.100.1:5001", 20)).expect("2");
+        table
+            .insert(&exp(m, "198.51.100.1:5000", 10), 1)
+            .expect("1");
+        table
+            .insert(&exp(m, "198.51.100.1:5001", 20), 1)
+            .expect("2");
         assert_eq!(
-            table.insert(exp(m, "198.51.100.1:5002", 20)),
+            table.insert(&exp(m, "198.51.100.1:5002", 20), 1),
             Err(ExpectRefusal::SessionLimit)
         );
         let other = t("192.0.2.11:40000", "198.51.100.20:21");
         assert_eq!(
-            table.insert(exp(other, "198.51.100.1:5000", 20)),
+            table.insert(&exp(other, "198.51.100.1:5000", 20), 2),
             Err(ExpectRefusal::Taken)
         );
         let server = "198.51.100.20".parse().expect("ip");
-        assert!(!table.is_free("198.51.100.1:5000".parse().expect("a"), server, &other));
+        assert!(!table.is_free("198.51.100.1:5000".parse().expect("a"), server, 2));
         table
-            .insert(exp(other, "198.51.100.1:6000", 20))
+            .insert(&exp(other, "198.51.100.1:6000", 20), 2)
             .expect("3");
         assert_eq!(
-            table.insert(exp(other, "198.51.100.1:6001", 20)),
+            table.insert(&exp(other, "198.51.100.1:6001", 20), 2),
             Err(ExpectRefusal::GlobalLimit)
         );
-        assert_eq!(table.expire(Duration::from_secs(15)).len(), 1);
-        assert_eq!(table.remove_master(&m).len(), 1);
+        assert_eq!(table.expire(Duration::from_secs(15), |_| Some(m)).len(), 1);
+        assert_eq!(table.remove_owner(1, m).len(), 1);
         assert_eq!(table.len(), 1);
     }
 }

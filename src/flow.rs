@@ -194,16 +194,14 @@ impl FlowTable {
         Some(flow)
     }
 
-    /// Flows closed, or idle for longer than `idle`, at `now`.
-    pub fn due(&self, now: Duration, idle: Duration) -> Vec<FlowId> {
+    /// Flows idle for longer than `idle` at `now`.
+    pub fn idle(&self, now: Duration, idle: Duration) -> Vec<FlowId> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(id, slot)| {
                 let f = slot.as_ref()?;
-                let due = f.closing_at.is_some_and(|t| t <= now)
-                    || now.saturating_sub(f.last_seen) > idle;
-                due.then_some(id as FlowId)
+                (now.saturating_sub(f.last_seen) > idle).then_some(id as FlowId)
             })
             .collect()
     }

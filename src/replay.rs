@@ -164,11 +164,11 @@ impl Gateway {
             }
         }
         // A data connection NAT sent inside: its expectation tells.
-        if let Some(e) = self
+        if let Some(public) = self
             .engine
-            .expectation_to_inside(captured.src.ip(), captured.dst)
+            .expected_public_dst(captured.src.ip(), captured.dst)
         {
-            return Tuple::new(SocketAddr::new(e.peer, captured.src.port()), e.dst);
+            return Tuple::new(captured.src, public);
         }
         *captured
     }

@@ -72,6 +72,8 @@ impl SeqAdjust {
     /// stream order.
     pub fn record(&mut self, start: u32, end: u32, replacement: Vec<u8>) {
         let before = self.total();
+        // Most control connections make one edit or two: grow by one.
+        self.edits.reserve_exact(1);
         let delta = replacement.len() as i32 - end.wrapping_sub(start) as i32;
         if self.edits.len() == HISTORY {
             if let Some(old) = self.edits.pop_front() {

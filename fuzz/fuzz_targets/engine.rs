@@ -682,10 +682,15 @@ pub fn run(data: &[u8]) -> Summary {
             }
         };
         if new_isn {
-            // A new connection in this direction: its positions start afresh.
+            // A new ISN in this direction: its positions start afresh. The
+            // engine keeps the flow (and its edits) until the flow is
+            // really replaced (a FlowClosed event), so only the bytes seen
+            // are forgotten here.
             let seen = TcpPacket::parse(&packet).map(|p| p.tuple);
             if let Some((m, d)) = seen.ok().and_then(|t| engine.mapping_of(&t)) {
-                checker.dirs.remove(&(m.orig, d));
+                if let Some(state) = checker.dirs.get_mut(&(m.orig, d)) {
+                    state.far.clear();
+                }
             }
         }
         let outcome = engine.process(&packet, now, Hook::Prerouting, &mut nat);

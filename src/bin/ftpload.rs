@@ -139,6 +139,15 @@ enum Cmd {
         #[arg(long)]
         size: u64,
     },
+    /// A do-nothing NFQUEUE program: accepts every packet of the queue (the
+    /// floor of any helper that queues the control channel); runs until killed
+    NfqNull {
+        #[arg(long, default_value_t = 0)]
+        queue: u16,
+        /// After a packet, poll without sleeping this long before blocking
+        #[arg(long, default_value_t = 0)]
+        spin_us: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -200,6 +209,7 @@ fn main() -> ExitCode {
             batch,
         } => stream(target, secs(duration), mss, batch),
         Cmd::Gen { size } => gen_to_stdout(size),
+        Cmd::NfqNull { queue, spin_us } => nfq_null(queue, Duration::from_micros(spin_us)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -864,6 +874,81 @@ fn stream(target: SocketAddr, duration: Duration, mss: u32, batch: usize) -> io:
         Err(err(format!(
             "stream: sent {lines} lines, sink got {received} ({bad} bad)"
         )))
+    }
+}
+
+// --- do-nothing queue program ----------------------------------------------------
+
+/// Sets the receive buffer of the netlink socket bound to `queue` (found by
+/// the port id the kernel lists for it), as `ftpct run` does.
+fn grow_queue_rcvbuf(queue: u16, bytes: libc::c_int) -> io::Result<()> {
+    let table = std::fs::read_to_string("/proc/self/net/netfilter/nfnetlink_queue")?;
+    let portid: u32 = table
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()?.parse::<u16>().ok()? == queue).then(|| f.next()?.parse().ok())?
+        })
+        .ok_or_else(|| err("queue not bound"))?;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: a zeroed sockaddr_nl is valid; getsockname writes at most
+        // `len` bytes and fails harmlessly on what is not a socket;
+        // setsockopt reads the c_int `bytes` for the duration of the call.
+        unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let rc = libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_nl).cast(), &mut len);
+            if rc == 0 && i32::from(sa.nl_family) == libc::AF_NETLINK && sa.nl_pid == portid {
+                let rc = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                return if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                };
+            }
+        }
+    }
+    Err(err("queue socket not found"))
+}
+
+fn nfq_null(queue: u16, spin: Duration) -> io::Result<()> {
+    let mut q = nfq::Queue::open()?;
+    q.bind(queue)?;
+    q.set_fail_open(queue, true)?;
+    q.set_queue_max_len(queue, 4096)?;
+    grow_queue_rcvbuf(queue, 16 << 20)?;
+    eprintln!("ftpload nfq-null: queue {queue} bound, spin {spin:?}");
+    let mut last = Instant::now();
+    loop {
+        if !spin.is_zero() {
+            q.set_nonblocking(last.elapsed() < spin);
+        }
+        match q.recv() {
+            Ok(mut msg) => {
+                msg.set_verdict(nfq::Verdict::Accept);
+                if let Err(e) = q.verdict(msg) {
+                    eprintln!("ftpload nfq-null: verdict: {e}");
+                }
+                last = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Can be the answer to an earlier verdict: not fatal.
+            Err(e) => eprintln!("ftpload nfq-null: recv: {e}"),
+        }
     }
 }
 
