@@ -20,8 +20,10 @@
 # expectation and a matched data connection per transfer (a rewrite where
 # NAT needs one, a refusal for a refused FXP).
 #
-# A table is printed at the end; the exit status is non-zero when any case's
-# result differs from the expected one. Everything is taken down on exit,
+# A failure counts only when the client logged in (else the result is
+# "broken": the lab, not the data connection, failed). A table is printed at
+# the end; the exit status is non-zero when any case's result differs from
+# the expected one. Everything is taken down on exit,
 # Ctrl-C included (ftpct stopped, `ftpct rules --delete`, lab down).
 #
 # Usage: scripts/e2e.sh [--only REGEX] [--modes ftpct,kernel,none] [--quick]
@@ -432,6 +434,11 @@ verify_ops() {
     return 0
 }
 
+# The client logged in (curl -v "< 230", lftp -d "<--- 230", ftplib "*resp* '230").
+logged_in() {
+    grep -qE "(^< |<--- |\*resp\* ')230[ -]" "$1"
+}
+
 # The commands a transcript shows the client sent (curl -v "> PORT",
 # lftp -d "---> PORT", ftplib debug "*cmd* 'PORT").
 sent_modes() {
@@ -505,6 +512,11 @@ run_case() { # I GWMODE
     problems+=$(verify_ops | tr '\n' ';')
     [[ $rc -ne 0 ]] || problems+=$(verify_mode "$i" "$transcript")
     if [[ -z $problems ]]; then result=pass; else result=fail; fi
+    # A failure proves something only if the control connection worked.
+    if [[ $result == fail ]] && ! logged_in "$transcript"; then
+        result=broken
+        problems+="no login: the control connection itself failed; "
+    fi
     if [[ $mode == ftpct && -n $FTPCT_LOG ]]; then
         sleep 0.1 # let the last decisions reach the log
         slice=$dir/ftpct.log
