@@ -408,11 +408,14 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     let payload = pkt.payload();
     let stream = flow.streams_mut(dir).0;
     if pkt.flags.syn {
-        if stream.is_started() {
+        if !stream.is_started() {
+            stream.syn(pkt.seq);
+        } else if payload.is_empty() {
             // A retransmitted (or stray) SYN: nothing to learn or fix.
             return Verdict::Accept;
         }
-        stream.syn(pkt.seq);
+        // A repeated SYN with data: its bytes are old ones, and leave with
+        // the same edits as the first time.
     }
     // Data on a SYN starts after the SYN's own number.
     let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
