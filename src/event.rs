@@ -118,22 +118,30 @@ impl Event {
 
     /// The control connection it concerns.
     pub fn flow(&self) -> Tuple {
+        self.subject().0
+    }
+
+    /// The direction, for events about a line or segment of one direction.
+    pub fn dir(&self) -> Option<Dir> {
+        self.subject().1
+    }
+
+    fn subject(&self) -> (Tuple, Option<Dir>) {
         match self {
-            Event::FlowNew { mapping, .. } => mapping.orig,
+            Event::FlowNew { mapping, .. } => (mapping.orig, None),
             Event::ExpectationAdded(exp)
             | Event::ExpectationRemoved { exp, .. }
-            | Event::DataMatched { exp, .. } => exp.master,
-            Event::FlowClosed { flow }
-            | Event::Line { flow, .. }
-            | Event::Rewritten { flow, .. }
-            | Event::Refused { flow, .. }
-            | Event::Malformed { flow, .. }
-            | Event::Recognised { flow, .. }
-            | Event::Overlong { flow, .. }
-            | Event::InspectionStopped { flow, .. }
-            | Event::Dropped { flow, .. }
-            | Event::HeldLineReleased { flow, .. }
-            | Event::Resynced { flow, .. } => *flow,
+            | Event::DataMatched { exp, .. } => (exp.master, None),
+            Event::FlowClosed { flow } | Event::InspectionStopped { flow, .. } => (*flow, None),
+            Event::Line { flow, dir, .. }
+            | Event::Rewritten { flow, dir, .. }
+            | Event::Refused { flow, dir, .. }
+            | Event::Malformed { flow, dir, .. }
+            | Event::Recognised { flow, dir, .. }
+            | Event::Overlong { flow, dir }
+            | Event::Dropped { flow, dir, .. }
+            | Event::HeldLineReleased { flow, dir }
+            | Event::Resynced { flow, dir, .. } => (*flow, Some(*dir)),
         }
     }
 }

@@ -25,19 +25,7 @@ impl FlowNames {
 }
 
 fn direction(e: &Event) -> &'static str {
-    let dir = match e {
-        Event::Line { dir, .. }
-        | Event::Rewritten { dir, .. }
-        | Event::Refused { dir, .. }
-        | Event::Malformed { dir, .. }
-        | Event::Recognised { dir, .. }
-        | Event::Overlong { dir, .. }
-        | Event::Dropped { dir, .. }
-        | Event::HeldLineReleased { dir, .. }
-        | Event::Resynced { dir, .. } => Some(*dir),
-        _ => None,
-    };
-    match dir {
+    match e.dir() {
         Some(Dir::Orig) => "C->S",
         Some(Dir::Reply) => "S->C",
         None => "",

@@ -5,37 +5,13 @@
 use std::fs;
 use std::path::Path;
 
-use ftpct::grammar::{
-    client_prefix_may_announce, parse_client_line, parse_server_line, rewrite_line,
-    server_prefix_may_announce, Announce, ClientLine, ServerLine,
-};
+#[path = "../fuzz/fuzz_targets/grammar.rs"]
+mod grammar_target;
+
+use ftpct::grammar::{parse_client_line, parse_server_line, ClientLine, ServerLine};
+use grammar_target::check;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/grammar");
-
-/// Same as `fuzz/fuzz_targets/grammar.rs`.
-fn check(line: &[u8]) {
-    let _ = client_prefix_may_announce(line);
-    let _ = server_prefix_may_announce(line);
-    if let Ok(ClientLine::Announce(announce)) = parse_client_line(line) {
-        check_rewrite(line, &announce);
-    }
-    if let Ok(ServerLine::Announce(announce)) = parse_server_line(line) {
-        check_rewrite(line, &announce);
-    }
-}
-
-fn check_rewrite(line: &[u8], announce: &Announce) {
-    assert!(announce.span.start <= announce.span.end && announce.span.end <= line.len());
-    let rewritten = rewrite_line(line, announce, announce.addr, announce.port);
-    let again = match (parse_client_line(&rewritten), parse_server_line(&rewritten)) {
-        (Ok(ClientLine::Announce(a)), _) | (_, Ok(ServerLine::Announce(a))) => a,
-        other => panic!("rewrite of {line:?} no longer parses: {other:?}"),
-    };
-    assert_eq!(
-        (again.kind, again.addr, again.port),
-        (announce.kind, announce.addr, announce.port)
-    );
-}
 
 #[test]
 fn every_corpus_input_passes_the_fuzz_checks() {

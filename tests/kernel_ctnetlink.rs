@@ -23,35 +23,12 @@ use ftpct::netlink::kernel_errno;
 use ftpct::tuple::Tuple;
 use socket2::{Domain, Socket, Type};
 
+mod root;
+use root::kernel_tests_enabled;
+
 const TCP_CONNTRACK_SYN_SENT: u8 = 1;
 const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn is_root() -> bool {
-    // "Uid: real effective saved fs": the effective uid decides.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// True when the test should run; panics when it cannot and was not told to skip.
-fn kernel_tests_enabled() -> bool {
-    if std::env::var("FTPCT_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("kernel test skipped: FTPCT_SKIP_KERNEL_TESTS=1");
-        return false;
-    }
-    assert!(
-        is_root(),
-        "kernel tests need root (network namespaces, CAP_NET_ADMIN): run as root, \
-         or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
-    );
-    true
-}
 
 /// A network namespace that exists for the life of the value.
 struct Netns {

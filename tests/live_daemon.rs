@@ -25,36 +25,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod root;
+use root::kernel_tests_enabled;
+
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const SERVER: &str = "198.51.100.20";
 const SERVER6: &str = "[2001:db8:2::20]";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn is_root() -> bool {
-    // "Uid: real effective saved fs": the effective uid decides.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// True when the test should run; panics when it cannot and was not told to skip.
-fn kernel_tests_enabled() -> bool {
-    if std::env::var("FTPCT_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("kernel test skipped: FTPCT_SKIP_KERNEL_TESTS=1");
-        return false;
-    }
-    assert!(
-        is_root(),
-        "these tests need root (network namespaces, NFQUEUE): run as root, \
-         or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
-    );
-    true
-}
 
 fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
