@@ -574,16 +574,16 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// RETR over a fresh data connection: bytes received and their SHA-256.
-fn retr(c: &mut Ctrl, mode: DataMode, file: &str) -> io::Result<(u64, String)> {
+/// `buf` is the caller's, reused from one transfer to the next.
+fn retr(c: &mut Ctrl, mode: DataMode, file: &str, buf: &mut [u8]) -> io::Result<(u64, String)> {
     let data = Data::open(c, mode)?;
     c.send(&format!("RETR {file}"))?;
     let mut s = data.stream()?;
     c.expect(&[150, 125])?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
-        let n = s.read(&mut buf)?;
+        let n = s.read(buf)?;
         if n == 0 {
             break;
         }
@@ -677,10 +677,15 @@ fn rtt(target: SocketAddr, which: RttCmd, count: usize) -> io::Result<()> {
     Ok(())
 }
 
-fn one_session(target: SocketAddr, mode: DataMode, exp: &Expected) -> io::Result<()> {
+fn one_session(
+    target: SocketAddr,
+    mode: DataMode,
+    exp: &Expected,
+    buf: &mut [u8],
+) -> io::Result<()> {
     let mut c = Ctrl::connect(target)?;
     c.login()?;
-    let got = retr(&mut c, mode, &exp.file)?;
+    let got = retr(&mut c, mode, &exp.file, buf)?;
     check(exp, got)?;
     c.quit()
 }
@@ -718,12 +723,13 @@ fn sessions(
                 .stack_size(256 * 1024)
                 .spawn_scoped(scope, move || {
                     let mut mine = Tally::default();
+                    let mut buf = vec![0u8; 64 * 1024];
                     let mut n = k;
                     while Instant::now() < deadline && mine.ok + mine.failed < max_per_client {
                         let mode = modes[n % modes.len()];
                         n += 1;
                         let t0 = Instant::now();
-                        match one_session(target, mode, exp) {
+                        match one_session(target, mode, exp, &mut buf) {
                             Ok(()) => {
                                 mine.ok += 1;
                                 mine.latencies.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -779,7 +785,8 @@ fn bulk(target: SocketAddr, exp: &Expected, mode: DataMode) -> io::Result<()> {
     c.login()?;
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
-    let got = retr(&mut c, mode, &exp.file)?;
+    let mut buf = vec![0u8; CHUNK];
+    let got = retr(&mut c, mode, &exp.file, &mut buf)?;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let ok = check(exp, got.clone());

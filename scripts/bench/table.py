@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""The table of scripts/bench.sh: medians over rounds of each figure for the
+gateways (a) none, (b) kernel, (c) ftpct and (d) nfq (a do-nothing queue
+program), ratios c/b, c/a and c/d, and the targets of issue 4.
+
+Usage: scripts/bench/table.py results.jsonl
+"""
+import json
+import statistics
+import sys
+
+MODES = ("none", "kernel", "ftpct", "nfq")
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+class Table:
+    def __init__(self, rows):
+        self.rows = rows
+        self.lines = []
+        self.misses = []
+        self.problems = []
+
+    def problem(self, text):
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def values(self, test, param, fn):
+        """Per mode: the list of fn(row) over rounds (None when failed)."""
+        out = {m: [] for m in MODES}
+        for r in self.rows:
+            if r["test"] == test and r["param"] == param and r["mode"] in out:
+                res = r.get("result") or {}
+                if res.get("failed"):
+                    out[r["mode"]].append(None)
+                    self.problem(f"{r['mode']} {test} {param} round {r['round']}: failed")
+                    continue
+                out[r["mode"]].append(fn(r))
+        return out
+
+    def add(self, label, unit, vals, fmt="{:.0f}", target=None):
+        """target: (kind, limit) with kind 'min_cb' (c/b >= limit),
+        'max_cb' (c/b <= limit) or 'min_c' (c >= limit)."""
+        med = {m: median(vals[m]) for m in MODES}
+        if all(med[m] is None for m in MODES):
+            return
+        a, b, c, d = (med[m] for m in MODES)
+        cb = c / b if c is not None and b else None
+        ca = c / a if c is not None and a else None
+        cd = c / d if c is not None and d else None
+        verdict = ""
+        if target:
+            kind, limit = target
+            if kind == "min_cb" and cb is not None:
+                ok = cb >= limit
+                verdict = f"c/b >= {limit}: " + ("ok" if ok else "MISS")
+            elif kind == "max_cb" and cb is not None:
+                ok = cb <= limit
+                verdict = f"c/b <= {limit}: " + ("ok" if ok else "MISS")
+            elif kind == "min_c" and c is not None:
+                ok = c >= limit
+                verdict = f">= {limit:,.0f}: " + ("ok" if ok else "MISS")
+            else:
+                ok = True
+            if not ok:
+                self.misses.append(label)
+
+        def f(x):
+            return "-" if x is None else fmt.format(x)
+
+        def r(x):
+            return "-" if x is None else f"{x:.2f}"
+
+        n = max(len([v for v in vals[m] if v is not None]) for m in MODES)
+        self.lines.append((label, unit, f(a), f(b), f(c), f(d), r(cb), r(ca), r(cd), verdict, n))
+
+    def render(self):
+        head = ("figure (median over rounds)", "unit", "(a) none", "(b) kernel",
+                "(c) ftpct", "(d) nfq", "c/b", "c/a", "c/d", "target", "n")
+        rows = [head] + [tuple(str(x) for x in l) for l in self.lines]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        out = []
+        for i, r in enumerate(rows):
+            cells = []
+            for j, cell in enumerate(r):
+                left = j in (0, 1, 9)
+                cells.append(cell.ljust(widths[j]) if left else cell.rjust(widths[j]))
+            out.append("  ".join(cells).rstrip())
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+def main():
+    rows = load(sys.argv[1])
+    t = Table(rows)
+    res = lambda k: (lambda r: r["result"][k])
+    cpu = lambda k: (lambda r: r["cpu"][k])
+
+    for cmd, what in (("NOOP", "NOOP"), ("PASV", "PASV+227"), ("PORT", "PORT+200")):
+        t.add(f"{what} round trip, median", "us", t.values("rtt", cmd, res("median_us")), "{:.1f}",
+              ("max_cb", 1.2) if cmd == "NOOP" else None)
+        t.add(f"{what} round trip, p99", "us", t.values("rtt", cmd, res("p99_us")), "{:.1f}")
+
+    servers = sorted({r["param"].split("-K")[0] for r in rows if r["test"] == "sessions"},
+                     key=lambda s: (s != "ftpload", s))
+    ks = sorted({int(r["param"].split("-K")[1]) for r in rows if r["test"] == "sessions"})
+    for srv in servers:
+        for k in ks:
+            p = f"{srv}-K{k}"
+            t.add(f"sessions/s, {srv}, K={k}", "1/s", t.values("sessions", p, res("per_s")),
+                  target=("min_cb", 0.9))
+        for k in ks:
+            p = f"{srv}-K{k}"
+            t.add(f"  server CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("srv_pct")))
+            t.add(f"  queue program CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("ftpct_pct")))
+            t.add(f"  client CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("cli_pct")))
+            t.add(f"  machine busy, {srv}, K={k}", "% all", t.values("sessions", p, cpu("machine_busy_pct")))
+        for k in ks:
+            p = f"{srv}-K{k}"
+            fails = t.values("sessions", p, res("failed"))
+            if any(v for m in MODES for v in fails[m] if v):
+                t.problem(f"sessions {p}: failed sessions per round "
+                                  + ", ".join(f"{m} {fails[m]}" for m in MODES))
+
+    for srv in ("ftpload", "vsftpd"):
+        v = t.values("bulk", srv, res("mib_s"))
+        t.add(f"bulk 1 GiB RETR, {srv}", "MiB/s", v, target=("min_cb", 0.98))
+        ok = t.values("bulk", srv, res("sha256_ok"))
+        if any(x is False for m in MODES for x in ok[m]):
+            t.problem(f"bulk {srv}: SHA-256 mismatch")
+
+    params = sorted({r["param"] for r in rows if r["test"] == "stream"})
+    for p in params:
+        t.add("stream: packets/s through the gateway", "pkt/s",
+              t.values("stream", p, lambda r: r["cpu"]["counted"] / r["result"]["secs"]))
+        t.add("stream: lines/s delivered", "lines/s",
+              t.values("stream", p, lambda r: r["result"]["lines_received"] / r["result"]["secs"]))
+
+        queued = ("ftpct", "nfq")
+
+        def per_pkt(r):
+            n = r["cpu"]["seen"]
+            return 1e6 * r["cpu"]["ftpct_cpu_s"] / n if n and r["mode"] in queued else None
+
+        def capacity(r):
+            n = r["cpu"]["seen"]
+            s = r["cpu"]["ftpct_cpu_s"]
+            return n / s if n and s and r["mode"] in queued else None
+
+        def missed(r):
+            return r["cpu"]["counted"] - r["cpu"]["seen"] if r["mode"] in queued else None
+
+        t.add("stream: queue program CPU per packet", "us", t.values("stream", p, per_pkt), "{:.2f}")
+        t.add("stream: queue capacity (packets per CPU-second)", "pkt/s",
+              t.values("stream", p, capacity), target=("min_c", 250_000))
+        t.add("stream: queue program busy", "% core", t.values("stream", p, cpu("ftpct_pct")), "{:.0f}")
+        t.add("stream: machine busy", "% all", t.values("stream", p, cpu("machine_busy_pct")), "{:.0f}")
+        t.add("stream: packets not inspected", "pkt", t.values("stream", p, missed))
+        for r in rows:
+            if r["test"] != "stream" or (r.get("result") or {}).get("failed"):
+                continue
+            if not r["result"]["ok"]:
+                t.problem(f"stream {r['mode']} round {r['round']}: lines lost or altered")
+            if r["mode"] in queued and r["cpu"]["counted"] != r["cpu"]["seen"]:
+                t.problem(
+                    f"stream {r['mode']} round {r['round']}: {r['cpu']['counted']} packets at the rule, "
+                    f"{r['cpu']['seen']} inspected (socket drops {r['cpu']['socket_drops']})")
+
+    print(t.render())
+    print()
+    print("targets missed: " + (", ".join(t.misses) if t.misses else "none"))
+    if t.problems:
+        print("problems:")
+        for p in t.problems:
+            print("  " + p)
+
+
+if __name__ == "__main__":
+    main()
