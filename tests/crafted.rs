@@ -239,3 +239,44 @@ fn fxp_allowed_only_for_listed_networks() {
         "PASV on A, PORT to B naming A"
     );
 }
+
+/// The same capture as raw IP, Linux cooked (SLL) and SLL2 replays to the
+/// same far side as the Ethernet original.
+#[test]
+fn every_link_type_replays_the_same() {
+    use ftpct::capture::{self, Frame};
+    use pcap_file::DataLink;
+
+    let original = "lab/snat-v4-port-curl-vsftpd-download.inside.pcap";
+    let want = run(original, SNAT4, &[]);
+    let cap = capture::read(&pcap(original)).expect("reads");
+    let dir = std::env::temp_dir().join(format!("ftpct-links-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let ipv4 = 0x0800u16.to_be_bytes();
+    let mut sll = vec![0u8; 14];
+    sll.extend_from_slice(&ipv4);
+    let mut sll2 = ipv4.to_vec();
+    sll2.resize(20, 0);
+    for (link, header) in [
+        (DataLink::RAW, vec![]),
+        (DataLink::LINUX_SLL, sll),
+        (DataLink::LINUX_SLL2, sll2),
+    ] {
+        let frames: Vec<Frame> = cap
+            .frames
+            .iter()
+            .map(|f| Frame {
+                link_header: header.clone(),
+                ..f.clone()
+            })
+            .collect();
+        let path = dir.join(format!("{link:?}.pcap"));
+        capture::write(&path, link, &frames).expect("writes");
+        let got = run(path.to_str().expect("utf-8 path"), SNAT4, &[]);
+        let ips = |r: &ftpct::replay::Replayed| -> Vec<Vec<u8>> {
+            r.far_side.iter().map(|f| f.ip.clone()).collect()
+        };
+        assert_eq!(ips(&got), ips(&want), "{link:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
