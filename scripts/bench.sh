@@ -535,12 +535,15 @@ ANON=$FTPCT_LAB_ANON
 TARGET=$FTPCT_LAB_TARGET4
 mkdir -p "$WORK/empty"
 
-# Thousands of sessions per second: short conntrack TIME_WAIT in the gateway
-# (the same for every mode), wide port ranges and TIME_WAIT reuse at the ends.
+# Thousands of sessions per second, the same settings for every gateway:
+# short conntrack TIME_WAIT in the gateway; at the ends, wide port ranges
+# and at most 2048 TIME_WAIT sockets (the servers close first: 60 s of
+# TIME_WAIT would pile up 100,000 sockets, slow every connect() and bind()
+# down and penalise whichever gateway comes later in a round).
 gw sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=5 net.netfilter.nf_conntrack_tcp_timeout_close=5
 for ns in "$NS_CLI" "$NS_SRV"; do
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 \
-        net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+        net.ipv4.tcp_max_tw_buckets=2048 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 done
 
 log "test files"
