@@ -23,7 +23,9 @@
 #           crossing to userspace alone, for rtt, sessions (ftpload) and stream
 #
 # Tests (client in ${PREFIX}cli, servers in ${PREFIX}srv, NAT gateway between):
-#   rtt       NOOP, PASV+227 and PORT+200 round trips in one session
+#   rtt       NOOP, PASV+227 and PORT+200 round trips in one session, client,
+#             server and queue program on CPU 0; NOOP again with the queue
+#             program on CPU 1
 #   sessions  K = 1, 16, 128 clients (vsftpd: 1, 16): login, PASV/EPSV/PORT/EPRT in turn,
 #             RETR 1k.bin (SHA-256 checked), QUIT; sessions per second, with
 #             the CPU of server, ftpct and client (cpuacct cgroups)
@@ -97,6 +99,8 @@ FTPLOAD=$TOP/target/release/ftpload
 CG_ROOT=/sys/fs/cgroup/cpuacct
 CG=$CG_ROOT/ftpctb-$$
 BUSY_WAIT=${FTPCT_BENCH_BUSY_WAIT:-300}
+ALL_CPUS=0-$(($(nproc) - 1))
+CLIENT_CPUS=$ALL_CPUS
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -368,7 +372,8 @@ measure() {
     s0=$(cg_usage srv) g0=$(cg_usage gw) c0=$(cg_usage cli)
     read -r b0 t0 < <(sys_ticks)
     w0=$(date +%s%N)
-    out=$(timeout -k 5 "$tmo" "${IN_CG[@]}" "$CG/cli/cgroup.procs" ip netns exec "$NS_CLI" "$FTPLOAD" "$@" 2>>"$WORK/client.log") || rc=$?
+    out=$(timeout -k 5 "$tmo" taskset -c "$CLIENT_CPUS" "${IN_CG[@]}" "$CG/cli/cgroup.procs" \
+        ip netns exec "$NS_CLI" "$FTPLOAD" "$@" 2>>"$WORK/client.log") || rc=$?
     w1=$(date +%s%N)
     read -r b1 t1 < <(sys_ticks)
     s1=$(cg_usage srv) g1=$(cg_usage gw) c1=$(cg_usage cli)
@@ -469,16 +474,40 @@ stream_test() {
 
 want() { [[ $ONLY == *",$1,"* ]]; }
 
+# pin CPUS PID...: every thread of each PID on CPUS.
+pin() {
+    local cpus=$1 pid
+    shift
+    for pid in "$@"; do
+        if [[ -n $pid ]]; then taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true; fi
+    done
+}
+
+# Round trips: where the processes run decides more than anything else on
+# a VM (a wake-up on the other CPU costs ~25 us here). Client, server and
+# queue program all on CPU 0 measures what crossing to userspace costs in
+# itself; the queue program is then moved to CPU 1, the other CPU, where the
+# scheduler often puts it, for one more NOOP session.
+rtt_tests() {
+    CLIENT_CPUS=0
+    pin 0 "$SERVER_PID" "$QPROG_PID"
+    measure rtt NOOP 120 rtt --target "$TARGET:21" --cmd noop --count "$NOOP_COUNT"
+    measure rtt PASV 120 rtt --target "$TARGET:21" --cmd pasv --count "$CMD_COUNT"
+    measure rtt PORT 120 rtt --target "$TARGET:21" --cmd port --count "$CMD_COUNT"
+    if [[ -n $QPROG_PID ]]; then
+        pin 1 "$QPROG_PID"
+        measure rtt NOOP-other-cpu 120 rtt --target "$TARGET:21" --cmd noop --count "$NOOP_COUNT"
+    fi
+    CLIENT_CPUS=$ALL_CPUS
+    pin "$ALL_CPUS" "$SERVER_PID" "$QPROG_PID"
+}
+
 run_mode() {
     local k
     mode_on "$1"
     log "round $ROUND, gateway $1"
     server_start ftpload
-    if want rtt; then
-        measure rtt NOOP 120 rtt --target "$TARGET:21" --cmd noop --count "$NOOP_COUNT"
-        measure rtt PASV 120 rtt --target "$TARGET:21" --cmd pasv --count "$CMD_COUNT"
-        measure rtt PORT 120 rtt --target "$TARGET:21" --cmd port --count "$CMD_COUNT"
-    fi
+    want rtt && rtt_tests
     if want sessions; then
         for k in "${CLIENTS[@]}"; do
             measure sessions "ftpload-K$k" $((${SESS_SECS%.*} + 60)) sessions --target "$TARGET:21" \
