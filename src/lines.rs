@@ -87,7 +87,7 @@ struct Held {
 struct Busy {
     /// Bytes of the current incomplete line.
     line: Vec<u8>,
-    held: Option<Held>,
+    held: Option<Box<Held>>,
     /// The missing sequence number and how many segments after it were dropped.
     gap: Option<(u32, u8)>,
     adj: SeqAdjust,
@@ -278,11 +278,11 @@ impl Stream {
             _ => (seq, Cow::Borrowed(payload), 0),
         };
         if hold {
-            self.busy().held = Some(Held {
+            self.busy().held = Some(Box::new(Held {
                 start,
                 bytes: bytes.into_owned(),
                 redrops,
-            });
+            }));
             return Fate::Drop(DropReason::HeldLineHead);
         }
         self.tidy();

@@ -28,7 +28,8 @@ pub fn seq_after(a: u32, b: u32) -> bool {
 pub struct Edit {
     pub start: u32,
     pub end: u32,
-    pub replacement: Vec<u8>,
+    /// Exactly sized: the history lives as long as the connection.
+    pub replacement: Box<[u8]>,
     /// Cumulative length change of all edits before this one.
     pub before: i32,
     /// Cumulative length change including this one.
@@ -83,7 +84,7 @@ impl SeqAdjust {
         self.edits.push_back(Edit {
             start,
             end,
-            replacement,
+            replacement: replacement.into_boxed_slice(),
             before,
             after: before + delta,
         });
