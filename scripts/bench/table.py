@@ -148,6 +148,9 @@ def main():
     for srv in ("ftpload", "vsftpd"):
         v = t.values("bulk", srv, res("mib_s"))
         t.add(f"bulk 1 GiB RETR, {srv}", "MiB/s", v, target=("min_cb", 0.98))
+        t.add(f"  server CPU, bulk, {srv}", "% core", t.values("bulk", srv, cpu("srv_pct")))
+        t.add(f"  client CPU (SHA-256 included), bulk, {srv}", "% core", t.values("bulk", srv, cpu("cli_pct")))
+        t.add(f"  machine busy, bulk, {srv}", "% all", t.values("bulk", srv, cpu("machine_busy_pct")))
         ok = t.values("bulk", srv, res("sha256_ok"))
         if any(x is False for m in MODES for x in ok[m]):
             t.problem(f"bulk {srv}: SHA-256 mismatch")

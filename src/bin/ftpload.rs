@@ -961,6 +961,30 @@ fn nfq_null(queue: u16, spin: Duration) -> io::Result<()> {
 
 // --- server ----------------------------------------------------------------
 
+/// Sends `size` bytes of `f` with sendfile(2), as vsftpd does (a read and
+/// write loop is 3x slower here and made this server the bottleneck).
+fn send_file(f: &std::fs::File, sock: &TcpStream, size: u64) -> io::Result<()> {
+    let mut left = size;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
+        // SAFETY: both descriptors are open for the duration of the call;
+        // a null offset means the file's own position, which advances.
+        let n =
+            unsafe { libc::sendfile(sock.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), chunk) };
+        match n {
+            n if n > 0 => left -= n as u64,
+            0 => return Err(err("file shorter than its size")),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 mod server {
     use super::*;
 
@@ -1166,8 +1190,7 @@ mod server {
             ))?;
             let sent = match source {
                 Source::Gen(n) => Gen::new().write(n, &mut data),
-                // std copies a file to a socket with sendfile.
-                Source::File(mut f, _) => io::copy(&mut f, &mut data).map(|_| ()),
+                Source::File(f, n) => send_file(&f, &data, n),
             };
             drop(data);
             match sent {
