@@ -299,7 +299,12 @@ impl Engine {
         if !(to_control || from_control) || pkt.flags.rst {
             return None;
         }
-        let known = nat.lookup(&seen);
+        let fresh_syn = pkt.flags.syn && !pkt.flags.ack;
+        let known = if fresh_syn {
+            nat.lookup_new(&seen)
+        } else {
+            nat.lookup(&seen)
+        };
         if from_control && !to_control {
             // A reply whose tuple conntrack translated: link it to its flow.
             if let Some(m) = known.filter(|m| m.reply == seen) {
@@ -626,8 +631,13 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
         kind: a.kind,
         expires: ctx.now + ctx.cfg.expect_timeout,
     };
-    if let Err(e) = ctx.expects.insert(&exp, ctx.id) {
-        return refuse(flow, dir, line, Refusal::Limit(e), ctx);
+    match ctx.expects.insert(&exp, ctx.id) {
+        Err(e) => return refuse(flow, dir, line, Refusal::Limit(e), ctx),
+        Ok(Some(evicted)) => ctx.events.push(Event::ExpectationRemoved {
+            exp: evicted,
+            reason: RemoveReason::Evicted,
+        }),
+        Ok(None) => {}
     }
     ctx.stats.expectations += 1;
     ctx.events.push(Event::ExpectationAdded(exp));

@@ -15,6 +15,8 @@ use crate::tuple::Tuple;
 pub enum RemoveReason {
     Expired,
     MasterClosed,
+    /// The session's oldest, to make room at the per-session limit.
+    Evicted,
 }
 
 /// One thing the engine did or decided. `flow` is always the control

@@ -114,7 +114,6 @@ impl fmt::Display for Expectation {
 /// Why an expectation could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpectRefusal {
-    SessionLimit,
     GlobalLimit,
     /// Another control connection already expects this address and port.
     Taken,
@@ -172,8 +171,15 @@ impl ExpectTable {
     }
 
     /// Adds `e` for `owner`, replacing an entry of the same owner for the
-    /// same tuple (a repeated PORT), as the kernel does.
-    pub fn insert(&mut self, e: &Expectation, owner: Owner) -> Result<(), ExpectRefusal> {
+    /// same tuple (a repeated PORT), as the kernel does. At the session
+    /// limit the owner's oldest expectation makes room, as in the kernel
+    /// (servers replace their passive listener on each PASV anyway); it is
+    /// returned so its kernel state can go too.
+    pub fn insert(
+        &mut self,
+        e: &Expectation,
+        owner: Owner,
+    ) -> Result<Option<Expectation>, ExpectRefusal> {
         let key = (e.dst, e.peer);
         if let Some(old) = self.entries.get_mut(&key) {
             if old.owner != owner {
@@ -181,19 +187,22 @@ impl ExpectTable {
             }
             old.pending = e.pending();
             self.deadlines.push(Reverse((e.expires, key)));
-            return Ok(());
+            return Ok(None);
         }
+        let owned = self.by_owner.get(&owner).map_or(&[][..], Vec::as_slice);
+        let evict = (owned.len() >= self.session_limit)
+            .then(|| owned.first().copied())
+            .flatten();
+        let evicted = evict
+            .and_then(|k| self.remove(&k))
+            .map(|(p, _)| p.with_master(e.master));
         if self.entries.len() >= self.global_limit {
             return Err(ExpectRefusal::GlobalLimit);
         }
-        let keys = self
-            .by_owner
+        self.by_owner
             .entry(owner)
-            .or_insert_with(|| Vec::with_capacity(1));
-        if keys.len() >= self.session_limit {
-            return Err(ExpectRefusal::SessionLimit);
-        }
-        keys.push(key);
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(key);
         *self.dst_refs.entry(e.dst).or_insert(0) += 1;
         self.deadlines.push(Reverse((e.expires, key)));
         self.entries.insert(
@@ -203,7 +212,7 @@ impl ExpectTable {
                 owner,
             },
         );
-        Ok(())
+        Ok(evicted)
     }
 
     /// The expectation a data connection's first packet matches, removed,
@@ -321,32 +330,32 @@ mod tests {
     fn limits_and_expiry() {
         let m = t("192.0.2.10:40000", "198.51.100.20:21");
         let mut table = ExpectTable::new(3, 2);
-        table
-            .insert(&exp(m, "198.51.100.1:5000", 10), 1)
-            .expect("1");
-        table
-            .insert(&exp(m, "198.51.100.1:5001", 20), 1)
-            .expect("2");
+        let first = exp(m, "198.51.100.1:5000", 10);
+        assert_eq!(table.insert(&first, 1), Ok(None));
+        assert_eq!(table.insert(&exp(m, "198.51.100.1:5001", 20), 1), Ok(None));
         assert_eq!(
-            table.insert(&exp(m, "198.51.100.1:5002", 20), 1),
-            Err(ExpectRefusal::SessionLimit)
+            table.insert(&exp(m, "198.51.100.1:5002", 30), 1),
+            Ok(Some(first)),
+            "at the session limit the oldest makes room"
         );
         let other = t("192.0.2.11:40000", "198.51.100.20:21");
         assert_eq!(
-            table.insert(&exp(other, "198.51.100.1:5000", 20), 2),
+            table.insert(&exp(other, "198.51.100.1:5001", 20), 2),
             Err(ExpectRefusal::Taken)
         );
         let server = "198.51.100.20".parse().expect("ip");
-        assert!(!table.is_free("198.51.100.1:5000".parse().expect("a"), server, 2));
-        table
-            .insert(&exp(other, "198.51.100.1:6000", 20), 2)
-            .expect("3");
+        assert!(!table.is_free("198.51.100.1:5001".parse().expect("a"), server, 2));
+        assert!(table.is_free("198.51.100.1:5000".parse().expect("a"), server, 2));
+        assert_eq!(
+            table.insert(&exp(other, "198.51.100.1:6000", 20), 2),
+            Ok(None)
+        );
         assert_eq!(
             table.insert(&exp(other, "198.51.100.1:6001", 20), 2),
             Err(ExpectRefusal::GlobalLimit)
         );
-        assert_eq!(table.expire(Duration::from_secs(15), |_| Some(m)).len(), 1);
+        assert_eq!(table.expire(Duration::from_secs(25), |_| Some(m)).len(), 2);
         assert_eq!(table.remove_owner(1, m).len(), 1);
-        assert_eq!(table.len(), 1);
+        assert!(table.is_empty());
     }
 }

@@ -136,6 +136,12 @@ impl<C: CtGet> NatLookup for LiveNat<C> {
     fn lookup(&mut self, seen: &Tuple) -> Option<CtMapping> {
         self.lookup_at(seen, Instant::now())
     }
+
+    /// Queued from the raw table, a connection's first SYN comes before
+    /// conntrack: no entry to ask for, so no netlink round trip.
+    fn lookup_new(&mut self, _orig: &Tuple) -> Option<CtMapping> {
+        None
+    }
 }
 
 #[cfg(test)]

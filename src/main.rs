@@ -44,7 +44,7 @@ struct PolicyArgs {
     /// Seconds a pending data connection is expected
     #[arg(long, default_value_t = 300)]
     expect_timeout: u64,
-    /// Pending data connections per control connection
+    /// Pending data connections per control connection (beyond it the oldest makes room, as in the kernel)
     #[arg(long, default_value_t = 16)]
     max_expect_per_session: usize,
     /// Longest control line parsed, in bytes; longer lines pass unchanged

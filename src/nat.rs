@@ -48,6 +48,13 @@ pub trait NatLookup {
     /// The connection that has `seen` as its original or its reply tuple.
     /// `None` when unknown (not NATed, or not yet in conntrack).
     fn lookup(&mut self, seen: &Tuple) -> Option<CtMapping>;
+
+    /// The mapping of a connection whose first packet (a SYN) is being
+    /// seen, before conntrack saw it. Rules know it; live conntrack cannot
+    /// yet (the engine asks again when the first reply arrives).
+    fn lookup_new(&mut self, orig: &Tuple) -> Option<CtMapping> {
+        self.lookup(orig)
+    }
 }
 
 /// No NAT anywhere: a routing firewall.

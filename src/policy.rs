@@ -62,7 +62,6 @@ impl Refusal {
             Refusal::ForeignAddress { .. } => "foreign-address",
             Refusal::PrivilegedPort { .. } => "privileged-port",
             Refusal::NoFreePort { .. } => "no-free-port",
-            Refusal::Limit(ExpectRefusal::SessionLimit) => "session-expect-limit",
             Refusal::Limit(ExpectRefusal::GlobalLimit) => "global-expect-limit",
             Refusal::Limit(ExpectRefusal::Taken) => "expectation-taken",
             Refusal::SplitLine => "split-line",
@@ -86,9 +85,6 @@ impl fmt::Display for Refusal {
             }
             Refusal::NoFreePort { port } => {
                 write!(f, "no free public port near {port}")
-            }
-            Refusal::Limit(ExpectRefusal::SessionLimit) => {
-                write!(f, "too many pending data connections on this session")
             }
             Refusal::Limit(ExpectRefusal::GlobalLimit) => {
                 write!(f, "too many pending data connections in total")
