@@ -48,6 +48,8 @@
 # the lab down, also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 TOP=$PWD
 
 ROUNDS=5
@@ -289,12 +291,7 @@ qprog_start() {
 qprog_stop() {
     QPROG_PACKETS=0
     [[ -n $QPROG_PID ]] || return 0
-    kill -TERM "$QPROG_PID" 2>/dev/null || true
-    wait_for 100 bash -c "! kill -0 $QPROG_PID 2>/dev/null" || {
-        log "warning: $QPROG did not stop in 10 s: killed"
-        kill -KILL "$QPROG_PID" 2>/dev/null || true
-    }
-    wait "$QPROG_PID" 2>/dev/null || true
+    stop_pid "$QPROG_PID" 100 || log "warning: $QPROG did not stop in 10 s: killed"
     QPROG_PID=''
     if [[ $QPROG == ftpct ]]; then
         QPROG_PACKETS=$(sed -n 's/.*stopped:.* packets=\([0-9]*\).*/\1/p' "$QPROG_LOG" | tail -n 1)
@@ -308,14 +305,6 @@ queue_socket_drops() {
     local portid
     portid=$(gw cat /proc/net/netfilter/nfnetlink_queue | awk '$1 == 0 { print $2 }')
     gw cat /proc/net/netlink | awk -v p="${portid:-x}" '$2 == 12 && $3 == p { print $9; f = 1 } END { if (!f) print 0 }'
-}
-
-flush_conntrack() {
-    local fam
-    for fam in ipv4 ipv6; do
-        gw conntrack -F -f "$fam" >/dev/null 2>&1 || true
-        gw conntrack -F expect -f "$fam" >/dev/null 2>&1 || true
-    done
 }
 
 permissive() { # -I|-D

@@ -15,6 +15,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
 FTPCT=$REPO/target/release/ftpct
@@ -45,15 +47,7 @@ cleanup() {
 }
 
 stop_ftpct() {
-    local i
-    [[ -n $FTPCT_PID ]] || return 0
-    kill -TERM "$FTPCT_PID" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$FTPCT_PID" 2>/dev/null || true
-    wait "$FTPCT_PID" 2>/dev/null || true
+    stop_pid "$FTPCT_PID" || true
     FTPCT_PID=''
 }
 

@@ -41,6 +41,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
 FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
@@ -159,18 +161,7 @@ ftpct_start() {
 }
 
 ftpct_stop() {
-    local i
-    [[ -n $FTPCT_PID ]] || return 0
-    kill -TERM "$FTPCT_PID" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$FTPCT_PID" 2>/dev/null; then
-        log "warning: ftpct did not stop in 5 s: killed"
-        kill -KILL "$FTPCT_PID" 2>/dev/null || true
-    fi
-    wait "$FTPCT_PID" 2>/dev/null || true
+    stop_pid "$FTPCT_PID" || log "warning: ftpct did not stop in 5 s: killed"
     FTPCT_PID='' FTPCT_ARGS=''
 }
 
@@ -193,14 +184,6 @@ gw_mode() {
     esac
     GW_MODE=$mode
     flush_conntrack
-}
-
-flush_conntrack() {
-    local fam
-    for fam in ipv4 ipv6; do
-        gw conntrack -F -f "$fam" >/dev/null 2>&1 || true
-        gw conntrack -F expect -f "$fam" >/dev/null 2>&1 || true
-    done
 }
 
 lab_up() { # TOPO SERVER
