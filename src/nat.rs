@@ -374,6 +374,11 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    /// `plan` with the default policy and every port free.
+    fn plan_free(m: &CtMapping, who: Announcer, addr: Option<&str>, port: u16) -> Plan {
+        plan(m, who, addr.map(ip), port, &Policy::default(), |_, _| true).expect("plan")
+    }
+
     #[test]
     fn static_snat_and_dnat_tuples() {
         let m = snat_mapping();
@@ -393,15 +398,7 @@ mod tests {
 
     #[test]
     fn snat_port_rewrites_to_public_address() {
-        let p = plan(
-            &snat_mapping(),
-            Announcer::Client,
-            Some(ip("192.0.2.10")),
-            5000,
-            &Policy::default(),
-            |_, _| true,
-        )
-        .expect("plan");
+        let p = plan_free(&snat_mapping(), Announcer::Client, Some("192.0.2.10"), 5000);
         assert_eq!(p.rewrite, Some("198.51.100.1:5000".parse().expect("a")));
         assert_eq!(p.peer, ip("198.51.100.20"));
         assert_eq!(p.nat.dst, Some("192.0.2.10:5000".parse().expect("a")));
@@ -424,37 +421,14 @@ mod tests {
     #[test]
     fn dnat_227_and_229() {
         let m = dnat_mapping();
-        let p = plan(
-            &m,
-            Announcer::Server,
-            Some(ip("192.0.2.20")),
-            50000,
-            &Policy::default(),
-            |_, _| true,
-        )
-        .expect("plan");
+        let p = plan_free(&m, Announcer::Server, Some("192.0.2.20"), 50000);
         assert_eq!(p.rewrite, Some("198.51.100.1:50000".parse().expect("a")));
         assert_eq!(p.peer, ip("198.51.100.10"));
         assert_eq!(p.nat.dst, Some("192.0.2.20:50000".parse().expect("a")));
-        let p229 = plan(
-            &m,
-            Announcer::Server,
-            None,
-            50001,
-            &Policy::default(),
-            |_, _| true,
-        )
-        .expect("plan");
+        let p229 = plan_free(&m, Announcer::Server, None, 50001);
         assert_eq!(p229.rewrite, None, "229 keeps its port when free");
-        let public = plan(
-            &m,
-            Announcer::Server,
-            Some(ip("198.51.100.1")),
-            50002,
-            &Policy::default(),
-            |_, _| true,
-        )
-        .expect("server announcing its public address is its own");
+        // A server announcing the public address of its own DNAT mapping.
+        let public = plan_free(&m, Announcer::Server, Some("198.51.100.1"), 50002);
         assert_eq!(public.rewrite, None);
     }
 
