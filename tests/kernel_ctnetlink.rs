@@ -24,7 +24,7 @@ use ftpct::tuple::Tuple;
 use socket2::{Domain, Socket, Type};
 
 mod root;
-use root::kernel_tests_enabled;
+use root::{kernel_tests_enabled, run_ok};
 
 const TCP_CONNTRACK_SYN_SENT: u8 = 1;
 const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
@@ -40,7 +40,7 @@ impl Netns {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ftpct-t-{}-{n}-{tag}", std::process::id());
-        run_cmd(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         ns.sh(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -48,7 +48,7 @@ impl Netns {
 
     /// Runs a command inside the namespace; panics with its stderr on failure.
     fn sh(&self, args: &[&str]) -> String {
-        run_cmd(
+        run_ok(
             Command::new("ip")
                 .args(["netns", "exec", &self.name])
                 .args(args),
@@ -110,20 +110,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-fn run_cmd(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{shown}: {e} (missing tool? run scripts/install-deps.sh)"));
-    assert!(
-        out.status.success(),
-        "{shown} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A TCP connection from `src` (exact port) to `dst`, made from a socket

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod root;
-use root::kernel_tests_enabled;
+use root::{kernel_tests_enabled, output, run_ok};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const SERVER: &str = "198.51.100.20";
@@ -37,26 +37,6 @@ fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("ftpct-t-{}-{n}-{tag}", std::process::id())
-}
-
-fn output(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{shown}: {e} (missing tool? run scripts/install-deps.sh)"))
-}
-
-/// Runs a command; panics with its output on failure.
-fn run_ok(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{shown} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `ready` every 50 ms for at most `limit`.

@@ -1,6 +1,8 @@
 //! The gate of the tests that need the real kernel (network namespaces,
 //! NFQUEUE, conntrack): they run as root, as CI does, and fail loudly
-//! otherwise unless told to skip.
+//! otherwise unless told to skip. Also how they run commands.
+
+use std::process::{Command, Output, Stdio};
 
 pub fn is_root() -> bool {
     // "Uid: real effective saved fs": the effective uid decides.
@@ -26,4 +28,25 @@ pub fn kernel_tests_enabled() -> bool {
          or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
     );
     true
+}
+
+/// Runs a command with no stdin; panics if it cannot start.
+pub fn output(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{shown}: {e} (missing tool? run scripts/install-deps.sh)"))
+}
+
+/// Runs a command; panics with its output on failure.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
