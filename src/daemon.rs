@@ -135,6 +135,8 @@ pub struct Options {
     pub mark: Option<Mark>,
     /// Base name of the ipsets (IPv4; IPv6 adds "6").
     pub ipset: String,
+    /// How often a `state:` line with the live figures is logged (None: never).
+    pub state_interval: Option<Duration>,
 }
 
 /// Why the daemon could not start, or stopped on its own: one line that
@@ -441,6 +443,18 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The live figures on one line: what is held now, then the counters.
+    fn log_state(&self) {
+        let core = self.lock();
+        info!(
+            "state: flows={} expectations={} ipset_entries={} {}",
+            core.engine.flow_count(),
+            core.engine.expectation_count(),
+            core.actions.pending(),
+            report::stats_line(core.engine.stats())
+        );
     }
 
     fn finish(&self) {
@@ -795,8 +809,19 @@ fn spawn_workers(
 }
 
 /// Runs the timers until a stop signal or a queue failure; returns the failure.
-fn supervise(shared: &Shared, signals: &signals::StopSignals) -> Option<String> {
+fn supervise(
+    shared: &Shared,
+    signals: &signals::StopSignals,
+    state_interval: Option<Duration>,
+) -> Option<String> {
+    let mut next_state = state_interval.map(|i| Instant::now() + i);
     loop {
+        if let (Some(at), Some(every)) = (next_state, state_interval) {
+            if Instant::now() >= at {
+                shared.log_state();
+                next_state = Some(at + every);
+            }
+        }
         if let Some(sig) = signals.wait(TICK) {
             info!("signal {sig}: stopping");
             return None;
@@ -870,7 +895,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}",
         config.control_ports, sets.v4, sets.v6
     );
-    let failure = supervise(&shared, &signals);
+    let failure = supervise(&shared, &signals, opts.state_interval);
     stop_workers(workers, &stop, &done_rx);
     shared.finish();
     match failure {

@@ -115,6 +115,10 @@ enum Command {
         /// ipset of expected data connections (NAME for IPv4, NAME6 for IPv6)
         #[arg(long, value_name = "NAME", default_value = rules::DEFAULT_SET)]
         ipset: String,
+        /// Log a `state:` line every SECS seconds: flows, pending
+        /// expectations, ipset entries and the counters (0: never).
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        state_interval: u64,
         #[command(flatten)]
         log: LogArgs,
         #[command(flatten)]
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
             queues,
             mark,
             ipset,
+            state_interval,
             log,
             policy,
         } => {
@@ -188,6 +193,8 @@ fn main() -> ExitCode {
                 config: policy.config(),
                 mark,
                 ipset,
+                state_interval: (state_interval > 0)
+                    .then(|| std::time::Duration::from_secs(state_interval)),
             })
             .map_err(Into::into)
         }
