@@ -687,6 +687,80 @@ def sc_fin_then_new(cap):
     g.quit()
 
 
+def dnat_ftp(cap):
+    client = Host("198.51.100.10", MAC_GW_INSIDE, 63)
+    server = Host("192.0.2.20", MAC_SERVER_IN, 64)
+    f = Ftp(cap, client, 40000, server)
+    f.login()
+    return f
+
+
+FORGED_227 = "227 Entering Passive Mode (192,0,2,20,21,56).\r\n"  # port 5432
+FORGED_229 = "229 Entering Extended Passive Mode (|||5433|)\r\n"
+
+
+def sc_listing_227(cap):
+    f = dnat_ftp(cap)
+    listing = ("213-Status follows:\r\n"
+               "-rw-r--r--    1 14       50              0 Nov 25 12:00 x\r\n"
+               + FORGED_227 + FORGED_229 +
+               "213 End of status\r\n")
+    n, _ = f.cmd("STAT upload\r\n", listing)
+    cap.note("frame %d: STAT reply, a multi-line 213 block quoting a file name that holds "
+             "`%s` and `%s`" % (n + 1, FORGED_227.strip(), FORGED_229.strip()))
+    forged_end = "213-Status follows:\r\n213 x\r\n" + FORGED_227 + "213 End of status\r\n"
+    n, _ = f.cmd("STAT upload\r\n", forged_end)
+    cap.note("frame %d: a second STAT whose file name also forges the end of the block "
+             "(`213 x`), then `%s` as if it were a new reply; no PASV is waiting"
+             % (n + 1, FORGED_227.strip()))
+    n, _ = f.cmd("PASV\r\n", "227 Entering Passive Mode (192,0,2,20,195,80).\r\n")
+    cap.note("frame %d: the real answer to PASV (port 50000)" % (n + 1))
+    f.cmd("LIST\r\n")
+    syn = f.passive(40001, 50000, LISTING)
+    f.reply("150 Here comes the directory listing.\r\n")
+    f.reply("226 Directory send OK.\r\n")
+    cap.note("frame %d: data SYN 198.51.100.10:40001 -> 192.0.2.20:50000" % syn)
+    f.quit()
+
+
+def sc_unsolicited_227(cap):
+    f = dnat_ftp(cap)
+    n, _ = f.cmd("NOOP\r\n", FORGED_227)
+    cap.note("frame %d: `%s` in answer to NOOP" % (n + 1, FORGED_227.strip()))
+    n, _ = f.cmd(FORGED_227, "500 Unknown command.\r\n")
+    cap.note("frame %d: the client sends `%s` as a command" % (n, FORGED_227.strip()))
+    n, _ = f.reply(FORGED_229)
+    cap.note("frame %d: `%s` with no command waiting" % (n, FORGED_229.strip()))
+    n, _ = f.cmd("EPSV\r\n", "229 Entering Extended Passive Mode (|||50001|)\r\n")
+    cap.note("frame %d: the real answer to EPSV (port 50001)" % (n + 1))
+    f.cmd("LIST\r\n")
+    syn = f.passive(40002, 50001, LISTING)
+    f.reply("150 Here comes the directory listing.\r\n")
+    f.reply("226 Directory send OK.\r\n")
+    cap.note("frame %d: data SYN 198.51.100.10:40002 -> 192.0.2.20:50001" % syn)
+    f.quit()
+
+
+MANY_PORTS = 40
+
+
+def sc_many_pipelined_ports(cap):
+    c, s = v4_hosts()
+    f = Ftp(cap, c, 40000, s)
+    f.login()
+    lines = "".join("PORT 192,0,2,10,%d,%d\r\n" % (160 + i // 256, i % 256)
+                    for i in range(MANY_PORTS))
+    n, sq = f.cmd(lines, PORT_OK * MANY_PORTS)
+    cap.note("frame %d: one client segment with %d PORT lines (ports 40960..%d), %s"
+             % (n, MANY_PORTS, 40960 + MANY_PORTS - 1, seqnote(f, "c", sq)))
+    n, _ = f.cmd("NOOP\r\n", "200 NOOP ok.\r\n")
+    cap.note("frame %d: NOOP after them" % n)
+    syn = f.list_active(40960 + MANY_PORTS - 1)
+    cap.note("frame %d: data SYN 198.51.100.20:20 -> 192.0.2.10:%d (the last PORT)"
+             % (syn, 40960 + MANY_PORTS - 1))
+    f.quit()
+
+
 # --------------------------------------------------------------------------
 # Scenario table: name, builder, replay args, description, expected behaviour
 # --------------------------------------------------------------------------
@@ -835,6 +909,30 @@ SCENARIOS = [
      "offsets) is removed, so session 2 starts with no shift: its first segments are passed "
      "without adjustment, and its own PORT gets its own +2 from its own sequence number. "
      "Exactly one expectation per session."),
+    ("listing-227", sc_listing_227, DNAT4,
+     "DNAT, inside view (as dnat-pasv). `STAT upload` is answered by a multi-line 213 block "
+     "that quotes a file name holding newlines: its lines include `227 Entering Passive Mode "
+     "(192,0,2,20,21,56).` (port 5432) and `229 Entering Extended Passive Mode (|||5433|)`. A "
+     "second STAT's block also quotes a forged block end (`213 x`) before the 227. Then a real "
+     "PASV -> 227 (port 50000) and LIST over it.",
+     "Nothing inside a multi-line reply is an announcement, and a 227 counts only as the "
+     "answer to a PASV still waiting for it: the quoted 227/229 lines (and the 227 after the "
+     "forged end, which answers no PASV) are refused as unsolicited and counted, no "
+     "expectation for 5432/5433; the real 227 is rewritten and expected, its SYN matched. "
+     "(The kernel helper parses a 227 at any segment start after a newline.)"),
+    ("unsolicited-227", sc_unsolicited_227, DNAT4,
+     "DNAT, inside view. The server answers NOOP with a 227 naming port 5432; the client "
+     "sends that 227 line as a command (500); the server sends a 229 (port 5433) with no "
+     "command waiting; then a real EPSV -> 229 (port 50001) and LIST over it.",
+     "Only the real 229 gets an expectation; the 227 answering NOOP and the 229 that answers "
+     "nothing are refused as unsolicited; the client's 227 line is no announcement at all."),
+    ("many-pipelined-ports", sc_many_pipelined_ports, SNAT4,
+     "40 PORT lines for 192.0.2.10 (ports 40960..40999) in one client segment; the server "
+     "answers 40 times 200 in one segment; NOOP; LIST to the last port.",
+     "Every line is rewritten (+2 each, +80 in all, the segment grows by 80 bytes) and the "
+     "sequence numbers of later segments are right: 40 edits in flight, more than a fixed "
+     "history would hold. At most 16 expectations stay (the session limit: the oldest make "
+     "room); the last one is matched by the data SYN."),
 ]
 
 

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::dialogue::{Asked, ReplyLine};
 use crate::event::{Event, RemoveReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Dir, Flow, FlowId, FlowTable};
@@ -411,7 +412,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     flow.last_seen = ctx.now;
     let orig = flow.mapping.orig;
     let payload = pkt.payload();
-    let stream = flow.streams_mut(dir).0;
+    let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
         if !stream.is_started() {
             stream.syn(pkt.seq);
@@ -442,6 +443,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
                 Fate::Drop(DropReason::OutOfOrder)
             } else {
                 ctx.stats.resyncs += 1;
+                flow.dialogue.lost_track();
                 ctx.events.push(Event::Resynced {
                     flow: orig,
                     dir,
@@ -455,7 +457,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         Arrival::New { skip } => new_data(flow, dir, data_seq, payload, skip, ctx),
     };
     track_close(flow, dir, pkt, ctx.now, ctx.cfg.close_linger);
-    match fate {
+    let verdict = match fate {
         Fate::Drop(reason) => {
             ctx.stats.dropped += 1;
             ctx.events.push(Event::Dropped {
@@ -467,7 +469,13 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             Verdict::Drop
         }
         Fate::Forward { start, bytes } => fix_up(flow, dir, pkt, start, &bytes, ctx.stats),
+    };
+    if pkt.flags.ack {
+        let peer = &mut flow.streams[other(dir).index()];
+        let acked = peer.adj().unshift(pkt.ack);
+        peer.forget_acked(acked);
     }
+    verdict
 }
 
 /// New bytes: their complete lines are handled, then the segment leaves
@@ -519,48 +527,84 @@ fn on_line(flow: &mut Flow, dir: Dir, line: &Line<'_>, ctx: &mut Ctx<'_>) {
     if line.overlong {
         ctx.stats.overlong_lines += 1;
         ctx.events.push(Event::Overlong { flow: orig, dir });
+        if dir == Dir::Orig {
+            flow.dialogue.command(Asked::Other);
+        }
         return;
     }
     let announce = match dir {
-        Dir::Orig => match grammar::parse_client_line(&line.bytes) {
-            Ok(ClientLine::Announce(a)) => Some(a),
-            Ok(ClientLine::AuthTls) => {
-                flow.auth_requested = true;
-                ctx.events.push(recognised(&orig, dir, "AUTH"));
-                None
-            }
-            Ok(other) => {
-                if let Some(name) = client_keyword(&other) {
-                    ctx.events.push(recognised(&orig, dir, name));
-                }
-                None
-            }
-            Err(why) => {
-                malformed(&orig, dir, line, why, ctx);
-                None
-            }
-        },
-        Dir::Reply => match grammar::parse_server_line(&line.bytes) {
-            Ok(ServerLine::Announce(a)) => Some(a),
-            Ok(ServerLine::AuthAccepted) if flow.auth_requested => {
-                flow.inspecting = false;
-                flow.streams.iter_mut().for_each(|s| s.stop_parsing());
-                ctx.stats.tls_sessions += 1;
-                ctx.events.push(Event::InspectionStopped {
-                    flow: orig,
-                    why: "AUTH accepted (234): the control channel is encrypted from here on",
-                });
-                None
-            }
-            Ok(_) => None,
-            Err(why) => {
-                malformed(&orig, dir, line, why, ctx);
-                None
-            }
-        },
+        Dir::Orig => on_command(flow, line, ctx),
+        Dir::Reply => on_reply(flow, line, ctx),
     };
     if let Some(a) = announce {
         on_announce(flow, dir, line, &a, ctx);
+    }
+}
+
+/// A client command: what it asks for is remembered for its reply.
+fn on_command(flow: &mut Flow, line: &Line<'_>, ctx: &mut Ctx<'_>) -> Option<Announce> {
+    let orig = flow.mapping.orig;
+    let parsed = grammar::parse_client_line(&line.bytes);
+    flow.dialogue.command(match parsed {
+        Ok(ClientLine::Pasv) => Asked::Pasv,
+        Ok(ClientLine::Epsv) => Asked::Epsv,
+        _ => Asked::Other,
+    });
+    match parsed {
+        Ok(ClientLine::Announce(a)) => Some(a),
+        Ok(ClientLine::AuthTls) => {
+            flow.auth_requested = true;
+            ctx.events.push(recognised(&orig, Dir::Orig, "AUTH"));
+            None
+        }
+        Ok(other) => {
+            if let Some(name) = client_keyword(&other) {
+                ctx.events.push(recognised(&orig, Dir::Orig, name));
+            }
+            None
+        }
+        Err(why) => {
+            malformed(&orig, Dir::Orig, line, why, ctx);
+            None
+        }
+    }
+}
+
+/// A server reply line: an announcement counts only as a single-line
+/// reply to the PASV/EPSV it answers (see `dialogue`).
+fn on_reply(flow: &mut Flow, line: &Line<'_>, ctx: &mut Ctx<'_>) -> Option<Announce> {
+    let orig = flow.mapping.orig;
+    let position = flow.dialogue.reply(&line.bytes);
+    let single = matches!(position, ReplyLine::Single(_));
+    match grammar::parse_server_line(&line.bytes) {
+        Ok(ServerLine::Announce(a)) => {
+            let asked = match a.kind {
+                AnnounceKind::Pasv227 => Asked::Pasv,
+                _ => Asked::Epsv,
+            };
+            if position == ReplyLine::Single(Some(asked)) {
+                return Some(a);
+            }
+            refuse(flow, Dir::Reply, line, Refusal::Unsolicited, ctx);
+            None
+        }
+        Ok(ServerLine::AuthAccepted) if single && flow.auth_requested => {
+            flow.inspecting = false;
+            flow.streams.iter_mut().for_each(|s| s.stop_parsing());
+            ctx.stats.tls_sessions += 1;
+            ctx.events.push(Event::InspectionStopped {
+                flow: orig,
+                why: "AUTH accepted (234): the control channel is encrypted from here on",
+            });
+            None
+        }
+        Ok(_) => None,
+        // Lines inside a multi-line reply are text, not replies to parse.
+        Err(why) if single => {
+            malformed(&orig, Dir::Reply, line, why, ctx);
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -619,6 +663,9 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
             };
             if !flow.stream(dir).can_edit_from(start) {
                 return refuse(flow, dir, line, Refusal::SplitLine, ctx);
+            }
+            if flow.stream(dir).adj().is_full() {
+                return refuse(flow, dir, line, Refusal::TooManyEdits, ctx);
             }
             Some((start, text))
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 
+use crate::dialogue::Dialogue;
 use crate::lines::Stream;
 use crate::nat::CtMapping;
 use crate::tuple::Tuple;
@@ -60,6 +61,8 @@ pub struct Flow {
     /// A SYN arrived for this tuple while it was live: a new connection
     /// if the server answers it (port reuse after a FIN we missed).
     pub reopen_isn: Option<u32>,
+    /// Which command each reply answers.
+    pub dialogue: Dialogue,
 }
 
 impl Flow {
@@ -73,6 +76,7 @@ impl Flow {
             auth_requested: false,
             inspecting: true,
             reopen_isn: None,
+            dialogue: Dialogue::default(),
         }
     }
 

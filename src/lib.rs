@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod ctnetlink;
 pub mod daemon;
+pub mod dialogue;
 pub mod engine;
 pub mod event;
 pub mod expect;

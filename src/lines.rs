@@ -158,6 +158,17 @@ impl Stream {
         self.busy().adj.record(start, end, replacement);
     }
 
+    /// The receiver acknowledged original position `acked` (ignored when
+    /// it acknowledges bytes never sent: a forged ACK must not erase edits).
+    pub fn forget_acked(&mut self, acked: u32) {
+        if seq_after(acked, self.next) {
+            return;
+        }
+        if let Some(b) = self.busy.as_mut() {
+            b.adj.forget_acked(acked);
+        }
+    }
+
     fn resync(&mut self, seq: u32, skip_to_newline: bool) {
         self.started = true;
         self.next = seq;

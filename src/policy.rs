@@ -53,6 +53,12 @@ pub enum Refusal {
     SplitLine,
     /// The NAT address is of a family the announcement cannot carry.
     FamilyMismatch,
+    /// A 227/229 where the protocol puts none: not a single-line reply to
+    /// a PASV/EPSV still waiting for its answer (e.g. a line inside a
+    /// multi-line listing that quotes a crafted file name).
+    Unsolicited,
+    /// Too many rewrites of this direction not yet acknowledged.
+    TooManyEdits,
 }
 
 impl Refusal {
@@ -66,6 +72,8 @@ impl Refusal {
             Refusal::Limit(ExpectRefusal::Taken) => "expectation-taken",
             Refusal::SplitLine => "split-line",
             Refusal::FamilyMismatch => "family-mismatch",
+            Refusal::Unsolicited => "unsolicited-reply",
+            Refusal::TooManyEdits => "too-many-edits-in-flight",
         }
     }
 }
@@ -99,6 +107,15 @@ impl fmt::Display for Refusal {
             Refusal::SplitLine => write!(
                 f,
                 "the line arrived split and its first part could not be held; left unchanged"
+            ),
+            Refusal::TooManyEdits => write!(
+                f,
+                "{} rewrites of this direction are not acknowledged yet; left unchanged",
+                crate::seqadj::MAX_IN_FLIGHT
+            ),
+            Refusal::Unsolicited => write!(
+                f,
+                "not a single-line reply to a PASV/EPSV waiting for its answer (inside a multi-line reply, or nothing asked for it)"
             ),
         }
     }

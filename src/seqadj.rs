@@ -14,9 +14,13 @@
 
 use std::collections::VecDeque;
 
-/// How many edits a direction remembers. Older edits are far behind the
-/// acknowledged data, so no segment or acknowledgement refers to them.
-const HISTORY: usize = 16;
+/// Edits a direction keeps even once acknowledged: a late retransmission
+/// of acknowledged data still leaves with its edits.
+const KEEP_ACKED: usize = 4;
+/// Edits in flight (not yet acknowledged) at most: a client pipelining
+/// thousands of PORTs in one window gets the rest refused, not a history
+/// that grows with its window.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// `a` comes strictly after `b` in sequence space.
 pub fn seq_after(a: u32, b: u32) -> bool {
@@ -76,11 +80,6 @@ impl SeqAdjust {
         // Most control connections make one edit or two: grow by one.
         self.edits.reserve_exact(1);
         let delta = replacement.len() as i32 - end.wrapping_sub(start) as i32;
-        if self.edits.len() == HISTORY {
-            if let Some(old) = self.edits.pop_front() {
-                self.base = old.after;
-            }
-        }
         self.edits.push_back(Edit {
             start,
             end,
@@ -88,6 +87,29 @@ impl SeqAdjust {
             before,
             after: before + delta,
         });
+    }
+
+    /// True when no more edits may be recorded until some are acknowledged.
+    pub fn is_full(&self) -> bool {
+        self.edits.len() >= MAX_IN_FLIGHT
+    }
+
+    /// The receiver acknowledged everything before original position
+    /// `acked`: edits that end there or before are forgotten (their length
+    /// change stays in the base), all but the last few.
+    pub fn forget_acked(&mut self, acked: u32) {
+        while self.edits.len() > KEEP_ACKED {
+            match self.edits.front() {
+                Some(e) if !seq_after(e.end, acked) => {
+                    self.base = e.after;
+                    self.edits.pop_front();
+                }
+                _ => break,
+            }
+        }
+        if self.edits.capacity() > 4 * self.edits.len().max(KEEP_ACKED) {
+            self.edits.shrink_to_fit();
+        }
     }
 
     fn total(&self) -> i32 {
@@ -233,12 +255,33 @@ mod tests {
     }
 
     #[test]
-    fn history_is_bounded_but_keeps_totals() {
+    fn unacknowledged_edits_are_all_kept_and_acknowledged_ones_forgotten() {
         let mut a = SeqAdjust::default();
         for i in 0..40u32 {
             a.record(i * 100, i * 100 + 2, b"abc".to_vec());
         }
+        // A segment holding all 40 edits gets every one of them.
+        let seg = vec![b'x'; 4000];
+        assert_eq!(a.apply(0, &seg).payload.len(), 4040);
+        a.forget_acked(3000);
+        assert_eq!(a.edits.len(), 10, "edits ending at or before 3000 went");
         assert_eq!(a.shift(100_000), 100_040);
         assert_eq!(a.unshift(100_040), 100_000);
+        assert_eq!(a.apply(3000, &seg[..1000]).payload.len(), 1010);
+        a.forget_acked(100_000);
+        assert_eq!(a.edits.len(), KEEP_ACKED);
+        assert_eq!(a.shift(100_000), 100_040, "the totals stay");
+    }
+
+    #[test]
+    fn the_history_in_flight_is_bounded() {
+        let mut a = SeqAdjust::default();
+        for i in 0..MAX_IN_FLIGHT as u32 {
+            assert!(!a.is_full());
+            a.record(i * 10, i * 10 + 2, b"abc".to_vec());
+        }
+        assert!(a.is_full());
+        a.forget_acked(10 * MAX_IN_FLIGHT as u32);
+        assert!(!a.is_full());
     }
 }

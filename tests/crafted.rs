@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use ftpct::replay::Replayed;
 
 const SNAT4: &[&str] = &["192.0.2.0/24=198.51.100.1"];
 const SNAT6: &[&str] = &["2001:db8:1::/64=2001:db8:2::1"];
@@ -279,4 +280,51 @@ fn every_link_type_replays_the_same() {
         assert_eq!(ips(&got), ips(&want), "{link:?}");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+const DNAT4: &[&str] = &["198.51.100.1=192.0.2.20"];
+
+fn expected_ports(r: &Replayed) -> Vec<u16> {
+    r.events
+        .iter()
+        .filter_map(|te| match &te.event {
+            ftpct::event::Event::ExpectationAdded(e) => Some(e.dst.port()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn announcements_quoted_in_a_listing_open_nothing() {
+    let r = run("crafted/listing-227.pcap", &[], DNAT4);
+    assert_eq!(expected_ports(&r), [50000], "only the real answer to PASV");
+    assert_eq!(
+        refusal_rules(&r),
+        ["unsolicited-reply"; 3],
+        "two quoted lines, one after a forged block end"
+    );
+    assert_eq!(count(&r, "data-matched"), 1);
+    assert_eq!(rewrites(&r).len(), 1, "only the real 227");
+    assert_far_side_consistent(&r.far_side);
+}
+
+#[test]
+fn replies_that_answer_no_pasv_or_epsv_open_nothing() {
+    let r = run("crafted/unsolicited-227.pcap", &[], DNAT4);
+    assert_eq!(expected_ports(&r), [50001], "only the real answer to EPSV");
+    assert_eq!(refusal_rules(&r), ["unsolicited-reply"; 2]);
+    assert_eq!(count(&r, "data-matched"), 1);
+    assert_far_side_consistent(&r.far_side);
+}
+
+#[test]
+fn many_pipelined_ports_all_rewritten_with_consistent_numbers() {
+    let r = run("crafted/many-pipelined-ports.pcap", SNAT4, &[]);
+    assert_eq!(rewrites(&r).len(), 40);
+    assert!(
+        !far_text(&r).contains("192,0,2"),
+        "no private address leaks"
+    );
+    assert_eq!(count(&r, "data-matched"), 1);
+    assert_far_side_consistent(&r.far_side);
 }

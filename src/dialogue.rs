@@ -1,0 +1,254 @@
+//! The FTP dialogue: which command each server reply answers, and where a
+//! reply line stands in its reply.
+//!
+//! An announcement is trusted only where the protocol puts it (RFC 959,
+//! 4.2): a `227` or `229` counts only as a single-line reply, never as a
+//! line inside a multi-line block (which runs from `xyz-` to the next line
+//! that starts with the same `xyz ` and may quote anything: a file name
+//! with a newline in a STAT listing, for one), and only when it answers a
+//! PASV (227) or EPSV (229) that the client sent and that has no reply yet.
+//! Replies answer commands in order; `1xy` replies are preliminary and the
+//! command waits for its final reply; the greeting answers nothing.
+//!
+//! Limits: a client that pipelines a PASV behind a command whose reply
+//! quotes attacker-chosen text (STAT of a crafted file name) can still be
+//! answered by a forged single-line 227 inside that text, when the name
+//! also forges the end of the block. The announced address must then still
+//! be the server's own and the port unprivileged (the policy checks both).
+
+use std::collections::VecDeque;
+
+/// Commands remembered while they wait for their reply; more (a client
+/// pipelining thousands of commands) are counted, not stored, and their
+/// replies trusted with nothing.
+const MAX_OUTSTANDING: usize = 64;
+
+/// What a command asked for, as far as its reply matters here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// PASV: may be answered by a 227.
+    Pasv,
+    /// EPSV: may be answered by a 229.
+    Epsv,
+    Other,
+}
+
+/// Where a complete server line stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyLine {
+    /// A single-line final reply, answering this command (None: no
+    /// command was waiting, e.g. the greeting or an unsolicited reply).
+    Single(Option<Asked>),
+    /// A preliminary (`1xy`) single-line reply: the command still waits.
+    Preliminary,
+    /// Any line of a multi-line reply (first, inside, last), or a line
+    /// that is no reply at all: never an announcement.
+    NotSingle,
+}
+
+/// The dialogue state of one control connection.
+#[derive(Debug, Default)]
+pub struct Dialogue {
+    outstanding: VecDeque<Asked>,
+    /// Commands sent beyond `MAX_OUTSTANDING`, in order after the stored ones.
+    uncounted: u32,
+    /// Inside a multi-line reply with this code.
+    block: Option<[u8; 3]>,
+    /// The greeting (the first final reply) has been seen.
+    greeted: bool,
+}
+
+impl Dialogue {
+    /// The client sent a complete command line.
+    pub fn command(&mut self, asked: Asked) {
+        if self.uncounted == 0 && self.outstanding.len() < MAX_OUTSTANDING {
+            self.outstanding.push_back(asked);
+        } else {
+            self.uncounted = self.uncounted.saturating_add(1);
+        }
+    }
+
+    /// The server sent this complete line (terminator included or not).
+    pub fn reply(&mut self, line: &[u8]) -> ReplyLine {
+        let code = reply_code(line);
+        if let Some(open) = self.block {
+            let closes = code.is_some_and(|c| c == open) && line.get(3) == Some(&b' ');
+            if closes {
+                self.block = None;
+            }
+            return ReplyLine::NotSingle;
+        }
+        let Some(code) = code else {
+            return ReplyLine::NotSingle;
+        };
+        let multi = line.get(3) == Some(&b'-');
+        if code[0] == b'1' {
+            if multi {
+                self.block = Some(code);
+                return ReplyLine::NotSingle;
+            }
+            return ReplyLine::Preliminary;
+        }
+        if multi {
+            self.block = Some(code);
+        }
+        let answers = self.answered();
+        if multi {
+            ReplyLine::NotSingle
+        } else {
+            ReplyLine::Single(answers)
+        }
+    }
+
+    /// The command a final reply answers, taken off the list.
+    fn answered(&mut self) -> Option<Asked> {
+        if !self.greeted {
+            self.greeted = true;
+            return None;
+        }
+        if let Some(asked) = self.outstanding.pop_front() {
+            return Some(asked);
+        }
+        if self.uncounted > 0 {
+            self.uncounted -= 1;
+            return Some(Asked::Other);
+        }
+        None
+    }
+
+    /// Bytes of the connection passed unseen: which command a reply answers
+    /// is no longer known, so no reply answers anything recorded before.
+    pub fn lost_track(&mut self) {
+        self.outstanding.clear();
+        self.uncounted = 0;
+        self.block = None;
+        self.greeted = true;
+    }
+}
+
+/// The three digits that start a reply line, if it starts with three
+/// digits followed by a space, a hyphen or the line end.
+fn reply_code(line: &[u8]) -> Option<[u8; 3]> {
+    let code: [u8; 3] = line.get(..3)?.try_into().ok()?;
+    let well_formed = code.iter().all(u8::is_ascii_digit)
+        && matches!(line.get(3), None | Some(b' ' | b'-' | b'\r' | b'\n'));
+    well_formed.then_some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeted() -> Dialogue {
+        let mut d = Dialogue::default();
+        assert_eq!(d.reply(b"220 ready\r\n"), ReplyLine::Single(None));
+        d
+    }
+
+    #[test]
+    fn replies_answer_commands_in_order() {
+        let mut d = greeted();
+        d.command(Asked::Other);
+        d.command(Asked::Pasv);
+        assert_eq!(
+            d.reply(b"200 ok\r\n"),
+            ReplyLine::Single(Some(Asked::Other))
+        );
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Single(Some(Asked::Pasv))
+        );
+        assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
+    }
+
+    #[test]
+    fn preliminary_replies_keep_the_command_waiting() {
+        let mut d = greeted();
+        d.command(Asked::Other);
+        d.command(Asked::Epsv);
+        assert_eq!(d.reply(b"150 opening\r\n"), ReplyLine::Preliminary);
+        assert_eq!(
+            d.reply(b"226 done\r\n"),
+            ReplyLine::Single(Some(Asked::Other))
+        );
+        assert_eq!(
+            d.reply(b"229 (|||5000|)\r\n"),
+            ReplyLine::Single(Some(Asked::Epsv))
+        );
+    }
+
+    #[test]
+    fn nothing_inside_a_multi_line_reply_is_single() {
+        let mut d = greeted();
+        d.command(Asked::Other);
+        d.command(Asked::Pasv);
+        assert_eq!(d.reply(b"213-status follows\r\n"), ReplyLine::NotSingle);
+        assert_eq!(
+            d.reply(b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"),
+            ReplyLine::NotSingle
+        );
+        assert_eq!(d.reply(b"213-not the end\r\n"), ReplyLine::NotSingle);
+        assert_eq!(d.reply(b"213 end\r\n"), ReplyLine::NotSingle);
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Single(Some(Asked::Pasv))
+        );
+    }
+
+    #[test]
+    fn a_multi_line_greeting_answers_nothing() {
+        let mut d = Dialogue::default();
+        d.command(Asked::Pasv);
+        assert_eq!(d.reply(b"220-welcome\r\n"), ReplyLine::NotSingle);
+        assert_eq!(d.reply(b"220 ready\r\n"), ReplyLine::NotSingle);
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Single(Some(Asked::Pasv))
+        );
+    }
+
+    #[test]
+    fn thousands_of_pipelined_commands_keep_their_order_in_bounded_memory() {
+        let mut d = greeted();
+        for _ in 0..10_000 {
+            d.command(Asked::Other);
+        }
+        d.command(Asked::Pasv);
+        assert!(d.outstanding.len() <= MAX_OUTSTANDING);
+        for _ in 0..10_000 {
+            assert_eq!(
+                d.reply(b"200 ok\r\n"),
+                ReplyLine::Single(Some(Asked::Other))
+            );
+        }
+        // The PASV was beyond what is stored: its reply is trusted with nothing.
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Single(Some(Asked::Other))
+        );
+        assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
+    }
+
+    #[test]
+    fn after_lost_bytes_earlier_commands_are_forgotten() {
+        let mut d = greeted();
+        d.command(Asked::Pasv);
+        d.lost_track();
+        assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
+        d.command(Asked::Epsv);
+        assert_eq!(
+            d.reply(b"229 (|||5000|)\r\n"),
+            ReplyLine::Single(Some(Asked::Epsv))
+        );
+    }
+
+    #[test]
+    fn lines_that_are_no_reply() {
+        let mut d = greeted();
+        d.command(Asked::Pasv);
+        for line in [&b"hello\r\n"[..], b"22\r\n", b"2277 x\r\n", b" 227 x\r\n"] {
+            assert_eq!(d.reply(line), ReplyLine::NotSingle);
+        }
+        assert_eq!(d.reply(b"227\r\n"), ReplyLine::Single(Some(Asked::Pasv)));
+    }
+}
