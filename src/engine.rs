@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::dialogue::{Asked, ReplyLine};
-use crate::event::{Event, RemoveReason, Stats};
+use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Dir, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
@@ -50,7 +50,13 @@ pub struct Config {
     pub max_expect_per_session: usize,
     pub max_expect_total: usize,
     pub max_flows: usize,
+    /// Flows not established yet (see `flow`), at most; the oldest makes
+    /// room for a new one.
+    pub max_unestablished: usize,
     pub idle_timeout: Duration,
+    /// Idle time after which an unestablished flow goes (conntrack's
+    /// SYN_SENT timeout).
+    pub unestablished_timeout: Duration,
     /// How long a flow stays after FIN both ways (late ACKs need fix-ups).
     pub close_linger: Duration,
     pub policy: Policy,
@@ -67,7 +73,9 @@ impl Default for Config {
             max_expect_per_session: 16,
             max_expect_total: 100_000,
             max_flows: 100_000,
+            max_unestablished: 8192,
             idle_timeout: Duration::from_secs(7200),
+            unestablished_timeout: Duration::from_secs(120),
             close_linger: Duration::from_secs(10),
             policy: Policy::default(),
             report_lines: false,
@@ -198,9 +206,13 @@ impl Engine {
         }
         if now >= self.next_idle_scan {
             self.next_idle_scan = now + IDLE_SCAN;
-            for id in self.flows.idle(now, self.cfg.idle_timeout) {
+            let idle = self
+                .flows
+                .idle(now, self.cfg.idle_timeout, self.cfg.unestablished_timeout);
+            for id in idle {
                 self.close_flow(id, events);
             }
+            self.flows.shrink();
         }
     }
 
@@ -251,6 +263,7 @@ impl Engine {
         let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, nat, &mut events) else {
             return accept(events);
         };
+        self.flows.spoke(id, dir, pkt.flags.syn && !pkt.flags.ack);
         let Engine {
             cfg,
             flows,
@@ -290,10 +303,17 @@ impl Engine {
     ) -> Option<(FlowId, Dir)> {
         let seen = pkt.tuple;
         if let Some((id, dir)) = self.flows.locate(&seen) {
-            return match self.reopened(id, dir, pkt) {
-                Some(client_isn) => self.reopen(id, client_isn, now, hook, events),
-                None => Some((id, dir)),
-            };
+            match self.reopened(id, dir, pkt) {
+                Reuse::Same => return Some((id, dir)),
+                Reuse::Reopened { client_isn } => {
+                    return self.reopen(id, client_isn, now, hook, events)
+                }
+                Reuse::Stale => {
+                    // Conntrack gave this reply tuple to a new connection.
+                    self.stats.flows_stale += 1;
+                    self.close_flow(id, events);
+                }
+            }
         }
         let to_control = self.is_control_port(seen.dst.port());
         let from_control = self.is_control_port(seen.src.port());
@@ -327,22 +347,44 @@ impl Engine {
     /// Port reuse. A SYN on a tracked flow is remembered; the flow is
     /// replaced only when it was closing, or when the server answers that
     /// SYN (so a stray or spoofed SYN cannot wipe a live session, as
-    /// conntrack ignores a SYN on an established connection). Returns the
-    /// new connection's client ISN when the flow must be replaced.
-    fn reopened(&mut self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) -> Option<u32> {
-        let flow = self.flows.get_mut(id)?;
+    /// conntrack ignores a SYN on an established connection). A SYN-ACK
+    /// that answers neither the flow's SYN nor a remembered one belongs to
+    /// another connection that NAT gave the same reply tuple (the old one
+    /// never closed cleanly): the flow is stale.
+    fn reopened(&mut self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) -> Reuse {
+        let Some(flow) = self.flows.get_mut(id) else {
+            return Reuse::Same;
+        };
         match dir {
             Dir::Orig if pkt.flags.syn && !pkt.flags.ack => {
                 if flow.closing_at.is_some() || flow.streams.iter().any(|s| s.has_fin()) {
-                    return Some(pkt.seq);
+                    return Reuse::Reopened {
+                        client_isn: pkt.seq,
+                    };
                 }
-                flow.reopen_isn = Some(pkt.seq);
-                None
+                if flow.client_isn != Some(pkt.seq) {
+                    flow.reopen_isn = Some(pkt.seq);
+                }
+                Reuse::Same
             }
             Dir::Reply if pkt.flags.syn && pkt.flags.ack => {
-                flow.reopen_isn.filter(|isn| isn.wrapping_add(1) == pkt.ack)
+                let answers = |isn: u32| isn.wrapping_add(1) == pkt.ack;
+                if let Some(client_isn) = flow.reopen_isn.filter(|&isn| answers(isn)) {
+                    return Reuse::Reopened { client_isn };
+                }
+                let ours = match flow.client_isn {
+                    Some(isn) => answers(isn),
+                    // Picked up without its SYN: only a young flow may
+                    // still see its handshake.
+                    None => !flow.is_established(),
+                };
+                if ours {
+                    Reuse::Same
+                } else {
+                    Reuse::Stale
+                }
             }
-            _ => None,
+            _ => Reuse::Same,
         }
     }
 
@@ -377,8 +419,13 @@ impl Engine {
         events: &mut Vec<Event>,
         dir: Dir,
     ) -> Option<(FlowId, Dir)> {
+        self.make_room(events);
         if self.flows.is_full() {
             self.stats.flows_untracked += 1;
+            events.push(Event::TableFull {
+                flow: mapping.orig,
+                flows: self.flows.len(),
+            });
             return None;
         }
         let Some(id) = self.flows.insert(Flow::new(mapping, mapping_known, now)) else {
@@ -394,9 +441,34 @@ impl Engine {
         Some((id, dir))
     }
 
+    /// Evicts the oldest unestablished flow when they are at their limit
+    /// or the table is full: a flood of handshakes that never complete
+    /// must not keep real sessions out.
+    fn make_room(&mut self, events: &mut Vec<Event>) {
+        let crowded = self.flows.unestablished() >= self.cfg.max_unestablished;
+        if !(crowded || self.flows.is_full()) {
+            return;
+        }
+        if let Some(id) = self.flows.oldest_unestablished() {
+            self.stats.flows_evicted += 1;
+            self.close_flow(id, events);
+        }
+    }
+
     fn is_control_port(&self, port: u16) -> bool {
         self.cfg.control_ports.contains(&port)
     }
+}
+
+/// What a packet on a tracked tuple means for its flow.
+enum Reuse {
+    Same,
+    /// A new connection on the same tuples, its client's ISN.
+    Reopened {
+        client_isn: u32,
+    },
+    /// The tuple now belongs to a connection this flow is not.
+    Stale,
 }
 
 fn other(dir: Dir) -> Dir {
@@ -410,10 +482,16 @@ fn other(dir: Dir) -> Dir {
 /// the verdict with fix-ups.
 fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> Verdict {
     flow.last_seen = ctx.now;
+    if pkt.flags.ack {
+        skip_unseen(flow, other(dir), pkt.ack, ctx);
+    }
     let orig = flow.mapping.orig;
     let payload = pkt.payload();
     let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
+        if dir == Dir::Orig && !pkt.flags.ack && flow.client_isn.is_none() {
+            flow.client_isn = Some(pkt.seq);
+        }
         if !stream.is_started() {
             stream.syn(pkt.seq);
         } else if payload.is_empty() {
@@ -442,12 +520,15 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             if stream.on_gap(data_seq) {
                 Fate::Drop(DropReason::OutOfOrder)
             } else {
+                let had_edits = !stream.adj().is_empty();
                 ctx.stats.resyncs += 1;
                 flow.dialogue.lost_track();
                 ctx.events.push(Event::Resynced {
                     flow: orig,
                     dir,
                     seq: data_seq,
+                    why: ResyncReason::GapNotFilled,
+                    had_edits,
                 });
                 // Parse from the next line start of this segment on.
                 stream.classify(data_seq, payload.len());
@@ -476,6 +557,29 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         peer.forget_acked(acked);
     }
     verdict
+}
+
+/// The peer acknowledged bytes of `dir` that never reached ftpct (they
+/// passed uninspected: a queue overflow with fail-open). They will not
+/// come again, so waiting for them would stall the session: follow the
+/// stream from there at once.
+fn skip_unseen(flow: &mut Flow, dir: Dir, ack: u32, ctx: &mut Ctx<'_>) {
+    let stream = &mut flow.streams[dir.index()];
+    let acked = stream.adj().unshift(ack);
+    if !stream.acked_unseen(acked) {
+        return;
+    }
+    let had_edits = !stream.adj().is_empty();
+    stream.skip_to(acked);
+    flow.dialogue.lost_track();
+    ctx.stats.resyncs += 1;
+    ctx.events.push(Event::Resynced {
+        flow: flow.mapping.orig,
+        dir,
+        seq: acked,
+        why: ResyncReason::UnseenBytes,
+        had_edits,
+    });
 }
 
 /// New bytes: their complete lines are handled, then the segment leaves

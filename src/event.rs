@@ -11,6 +11,16 @@ use crate::nat::CtMapping;
 use crate::policy::Refusal;
 use crate::tuple::Tuple;
 
+/// Why a direction was resynchronised (followed again from a later line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// Out-of-order segments kept coming and the missing bytes did not.
+    GapNotFilled,
+    /// The receiver acknowledged bytes ftpct never saw: they passed
+    /// uninspected (a queue overflow with fail-open) and will not come again.
+    UnseenBytes,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoveReason {
     Expired,
@@ -93,6 +103,16 @@ pub enum Event {
         flow: Tuple,
         dir: Dir,
         seq: u32,
+        why: ResyncReason,
+        /// The direction had rewrites: its offsets are kept, but an
+        /// announcement in the bytes not seen was not rewritten.
+        had_edits: bool,
+    },
+    /// The flow table is full of established sessions: this control
+    /// connection is not tracked (its data connections are not helped).
+    TableFull {
+        flow: Tuple,
+        flows: usize,
     },
 }
 
@@ -115,6 +135,7 @@ impl Event {
             Event::Dropped { .. } => "dropped",
             Event::HeldLineReleased { .. } => "held-line-released",
             Event::Resynced { .. } => "resynced",
+            Event::TableFull { .. } => "table-full",
         }
     }
 
@@ -134,7 +155,9 @@ impl Event {
             Event::ExpectationAdded(exp)
             | Event::ExpectationRemoved { exp, .. }
             | Event::DataMatched { exp, .. } => (exp.master, None),
-            Event::FlowClosed { flow } | Event::InspectionStopped { flow, .. } => (*flow, None),
+            Event::FlowClosed { flow }
+            | Event::InspectionStopped { flow, .. }
+            | Event::TableFull { flow, .. } => (*flow, None),
             Event::Line { flow, dir, .. }
             | Event::Rewritten { flow, dir, .. }
             | Event::Refused { flow, dir, .. }
@@ -189,9 +212,32 @@ impl fmt::Display for Event {
                 f,
                 "held line head retransmitted too often: passed unchanged, line not rewritable"
             ),
-            Event::Resynced { seq, .. } => {
-                write!(f, "gap did not fill: resynchronised at seq {seq}")
+            Event::Resynced {
+                seq,
+                why,
+                had_edits,
+                ..
+            } => {
+                match why {
+                    ResyncReason::GapNotFilled => write!(f, "gap did not fill")?,
+                    ResyncReason::UnseenBytes => write!(
+                        f,
+                        "bytes before seq {seq} passed uninspected (the peer acknowledged them)"
+                    )?,
+                }
+                write!(f, ": resynchronised at seq {seq}")?;
+                if *had_edits {
+                    write!(
+                        f,
+                        "; earlier rewrites keep their offsets, an announcement in the unseen bytes was not rewritten"
+                    )?;
+                }
+                Ok(())
             }
+            Event::TableFull { flows, .. } => write!(
+                f,
+                "flow table full ({flows} established sessions): control connection not tracked"
+            ),
         }
     }
 }
@@ -203,6 +249,10 @@ pub struct Stats {
     pub not_tcp: u64,
     pub flows: u64,
     pub flows_untracked: u64,
+    /// Unestablished flows evicted to make room.
+    pub flows_evicted: u64,
+    /// Flows replaced because NAT gave their reply tuple to a new connection.
+    pub flows_stale: u64,
     pub expectations: u64,
     pub expectations_expired: u64,
     pub data_matched: u64,

@@ -5,8 +5,15 @@
 //! Flows live in a slab; one index maps both tuples of every flow to its
 //! slot, so a packet costs one hash lookup. The hasher is seeded at random
 //! (tuples are chosen by remote peers: no predictable collisions).
+//!
+//! A flow is unestablished until its client has sent a packet that is not
+//! a SYN and its server has sent anything: what a spoofed SYN (or SYN-ACK)
+//! flood creates never gets there. Unestablished flows are kept in order of
+//! creation, bounded on their own, and evicted first, oldest first, so a
+//! flood cannot fill the table against real sessions (an evicted real
+//! session is picked up again at its next packet).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -63,6 +70,14 @@ pub struct Flow {
     pub reopen_isn: Option<u32>,
     /// Which command each reply answers.
     pub dialogue: Dialogue,
+    /// The client sent a packet other than a SYN.
+    pub client_spoke: bool,
+    /// The server sent a packet.
+    pub server_spoke: bool,
+    /// The client's initial sequence number, when its SYN was seen.
+    pub client_isn: Option<u32>,
+    /// Tells this flow from a later one in the same slot.
+    generation: u64,
 }
 
 impl Flow {
@@ -77,7 +92,15 @@ impl Flow {
             inspecting: true,
             reopen_isn: None,
             dialogue: Dialogue::default(),
+            client_spoke: false,
+            server_spoke: false,
+            client_isn: None,
+            generation: 0,
         }
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.client_spoke && self.server_spoke
     }
 
     /// The stream of `dir` and the other one.
@@ -103,6 +126,11 @@ pub struct FlowTable {
     index: HashMap<Tuple, (FlowId, Dir), RandomState>,
     len: usize,
     max: usize,
+    /// Unestablished flows in order of creation (entries of flows that
+    /// established or went since are skipped when met).
+    unestablished: VecDeque<(FlowId, u64)>,
+    unestablished_len: usize,
+    next_generation: u64,
 }
 
 impl FlowTable {
@@ -113,7 +141,46 @@ impl FlowTable {
             index: HashMap::default(),
             len: 0,
             max,
+            unestablished: VecDeque::new(),
+            unestablished_len: 0,
+            next_generation: 0,
         }
+    }
+
+    /// How many flows are not established yet.
+    pub fn unestablished(&self) -> usize {
+        self.unestablished_len
+    }
+
+    /// Records that a packet of `dir` was seen on flow `id` (`syn_only`:
+    /// a SYN without ACK); the flow may become established.
+    pub fn spoke(&mut self, id: FlowId, dir: Dir, syn_only: bool) {
+        let Some(flow) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let was = flow.is_established();
+        match dir {
+            Dir::Orig if !syn_only => flow.client_spoke = true,
+            Dir::Orig => {}
+            Dir::Reply => flow.server_spoke = true,
+        }
+        if !was && flow.is_established() {
+            self.unestablished_len -= 1;
+        }
+    }
+
+    /// The oldest unestablished flow, if any (to evict).
+    pub fn oldest_unestablished(&mut self) -> Option<FlowId> {
+        while let Some(&(id, generation)) = self.unestablished.front() {
+            let live = self
+                .get(id)
+                .is_some_and(|f| f.generation == generation && !f.is_established());
+            if live {
+                return Some(id);
+            }
+            self.unestablished.pop_front();
+        }
+        None
     }
 
     pub fn len(&self) -> usize {
@@ -148,10 +215,13 @@ impl FlowTable {
 
     /// Adds a flow; refused (None) when one of its tuples is tracked
     /// already: a stray packet must never replace a flow's state.
-    pub fn insert(&mut self, flow: Flow) -> Option<FlowId> {
+    pub fn insert(&mut self, mut flow: Flow) -> Option<FlowId> {
         if self.clashes(&flow.mapping) {
             return None;
         }
+        self.next_generation += 1;
+        flow.generation = self.next_generation;
+        let established = flow.is_established();
         let (orig, reply) = (flow.mapping.orig, flow.mapping.reply);
         let id = match self.free.pop() {
             Some(id) => {
@@ -166,7 +236,28 @@ impl FlowTable {
         self.index.insert(orig, (id, Dir::Orig));
         self.index.insert(reply, (id, Dir::Reply));
         self.len += 1;
+        if !established {
+            self.unestablished_len += 1;
+            self.unestablished.push_back((id, self.next_generation));
+            self.compact_unestablished();
+        }
         Some(id)
+    }
+
+    /// Drops the order entries of flows that established or went, once
+    /// they outnumber the live ones (each flow leaves one behind).
+    fn compact_unestablished(&mut self) {
+        if self.unestablished.len() <= 2 * self.unestablished_len + 64 {
+            return;
+        }
+        let slots = &self.slots;
+        self.unestablished.retain(|&(id, generation)| {
+            slots
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|f| f.generation == generation && !f.is_established())
+        });
+        self.unestablished.shrink_to_fit();
     }
 
     /// Replaces a guessed reply tuple with the one conntrack knows.
@@ -195,19 +286,45 @@ impl FlowTable {
         self.index.remove(&flow.mapping.reply);
         self.free.push(id);
         self.len -= 1;
+        if !flow.is_established() {
+            self.unestablished_len -= 1;
+        }
         Some(flow)
     }
 
-    /// Flows idle for longer than `idle` at `now`.
-    pub fn idle(&self, now: Duration, idle: Duration) -> Vec<FlowId> {
+    /// Flows idle for longer than `idle` (`unestablished` for flows not
+    /// established yet) at `now`.
+    pub fn idle(&self, now: Duration, idle: Duration, unestablished: Duration) -> Vec<FlowId> {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(id, slot)| {
                 let f = slot.as_ref()?;
-                (now.saturating_sub(f.last_seen) > idle).then_some(id as FlowId)
+                let limit = if f.is_established() {
+                    idle
+                } else {
+                    unestablished
+                };
+                (now.saturating_sub(f.last_seen) > limit).then_some(id as FlowId)
             })
             .collect()
+    }
+
+    /// Gives memory back after a peak (a flood, a busy hour): the index
+    /// and the slab's free tail shrink once mostly empty.
+    pub fn shrink(&mut self) {
+        if self.index.capacity() > 4 * self.index.len() + 1024 {
+            self.index.shrink_to_fit();
+        }
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        let slots = self.slots.len();
+        self.free.retain(|&id| (id as usize) < slots);
+        if self.slots.capacity() > 4 * self.slots.len() + 1024 {
+            self.slots.shrink_to_fit();
+            self.free.shrink_to_fit();
+        }
     }
 }
 
@@ -243,6 +360,39 @@ mod tests {
             .expect("inserted");
         assert_eq!(again, id, "slot reused");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn unestablished_flows_are_found_oldest_first_and_counted() {
+        let mut t = FlowTable::new(10);
+        let a = t
+            .insert(Flow::new(
+                mapping("192.0.2.10:40000", "198.51.100.1:1"),
+                true,
+                Duration::ZERO,
+            ))
+            .expect("a");
+        let b = t
+            .insert(Flow::new(
+                mapping("192.0.2.11:40000", "198.51.100.1:2"),
+                true,
+                Duration::ZERO,
+            ))
+            .expect("b");
+        assert_eq!(t.unestablished(), 2);
+        t.spoke(a, Dir::Orig, true);
+        t.spoke(a, Dir::Reply, false);
+        assert_eq!(
+            t.unestablished(),
+            2,
+            "a SYN and a SYN-ACK establish nothing"
+        );
+        t.spoke(a, Dir::Orig, false);
+        assert_eq!(t.unestablished(), 1);
+        assert_eq!(t.oldest_unestablished(), Some(b));
+        t.remove(b);
+        assert_eq!(t.unestablished(), 0);
+        assert_eq!(t.oldest_unestablished(), None);
     }
 
     #[test]

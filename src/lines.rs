@@ -204,6 +204,20 @@ impl Stream {
         }
     }
 
+    /// True if the receiver acknowledged original position `acked`, beyond
+    /// the bytes seen (one more is a FIN that may have passed unseen).
+    pub fn acked_unseen(&self, acked: u32) -> bool {
+        self.started && seq_after(acked, self.next.wrapping_add(1))
+    }
+
+    /// Follows the stream again from acknowledged position `seq`, taken as
+    /// a line start: a receiver acknowledges where the sender's segments
+    /// ended, and FTP peers end segments at line ends. (Replies after it
+    /// are trusted only for commands seen after it: see `dialogue`.)
+    pub fn skip_to(&mut self, seq: u32) {
+        self.resync(seq, false);
+    }
+
     /// An out-of-order segment: drop it, or give up waiting and resync.
     pub fn on_gap(&mut self, seq: u32) -> bool {
         let missing = self.next;

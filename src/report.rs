@@ -104,7 +104,7 @@ pub fn event_json(time: Duration, e: &Event) -> Value {
 /// The counters as `name=value` pairs on one line.
 pub fn stats_line(s: &Stats) -> String {
     format!(
-        "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={}",
+        "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={}",
         s.packets,
         s.flows,
         s.expectations,
@@ -120,5 +120,7 @@ pub fn stats_line(s: &Stats) -> String {
         s.tls_sessions,
         s.expectations_expired,
         s.flows_untracked,
+        s.flows_evicted,
+        s.flows_stale,
     )
 }

@@ -485,6 +485,26 @@ impl Checker {
         );
     }
 
+    /// What the sender of a packet with tuple `t` acknowledges of its
+    /// peer's stream: the bytes that reached it in order (a real receiver
+    /// never acknowledges a segment the gateway dropped). Everything the
+    /// peer sent, when the far side is not followed (after a raw or
+    /// corrupted packet) or the flow is not tracked.
+    fn received_upto(&self, engine: &Engine, t: &Tuple, peer: &Sender) -> u32 {
+        let everything = engine.acknowledged_by(t, peer.next);
+        let Some((m, d)) = engine.mapping_of(t).filter(|_| self.consistent) else {
+            return everything;
+        };
+        let mut pos = engine.acknowledged_by(t, peer.isn.wrapping_add(1));
+        let Some(state) = self.dirs.get(&(m.orig, opposite(d))) else {
+            return pos;
+        };
+        while state.far.contains_key(&pos) {
+            pos = pos.wrapping_add(1);
+        }
+        pos
+    }
+
     /// Checks a verdict on packet `input`.
     fn check_verdict(&mut self, engine: &Engine, input: &[u8], verdict: &Verdict) {
         let out = match verdict {
@@ -665,8 +685,7 @@ pub fn run(data: &[u8]) -> Summary {
                     (seq, seq)
                 };
                 let (bytes, fin) = s.send(data_start, payload, flags & F_FIN != 0);
-                let other = conn.senders[1 - dir].next;
-                let ack_pos = engine.acknowledged_by(&t, other);
+                let ack_pos = checker.received_upto(&engine, &t, &conn.senders[1 - dir]);
                 // A client SYN carries no ACK; a server's SYN always does.
                 let ack = if syn { server } else { flags & F_ACK != 0 }.then_some(ack_pos);
                 let sack = (flags & F_SACK != 0 && ack.is_some())
