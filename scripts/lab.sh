@@ -44,7 +44,11 @@
 # Environment: FTPCT_LAB_PREFIX (default ftpct-, must start with ftpct-) lets
 # two labs live side by side; FTPCT_LAB_OFFLOAD=off turns off checksum and
 # segmentation offloads on every veth (captures then carry real checksums);
-# FTPCT_PURE_FTPD overrides the pure-ftpd binary.
+# FTPCT_PURE_FTPD overrides the pure-ftpd binary; FTPCT_LAB_VSFTPD_OPTS
+# (words KEY=VALUE, added to vsftpd's configuration, e.g. "max_per_ip=0")
+# and FTPCT_LAB_PURE_FTPD_OPTS (more pure-ftpd arguments, e.g. "-c 500")
+# tune the servers, read when a server starts (load tests need more than one
+# address's worth of sessions).
 set -euo pipefail
 
 PREFIX=${FTPCT_LAB_PREFIX:-ftpct-}
@@ -252,6 +256,11 @@ EOF
     if [[ $fxp == yes ]]; then
         printf 'pasv_promiscuous=YES\nport_promiscuous=YES\n'
     fi
+    local opt
+    for opt in ${FTPCT_LAB_VSFTPD_OPTS:-}; do
+        [[ $opt == [a-z]*=* ]] || die "FTPCT_LAB_VSFTPD_OPTS: '$opt' is not KEY=VALUE"
+        printf '%s\n' "$opt"
+    done
 }
 
 listening21() { # NS: port 21 open for IPv4 and IPv6
@@ -286,6 +295,8 @@ start_server() {
             [[ -d $ftp_home ]] || die "home of user ftp ($ftp_home) missing: run scripts/install-deps.sh"
             local -a opts=(-e -M -H -A -I 120 -U 133:022 -O "clf:$root/log/pure-ftpd-$ns.xfer")
             [[ $fxp == yes ]] && opts+=(-W)
+            # shellcheck disable=SC2206 # words, by design
+            opts+=(${FTPCT_LAB_PURE_FTPD_OPTS:-})
             setsid ip netns exec "$ns" unshare -m --propagation private \
                 sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
                 "$root/ftp" "$ftp_home" "$PURE_FTPD" "${opts[@]}" \

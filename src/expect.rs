@@ -135,6 +135,10 @@ struct Entry {
 /// destinations), each owner's keys, and a heap of deadlines so expiry
 /// costs nothing while nothing is due. Expectations come out with the
 /// owner's slot; the caller knows the master tuple of each slot.
+///
+/// Memory follows the live expectations: deadlines of used, replaced or
+/// removed entries are dropped from the heap once they outnumber the live
+/// ones, and the maps give their room back after a flood.
 #[derive(Debug, Default)]
 pub struct ExpectTable {
     entries: HashMap<Key, Entry, RandomState>,
@@ -187,6 +191,7 @@ impl ExpectTable {
             }
             old.pending = e.pending();
             self.deadlines.push(Reverse((e.expires, key)));
+            self.compact_deadlines();
             return Ok(None);
         }
         let owned = self.by_owner.get(&owner).map_or(&[][..], Vec::as_slice);
@@ -212,7 +217,39 @@ impl ExpectTable {
                 owner,
             },
         );
+        self.compact_deadlines();
         Ok(evicted)
+    }
+
+    /// Keeps the heap proportional to the live entries: rebuilt from them
+    /// when stale deadlines outnumber them.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.entries.len() + 64 {
+            return;
+        }
+        self.deadlines = self
+            .entries
+            .iter()
+            .map(|(key, e)| Reverse((e.pending.expires, *key)))
+            .collect();
+    }
+
+    /// Gives memory back once the table is mostly empty (after a flood).
+    fn shrink(&mut self) {
+        let sparse = |len: usize, cap: usize| cap > 4 * len + 64;
+        if sparse(self.entries.len(), self.entries.capacity()) {
+            self.entries.shrink_to_fit();
+            self.dst_refs.shrink_to_fit();
+            self.by_owner.shrink_to_fit();
+        }
+        if sparse(self.deadlines.len(), self.deadlines.capacity()) {
+            self.deadlines.shrink_to_fit();
+        }
+    }
+
+    /// Deadlines held (live and stale), for memory checks.
+    pub fn deadlines_held(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// The expectation a data connection's first packet matches, removed,
@@ -264,6 +301,7 @@ impl ExpectTable {
                 expired.extend(master_of(owner).map(|m| p.with_master(m)));
             }
         }
+        self.shrink();
         expired
     }
 
@@ -324,6 +362,24 @@ mod tests {
         assert!(table.take_match(&data, |_| Some(m)).is_some());
         assert!(table.take_match(&data, |_| Some(m)).is_none(), "used once");
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn deadlines_stay_proportional_to_live_expectations() {
+        let m = t("192.0.2.10:40000", "198.51.100.20:21");
+        let mut table = ExpectTable::new(100_000, 16);
+        // 100,000 announcements, each replacing or evicting an earlier one:
+        // at most 16 live at a time.
+        for i in 0..100_000u32 {
+            let port = 1024 + (i % 40_000) as u16;
+            let dst = format!("198.51.100.1:{port}");
+            table.insert(&exp(m, &dst, 300), 1).expect("inserted");
+            assert!(table.deadlines_held() <= 2 * table.len() + 64 + 1);
+        }
+        assert_eq!(table.len(), 16);
+        table.remove_owner(1, m);
+        table.expire(Duration::from_secs(301), |_| Some(m));
+        assert_eq!(table.deadlines_held(), 0);
     }
 
     #[test]
