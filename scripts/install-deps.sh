@@ -32,6 +32,7 @@ PKGS=(
     ethtool:ethtool
     procps:pgrep
     util-linux:unshare
+    nftables:nft
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
