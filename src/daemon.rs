@@ -33,6 +33,7 @@ use crate::event::Event;
 use crate::expect::Expectation;
 use crate::ipset::Ipset;
 use crate::live_nat::LiveNat;
+use crate::logging::RateLimit;
 use crate::nat::NatLookup;
 use crate::report;
 use crate::rules::{self, SetNames};
@@ -166,6 +167,13 @@ pub trait Kernel {
     fn create_related(&mut self, dc: &DataConnection) -> io::Result<()>;
     /// No TCP window checks on the control connection `orig` any more.
     fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()>;
+    /// The entry that holds `tuple` in either direction: its original
+    /// tuple and TCP state.
+    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>>;
+    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()>;
+    /// Creates the set when it is missing; true if it had to.
+    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool>;
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool>;
 }
 
 /// The real kernel: one ctnetlink and one ipset socket.
@@ -193,6 +201,27 @@ impl Kernel for LiveKernel {
 
     fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
         self.ct.set_liberal(orig)
+    }
+
+    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>> {
+        for dir in [CtDir::Orig, CtDir::Reply] {
+            if let Some(info) = self.ct.get_info(tuple, dir)? {
+                return Ok(Some((info.entry.orig, info.tcp_state)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()> {
+        self.ct.delete(orig)
+    }
+
+    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool> {
+        rules::ensure_set(&mut self.ipset, set, v6)
+    }
+
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
+        self.ipset.test(set, dst.ip(), dst.port())
     }
 }
 
@@ -237,6 +266,34 @@ fn open_ctnetlink() -> Result<Ctnetlink, DaemonError> {
     Ok(ct)
 }
 
+/// TCP conntrack states in which a SYN opens the tuple again (conntrack
+/// itself then replaces the entry): TIME_WAIT and CLOSE.
+const TCP_TIME_WAIT: u8 = 7;
+const TCP_CLOSE: u8 = 8;
+
+/// conntrack's name of a TCP state number.
+fn tcp_state_name(state: Option<u8>) -> &'static str {
+    const NAMES: [&str; 10] = [
+        "NONE",
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "TIME_WAIT",
+        "CLOSE",
+        "SYN_SENT2",
+    ];
+    state
+        .and_then(|s| NAMES.get(usize::from(s)).copied())
+        .unwrap_or("unknown")
+}
+
+/// Pending destinations checked against the kernel's sets per second (a
+/// flushed set is noticed within pending/64 seconds).
+const SET_CHECKS_PER_TICK: usize = 64;
+
 /// Turns events into kernel operations, and remembers the ipset entries
 /// it added so they can be removed at exit.
 pub struct Actions<K: Kernel> {
@@ -249,6 +306,8 @@ pub struct Actions<K: Kernel> {
     pending: HashMap<SocketAddr, HashSet<IpAddr>>,
     /// Control connections whose conntrack entry no longer checks windows.
     liberal: HashSet<Tuple>,
+    /// Where the round-robin check of pending destinations goes on.
+    check_cursor: usize,
 }
 
 impl<K: Kernel> Actions<K> {
@@ -262,6 +321,7 @@ impl<K: Kernel> Actions<K> {
             mark,
             pending: HashMap::new(),
             liberal: HashSet::new(),
+            check_cursor: 0,
         }
     }
 
@@ -275,12 +335,17 @@ impl<K: Kernel> Actions<K> {
     }
 
     /// Carries out what `e` asks of the kernel; failures are logged.
-    pub fn apply(&mut self, e: &Event) {
+    /// Returns an expectation the engine must take back: its data
+    /// connection could not be created, and the client's retried SYN
+    /// must find it again (ipset entry included).
+    pub fn apply(&mut self, e: &Event) -> Option<Expectation> {
         match e {
             Event::ExpectationAdded(exp) => self.expect(exp),
             Event::ExpectationRemoved { exp, .. } => self.forget(exp),
             Event::DataMatched { tuple, exp } => {
-                self.create(tuple, exp);
+                if !self.create(tuple, exp) {
+                    return Some(exp.clone());
+                }
                 self.forget(exp);
             }
             Event::Rewritten { flow, .. } => self.make_liberal(flow),
@@ -289,6 +354,7 @@ impl<K: Kernel> Actions<K> {
             }
             _ => {}
         }
+        None
     }
 
     fn expect(&mut self, exp: &Expectation) {
@@ -330,21 +396,119 @@ impl<K: Kernel> Actions<K> {
         }
     }
 
-    fn create(&mut self, tuple: &Tuple, exp: &Expectation) {
+    /// Creates the data connection's entry; true when it is in conntrack
+    /// as ftpct made it (or as it already was, in a state a SYN does not
+    /// reopen). Says what happened, and only that.
+    fn create(&mut self, tuple: &Tuple, exp: &Expectation) -> bool {
         let inherited = self.kernel.ct_mark(&exp.master).unwrap_or_else(|e| {
             debug!(flow = %exp.master, "reading the control connection's mark failed: {e}");
             None
         });
         let dc = data_connection(tuple, exp, data_mark(self.mark, inherited));
-        match self.kernel.create_related(&dc) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                info!(flow = %exp.master, "data connection {tuple} already in conntrack: left as it is");
+        let mut replaced = None;
+        let mut result = self.kernel.create_related(&dc);
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
+            match self.reopen(tuple) {
+                Ok(Reopen::Replaced(state)) => {
+                    replaced = Some(state);
+                    result = self.kernel.create_related(&dc);
+                }
+                Ok(Reopen::Live(state)) => {
+                    info!(flow = %exp.master, "data connection {tuple}: conntrack already tracks it ({}): left as it is, not made RELATED by ftpct", tcp_state_name(state));
+                    return true;
+                }
+                Err(e) => result = Err(e),
             }
-            Err(e) => warn!(
-                flow = %exp.master,
-                "creating data connection {tuple} failed: {e}: its SYN passes unchanged (the firewall decides)"
-            ),
+        }
+        match result {
+            Ok(()) => {
+                let reuse = replaced.map_or(String::new(), |s| {
+                    format!(" (its tuple's {} entry replaced)", tcp_state_name(s))
+                });
+                info!(flow = %exp.master, event = "data-matched", "data connection {tuple} matched, RELATED, {}{reuse}", exp.nat);
+                true
+            }
+            Err(e) => {
+                warn!(
+                    flow = %exp.master,
+                    event = "data-create-failed",
+                    "creating data connection {tuple} failed: {e}: its SYN passes unchanged (the firewall decides); the expectation stays for the client's retry"
+                );
+                false
+            }
+        }
+    }
+
+    /// A data SYN met an entry of its tuple. In TIME_WAIT or CLOSE the SYN
+    /// reopens the tuple (conntrack would make a NEW entry, without NAT):
+    /// the old entry goes so that ftpct's can be created.
+    fn reopen(&mut self, tuple: &Tuple) -> io::Result<Reopen> {
+        let Some((orig, state)) = self.kernel.ct_entry(tuple)? else {
+            // Gone meanwhile (it timed out): create again.
+            return Ok(Reopen::Replaced(None));
+        };
+        if !matches!(state, Some(TCP_TIME_WAIT | TCP_CLOSE)) {
+            return Ok(Reopen::Live(state));
+        }
+        match self.kernel.ct_delete(&orig) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(Reopen::Replaced(state)),
+        }
+    }
+
+    /// Makes sure the sets exist and hold every pending destination: a
+    /// `rules --delete`, `ipset destroy` or `ipset flush` under a running
+    /// ftpct is noticed, said, and repaired (a part of the pending
+    /// destinations is checked on each call).
+    pub fn check_sets(&mut self) {
+        let sets = self.sets.clone();
+        for (set, v6) in sets.both() {
+            match self.kernel.ensure_set(set, v6) {
+                Ok(false) => {}
+                Ok(true) => {
+                    warn!("ipset {set} was gone (ftpct rules --delete, ipset destroy?): created it again and restored its pending entries; the rules that use it may be gone too: ftpct rules --apply");
+                    self.restore(|dst| dst.is_ipv6() == v6);
+                }
+                Err(e) => warn!("ipset {set} cannot be checked: {e}"),
+            }
+        }
+        let mut dsts: Vec<SocketAddr> = self.pending.keys().copied().collect();
+        if dsts.is_empty() {
+            return;
+        }
+        dsts.sort_unstable();
+        let start = self.check_cursor % dsts.len();
+        let batch: Vec<SocketAddr> = dsts
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(SET_CHECKS_PER_TICK.min(dsts.len()))
+            .copied()
+            .collect();
+        self.check_cursor = start + batch.len();
+        let missing: Vec<SocketAddr> = batch
+            .into_iter()
+            .filter(|dst| {
+                let set = self.sets.for_ip(dst.ip());
+                matches!(self.kernel.ipset_test(set, *dst), Ok(false))
+            })
+            .collect();
+        if !missing.is_empty() {
+            warn!(
+                "{} pending data connection(s) were missing from the ipsets (ipset flush?): added again",
+                missing.len()
+            );
+            self.restore(|dst| missing.contains(dst));
+        }
+    }
+
+    fn restore(&mut self, which: impl Fn(&SocketAddr) -> bool) {
+        let dsts: Vec<SocketAddr> = self.pending.keys().copied().filter(|d| which(d)).collect();
+        for dst in dsts {
+            let set = self.sets.for_ip(dst.ip());
+            if let Err(e) = self.kernel.ipset_add(set, dst, self.expect_timeout_secs) {
+                warn!("ipset add {dst} to {set} failed: {e}");
+            }
         }
     }
 
@@ -359,6 +523,14 @@ impl<K: Kernel> Actions<K> {
         }
         dsts.len()
     }
+}
+
+/// What an existing entry of a data connection's tuple turned out to be.
+enum Reopen {
+    /// It was closing (or gone): removed; its state.
+    Replaced(Option<u8>),
+    /// A live connection: left alone; its state.
+    Live(Option<u8>),
 }
 
 /// What the queue threads share.
@@ -388,7 +560,9 @@ impl<K: Kernel, N: NatLookup> Core<K, N> {
                 }
             });
         for e in &out.events {
-            actions.apply(e);
+            if let Some(exp) = actions.apply(e) {
+                engine.reinstate(exp);
+            }
         }
         out
     }
@@ -398,6 +572,7 @@ impl<K: Kernel, N: NatLookup> Core<K, N> {
         for e in &events {
             self.actions.apply(e);
         }
+        self.actions.check_sets();
         events
     }
 }
@@ -406,6 +581,8 @@ type LiveCore = Core<LiveKernel, LiveNat>;
 
 struct Shared {
     core: Mutex<LiveCore>,
+    /// Log lines about hostile input, limited per kind.
+    hostile_lines: Mutex<RateLimit>,
     start: Instant,
     /// Set by a queue thread that gave up: the daemon stops with this.
     failure: Mutex<Option<String>>,
@@ -423,14 +600,41 @@ impl Shared {
 
     fn process(&self, queue: u16, bytes: &[u8], hook: Hook) -> Verdict {
         let out = self.lock().step(bytes, self.now(), hook);
-        out.events.iter().for_each(log_event);
+        out.events.iter().for_each(|e| self.log_event(e));
         log_packet(queue, hook, bytes, &out.verdict);
         out.verdict
     }
 
     fn tick(&self) {
         let events = self.lock().tick(self.now());
-        events.iter().for_each(log_event);
+        events.iter().for_each(|e| self.log_event(e));
+        let held_back = self
+            .hostile_lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expire(Instant::now());
+        for (kind, n) in held_back {
+            warn!(
+                event = kind,
+                "{n} more '{kind}' lines held back (at most {HOSTILE_LINES_BURST} per {}s)",
+                HOSTILE_LINES_WINDOW.as_secs()
+            );
+        }
+    }
+
+    /// Logs an event; those about hostile input within their rate limit.
+    fn log_event(&self, e: &Event) {
+        if is_hostile(e) {
+            let admitted = self
+                .hostile_lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(e.kind(), Instant::now());
+            if !admitted {
+                return;
+            }
+        }
+        log_event(e);
     }
 
     fn set_failure(&self, why: String) {
@@ -471,6 +675,23 @@ impl Shared {
     }
 }
 
+/// Lines of each kind of hostile input logged per window, at most.
+const HOSTILE_LINES_BURST: u32 = 20;
+const HOSTILE_LINES_WINDOW: Duration = Duration::from_secs(10);
+
+/// Events that anyone can cause at will by sending bytes.
+fn is_hostile(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Malformed { .. }
+            | Event::Overlong { .. }
+            | Event::Refused { .. }
+            | Event::TableFull { .. }
+            | Event::Resynced { .. }
+            | Event::HeldLineReleased { .. }
+    )
+}
+
 /// One line per decision at info, the rest at debug.
 fn log_event(e: &Event) {
     let flow = e.flow();
@@ -481,7 +702,10 @@ fn log_event(e: &Event) {
         | Event::Line { .. }
         | Event::Recognised { .. }
         | Event::Dropped { .. }
+        // The kernel actions say whether the data connection was made.
+        | Event::DataMatched { .. }
         | Event::ExpectationRemoved { .. } => debug!(event = e.kind(), flow = %flow, "{e}"),
+        Event::TableFull { .. } => warn!(event = e.kind(), flow = %flow, "{e}"),
         _ => info!(event = e.kind(), flow = %flow, "{e}"),
     }
 }
@@ -856,6 +1080,28 @@ fn stop_workers(
     }
 }
 
+/// Claims the ipsets for this process, in this network namespace: the
+/// run that owns them flushes them at start and empties them at exit, so
+/// a second run (on other queues) must not share them. The claim is an
+/// abstract unix socket named after the sets: those live per network
+/// namespace and go with the process, even after `kill -9`.
+fn claim_sets(sets: &SetNames) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ftpct-ipsets-{}-{}", sets.v4, sets.v6);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .or_else(|e| fail(format!("cannot name the ipset claim {name}: {e}")))?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).or_else(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            fail(format!(
+                "another ftpct run in this network namespace uses the ipsets {} and {}: stop it, or give this one its own sets (--ipset NAME here and in `ftpct rules --ipset NAME`)",
+                sets.v4, sets.v6
+            ))
+        } else {
+            fail(format!("cannot claim the ipsets {} and {}: {e}", sets.v4, sets.v6))
+        }
+    })
+}
+
 /// Sets up, runs until SIGINT/SIGTERM/SIGHUP, cleans up.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let signals = signals::StopSignals::block()
@@ -874,6 +1120,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .iter()
         .map(|&n| open_queue(n).map(|q| (n, q)))
         .collect::<Result<Vec<_>, _>>()?;
+    let _owner = claim_sets(&sets)?;
     let kernel = LiveKernel::open(&sets)?;
     let nat = LiveNat::new(open_ctnetlink()?);
     let mut config = opts.config;
@@ -885,6 +1132,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             nat,
             actions,
         }),
+        hostile_lines: Mutex::new(RateLimit::new(HOSTILE_LINES_WINDOW, HOSTILE_LINES_BURST)),
         start: Instant::now(),
         failure: Mutex::new(None),
     });
@@ -915,20 +1163,29 @@ mod tests {
         Tuple::new(s.parse().expect("addr"), d.parse().expect("addr"))
     }
 
+    /// Conntrack and ipset as far as the actions see them.
     #[derive(Default)]
     struct FakeKernel {
         calls: Vec<String>,
         master_mark: Option<u32>,
         created: Vec<DataConnection>,
+        /// Entries in conntrack by original tuple, with their TCP state.
+        entries: HashMap<Tuple, u8>,
+        /// errno of every create (a full table: ENOMEM).
+        create_errno: Option<i32>,
+        /// Sets that exist, and their entries.
+        sets: HashMap<String, HashSet<SocketAddr>>,
     }
 
     impl Kernel for FakeKernel {
         fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> io::Result<()> {
             self.calls.push(format!("add {set} {dst} {timeout}"));
+            self.sets.entry(set.into()).or_default().insert(dst);
             Ok(())
         }
         fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()> {
             self.calls.push(format!("del {set} {dst}"));
+            self.sets.entry(set.into()).or_default().remove(&dst);
             Ok(())
         }
         fn ct_mark(&mut self, _: &Tuple) -> io::Result<Option<u32>> {
@@ -936,6 +1193,13 @@ mod tests {
         }
         fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
             self.calls.push(format!("create {}", dc.tuple));
+            if let Some(errno) = self.create_errno {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            if self.entries.contains_key(&dc.tuple) {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            self.entries.insert(dc.tuple, 1);
             self.created.push(*dc);
             Ok(())
         }
@@ -943,6 +1207,101 @@ mod tests {
             self.calls.push(format!("liberal {orig}"));
             Ok(())
         }
+        fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>> {
+            Ok(self.entries.get(tuple).map(|s| (*tuple, Some(*s))))
+        }
+        fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()> {
+            self.calls.push(format!("delete {orig}"));
+            self.entries.remove(orig);
+            Ok(())
+        }
+        fn ensure_set(&mut self, set: &str, _: bool) -> io::Result<bool> {
+            if self.sets.contains_key(set) {
+                return Ok(false);
+            }
+            self.calls.push(format!("create set {set}"));
+            self.sets.insert(set.into(), HashSet::new());
+            Ok(true)
+        }
+        fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
+            Ok(self.sets.get(set).is_some_and(|s| s.contains(&dst)))
+        }
+    }
+
+    #[test]
+    fn a_data_syn_on_a_time_wait_tuple_replaces_the_old_entry() {
+        let mut a = actions(None);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t("198.51.100.20:20", "198.51.100.1:47201");
+        a.kernel.entries.insert(syn, TCP_TIME_WAIT);
+        a.apply(&Event::ExpectationAdded(e.clone()));
+        let back = a.apply(&Event::DataMatched {
+            tuple: syn,
+            exp: e.clone(),
+        });
+        assert_eq!(back, None);
+        assert_eq!(
+            a.kernel().calls[1..],
+            [
+                "create 198.51.100.20:20 -> 198.51.100.1:47201",
+                "delete 198.51.100.20:20 -> 198.51.100.1:47201",
+                "create 198.51.100.20:20 -> 198.51.100.1:47201",
+                "del ftpct 198.51.100.1:47201",
+            ]
+        );
+        assert_eq!(a.kernel().created.len(), 1);
+    }
+
+    #[test]
+    fn a_live_entry_of_the_tuple_is_left_alone() {
+        let mut a = actions(None);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t("198.51.100.20:20", "198.51.100.1:47201");
+        a.kernel.entries.insert(syn, 3);
+        a.apply(&Event::ExpectationAdded(e.clone()));
+        assert_eq!(a.apply(&Event::DataMatched { tuple: syn, exp: e }), None);
+        assert!(a.kernel().calls.iter().all(|c| !c.starts_with("delete")));
+        assert!(a.kernel().created.is_empty());
+    }
+
+    #[test]
+    fn a_failed_create_keeps_the_expectation_for_the_retry() {
+        let mut a = actions(None);
+        a.kernel.create_errno = Some(libc::ENOMEM);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        a.apply(&Event::ExpectationAdded(e.clone()));
+        let syn = t("198.51.100.20:20", "198.51.100.1:47201");
+        let back = a.apply(&Event::DataMatched {
+            tuple: syn,
+            exp: e.clone(),
+        });
+        assert_eq!(back, Some(e.clone()), "given back to the engine");
+        assert_eq!(a.pending(), 1, "its ipset entry stays");
+        assert!(a.kernel().calls.iter().all(|c| !c.starts_with("del ")));
+        a.kernel.create_errno = None;
+        assert_eq!(a.apply(&Event::DataMatched { tuple: syn, exp: e }), None);
+        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn vanished_sets_and_flushed_entries_are_restored() {
+        let mut a = actions(None);
+        a.kernel.sets.insert("ftpct".into(), HashSet::new());
+        a.kernel.sets.insert("ftpct6".into(), HashSet::new());
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        a.apply(&Event::ExpectationAdded(e));
+        a.check_sets();
+        let quiet = a.kernel().calls.len();
+        assert_eq!(quiet, 1, "nothing to repair");
+        // ipset flush
+        a.kernel.sets.insert("ftpct".into(), HashSet::new());
+        a.check_sets();
+        assert!(a.kernel.sets["ftpct"].contains(&"198.51.100.1:47201".parse().expect("a")));
+        // ipset destroy (ftpct rules --delete)
+        a.kernel.sets.remove("ftpct");
+        a.check_sets();
+        assert!(a.kernel().calls.contains(&"create set ftpct".to_string()));
+        assert!(a.kernel.sets["ftpct"].contains(&"198.51.100.1:47201".parse().expect("a")));
     }
 
     fn exp(peer: &str, dst: &str) -> Expectation {

@@ -164,6 +164,17 @@ impl Engine {
         self.expects.expects_dst(dst)
     }
 
+    /// Takes back an expectation whose data connection the kernel could
+    /// not be given (e.g. a full conntrack table), so that the client's
+    /// retried SYN matches it again. False when its control connection
+    /// or its room is gone.
+    pub fn reinstate(&mut self, exp: Expectation) -> bool {
+        let Some((owner, Dir::Orig)) = self.flows.locate(&exp.master) else {
+            return false;
+        };
+        matches!(self.expects.insert(&exp, owner), Ok(None))
+    }
+
     /// The public destination of the pending expectation that NAT would
     /// send from `peer` to `inside`.
     pub fn expected_public_dst(
