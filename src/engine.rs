@@ -83,6 +83,15 @@ impl Default for Config {
     }
 }
 
+/// How much the MSS that each end of a control connection announces is
+/// lowered: the most a rewrite can add to a segment (an EPRT of the
+/// longest IPv6 address and port for the shortest: 40 bytes), rounded up.
+/// A full-size segment whose announcement grows then still fits the path
+/// (the kernel helper lets such a segment exceed the MTU, and it stalls).
+pub const MSS_HEADROOM: u16 = 48;
+/// MSS values at or below this are left alone (IPv4's default MSS).
+const MIN_MSS: u16 = 536;
+
 /// How often timers run at most.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the whole flow table is scanned for idle flows (the idle
@@ -110,6 +119,9 @@ struct Ctx<'a> {
     stats: &'a mut Stats,
     events: &'a mut Vec<Event>,
     now: Duration,
+    /// How many bytes the segment being handled may still grow by before
+    /// it exceeds what its receiver accepts (None: its MSS is unknown).
+    room: Option<usize>,
 }
 
 impl Engine {
@@ -294,6 +306,7 @@ impl Engine {
             stats,
             events: &mut events,
             now,
+            room: None,
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
@@ -498,6 +511,9 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     }
     let orig = flow.mapping.orig;
     let payload = pkt.payload();
+    let mss = clamp_mss(flow, dir, pkt, ctx.stats);
+    // Data on a SYN starts after the SYN's own number.
+    let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
     let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
         if dir == Dir::Orig && !pkt.flags.ack && flow.client_isn.is_none() {
@@ -506,14 +522,13 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         if !stream.is_started() {
             stream.syn(pkt.seq);
         } else if payload.is_empty() {
-            // A retransmitted (or stray) SYN: nothing to learn or fix.
-            return Verdict::Accept;
+            // A retransmitted (or stray) SYN: nothing to learn; its MSS
+            // is lowered as the first one's was.
+            return fix_up(flow, dir, pkt, data_seq, &[], mss, ctx.stats);
         }
         // A repeated SYN with data: its bytes are old ones, and leave with
         // the same edits as the first time.
     }
-    // Data on a SYN starts after the SYN's own number.
-    let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
     let fate = match stream.classify(data_seq, payload.len()) {
         Arrival::Empty => Fate::Forward {
             start: data_seq,
@@ -560,7 +575,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             });
             Verdict::Drop
         }
-        Fate::Forward { start, bytes } => fix_up(flow, dir, pkt, start, &bytes, ctx.stats),
+        Fate::Forward { start, bytes } => fix_up(flow, dir, pkt, start, &bytes, mss, ctx.stats),
     };
     if pkt.flags.ack {
         let peer = &mut flow.streams[other(dir).index()];
@@ -603,6 +618,9 @@ fn new_data<'a>(
     skip: usize,
     ctx: &mut Ctx<'_>,
 ) -> Fate<'a> {
+    // The segment leaves with any held line head in front of it.
+    let leaving = flow.stream(dir).held_len() + payload.len();
+    ctx.room = flow.mss[other(dir).index()].map(|mss| usize::from(mss).saturating_sub(leaving));
     let lines = flow
         .streams_mut(dir)
         .0
@@ -782,6 +800,11 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
             if flow.stream(dir).adj().is_full() {
                 return refuse(flow, dir, line, Refusal::TooManyEdits, ctx);
             }
+            let growth = text.len().saturating_sub(a.span.len());
+            if ctx.room.is_some_and(|room| growth > room) {
+                return refuse(flow, dir, line, Refusal::SegmentTooLong, ctx);
+            }
+            ctx.room = ctx.room.map(|room| room - growth);
             Some((start, text))
         }
     };
@@ -884,13 +907,14 @@ fn fix_up(
     pkt: &TcpPacket<'_>,
     start: u32,
     bytes: &[u8],
+    mss: Option<u16>,
     stats: &mut Stats,
 ) -> Verdict {
     let own = flow.stream(dir).adj();
     let peer = flow.stream(other(dir)).adj();
     let syn = u32::from(pkt.flags.syn);
     let unchanged_data = start == pkt.seq.wrapping_add(syn) && bytes.len() == pkt.payload().len();
-    if own.is_empty() && peer.is_empty() && unchanged_data {
+    if own.is_empty() && peer.is_empty() && unchanged_data && mss.is_none() {
         return Verdict::Accept;
     }
     let edited = own.apply(start, bytes);
@@ -901,10 +925,13 @@ fn fix_up(
         pkt.ack
     };
     let sack_changes = !peer.is_empty() && !pkt.sack_blocks().is_empty();
-    if seq == pkt.seq && ack == pkt.ack && !sack_changes && edited.payload == pkt.payload() {
+    let unchanged = seq == pkt.seq && ack == pkt.ack && edited.payload == pkt.payload();
+    if unchanged && !sack_changes && mss.is_none() {
         return Verdict::Accept;
     }
-    stats.fixed_up += 1;
+    if !unchanged || sack_changes {
+        stats.fixed_up += 1;
+    }
     Verdict::Replace(pkt.rebuild(&Rebuild {
         tuple: None,
         seq,
@@ -912,7 +939,23 @@ fn fix_up(
         map_sack: |edge| peer.unshift(edge),
         payload: Some(&edited.payload),
         decrement_ttl: false,
+        mss,
     }))
+}
+
+/// A SYN or SYN-ACK: remembers the MSS its sender accepts, and returns
+/// the lowered value it must leave with (see `MSS_HEADROOM`).
+fn clamp_mss(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, stats: &mut Stats) -> Option<u16> {
+    if !pkt.flags.syn {
+        return None;
+    }
+    let mss = pkt.mss()?;
+    flow.mss[dir.index()].get_or_insert(mss);
+    if mss <= MIN_MSS {
+        return None;
+    }
+    stats.mss_clamped += 1;
+    Some(mss.saturating_sub(MSS_HEADROOM).max(MIN_MSS))
 }
 
 /// A line for humans: printable ASCII, the rest escaped, no terminator.

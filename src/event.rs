@@ -253,6 +253,8 @@ pub struct Stats {
     pub flows_evicted: u64,
     /// Flows replaced because NAT gave their reply tuple to a new connection.
     pub flows_stale: u64,
+    /// SYNs and SYN-ACKs whose MSS was lowered by the rewrite headroom.
+    pub mss_clamped: u64,
     pub expectations: u64,
     pub expectations_expired: u64,
     pub data_matched: u64,

@@ -76,6 +76,9 @@ pub struct Flow {
     pub server_spoke: bool,
     /// The client's initial sequence number, when its SYN was seen.
     pub client_isn: Option<u32>,
+    /// The MSS each side announced (what it accepts), by direction of
+    /// its SYN, before ftpct lowered it.
+    pub mss: [Option<u16>; 2],
     /// Tells this flow from a later one in the same slot.
     generation: u64,
 }
@@ -95,6 +98,7 @@ impl Flow {
             client_spoke: false,
             server_spoke: false,
             client_isn: None,
+            mss: [None, None],
             generation: 0,
         }
     }

@@ -275,6 +275,14 @@ impl Stream {
         lines
     }
 
+    /// Bytes of a held segment waiting for the rest of its line.
+    pub fn held_len(&self) -> usize {
+        self.busy
+            .as_ref()
+            .and_then(|b| b.held.as_ref())
+            .map_or(0, |h| h.bytes.len())
+    }
+
     /// The incomplete line, if it could still be rewritten.
     pub fn pending_line(&self) -> Option<&[u8]> {
         let rewritable = !self.skipping && !seq_after(self.forwarded_upto, self.line_start);

@@ -59,6 +59,8 @@ pub enum Refusal {
     Unsolicited,
     /// Too many rewrites of this direction not yet acknowledged.
     TooManyEdits,
+    /// The rewrite would make the segment longer than its receiver accepts.
+    SegmentTooLong,
 }
 
 impl Refusal {
@@ -74,6 +76,7 @@ impl Refusal {
             Refusal::FamilyMismatch => "family-mismatch",
             Refusal::Unsolicited => "unsolicited-reply",
             Refusal::TooManyEdits => "too-many-edits-in-flight",
+            Refusal::SegmentTooLong => "segment-too-long",
         }
     }
 }
@@ -112,6 +115,10 @@ impl fmt::Display for Refusal {
                 f,
                 "{} rewrites of this direction are not acknowledged yet; left unchanged",
                 crate::seqadj::MAX_IN_FLIGHT
+            ),
+            Refusal::SegmentTooLong => write!(
+                f,
+                "rewriting it would make its segment longer than the receiver's MSS; left unchanged"
             ),
             Refusal::Unsolicited => write!(
                 f,

@@ -124,6 +124,7 @@ impl Gateway {
             map_sack: |e| e,
             payload: None,
             decrement_ttl: true,
+            mss: None,
         });
         (Some(with_ip(frame, ip)), outcome.events)
     }
@@ -144,6 +145,7 @@ impl Gateway {
             map_sack: acked,
             payload: None,
             decrement_ttl: false,
+            mss: None,
         });
         let outcome = self
             .engine

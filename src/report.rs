@@ -104,7 +104,7 @@ pub fn event_json(time: Duration, e: &Event) -> Value {
 /// The counters as `name=value` pairs on one line.
 pub fn stats_line(s: &Stats) -> String {
     format!(
-        "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={}",
+        "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={}",
         s.packets,
         s.flows,
         s.expectations,
@@ -122,5 +122,6 @@ pub fn stats_line(s: &Stats) -> String {
         s.flows_untracked,
         s.flows_evicted,
         s.flows_stale,
+        s.mss_clamped,
     )
 }

@@ -16,6 +16,7 @@ use crate::tuple::Tuple;
 const TCP_MIN_HEADER: usize = 20;
 const TCP_OPT_END: u8 = 0;
 const TCP_OPT_NOP: u8 = 1;
+const TCP_OPT_MSS: u8 = 2;
 const TCP_OPT_SACK: u8 = 5;
 
 /// Why a packet could not be read as TCP over IP.
@@ -147,6 +148,22 @@ impl<'a> TcpPacket<'a> {
         self.bytes.first().map(|b| b >> 4) == Some(6)
     }
 
+    fn options(&self) -> &'a [u8] {
+        &self.bytes[self.tcp_offset + TCP_MIN_HEADER..self.payload_offset]
+    }
+
+    /// The maximum segment size option (SYN and SYN-ACK), if any.
+    pub fn mss(&self) -> Option<u16> {
+        let options = self.options();
+        let mut mss = None;
+        walk_options(options, |kind, start, len| {
+            if kind == TCP_OPT_MSS && len == 4 {
+                mss = Some(be16(options, start + 2));
+            }
+        });
+        mss
+    }
+
     /// SACK blocks carried in the TCP options, as (left, right) edges.
     pub fn sack_blocks(&self) -> Vec<(u32, u32)> {
         let mut blocks = Vec::new();
@@ -167,6 +184,8 @@ pub struct Rebuild<'p, F: Fn(u32) -> u32> {
     pub map_sack: F,
     pub payload: Option<&'p [u8]>,
     pub decrement_ttl: bool,
+    /// A new value for the MSS option, when the packet has one.
+    pub mss: Option<u16>,
 }
 
 impl TcpPacket<'_> {
@@ -194,6 +213,9 @@ impl TcpPacket<'_> {
         out[t + 8..t + 12].copy_from_slice(&r.ack.to_be_bytes());
         let options = &mut out[t + TCP_MIN_HEADER..self.payload_offset];
         map_sack_edges(options, &r.map_sack);
+        if let Some(mss) = r.mss {
+            write_mss(options, mss);
+        }
         write_tcp_checksum(&mut out, t, tuple.src.ip(), tuple.dst.ip());
         out
     }
@@ -213,8 +235,9 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Calls `f` with the offset of every SACK block (8 bytes: left, right).
-fn for_each_sack_edge_offset(options: &[u8], mut f: impl FnMut(usize)) {
+/// Calls `f` with the kind, offset and length of every TCP option (up to
+/// the end option or the first malformed length).
+fn walk_options(options: &[u8], mut f: impl FnMut(u8, usize, usize)) {
     let mut i = 0;
     while i < options.len() {
         match options[i] {
@@ -228,16 +251,35 @@ fn for_each_sack_edge_offset(options: &[u8], mut f: impl FnMut(usize)) {
                 if len < 2 || i + len > options.len() {
                     return;
                 }
-                if kind == TCP_OPT_SACK {
-                    let mut block = i + 2;
-                    while block + 8 <= i + len {
-                        f(block);
-                        block += 8;
-                    }
-                }
+                f(kind, i, len);
                 i += len;
             }
         }
+    }
+}
+
+/// Calls `f` with the offset of every SACK block (8 bytes: left, right).
+fn for_each_sack_edge_offset(options: &[u8], mut f: impl FnMut(usize)) {
+    walk_options(options, |kind, start, len| {
+        if kind == TCP_OPT_SACK {
+            let mut block = start + 2;
+            while block + 8 <= start + len {
+                f(block);
+                block += 8;
+            }
+        }
+    });
+}
+
+fn write_mss(options: &mut [u8], mss: u16) {
+    let mut at = None;
+    walk_options(options, |kind, start, len| {
+        if kind == TCP_OPT_MSS && len == 4 {
+            at = Some(start + 2);
+        }
+    });
+    if let Some(at) = at {
+        options[at..at + 2].copy_from_slice(&mss.to_be_bytes());
     }
 }
 
@@ -401,6 +443,7 @@ pub(crate) mod tests {
             map_sack: |edge| edge - 10,
             payload: Some(b"PORT 198,51,100,1,1,2\r\n"),
             decrement_ttl: true,
+            mss: None,
         });
         assert!(checksums_valid(&out));
         let q = TcpPacket::parse(&out).expect("parses");
@@ -448,6 +491,7 @@ pub(crate) mod tests {
             map_sack: |e| e,
             payload: Some(b"EPRT |2|2001:db8:2::1|40100|\r\n"),
             decrement_ttl: false,
+            mss: None,
         });
         assert!(checksums_valid(&out));
     }

@@ -1,16 +1,18 @@
-//! The flow table under hostile and messy traffic: spoofed handshake
-//! floods, a full table, NAT giving a stale flow's reply tuple to a new
-//! client, and bytes that passed without ftpct (queue overflow, fail-open).
+//! The engine under hostile and messy traffic: spoofed handshake floods, a
+//! full flow table, NAT giving a stale flow's reply tuple to a new client,
+//! bytes that passed without ftpct (queue overflow, fail-open), and
+//! rewrites that would make a full-size segment too long.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use etherparse::PacketBuilder;
+use etherparse::{PacketBuilder, TcpOptionElement};
 use ftpct::engine::{Config, Engine, Hook, Outcome, Verdict};
 use ftpct::event::Event;
 use ftpct::nat::{CtMapping, NatLookup};
 use ftpct::tuple::Tuple;
+use ftpct::wire::{checksums_valid, TcpPacket};
 
 const SERVER: &str = "198.51.100.20:21";
 const PUBLIC: &str = "198.51.100.1";
@@ -60,6 +62,9 @@ struct Seg<'a> {
     payload: &'a [u8],
 }
 
+/// The MSS both ends announce in their SYNs.
+const MSS: u16 = 1460;
+
 fn packet(s: Seg<'_>) -> Vec<u8> {
     let v4 = |a: SocketAddr| match a.ip() {
         std::net::IpAddr::V4(ip) => ip.octets(),
@@ -72,7 +77,10 @@ fn packet(s: Seg<'_>) -> Vec<u8> {
         64240,
     );
     if s.syn {
-        b = b.syn();
+        b = b
+            .syn()
+            .options(&[TcpOptionElement::MaximumSegmentSize(MSS)])
+            .expect("options fit");
     }
     if let Some(ack) = s.ack {
         b = b.ack(ack);
@@ -293,4 +301,69 @@ fn bytes_that_passed_unseen_do_not_stall_the_session() {
         next.events
     );
     assert_eq!(lab.engine.stats().dropped, 0, "nothing dropped");
+}
+
+fn mss_of(out: &Outcome, input: &[u8]) -> Option<u16> {
+    let bytes = match &out.verdict {
+        Verdict::Replace(b) => b.as_slice(),
+        Verdict::Accept => input,
+        Verdict::Drop => return None,
+    };
+    assert!(checksums_valid(bytes));
+    TcpPacket::parse(bytes).expect("parses").mss()
+}
+
+#[test]
+fn both_ends_announce_an_mss_with_room_for_a_rewrite() {
+    let mut lab = Lab::new(Config::default());
+    let s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 1);
+    let syn = s.client_seg(1, None, true, b"");
+    let out = lab.send(syn);
+    let want = Some(MSS - ftpct::engine::MSS_HEADROOM);
+    assert_eq!(mss_of(&out, &packet(syn)), want);
+    let again = lab.send(syn);
+    assert_eq!(
+        again.verdict, out.verdict,
+        "a retransmitted SYN leaves the same"
+    );
+    let syn_ack = s.server_seg(7, Some(2), true, b"");
+    let out = lab.send(syn_ack);
+    assert_eq!(mss_of(&out, &packet(syn_ack)), want);
+    assert_eq!(lab.engine.stats().mss_clamped, 3);
+}
+
+#[test]
+fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
+    let mut lab = Lab::new(Config::default());
+    let mut s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 1);
+    s.handshake(&mut lab);
+    s.server_says(&mut lab, b"220 ready\r\n");
+    // A client that ignores the lowered MSS: a segment 10 bytes short of
+    // the server's MSS, full of PORT lines that each grow by 2 bytes.
+    let size = usize::from(MSS) - 10;
+    let line = |i: usize| format!("PORT 192,0,2,10,{},{}\r\n", 160 + i / 256, i % 256);
+    let mut burst = String::new();
+    let mut lines = 0;
+    while burst.len() + line(lines).len() + 4 <= size {
+        burst.push_str(&line(lines));
+        lines += 1;
+    }
+    burst.insert_str(0, &format!("{}\r\n", "X".repeat(size - burst.len() - 2)));
+    assert_eq!(burst.len(), size);
+    let out = s.client_says(&mut lab, burst.as_bytes());
+    let Verdict::Replace(bytes) = &out.verdict else {
+        panic!("the fitting rewrites are made: {:?}", out.verdict);
+    };
+    let leaving = TcpPacket::parse(bytes).expect("parses").payload().len();
+    assert_eq!(leaving, usize::from(MSS), "five rewrites fit, exactly");
+    let kinds: Vec<&str> = out.events.iter().map(Event::kind).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "rewrite").count(), 5);
+    let too_long = out
+        .events
+        .iter()
+        .filter(
+            |e| matches!(e, Event::Refused { refusal, .. } if refusal.rule() == "segment-too-long"),
+        )
+        .count();
+    assert_eq!(too_long, lines - 5, "the rest are refused, and said so");
 }
