@@ -505,3 +505,85 @@ fn ipset_lifecycle(lab: Lab, tag: &str) {
     });
     assert!(!ns.try_sh(&["ipset", "list", &name]));
 }
+
+/// Servers that open data connections from port 20 reuse 5-tuples: the
+/// data SYN of a new transfer can meet the entry of the last one, still in
+/// TIME_WAIT (120 s by default). conntrack would reopen the tuple as a new
+/// connection, without NAT; ftpct's actions replace the entry by a RELATED
+/// one with its NAT, and the new connection passes through it.
+#[test]
+fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    use ftpct::daemon::{Actions, LiveKernel};
+    use ftpct::event::Event;
+    use ftpct::expect::{Expectation, NatBindings};
+    use ftpct::grammar::AnnounceKind;
+    use ftpct::rules::SetNames;
+
+    let lab = Lab::v4();
+    let ns = Netns::new("reuse");
+    lab.setup(&ns);
+    let data = Tuple::new(lab.at(lab.client, 40020), lab.at(lab.public, 30000));
+    ns.run(|| {
+        let (master, _c, _s) = control_connection(&lab);
+        let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
+        let sets = SetNames::new("ftpct-reuse").expect("names");
+        let kernel = LiveKernel::open(&sets).expect("kernel");
+        let mut actions = Actions::new(kernel, sets, Duration::from_secs(300), None);
+        let exp = Expectation {
+            peer: lab.client,
+            dst: data.dst,
+            nat: NatBindings {
+                src: None,
+                dst: Some(lab.at(lab.server, 30001)),
+            },
+            master,
+            kind: AnnounceKind::Port,
+            expires: Duration::from_secs(300),
+        };
+        let transfer = |actions: &mut Actions<LiveKernel>| {
+            actions.apply(&Event::ExpectationAdded(exp.clone()));
+            let back = actions.apply(&Event::DataMatched {
+                tuple: data,
+                exp: exp.clone(),
+            });
+            assert_eq!(back, None, "the entry was made");
+            let mut client = connect_from(data.src, data.dst).expect("data connect");
+            let (mut server, _) = accept(&listener);
+            server.write_all(b"DATA").unwrap();
+            let mut buf = [0u8; 4];
+            client.read_exact(&mut buf).unwrap();
+            // The server closes first, the client after: conntrack ends
+            // in TIME_WAIT, and the client's port is free again.
+            drop(server);
+            assert_eq!(client.read(&mut buf).unwrap(), 0);
+            drop(client);
+        };
+        transfer(&mut actions);
+        let mut ct = Ctnetlink::open().unwrap();
+        let state = |ct: &mut Ctnetlink| {
+            ct.get_info(&data, CtDir::Orig)
+                .unwrap()
+                .and_then(|i| i.tcp_state)
+        };
+        let time_wait = 7;
+        let mut waited = 0;
+        while state(&mut ct) != Some(time_wait) && waited < 40 {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        assert_eq!(
+            state(&mut ct),
+            Some(time_wait),
+            "the first transfer's entry"
+        );
+        // The same tuple again: replaced, RELATED, DNATed; the data flows.
+        transfer(&mut actions);
+        let info = ct.get_info(&data, CtDir::Orig).unwrap().expect("entry");
+        assert_eq!(info.master, Some(master));
+        assert_eq!(info.status & IPS_DST_NAT, IPS_DST_NAT);
+        actions.cleanup();
+    });
+}
