@@ -36,6 +36,7 @@ use crate::live_nat::LiveNat;
 use crate::logging::RateLimit;
 use crate::nat::NatLookup;
 use crate::report;
+use crate::rule_watch::RuleWatch;
 use crate::rules::{self, SetNames};
 use crate::tuple::Tuple;
 use crate::wire::TcpPacket;
@@ -1037,9 +1038,11 @@ fn supervise(
     shared: &Shared,
     signals: &signals::StopSignals,
     state_interval: Option<Duration>,
+    rules: &mut RuleWatch,
 ) -> Option<String> {
     let mut next_state = state_interval.map(|i| Instant::now() + i);
     loop {
+        rules.check(&mut rules::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {
                 shared.log_state();
@@ -1143,7 +1146,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}",
         config.control_ports, sets.v4, sets.v6
     );
-    let failure = supervise(&shared, &signals, opts.state_interval);
+    let mut rules = RuleWatch::new(&queues_wanted);
+    let failure = supervise(&shared, &signals, opts.state_interval, &mut rules);
     stop_workers(workers, &stop, &done_rx);
     shared.finish();
     match failure {

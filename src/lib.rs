@@ -22,6 +22,7 @@ pub mod netlink;
 pub mod policy;
 pub mod replay;
 pub mod report;
+pub mod rule_watch;
 pub mod rules;
 pub mod seqadj;
 pub mod tuple;

@@ -1,0 +1,156 @@
+//! Whether iptables still feeds ftpct's queues: a firewall reload or
+//! `ftpct rules --delete` under a running ftpct removes its rules, and
+//! ftpct then sees nothing while saying it runs. Checked at start and now
+//! and then; every change is logged.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::rules::Exec;
+
+/// How often the rules are looked at.
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// The queues that the NFQUEUE rules in an `iptables-save` output send to.
+pub fn queues_fed(save: &str) -> Vec<u16> {
+    let mut fed = Vec::new();
+    for line in save.lines().filter(|l| l.contains("-j NFQUEUE")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+        };
+        if let Some(range) = after("--queue-balance") {
+            let bounds = range
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+            if let Some((first, last)) = bounds {
+                fed.extend(first..=last);
+            }
+        } else if let Some(num) = after("--queue-num") {
+            fed.extend(num.parse::<u16>().ok());
+        } else {
+            // NFQUEUE without a number sends to queue 0.
+            fed.push(0);
+        }
+    }
+    fed.sort_unstable();
+    fed.dedup();
+    fed
+}
+
+/// Watches the rules that feed a set of queues.
+pub struct RuleWatch {
+    queues: Vec<u16>,
+    /// The queues found unfed at the last check (None before the first).
+    unfed: Option<Vec<u16>>,
+    next: Instant,
+}
+
+impl RuleWatch {
+    pub fn new(queues: &[u16]) -> Self {
+        RuleWatch {
+            queues: queues.to_vec(),
+            unfed: None,
+            next: Instant::now(),
+        }
+    }
+
+    /// Looks at the rules when a check is due; logs what changed.
+    pub fn check<E: Exec>(&mut self, exec: &mut E, now: Instant) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + CHECK_EVERY;
+        let mut fed = Vec::new();
+        let mut looked = false;
+        for tool in ["iptables-save", "ip6tables-save"] {
+            if let Ok(ran) = exec.exec(tool, &["-t".into(), "raw".into()]) {
+                looked |= ran.ok;
+                fed.extend(queues_fed(&ran.stdout));
+            }
+        }
+        if !looked {
+            if self.unfed.is_none() {
+                warn!("cannot read the raw table (iptables-save): ftpct cannot tell whether its rules are in place");
+            }
+            self.unfed = Some(Vec::new());
+            return;
+        }
+        let unfed: Vec<u16> = self
+            .queues
+            .iter()
+            .copied()
+            .filter(|q| !fed.contains(q))
+            .collect();
+        if self.unfed.as_ref() == Some(&unfed) {
+            return;
+        }
+        if unfed.is_empty() {
+            if self.unfed.is_some() {
+                info!(
+                    "NFQUEUE rules for queues {:?} are in place again",
+                    self.queues
+                );
+            }
+        } else {
+            warn!(
+                "no iptables/ip6tables rule in the raw table sends to queue(s) {unfed:?}: ftpct sees none of their packets (firewall reloaded, `ftpct rules --delete`?): run `ftpct rules --apply`"
+            );
+        }
+        self.unfed = Some(unfed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Ran;
+    use std::io;
+
+    /// iptables-save that prints what the test says.
+    struct Saved(String);
+
+    impl Exec for Saved {
+        fn exec(&mut self, _: &str, _: &[String]) -> io::Result<Ran> {
+            Ok(Ran {
+                ok: true,
+                stdout: self.0.clone(),
+                stderr: String::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn vanished_rules_are_noticed_at_the_next_check() {
+        let rule = "-A PREROUTING -p tcp -j NFQUEUE --queue-num 0 --queue-bypass\n";
+        let mut exec = Saved(rule.into());
+        let mut w = RuleWatch::new(&[0]);
+        let t0 = Instant::now();
+        w.check(&mut exec, t0);
+        assert_eq!(w.unfed, Some(vec![]));
+        exec.0 = "*raw\nCOMMIT\n".into();
+        w.check(&mut exec, t0 + Duration::from_secs(1));
+        assert_eq!(w.unfed, Some(vec![]), "not due yet");
+        w.check(&mut exec, t0 + CHECK_EVERY);
+        assert_eq!(w.unfed, Some(vec![0]));
+        exec.0 = rule.into();
+        w.check(&mut exec, t0 + 2 * CHECK_EVERY);
+        assert_eq!(w.unfed, Some(vec![]));
+    }
+
+    #[test]
+    fn queues_from_rules() {
+        let save = "*raw\n\
+            -A PREROUTING -p tcp -m multiport --ports 21 -j NFQUEUE --queue-num 3 --queue-bypass\n\
+            -A OUTPUT -p tcp -j NFQUEUE --queue-balance 5:7 --queue-bypass\n\
+            -A OUTPUT -p udp -j NFQUEUE\n\
+            -A PREROUTING -j CT --helper ftp\n\
+            COMMIT\n";
+        assert_eq!(queues_fed(save), [0, 3, 5, 6, 7]);
+        assert!(queues_fed("*raw\nCOMMIT\n").is_empty());
+    }
+}
