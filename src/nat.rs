@@ -172,10 +172,16 @@ impl FromStr for SnatRule {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
         let (cidr, addr) = split_rule(s, "--snat CIDR=ADDR, e.g. 192.0.2.0/24=198.51.100.1")?;
-        let inside = cidr
-            .parse::<IpNet>()
-            .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| RuleError(format!("--snat: '{cidr}' is not a CIDR")))?;
+        let inside = cidr.parse::<IpNet>().map_err(|_| match cidr.parse::<IpAddr>() {
+            // A bare address would silently mean one host (/32 or /128).
+            Ok(ip) => {
+                let host = if ip.is_ipv4() { 32 } else { 128 };
+                RuleError(format!(
+                    "--snat: '{cidr}' has no prefix length: write {cidr}/24 (or the network's own length) for a network, {cidr}/{host} for one host"
+                ))
+            }
+            Err(_) => RuleError(format!("--snat: '{cidr}' is not a CIDR (e.g. 192.0.2.0/24)")),
+        })?;
         let public = addr
             .parse::<IpAddr>()
             .map_err(|_| RuleError(format!("--snat: '{addr}' is not an IP address")))?;
@@ -347,6 +353,17 @@ fn follow_master(m: &CtMapping, who: Announcer, announced: SocketAddr) -> NatBin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snat_needs_a_prefix_length() {
+        let e = "192.0.2.0=198.51.100.1".parse::<SnatRule>().unwrap_err();
+        assert!(
+            e.0.contains("192.0.2.0/24") && e.0.contains("192.0.2.0/32"),
+            "{e}"
+        );
+        assert!("192.0.2.0/24=198.51.100.1".parse::<SnatRule>().is_ok());
+        assert!("192.0.2.10/32=198.51.100.1".parse::<SnatRule>().is_ok());
+    }
 
     fn t(s: &str, d: &str) -> Tuple {
         Tuple::new(s.parse().expect("addr"), d.parse().expect("addr"))
