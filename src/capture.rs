@@ -1,17 +1,22 @@
-//! Capture files: reading and writing pcap with the link layers tcpdump
-//! produces here (Ethernet, raw IP, Linux cooked SLL and SLL2).
+//! Capture files: reading pcap and pcapng, writing pcap, with the link
+//! layers tcpdump and Wireshark produce (Ethernet with up to two VLAN tags,
+//! 802.1Q and 802.1ad QinQ; raw IP; Linux cooked SLL and SLL2).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// The first four bytes of a pcapng file (its section header block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// One frame: its time, the link-layer header and the IP packet.
 #[derive(Debug, Clone)]
@@ -41,46 +46,81 @@ impl std::fmt::Display for CaptureError {
 
 impl std::error::Error for CaptureError {}
 
-/// Reads a pcap file. Unsupported link types are an error naming them.
+/// Reads a pcap or pcapng file. Unsupported link types are an error
+/// naming them; a pcapng file's interfaces must share one link type.
 pub fn read(path: &Path) -> Result<Capture, CaptureError> {
-    let file = File::open(path)
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| CaptureError(format!("cannot open {}: {e}", path.display())))?;
-    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|e| {
-        CaptureError(format!(
-            "{} is not a pcap file ({e}); pcapng is not supported, convert with `tcpdump -r IN -w OUT`",
-            path.display()
-        ))
-    })?;
-    let datalink = reader.header().datalink;
-    link_header_len(datalink, &[]).ok_or_else(|| {
-        CaptureError(format!(
-            "{}: link type {datalink:?} is not supported (Ethernet, raw IP, Linux SLL/SLL2 are)",
-            path.display()
-        ))
-    })?;
-    let mut frames = Vec::new();
-    let mut skipped = 0;
+    let shown = path.display();
+    let corrupt = |e: &dyn std::fmt::Display| {
+        CaptureError(format!("{shown}: truncated or corrupt packet: {e}"))
+    };
+    let mut capture = Capture {
+        datalink: DataLink::ETHERNET,
+        frames: Vec::new(),
+        skipped: 0,
+    };
+    if bytes.starts_with(&PCAPNG_MAGIC) {
+        let mut reader = PcapNgReader::new(&bytes[..])
+            .map_err(|e| CaptureError(format!("{shown} is not a pcapng file: {e}")))?;
+        let mut datalink = None;
+        while let Some(block) = reader.next_block() {
+            let (interface, time, data) = match block.map_err(|e| corrupt(&e))? {
+                Block::EnhancedPacket(p) => (p.interface_id, p.timestamp, p.data.into_owned()),
+                Block::SimplePacket(p) => (0, Duration::ZERO, p.data.into_owned()),
+                _ => continue,
+            };
+            let link = reader
+                .interfaces()
+                .get(interface as usize)
+                .map(|i| i.linktype)
+                .ok_or_else(|| corrupt(&format!("packet of undescribed interface {interface}")))?;
+            if *datalink.get_or_insert(link) != link {
+                return Err(CaptureError(format!(
+                    "{shown}: interfaces of different link types ({:?} and {link:?}): split it first (editcap, tshark)",
+                    datalink.unwrap_or(link)
+                )));
+            }
+            capture.datalink = supported(link, path)?;
+            capture.push(time, &data);
+        }
+        return Ok(capture);
+    }
+    let mut reader = PcapReader::new(&bytes[..])
+        .map_err(|e| CaptureError(format!("{shown} is neither a pcap nor a pcapng file ({e})")))?;
+    capture.datalink = supported(reader.header().datalink, path)?;
     while let Some(packet) = reader.next_packet() {
-        let packet = packet.map_err(|e| {
-            CaptureError(format!(
-                "{}: truncated or corrupt packet: {e}",
-                path.display()
-            ))
-        })?;
-        match split_frame(datalink, &packet.data) {
-            Some((link, ip)) => frames.push(Frame {
-                time: packet.timestamp,
+        let packet = packet.map_err(|e| corrupt(&e))?;
+        capture.push(packet.timestamp, &packet.data);
+    }
+    Ok(capture)
+}
+
+impl Capture {
+    /// Adds a frame of the capture's link type, or counts it as skipped
+    /// when it carries no IP packet.
+    fn push(&mut self, time: Duration, frame: &[u8]) {
+        match split_frame(self.datalink, frame) {
+            Some((link, ip)) => self.frames.push(Frame {
+                time,
                 link_header: link.to_vec(),
                 ip: ip.to_vec(),
             }),
-            None => skipped += 1,
+            None => self.skipped += 1,
         }
     }
-    Ok(Capture {
-        datalink,
-        frames,
-        skipped,
-    })
+}
+
+fn supported(datalink: DataLink, path: &Path) -> Result<DataLink, CaptureError> {
+    match link_header_len(datalink, &[]) {
+        Some(_) => Ok(datalink),
+        None => Err(CaptureError(format!(
+            "{}: link type {datalink:?} is not supported (Ethernet, raw IP, Linux SLL/SLL2 are)",
+            path.display()
+        ))),
+    }
 }
 
 /// Length of the link header before the IP packet, if it carries IP.
@@ -95,11 +135,12 @@ fn link_header_len(datalink: DataLink, frame: &[u8]) -> Option<usize> {
     let is_ip = |t: Option<u16>| probe || matches!(t, Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6));
     match datalink {
         DataLink::ETHERNET => {
-            if ethertype_at(12) == Some(ETHERTYPE_VLAN) {
-                is_ip(ethertype_at(16)).then_some(18)
-            } else {
-                is_ip(ethertype_at(12)).then_some(14)
+            // Up to two VLAN tags (802.1Q, or 802.1ad outer + 802.1Q inner).
+            let mut at = 12;
+            while at < 20 && matches!(ethertype_at(at), Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
+                at += 4;
             }
+            is_ip(ethertype_at(at)).then_some(at + 2)
         }
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(0),
         DataLink::LINUX_SLL => is_ip(ethertype_at(14)).then_some(16),
@@ -172,6 +213,18 @@ mod tests {
         assert_eq!(
             split_frame(DataLink::RAW, &ip).map(|(_, p)| p),
             Some(&ip[..])
+        );
+
+        let mut qinq = vec![0u8; 12];
+        qinq.extend_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
+        qinq.extend_from_slice(&[0, 10]);
+        qinq.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        qinq.extend_from_slice(&[0, 20]);
+        qinq.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        qinq.extend_from_slice(&ip);
+        assert_eq!(
+            split_frame(DataLink::ETHERNET, &qinq).map(|(l, p)| (l.len(), p)),
+            Some((22, &ip[..]))
         );
 
         let mut arp = vec![0u8; 12];

@@ -260,10 +260,15 @@ fn every_link_type_replays_the_same() {
     sll.extend_from_slice(&ipv4);
     let mut sll2 = ipv4.to_vec();
     sll2.resize(20, 0);
+    // Ethernet with an 802.1ad outer and an 802.1Q inner tag (QinQ).
+    let mut qinq = vec![0u8; 12];
+    qinq.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20]);
+    qinq.extend_from_slice(&ipv4);
     for (link, header) in [
         (DataLink::RAW, vec![]),
         (DataLink::LINUX_SLL, sll),
         (DataLink::LINUX_SLL2, sll2),
+        (DataLink::ETHERNET, qinq),
     ] {
         let frames: Vec<Frame> = cap
             .frames
@@ -281,7 +286,41 @@ fn every_link_type_replays_the_same() {
         };
         assert_eq!(ips(&got), ips(&want), "{link:?}");
     }
+    // The same frames in a pcapng file.
+    let path = dir.join("capture.pcapng");
+    write_pcapng(&path, &cap);
+    let got = run(path.to_str().expect("utf-8 path"), SNAT4, &[]);
+    assert_eq!(got.far_side.len(), want.far_side.len());
+    for (g, w) in got.far_side.iter().zip(&want.far_side) {
+        assert_eq!((g.time, &g.ip), (w.time, &w.ip), "pcapng");
+    }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn write_pcapng(path: &std::path::Path, cap: &ftpct::capture::Capture) {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::PcapNgWriter;
+    let file = std::fs::File::create(path).expect("create");
+    let mut w = PcapNgWriter::new(file).expect("pcapng writer");
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: cap.datalink,
+        snaplen: 0,
+        options: vec![],
+    })
+    .expect("interface");
+    for f in &cap.frames {
+        let mut data = f.link_header.clone();
+        data.extend_from_slice(&f.ip);
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: f.time,
+            original_len: data.len() as u32,
+            data: data.into(),
+            options: vec![],
+        })
+        .expect("packet");
+    }
 }
 
 const DNAT4: &[&str] = &["198.51.100.1=192.0.2.20"];
