@@ -3,7 +3,7 @@
 //! connection's entry as RELATED to it with its NAT bindings, delete entries.
 //!
 //! Why create entries rather than expectations: ctnetlink refuses an
-//! expectation on a connection without a kernel helper (see DESIGN.md). An
+//! expectation on a connection without a kernel helper (see docs/DESIGN.md). An
 //! entry created with `CTA_TUPLE_MASTER` gets the IPS_EXPECTED status bit,
 //! so the first packet that matches it is classified RELATED, and NAT
 //! bindings given at creation apply to all its packets.
