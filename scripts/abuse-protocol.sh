@@ -1,0 +1,587 @@
+#!/usr/bin/env bash
+# Hostile-input suite against the gateway, live in the namespace lab
+# (scripts/lab.sh), each case under ftpct and under the kernel's own FTP
+# helper (the control), each with a legitimate ftplib session beside it
+# downloading 1k.bin again and again (SHA-256 checked) that must stay intact.
+#
+# Cases (tests/abuse/hostile.py does the hostile part; a listener on every
+# port that must stay closed answers ABUSE-LISTENER-HIT, so a pass shows):
+#   listing-{227,229}-{dnat,snat}-{vsftpd,pure-ftpd}
+#       a file whose NAME holds "\r\n227 Entering Passive Mode (server,47227)"
+#       (resp. "\r\n229 Entering Extended Passive Mode (|||47229|)"); the
+#       client sends STAT on its directory (vsftpd: STAT DIR, pure-ftpd:
+#       STAT DIR/*), so the server writes the name inside a multi-line 213
+#       reply on the CONTROL channel, then connects to the named port.
+#   fake-reply-cmd-dnat-vsftpd
+#       the CLIENT sends "227 ..." and "229 ..." lines as commands.
+#   unsolicited-{227,229}-dnat-fake
+#       a fake server on port 21 answers SITE with a 227/229 no PASV/EPSV
+#       asked for.
+#   multiline-{227,229}-segs-dnat-fake
+#       the listing trick from the fake server, each line of the multi-line
+#       213 reply in a TCP segment of its own (a helper that reads segments,
+#       like the kernel's, sees the 227/229 at the start of one).
+#   bounce-port25-{port,eprt}-snat-vsftpd, bounce-3rd-{port,eprt}-fxp-vsftpd
+#       PORT/EPRT naming port 25 of the client itself (probed from the server
+#       at the gateway's public address) or a third party (203.0.113.30,
+#       behind the gateway; the fxp topology's vsftpd is port_promiscuous).
+#   portflood-{burst,seq}-snat-vsftpd
+#       10,000 PORT commands in one burst (many a segment) or one by one on
+#       one session; then NOOP and a real active RETR on the same session;
+#       ftpct's RSS before/after.
+#   longline-{client,server}-dnat-fake, garbage-{client,server}-...,
+#   logflood-{client,server}-...
+#       a 100 KB line, 64 KiB of binary garbage (NUL, bare CR, 0xFF IAC),
+#       1,000 malformed PORT/EPRT (227/229 from the server) and 100 overlong
+#       lines, from the client or from the fake server; a NOOP must still get
+#       its 200, ftpct's log lines for that session are counted (at most
+#       LOG_MAX: its logs must be rate-limited).
+# Expected (the secure outcome, also printed for the kernel): no probe
+# passes, ftpct logs no expectation for the hostile session (bounces: a
+# `refused [...]` line), the session still answers NOOP, the legitimate
+# transfer is intact, ftpct is still running. Kernel results are
+# information: the run fails only when an ftpct case differs.
+#
+# Usage: scripts/abuse-protocol.sh [--only REGEX] [--modes ftpct,kernel] [--keep] [--tsv FILE]
+#   --only REGEX   cases whose name matches
+#   --modes LIST   ftpct, kernel or both (default)
+#   --keep         keep the work directory (logs, transcripts, results.tsv)
+#   --tsv FILE     also copy results.tsv to FILE
+# Results: a table on stdout and WORK/results.tsv (case, mode, expected,
+# result, verdict, details). Needs root, the release build and the lab's
+# packages. Namespaces ftpct-abp-* (FTPCT_ABUSE_LAB_PREFIX overrides).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
+REPO=$(cd "$HERE/.." && pwd)
+LAB=$HERE/lab.sh
+FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
+HOSTILE=$REPO/tests/abuse/hostile.py
+export FTPCT_LAB_PREFIX=${FTPCT_ABUSE_LAB_PREFIX:-ftpct-abp-}
+NS_CLI=${FTPCT_LAB_PREFIX}cli
+NS_GW=${FTPCT_LAB_PREFIX}gw
+NS_SRV=${FTPCT_LAB_PREFIX}srv
+NS_SRV2=${FTPCT_LAB_PREFIX}srv2
+LOG_MAX=100            # ftpct log lines one hostile session may cause
+RSS_MAX_GROWTH_KB=65536 # ftpct's RSS growth allowed over a 10,000-PORT flood
+P227=47227 P229=47229 PFAKE=47300 PUNSOL=47401 P3RD=47360 # listened-on ports
+CASE_SECS=120          # hard limit on one hostile action
+
+ONLY=''
+MODES=ftpct,kernel
+KEEP=0
+TSV=''
+
+log() { printf 'abuse: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+    exit 2
+}
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --only) [[ $# -ge 2 ]] || usage; ONLY=$2; shift 2 ;;
+            --modes) [[ $# -ge 2 ]] || usage; MODES=$2; shift 2 ;;
+            --keep) KEEP=1; shift ;;
+            --tsv) [[ $# -ge 2 ]] || usage; TSV=$2; shift 2 ;;
+            -h | --help) usage ;;
+            *) log "unknown argument '$1'"; usage ;;
+        esac
+    done
+    local m
+    for m in ${MODES//,/ }; do
+        [[ $m == ftpct || $m == kernel ]] || die "unknown mode '$m' (ftpct, kernel)"
+    done
+}
+has_mode() { [[ ,$MODES, == *,$1,* ]]; }
+
+# --- the cases ------------------------------------------------------------------
+# name  topology  server(vsftpd|pure-ftpd|fake)  runner [args]
+CASES=$(cat <<'EOF'
+listing-227-dnat-vsftpd        dnat vsftpd    listing 227
+listing-229-dnat-vsftpd        dnat vsftpd    listing 229
+fake-reply-cmd-dnat-vsftpd     dnat vsftpd    fakecmd
+listing-227-dnat-pure-ftpd     dnat pure-ftpd listing 227
+listing-229-dnat-pure-ftpd     dnat pure-ftpd listing 229
+unsolicited-227-dnat-fake      dnat fake      unsolicited 227
+unsolicited-229-dnat-fake      dnat fake      unsolicited 229
+multiline-227-segs-dnat-fake   dnat fake      multiline 227
+multiline-229-segs-dnat-fake   dnat fake      multiline 229
+longline-client-dnat-fake      dnat fake      send longline 100000
+longline-server-dnat-fake      dnat fake      srvsend LONGLINE 100000
+garbage-server-dnat-fake       dnat fake      srvsend GARBAGE 65536
+logflood-server-dnat-fake      dnat fake      srvsend FLOOD 1000
+listing-227-snat-vsftpd        snat vsftpd    listing 227
+listing-229-snat-vsftpd        snat vsftpd    listing 229
+bounce-port25-port-snat-vsftpd snat vsftpd    bounce port25 PORT
+bounce-port25-eprt-snat-vsftpd snat vsftpd    bounce port25 EPRT
+portflood-burst-snat-vsftpd    snat vsftpd    portflood pipelined
+portflood-seq-snat-vsftpd      snat vsftpd    portflood sequential
+garbage-client-snat-vsftpd     snat vsftpd    send binary 65536
+logflood-client-snat-vsftpd    snat vsftpd    send flood 1000
+listing-227-snat-pure-ftpd     snat pure-ftpd listing 227
+listing-229-snat-pure-ftpd     snat pure-ftpd listing 229
+garbage-client-snat-pure-ftpd  snat pure-ftpd send binary 65536
+bounce-3rd-port-fxp-vsftpd     fxp  vsftpd    bounce third PORT
+bounce-3rd-eprt-fxp-vsftpd     fxp  vsftpd    bounce third EPRT
+EOF
+)
+
+# --- state and clean-up -----------------------------------------------------------
+
+WORK=''
+FTPCT_PID='' FTPCT_LOG='' GW_MODE=''
+LAB_TOPO='' LAB_SERVER=''
+LISTEN_PIDS=() FAKE_PID='' LEGIT_PID=''
+
+cleanup() {
+    local rc=$? p
+    trap - EXIT INT TERM
+    [[ -n $LEGIT_PID ]] && { kill "$LEGIT_PID" 2>/dev/null || true; }
+    ftpct_stop
+    rules_delete
+    fake_stop
+    for p in "${LISTEN_PIDS[@]}"; do stop_pid "$p" 10 || true; done
+    [[ -n $LAB_TOPO ]] && { "$LAB" down >/dev/null 2>&1 || true; }
+    if [[ -n $WORK ]]; then
+        if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
+    fi
+    exit "$rc"
+}
+
+gw() { ip netns exec "$NS_GW" "$@"; }
+gw_up() { [[ -e /run/netns/$NS_GW ]]; }
+# in NS CMD...: bounded, no stdin.
+in_ns() { local ns=$1; shift; ip netns exec "$ns" timeout -k 2 "$CASE_SECS" "$@" </dev/null; }
+
+rules_delete() {
+    gw_up && [[ -x $FTPCT ]] || return 0
+    gw "$FTPCT" rules --delete >>"${WORK:-/tmp}/rules.log" 2>&1 || log "warning: ftpct rules --delete failed"
+}
+
+ftpct_start() {
+    local i
+    FTPCT_LOG=$WORK/ftpct-$LAB_TOPO-$LAB_SERVER-$(date +%H%M%S%N).log
+    ip netns exec "$NS_GW" "$FTPCT" run </dev/null >"$FTPCT_LOG" 2>&1 &
+    FTPCT_PID=$!
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$FTPCT_PID" 2>/dev/null || break
+        grep -qs 'running: queues' "$FTPCT_LOG" && return 0
+        sleep 0.1
+    done
+    kill -0 "$FTPCT_PID" 2>/dev/null || { tail -n 20 "$FTPCT_LOG" >&2; FTPCT_PID=''; die "ftpct run exited at start-up"; }
+    log "warning: no start-up line from ftpct after 5 s, going on"
+}
+
+ftpct_stop() {
+    [[ -n $FTPCT_PID ]] || return 0
+    stop_pid "$FTPCT_PID" || log "warning: ftpct did not stop in 5 s: killed"
+    FTPCT_PID=''
+}
+
+gw_mode() { # ftpct | kernel
+    [[ $1 == "$GW_MODE" ]] && return 0
+    ftpct_stop
+    rules_delete
+    "$LAB" helper off >/dev/null
+    case $1 in
+        kernel) "$LAB" helper on >/dev/null ;;
+        ftpct)
+            gw "$FTPCT" rules --apply >>"$WORK/rules.log" 2>&1 || die "ftpct rules --apply failed"
+            ftpct_start
+            ;;
+    esac
+    GW_MODE=$1
+    flush_conntrack
+}
+
+# --- lab, listeners, fake server ----------------------------------------------------
+
+listen_start() { # NS PORT...
+    local ns=$1; shift
+    local -a args=() p
+    for p in "$@"; do args+=(--port "$p"); done
+    ip netns exec "$ns" python3 "$HOSTILE" listen "${args[@]}" --log "$WORK/listen-$ns.log" --secs 900 \
+        </dev/null >>"$WORK/listen-$ns.out" 2>&1 &
+    LISTEN_PIDS+=($!)
+}
+
+listeners_stop() {
+    local p
+    for p in "${LISTEN_PIDS[@]}"; do stop_pid "$p" 10 || true; done
+    LISTEN_PIDS=()
+}
+
+# The trick files: names with a CR LF and a 227/229 line naming the server.
+make_tricks() {
+    local anon=$FTPCT_LAB_ANON h
+    h=${FTPCT_LAB_SRV4//./,}
+    install -d -m 0755 "$anon/trick227" "$anon/trick229"
+    : >"$anon/trick227/abuse"$'\r\n'"227 Entering Passive Mode ($h,$((P227 >> 8)),$((P227 & 255)))"
+    : >"$anon/trick229/abuse"$'\r\n'"229 Entering Extended Passive Mode (|||$P229|)"
+}
+
+lab_to() { # TOPO SERVER
+    local topo=$1 server=$2 i
+    if [[ $topo != "$LAB_TOPO" ]]; then
+        ftpct_stop
+        rules_delete
+        fake_stop
+        listeners_stop
+        log "lab up $topo"
+        GW_MODE='' LAB_SERVER=''
+        LAB_TOPO=$topo
+        "$LAB" up "$topo" vsftpd >/dev/null 2>>"$WORK/lab.log" || die "lab up $topo failed (see $WORK/lab.log)"
+        eval "$("$LAB" env)"
+        LAB_SERVER=vsftpd
+        make_tricks
+        listen_start "$NS_SRV" "$P227" "$P229" "$PFAKE" "$PUNSOL"
+        listen_start "$NS_CLI" 25 "$PFAKE"
+        [[ $topo == fxp ]] && listen_start "$NS_SRV2" "$P3RD"
+    fi
+    [[ $server == "$LAB_SERVER" ]] && return 0
+    ftpct_stop # a new ftpct per server: its log and RSS per group
+    GW_MODE=''
+    fake_stop
+    log "server $server"
+    if [[ $server == fake ]]; then
+        "$LAB" server none >/dev/null 2>>"$WORK/lab.log"
+        ip netns exec "$NS_SRV" python3 "$HOSTILE" fakeserver --root "$FTPCT_LAB_ANON" \
+            --log "$WORK/fakeserver.log" --secs 900 </dev/null >>"$WORK/fakeserver.out" 2>&1 &
+        FAKE_PID=$!
+        for ((i = 0; i < 50; i++)); do
+            ip netns exec "$NS_SRV" ss -ltnH 'sport = :21' | grep -q . && break
+            sleep 0.1
+        done
+    else
+        "$LAB" server "$server" >/dev/null 2>>"$WORK/lab.log" || die "lab server $server failed"
+    fi
+    LAB_SERVER=$server
+}
+
+fake_stop() {
+    [[ -n $FAKE_PID ]] || return 0
+    stop_pid "$FAKE_PID" 20 || true
+    FAKE_PID=''
+}
+
+# --- the legitimate session beside each case -------------------------------------------
+
+legit_mode() { case $LAB_TOPO in snat) echo port ;; *) echo pasv ;; esac; }
+
+legit_start() { # DIR
+    local dir=$1 sha i
+    sha=$(awk '$2 == "1k.bin" { print $1 }' "$FTPCT_LAB_ANON/SHA256SUMS")
+    rm -f "$dir/legit.ready" "$dir/legit.stop"
+    ip netns exec "$NS_CLI" timeout -k 2 100 python3 "$HOSTILE" legit "$FTPCT_LAB_TARGET4" \
+        --mode "$(legit_mode)" --file 1k.bin --sha "$sha" --ready "$dir/legit.ready" \
+        --stop "$dir/legit.stop" --max-secs 90 </dev/null >"$dir/legit.log" 2>&1 &
+    LEGIT_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -e $dir/legit.ready ]] && return 0
+        kill -0 "$LEGIT_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+
+legit_finish() { # DIR -> sets LEGIT (ok|FAIL) and LEGIT_WHY
+    local dir=$1 rc=0
+    : >"$dir/legit.stop"
+    if [[ -n $LEGIT_PID ]]; then wait "$LEGIT_PID" || rc=$?; fi
+    LEGIT_PID=''
+    LEGIT_WHY=$(grep -E '^legit:' "$dir/legit.log" | tail -n1 || true)
+    if ((rc == 0)) && [[ $LEGIT_WHY == *'SHA-256 ok'* ]]; then
+        LEGIT=ok LEGIT_WHY=${LEGIT_WHY#legit: }
+    else
+        LEGIT=FAIL
+        LEGIT_WHY="legit session failed (exit $rc): $(tail -n 2 "$dir/legit.log" | tr '\n\t' '  ')"
+    fi
+}
+
+# --- checks ------------------------------------------------------------------------------
+
+kv() { sed -n "s/.*[: ]$1=\([^ ]*\).*/\1/p" "$2" | tail -n1; }
+# The hostile session's client address:port, as in ftpct's flow= field.
+hostile_flow() { sed -n 's/^control \([^ ]*\) -> .*/\1/p' "$1" | head -n1; }
+probes_line() { awk '/^probe / { printf "%s%s=%s", sep, $2, $3; sep=" " }' "$1"; }
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+ipset_entries() { gw ipset list ftpct 2>/dev/null | sed -n 's/^Number of entries: //p'; }
+# Packets the gateway could not forward for their size (DF set, above the MTU).
+frag_fails() {
+    # shellcheck disable=SC2016 # awk fields
+    gw awk '/^Ip:/ { if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else print $n["FragFails"] }' /proc/net/snmp
+}
+# Connections the listeners accepted so far (all namespaces).
+listener_hits() { cat "$WORK"/listen-*.log 2>/dev/null | grep -c '^hit ' || true; }
+
+# ftpct's log lines of the case for FLOW: $SLICE (whole), counts.
+ftpct_counts() { # SLICE FLOW -> F_LINES F_EXPECT F_REFUSED F_REWRITE
+    local f=$1 flow=$2
+    if [[ -z $flow ]]; then F_LINES=0 F_EXPECT=0 F_REFUSED=0 F_REWRITE=0; return; fi
+    F_LINES=$(grep -cF "flow=$flow ->" "$f" || true)
+    F_EXPECT=$(grep -F "flow=$flow ->" "$f" | grep -c 'event="expect"' || true)
+    F_REFUSED=$(grep -F "flow=$flow ->" "$f" | grep -c 'event="refused"' || true)
+    F_REWRITE=$(grep -F "flow=$flow ->" "$f" | grep -c 'event="rewrite"' || true)
+}
+
+# --- the hostile actions ---------------------------------------------------------------------
+# Each runner runs the hostile part in the client namespace, output in $OUT,
+# and sets EXPECT (the secure outcome, words), NEED (what the ftpct log
+# must show: noexpect | refused | bounded) and may add to DETAILS.
+
+hostile() { in_ns "$NS_CLI" python3 -u "$HOSTILE" "$@" >"$OUT" 2>&1; }
+
+run_listing() { # 227|229
+    local kind=$1 cmd
+    if [[ $LAB_SERVER == pure-ftpd ]]; then cmd="STAT trick$kind/*"; else cmd="STAT trick$kind"; fi
+    local port=$P227
+    [[ $kind == 229 ]] && port=$P229
+    EXPECT="closed, refused logged"
+    NEED=refused
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "$cmd" --want "^$kind Entering" --probe-announced \
+        --probe "$FTPCT_LAB_TARGET4:$port" --probe "$FTPCT_LAB_SRV4:$port" --noop
+}
+
+run_fakecmd() {
+    local h=${FTPCT_LAB_SRV4//./,}
+    EXPECT="closed, no expect"
+    NEED=noexpect
+    hostile session "$FTPCT_LAB_TARGET4" \
+        --cmd "227 Entering Passive Mode ($h,$((PFAKE >> 8)),$((PFAKE & 255)))" \
+        --cmd "229 Entering Extended Passive Mode (|||$PFAKE|)" \
+        --probe "$FTPCT_LAB_TARGET4:$PFAKE" --probe "$FTPCT_LAB_SRV4:$PFAKE" \
+        --probe "$NS_SRV@$FTPCT_LAB_CLI4:$PFAKE" --noop
+}
+
+run_unsolicited() { # 227|229
+    EXPECT="closed, refused logged"
+    NEED=refused
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE UNSOL$1 $PUNSOL" --want "^$1 Entering" \
+        --probe-announced --probe "$FTPCT_LAB_TARGET4:$PUNSOL" --noop
+}
+
+# The listing trick again, from the fake server: each line of the 213
+# reply in a TCP segment of its own (what a helper reading segments sees).
+run_multiline() { # 227|229
+    EXPECT="closed, refused logged"
+    NEED=refused
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE MULTI$1 $PUNSOL" --want "^$1 Entering" \
+        --probe-announced --probe "$FTPCT_LAB_TARGET4:$PUNSOL" --noop
+}
+
+run_bounce() { # port25|third PORT|EPRT
+    local target port probe
+    if [[ $1 == port25 ]]; then
+        target=$FTPCT_LAB_CLI4 port=25
+        # The data connection would come from the server to the gateway's
+        # public address (SNAT), mapped to the client's port 25.
+        probe="$NS_SRV@198.51.100.1:25"
+    else
+        target=$FTPCT_LAB_SRV2_4 port=$P3RD
+        probe="$NS_SRV@$target:$port"
+    fi
+    local cmd
+    if [[ $2 == PORT ]]; then
+        cmd="PORT ${target//./,},$((port >> 8)),$((port & 255))"
+    else
+        cmd="EPRT |1|$target|$port|"
+    fi
+    EXPECT="closed, refused logged"
+    NEED=refused
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "$cmd" --probe "$probe" --probe "$NS_SRV@$target:$port" --noop
+}
+
+run_portflood() { # pipelined|sequential
+    local sha before after base=20000
+    [[ $1 == sequential ]] && base=10000 # distinct ports: no state shared with the burst
+    sha=$(awk '$2 == "1k.bin" { print $1 }' "$FTPCT_LAB_ANON/SHA256SUMS")
+    EXPECT="NOOP 200, RETR ok, RSS bounded"
+    NEED=bounded
+    before=$( [[ -n $FTPCT_PID ]] && rss_kb "$FTPCT_PID" || echo 0)
+    local rc=0
+    hostile portflood "$FTPCT_LAB_TARGET4" --addr "$FTPCT_LAB_CLI4" --count 10000 "--$1" \
+        --port-base "$base" --file 1k.bin --sha "$sha" --timeout 20 || rc=$?
+    if [[ -n $FTPCT_PID ]]; then
+        after=$(rss_kb "$FTPCT_PID")
+        DETAILS+="ftpct RSS ${before} kB -> ${after} kB; ipset entries $(ipset_entries); "
+        if ((after - before > RSS_MAX_GROWTH_KB)); then
+            EXTRA_FAIL+="RSS grew by $((after - before)) kB; "
+        fi
+    fi
+    return "$rc"
+}
+
+run_send() { # longline|binary|flood SIZE
+    EXPECT="NOOP 200, log<=$LOG_MAX"
+    NEED=bounded
+    hostile send "$FTPCT_LAB_TARGET4" --payload "$1" --size "$2" --timeout 15
+}
+
+run_srvsend() { # LONGLINE|GARBAGE|FLOOD N
+    EXPECT="NOOP 200, log<=$LOG_MAX"
+    NEED=bounded
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE $1 $2" --until '^200 abuse-done' --noop --timeout 15
+}
+
+# --- one case ----------------------------------------------------------------------------------
+
+R_NAME=() R_MODE=() R_EXPECT=() R_RESULT=() R_VERDICT=() R_DETAILS=()
+
+run_case() { # NAME MODE RUNNER ARGS...
+    local name=$1 mode=$2 runner=$3; shift 3
+    local dir=$WORK/cases/$name.$mode off=0 rc=0 slice='' flow result verdict problems=''
+    mkdir -p "$dir"
+    OUT=$dir/hostile.log DETAILS='' EXTRA_FAIL='' EXPECT='' NEED=''
+    flush_conntrack
+    [[ $mode == ftpct ]] && off=$(stat -c %s "$FTPCT_LOG")
+    local hits0 frag0
+    hits0=$(listener_hits)
+    frag0=$(frag_fails)
+    if ! legit_start "$dir"; then
+        problems+="legit session did not start; "
+    fi
+    local t0=$SECONDS
+    "run_$runner" "$@" || rc=$?
+    legit_finish "$dir"
+    [[ $LEGIT == ok ]] || problems+="$LEGIT_WHY; "
+    flow=$(hostile_flow "$OUT")
+    local hits=$(($(listener_hits) - hits0)) frag=$(($(frag_fails) - frag0))
+    ((frag == 0)) || DETAILS+="the gateway dropped $frag packet(s) too big for the next hop (IpFragFails); "
+    ((hits == 0)) || problems+="the listeners behind the gateway were reached $hits time(s); "
+    local opened probes
+    opened=$(kv opened "$OUT")
+    probes=$(probes_line "$OUT")
+    # The observed outcome.
+    if ((rc == 3)); then
+        result=broken
+        problems+="set-up failed: $(grep -E '^detail' "$OUT" | tail -n1 || true); "
+    elif [[ -n $opened && $opened != 0 ]]; then
+        result="OPEN($opened)"
+    elif ((rc != 0)); then
+        result=failed
+        problems+="$(grep -E '^(detail|noop|summary)' "$OUT" | tail -n3 | tr '\n' ' ' || true); "
+    else
+        result=closed
+        [[ $NEED == bounded ]] && result=usable
+    fi
+    [[ -n $EXTRA_FAIL ]] && problems+=$EXTRA_FAIL
+    if [[ $mode == ftpct ]]; then
+        sleep 0.2 # the last decisions reach the log
+        slice=$dir/ftpct.log
+        tail -c +$((off + 1)) "$FTPCT_LOG" | sed 's/\x1b\[[0-9;]*m//g' >"$slice"
+        ftpct_counts "$slice" "$flow"
+        DETAILS+="ftpct log for the session: $F_LINES line(s), expect=$F_EXPECT refused=$F_REFUSED rewrite=$F_REWRITE"
+        DETAILS+=" ($(grep -c 'held back' "$slice" || true) 'held back' line(s) in the case's log); "
+        case $NEED in
+            noexpect) ((F_EXPECT == 0)) || problems+="ftpct logged $F_EXPECT expectation(s) for it; " ;;
+            refused)
+                ((F_REFUSED >= 1)) || problems+="ftpct logged no refusal; "
+                ((F_EXPECT == 0)) || problems+="ftpct logged $F_EXPECT expectation(s); "
+                ;;
+        esac
+        if [[ $runner == send || $runner == srvsend ]] && ((F_LINES > LOG_MAX)); then
+            problems+="ftpct logged $F_LINES lines for one session (max $LOG_MAX: not rate-limited); "
+        fi
+        if ! kill -0 "$FTPCT_PID" 2>/dev/null; then
+            problems+="ftpct is no longer running (crash?): $(tail -n 3 "$FTPCT_LOG" | tr '\n' ' '); "
+            FTPCT_PID=''
+            GW_MODE=''
+        fi
+    fi
+    [[ -n $probes ]] && DETAILS="probes: $probes; $DETAILS"
+    DETAILS+="$(grep -E '^(noop|detail|received)' "$OUT" | head -n 4 | tr '\n\t' '; ' || true)"
+    DETAILS+="legit: $LEGIT_WHY"
+    local good=0
+    case $result in closed | usable) [[ -z $problems ]] && good=1 ;; esac
+    if [[ $mode == kernel ]]; then
+        if ((good)); then verdict=info-ok; else verdict=info-differs; fi
+    else
+        if ((good)); then verdict=ok; else verdict=MISMATCH; fi
+    fi
+    [[ -n $problems ]] && DETAILS="PROBLEMS: $problems$DETAILS"
+    R_NAME+=("$name") R_MODE+=("$mode") R_EXPECT+=("$EXPECT") R_RESULT+=("$result")
+    R_VERDICT+=("$verdict") R_DETAILS+=("${DETAILS//$'\t'/ }")
+    log "$(printf '%-32s %-6s %-24s %-9s %-12s %3ss' "$name" "$mode" "$EXPECT" "$result" "$verdict" $((SECONDS - t0)))"
+    if [[ $verdict == MISMATCH ]]; then
+        log "    $DETAILS"
+        if [[ -n $slice ]]; then
+            log "    ftpct's log for the hostile session (first lines):"
+            grep -F "flow=$flow ->" "$slice" | head -n 6 | cut -c1-300 | sed 's/^/      | /' >&2 || true
+        fi
+    fi
+    # A crashed ftpct comes back for the next case.
+    if [[ $mode == ftpct && -z $GW_MODE ]]; then gw_mode ftpct; fi
+    return 0
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+print_table() {
+    local i bad=0
+    {
+        printf 'case\tmode\texpected\tresult\tverdict\tdetails\n'
+        for i in "${!R_NAME[@]}"; do
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${R_NAME[$i]}" "${R_MODE[$i]}" "${R_EXPECT[$i]}" \
+                "${R_RESULT[$i]}" "${R_VERDICT[$i]}" "${R_DETAILS[$i]}"
+        done
+    } >"$WORK/results.tsv"
+    if [[ -n $TSV ]]; then cp "$WORK/results.tsv" "$TSV"; fi
+    printf '\n%-32s %-6s %-30s %-9s %-12s %s\n' case mode expected result verdict details
+    printf '%s\n' "$(printf '%.0s-' {1..130})"
+    for i in "${!R_NAME[@]}"; do
+        [[ ${R_VERDICT[$i]} == MISMATCH ]] && bad=$((bad + 1))
+        printf '%-32s %-6s %-30s %-9s %-12s %s\n' "${R_NAME[$i]}" "${R_MODE[$i]}" "${R_EXPECT[$i]}" \
+            "${R_RESULT[$i]}" "${R_VERDICT[$i]}" "$(cut -c1-220 <<<"${R_DETAILS[$i]}")"
+    done
+    printf '%s\n' "$(printf '%.0s-' {1..130})"
+    printf '%d run(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_NAME[@]}" "$bad" "$SECONDS" \
+        "$WORK/results.tsv"
+    ((bad == 0))
+}
+
+main() {
+    parse_args "$@"
+    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
+    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
+    if has_mode ftpct; then [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"; fi
+    local -a sel=()
+    local name topo server runner args
+    while read -r name topo server runner args; do
+        [[ -z $name ]] && continue
+        [[ -z $ONLY || $name =~ $ONLY ]] || continue
+        sel+=("$name $topo $server $runner $args")
+    done <<<"$CASES"
+    ((${#sel[@]})) || die "no case matches --only \"$ONLY\""
+    trap cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT TERM
+    set -o errtrace
+    trap 'log "error: line $LINENO: $BASH_COMMAND failed"' ERR
+    WORK=$(mktemp -d /tmp/ftpct-abuse.XXXXXX)
+    chmod 0755 "$WORK"
+    log "${#sel[@]} case(s), modes $MODES, work directory $WORK"
+    local group mode line
+    # Groups of cases sharing a topology and a server, in the table's order.
+    for group in $(printf '%s\n' "${sel[@]}" | awk '{ print $2 "/" $3 }' | awk '!seen[$0]++'); do
+        lab_to "${group%/*}" "${group#*/}"
+        for mode in ftpct kernel; do
+            has_mode "$mode" || continue
+            gw_mode "$mode"
+            for line in "${sel[@]}"; do
+                read -r name topo server runner args <<<"$line"
+                [[ $topo/$server == "$group" ]] || continue
+                # shellcheck disable=SC2086 # runner arguments are words
+                run_case "$name" "$mode" "$runner" $args
+            done
+        done
+    done
+    ftpct_stop
+    trap - ERR
+    print_table
+}
+
+main "$@"

@@ -1,0 +1,774 @@
+#!/usr/bin/env python3
+"""Hostile FTP actions for scripts/abuse-protocol.sh (standard library only).
+
+Every subcommand is bounded in time and size. The ones that attack print
+`probe ...` and `detail ...` lines, then one `summary: key=value ...` line,
+and exit with 0 (the secure outcome: nothing passed, the session still
+works), 1 (something passed the gateway, or the session broke) or 3 (the
+case could not be set up: no login, the server did not show the trick).
+
+Subcommands:
+  listen --port P [--port P...] --log FILE [--secs N]
+      accept on [::]:P (IPv4 too): write `hit PORT PEER` to FILE, send
+      `ABUSE-LISTENER-HIT`, close. A probe that reads this line passed.
+  probe HOST PORT [--timeout S]
+      one TCP connection attempt: prints open / refused / timeout.
+  session HOST [--cmd TEXT]... [--want REGEX] [--probe [NS@]HOST:PORT]...
+          [--probe-announced] [--noop] [--until REGEX]
+      log in (anonymous), send each command and read its reply (RFC 959
+      multi-line replies are read whole; --until REGEX reads reply lines
+      until one matches, for replies that are garbage), then probe.
+      --want: the replies must contain REGEX (else exit 3: the trick did
+      not reach the client). --probe-announced: probe every address and
+      port that a `227 `/`229 ` line in the replies names, as received.
+      --noop: a NOOP must get its 200 at the end.
+  send HOST --payload KIND [--size N] [--seed N] [--probe ...]
+      log in, send a raw payload on the control channel (KIND: longline,
+      binary, flood), then NOOP: its 200 must come back.
+  portflood HOST --addr A --count N (--pipelined | --sequential)
+          --file NAME --sha HEX
+      log in, N PORT commands naming A and ports BASE.. (--port-base), read every reply,
+      then NOOP (200) and a real active-mode RETR of NAME on the same
+      session (SHA-256 checked).
+  legit HOST --mode M --file NAME --sha HEX --ready F --stop F [--max-secs N]
+      a normal ftplib session (tests/e2e/ftpc.py): RETR NAME again and
+      again (SHA-256 checked) until the file --stop exists, then once more.
+      Touches --ready after the first good transfer.
+  fakeserver --root DIR --log FILE [--secs N]
+      a small FTP server on [::]:21 serving DIR (anonymous login, TYPE,
+      PASV, EPSV, PORT, EPRT, RETR, SIZE, NOOP, QUIT) that also misbehaves
+      on request: SITE UNSOL227 P / SITE UNSOL229 P answer with a 227/229
+      that no PASV/EPSV asked for; SITE MULTI227 P / SITE MULTI229 P with
+      a multi-line 213 reply holding a 227/229 line in a segment of its own; SITE LONGLINE N, SITE GARBAGE N SEED,
+      SITE FLOOD N answer with an N-byte line, N random bytes, N malformed
+      227/229 lines (each then `200 abuse-done`); lines of any length and
+      content from the client get a 500 and the session goes on.
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BANNER = b"ABUSE-LISTENER-HIT"
+MAX_LINE = 4 << 20  # longest reply line read, bytes
+RE_227 = re.compile(rb"^227 .*?(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)")
+RE_229 = re.compile(rb"^229 .*?\((.)\1\1(\d+)\1\)")
+
+
+def out(*a):
+    print(*a, flush=True)
+
+
+# --- the control connection ---------------------------------------------------
+
+
+class Ctl:
+    """A raw control connection: bytes in, reply lines out."""
+
+    def __init__(self, host, port=21, timeout=10):
+        self.host = host
+        self.sock = socket.create_connection((host, port), timeout)
+        self.buf = b""
+        self.lines = []  # every reply line read, for --want and announcements
+        loc, peer = self.sock.getsockname(), self.sock.getpeername()
+        out("control %s:%d -> %s:%d" % (loc[0], loc[1], peer[0], peer[1]))
+        self.local = loc
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def cmd(self, text):
+        self.send(text.encode("latin-1") + b"\r\n")
+
+    def readline(self, deadline):
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete reply line in time")
+            if len(self.buf) > MAX_LINE:
+                raise ValueError("reply line longer than %d bytes" % MAX_LINE)
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("server closed the control connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        line += b"\n"
+        self.lines.append(line)
+        return line
+
+    def reply(self, timeout=10):
+        """One reply, multi-line ones whole: (code, [lines])."""
+        deadline = time.monotonic() + timeout
+        first = self.readline(deadline)
+        lines = [first]
+        code = first[:3]
+        if first[3:4] == b"-":
+            while True:
+                line = self.readline(deadline)
+                lines.append(line)
+                if line[:3] == code and line[3:4] == b" ":
+                    break
+        return code.decode("latin-1"), lines
+
+    def until(self, pattern, timeout=20):
+        """Reply lines until one matches PATTERN (bytes regex)."""
+        deadline = time.monotonic() + timeout
+        n = 0
+        while True:
+            line = self.readline(deadline)
+            n += 1
+            if re.search(pattern, line):
+                return line, n
+
+    def login(self):
+        code, _ = self.reply()
+        if code != "220":
+            raise SystemExit(3)
+        self.cmd("USER anonymous")
+        code, _ = self.reply()
+        if code == "331":
+            self.cmd("PASS abuse@example.com")
+            code, _ = self.reply()
+        if code != "230":
+            out("detail login failed: %s" % code)
+            raise SystemExit(3)
+
+    def noop(self, timeout=10):
+        t0 = time.monotonic()
+        self.cmd("NOOP")
+        line, n = self.until(rb"^[0-9]{3} ", timeout)
+        ms = (time.monotonic() - t0) * 1000
+        return line[:3] == b"200", line.strip().decode("latin-1", "replace"), ms
+
+
+def show(line, limit=160):
+    s = line.rstrip(b"\r\n").decode("latin-1")
+    s = "".join(c if 32 <= ord(c) < 127 else "\\x%02x" % ord(c) for c in s)
+    return s if len(s) <= limit else s[:limit] + "...(%d chars)" % len(s)
+
+
+# --- probes -------------------------------------------------------------------
+
+
+def probe_one(host, port, timeout=1.5):
+    """open / refused / timeout / unreachable / error:..."""
+    try:
+        s = socket.create_connection((host, port), timeout)
+    except socket.timeout:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as e:
+        if e.errno in (101, 113):
+            return "unreachable"
+        return "error:%s" % e.strerror
+    try:
+        s.settimeout(1.0)
+        data = s.recv(64)
+    except OSError:
+        data = b""
+    finally:
+        s.close()
+    return "open(listener)" if data.startswith(BANNER) else "open"
+
+
+def probe_spec(spec, timeout):
+    """[NS@]HOST:PORT; HOST may be [v6]."""
+    ns, _, hp = spec.rpartition("@")
+    host, _, port = hp.rpartition(":")
+    host = host.strip("[]")
+    if ns:
+        try:
+            r = subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
+                 "probe", host, port, "--timeout", str(timeout)],
+                capture_output=True, text=True, timeout=timeout + 10)
+            res = r.stdout.strip().split()[-1] if r.stdout.strip() else "error:" + r.stderr.strip()[-80:]
+        except subprocess.TimeoutExpired:
+            res = "error:probe-hung"
+    else:
+        res = probe_one(host, int(port), timeout)
+    return spec, res
+
+
+def run_probes(specs, timeout=1.5):
+    """Probes in parallel; prints them; number that passed."""
+    results = {}
+
+    def work(sp):
+        results[sp] = probe_spec(sp, timeout)[1]
+
+    threads = [threading.Thread(target=work, args=(sp,)) for sp in dict.fromkeys(specs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 15)
+    opened = 0
+    for sp in dict.fromkeys(specs):
+        res = results.get(sp, "error:no-result")
+        out("probe %s %s" % (sp, res))
+        if res.startswith("open"):
+            opened += 1
+    return opened
+
+
+def announced(lines, default_host):
+    """HOST:PORT of every 227/229 line, as the client received it."""
+    found = []
+    for line in lines:
+        m = RE_227.match(line)
+        if m:
+            n = [int(x) for x in m.groups()]
+            if all(x < 256 for x in n):
+                found.append("%d.%d.%d.%d:%d" % (n[0], n[1], n[2], n[3], n[4] * 256 + n[5]))
+            continue
+        m = RE_229.match(line)
+        if m:
+            host = default_host if ":" not in default_host else "[%s]" % default_host
+            found.append("%s:%s" % (host, m.group(2).decode()))
+    return found
+
+
+# --- subcommands ----------------------------------------------------------------
+
+
+def cmd_listen(a):
+    socks = []
+    for port in a.port:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+        s.listen(64)
+        s.setblocking(False)
+        socks.append(s)
+    end = time.monotonic() + a.secs
+    with open(a.log, "a", buffering=1) as log:
+        log.write("listening %s\n" % " ".join(map(str, a.port)))
+        while time.monotonic() < end:
+            r, _, _ = select.select(socks, [], [], 1.0)
+            for s in r:
+                try:
+                    c, peer = s.accept()
+                except OSError:
+                    continue
+                log.write("hit %d %s:%d\n" % (s.getsockname()[1], peer[0], peer[1]))
+                try:
+                    c.settimeout(1)
+                    c.sendall(BANNER + b"\r\n")
+                except OSError:
+                    pass
+                c.close()
+    return 0
+
+
+def cmd_probe(a):
+    out(probe_one(a.host, a.port, a.timeout))
+    return 0
+
+
+def cmd_session(a):
+    c = Ctl(a.host)
+    c.login()
+    base = len(c.lines)
+    for text in a.cmd:
+        c.cmd(text)
+        try:
+            if a.until:
+                line, n = c.until(a.until.encode("latin-1"), a.timeout)
+                out("reply to %s: %d line(s), last %s" % (show(text.encode("latin-1"), 60), n, show(line)))
+            else:
+                code, lines = c.reply(a.timeout)
+                out("reply to %s: %s (%d line(s))" % (show(text.encode("latin-1"), 60), code, len(lines)))
+        except (TimeoutError, ConnectionError, ValueError) as e:
+            out("detail no reply to %s: %s" % (show(text.encode("latin-1"), 60), e))
+            out("summary: opened=0 noop=lost broken=1")
+            return 1
+    got = c.lines[base:]
+    for line in got:
+        if RE_227.match(line) or RE_229.match(line):
+            out("received %s" % show(line))
+    if a.want and not any(re.search(a.want.encode("latin-1"), ln) for ln in got):
+        out("detail the replies do not contain %r" % a.want)
+        out("summary: opened=0 trick=missing")
+        return 3
+    specs = list(a.probe)
+    if a.probe_announced:
+        specs += announced(got, a.host)
+    opened = run_probes(specs, a.probe_timeout) if specs else 0
+    noop = "-"
+    if a.noop:
+        ok, line, ms = c.noop()
+        noop = "200" if ok else "bad"
+        out("noop %s (%.1f ms)" % (line, ms))
+    c.cmd("QUIT")
+    out("summary: opened=%d probes=%d noop=%s" % (opened, len(specs), noop))
+    return 1 if opened or noop == "bad" else 0
+
+
+def garbage_bytes(size, seed):
+    """Random bytes with every nasty control byte present."""
+    rng = random.Random(seed)
+    data = bytearray(rng.getrandbits(8) for _ in range(size))
+    nasty = [b"\x00", b"\r", b"\xff\xf4\xff\xfd\x06", b"\xff\xff", b"\r\r\x00\n", b"\x1b[2J"]
+    for i in range(0, size, 97):
+        chunk = nasty[(i // 97) % len(nasty)]
+        data[i:i + len(chunk)] = chunk
+    return bytes(data[:size])
+
+
+def payload(kind, size, seed, flood_client=True):
+    if kind == "longline":
+        return b"A" * size + b"\r\n"
+    if kind == "binary":
+        return garbage_bytes(size, seed) + b"\r\n"
+    if kind == "flood":
+        # Lines a helper may log: malformed announcements, overlong lines.
+        if flood_client:
+            bad = [b"PORT 1,2,3\r\n", b"PORT 192,0,2,999,1,1\r\n", b"EPRT |9|x|1|\r\n",
+                   b"EPRT |1|192.0.2.10|0|\r\n", b"PORT 1,2,3,4,5,6,7,8\r\n"]
+        else:
+            bad = [b"227 Entering Passive Mode (1,2,3)\r\n", b"227 (192,0,2,300,4,1)\r\n",
+                   b"229 Entering Extended Passive Mode (|||0|)\r\n", b"227 (192,0,2,1,0,0)\r\n"]
+        lines = [bad[i % len(bad)] for i in range(size)]
+        lines += [b"B" * 2000 + b"\r\n"] * 100
+        return b"".join(lines)
+    raise SystemExit("unknown payload %r" % kind)
+
+
+def cmd_send(a):
+    c = Ctl(a.host)
+    c.login()
+    data = payload(a.payload, a.size, a.seed)
+    out("detail sending %d bytes (%s)" % (len(data), a.payload))
+    err = []
+
+    def writer():
+        try:
+            c.send(data)
+            c.cmd("NOOP")
+        except OSError as e:
+            err.append(str(e))
+
+    t = threading.Thread(target=writer)
+    t0 = time.monotonic()
+    t.start()
+    # The replies to the garbage, then the NOOP's 200 (the first 200 after it).
+    n = 0
+    status = "bad"
+    try:
+        while True:
+            line = c.readline(t0 + a.timeout)
+            n += 1
+            if re.match(a.noop_re.encode("latin-1"), line):
+                status = "200"
+                break
+    except (TimeoutError, ConnectionError, ValueError) as e:
+        out("detail after the payload: %s" % e)
+    t.join(a.timeout)
+    if err:
+        out("detail send failed: %s" % err[0])
+    out("noop %s after %d reply line(s), %.1f ms" % (status, n, (time.monotonic() - t0) * 1000))
+    if status == "200":
+        ok, line, ms = c.noop()
+        out("noop again %s (%.1f ms)" % (line, ms))
+        status = "200" if ok else "bad"
+    opened = run_probes(a.probe, a.probe_timeout) if a.probe else 0
+    try:
+        c.cmd("QUIT")
+    except OSError:
+        pass
+    out("summary: opened=%d noop=%s replies=%d" % (opened, status, n))
+    return 0 if status == "200" and not opened else 1
+
+
+def active_retr(c, addr, name, timeout=20):
+    """PORT + RETR on the raw session; the data's SHA-256."""
+    with socket.create_server((c.local[0], 0), backlog=1) as ls:
+        port = ls.getsockname()[1]
+        c.cmd("PORT %s,%d,%d" % (addr.replace(".", ","), port >> 8, port & 255))
+        code, _ = c.reply(timeout)
+        if code != "200":
+            return None, "PORT answered %s" % code
+        c.cmd("TYPE I")
+        c.reply(timeout)
+        c.cmd("RETR " + name)
+        code, _ = c.reply(timeout)
+        if code[0] != "1":
+            return None, "RETR answered %s" % code
+        ls.settimeout(timeout)
+        d, _ = ls.accept()
+    h = hashlib.sha256()
+    d.settimeout(timeout)
+    with d:
+        while True:
+            b = d.recv(1 << 16)
+            if not b:
+                break
+            h.update(b)
+    code, _ = c.reply(timeout)
+    return h.hexdigest(), "RETR done %s" % code
+
+
+def cmd_portflood(a):
+    c = Ctl(a.host, timeout=20)
+    c.login()
+    n = a.count
+    ports = [a.port_base + i % 10000 for i in range(n)]
+    lines = [("PORT %s,%d,%d\r\n" % (a.addr.replace(".", ","), p >> 8, p & 255)).encode() for p in ports]
+    t0 = time.monotonic()
+    deadline = t0 + a.timeout
+    ok = bad = 0
+    err = []
+    if a.pipelined:
+        blob = b"".join(lines)
+
+        def writer():
+            try:
+                c.send(blob)
+            except OSError as e:
+                err.append(str(e))
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for _ in range(n):
+                code, _ = c.reply(max(0.1, deadline - time.monotonic()))
+                ok += code == "200"
+                bad += code != "200"
+        except (TimeoutError, ConnectionError, ValueError) as e:
+            err.append(str(e))
+        t.join(5)
+    else:
+        try:
+            for ln in lines:
+                if time.monotonic() > deadline:
+                    err.append("time limit")
+                    break
+                c.send(ln)
+                code, _ = c.reply(max(0.1, deadline - time.monotonic()))
+                ok += code == "200"
+                bad += code != "200"
+        except (TimeoutError, ConnectionError, ValueError) as e:
+            err.append(str(e))
+    secs = time.monotonic() - t0
+    out("detail %d PORT %s in %.2f s: %d answered 200, %d other%s" % (
+        n, "pipelined" if a.pipelined else "sequential", secs, ok, bad,
+        ("; error: " + err[0]) if err else ""))
+    noop, sha_ok = "bad", False
+    try:
+        good, line, ms = c.noop(5 if err else 10)
+        noop = "200" if good else "bad"
+        out("noop %s (%.1f ms)" % (line, ms))
+        digest, why = active_retr(c, a.addr, a.file)
+        sha_ok = digest == a.sha
+        out("detail transfer on the same session: %s, sha256 %s" % (why, "ok" if sha_ok else "MISMATCH %s" % digest))
+        c.cmd("QUIT")
+    except (TimeoutError, ConnectionError, ValueError, OSError) as e:
+        out("detail session after the flood: %s" % e)
+    out("summary: answered=%d secs=%.2f noop=%s transfer=%s" % (ok, secs, noop, "ok" if sha_ok else "bad"))
+    return 0 if noop == "200" and sha_ok and ok + bad == n else 1
+
+
+def cmd_legit(a):
+    sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+    import ftpc  # noqa: E402 (the e2e matrix's client)
+
+    end = time.monotonic() + a.max_secs
+    f = ftpc.login(a.host, a.mode)
+    f.set_debuglevel(0)
+    done = 0
+
+    def one():
+        h = hashlib.sha256()
+        f.retrbinary("RETR " + a.file, h.update)
+        if h.hexdigest() != a.sha:
+            out("legit: SHA-256 MISMATCH on transfer %d: %s" % (done + 1, h.hexdigest()))
+            raise SystemExit(1)
+
+    one()
+    done += 1
+    open(a.ready, "w").close()
+    while not os.path.exists(a.stop) and time.monotonic() < end and done < a.max_count:
+        one()
+        done += 1
+        time.sleep(0.05)
+    stopped = os.path.exists(a.stop)
+    one()  # once more, after the attack
+    done += 1
+    f.quit()
+    out("legit: %d transfer(s) of %s, SHA-256 ok%s" % (done, a.file, "" if stopped else " (no stop signal)"))
+    return 0
+
+
+# --- the fake server ------------------------------------------------------------
+
+
+class FakeSession(threading.Thread):
+    def __init__(self, conn, root, log):
+        super().__init__(daemon=True)
+        self.c, self.root, self.log = conn, root, log
+        self.pasv = None
+        self.port_addr = None
+        self.buf = b""
+
+    def w(self, data):
+        self.c.sendall(data if isinstance(data, bytes) else data.encode("latin-1"))
+
+    def line(self):
+        while b"\n" not in self.buf:
+            if len(self.buf) > MAX_LINE:
+                # Tolerant: an endless line is answered and dropped.
+                self.buf = b""
+                self.w("500 line too long, still listening\r\n")
+            chunk = self.c.recv(1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        ln, self.buf = self.buf.split(b"\n", 1)
+        return ln.rstrip(b"\r")
+
+    def own_addr(self):
+        a = self.c.getsockname()[0]
+        return a[7:] if a.startswith("::ffff:") else a
+
+    def open_pasv(self):
+        if self.pasv:
+            self.pasv.close()
+        fam = socket.AF_INET if "." in self.own_addr() else socket.AF_INET6
+        self.pasv = socket.create_server((self.own_addr(), 0), family=fam, backlog=1)
+        self.pasv.settimeout(15)
+        self.port_addr = None
+        return self.pasv.getsockname()[1]
+
+    def data_conn(self):
+        if self.pasv:
+            d, _ = self.pasv.accept()
+            self.pasv.close()
+            self.pasv = None
+            return d
+        if self.port_addr:
+            return socket.create_connection(self.port_addr, 15)
+        raise OSError("no PORT/PASV")
+
+    def retr(self, name):
+        path = os.path.realpath(os.path.join(self.root, name.lstrip("/")))
+        if not path.startswith(os.path.realpath(self.root) + os.sep) or not os.path.isfile(path):
+            self.w("550 no such file\r\n")
+            return
+        self.w("150 here it comes\r\n")
+        try:
+            d = self.data_conn()
+        except OSError:
+            self.w("425 no data connection\r\n")
+            return
+        with d, open(path, "rb") as fh:
+            while True:
+                b = fh.read(1 << 16)
+                if not b:
+                    break
+                d.sendall(b)
+        self.w("226 done\r\n")
+
+    def site(self, args):
+        words = args.split()
+        what = words[0].upper() if words else ""
+        n = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+        if what in ("MULTI227", "MULTI229"):
+            # The listing trick, each line its own segment: a helper that
+            # reads segments, not replies, sees a 227/229 at a line start.
+            self.c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.w("213-Status follows:\r\n")
+            time.sleep(0.05)
+            if what == "MULTI227":
+                a = self.own_addr().split(".")
+                self.w("227 Entering Passive Mode (%s,%d,%d)\r\n" % (",".join(a), n >> 8, n & 255))
+            else:
+                self.w("229 Entering Extended Passive Mode (|||%d|)\r\n" % n)
+            time.sleep(0.05)
+            self.w("213 End of status\r\n")
+            self.c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        elif what == "UNSOL227":
+            a = self.own_addr().split(".")
+            self.w("227 Entering Passive Mode (%s,%d,%d)\r\n" % (",".join(a), n >> 8, n & 255))
+        elif what == "UNSOL229":
+            self.w("229 Entering Extended Passive Mode (|||%d|)\r\n" % n)
+        elif what == "LONGLINE":
+            self.w(b"200-" + b"L" * n + b"\r\n200 abuse-done\r\n")
+        elif what == "GARBAGE":
+            seed = int(words[2]) if len(words) > 2 else 1
+            self.w(garbage_bytes(n, seed) + b"\r\n200 abuse-done\r\n")
+        elif what == "FLOOD":
+            self.w(payload("flood", n, 0, flood_client=False) + b"200 abuse-done\r\n")
+        else:
+            self.w("500 unknown SITE command\r\n")
+
+    def run(self):
+        try:
+            self.c.settimeout(120)
+            self.w("220 abuse fake server\r\n")
+            while True:
+                ln = self.line()
+                if ln is None:
+                    break
+                text = ln.decode("latin-1")
+                verb, _, arg = text.partition(" ")
+                verb = verb.upper()
+                if verb == "USER":
+                    self.w("331 any password\r\n")
+                elif verb == "PASS":
+                    self.w("230 logged in\r\n")
+                elif verb in ("TYPE", "MODE", "STRU"):
+                    self.w("200 ok\r\n")
+                elif verb == "NOOP":
+                    self.w("200 NOOP ok\r\n")
+                elif verb == "SYST":
+                    self.w("215 UNIX Type: L8\r\n")
+                elif verb == "PWD":
+                    self.w('257 "/"\r\n')
+                elif verb == "PASV":
+                    p = self.open_pasv()
+                    self.w("227 Entering Passive Mode (%s,%d,%d)\r\n" % (
+                        self.own_addr().replace(".", ","), p >> 8, p & 255))
+                elif verb == "EPSV":
+                    self.w("229 Entering Extended Passive Mode (|||%d|)\r\n" % self.open_pasv())
+                elif verb == "PORT":
+                    n = arg.split(",")
+                    self.port_addr = (".".join(n[:4]), int(n[4]) * 256 + int(n[5]))
+                    self.w("200 PORT ok\r\n")
+                elif verb == "EPRT":
+                    d = arg[0]
+                    _, _, host, port, _ = arg.split(d)
+                    self.port_addr = (host, int(port))
+                    self.w("200 EPRT ok\r\n")
+                elif verb == "SIZE":
+                    p = os.path.join(self.root, arg.lstrip("/"))
+                    self.w("213 %d\r\n" % os.path.getsize(p) if os.path.isfile(p) else "550 no\r\n")
+                elif verb == "RETR":
+                    self.retr(arg)
+                elif verb == "SITE":
+                    self.site(arg)
+                elif verb == "QUIT":
+                    self.w("221 bye\r\n")
+                    break
+                else:
+                    self.w("500 unknown command\r\n")
+        except (OSError, ValueError, IndexError) as e:
+            self.log.write("session error: %s\n" % e)
+        finally:
+            self.c.close()
+
+
+def cmd_fakeserver(a):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", 21))
+    s.listen(64)
+    s.settimeout(1.0)
+    end = time.monotonic() + a.secs
+    n = 0
+    with open(a.log, "a", buffering=1) as log:
+        log.write("fake server listening on 21\n")
+        while time.monotonic() < end and n < a.max_sessions:
+            try:
+                conn, peer = s.accept()
+            except socket.timeout:
+                continue
+            n += 1
+            log.write("session %d from %s\n" % (n, peer[0]))
+            FakeSession(conn, a.root, log).start()
+    return 0
+
+
+# --- main -------------------------------------------------------------------------
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="sub", required=True)
+
+    s = sub.add_parser("listen")
+    s.add_argument("--port", type=int, action="append", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("--secs", type=float, default=900)
+    s.set_defaults(fn=cmd_listen)
+
+    s = sub.add_parser("probe")
+    s.add_argument("host")
+    s.add_argument("port", type=int)
+    s.add_argument("--timeout", type=float, default=1.5)
+    s.set_defaults(fn=cmd_probe)
+
+    def probes(s):
+        s.add_argument("--probe", action="append", default=[])
+        s.add_argument("--probe-timeout", type=float, default=1.5)
+        s.add_argument("--timeout", type=float, default=20)
+
+    s = sub.add_parser("session")
+    s.add_argument("host")
+    s.add_argument("--cmd", action="append", default=[])
+    s.add_argument("--want")
+    s.add_argument("--until")
+    s.add_argument("--probe-announced", action="store_true")
+    s.add_argument("--noop", action="store_true")
+    probes(s)
+    s.set_defaults(fn=cmd_session)
+
+    s = sub.add_parser("send")
+    s.add_argument("host")
+    s.add_argument("--payload", choices=["longline", "binary", "flood"], required=True)
+    s.add_argument("--size", type=int, default=100000)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--noop-re", default=r"^200 .*(NOOP|Zzz)",
+                   help="the NOOP's reply (vsftpd: 200 NOOP ok., pure-ftpd: 200 Zzz...)")
+    probes(s)
+    s.set_defaults(fn=cmd_send)
+
+    s = sub.add_parser("portflood")
+    s.add_argument("host")
+    s.add_argument("--addr", required=True)
+    s.add_argument("--count", type=int, default=10000)
+    s.add_argument("--port-base", type=int, default=20000, help="PORTs name ports BASE..BASE+9999")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--pipelined", action="store_true")
+    g.add_argument("--sequential", action="store_true")
+    s.add_argument("--file", required=True)
+    s.add_argument("--sha", required=True)
+    s.add_argument("--timeout", type=float, default=60)
+    s.set_defaults(fn=cmd_portflood)
+
+    s = sub.add_parser("legit")
+    s.add_argument("host")
+    s.add_argument("--mode", default="pasv")
+    s.add_argument("--file", required=True)
+    s.add_argument("--sha", required=True)
+    s.add_argument("--ready", required=True)
+    s.add_argument("--stop", required=True)
+    s.add_argument("--max-secs", type=float, default=90)
+    s.add_argument("--max-count", type=int, default=2000)
+    s.set_defaults(fn=cmd_legit)
+
+    s = sub.add_parser("fakeserver")
+    s.add_argument("--root", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("--secs", type=float, default=900)
+    s.add_argument("--max-sessions", type=int, default=2000)
+    s.set_defaults(fn=cmd_fakeserver)
+
+    a = p.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
