@@ -13,6 +13,7 @@ Usage: faults_ftp.py HOST MODE [options] OP...
   --sums FILE      SHA256SUMS of the served files (for get and slowget)
   --rate BPS       pace of slowget (default 4,000,000 bytes/s)
   --hurry PATH     slowget goes at full speed once PATH exists
+  --started PATH   slowget creates PATH when its first data arrives
   --max-wait S     longest `wait` (default 30)
 Operations:
   get NAME         RETR NAME, SHA-256 checked
@@ -108,7 +109,7 @@ def load_sums(path):
     return sums
 
 
-def retr(f, name, sums, rate=0.0, hurry=None):
+def retr(f, name, sums, rate=0.0, hurry=None, started=None):
     h = hashlib.sha256()
     f.connect_secs = None
     t0 = time.monotonic()
@@ -121,6 +122,8 @@ def retr(f, name, sums, rate=0.0, hurry=None):
             if not data:
                 break
             h.update(data)
+            if started and n == 0:
+                open(started, "a").close()
             n += len(data)
             if rate > 0 and not (hurry and os.path.exists(hurry)):
                 ahead = t0 + n / rate - time.monotonic()
@@ -176,7 +179,7 @@ def wait_file(path, limit):
 
 def main(argv):
     opts = {"--src": None, "--timeout": "10", "--sums": None, "--rate": "4000000",
-            "--hurry": None, "--max-wait": "30"}
+            "--hurry": None, "--started": None, "--max-wait": "30"}
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -207,7 +210,7 @@ def main(argv):
                 retr(f, arg, sums)
                 i += 2
             elif op == "slowget":
-                retr(f, arg, sums, float(opts["--rate"]), opts["--hurry"])
+                retr(f, arg, sums, float(opts["--rate"]), opts["--hurry"], opts["--started"])
                 i += 2
             elif op == "announce":
                 say(step="announce", mode=f.mode, addr=f.announce())
