@@ -15,10 +15,13 @@
 #                      side (sources 192.0.2.100-254, random ports) to the
 #                      server's port 21, 75,000 from the server side (sources
 #                      198.51.100.100-254, port 21) to random ports of the
-#                      client, as if replies. Expected: new sessions (PORT and
-#                      PASV) started during and right after the flood work;
-#                      when ftpct's flow table fills, ftpct says so in a
-#                      warning (not only a counter).
+#                      client, as if replies (spoofed within the gateway's
+#                      on-link /24s: they pass its routing, their answers die
+#                      unanswered). Expected: new sessions (PORT and PASV)
+#                      started during and right after the flood work; when
+#                      ftpct's flow table fills, ftpct says so in a warning
+#                      (not only a counter). Reported: how many queued packets
+#                      ftpct never saw (fail-open), flows held and evicted.
 #   2-nat-reuse        a control connection from 192.0.2.12, SNATed to
 #                      198.51.100.1:40000, with a PORT rewrite, vanishes with no
 #                      FIN or RST (client and server drop their own packets and
@@ -31,7 +34,11 @@
 #                      NOOP every 10 ms and spoofed SYNs fill the NFQUEUE until
 #                      it overflows (fail-open: the session's segments pass
 #                      unseen). Expected: all NOOPs answered < 2 s after ftpct
-#                      continues; a PASV and a PORT transfer after it work.
+#                      continues, and the next NOOP too; once ftpct has
+#                      emptied its queue (a PASV or PORT that passes unseen
+#                      cannot be helped by a fail-open design), a PASV and a
+#                      PORT transfer in that session work. ftpct runs with -v
+#                      here: its log shows each segment it drops and why.
 #                      (Kernel: the same traffic, nothing stopped.)
 #   4-ct-full          the gateway's conntrack table is filled (see below)
 #                      while a PASV and a PORT data connection are pending;
@@ -80,7 +87,8 @@
 #   --keep         keep the work directory (client transcripts, ftpct logs)
 #   --tsv FILE     also write the results to FILE
 # Needs root, the release build (cargo build --release) and the lab's
-# packages (scripts/install-deps.sh). Namespaces ftpct-abf-*; lasts ~4 min.
+# packages (scripts/install-deps.sh). Namespaces ftpct-abf-*; lasts 2-3 min.
+# Changes no global setting; works with no standard input (CI=true).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
