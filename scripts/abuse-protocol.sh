@@ -136,11 +136,13 @@ EOF
 WORK=''
 FTPCT_PID='' FTPCT_LOG='' GW_MODE=''
 LAB_TOPO='' LAB_SERVER=''
-LISTEN_PIDS=() FAKE_PID='' LEGIT_PID=''
+LISTEN_PIDS=() FAKE_PID='' LEGIT_PID='' HOSTILE_PID=''
 
 cleanup() {
     local rc=$? p
-    trap - EXIT INT TERM
+    trap - EXIT ERR
+    trap '' INT TERM # a second Ctrl-C must not leave the lab half down
+    [[ -n $HOSTILE_PID ]] && { kill "$HOSTILE_PID" 2>/dev/null || true; }
     [[ -n $LEGIT_PID ]] && { kill "$LEGIT_PID" 2>/dev/null || true; }
     ftpct_stop
     rules_delete
@@ -155,8 +157,6 @@ cleanup() {
 
 gw() { ip netns exec "$NS_GW" "$@"; }
 gw_up() { [[ -e /run/netns/$NS_GW ]]; }
-# in NS CMD...: bounded, no stdin.
-in_ns() { local ns=$1; shift; ip netns exec "$ns" timeout -k 2 "$CASE_SECS" "$@" </dev/null; }
 
 rules_delete() {
     gw_up && [[ -x $FTPCT ]] || return 0
@@ -334,7 +334,16 @@ ftpct_counts() { # SLICE FLOW -> F_LINES F_EXPECT F_REFUSED F_REWRITE
 # and sets EXPECT (the secure outcome, words), NEED (what the ftpct log
 # must show: noexpect | refused | bounded) and may add to DETAILS.
 
-hostile() { in_ns "$NS_CLI" python3 -u "$HOSTILE" "$@" >"$OUT" 2>&1; }
+# In the background and waited for, so that a signal is handled at once.
+hostile() {
+    local rc=0
+    # $! is timeout itself (ip netns exec execs it), which passes a TERM on.
+    ip netns exec "$NS_CLI" timeout -k 2 "$CASE_SECS" python3 -u "$HOSTILE" "$@" </dev/null >"$OUT" 2>&1 &
+    HOSTILE_PID=$!
+    wait "$HOSTILE_PID" || rc=$?
+    HOSTILE_PID=''
+    return "$rc"
+}
 
 run_listing() { # 227|229
     local kind=$1 cmd
@@ -405,7 +414,7 @@ run_portflood() { # pipelined|sequential
     before=$( [[ -n $FTPCT_PID ]] && rss_kb "$FTPCT_PID" || echo 0)
     local rc=0
     hostile portflood "$FTPCT_LAB_TARGET4" --addr "$FTPCT_LAB_CLI4" --count 10000 "--$1" \
-        --port-base "$base" --file 1k.bin --sha "$sha" --timeout 20 || rc=$?
+        --port-base "$base" --file 1k.bin --sha "$sha" --timeout 10 || rc=$?
     if [[ -n $FTPCT_PID ]]; then
         after=$(rss_kb "$FTPCT_PID")
         DETAILS+="ftpct RSS ${before} kB -> ${after} kB; ipset entries $(ipset_entries); "
@@ -419,13 +428,13 @@ run_portflood() { # pipelined|sequential
 run_send() { # longline|binary|flood SIZE
     EXPECT="NOOP 200, log<=$LOG_MAX"
     NEED=bounded
-    hostile send "$FTPCT_LAB_TARGET4" --payload "$1" --size "$2" --timeout 15
+    hostile send "$FTPCT_LAB_TARGET4" --payload "$1" --size "$2" --timeout 10
 }
 
 run_srvsend() { # LONGLINE|GARBAGE|FLOOD N
     EXPECT="NOOP 200, log<=$LOG_MAX"
     NEED=bounded
-    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE $1 $2" --until '^200 abuse-done' --noop --timeout 15
+    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE $1 $2" --until '^200 abuse-done' --noop --timeout 10
 }
 
 # --- one case ----------------------------------------------------------------------------------
@@ -536,7 +545,7 @@ print_table() {
     for i in "${!R_NAME[@]}"; do
         [[ ${R_VERDICT[$i]} == MISMATCH ]] && bad=$((bad + 1))
         printf '%-32s %-6s %-30s %-9s %-12s %s\n' "${R_NAME[$i]}" "${R_MODE[$i]}" "${R_EXPECT[$i]}" \
-            "${R_RESULT[$i]}" "${R_VERDICT[$i]}" "$(cut -c1-220 <<<"${R_DETAILS[$i]}")"
+            "${R_RESULT[$i]}" "${R_VERDICT[$i]}" "${R_DETAILS[$i]}"
     done
     printf '%s\n' "$(printf '%.0s-' {1..130})"
     printf '%d run(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_NAME[@]}" "$bad" "$SECONDS" \

@@ -360,7 +360,7 @@ def cmd_send(a):
         except OSError as e:
             err.append(str(e))
 
-    t = threading.Thread(target=writer)
+    t = threading.Thread(target=writer, daemon=True)
     t0 = time.monotonic()
     t.start()
     # The replies to the garbage, then the NOOP's 200 (the first 200 after it).
@@ -375,7 +375,7 @@ def cmd_send(a):
                 break
     except (TimeoutError, ConnectionError, ValueError) as e:
         out("detail after the payload: %s" % e)
-    t.join(a.timeout)
+    t.join(2)  # a daemon thread: a writer stuck on a stalled connection is left behind
     if err:
         out("detail send failed: %s" % err[0])
     out("noop %s after %d reply line(s), %.1f ms" % (status, n, (time.monotonic() - t0) * 1000))
@@ -439,7 +439,7 @@ def cmd_portflood(a):
             except OSError as e:
                 err.append(str(e))
 
-        t = threading.Thread(target=writer)
+        t = threading.Thread(target=writer, daemon=True)
         t.start()
         try:
             for _ in range(n):
@@ -467,7 +467,7 @@ def cmd_portflood(a):
         ("; error: " + err[0]) if err else ""))
     noop, sha_ok = "bad", False
     try:
-        good, line, ms = c.noop(5 if err else 10)
+        good, line, ms = c.noop(3 if err else 10)
         noop = "200" if good else "bad"
         out("noop %s (%.1f ms)" % (line, ms))
         digest, why = active_retr(c, a.addr, a.file)
