@@ -29,7 +29,7 @@
 #                      standing for its timeout (5 days for ESTABLISHED, not
 #                      shortened). Then a session from 192.0.2.11 is SNATed to
 #                      the same 198.51.100.1:40000. Expected: its greeting in
-#                      < 2 s, a PORT and a PASV transfer work.
+#                      < 2 s, a PASV and then a PORT transfer work.
 #   3-queue-overflow   ftpct is SIGSTOPped for 2 s while a session pipelines a
 #                      NOOP every 10 ms and spoofed SYNs fill the NFQUEUE until
 #                      it overflows (fail-open: the session's segments pass
@@ -394,7 +394,7 @@ record() { # CASE MODE EXPECTED RESULT DETAILS
 # downloads stay intact, except 5a/5b whose sessions are the load).
 declare -A EXPECT=(
     [1-synflood]="new sessions ok during+after flood; full table warned"
-    [2-nat-reuse]="greeting <2s on the reused port; PORT+PASV ok"
+    [2-nat-reuse]="greeting <2s on the reused port; PASV+PORT ok"
     [3-queue-overflow]="NOOPs <2s after resume; PASV+PORT after ok"
     [4-ct-full]="retried SYNs helped; failure logged, no RELATED"
     [5a-kill9]="no hang; PASV sessions carry on; new sessions ok"
@@ -504,7 +504,7 @@ case_nat_reuse() { # MODE
     # Its conntrack entry goes (standing for its timeout, which is not shortened).
     gw conntrack -D -p tcp -s "$CLI_OLD" --dport 21 >/dev/null 2>&1 || p+="setup: no conntrack entry of the old session to delete; "
     # The new session, mapped to the same public address and port.
-    client new port --src "$CLI_NEW" get 1k.bin mode pasv get 1k.bin quit
+    client new pasv --src "$CLI_NEW" get 1k.bin mode port get 1k.bin quit
     run_wait 30 new
     ((ALL_OK)) || p+="new session failed; "
     greet=$(kv step=greeting secs "$CDIR/new.log")
@@ -519,7 +519,8 @@ case_nat_reuse() { # MODE
     ((BG_OK)) || p+="background transfer broken; "
     d+="$BG_SUM; "
     if [[ $mode == ftpct ]]; then
-        d+="ftpct on the new session: $(flow_log new); "
+        d+="ftpct on the new session: $(flow_log new); its segments dropped: $(flow_drops new); "
+        d+="flows ftpct tracked for the two sessions: $({ grep -E 'new forwarded control connection.*flow=192\.0\.2\.1[12]:' "$FTPCT_LOG" || true; } | sed -e 's/^[^ ]* *DEBUG //' -e 's/ event=[^ ]*//' | paste -sd '|'); "
     fi
     RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
     if [[ $p == *setup:* ]]; then RESULT=broken; fi
@@ -575,7 +576,7 @@ case_queue_overflow() { # MODE
     noop=$(kv step=noop secs "$CDIR/pipe.log")
     if [[ -z $ans ]] || ! lt "$ans" 2; then p+="NOOPs answered ${ans:-never} s after resume; "; fi
     if [[ -z $noop ]] || ! lt "$noop" 2; then p+="next NOOP answered in ${noop:-never} s; "; fi
-    d+="burst $sent SYNs; pipelined $(kv step=pipeline noops "$CDIR/pipe.log") NOOPs, all answered ${ans:-never} s after resume, next NOOP in ${noop:-never} s; queue drained ${drained:-not within 5} s after resume; session: ${SUMMARY%; }; "
+    d+="burst $sent SYNs; pipelined $(kv step=pipeline noops "$CDIR/pipe.log" | grep . || echo '?') NOOPs, all answered ${ans:-never} s after resume, next NOOP in ${noop:-never} s; queue drained ${drained:-not within 5} s after resume; session: ${SUMMARY%; }; "
     if [[ $mode == ftpct ]]; then
         d+="queue peak $qmax packets, overflowed: $full, $(queue_unseen); "
         [[ $full == yes ]] || p+="setup: the queue did not overflow (peak $qmax); "
@@ -814,8 +815,8 @@ run_case() {
     flush_conntrack
     gw iptables -t raw -Z 2>/dev/null || true # queue rule counters, for queue_unseen
     if [[ $mode == ftpct ]]; then
-        # Case 3 logs every packet and decision (-v): the evidence of a stall.
-        if [[ $name == 3-* ]]; then ftpct_start "$CDIR/ftpct.log" -v; else ftpct_start "$CDIR/ftpct.log"; fi
+        # Cases 2 and 3 log every packet and decision (-v): the evidence.
+        if [[ $name == [23]-* ]]; then ftpct_start "$CDIR/ftpct.log" -v; else ftpct_start "$CDIR/ftpct.log"; fi
     fi
     log "case $name ($mode)"
     case $name in
