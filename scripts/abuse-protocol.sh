@@ -460,7 +460,7 @@ run_case() { # NAME MODE RUNNER ARGS...
     [[ $LEGIT == ok ]] || problems+="$LEGIT_WHY; "
     flow=$(hostile_flow "$OUT")
     local hits=$(($(listener_hits) - hits0)) frag=$(($(frag_fails) - frag0))
-    ((frag == 0)) || DETAILS+="the gateway dropped $frag packet(s) too big for the next hop (IpFragFails); "
+    ((frag == 0)) || DETAILS+="the gateway dropped $frag packet(s) too big for the next hop (IpFragFails, gateway-wide); "
     ((hits == 0)) || problems+="the listeners behind the gateway were reached $hits time(s); "
     local opened probes
     opened=$(kv opened "$OUT")
