@@ -2,7 +2,11 @@
 # Hostile-input suite against the gateway, live in the namespace lab
 # (scripts/lab.sh), each case under ftpct and under the kernel's own FTP
 # helper (the control), each with a legitimate ftplib session beside it
-# downloading 1k.bin again and again (SHA-256 checked) that must stay intact.
+# downloading 1k.bin again and again (SHA-256 checked; PORT through snat, so
+# that ftpct rewrites beside the attack, PASV elsewhere) that must stay
+# intact. In the *-fake cases the lab's server is replaced by the fake server
+# of tests/abuse/hostile.py on port 21, which serves the legitimate session
+# too (ftpct and the lab's FORWARD policy only know port 21).
 #
 # Cases (tests/abuse/hostile.py does the hostile part; a listener on every
 # port that must stay closed answers ABUSE-LISTENER-HIT, so a pass shows):
@@ -11,7 +15,8 @@
 #       (resp. "\r\n229 Entering Extended Passive Mode (|||47229|)"); the
 #       client sends STAT on its directory (vsftpd: STAT DIR, pure-ftpd:
 #       STAT DIR/*), so the server writes the name inside a multi-line 213
-#       reply on the CONTROL channel, then connects to the named port.
+#       reply on the CONTROL channel; the client then connects to the port
+#       as the line it received names it, and to the server's address.
 #   fake-reply-cmd-dnat-vsftpd
 #       the CLIENT sends "227 ..." and "229 ..." lines as commands.
 #   unsolicited-{227,229}-dnat-fake
@@ -35,12 +40,15 @@
 #       1,000 malformed PORT/EPRT (227/229 from the server) and 100 overlong
 #       lines, from the client or from the fake server; a NOOP must still get
 #       its 200, ftpct's log lines for that session are counted (at most
-#       LOG_MAX: its logs must be rate-limited).
+#       LOG_MAX: its logs must be rate-limited). vsftpd and pure-ftpd close
+#       the session on a 100 KB line (500 Input line too long / 421 Line too
+#       long): the long-line cases use the fake server.
 # Expected (the secure outcome, also printed for the kernel): no probe
-# passes, ftpct logs no expectation for the hostile session (bounces: a
-# `refused [...]` line), the session still answers NOOP, the legitimate
-# transfer is intact, ftpct is still running. Kernel results are
-# information: the run fails only when an ftpct case differs.
+# passes and no listener is reached, ftpct logs no expectation for the
+# hostile session and logs a `refused [...]` line for it (all but the forged
+# client lines, which are no announcement at all), the session still answers
+# NOOP, the legitimate transfer is intact, ftpct is still running. Kernel
+# results are information: the run fails only when an ftpct case differs.
 #
 # Usage: scripts/abuse-protocol.sh [--only REGEX] [--modes ftpct,kernel] [--keep] [--tsv FILE]
 #   --only REGEX   cases whose name matches
