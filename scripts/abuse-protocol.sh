@@ -556,8 +556,9 @@ print_table() {
             "${R_RESULT[$i]}" "${R_VERDICT[$i]}" "${R_DETAILS[$i]}"
     done
     printf '%s\n' "$(printf '%.0s-' {1..130})"
-    printf '%d run(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_NAME[@]}" "$bad" "$SECONDS" \
-        "$WORK/results.tsv"
+    local where="$WORK/results.tsv"
+    ((KEEP)) || where="${TSV:-not kept (--keep or --tsv FILE keeps the TSV)}"
+    printf '%d run(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_NAME[@]}" "$bad" "$SECONDS" "$where"
     ((bad == 0))
 }
 
