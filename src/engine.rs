@@ -11,7 +11,7 @@ use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Dir, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
-use crate::lines::{Arrival, DropReason, Fate, Line};
+use crate::lines::{Arrival, DropReason, Fate, GapFate, Line};
 use crate::nat::{plan, Announcer, CtMapping, NatLookup};
 use crate::policy::{Policy, Refusal};
 use crate::tuple::Tuple;
@@ -333,7 +333,11 @@ impl Engine {
                     return self.reopen(id, client_isn, now, hook, events)
                 }
                 Reuse::Stale => {
-                    // Conntrack gave this reply tuple to a new connection.
+                    // Conntrack gave this reply tuple to a new connection:
+                    // what was known of the old one's mapping is wrong now.
+                    if let Some(old) = self.flows.get(id) {
+                        nat.forget(&old.mapping);
+                    }
                     self.stats.flows_stale += 1;
                     self.close_flow(id, events);
                 }
@@ -529,6 +533,10 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         // A repeated SYN with data: its bytes are old ones, and leave with
         // the same edits as the first time.
     }
+    // What the segment may grow by: its receiver's MSS, less its options
+    // (TCP timestamps...) and any held line head that leaves in front of it.
+    let leaving = stream.held_len() + payload.len() + pkt.option_bytes();
+    ctx.room = flow.mss[other(dir).index()].map(|mss| usize::from(mss).saturating_sub(leaving));
     let fate = match stream.classify(data_seq, payload.len()) {
         Arrival::Empty => Fate::Forward {
             start: data_seq,
@@ -543,20 +551,26 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             fate
         }
         Arrival::Gap => {
-            if stream.on_gap(data_seq) {
+            let gap = stream.on_gap(data_seq);
+            if gap == GapFate::Wait {
                 Fate::Drop(DropReason::OutOfOrder)
             } else {
                 let had_edits = !stream.adj().is_empty();
                 ctx.stats.resyncs += 1;
                 flow.dialogue.lost_track();
+                let why = match gap {
+                    GapFate::ResyncHere => ResyncReason::UnseenBytes,
+                    _ => ResyncReason::GapNotFilled,
+                };
                 ctx.events.push(Event::Resynced {
                     flow: orig,
                     dir,
                     seq: data_seq,
-                    why: ResyncReason::GapNotFilled,
+                    why,
                     had_edits,
                 });
-                // Parse from the next line start of this segment on.
+                // Parse this segment (from its next line start, when
+                // the stream gave up waiting).
                 stream.classify(data_seq, payload.len());
                 new_data(flow, dir, data_seq, payload, 0, ctx)
             }
@@ -618,9 +632,6 @@ fn new_data<'a>(
     skip: usize,
     ctx: &mut Ctx<'_>,
 ) -> Fate<'a> {
-    // The segment leaves with any held line head in front of it.
-    let leaving = flow.stream(dir).held_len() + payload.len();
-    ctx.room = flow.mss[other(dir).index()].map(|mss| usize::from(mss).saturating_sub(leaving));
     let lines = flow
         .streams_mut(dir)
         .0

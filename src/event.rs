@@ -16,8 +16,9 @@ use crate::tuple::Tuple;
 pub enum ResyncReason {
     /// Out-of-order segments kept coming and the missing bytes did not.
     GapNotFilled,
-    /// The receiver acknowledged bytes ftpct never saw: they passed
-    /// uninspected (a queue overflow with fail-open) and will not come again.
+    /// Bytes passed uninspected (a queue overflow with fail-open) and will
+    /// not come again: the receiver acknowledged them, or the sender sent
+    /// a later segment again instead of them.
     UnseenBytes,
 }
 
@@ -222,7 +223,7 @@ impl fmt::Display for Event {
                     ResyncReason::GapNotFilled => write!(f, "gap did not fill")?,
                     ResyncReason::UnseenBytes => write!(
                         f,
-                        "bytes before seq {seq} passed uninspected (the peer acknowledged them)"
+                        "bytes before seq {seq} passed uninspected (queue overflow?) and will not come again"
                     )?,
                 }
                 write!(f, ": resynchronised at seq {seq}")?;

@@ -9,9 +9,13 @@
 //! - a retransmission (data already seen) is never parsed again; it leaves
 //!   with exactly the edits the first copy got (see `seqadj`);
 //! - an out-of-order segment (a gap before it) is dropped, so the sender
-//!   sends it again in order, at most `MAX_GAP_DROPS` segments while the
-//!   same gap stays open; after that the stream resynchronises at that segment and skips to
-//!   the next line start, rather than stall a session it cannot follow;
+//!   sends it again in order. When the sender sends that same segment
+//!   again while the gap is still open, the missing bytes are not coming:
+//!   they reached the receiver without ftpct (a queue overflow with
+//!   fail-open), so the stream resynchronises there at once. Otherwise at
+//!   most `MAX_GAP_DROPS` segments are dropped while the same gap stays
+//!   open; after that the stream resynchronises at that segment and skips
+//!   to the next line start, rather than stall a session it cannot follow;
 //! - a segment that ends inside a line that may need rewriting, on a flow
 //!   where rewriting is possible, is held: dropped, its bytes kept. When the
 //!   rest of the line arrives, the segment that completes it leaves carrying
@@ -80,6 +84,26 @@ struct Held {
     redrops: u8,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    missing: u32,
+    drops: u8,
+    first_dropped: u32,
+}
+
+/// What to do with a segment that comes after a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapFate {
+    /// Drop it: the missing bytes may still come.
+    Wait,
+    /// The sender sent a dropped segment again instead of the missing
+    /// bytes: they passed unseen. Followed from this segment, taken as a
+    /// line start.
+    ResyncHere,
+    /// Waited long enough: followed from the next line start.
+    GiveUp,
+}
+
 /// State a direction needs only now and then: an incomplete line, a held
 /// segment, an open gap, edits. Boxed, so that the many idle flows stay
 /// small; freed again when empty.
@@ -88,8 +112,9 @@ struct Busy {
     /// Bytes of the current incomplete line.
     line: Vec<u8>,
     held: Option<Box<Held>>,
-    /// The missing sequence number and how many segments after it were dropped.
-    gap: Option<(u32, u8)>,
+    /// An open gap: the missing sequence number, how many segments after
+    /// it were dropped, and where the first of them started.
+    gap: Option<Gap>,
     adj: SeqAdjust,
 }
 
@@ -218,19 +243,36 @@ impl Stream {
         self.resync(seq, false);
     }
 
-    /// An out-of-order segment: drop it, or give up waiting and resync.
-    pub fn on_gap(&mut self, seq: u32) -> bool {
+    /// An out-of-order segment: drop it, or stop waiting and resync.
+    pub fn on_gap(&mut self, seq: u32) -> GapFate {
         let missing = self.next;
-        let drops = match self.busy.as_ref().and_then(|b| b.gap) {
-            Some((m, n)) if m == missing => n + 1,
-            _ => 1,
+        let open = self
+            .busy
+            .as_ref()
+            .and_then(|b| b.gap)
+            .filter(|g| g.missing == missing);
+        let gap = match open {
+            // A dropped segment again, the gap still open.
+            Some(g) if !seq_after(seq, g.first_dropped) => {
+                self.resync(seq, false);
+                return GapFate::ResyncHere;
+            }
+            Some(g) => Gap {
+                drops: g.drops + 1,
+                ..g
+            },
+            None => Gap {
+                missing,
+                drops: 1,
+                first_dropped: seq,
+            },
         };
-        if drops > MAX_GAP_DROPS {
+        if gap.drops > MAX_GAP_DROPS {
             self.resync(seq, true);
-            return false;
+            return GapFate::GiveUp;
         }
-        self.busy().gap = Some((missing, drops));
-        true
+        self.busy().gap = Some(gap);
+        GapFate::Wait
     }
 
     /// Appends new bytes and returns the lines they complete.
@@ -420,13 +462,31 @@ mod tests {
         assert_eq!(s.classify(3, 5), Arrival::New { skip: 3 });
         assert_eq!(s.classify(10, 5), Arrival::Gap);
         for i in 0..MAX_GAP_DROPS {
-            assert!(
+            assert_eq!(
                 s.on_gap(10 + 5 * u32::from(i)),
+                GapFate::Wait,
                 "dropped while the gap is open"
             );
         }
-        assert!(!s.on_gap(60), "resync when the gap does not fill");
+        assert_eq!(
+            s.on_gap(60),
+            GapFate::GiveUp,
+            "resync when the gap does not fill"
+        );
         assert_eq!(s.classify(60, 5), Arrival::New { skip: 0 });
+    }
+
+    #[test]
+    fn a_dropped_segment_sent_again_proves_the_gap_passed_unseen() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 5);
+        s.take_lines(b"NOOP\n", 1024);
+        assert_eq!(s.on_gap(20), GapFate::Wait);
+        assert_eq!(s.on_gap(25), GapFate::Wait, "the next one in flight");
+        assert_eq!(s.on_gap(20), GapFate::ResyncHere, "the first one again");
+        assert_eq!(s.classify(20, 5), Arrival::New { skip: 0 });
+        assert!(s.take_lines(b"PORT\n", 1024).iter().all(|l| !l.overlong));
     }
 
     #[test]

@@ -137,6 +137,11 @@ impl<C: CtGet> NatLookup for LiveNat<C> {
         self.lookup_at(seen, Instant::now())
     }
 
+    fn forget(&mut self, m: &CtMapping) {
+        self.cache.remove(&m.orig);
+        self.cache.remove(&m.reply);
+    }
+
     /// Queued from the raw table, a connection's first SYN comes before
     /// conntrack: no entry to ask for, so no netlink round trip.
     fn lookup_new(&mut self, _orig: &Tuple) -> Option<CtMapping> {

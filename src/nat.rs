@@ -55,6 +55,10 @@ pub trait NatLookup {
     fn lookup_new(&mut self, orig: &Tuple) -> Option<CtMapping> {
         self.lookup(orig)
     }
+
+    /// The connection of mapping `m` is gone (its tuples now belong to a
+    /// new one): forget any answer kept about them.
+    fn forget(&mut self, _m: &CtMapping) {}
 }
 
 /// No NAT anywhere: a routing firewall.

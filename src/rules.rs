@@ -37,6 +37,16 @@ const MULTIPORT_MAX: usize = 15;
 const COMMENT_CT: &str = "ftpct: turns conntrack on";
 const COMMENT_CT_CREATED: &str = "ftpct: turns conntrack on (raw table created by ftpct)";
 const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
+const COMMENT_HANDSHAKE: &str = "ftpct: FTP control handshakes, within the budget";
+const COMMENT_HANDSHAKE_EXCESS: &str =
+    "ftpct: FTP control handshakes over the budget (a flood) pass unqueued";
+/// Packets with SYN set (SYN, SYN-ACK) of control connections queued per
+/// second at most: far above what real sessions open, far below what the
+/// queue holds. Beyond it (a spoofed SYN flood) they pass unqueued, so the
+/// queue keeps room for real sessions' commands; a session whose handshake
+/// was not queued is picked up at its next packet.
+pub const HANDSHAKE_BUDGET: &str = "2000/sec";
+const HANDSHAKE_BURST: &str = "4000";
 const COMMENT_SYN: &str = "ftpct: expected FTP data connections";
 
 /// The two sets: `NAME` (IPv4) and `NAME6` (IPv6).
@@ -210,6 +220,10 @@ pub fn parse_balance(s: &str) -> Result<QueueTarget, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     ConntrackOn,
+    /// Control handshakes, queued within a rate budget.
+    Handshake,
+    /// Control handshakes over the budget, accepted unqueued.
+    HandshakeExcess,
     Control,
     ExpectedSyn,
 }
@@ -266,15 +280,32 @@ impl RuleSet {
         for chain in ["PREROUTING", "OUTPUT"] {
             for ports in self.control_ports.chunks(MULTIPORT_MAX) {
                 let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                let mut spec = words(&["-p", "tcp", "-m", "multiport", "--ports"]);
-                spec.push(list.join(","));
-                spec.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
-                spec.extend(self.target());
-                rules.push(Rule {
-                    chain,
-                    role: Role::Control,
-                    spec,
-                });
+                let ports = ["-m", "multiport", "--ports", &list.join(",")];
+                let mut control = words(&["-p", "tcp"]);
+                control.extend(words(&ports));
+                let mut handshake = words(&["-p", "tcp", "--tcp-flags", "SYN", "SYN"]);
+                handshake.extend(words(&ports));
+                let mut within = handshake.clone();
+                within.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
+                within.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
+                within.extend(words(&["-m", "comment", "--comment", COMMENT_HANDSHAKE]));
+                within.extend(self.target());
+                handshake.extend(words(&[
+                    "-m",
+                    "comment",
+                    "--comment",
+                    COMMENT_HANDSHAKE_EXCESS,
+                ]));
+                handshake.extend(words(&["-j", "ACCEPT"]));
+                control.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
+                control.extend(self.target());
+                for (role, spec) in [
+                    (Role::Handshake, within),
+                    (Role::HandshakeExcess, handshake),
+                    (Role::Control, control),
+                ] {
+                    rules.push(Rule { chain, role, spec });
+                }
             }
             let mut spec = words(&["-p", "tcp", "--syn", "-m", "set", "--match-set"]);
             spec.push(self.sets.of(family).to_string());
@@ -878,10 +909,12 @@ mod tests {
         let rs = ruleset(Families::V4);
         let mut fw = FakeIptables::new("nf_tables");
         let log = change_rules(&mut fw, &rs, Action::Apply).expect("apply");
-        assert_eq!(fw.rules.len(), 5, "{log:?}");
+        // conntrack on; per chain: handshakes within and over the budget,
+        // the control channel, the expected SYNs.
+        assert_eq!(fw.rules.len(), 9, "{log:?}");
         assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT_CREATED));
         change_rules(&mut fw, &rs, Action::Apply).expect("again");
-        assert_eq!(fw.rules.len(), 5, "applied twice, added once");
+        assert_eq!(fw.rules.len(), 9, "applied twice, added once");
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
         assert!(fw.rules.is_empty());
         assert!(fw.nft_deleted, "the table ftpct created is removed");

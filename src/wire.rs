@@ -148,6 +148,14 @@ impl<'a> TcpPacket<'a> {
         self.bytes.first().map(|b| b >> 4) == Some(6)
     }
 
+    /// Header bytes beyond the fixed IP and TCP headers (IP and TCP
+    /// options, IPv6 extension headers): what an MSS does not cover.
+    pub fn option_bytes(&self) -> usize {
+        let fixed_ip = if self.is_ipv6() { 40 } else { 20 };
+        self.payload_offset
+            .saturating_sub(fixed_ip + TCP_MIN_HEADER)
+    }
+
     fn options(&self) -> &'a [u8] {
         &self.bytes[self.tcp_offset + TCP_MIN_HEADER..self.payload_offset]
     }

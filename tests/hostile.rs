@@ -21,10 +21,12 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
 
-/// Conntrack as the engine would read it: connections by either tuple.
+/// Conntrack as the engine would read it: connections by either tuple,
+/// and answers kept as the live lookup keeps them (until told to forget).
 #[derive(Default)]
 struct Conntrack {
     by_tuple: HashMap<Tuple, CtMapping>,
+    answered: HashMap<Tuple, CtMapping>,
 }
 
 impl Conntrack {
@@ -44,7 +46,18 @@ impl Conntrack {
 
 impl NatLookup for Conntrack {
     fn lookup(&mut self, seen: &Tuple) -> Option<CtMapping> {
-        self.by_tuple.get(seen).copied()
+        if let Some(m) = self.answered.get(seen) {
+            return Some(*m);
+        }
+        let m = self.by_tuple.get(seen).copied()?;
+        self.answered.insert(m.orig, m);
+        self.answered.insert(m.reply, m);
+        Some(m)
+    }
+
+    fn forget(&mut self, m: &CtMapping) {
+        self.answered.remove(&m.orig);
+        self.answered.remove(&m.reply);
     }
 
     /// At a SYN the raw table is before conntrack: nothing known yet.
@@ -64,6 +77,9 @@ struct Seg<'a> {
 
 /// The MSS both ends announce in their SYNs.
 const MSS: u16 = 1460;
+/// Every segment carries TCP timestamps, as Linux sends them: 12 bytes of
+/// options (with padding) that an MSS does not cover.
+const TIMESTAMPS: usize = 12;
 
 fn packet(s: Seg<'_>) -> Vec<u8> {
     let v4 = |a: SocketAddr| match a.ip() {
@@ -76,12 +92,14 @@ fn packet(s: Seg<'_>) -> Vec<u8> {
         s.seq,
         64240,
     );
-    if s.syn {
-        b = b
-            .syn()
-            .options(&[TcpOptionElement::MaximumSegmentSize(MSS)])
-            .expect("options fit");
+    let timestamps = TcpOptionElement::Timestamp(s.seq, 1);
+    b = if s.syn {
+        b.syn()
+            .options(&[TcpOptionElement::MaximumSegmentSize(MSS), timestamps])
+    } else {
+        b.options(&[timestamps])
     }
+    .expect("options fit");
     if let Some(ack) = s.ack {
         b = b.ack(ack);
     }
@@ -339,8 +357,9 @@ fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
     s.handshake(&mut lab);
     s.server_says(&mut lab, b"220 ready\r\n");
     // A client that ignores the lowered MSS: a segment 10 bytes short of
-    // the server's MSS, full of PORT lines that each grow by 2 bytes.
-    let size = usize::from(MSS) - 10;
+    // the server's MSS (its options count), full of PORT lines that each
+    // grow by 2 bytes.
+    let size = usize::from(MSS) - TIMESTAMPS - 10;
     let line = |i: usize| format!("PORT 192,0,2,10,{},{}\r\n", 160 + i / 256, i % 256);
     let mut burst = String::new();
     let mut lines = 0;
@@ -355,7 +374,11 @@ fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
         panic!("the fitting rewrites are made: {:?}", out.verdict);
     };
     let leaving = TcpPacket::parse(bytes).expect("parses").payload().len();
-    assert_eq!(leaving, usize::from(MSS), "five rewrites fit, exactly");
+    assert_eq!(
+        leaving + TIMESTAMPS,
+        usize::from(MSS),
+        "five rewrites fit, exactly"
+    );
     let kinds: Vec<&str> = out.events.iter().map(Event::kind).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "rewrite").count(), 5);
     let too_long = out
@@ -366,4 +389,29 @@ fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
         )
         .count();
     assert_eq!(too_long, lines - 5, "the rest are refused, and said so");
+}
+
+#[test]
+fn a_segment_sent_again_over_a_gap_nobody_fills_is_followed_at_once() {
+    let mut lab = Lab::new(Config::default());
+    let mut s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 77);
+    s.handshake(&mut lab);
+    s.server_says(&mut lab, b"220 ready\r\n");
+    // NOOP passes unseen, and the server's acknowledgement of it too.
+    s.client_unseen(b"NOOP\r\n");
+    let port = b"PORT 192,0,2,10,156,64\r\n";
+    let first = lab.send(s.client_seg(s.c, Some(s.s), false, port));
+    assert_eq!(
+        first.verdict,
+        Verdict::Drop,
+        "a gap: the NOOP may still come"
+    );
+    // The client sends the PORT again, not the NOOP: the server has it.
+    let again = lab.send(s.client_seg(s.c, Some(s.s), false, port));
+    assert!(
+        matches!(again.verdict, Verdict::Replace(_)),
+        "followed and rewritten: {:?}",
+        again.events
+    );
+    assert_eq!(lab.engine.stats().dropped, 1);
 }
