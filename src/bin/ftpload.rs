@@ -90,6 +90,10 @@ enum Cmd {
         /// Seconds to run
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+        /// Seconds each client waits between its sessions (0: none); the
+        /// first wait is spread over the clients, so they do not start in step
+        #[arg(long, default_value_t = 0.0)]
+        pause: f64,
         /// Data connection modes, used in turn
         #[arg(
             long,
@@ -176,14 +180,18 @@ fn main() -> ExitCode {
             target,
             clients,
             duration,
+            pause,
             modes,
             file,
             size,
             sha256,
         } => sessions(
             target,
-            clients,
-            secs(duration),
+            Load {
+                clients,
+                duration: secs(duration),
+                pause: Duration::from_secs_f64(pause.clamp(0.0, 3600.0)),
+            },
             &modes,
             &Expected { file, size, sha256 },
         ),
@@ -576,14 +584,14 @@ fn hex(bytes: &[u8]) -> String {
 /// RETR over a fresh data connection: bytes received and their SHA-256.
 /// `buf` is the caller's, reused from one transfer to the next.
 fn retr(c: &mut Ctrl, mode: DataMode, file: &str, buf: &mut [u8]) -> io::Result<(u64, String)> {
-    let data = Data::open(c, mode)?;
-    c.send(&format!("RETR {file}"))?;
-    let mut s = data.stream()?;
-    c.expect(&[150, 125])?;
+    let data = step("data connection setup", Data::open(c, mode))?;
+    step("RETR", c.send(&format!("RETR {file}")))?;
+    let mut s = step("data connection", data.stream())?;
+    step("150 reply", c.expect(&[150, 125]))?;
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     loop {
-        let n = s.read(buf)?;
+        let n = step("data", s.read(buf))?;
         if n == 0 {
             break;
         }
@@ -591,8 +599,13 @@ fn retr(c: &mut Ctrl, mode: DataMode, file: &str, buf: &mut [u8]) -> io::Result<
         total += n as u64;
     }
     drop(s);
-    c.expect(&[226])?;
+    step("226 reply", c.expect(&[226]))?;
     Ok((total, hex(&hasher.finalize())))
+}
+
+/// Names the step of a session an error comes from (its kind kept).
+fn step<T>(what: &str, r: io::Result<T>) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
 /// RETR of a large file: the socket is read in one thread and hashed in
@@ -731,11 +744,11 @@ fn one_session(
     exp: &Expected,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    let mut c = Ctrl::connect(target)?;
-    c.login()?;
+    let mut c = step("connect", Ctrl::connect(target))?;
+    step("login", c.login())?;
     let got = retr(&mut c, mode, &exp.file, buf)?;
     check(exp, got)?;
-    c.quit()
+    step("QUIT", c.quit())
 }
 
 #[derive(Default)]
@@ -747,13 +760,20 @@ struct Tally {
     errors: Vec<String>,
 }
 
-fn sessions(
-    target: SocketAddr,
+/// How many clients run sessions, for how long, with what pause between
+/// a client's sessions.
+struct Load {
     clients: usize,
     duration: Duration,
-    modes: &[DataMode],
-    exp: &Expected,
-) -> io::Result<()> {
+    pause: Duration,
+}
+
+fn sessions(target: SocketAddr, load: Load, modes: &[DataMode], exp: &Expected) -> io::Result<()> {
+    let Load {
+        clients,
+        duration,
+        pause,
+    } = load;
     let clients = clients.clamp(1, 1024);
     if modes.is_empty() {
         return Err(err("no data connection mode"));
@@ -773,6 +793,11 @@ fn sessions(
                     let mut mine = Tally::default();
                     let mut buf = vec![0u8; 64 * 1024];
                     let mut n = k;
+                    // Spread the clients over the first pause.
+                    let first = pause.mul_f64(k as f64 / clients as f64);
+                    std::thread::sleep(
+                        first.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                     while Instant::now() < deadline && mine.ok + mine.failed < max_per_client {
                         let mode = modes[n % modes.len()];
                         n += 1;
@@ -791,6 +816,8 @@ fn sessions(
                                 std::thread::sleep(Duration::from_millis(10));
                             }
                         }
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        std::thread::sleep(pause.min(left));
                     }
                     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
                     t.ok += mine.ok;
