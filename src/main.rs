@@ -119,6 +119,13 @@ enum Command {
         /// expectations, ipset entries and the counters (0: never).
         #[arg(long, value_name = "SECS", default_value_t = 0)]
         state_interval: u64,
+        /// Real-time (SCHED_RR) priority of ftpct's threads, 1-99, so that
+        /// queued packets do not wait behind busy processes on a gateway
+        /// whose CPUs are saturated (the kernel's helper runs ahead of every
+        /// process); 0, the default, keeps the normal scheduler.
+        #[arg(long, value_name = "PRIO", default_value_t = 0,
+              value_parser = clap::value_parser!(u8).range(0..=99))]
+        realtime_priority: u8,
         #[command(flatten)]
         log: LogArgs,
         #[command(flatten)]
@@ -184,6 +191,7 @@ fn main() -> ExitCode {
             mark,
             ipset,
             state_interval,
+            realtime_priority,
             log,
             policy,
         } => {
@@ -195,6 +203,7 @@ fn main() -> ExitCode {
                 ipset,
                 state_interval: (state_interval > 0)
                     .then(|| std::time::Duration::from_secs(state_interval)),
+                realtime_priority,
             })
             .map_err(Into::into)
         }
