@@ -2,7 +2,8 @@
 # The one command that sets up and runs every test on a fresh machine:
 # installs what is missing (Debian packages for the lab), then formatting,
 # lints, unit/property/golden/differential tests, the fuzz corpora, the
-# kernel tests in network namespaces and the end-to-end matrix.
+# kernel tests in network namespaces, the end-to-end matrix, the hostile
+# input and fault suites and a short soak (see RELIABILITY.md).
 # Needs root (network namespaces, NFQUEUE, conntrack). Works with no stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +27,19 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests (unit, property, golden, differential, fuzz corpora, kernel)"
 cargo test --locked
 
-if [[ -x scripts/e2e.sh ]]; then
-    step "end-to-end matrix"
-    cargo build --release --locked
-    scripts/e2e.sh
-fi
+step "release build"
+cargo build --release --locked
+
+step "end-to-end matrix"
+scripts/e2e.sh
+
+step "hostile protocol input (ftpct and the kernel's helper)"
+scripts/abuse-protocol.sh
+
+step "faults and abuse under load (ftpct and the kernel's helper)"
+scripts/abuse-faults.sh
+
+step "soak, short (ftpct and the kernel's helper, 200+ clients, default conntrack timeouts)"
+scripts/soak.sh --seconds 6 --rotate-servers
 
 step "all tests passed"
