@@ -123,11 +123,6 @@ TSV_COPY=''
 log() { printf 'abuse-faults: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-    exit 2
-}
-
 parse_args() {
     while (($#)); do
         case $1 in
@@ -139,13 +134,8 @@ parse_args() {
             *) log "unknown argument '$1'"; usage ;;
         esac
     done
-    local m
-    for m in ${MODES//,/ }; do
-        [[ $m == ftpct || $m == kernel ]] || die "unknown gateway mode '$m' (ftpct, kernel)"
-    done
+    check_modes ftpct kernel
 }
-
-has_mode() { [[ ,$MODES, == *,$1,* ]]; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 gw() { ip netns exec "$NS_GW" "$@"; }
@@ -184,9 +174,7 @@ cleanup() {
     ftpct_stop
     rules_delete
     ((LAB_UP)) && "$LAB" down >/dev/null 2>&1
-    if [[ -n $WORK ]]; then
-        if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
-    fi
+    drop_work
     exit "$rc"
 }
 
@@ -214,18 +202,11 @@ rules_delete() {
 
 # ftpct_start LOG [ARGS...]: `ftpct run` in the gateway, ready when it says so.
 ftpct_start() {
-    local i
     FTPCT_LOG=$1; shift
     # Not through gw(): $! must be ftpct itself (ip netns exec execs it).
     ip netns exec "$NS_GW" "$FTPCT" run --state-interval 1 "$@" </dev/null >>"$FTPCT_LOG" 2>&1 &
     FTPCT_PID=$!
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        grep -q 'running: queues' "$FTPCT_LOG" && return 0
-        sleep 0.1
-    done
-    kill -0 "$FTPCT_PID" 2>/dev/null || { tail -n 20 "$FTPCT_LOG" >&2; FTPCT_PID=''; die "ftpct run exited at start-up"; }
-    log "warning: no start-up line from ftpct after 5 s, going on"
+    wait_running
 }
 
 ftpct_stop() {

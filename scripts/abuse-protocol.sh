@@ -84,10 +84,6 @@ TSV=''
 
 log() { printf 'abuse: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-    exit 2
-}
 
 parse_args() {
     while (($#)); do
@@ -100,12 +96,8 @@ parse_args() {
             *) log "unknown argument '$1'"; usage ;;
         esac
     done
-    local m
-    for m in ${MODES//,/ }; do
-        [[ $m == ftpct || $m == kernel ]] || die "unknown mode '$m' (ftpct, kernel)"
-    done
+    check_modes ftpct kernel
 }
-has_mode() { [[ ,$MODES, == *,$1,* ]]; }
 
 # --- the cases ------------------------------------------------------------------
 # name  topology  server(vsftpd|pure-ftpd|fake)  runner [args]
@@ -157,9 +149,7 @@ cleanup() {
     fake_stop
     for p in "${LISTEN_PIDS[@]}"; do stop_pid "$p" 10 || true; done
     [[ -n $LAB_TOPO ]] && { "$LAB" down >/dev/null 2>&1 || true; }
-    if [[ -n $WORK ]]; then
-        if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
-    fi
+    drop_work
     exit "$rc"
 }
 
@@ -172,17 +162,10 @@ rules_delete() {
 }
 
 ftpct_start() {
-    local i
     FTPCT_LOG=$WORK/ftpct-$LAB_TOPO-$LAB_SERVER-$(date +%H%M%S%N).log
     ip netns exec "$NS_GW" "$FTPCT" run </dev/null >"$FTPCT_LOG" 2>&1 &
     FTPCT_PID=$!
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        grep -qs 'running: queues' "$FTPCT_LOG" && return 0
-        sleep 0.1
-    done
-    kill -0 "$FTPCT_PID" 2>/dev/null || { tail -n 20 "$FTPCT_LOG" >&2; FTPCT_PID=''; die "ftpct run exited at start-up"; }
-    log "warning: no start-up line from ftpct after 5 s, going on"
+    wait_running
 }
 
 ftpct_stop() {

@@ -271,6 +271,15 @@ class Ftp:
         """Client opens the data connection to the server (PASV/EPSV)."""
         return self.data(self.client, sport, self.server, dport, payload, upload)
 
+    def list_passive(self, cport: int, sport: int) -> int:
+        """LIST, data connection from the client's cport to the server's
+        announced sport, then 150 and 226."""
+        self.cmd("LIST\r\n")
+        syn = self.passive(cport, sport, LISTING)
+        self.reply("150 Here comes the directory listing.\r\n")
+        self.reply("226 Directory send OK.\r\n")
+        return syn
+
     def list_active(self, dport: int, sport=20) -> int:
         """LIST, 150, data connection from the server to dport, 226."""
         self.cmd("LIST\r\n", "150 Here comes the directory listing.\r\n")
@@ -531,10 +540,7 @@ def sc_pasv_227_variants(cap):
     for i, rep in enumerate(replies):
         port = 50000 + i
         n, _ = f.cmd("PASV\r\n", rep)
-        f.cmd("LIST\r\n")
-        syn = f.passive(40001 + i, port, LISTING)
-        f.reply("150 Here comes the directory listing.\r\n")
-        f.reply("226 Directory send OK.\r\n")
+        syn = f.list_passive(40001 + i, port)
         cap.note("frame %d: `%s`; frame %d: data SYN 192.0.2.10:%d -> 198.51.100.20:%d"
                  % (n + 1, rep.strip(), syn, 40001 + i, port))
     f.quit()
@@ -557,10 +563,7 @@ def sc_epsv_v6(cap):
     f = Ftp(cap, c, 40000, s)
     f.login()
     n, _ = f.cmd("EPSV\r\n", "229 Entering Extended Passive Mode (|||40200|)\r\n")
-    f.cmd("LIST\r\n")
-    syn = f.passive(40001, 40200, LISTING)
-    f.reply("150 Here comes the directory listing.\r\n")
-    f.reply("226 Directory send OK.\r\n")
+    syn = f.list_passive(40001, 40200)
     cap.note("frame %d: `229 Entering Extended Passive Mode (|||40200|)`" % (n + 1))
     cap.note("frame %d: data SYN [2001:db8:1::10]:40001 -> [2001:db8:2::20]:40200" % syn)
     f.quit()
@@ -645,18 +648,12 @@ def sc_dnat_pasv(cap):
     n, _ = f.cmd("PASV\r\n", "227 Entering Passive Mode (192,0,2,20,195,80).\r\n")
     cap.note("frame %d: server `227 Entering Passive Mode (192,0,2,20,195,80).` (48 bytes)"
              % (n + 1))
-    f.cmd("LIST\r\n")
-    syn = f.passive(40001, 50000, LISTING)
-    f.reply("150 Here comes the directory listing.\r\n")
-    f.reply("226 Directory send OK.\r\n")
+    syn = f.list_passive(40001, 50000)
     cap.note("frame %d: data SYN 198.51.100.10:40001 -> 192.0.2.20:50000 (inside view, "
              "already DNATed)" % syn)
     n, _ = f.cmd("EPSV\r\n", "229 Entering Extended Passive Mode (|||50001|)\r\n")
     cap.note("frame %d: server `229 Entering Extended Passive Mode (|||50001|)`" % (n + 1))
-    f.cmd("LIST\r\n")
-    syn = f.passive(40002, 50001, LISTING)
-    f.reply("150 Here comes the directory listing.\r\n")
-    f.reply("226 Directory send OK.\r\n")
+    syn = f.list_passive(40002, 50001)
     cap.note("frame %d: data SYN 198.51.100.10:40002 -> 192.0.2.20:50001" % syn)
     f.quit()
 
@@ -715,10 +712,7 @@ def sc_listing_227(cap):
              % (n + 1, FORGED_227.strip()))
     n, _ = f.cmd("PASV\r\n", "227 Entering Passive Mode (192,0,2,20,195,80).\r\n")
     cap.note("frame %d: the real answer to PASV (port 50000)" % (n + 1))
-    f.cmd("LIST\r\n")
-    syn = f.passive(40001, 50000, LISTING)
-    f.reply("150 Here comes the directory listing.\r\n")
-    f.reply("226 Directory send OK.\r\n")
+    syn = f.list_passive(40001, 50000)
     cap.note("frame %d: data SYN 198.51.100.10:40001 -> 192.0.2.20:50000" % syn)
     f.quit()
 
@@ -733,10 +727,7 @@ def sc_unsolicited_227(cap):
     cap.note("frame %d: `%s` with no command waiting" % (n, FORGED_229.strip()))
     n, _ = f.cmd("EPSV\r\n", "229 Entering Extended Passive Mode (|||50001|)\r\n")
     cap.note("frame %d: the real answer to EPSV (port 50001)" % (n + 1))
-    f.cmd("LIST\r\n")
-    syn = f.passive(40002, 50001, LISTING)
-    f.reply("150 Here comes the directory listing.\r\n")
-    f.reply("226 Directory send OK.\r\n")
+    syn = f.list_passive(40002, 50001)
     cap.note("frame %d: data SYN 198.51.100.10:40002 -> 192.0.2.20:50001" % syn)
     f.quit()
 

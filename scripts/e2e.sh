@@ -67,11 +67,6 @@ VERBOSE=0
 log() { printf 'e2e: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-    exit 2
-}
-
 parse_args() {
     while (($#)); do
         case $1 in
@@ -85,13 +80,9 @@ parse_args() {
             *) log "unknown argument '$1'"; usage ;;
         esac
     done
-    local m
-    for m in ${MODES//,/ }; do
-        [[ $m == ftpct || $m == kernel || $m == none ]] || die "unknown gateway mode '$m' (ftpct, kernel, none)"
-    done
+    check_modes ftpct kernel none
 }
 
-has_mode() { [[ ,$MODES, == *,$1,* ]]; }
 has_tag() { [[ ,$1, == *,$2,* ]]; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 now() { date +%s.%N; }
@@ -114,9 +105,7 @@ cleanup() {
     ftpct_stop
     rules_delete
     ((LAB_UP)) && "$LAB" down >/dev/null 2>&1
-    if [[ -n $WORK ]]; then
-        if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
-    fi
+    drop_work
     exit "$rc"
 }
 
@@ -139,7 +128,6 @@ rules_delete() {
 
 # ftpct_start ARGS...: `ftpct run` in the gateway, log in $FTPCT_LOG.
 ftpct_start() {
-    local i
     FTPCT_LOG=$WORK/ftpct-$(date +%H%M%S%N).log
     log "ftpct run $*  (log: $(basename "$FTPCT_LOG"))"
     # Not through gw(): $! must be ftpct itself (ip netns exec execs it).
@@ -147,17 +135,7 @@ ftpct_start() {
     FTPCT_PID=$!
     FTPCT_ARGS="$*"
     # Ready when it has bound its queue: its start-up line, within 5 s.
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        grep -q 'running: queues' "$FTPCT_LOG" && return 0
-        sleep 0.1
-    done
-    kill -0 "$FTPCT_PID" 2>/dev/null || {
-        tail -n 20 "$FTPCT_LOG" >&2
-        FTPCT_PID=''
-        die "ftpct run exited at start-up"
-    }
-    log "warning: no start-up line from ftpct after 5 s, going on"
+    wait_running
 }
 
 ftpct_stop() {
