@@ -46,6 +46,8 @@ use crate::wire::TcpPacket;
 pub const DATA_TIMEOUT_SECS: u32 = 120;
 /// How often the engine's timers run when no packet comes.
 const TICK: Duration = Duration::from_secs(1);
+/// How often freed memory is given back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
 /// Kernel queue length per queue (packets waiting for a verdict).
 const QUEUE_MAX_LEN: u32 = 4096;
 /// Receive buffer asked for each queue's netlink socket (the kernel doubles
@@ -1043,7 +1045,12 @@ fn supervise(
     rules: &mut RuleWatch,
 ) -> Option<String> {
     let mut next_state = state_interval.map(|i| Instant::now() + i);
+    let mut next_trim = Instant::now() + TRIM_EVERY;
     loop {
+        if Instant::now() >= next_trim {
+            give_back_memory();
+            next_trim += TRIM_EVERY;
+        }
         rules.check(&mut rules::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {
@@ -1082,6 +1089,18 @@ fn stop_workers(
     if !running.is_empty() {
         let left: Vec<u16> = running.keys().copied().collect();
         warn!("queue threads {left:?} did not stop in time");
+    }
+}
+
+/// Returns the heap memory freed after a peak (a flood, a busy hour) to
+/// the system: glibc keeps freed pages otherwise, and the RSS would stay
+/// at the peak (the engine's tables shrink on their own).
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointer; it walks glibc's own heap
+    // under glibc's own locks and only releases pages nothing uses.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

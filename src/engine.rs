@@ -555,23 +555,14 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             if gap == GapFate::Wait {
                 Fate::Drop(DropReason::OutOfOrder)
             } else {
-                let had_edits = !stream.adj().is_empty();
-                ctx.stats.resyncs += 1;
-                flow.dialogue.lost_track();
                 let why = match gap {
                     GapFate::ResyncHere => ResyncReason::UnseenBytes,
                     _ => ResyncReason::GapNotFilled,
                 };
-                ctx.events.push(Event::Resynced {
-                    flow: orig,
-                    dir,
-                    seq: data_seq,
-                    why,
-                    had_edits,
-                });
+                resynced(flow, dir, data_seq, why, ctx);
                 // Parse this segment (from its next line start, when
                 // the stream gave up waiting).
-                stream.classify(data_seq, payload.len());
+                flow.streams[dir.index()].classify(data_seq, payload.len());
                 new_data(flow, dir, data_seq, payload, 0, ctx)
             }
         }
@@ -609,16 +600,21 @@ fn skip_unseen(flow: &mut Flow, dir: Dir, ack: u32, ctx: &mut Ctx<'_>) {
     if !stream.acked_unseen(acked) {
         return;
     }
-    let had_edits = !stream.adj().is_empty();
     stream.skip_to(acked);
+    resynced(flow, dir, acked, ResyncReason::UnseenBytes, ctx);
+}
+
+/// A direction is followed again from `seq`: counted and said; replies
+/// are trusted again only for commands seen from now on.
+fn resynced(flow: &mut Flow, dir: Dir, seq: u32, why: ResyncReason, ctx: &mut Ctx<'_>) {
     flow.dialogue.lost_track();
     ctx.stats.resyncs += 1;
     ctx.events.push(Event::Resynced {
         flow: flow.mapping.orig,
         dir,
-        seq: acked,
-        why: ResyncReason::UnseenBytes,
-        had_edits,
+        seq,
+        why,
+        had_edits: !flow.stream(dir).adj().is_empty(),
     });
 }
 
