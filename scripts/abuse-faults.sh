@@ -343,10 +343,16 @@ bg_start() {
     done
 }
 
-bg_finish() { # sets BG_OK, BG_SUM
+bg_finish() { # adds to the calling case's p (problems) and d (details)
     touch "$CDIR/hurry"
     run_wait 40 bg-port bg-pasv
-    BG_OK=$ALL_OK BG_SUM="bg: ${SUMMARY%; }"
+    ((ALL_OK)) || p+="background transfer broken; "
+    d+="bg: ${SUMMARY%; }; "
+}
+
+conclude() { # RESULT and DETAILS from the calling case's p and d
+    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
+    if [[ $p == *setup:* ]]; then RESULT=broken; fi
 }
 
 # A list on one line.
@@ -446,8 +452,6 @@ case_synflood() { # MODE
     d+="gw conntrack count $(gw cat /proc/sys/net/netfilter/nf_conntrack_count); "
     [[ $mode == ftpct ]] && d+="$(queue_unseen); "
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
     if [[ $mode == ftpct ]]; then
         sleep 1.1 # one more state line
         maxf=$(state_max_flows "$FTPCT_LOG"); untr=$(state_counter "$FTPCT_LOG" untracked)
@@ -497,14 +501,11 @@ case_nat_reuse() { # MODE
     d+="new session from $CLI_NEW (public port $REUSED_PORT reused: $reused): greeting ${greet:-never} s, ${SUMMARY%; }; "
     undo_all
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
     if [[ $mode == ftpct ]]; then
         d+="ftpct on the new session: $(flow_log new); its segments dropped: $(flow_drops new); "
         d+="flows ftpct tracked for the two sessions: $({ grep -E 'new forwarded control connection.*flow=192\.0\.2\.1[12]:' "$FTPCT_LOG" || true; } | sed -e 's/^[^ ]* *DEBUG //' -e 's/ event=[^ ]*//' | paste -sd '|'); "
     fi
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 # The NFQUEUE's packets waiting for a verdict (queue 0, in the gateway).
@@ -563,13 +564,10 @@ case_queue_overflow() { # MODE
         [[ $full == yes ]] || p+="setup: the queue did not overflow (peak $qmax); "
     fi
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
     if [[ $mode == ftpct ]]; then
         d+="ftpct: $(grep -o 'dropped=[0-9]* held_given_up=[0-9]* resyncs=[0-9]*' "$FTPCT_LOG" | tail -n1 || true); on the session: $(flow_log pipe); its segments dropped by ftpct: $(flow_drops pipe); "
     fi
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 case_ct_full() { # MODE
@@ -593,8 +591,6 @@ case_ct_full() { # MODE
     d+="data connection established after: pasv $(kv step=get connect "$CDIR/pend-pasv.log")s, port $(kv step=get connect "$CDIR/pend-port.log")s; ${SUMMARY%; }; "
     undo_all
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
     if [[ $mode == ftpct ]]; then
         during=$(slice "$FTPCT_LOG" "$off_full" "$off_free")
         related=$(grep -c 'matched, RELATED' <<<"$during" || true)
@@ -603,8 +599,7 @@ case_ct_full() { # MODE
         ((related == 0)) || p+="ftpct logged 'matched, RELATED' $related time(s) while the table was full; "
         [[ -n $failline ]] || p+="no failure logged while the table was full; "
     fi
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 case_kill() { # MODE SIGNAL
@@ -647,8 +642,7 @@ case_kill() { # MODE SIGNAL
     ((ALL_OK)) || p+="a new session after the restart failed; "
     d+="new sessions after restart: ${SUMMARY%; }; "
     FTPCT_LOG=$CDIR/ftpct-restarted.log
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 case_second_instance() { # MODE
@@ -694,10 +688,7 @@ case_second_instance() { # MODE
     ((ALL_OK)) || p+="a pending transfer failed; "
     d+="pending transfers: ${SUMMARY%; }; "
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 case_ipset_flush() { # MODE
@@ -731,10 +722,7 @@ case_ipset_flush() { # MODE
     ((ALL_OK)) || p+="a pending transfer failed; "
     d+="pending transfers: ${SUMMARY%; }; "
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 case_rules_delete() { # MODE
@@ -771,10 +759,7 @@ case_rules_delete() { # MODE
         d+="pending transfers after helper off/on: ${SUMMARY%; }; "
     fi
     bg_finish
-    ((BG_OK)) || p+="background transfer broken; "
-    d+="$BG_SUM; "
-    RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
-    if [[ $p == *setup:* ]]; then RESULT=broken; fi
+    conclude
 }
 
 # run_case NAME MODE: a fresh gateway state, the case, its row.
@@ -831,7 +816,9 @@ print_table() {
         printf '%s\n' "${R_DET[$i]}" | fold -s -w 130 | sed 's/^/      /'
     done
     printf '%s\n' "$(printf '%.0s-' {1..92})"
-    printf '%d row(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_CASE[@]}" "$bad" "$SECONDS" "$WORK/results.tsv"
+    local where="$WORK/results.tsv"
+    ((KEEP)) || where="${TSV_COPY:-not kept (--keep or --tsv FILE keeps the TSV)}"
+    printf '%d row(s), %d ftpct mismatch(es), %d s; results: %s\n' "${#R_CASE[@]}" "$bad" "$SECONDS" "$where"
     ((bad == 0))
 }
 

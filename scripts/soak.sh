@@ -140,11 +140,6 @@ CURL_KINDS=(v4-pasv v4-port v6-epsv v6-eprt v4-epsv v4-eprt)
 log() { printf 'soak: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-    exit 2
-}
-
 parse_args() {
     while (($#)); do
         case $1 in
@@ -163,7 +158,7 @@ parse_args() {
         esac
     done
     local w
-    for w in ${MODES//,/ }; do [[ $w == ftpct || $w == kernel ]] || die "unknown gateway mode '$w' (ftpct, kernel)"; done
+    check_modes ftpct kernel
     for w in ${TOPOS//,/ }; do [[ $w == snat || $w == dnat ]] || die "unknown topology '$w' (snat, dnat)"; done
     for w in ${SERVERS//,/ }; do [[ $w == vsftpd || $w == pure-ftpd ]] || die "unknown server '$w' (vsftpd, pure-ftpd)"; done
     [[ -n ${MODES//,/} && -n ${TOPOS//,/} && -n ${SERVERS//,/} ]] || usage
@@ -231,19 +226,12 @@ cleanup() {
 # --- gateway modes ----------------------------------------------------------
 
 ftpct_start() {
-    local i
     FTPCT_LOG=$ROWDIR/ftpct.log
     # Not through gw(): $! must be ftpct itself (ip netns exec execs it).
     ip netns exec "$NS_GW" "$FTPCT" run --state-interval "$STATE_INTERVAL" </dev/null >"$FTPCT_LOG" 2>&1 &
     FTPCT_PID=$!
     # Ready when it has bound its queue: its start-up line, within 5 s.
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$FTPCT_PID" 2>/dev/null || break
-        grep -q 'running: queues' "$FTPCT_LOG" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    kill -0 "$FTPCT_PID" 2>/dev/null || { tail -n 20 "$FTPCT_LOG" >&2; FTPCT_PID=''; die "ftpct run exited at start-up"; }
-    log "warning: no start-up line from ftpct after 5 s, going on"
+    wait_running
 }
 
 ftpct_stop() {
