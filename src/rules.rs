@@ -705,10 +705,18 @@ pub fn change_rules<E: Exec>(
 }
 
 fn open_ipset() -> Result<Ipset, RulesError> {
-    Ipset::open().map_err(|e| {
-        RulesError(format!(
-            "ipset is not usable ({e}): run as root; load it with `modprobe ip_set_hash_ipport`"
-        ))
+    Ipset::open().map_err(|e| ipset_unusable(&e))
+}
+
+/// Why ipset cannot be used, and what to do: a missing privilege is not a
+/// missing module.
+fn ipset_unusable(e: &io::Error) -> RulesError {
+    let denied = e.kind() == io::ErrorKind::PermissionDenied
+        || kernel_errno(e).is_some_and(|n| n == libc::EPERM || n == libc::EACCES);
+    RulesError(if denied {
+        format!("ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo")
+    } else {
+        format!("ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`")
     })
 }
 
@@ -764,6 +772,14 @@ fn destroy_set(ipset: &mut Ipset, name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipset_errors_say_root_or_modprobe() {
+        let denied = ipset_unusable(&io::Error::from_raw_os_error(libc::EPERM));
+        assert!(denied.0.contains("as root") && !denied.0.contains("modprobe"), "{denied}");
+        let missing = ipset_unusable(&io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
+        assert!(missing.0.contains("modprobe"), "{missing}");
+    }
 
     fn ruleset(families: Families) -> RuleSet {
         RuleSet {
