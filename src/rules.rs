@@ -776,7 +776,10 @@ mod tests {
     #[test]
     fn ipset_errors_say_root_or_modprobe() {
         let denied = ipset_unusable(&io::Error::from_raw_os_error(libc::EPERM));
-        assert!(denied.0.contains("as root") && !denied.0.contains("modprobe"), "{denied}");
+        assert!(
+            denied.0.contains("as root") && !denied.0.contains("modprobe"),
+            "{denied}"
+        );
         let missing = ipset_unusable(&io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
         assert!(missing.0.contains("modprobe"), "{missing}");
     }
