@@ -122,6 +122,8 @@ struct Ctx<'a> {
     /// How many bytes the segment being handled may still grow by before
     /// it exceeds what its receiver accepts (None: its MSS is unknown).
     room: Option<usize>,
+    /// The segment may leave shorter than it came (it carries no FIN).
+    may_cut: bool,
 }
 
 impl Engine {
@@ -307,6 +309,7 @@ impl Engine {
             events: &mut events,
             now,
             room: None,
+            may_cut: !pkt.flags.fin,
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
@@ -636,7 +639,9 @@ fn new_data<'a>(
         on_line(flow, dir, &line, ctx);
     }
     let hold = must_hold(flow, dir);
-    flow.streams_mut(dir).0.outgoing(data_seq, payload, hold)
+    flow.streams_mut(dir)
+        .0
+        .outgoing(data_seq, payload, hold, ctx.may_cut)
 }
 
 /// True if the segment ends inside a line that may need a rewrite.

@@ -340,7 +340,17 @@ impl Stream {
 
     /// The fate of a segment with new data, after its lines were handled.
     /// `hold` asks to keep it because its last line may need a rewrite.
-    pub fn outgoing<'a>(&mut self, seq: u32, payload: &'a [u8], hold: bool) -> Fate<'a> {
+    /// When the segment also carries complete lines before that one (and
+    /// may be cut: no FIN), those leave now and only the incomplete line
+    /// is held: holding a whole full-size segment and sending it with the
+    /// next would make a packet too big for the path.
+    pub fn outgoing<'a>(
+        &mut self,
+        seq: u32,
+        payload: &'a [u8],
+        hold: bool,
+        may_cut: bool,
+    ) -> Fate<'a> {
         let held = self.busy.as_mut().and_then(|b| b.held.take());
         let (start, bytes, redrops) = match held {
             Some(h) if seq_after(seq, h.start) => {
@@ -353,6 +363,24 @@ impl Stream {
             _ => (seq, Cow::Borrowed(payload), 0),
         };
         if hold {
+            let cut = self.line_start.wrapping_sub(start) as usize;
+            if may_cut && cut > 0 && cut < bytes.len() {
+                let (complete, partial) = bytes.split_at(cut);
+                self.busy().held = Some(Box::new(Held {
+                    start: self.line_start,
+                    bytes: partial.to_vec(),
+                    redrops: 0,
+                }));
+                let complete = match bytes {
+                    Cow::Borrowed(b) => Cow::Borrowed(&b[..cut]),
+                    Cow::Owned(_) => Cow::Owned(complete.to_vec()),
+                };
+                self.mark_forwarded(start, cut);
+                return Fate::Forward {
+                    start,
+                    bytes: complete,
+                };
+            }
             self.busy().held = Some(Box::new(Held {
                 start,
                 bytes: bytes.into_owned(),
@@ -496,13 +524,13 @@ mod tests {
         s.classify(1, 7);
         s.take_lines(b"PORT 19", 1024);
         assert_eq!(
-            s.outgoing(1, b"PORT 19", true),
+            s.outgoing(1, b"PORT 19", true, true),
             Fate::Drop(DropReason::HeldLineHead)
         );
         assert!(s.can_edit_from(1));
         s.classify(8, 5);
         s.take_lines(b"2,1\r\n", 1024);
-        match s.outgoing(8, b"2,1\r\n", false) {
+        match s.outgoing(8, b"2,1\r\n", false, true) {
             Fate::Forward { start, bytes } => {
                 assert_eq!(start, 1);
                 assert_eq!(&bytes[..], b"PORT 192,1\r\n");
@@ -512,12 +540,46 @@ mod tests {
     }
 
     #[test]
+    fn complete_lines_leave_and_only_the_incomplete_one_is_held() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 13);
+        s.take_lines(b"NOOP\r\nPORT 19", 1024);
+        match s.outgoing(1, b"NOOP\r\nPORT 19", true, true) {
+            Fate::Forward { start, bytes } => {
+                assert_eq!(start, 1);
+                assert_eq!(&bytes[..], b"NOOP\r\n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(s.held_len(), 7);
+        s.classify(14, 5);
+        s.take_lines(b"2,1\r\n", 1024);
+        match s.outgoing(14, b"2,1\r\n", false, true) {
+            Fate::Forward { start, bytes } => {
+                assert_eq!(start, 7);
+                assert_eq!(&bytes[..], b"PORT 192,1\r\n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // With a FIN the segment cannot be cut: held whole.
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 13);
+        s.take_lines(b"NOOP\r\nPORT 19", 1024);
+        assert_eq!(
+            s.outgoing(1, b"NOOP\r\nPORT 19", true, false),
+            Fate::Drop(DropReason::HeldLineHead)
+        );
+    }
+
+    #[test]
     fn held_head_retransmitted_is_dropped_a_bounded_number_of_times() {
         let mut s = Stream::default();
         s.syn(0);
         s.classify(1, 7);
         s.take_lines(b"PORT 19", 1024);
-        s.outgoing(1, b"PORT 19", true);
+        s.outgoing(1, b"PORT 19", true, true);
         for _ in 0..MAX_HOLD_REDROPS {
             assert_eq!(s.classify(1, 7), Arrival::Old);
             assert_eq!(
