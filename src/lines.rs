@@ -17,7 +17,9 @@
 //!   open; after that the stream resynchronises at that segment and skips
 //!   to the next line start, rather than stall a session it cannot follow;
 //! - a segment that ends inside a line that may need rewriting, on a flow
-//!   where rewriting is possible, is held: dropped, its bytes kept. When the
+//!   where rewriting is possible, is held: its complete lines leave now (the
+//!   segment is cut after them), the incomplete line is kept (a segment that
+//!   is only that line, or has a FIN, is dropped and kept whole). When the
 //!   rest of the line arrives, the segment that completes it leaves carrying
 //!   the whole line, rewritten. A retransmission of the held part alone is
 //!   dropped again at most `MAX_HOLD_REDROPS` times; after that it leaves
