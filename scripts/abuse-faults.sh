@@ -350,6 +350,25 @@ bg_finish() { # adds to the calling case's p (problems) and d (details)
     d+="bg: ${SUMMARY%; }; "
 }
 
+# pending_start: the background download, and a PASV and a PORT session
+# that announce their data connection and wait for $CDIR/go to use it;
+# adds to the calling case's p.
+pending_start() {
+    bg_start
+    client pend-pasv pasv --max-wait 30 announce touch "$CDIR/pasv-ready" wait "$CDIR/go" get 1k.bin quit
+    client pend-port port --max-wait 30 announce touch "$CDIR/port-ready" wait "$CDIR/go" get 1k.bin quit
+    wait_file "$CDIR/pasv-ready" 10 && wait_file "$CDIR/port-ready" 10 || p+="setup: sessions did not get going; "
+    sleep 0.3
+}
+
+# pending_finish: lets the pending sessions transfer; adds to p and d.
+pending_finish() {
+    touch "$CDIR/go"
+    run_wait 30 pend-pasv pend-port
+    ((ALL_OK)) || p+="a pending transfer failed; "
+    d+="pending transfers: ${SUMMARY%; }; "
+}
+
 conclude() { # RESULT and DETAILS from the calling case's p and d
     RESULT=$(verdict "$p") DETAILS="${p:+PROBLEMS: $p| }$d"
     if [[ $p == *setup:* ]]; then RESULT=broken; fi
@@ -647,11 +666,7 @@ case_kill() { # MODE SIGNAL
 
 case_second_instance() { # MODE
     local mode=$1 p='' d='' before during after rc=running i msg
-    bg_start
-    client pend-pasv pasv --max-wait 30 announce touch "$CDIR/pasv-ready" wait "$CDIR/go" get 1k.bin quit
-    client pend-port port --max-wait 30 announce touch "$CDIR/port-ready" wait "$CDIR/go" get 1k.bin quit
-    wait_file "$CDIR/pasv-ready" 10 && wait_file "$CDIR/port-ready" 10 || p+="setup: sessions did not get going; "
-    sleep 0.3
+    pending_start
     before=$(ipset_members ftpct)
     gw ipset list ftpct >"$CDIR/ipset-before.txt" 2>&1 || true
     [[ $(wc -l <<<"$before") -ge 2 && -n $before ]] || p+="setup: fewer than 2 pending entries in ipset ftpct ($before); "
@@ -683,21 +698,14 @@ case_second_instance() { # MODE
     d+="ipset ftpct: before [$(oneline <<<"$before")], during [$(oneline <<<"$during")], after [$(oneline <<<"$after")]; "
     subset "$before" "$during" || p+="the first instance's ipset entries were removed while the second ran; "
     subset "$before" "$after" || p+="the first instance's ipset entries were gone after the second stopped; "
-    touch "$CDIR/go"
-    run_wait 30 pend-pasv pend-port
-    ((ALL_OK)) || p+="a pending transfer failed; "
-    d+="pending transfers: ${SUMMARY%; }; "
+    pending_finish
     bg_finish
     conclude
 }
 
 case_ipset_flush() { # MODE
     local mode=$1 p='' d='' before now_ off=0 i noticed='' restored=no
-    bg_start
-    client pend-pasv pasv --max-wait 30 announce touch "$CDIR/pasv-ready" wait "$CDIR/go" get 1k.bin quit
-    client pend-port port --max-wait 30 announce touch "$CDIR/port-ready" wait "$CDIR/go" get 1k.bin quit
-    wait_file "$CDIR/pasv-ready" 10 && wait_file "$CDIR/port-ready" 10 || p+="setup: sessions did not get going; "
-    sleep 0.3
+    pending_start
     if [[ $mode == ftpct ]]; then
         before=$(ipset_members ftpct)
         [[ -n $before ]] || p+="setup: no pending entry in ipset ftpct; "
@@ -717,21 +725,14 @@ case_ipset_flush() { # MODE
         gw conntrack -F expect >/dev/null 2>&1 || true
         sleep 1
     fi
-    touch "$CDIR/go"
-    run_wait 30 pend-pasv pend-port
-    ((ALL_OK)) || p+="a pending transfer failed; "
-    d+="pending transfers: ${SUMMARY%; }; "
+    pending_finish
     bg_finish
     conclude
 }
 
 case_rules_delete() { # MODE
     local mode=$1 p='' d='' off=0 i warned=''
-    bg_start
-    client pend-pasv pasv --max-wait 30 announce touch "$CDIR/pasv-ready" wait "$CDIR/go" get 1k.bin quit
-    client pend-port port --max-wait 30 announce touch "$CDIR/port-ready" wait "$CDIR/go" get 1k.bin quit
-    wait_file "$CDIR/pasv-ready" 10 && wait_file "$CDIR/port-ready" 10 || p+="setup: sessions did not get going; "
-    sleep 0.3
+    pending_start
     if [[ $mode == ftpct ]]; then
         off=$(size_of "$FTPCT_LOG")
         gw "$FTPCT" rules --delete >>"$CDIR/rules.log" 2>&1 </dev/null || p+="setup: ftpct rules --delete failed; "
