@@ -929,7 +929,15 @@ fn fix_up(
     if own.is_empty() && peer.is_empty() && unchanged_data && mss.is_none() {
         return Verdict::Accept;
     }
-    let edited = own.apply(start, bytes);
+    let mut edited = own.apply(start, bytes);
+    // A retransmission cut differently can carry more edits than any
+    // segment did: what does not fit the receiver's MSS is left for the
+    // sender to send again (the same bytes always land at the same place).
+    let limit =
+        flow.mss[other(dir).index()].map(|mss| usize::from(mss).saturating_sub(pkt.option_bytes()));
+    if let Some(limit) = limit.filter(|&l| l > 0 && edited.payload.len() > l && !pkt.flags.fin) {
+        edited.payload.truncate(limit);
+    }
     let seq = own.shift(edited.start).wrapping_sub(syn);
     let ack = if pkt.flags.ack {
         peer.unshift(pkt.ack)
