@@ -34,11 +34,11 @@
 #             segments to a sink; packets per second through the gateway,
 #             packets ftpct saw against packets that reached its queue rule,
 #             ftpct's CPU per packet
-# Servers: ftpload's own (src/bin/ftpload.rs, fast) for every test, vsftpd
+# Servers: ftpload's own (tools/ftpload, fast) for every test, vsftpd
 # (forks per session, realistic) for sessions and bulk.
 #
 # Scale (RSS per tracked connection and expectation, lookup time) is the
-# engine benchmark's job: `cargo bench --bench engine`, see BENCHMARKS.md.
+# engine benchmark's job: `cargo bench -p ftpct-engine --bench engine`, see BENCHMARKS.md.
 #
 # Environment: FTPCT_BENCH_PREFIX (default ftpct-bench-, must start with
 # ftpct-: the lab's namespaces, apart from any other lab), FTPCT_BENCH_BUSY_WAIT
@@ -540,7 +540,7 @@ log "dependencies"
 "$TOP/scripts/install-deps.sh"
 command -v python3 >/dev/null || die "python3 missing"
 log "build (release)"
-cargo build --release --locked --bin ftpct --bin ftpload >"$WORK/build.log" 2>&1 ||
+cargo build --release --locked -p ftpct -p ftpload >"$WORK/build.log" 2>&1 ||
     { tail -n 20 "$WORK/build.log" >&2; die "cargo build failed"; }
 
 cg_setup

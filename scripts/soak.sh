@@ -91,7 +91,7 @@
 # 32 overflows with 200 clients, a busy machine); or (without a kernel row) ftpct
 # failed any; or a row completed no transfer; or a baseline check failed.
 #
-# Needs root, the release build (cargo build --release) and the lab's
+# Needs root, the release build (cargo build --release --workspace) and the lab's
 # packages (scripts/install-deps.sh). The binaries (target/release/ftpct and
 # ftpload, or FTPCT_BIN and FTPLOAD_BIN) are copied to the work directory at
 # the start (a rebuild meanwhile changes nothing). The lab's
@@ -767,7 +767,7 @@ main() {
     [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, NFQUEUE, conntrack)"
     "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
     SRC_FTPCT=${SRC_FTPCT:-$REPO/target/release/ftpct} SRC_FTPLOAD=${SRC_FTPLOAD:-$REPO/target/release/ftpload}
-    [[ -x $SRC_FTPCT && -x $SRC_FTPLOAD ]] || die "$SRC_FTPCT or $SRC_FTPLOAD missing: cargo build --release"
+    [[ -x $SRC_FTPCT && -x $SRC_FTPLOAD ]] || die "$SRC_FTPCT or $SRC_FTPLOAD missing: cargo build --release --workspace"
     trap cleanup EXIT
     trap 'log "interrupted"; exit 130' INT TERM
     if [[ -z $OUT ]]; then

@@ -22,13 +22,16 @@ step "format"
 cargo fmt --all -- --check
 
 step "lints"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the engine crate has no I/O dependency"
+scripts/check-engine-deps.sh
 
 step "tests (unit, property, golden, differential, fuzz corpora, kernel)"
-cargo test --locked
+cargo test --workspace --locked
 
 step "release build"
-cargo build --release --locked
+cargo build --release --locked --workspace
 
 step "end-to-end matrix"
 scripts/e2e.sh

@@ -17,7 +17,7 @@ use crate::netlink::{
     self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_EXCL,
 };
-use crate::tuple::Tuple;
+use ftpct_engine::tuple::Tuple;
 
 const NFNL_SUBSYS_CTNETLINK: u8 = 1;
 const IPCTNL_MSG_CT_NEW: u8 = 0;

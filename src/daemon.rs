@@ -28,18 +28,18 @@ use nfq::{Message, Queue};
 use tracing::{debug, error, info, warn};
 
 use crate::ctnetlink::{CtDir, Ctnetlink, DataConnection, NatBinding};
-use crate::engine::{Config, Engine, Hook, Outcome, Verdict};
-use crate::event::Event;
-use crate::expect::Expectation;
 use crate::ipset::Ipset;
 use crate::live_nat::LiveNat;
 use crate::logging::RateLimit;
-use crate::nat::NatLookup;
 use crate::report;
 use crate::rule_watch::RuleWatch;
 use crate::rules::{self, SetNames};
-use crate::tuple::Tuple;
-use crate::wire::TcpPacket;
+use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::event::Event;
+use ftpct_engine::expect::Expectation;
+use ftpct_engine::nat::NatLookup;
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::TcpPacket;
 
 /// Conntrack timeout of a data connection created at its SYN; conntrack's
 /// TCP tracking takes over from the first answer.
@@ -1212,9 +1212,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::RemoveReason;
-    use crate::expect::NatBindings;
-    use crate::grammar::AnnounceKind;
+    use ftpct_engine::event::RemoveReason;
+    use ftpct_engine::expect::NatBindings;
+    use ftpct_engine::grammar::AnnounceKind;
 
     fn t(s: &str, d: &str) -> Tuple {
         Tuple::new(s.parse().expect("addr"), d.parse().expect("addr"))
@@ -1447,7 +1447,7 @@ mod tests {
         let flow = t("192.0.2.10:40000", "198.51.100.20:21");
         let rewrite = Event::Rewritten {
             flow,
-            dir: crate::flow::Dir::Orig,
+            dir: ftpct_engine::flow::Dir::Orig,
             before: "PORT 192,0,2,10,184,97".into(),
             after: "PORT 198,51,100,1,184,97".into(),
         };

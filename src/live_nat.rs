@@ -12,8 +12,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::ctnetlink::{CtDir, CtEntry, Ctnetlink};
-use crate::nat::{CtMapping, NatLookup};
-use crate::tuple::Tuple;
+use ftpct_engine::nat::{CtMapping, NatLookup};
+use ftpct_engine::tuple::Tuple;
 
 /// How long an answer is reused. Short: a mapping never changes during a
 /// connection, but a port reused by a new connection may map differently.

@@ -7,13 +7,13 @@ use clap::{Parser, Subcommand};
 
 use ftpct::capture;
 use ftpct::daemon::{self, Mark};
-use ftpct::engine::Config;
 use ftpct::logging::{self, LogFormat};
-use ftpct::nat::{DnatRule, SnatRule};
-use ftpct::policy::Policy;
 use ftpct::replay;
 use ftpct::report::{self, FlowNames};
 use ftpct::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
+use ftpct_engine::engine::Config;
+use ftpct_engine::nat::{DnatRule, SnatRule};
+use ftpct_engine::policy::Policy;
 
 #[derive(Parser)]
 #[command(

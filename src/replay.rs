@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::capture::{Capture, Frame};
-use crate::engine::{Config, Engine, Hook, Verdict};
-use crate::event::{Event, Stats};
-use crate::expect::Expectation;
-use crate::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
-use crate::tuple::Tuple;
-use crate::wire::{Rebuild, TcpPacket};
+use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::event::{Event, Stats};
+use ftpct_engine::expect::Expectation;
+use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::{Rebuild, TcpPacket};
 
 /// An event and when it happened (capture time).
 #[derive(Debug, Clone)]

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::event::{Event, Stats};
-use crate::expect::Expectation;
-use crate::flow::Dir;
-use crate::tuple::Tuple;
+use ftpct_engine::event::{Event, Stats};
+use ftpct_engine::expect::Expectation;
+use ftpct_engine::flow::Dir;
+use ftpct_engine::tuple::Tuple;
 
 /// Numbers control connections in order of appearance, for short labels.
 #[derive(Default)]

@@ -101,8 +101,8 @@ fn bounce_to_port_25_is_refused() {
 
 #[test]
 fn privileged_port_allowed_when_configured() {
-    let cfg = ftpct::engine::Config {
-        policy: ftpct::policy::Policy {
+    let cfg = ftpct_engine::engine::Config {
+        policy: ftpct_engine::policy::Policy {
             min_data_port: 1,
             ..Default::default()
         },
@@ -227,8 +227,8 @@ fn fxp_allowed_only_for_listed_networks() {
     let fxp = "lab/fxp-v4-fxp-python-vsftpd-fxp.inside.pcap";
     let refused = run(fxp, &[], &[]);
     assert_eq!(refusal_rules(&refused), ["foreign-address"]);
-    let cfg = ftpct::engine::Config {
-        policy: ftpct::policy::Policy {
+    let cfg = ftpct_engine::engine::Config {
+        policy: ftpct_engine::policy::Policy {
             allow_fxp: vec!["198.51.100.0/24".parse().expect("cidr")],
             ..Default::default()
         },
@@ -329,7 +329,7 @@ fn expected_ports(r: &Replayed) -> Vec<u16> {
     r.events
         .iter()
         .filter_map(|te| match &te.event {
-            ftpct::event::Event::ExpectationAdded(e) => Some(e.dst.port()),
+            ftpct_engine::event::Event::ExpectationAdded(e) => Some(e.dst.port()),
             _ => None,
         })
         .collect()

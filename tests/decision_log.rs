@@ -9,8 +9,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use ftpct::event::Event;
 use ftpct::report::{table_row, FlowNames};
+use ftpct_engine::event::Event;
 
 /// (capture relative to pcaps/, NAT arguments) for every capture.
 fn captures() -> Vec<(String, Vec<String>)> {

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::fs;
 
 use ftpct::capture;
-use ftpct::grammar::{parse_client_line, ClientLine};
-use ftpct::seqadj::seq_after;
-use ftpct::tuple::Tuple;
-use ftpct::wire::TcpPacket;
+use ftpct_engine::grammar::{parse_client_line, ClientLine};
+use ftpct_engine::seqadj::seq_after;
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::TcpPacket;
 
 struct Scenario {
     name: String,

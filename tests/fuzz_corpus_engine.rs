@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ftpct::wire::TcpPacket;
+use ftpct_engine::wire::TcpPacket;
 
 #[path = "../fuzz/fuzz_targets/engine.rs"]
 mod engine_target;

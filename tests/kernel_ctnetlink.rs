@@ -20,7 +20,7 @@ use ftpct::ctnetlink::{
 };
 use ftpct::ipset::Ipset;
 use ftpct::netlink::kernel_errno;
-use ftpct::tuple::Tuple;
+use ftpct_engine::tuple::Tuple;
 use socket2::{Domain, Socket, Type};
 
 mod root;
@@ -517,10 +517,10 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         return;
     }
     use ftpct::daemon::{Actions, LiveKernel};
-    use ftpct::event::Event;
-    use ftpct::expect::{Expectation, NatBindings};
-    use ftpct::grammar::AnnounceKind;
     use ftpct::rules::SetNames;
+    use ftpct_engine::event::Event;
+    use ftpct_engine::expect::{Expectation, NatBindings};
+    use ftpct_engine::grammar::AnnounceKind;
 
     let lab = Lab::v4();
     let ns = Netns::new("reuse");

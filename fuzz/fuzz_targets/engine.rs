@@ -53,15 +53,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use etherparse::{PacketBuilder, TcpOptionElement};
-use ftpct::engine::{Config, Engine, Hook, Verdict};
-use ftpct::event::Event;
-use ftpct::expect::Expectation;
-use ftpct::flow::Dir;
-use ftpct::lines::DropReason;
-use ftpct::nat::StaticNat;
-use ftpct::policy::Policy;
-use ftpct::tuple::Tuple;
-use ftpct::wire::{checksums_valid, TcpPacket};
+use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::event::Event;
+use ftpct_engine::expect::Expectation;
+use ftpct_engine::flow::Dir;
+use ftpct_engine::nat::StaticNat;
+use ftpct_engine::policy::Policy;
+use ftpct_engine::stream::DropReason;
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::{checksums_valid, TcpPacket};
 
 #[cfg(not(test))]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 //! through [`check`] in a plain `cargo test`.
 #![cfg_attr(not(test), no_main)]
 
-use ftpct::grammar::{
+use ftpct_engine::grammar::{
     client_prefix_may_announce, parse_client_line, parse_server_line, rewrite_line,
     server_prefix_may_announce, Announce, ClientLine, ServerLine,
 };

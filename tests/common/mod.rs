@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ftpct::capture::{self, Frame};
-use ftpct::engine::Config;
-use ftpct::event::Event;
-use ftpct::nat::{DnatRule, SnatRule};
 use ftpct::replay::{replay, Replayed};
-use ftpct::seqadj::seq_after;
-use ftpct::tuple::Tuple;
-use ftpct::wire::{checksums_valid, TcpPacket};
+use ftpct_engine::engine::Config;
+use ftpct_engine::event::Event;
+use ftpct_engine::nat::{DnatRule, SnatRule};
+use ftpct_engine::seqadj::seq_after;
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::{checksums_valid, TcpPacket};
 
 pub fn pcap(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -19,8 +19,8 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 
 use crate::dialogue::Dialogue;
-use crate::lines::Stream;
 use crate::nat::CtMapping;
+use crate::stream::Stream;
 use crate::tuple::Tuple;
 
 /// Direction of a packet relative to the control connection.

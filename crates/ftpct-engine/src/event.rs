@@ -6,9 +6,9 @@ use std::fmt;
 use crate::expect::Expectation;
 use crate::flow::Dir;
 use crate::grammar::Malformed;
-use crate::lines::DropReason;
 use crate::nat::CtMapping;
 use crate::policy::Refusal;
+use crate::stream::DropReason;
 use crate::tuple::Tuple;
 
 /// Why a direction was resynchronised (followed again from a later line).

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use etherparse::{PacketBuilder, TcpOptionElement};
-use ftpct::engine::{Config, Engine, Hook, Outcome, Verdict};
-use ftpct::event::Event;
-use ftpct::nat::{CtMapping, NatLookup};
-use ftpct::tuple::Tuple;
-use ftpct::wire::{checksums_valid, TcpPacket};
+use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::event::Event;
+use ftpct_engine::nat::{CtMapping, NatLookup};
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::wire::{checksums_valid, TcpPacket};
 
 const SERVER: &str = "198.51.100.20:21";
 const PUBLIC: &str = "198.51.100.1";
@@ -337,7 +337,7 @@ fn both_ends_announce_an_mss_with_room_for_a_rewrite() {
     let s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 1);
     let syn = s.client_seg(1, None, true, b"");
     let out = lab.send(syn);
-    let want = Some(MSS - ftpct::engine::MSS_HEADROOM);
+    let want = Some(MSS - ftpct_engine::engine::MSS_HEADROOM);
     assert_eq!(mss_of(&out, &packet(syn)), want);
     let again = lab.send(syn);
     assert_eq!(

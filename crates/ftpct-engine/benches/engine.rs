@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use etherparse::PacketBuilder;
-use ftpct::engine::{Config, Engine, Hook, Verdict};
-use ftpct::nat::{CtMapping, NatLookup, NoNat, StaticNat};
-use ftpct::tuple::Tuple;
+use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::nat::{CtMapping, NatLookup, NoNat, StaticNat};
+use ftpct_engine::tuple::Tuple;
 
 /// Flows and expectations in the table-size measurement.
 const TABLE: u32 = 100_000;
@@ -554,10 +554,10 @@ fn table_run(label: &str, natted: bool, nat: &mut dyn NatLookup) {
 fn memory_and_tables() {
     println!(
         "sizes: Flow {} B, Stream {} B, Tuple {} B, Expectation {} B",
-        std::mem::size_of::<ftpct::flow::Flow>(),
-        std::mem::size_of::<ftpct::lines::Stream>(),
+        std::mem::size_of::<ftpct_engine::flow::Flow>(),
+        std::mem::size_of::<ftpct_engine::stream::Stream>(),
         std::mem::size_of::<Tuple>(),
-        std::mem::size_of::<ftpct::expect::Expectation>(),
+        std::mem::size_of::<ftpct_engine::expect::Expectation>(),
     );
     // Each variant in its own process: memory freed by one run would be
     // reused by the next and hide its growth.

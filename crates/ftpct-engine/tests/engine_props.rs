@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use ftpct::engine::{Config, Engine, Hook, Verdict};
-use ftpct::nat::StaticNat;
-use ftpct::wire::TcpPacket;
+use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::nat::StaticNat;
+use ftpct_engine::wire::TcpPacket;
 use proptest::prelude::*;
 
 const CLIENT: [u8; 4] = [192, 0, 2, 10];
@@ -112,7 +112,7 @@ impl Session {
         let seq = ISN.wrapping_add(1).wrapping_add(off);
         if let Some(out) = self.send(&packet(true, seq, 5001, false, data)) {
             let p = TcpPacket::parse(&out).expect("output parses");
-            assert!(ftpct::wire::checksums_valid(&out));
+            assert!(ftpct_engine::wire::checksums_valid(&out));
             for (i, b) in p.payload().iter().enumerate() {
                 let pos = p.seq.wrapping_add(i as u32);
                 if let Some(old) = self.far.insert(pos, *b) {

@@ -11,9 +11,9 @@ use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Dir, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
-use crate::lines::{Arrival, DropReason, Fate, GapFate, Line};
 use crate::nat::{plan, Announcer, CtMapping, NatLookup};
 use crate::policy::{Policy, Refusal};
+use crate::stream::{Arrival, DropReason, Fate, GapFate, Line};
 use crate::tuple::Tuple;
 use crate::wire::{Rebuild, TcpPacket};
 

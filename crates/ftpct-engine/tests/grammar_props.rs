@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ftpct::grammar::{
+use ftpct_engine::grammar::{
     client_prefix_may_announce, format_announce, parse_client_line, parse_server_line,
     rewrite_line, server_prefix_may_announce, Announce, AnnounceKind, ClientLine, ServerLine,
 };

@@ -5,13 +5,13 @@
 use std::fs;
 use std::path::Path;
 
-#[path = "../fuzz/fuzz_targets/grammar.rs"]
+#[path = "../../../fuzz/fuzz_targets/grammar.rs"]
 mod grammar_target;
 
-use ftpct::grammar::{parse_client_line, parse_server_line, ClientLine, ServerLine};
+use ftpct_engine::grammar::{parse_client_line, parse_server_line, ClientLine, ServerLine};
 use grammar_target::check;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/grammar");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/grammar");
 
 #[test]
 fn every_corpus_input_passes_the_fuzz_checks() {
