@@ -1,17 +1,14 @@
-//! ftpct: a userspace FTP connection-tracking and NAT helper.
+//! ftpct: a userspace FTP connection-tracking and NAT helper for Linux.
 //!
-//! The engine (`engine`) is sans-IO: packets and time in, verdicts,
-//! rewritten packets and kernel actions out. Drivers (`queue` for NFQUEUE,
-//! `replay` for pcap files) only move bytes in and out of it.
+//! The decisions are made by the sans-IO engine (the `ftpct-engine`
+//! crate). This crate holds what carries them out:
+//! - `netfilter`: netlink, ctnetlink, ipset and the iptables rules;
+//! - `daemon`: the NFQUEUE workers, signals, and the executor of the
+//!   engine's commands;
+//! - `offline`: pcap reading and writing, and replay through the engine;
+//! - `cli`: log output and the replay report.
 
-pub mod capture;
-pub mod ctnetlink;
+pub mod cli;
 pub mod daemon;
-pub mod ipset;
-pub mod live_nat;
-pub mod logging;
-pub mod netlink;
-pub mod replay;
-pub mod report;
-pub mod rule_watch;
-pub mod rules;
+pub mod netfilter;
+pub mod offline;

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ftpct::capture;
+use ftpct::cli::logging::{self, LogFormat};
+use ftpct::cli::report::{self, FlowNames};
 use ftpct::daemon::{self, Mark};
-use ftpct::logging::{self, LogFormat};
-use ftpct::replay;
-use ftpct::report::{self, FlowNames};
-use ftpct::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
+use ftpct::netfilter::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
+use ftpct::offline::capture;
+use ftpct::offline::replay;
 use ftpct_engine::engine::Config;
 use ftpct_engine::nat::{DnatRule, SnatRule};
 use ftpct_engine::policy::Policy;

@@ -524,7 +524,7 @@ fn table_run(label: &str, natted: bool, nat: &mut dyn NatLookup) {
     // crosses a second boundary pays.
     now += Duration::from_secs(2);
     let start = Instant::now();
-    let events = engine.tick(now);
+    let events = engine.tick(now).events;
     let tick = start.elapsed();
     assert!(events.is_empty(), "nothing expires");
 

@@ -1,20 +1,25 @@
 //! The sans-IO engine: a packet, the time and where it was seen go in; a
-//! verdict, the rewritten packet and events (kernel actions and decisions)
-//! come out. The NFQUEUE loop, the pcap replay and the tests all drive this.
+//! verdict, the rewritten packet, events (what was decided and why) and
+//! commands for the kernel come out. When the packet's fate depends on its
+//! connection's NAT mapping, which only conntrack knows, the engine asks
+//! for it ([`Step::NeedMapping`]) and the driver feeds the answer back.
+//! The NFQUEUE loop, the pcap replay, the fuzz targets and the tests all
+//! drive this.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::command::{Command, DataConnection, Mark, Related};
 use crate::dialogue::{Asked, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
-use crate::flow::{Dir, Flow, FlowId, FlowTable};
+use crate::flow::{Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
-use crate::nat::{plan, Announcer, CtMapping, NatLookup};
+use crate::nat::{plan, CtMapping, NatLookup};
 use crate::policy::{Policy, Refusal};
 use crate::stream::{Arrival, DropReason, Fate, GapFate, Line};
-use crate::tuple::Tuple;
+use crate::tuple::{Dir, Tuple};
 use crate::wire::{Rebuild, TcpPacket};
 
 /// Where the packet was seen (the two raw-table hooks ftpct queues from).
@@ -35,10 +40,65 @@ pub enum Verdict {
     Drop,
 }
 
+/// The engine's decision on one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub verdict: Verdict,
     pub events: Vec<Event>,
+    /// For the kernel, in order, before the verdict.
+    pub commands: Vec<Command>,
+}
+
+/// What the timers decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub events: Vec<Event>,
+    pub commands: Vec<Command>,
+}
+
+/// What the driver knows of a packet's NAT mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Not asked yet: the engine says if it needs it.
+    NotAsked,
+    /// Conntrack's answer to [`Step::NeedMapping`] (None: no entry).
+    Answer(Option<CtMapping>),
+}
+
+/// The engine's question about a packet's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappingQuestion {
+    /// The packet's tuple: conntrack's entry with it as original or reply.
+    pub seen: Tuple,
+    /// The packet is a connection's first SYN: seen before conntrack, it
+    /// has no entry yet (rules offline can still tell its mapping).
+    pub first_syn: bool,
+    /// A connection that had this tuple is gone (NAT gave it to a new one):
+    /// an answer kept about this mapping is wrong now.
+    pub forget: Option<CtMapping>,
+}
+
+impl MappingQuestion {
+    /// Asks an answerer that answers at once.
+    pub fn answer_with(&self, nat: &mut dyn NatLookup) -> Option<CtMapping> {
+        if let Some(old) = &self.forget {
+            nat.forget(old);
+        }
+        if self.first_syn {
+            nat.lookup_new(&self.seen)
+        } else {
+            nat.lookup(&self.seen)
+        }
+    }
+}
+
+/// One step of the engine on a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Decided(Outcome),
+    /// Ask conntrack, then call [`Engine::step`] again with the answer
+    /// (nothing changed meanwhile: the packet is processed from the start).
+    NeedMapping(MappingQuestion),
 }
 
 /// Engine settings.
@@ -62,6 +122,8 @@ pub struct Config {
     pub policy: Policy,
     /// Report every complete line as an event (replay, debug logs).
     pub report_lines: bool,
+    /// `--mark`: conntrack mark bits of data connections.
+    pub data_mark: Option<Mark>,
 }
 
 impl Default for Config {
@@ -79,6 +141,7 @@ impl Default for Config {
             close_linger: Duration::from_secs(10),
             policy: Policy::default(),
             report_lines: false,
+            data_mark: None,
         }
     }
 }
@@ -182,11 +245,27 @@ impl Engine {
     /// not be given (e.g. a full conntrack table), so that the client's
     /// retried SYN matches it again. False when its control connection
     /// or its room is gone.
-    pub fn reinstate(&mut self, exp: Expectation) -> bool {
+    pub fn reinstate(&mut self, exp: Expectation) -> Vec<Command> {
         let Some((owner, Dir::Orig)) = self.flows.locate(&exp.master) else {
-            return false;
+            return Vec::new();
         };
-        matches!(self.expects.insert(&exp, owner), Ok(None))
+        match self.expects.insert(&exp, owner) {
+            Ok(None) => vec![self.expect_dst(exp.dst)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every destination some expectation wants: what the kernel's ipset
+    /// must hold (checked against it, removed at exit).
+    pub fn pending_dsts(&self) -> Vec<std::net::SocketAddr> {
+        self.expects.dsts()
+    }
+
+    fn expect_dst(&self, dst: std::net::SocketAddr) -> Command {
+        Command::ExpectDst {
+            dst,
+            timeout: self.cfg.expect_timeout,
+        }
     }
 
     /// The public destination of the pending expectation that NAT would
@@ -201,10 +280,57 @@ impl Engine {
 
     /// Runs expiry timers. Drivers call it about once a second when idle;
     /// `process` calls it too.
-    pub fn tick(&mut self, now: Duration) -> Vec<Event> {
+    pub fn tick(&mut self, now: Duration) -> Effects {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
-        events
+        let commands = self.commands_for(&events);
+        Effects { events, commands }
+    }
+
+    /// What the kernel must do after `events`: the ipset follows the
+    /// expectations (an entry goes with the last expectation of its
+    /// destination: in FXP two peers may be expected at one address and
+    /// port), a matched data SYN gets its entry, and a rewrite turns off
+    /// window checks on its control connection (once per connection).
+    fn commands_for(&mut self, events: &[Event]) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for e in events {
+            match e {
+                Event::ExpectationAdded(exp) => commands.push(self.expect_dst(exp.dst)),
+                Event::ExpectationRemoved { exp, .. } => self.forget_dst(exp, &mut commands),
+                Event::DataMatched { tuple, exp } => {
+                    commands.push(Command::CreateRelated(Box::new(Related {
+                        conn: DataConnection::for_match(tuple, exp),
+                        mark: self.cfg.data_mark,
+                        exp: exp.clone(),
+                    })));
+                    self.forget_dst(exp, &mut commands);
+                }
+                Event::Rewritten { flow, .. } => {
+                    if let Some(c) = self.first_rewrite(flow) {
+                        commands.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        commands
+    }
+
+    fn forget_dst(&self, exp: &Expectation, commands: &mut Vec<Command>) {
+        let forget = Command::ForgetDst { dst: exp.dst };
+        if !self.expects.expects_dst(exp.dst) && !commands.contains(&forget) {
+            commands.push(forget);
+        }
+    }
+
+    fn first_rewrite(&mut self, orig: &Tuple) -> Option<Command> {
+        let (id, _) = self.flows.locate(orig)?;
+        let flow = self.flows.get_mut(id)?;
+        if std::mem::replace(&mut flow.liberal, true) {
+            return None;
+        }
+        Some(Command::SetLiberal { orig: *orig })
     }
 
     fn run_timers(&mut self, now: Duration, events: &mut Vec<Event>) {
@@ -255,13 +381,57 @@ impl Engine {
         events.push(Event::FlowClosed { flow: orig });
     }
 
-    /// Processes one IP packet seen at `hook` at time `now`.
+    /// Processes one IP packet seen at `hook` at time `now`, with a NAT
+    /// answerer that answers at once (rules offline, tests).
     pub fn process(
         &mut self,
         bytes: &[u8],
         now: Duration,
         hook: Hook,
         nat: &mut dyn NatLookup,
+    ) -> Outcome {
+        match self.step(bytes, now, hook, Known::NotAsked) {
+            Step::Decided(out) => out,
+            Step::NeedMapping(q) => {
+                let answer = q.answer_with(nat);
+                self.decide(bytes, now, hook, answer)
+            }
+        }
+    }
+
+    /// One IP packet seen at `hook` at time `now`: decided, or a question
+    /// first. Asking changes nothing in the engine.
+    pub fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
+        match known {
+            Known::Answer(answer) => Step::Decided(self.decide(bytes, now, hook, answer)),
+            Known::NotAsked => match TcpPacket::parse(bytes)
+                .ok()
+                .and_then(|p| self.mapping_question(&p))
+            {
+                Some(q) => Step::NeedMapping(q),
+                None => Step::Decided(self.decide(bytes, now, hook, None)),
+            },
+        }
+    }
+
+    fn decide(
+        &mut self,
+        bytes: &[u8],
+        now: Duration,
+        hook: Hook,
+        answer: Option<CtMapping>,
+    ) -> Outcome {
+        let mut out = self.decide_events(bytes, now, hook, answer);
+        out.commands = self.commands_for(&out.events);
+        out
+    }
+
+    fn decide_events(
+        &mut self,
+        bytes: &[u8],
+        now: Duration,
+        hook: Hook,
+        answer: Option<CtMapping>,
     ) -> Outcome {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
@@ -285,7 +455,7 @@ impl Engine {
                 return accept(events);
             }
         }
-        let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, nat, &mut events) else {
+        let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, answer, &mut events) else {
             return accept(events);
         };
         self.flows.spoke(id, dir, pkt.flags.syn && !pkt.flags.ack);
@@ -315,7 +485,32 @@ impl Engine {
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
             closing.push((t, id));
         }
-        Outcome { verdict, events }
+        Outcome {
+            verdict,
+            events,
+            commands: Vec::new(),
+        }
+    }
+
+    /// What [`Self::locate_or_track`] will need to know of conntrack: a
+    /// packet on a control port of a connection not tracked yet, or of one
+    /// whose tuple NAT gave to a new connection.
+    fn mapping_question(&self, pkt: &TcpPacket<'_>) -> Option<MappingQuestion> {
+        let seen = pkt.tuple;
+        let forget = match self.flows.locate(&seen) {
+            None => None,
+            Some((id, dir)) => match self.reuse_of(id, dir, pkt) {
+                Reuse::Stale => Some(self.flows.get(id)?.mapping),
+                Reuse::Same | Reuse::Reopened { .. } => return None,
+            },
+        };
+        let on_control =
+            self.is_control_port(seen.dst.port()) || self.is_control_port(seen.src.port());
+        (on_control && !pkt.flags.rst).then_some(MappingQuestion {
+            seen,
+            first_syn: pkt.flags.syn && !pkt.flags.ack,
+            forget,
+        })
     }
 
     /// Finds the flow of a packet, starting to track a new control
@@ -325,22 +520,22 @@ impl Engine {
         pkt: &TcpPacket<'_>,
         now: Duration,
         hook: Hook,
-        nat: &mut dyn NatLookup,
+        known: Option<CtMapping>,
         events: &mut Vec<Event>,
     ) -> Option<(FlowId, Dir)> {
         let seen = pkt.tuple;
         if let Some((id, dir)) = self.flows.locate(&seen) {
-            match self.reopened(id, dir, pkt) {
-                Reuse::Same => return Some((id, dir)),
+            match self.reuse_of(id, dir, pkt) {
+                Reuse::Same => {
+                    self.note_syn(id, dir, pkt);
+                    return Some((id, dir));
+                }
                 Reuse::Reopened { client_isn } => {
                     return self.reopen(id, client_isn, now, hook, events)
                 }
                 Reuse::Stale => {
-                    // Conntrack gave this reply tuple to a new connection:
-                    // what was known of the old one's mapping is wrong now.
-                    if let Some(old) = self.flows.get(id) {
-                        nat.forget(&old.mapping);
-                    }
+                    // Conntrack gave this reply tuple to a new connection
+                    // (the driver forgot its answers about the old one).
                     self.stats.flows_stale += 1;
                     self.close_flow(id, events);
                 }
@@ -351,12 +546,6 @@ impl Engine {
         if !(to_control || from_control) || pkt.flags.rst {
             return None;
         }
-        let fresh_syn = pkt.flags.syn && !pkt.flags.ack;
-        let known = if fresh_syn {
-            nat.lookup_new(&seen)
-        } else {
-            nat.lookup(&seen)
-        };
         if from_control && !to_control {
             // A reply whose tuple conntrack translated: link it to its flow.
             if let Some(m) = known.filter(|m| m.reply == seen) {
@@ -382,8 +571,8 @@ impl Engine {
     /// that answers neither the flow's SYN nor a remembered one belongs to
     /// another connection that NAT gave the same reply tuple (the old one
     /// never closed cleanly): the flow is stale.
-    fn reopened(&mut self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) -> Reuse {
-        let Some(flow) = self.flows.get_mut(id) else {
+    fn reuse_of(&self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) -> Reuse {
+        let Some(flow) = self.flows.get(id) else {
             return Reuse::Same;
         };
         match dir {
@@ -392,9 +581,6 @@ impl Engine {
                     return Reuse::Reopened {
                         client_isn: pkt.seq,
                     };
-                }
-                if flow.client_isn != Some(pkt.seq) {
-                    flow.reopen_isn = Some(pkt.seq);
                 }
                 Reuse::Same
             }
@@ -416,6 +602,19 @@ impl Engine {
                 }
             }
             _ => Reuse::Same,
+        }
+    }
+
+    /// Remembers a SYN on a live flow that is not its own: a new
+    /// connection if the server answers it.
+    fn note_syn(&mut self, id: FlowId, dir: Dir, pkt: &TcpPacket<'_>) {
+        if dir != Dir::Orig || !pkt.flags.syn || pkt.flags.ack {
+            return;
+        }
+        if let Some(flow) = self.flows.get_mut(id) {
+            if flow.client_isn != Some(pkt.seq) {
+                flow.reopen_isn = Some(pkt.seq);
+            }
         }
     }
 
@@ -775,18 +974,14 @@ fn refuse(flow: &Flow, dir: Dir, line: &Line<'_>, refusal: Refusal, ctx: &mut Ct
 
 /// An announcement: plan it, register the expectation, record the edit.
 fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &mut Ctx<'_>) {
-    let who = match dir {
-        Dir::Orig => Announcer::Client,
-        Dir::Reply => Announcer::Server,
-    };
-    if !announcer_matches(a.kind, who) {
+    if !announcer_matches(a.kind, dir) {
         return;
     }
     let mapping = flow.mapping;
     let (expects, owner) = (&*ctx.expects, ctx.id);
     let result = plan(
         &mapping,
-        who,
+        dir,
         a.addr,
         a.port,
         &ctx.cfg.policy,
@@ -858,6 +1053,7 @@ fn accept(events: Vec<Event>) -> Outcome {
     Outcome {
         verdict: Verdict::Accept,
         events,
+        commands: Vec::new(),
     }
 }
 
@@ -882,14 +1078,11 @@ fn client_keyword(line: &ClientLine) -> Option<&'static str> {
 
 /// PORT/EPRT come from clients, 227/229 from servers; the other way round
 /// is nonsense and ignored.
-fn announcer_matches(kind: AnnounceKind, who: Announcer) -> bool {
+fn announcer_matches(kind: AnnounceKind, who: Dir) -> bool {
     matches!(
         (kind, who),
-        (AnnounceKind::Port | AnnounceKind::Eprt, Announcer::Client)
-            | (
-                AnnounceKind::Pasv227 | AnnounceKind::Epsv229,
-                Announcer::Server
-            )
+        (AnnounceKind::Port | AnnounceKind::Eprt, Dir::Orig)
+            | (AnnounceKind::Pasv227 | AnnounceKind::Epsv229, Dir::Reply)
     )
 }
 

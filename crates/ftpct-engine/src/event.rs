@@ -4,11 +4,11 @@
 use std::fmt;
 
 use crate::expect::Expectation;
-use crate::flow::Dir;
 use crate::grammar::Malformed;
 use crate::nat::CtMapping;
 use crate::policy::Refusal;
 use crate::stream::DropReason;
+use crate::tuple::Dir;
 use crate::tuple::Tuple;
 
 /// Why a direction was resynchronised (followed again from a later line).

@@ -269,6 +269,13 @@ impl ExpectTable {
         self.dst_refs.contains_key(&dst)
     }
 
+    /// Every destination some expectation wants, sorted.
+    pub fn dsts(&self) -> Vec<SocketAddr> {
+        let mut dsts: Vec<SocketAddr> = self.dst_refs.keys().copied().collect();
+        dsts.sort_unstable();
+        dsts
+    }
+
     /// The pending expectation whose destination NAT leads to `inside` from
     /// `peer` (used to undo NAT on a capture taken behind the gateway):
     /// its public destination.

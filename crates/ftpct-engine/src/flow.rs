@@ -21,32 +21,7 @@ use foldhash::fast::RandomState;
 use crate::dialogue::Dialogue;
 use crate::nat::CtMapping;
 use crate::stream::Stream;
-use crate::tuple::Tuple;
-
-/// Direction of a packet relative to the control connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dir {
-    /// Client to server: commands.
-    Orig,
-    /// Server to client: replies.
-    Reply,
-}
-
-impl Dir {
-    pub fn index(self) -> usize {
-        match self {
-            Dir::Orig => 0,
-            Dir::Reply => 1,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dir::Orig => "client",
-            Dir::Reply => "server",
-        }
-    }
-}
+use crate::tuple::{Dir, Tuple};
 
 /// Slot of a flow in the table.
 pub type FlowId = u32;
@@ -79,6 +54,8 @@ pub struct Flow {
     /// The MSS each side announced (what it accepts), by direction of
     /// its SYN, before ftpct lowered it.
     pub mss: [Option<u16>; 2],
+    /// Conntrack was asked to stop window checks on this connection.
+    pub liberal: bool,
     /// Tells this flow from a later one in the same slot.
     generation: u64,
 }
@@ -99,6 +76,7 @@ impl Flow {
             server_spoke: false,
             client_isn: None,
             mss: [None, None],
+            liberal: false,
             generation: 0,
         }
     }

@@ -11,6 +11,7 @@
 //! announcement becomes through NAT), `policy` (what is refused), `wire`
 //! (packet parsing and rebuilding), `event` (what the engine reports).
 
+pub mod command;
 pub mod dialogue;
 pub mod engine;
 pub mod event;
@@ -24,5 +25,6 @@ pub mod stream;
 pub mod tuple;
 pub mod wire;
 
-pub use engine::{Config, Engine, Hook, Outcome, Verdict};
+pub use command::Command;
+pub use engine::{Config, Effects, Engine, Hook, Known, MappingQuestion, Outcome, Step, Verdict};
 pub use tuple::Tuple;

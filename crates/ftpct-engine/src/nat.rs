@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::expect::NatBindings;
 use crate::policy::{Policy, Refusal};
-use crate::tuple::Tuple;
+use crate::tuple::{Dir, Tuple};
 
 /// The two tuples conntrack keeps for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,15 +238,6 @@ fn parse_endpoint(s: &str) -> Result<(IpAddr, Option<u16>), RuleError> {
     Ok((sa.ip(), Some(sa.port())))
 }
 
-/// Which side announced the data connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Announcer {
-    /// PORT/EPRT, in the original direction.
-    Client,
-    /// 227/229, in the reply direction.
-    Server,
-}
-
 /// What an announcement becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -263,10 +254,11 @@ pub struct Plan {
 const PORT_ATTEMPTS: u16 = 16;
 
 /// Decides the expectation and rewrite for an announcement of
-/// `addr`/`port` (`addr` None: 229, the server's own address).
+/// `addr`/`port` (`addr` None: 229, the server's own address) sent in
+/// direction `who`: Orig for PORT/EPRT (the client), Reply for 227/229.
 pub fn plan(
     m: &CtMapping,
-    who: Announcer,
+    who: Dir,
     addr: Option<IpAddr>,
     port: u16,
     policy: &Policy,
@@ -274,9 +266,9 @@ pub fn plan(
 ) -> Result<Plan, Refusal> {
     let (own, own_public, peer) = match who {
         // The client is known as orig.src inside and reply.dst outside.
-        Announcer::Client => (m.orig.src.ip(), m.reply.dst.ip(), m.reply.src.ip()),
+        Dir::Orig => (m.orig.src.ip(), m.reply.dst.ip(), m.reply.src.ip()),
         // The server is reply.src on its side, orig.dst on the client's.
-        Announcer::Server => (m.reply.src.ip(), m.orig.dst.ip(), m.orig.src.ip()),
+        Dir::Reply => (m.reply.src.ip(), m.orig.dst.ip(), m.orig.src.ip()),
     };
     // 229 names no address: only its port can need a rewrite.
     let carries_addr = addr.is_some();
@@ -343,10 +335,10 @@ fn free_port(
 /// becomes where the master sends to, its destination where the master
 /// comes from, with the announced port. A conntrack entry created by us is
 /// already confirmed, so NAT must be complete at creation.
-fn follow_master(m: &CtMapping, who: Announcer, announced: SocketAddr) -> NatBindings {
+fn follow_master(m: &CtMapping, who: Dir, announced: SocketAddr) -> NatBindings {
     let src = match who {
-        Announcer::Client => m.orig.dst.ip(),
-        Announcer::Server => m.reply.dst.ip(),
+        Dir::Orig => m.orig.dst.ip(),
+        Dir::Reply => m.reply.dst.ip(),
     };
     NatBindings {
         src: Some(src),
@@ -396,7 +388,7 @@ mod tests {
     }
 
     /// `plan` with the default policy and every port free.
-    fn plan_free(m: &CtMapping, who: Announcer, addr: Option<&str>, port: u16) -> Plan {
+    fn plan_free(m: &CtMapping, who: Dir, addr: Option<&str>, port: u16) -> Plan {
         plan(m, who, addr.map(ip), port, &Policy::default(), |_, _| true).expect("plan")
     }
 
@@ -419,7 +411,7 @@ mod tests {
 
     #[test]
     fn snat_port_rewrites_to_public_address() {
-        let p = plan_free(&snat_mapping(), Announcer::Client, Some("192.0.2.10"), 5000);
+        let p = plan_free(&snat_mapping(), Dir::Orig, Some("192.0.2.10"), 5000);
         assert_eq!(p.rewrite, Some("198.51.100.1:5000".parse().expect("a")));
         assert_eq!(p.peer, ip("198.51.100.20"));
         assert_eq!(p.nat.dst, Some("192.0.2.10:5000".parse().expect("a")));
@@ -429,7 +421,7 @@ mod tests {
     fn taken_port_moves_to_next_free() {
         let p = plan(
             &snat_mapping(),
-            Announcer::Client,
+            Dir::Orig,
             Some(ip("192.0.2.10")),
             5000,
             &Policy::default(),
@@ -442,14 +434,14 @@ mod tests {
     #[test]
     fn dnat_227_and_229() {
         let m = dnat_mapping();
-        let p = plan_free(&m, Announcer::Server, Some("192.0.2.20"), 50000);
+        let p = plan_free(&m, Dir::Reply, Some("192.0.2.20"), 50000);
         assert_eq!(p.rewrite, Some("198.51.100.1:50000".parse().expect("a")));
         assert_eq!(p.peer, ip("198.51.100.10"));
         assert_eq!(p.nat.dst, Some("192.0.2.20:50000".parse().expect("a")));
-        let p229 = plan_free(&m, Announcer::Server, None, 50001);
+        let p229 = plan_free(&m, Dir::Reply, None, 50001);
         assert_eq!(p229.rewrite, None, "229 keeps its port when free");
         // A server announcing the public address of its own DNAT mapping.
-        let public = plan_free(&m, Announcer::Server, Some("198.51.100.1"), 50002);
+        let public = plan_free(&m, Dir::Reply, Some("198.51.100.1"), 50002);
         assert_eq!(public.rewrite, None);
     }
 
@@ -460,7 +452,7 @@ mod tests {
         assert_eq!(
             plan(
                 &m,
-                Announcer::Client,
+                Dir::Orig,
                 Some(ip("203.0.113.5")),
                 5000,
                 &policy,
@@ -474,7 +466,7 @@ mod tests {
         assert_eq!(
             plan(
                 &m,
-                Announcer::Client,
+                Dir::Orig,
                 Some(ip("192.0.2.10")),
                 25,
                 &policy,
@@ -488,7 +480,7 @@ mod tests {
         };
         let p = plan(
             &m,
-            Announcer::Client,
+            Dir::Orig,
             Some(ip("203.0.113.5")),
             5000,
             &fxp,

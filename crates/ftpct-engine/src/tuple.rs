@@ -42,3 +42,29 @@ impl fmt::Display for Tuple {
         write!(f, "{} -> {}", self.src, self.dst)
     }
 }
+
+/// Direction of a packet in its connection, as conntrack names them: the
+/// one direction type (flows, announcements, conntrack lookups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// Client to server (on a control connection: commands, PORT/EPRT).
+    Orig,
+    /// Server to client (replies, 227/229).
+    Reply,
+}
+
+impl Dir {
+    pub fn index(self) -> usize {
+        match self {
+            Dir::Orig => 0,
+            Dir::Reply => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dir::Orig => "client",
+            Dir::Reply => "server",
+        }
+    }
+}

@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 use nfq::{Message, Queue};
 use tracing::{debug, error, info, warn};
 
-use crate::ctnetlink::{CtDir, Ctnetlink, DataConnection, NatBinding};
-use crate::ipset::Ipset;
-use crate::live_nat::LiveNat;
-use crate::logging::RateLimit;
-use crate::report;
-use crate::rule_watch::RuleWatch;
-use crate::rules::{self, SetNames};
+use crate::cli::logging::RateLimit;
+use crate::cli::report;
+use crate::netfilter::conntrack_lookup::LiveNat;
+use crate::netfilter::ctnetlink::{CtDir, Ctnetlink, DataConnection, NatBinding};
+use crate::netfilter::ipset::Ipset;
+use crate::netfilter::rule_watch::RuleWatch;
+use crate::netfilter::rules::{self, SetNames};
 use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
@@ -562,6 +562,7 @@ impl<K: Kernel, N: NatLookup> Core<K, N> {
                 Outcome {
                     verdict: Verdict::Accept,
                     events: Vec::new(),
+                    commands: Vec::new(),
                 }
             });
         for e in &out.events {
@@ -573,7 +574,7 @@ impl<K: Kernel, N: NatLookup> Core<K, N> {
     }
 
     fn tick(&mut self, now: Duration) -> Vec<Event> {
-        let events = self.engine.tick(now);
+        let events = self.engine.tick(now).events;
         for e in &events {
             self.actions.apply(e);
         }
@@ -1447,7 +1448,7 @@ mod tests {
         let flow = t("192.0.2.10:40000", "198.51.100.20:21");
         let rewrite = Event::Rewritten {
             flow,
-            dir: ftpct_engine::flow::Dir::Orig,
+            dir: ftpct_engine::tuple::Dir::Orig,
             before: "PORT 192,0,2,10,184,97".into(),
             after: "PORT 198,51,100,1,184,97".into(),
         };

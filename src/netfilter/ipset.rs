@@ -15,7 +15,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use crate::netlink::{
+use crate::netfilter::netlink::{
     self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket,
     NLA_F_NET_BYTEORDER, NLM_F_ACK,
 };
@@ -395,7 +395,7 @@ fn to_io(f: Failure, op: &str, name: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
+    use crate::netfilter::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
 
     fn attrs(msg: &[u8]) -> Attrs<'_> {
         Attrs::new(&msg[NLMSG_HDRLEN + NFGENMSG_LEN..])

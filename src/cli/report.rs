@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::expect::Expectation;
-use ftpct_engine::flow::Dir;
+use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
 
 /// Numbers control connections in order of appearance, for short labels.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::capture::{Capture, Frame};
+use crate::offline::capture::{Capture, Frame};
 use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::expect::Expectation;
@@ -70,7 +70,7 @@ pub fn replay(
         }));
     }
     let last = capture.frames.last().map_or(Duration::ZERO, |f| f.time);
-    let tail = gw.engine.tick(last + Duration::from_secs(1));
+    let tail = gw.engine.tick(last + Duration::from_secs(1)).events;
     events.extend(
         tail.into_iter()
             .map(|event| TimedEvent { time: last, event }),

@@ -24,8 +24,8 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::ipset::{self, Ipset};
-use crate::netlink::kernel_errno;
+use crate::netfilter::ipset::{self, Ipset};
+use crate::netfilter::netlink::kernel_errno;
 
 /// Default timeout of the sets (each entry carries its own).
 pub const SET_TIMEOUT_SECS: u32 = 300;

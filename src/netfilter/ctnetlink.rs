@@ -13,7 +13,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::netlink::{
+use crate::netfilter::netlink::{
     self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_EXCL,
 };
@@ -473,7 +473,7 @@ impl Ctnetlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
+    use crate::netfilter::netlink::{NFGENMSG_LEN, NLA_F_NESTED, NLMSG_HDRLEN};
 
     fn t(src: &str, dst: &str) -> Tuple {
         Tuple::new(src.parse().unwrap(), dst.parse().unwrap())

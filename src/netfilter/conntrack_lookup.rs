@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::ctnetlink::{CtDir, CtEntry, Ctnetlink};
+use crate::netfilter::ctnetlink::{CtDir, CtEntry, Ctnetlink};
 use ftpct_engine::nat::{CtMapping, NatLookup};
 use ftpct_engine::tuple::Tuple;
 

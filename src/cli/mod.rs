@@ -1,0 +1,4 @@
+//! What the command line shows: log output and the replay report.
+
+pub mod logging;
+pub mod report;

@@ -1,0 +1,9 @@
+//! The kernel's interfaces ftpct uses: netlink sockets, conntrack
+//! (ctnetlink), ipset, and the iptables rules that feed the queues.
+
+pub mod conntrack_lookup;
+pub mod ctnetlink;
+pub mod ipset;
+pub mod netlink;
+pub mod rule_watch;
+pub mod rules;
