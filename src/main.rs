@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 
 use ftpct::cli::logging::{self, LogFormat};
 use ftpct::cli::report::{self, FlowNames};
-use ftpct::daemon::{self, Mark};
+use ftpct::daemon;
 use ftpct::netfilter::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
+use ftpct_engine::command::Mark;
 use ftpct_engine::engine::Config;
 use ftpct_engine::nat::{DnatRule, SnatRule};
 use ftpct_engine::policy::Policy;
@@ -198,8 +199,10 @@ fn main() -> ExitCode {
             logging::init(log.log_format, log.verbose);
             daemon::run(daemon::Options {
                 queues,
-                config: policy.config(),
-                mark,
+                config: Config {
+                    data_mark: mark,
+                    ..policy.config()
+                },
                 ipset,
                 state_interval: (state_interval > 0)
                     .then(|| std::time::Duration::from_secs(state_interval)),
@@ -262,7 +265,7 @@ fn run_replay(
         capture::write(path, capture.datalink, &replayed.far_side)?;
     }
     if !json {
-        println!("summary: {}", report::stats_line(&replayed.stats));
+        println!("summary: {}", replayed.stats);
         if let Some(path) = out {
             println!("far side written to {}", path.display());
         }

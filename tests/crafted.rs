@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use ftpct::replay::Replayed;
+use ftpct::offline::replay::Replayed;
 
 const SNAT4: &[&str] = &["192.0.2.0/24=198.51.100.1"];
 const SNAT6: &[&str] = &["2001:db8:1::/64=2001:db8:2::1"];
@@ -247,7 +247,7 @@ fn fxp_allowed_only_for_listed_networks() {
 /// same far side as the Ethernet original.
 #[test]
 fn every_link_type_replays_the_same() {
-    use ftpct::capture::{self, Frame};
+    use ftpct::offline::capture::{self, Frame};
     use pcap_file::DataLink;
 
     let original = "lab/snat-v4-port-curl-vsftpd-download.inside.pcap";
@@ -281,7 +281,7 @@ fn every_link_type_replays_the_same() {
         let path = dir.join(format!("{link:?}.pcap"));
         capture::write(&path, link, &frames).expect("writes");
         let got = run(path.to_str().expect("utf-8 path"), SNAT4, &[]);
-        let ips = |r: &ftpct::replay::Replayed| -> Vec<Vec<u8>> {
+        let ips = |r: &ftpct::offline::replay::Replayed| -> Vec<Vec<u8>> {
             r.far_side.iter().map(|f| f.ip.clone()).collect()
         };
         assert_eq!(ips(&got), ips(&want), "{link:?}");
@@ -297,7 +297,7 @@ fn every_link_type_replays_the_same() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn write_pcapng(path: &std::path::Path, cap: &ftpct::capture::Capture) {
+fn write_pcapng(path: &std::path::Path, cap: &ftpct::offline::capture::Capture) {
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
     use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
     use pcap_file::pcapng::PcapNgWriter;

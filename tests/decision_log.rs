@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use ftpct::report::{table_row, FlowNames};
+use ftpct::cli::report::{table_row, FlowNames};
 use ftpct_engine::event::Event;
 
 /// (capture relative to pcaps/, NAT arguments) for every capture.
@@ -60,10 +60,7 @@ fn decision_log(rel: &str, args: &[String]) -> String {
         log.push_str(&table_row(&mut names, start, e.time, &e.event));
         log.push('\n');
     }
-    log.push_str(&format!(
-        "summary: {}\n",
-        ftpct::report::stats_line(&r.stats)
-    ));
+    log.push_str(&format!("summary: {}\n", r.stats));
     log
 }
 

@@ -14,7 +14,7 @@ mod common;
 use std::collections::HashMap;
 use std::fs;
 
-use ftpct::capture;
+use ftpct::offline::capture;
 use ftpct_engine::grammar::{parse_client_line, ClientLine};
 use ftpct_engine::seqadj::seq_after;
 use ftpct_engine::tuple::Tuple;

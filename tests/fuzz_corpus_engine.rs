@@ -118,7 +118,8 @@ struct Side {
 /// position relative to the sender's next byte and payload; data
 /// connections become "data SYN to the pending expectation" records.
 fn translate(pcap: &str, mode: u8, cfg: u8) -> Vec<u8> {
-    let capture = ftpct::capture::read(&Path::new(PCAPS).join(pcap)).expect("crafted pcap");
+    let capture =
+        ftpct::offline::capture::read(&Path::new(PCAPS).join(pcap)).expect("crafted pcap");
     let mut out = vec![mode, cfg];
     let mut sides: HashMap<bool, Side> = HashMap::new();
     let mut last = None;

@@ -14,13 +14,13 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ftpct::ctnetlink::{
-    CtDir, Ctnetlink, DataConnection, NatBinding, IPS_DST_NAT, IPS_EXPECTED, IPS_SEEN_REPLY,
-    IPS_SRC_NAT,
+use ftpct::netfilter::ctnetlink::{
+    Ctnetlink, IPS_DST_NAT, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_SRC_NAT,
 };
-use ftpct::ipset::Ipset;
-use ftpct::netlink::kernel_errno;
-use ftpct_engine::tuple::Tuple;
+use ftpct::netfilter::ipset::Ipset;
+use ftpct::netfilter::netlink::kernel_errno;
+use ftpct_engine::command::{DataConnection, NatBinding};
+use ftpct_engine::tuple::{Dir, Tuple};
 use socket2::{Domain, Socket, Type};
 
 mod root;
@@ -243,25 +243,25 @@ fn get_returns_both_tuples(lab: Lab, tag: &str) {
         let want_reply = Tuple::new(lab.at(lab.server, 2121), orig.src);
         let mut ct = Ctnetlink::open().expect("open ctnetlink");
 
-        let by_orig = ct.get(&orig, CtDir::Orig).unwrap().expect("entry by orig");
+        let by_orig = ct.get(&orig, Dir::Orig).unwrap().expect("entry by orig");
         assert_eq!(by_orig.orig, orig);
         assert_eq!(by_orig.reply, want_reply, "reply tuple shows the DNAT");
         let by_reply = ct
-            .get(&want_reply, CtDir::Reply)
+            .get(&want_reply, Dir::Reply)
             .unwrap()
             .expect("entry by reply");
         assert_eq!(by_reply, by_orig);
 
-        let info = ct.get_info(&orig, CtDir::Orig).unwrap().unwrap();
+        let info = ct.get_info(&orig, Dir::Orig).unwrap().unwrap();
         assert_eq!(info.status & IPS_DST_NAT, IPS_DST_NAT);
         assert_eq!(info.tcp_state, Some(TCP_CONNTRACK_ESTABLISHED));
         assert_eq!(info.master, None);
 
         // A tuple of the entry, asked in the wrong direction, is no match.
-        assert_eq!(ct.get(&orig, CtDir::Reply).unwrap(), None);
-        assert_eq!(ct.get(&want_reply, CtDir::Orig).unwrap(), None);
+        assert_eq!(ct.get(&orig, Dir::Reply).unwrap(), None);
+        assert_eq!(ct.get(&want_reply, Dir::Orig).unwrap(), None);
         let unknown = Tuple::new(lab.at(lab.client, 1), lab.at(lab.server, 2));
-        assert_eq!(ct.get(&unknown, CtDir::Orig).unwrap(), None);
+        assert_eq!(ct.get(&unknown, Dir::Orig).unwrap(), None);
     });
 }
 
@@ -327,7 +327,7 @@ fn related_data_connection(lab: Lab, with_snat: bool, tag: &str) {
         ct.create_related(&dc).expect("create_related");
 
         let info = ct
-            .get_info(&data, CtDir::Orig)
+            .get_info(&data, Dir::Orig)
             .unwrap()
             .expect("created entry");
         let want_reply = Tuple::new(lab.at(lab.server, 30001), seen_from);
@@ -362,7 +362,7 @@ fn related_data_connection(lab: Lab, with_snat: bool, tag: &str) {
         client.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"DATA");
 
-        let info = ct.get_info(&data, CtDir::Orig).unwrap().expect("entry");
+        let info = ct.get_info(&data, Dir::Orig).unwrap().expect("entry");
         assert_eq!(info.tcp_state, Some(TCP_CONNTRACK_ESTABLISHED));
         assert_eq!(info.status & IPS_SEEN_REPLY, IPS_SEEN_REPLY);
         master
@@ -403,11 +403,11 @@ fn related_data_connection(lab: Lab, with_snat: bool, tag: &str) {
     ns.run(|| {
         let mut ct = Ctnetlink::open().unwrap();
         ct.delete(&data).expect("delete");
-        assert_eq!(ct.get(&data, CtDir::Orig).unwrap(), None);
+        assert_eq!(ct.get(&data, Dir::Orig).unwrap(), None);
         let e = ct.delete(&data).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
         // The master is untouched (closed, but still tracked).
-        assert!(ct.get(&master, CtDir::Orig).unwrap().is_some());
+        assert!(ct.get(&master, Dir::Orig).unwrap().is_some());
     });
 }
 
@@ -516,9 +516,9 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
     if !kernel_tests_enabled() {
         return;
     }
-    use ftpct::daemon::{Actions, LiveKernel};
-    use ftpct::rules::SetNames;
-    use ftpct_engine::event::Event;
+    use ftpct::daemon::{Executor, LiveKernel};
+    use ftpct::netfilter::rules::SetNames;
+    use ftpct_engine::command::{Command, Related};
     use ftpct_engine::expect::{Expectation, NatBindings};
     use ftpct_engine::grammar::AnnounceKind;
 
@@ -530,8 +530,9 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         let (master, _c, _s) = control_connection(&lab);
         let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
         let sets = SetNames::new("ftpct-reuse").expect("names");
-        let kernel = LiveKernel::open(&sets).expect("kernel");
-        let mut actions = Actions::new(kernel, sets, Duration::from_secs(300), None);
+        let mut kernel = LiveKernel::open().expect("kernel");
+        kernel.prepare_sets(&sets).expect("sets");
+        let mut exec = Executor::new(kernel, sets);
         let exp = Expectation {
             peer: lab.client,
             dst: data.dst,
@@ -543,12 +544,16 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
             kind: AnnounceKind::Port,
             expires: Duration::from_secs(300),
         };
-        let transfer = |actions: &mut Actions<LiveKernel>| {
-            actions.apply(&Event::ExpectationAdded(exp.clone()));
-            let back = actions.apply(&Event::DataMatched {
-                tuple: data,
-                exp: exp.clone(),
+        let transfer = |exec: &mut Executor<LiveKernel>| {
+            exec.run(&Command::ExpectDst {
+                dst: data.dst,
+                timeout: Duration::from_secs(300),
             });
+            let back = exec.run(&Command::CreateRelated(Box::new(Related {
+                conn: DataConnection::for_match(&data, &exp),
+                mark: None,
+                exp: exp.clone(),
+            })));
             assert_eq!(back, None, "the entry was made");
             let mut client = connect_from(data.src, data.dst).expect("data connect");
             let (mut server, _) = accept(&listener);
@@ -561,10 +566,10 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
             assert_eq!(client.read(&mut buf).unwrap(), 0);
             drop(client);
         };
-        transfer(&mut actions);
+        transfer(&mut exec);
         let mut ct = Ctnetlink::open().unwrap();
         let state = |ct: &mut Ctnetlink| {
-            ct.get_info(&data, CtDir::Orig)
+            ct.get_info(&data, Dir::Orig)
                 .unwrap()
                 .and_then(|i| i.tcp_state)
         };
@@ -580,10 +585,10 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
             "the first transfer's entry"
         );
         // The same tuple again: replaced, RELATED, DNATed; the data flows.
-        transfer(&mut actions);
-        let info = ct.get_info(&data, CtDir::Orig).unwrap().expect("entry");
+        transfer(&mut exec);
+        let info = ct.get_info(&data, Dir::Orig).unwrap().expect("entry");
         assert_eq!(info.master, Some(master));
         assert_eq!(info.status & IPS_DST_NAT, IPS_DST_NAT);
-        actions.cleanup();
+        exec.cleanup(&[data.dst]);
     });
 }

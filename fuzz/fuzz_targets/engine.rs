@@ -56,10 +56,10 @@ use etherparse::{PacketBuilder, TcpOptionElement};
 use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
-use ftpct_engine::flow::Dir;
 use ftpct_engine::nat::StaticNat;
 use ftpct_engine::policy::Policy;
 use ftpct_engine::stream::DropReason;
+use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{checksums_valid, TcpPacket};
 
@@ -642,7 +642,7 @@ pub fn run(data: &[u8]) -> Summary {
         let packet = match kind {
             KIND_CLOCK => {
                 now += Duration::from_secs(4 * u64::from(*len));
-                let events = engine.tick(now);
+                let events = engine.tick(now).events;
                 checker.absorb(&events);
                 checker.check_tables(&engine);
                 continue;

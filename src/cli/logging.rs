@@ -5,10 +5,8 @@
 //! connection and refusal), `-v` debug (every packet), `-vv` trace.
 //! `RUST_LOG` overrides the level when set (e.g. `RUST_LOG=ftpct=debug`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -75,82 +73,9 @@ pub fn init(format: LogFormat, verbosity: u8) {
     };
 }
 
-/// Lets at most `burst` lines of each kind through per `window`; the rest
-/// are counted and reported once the window is over. Lines about hostile
-/// input (malformed or overlong lines, refusals, a full table) go through
-/// it, so that whoever sends garbage cannot flood the log.
-#[derive(Debug)]
-pub struct RateLimit {
-    window: Duration,
-    burst: u32,
-    kinds: HashMap<&'static str, Window>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    shown: u32,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    pub fn new(window: Duration, burst: u32) -> Self {
-        RateLimit {
-            window,
-            burst,
-            kinds: HashMap::new(),
-        }
-    }
-
-    /// True if a line of `kind` may be written at `now`.
-    pub fn admit(&mut self, kind: &'static str, now: Instant) -> bool {
-        let w = self.kinds.entry(kind).or_insert(Window {
-            start: now,
-            shown: 0,
-            suppressed: 0,
-        });
-        if w.shown < self.burst {
-            w.shown += 1;
-            return true;
-        }
-        w.suppressed += 1;
-        false
-    }
-
-    /// Ends the windows that are over: the kinds and how many of their
-    /// lines were held back in them.
-    pub fn expire(&mut self, now: Instant) -> Vec<(&'static str, u64)> {
-        let window = self.window;
-        let mut report = Vec::new();
-        self.kinds.retain(|kind, w| {
-            if now.duration_since(w.start) < window {
-                return true;
-            }
-            if w.suppressed > 0 {
-                report.push((*kind, w.suppressed));
-            }
-            false
-        });
-        report.sort_unstable();
-        report
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limit_lets_a_burst_through_and_counts_the_rest() {
-        let t0 = Instant::now();
-        let mut r = RateLimit::new(Duration::from_secs(10), 3);
-        let shown = (0..1000).filter(|_| r.admit("malformed", t0)).count();
-        assert_eq!(shown, 3);
-        assert!(r.admit("refused", t0), "each kind has its own budget");
-        assert!(r.expire(t0 + Duration::from_secs(5)).is_empty());
-        assert_eq!(r.expire(t0 + Duration::from_secs(10)), [("malformed", 997)]);
-        assert!(r.admit("malformed", t0 + Duration::from_secs(10)));
-    }
 
     #[test]
     fn formats_parse_and_print() {

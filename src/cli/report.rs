@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ftpct_engine::event::{Event, Stats};
+use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
@@ -99,29 +99,4 @@ pub fn event_json(time: Duration, e: &Event) -> Value {
         _ => {}
     }
     v
-}
-
-/// The counters as `name=value` pairs on one line.
-pub fn stats_line(s: &Stats) -> String {
-    format!(
-        "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={}",
-        s.packets,
-        s.flows,
-        s.expectations,
-        s.data_matched,
-        s.rewrites,
-        s.fixed_up,
-        s.refused,
-        s.malformed,
-        s.overlong_lines,
-        s.dropped,
-        s.held_given_up,
-        s.resyncs,
-        s.tls_sessions,
-        s.expectations_expired,
-        s.flows_untracked,
-        s.flows_evicted,
-        s.flows_stale,
-        s.mss_clamped,
-    )
 }

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::netfilter::ctnetlink::{CtDir, CtEntry, Ctnetlink};
+use crate::netfilter::ctnetlink::{CtEntry, Ctnetlink};
 use ftpct_engine::nat::{CtMapping, NatLookup};
-use ftpct_engine::tuple::Tuple;
+use ftpct_engine::tuple::{Dir, Tuple};
 
 /// How long an answer is reused. Short: a mapping never changes during a
 /// connection, but a port reused by a new connection may map differently.
@@ -25,11 +25,11 @@ pub const MAX_ENTRIES: usize = 16_384;
 
 /// What the cache needs from conntrack: [`Ctnetlink::get`].
 pub trait CtGet {
-    fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>>;
+    fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>>;
 }
 
 impl CtGet for Ctnetlink {
-    fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+    fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
         Ctnetlink::get(self, tuple, dir)
     }
 }
@@ -46,6 +46,14 @@ pub struct LookupStats {
     pub hits: u64,
     pub queries: u64,
     pub errors: u64,
+}
+
+impl LookupStats {
+    pub fn add(&mut self, other: &LookupStats) {
+        self.hits += other.hits;
+        self.queries += other.queries;
+        self.errors += other.errors;
+    }
 }
 
 /// Conntrack lookups with a per-tuple cache.
@@ -81,7 +89,7 @@ impl<C: CtGet> LiveNat<C> {
 
     /// The entry having `seen` as its original tuple, else as its reply.
     fn query(&mut self, seen: &Tuple) -> Option<CtMapping> {
-        for dir in [CtDir::Orig, CtDir::Reply] {
+        for dir in [Dir::Orig, Dir::Reply] {
             self.stats.queries += 1;
             match self.ct.get(seen, dir) {
                 Ok(Some(e)) => {
@@ -165,14 +173,14 @@ mod tests {
     }
 
     impl CtGet for FakeCt {
-        fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+        fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
             self.calls += 1;
             if self.fail {
                 return Err(io::Error::other("netlink down"));
             }
             Ok(self.entry.filter(|e| match dir {
-                CtDir::Orig => e.orig == *tuple,
-                CtDir::Reply => e.reply == *tuple,
+                Dir::Orig => e.orig == *tuple,
+                Dir::Reply => e.reply == *tuple,
             }))
         }
     }

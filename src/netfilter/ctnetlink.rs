@@ -17,7 +17,8 @@ use crate::netfilter::netlink::{
     self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_EXCL,
 };
-use ftpct_engine::tuple::Tuple;
+use ftpct_engine::command::{DataConnection, NatBinding};
+use ftpct_engine::tuple::{Dir, Tuple};
 
 const NFNL_SUBSYS_CTNETLINK: u8 = 1;
 const IPCTNL_MSG_CT_NEW: u8 = 0;
@@ -73,13 +74,6 @@ pub const IPS_CONFIRMED: u32 = 1 << 3;
 pub const IPS_SRC_NAT: u32 = 1 << 4;
 pub const IPS_DST_NAT: u32 = 1 << 5;
 
-/// Which direction of an entry a lookup tuple names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CtDir {
-    Orig,
-    Reply,
-}
-
 /// The two tuples of a conntrack entry. With NAT, `reply` is what the
 /// translated peer sends back: e.g. after DNAT its source is the real server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,27 +94,6 @@ pub struct CtInfo {
     pub timeout_secs: Option<u32>,
     /// TCP conntrack state number (1 = SYN_SENT, 3 = ESTABLISHED...).
     pub tcp_state: Option<u8>,
-}
-
-/// One NAT binding: translate to `addr`, and to `port` when given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NatBinding {
-    pub addr: IpAddr,
-    /// None keeps the port (the kernel changes it only on a clash).
-    pub port: Option<u16>,
-}
-
-/// The data connection's entry to create, RELATED to its control connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataConnection {
-    /// Exact original-direction tuple of the data connection (from its SYN).
-    pub tuple: Tuple,
-    /// The control connection's ORIGINAL tuple.
-    pub master: Tuple,
-    pub nat_src: Option<NatBinding>,
-    pub nat_dst: Option<NatBinding>,
-    pub timeout_secs: u32,
-    pub mark: Option<u32>,
 }
 
 fn family_of(t: &Tuple) -> u8 {
@@ -199,15 +172,15 @@ fn put_nat(b: &mut MsgBuilder, attr: u16, nat: &NatBinding) {
     b.nest_end(n);
 }
 
-fn dir_attr(dir: CtDir) -> u16 {
+fn dir_attr(dir: Dir) -> u16 {
     match dir {
-        CtDir::Orig => CTA_TUPLE_ORIG,
-        CtDir::Reply => CTA_TUPLE_REPLY,
+        Dir::Orig => CTA_TUPLE_ORIG,
+        Dir::Reply => CTA_TUPLE_REPLY,
     }
 }
 
 /// IPCTNL_MSG_CT_GET for the entry that has `tuple` in direction `dir`.
-pub fn encode_get(tuple: &Tuple, dir: CtDir) -> io::Result<Vec<u8>> {
+pub fn encode_get(tuple: &Tuple, dir: Dir) -> io::Result<Vec<u8>> {
     check_tuple(tuple)?;
     let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET);
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(tuple));
@@ -418,12 +391,12 @@ impl Ctnetlink {
 
     /// The conntrack entry that has `tuple` as its original (dir=Orig) or
     /// reply (dir=Reply) tuple; Ok(None) if there is none.
-    pub fn get(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtEntry>> {
+    pub fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
         Ok(self.get_info(tuple, dir)?.map(|i| i.entry))
     }
 
     /// Like [`Ctnetlink::get`], with status, master, timeout and TCP state.
-    pub fn get_info(&mut self, tuple: &Tuple, dir: CtDir) -> io::Result<Option<CtInfo>> {
+    pub fn get_info(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtInfo>> {
         let msg = encode_get(tuple, dir)?;
         let replies = match self.request("get", &tuple.to_string(), msg) {
             Ok(r) => r,
@@ -439,8 +412,8 @@ impl Ctnetlink {
         // The kernel looks the tuple up in both directions at once: check
         // that it matched the direction asked for.
         let matched = match dir {
-            CtDir::Orig => info.entry.orig == *tuple,
-            CtDir::Reply => info.entry.reply == *tuple,
+            Dir::Orig => info.entry.orig == *tuple,
+            Dir::Reply => info.entry.reply == *tuple,
         };
         Ok(matched.then_some(info))
     }
@@ -506,7 +479,7 @@ mod tests {
     #[test]
     fn get_v4_encodes_tuple_bytes() {
         let tuple = t("192.0.2.1:1234", "192.0.2.2:21");
-        let msg = encode_get(&tuple, CtDir::Orig).unwrap();
+        let msg = encode_get(&tuple, Dir::Orig).unwrap();
         assert_eq!(header(&msg), (0x0101, 0x0005, netlink::AF_INET));
         // CTA_TUPLE_ORIG(nested) { CTA_TUPLE_IP(nested) { src, dst },
         //   CTA_TUPLE_PROTO(nested) { num, sport, dport } }
@@ -539,7 +512,7 @@ mod tests {
     #[test]
     fn get_by_reply_uses_reply_attribute_and_v6_family() {
         let tuple = t("[2001:db8::1]:2121", "[2001:db8::2]:5000");
-        let msg = encode_get(&tuple, CtDir::Reply).unwrap();
+        let msg = encode_get(&tuple, Dir::Reply).unwrap();
         assert_eq!(header(&msg).2, netlink::AF_INET6);
         let a = attrs(&msg);
         assert!(a.find(CTA_TUPLE_ORIG).unwrap().is_none());
@@ -632,7 +605,7 @@ mod tests {
         let e = encode_create_related(&dc).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         let mixed = t("192.0.2.1:1", "[2001:db8::1]:2");
-        assert!(encode_get(&mixed, CtDir::Orig).is_err());
+        assert!(encode_get(&mixed, Dir::Orig).is_err());
         let mut dc = data_connection();
         dc.master = t("[2001:db8::2]:1", "[2001:db8::3]:21");
         assert!(encode_create_related(&dc).is_err());

@@ -5,5 +5,6 @@ pub mod conntrack_lookup;
 pub mod ctnetlink;
 pub mod ipset;
 pub mod netlink;
+pub mod nfqueue;
 pub mod rule_watch;
 pub mod rules;

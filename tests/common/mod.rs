@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ftpct::capture::{self, Frame};
-use ftpct::replay::{replay, Replayed};
+use ftpct::offline::capture::{self, Frame};
+use ftpct::offline::replay::{replay, Replayed};
 use ftpct_engine::engine::Config;
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{DnatRule, SnatRule};

@@ -218,6 +218,11 @@ impl Engine {
         self.expects.len()
     }
 
+    /// How many destinations the kernel's ipset must hold.
+    pub fn pending_dst_count(&self) -> usize {
+        self.expects.dst_count()
+    }
+
     /// The NAT mapping of the control connection a tuple belongs to.
     pub fn mapping_of(&self, seen: &Tuple) -> Option<(CtMapping, Dir)> {
         let (id, dir) = self.flows.locate(seen)?;

@@ -269,3 +269,33 @@ pub struct Stats {
     pub resyncs: u64,
     pub tls_sessions: u64,
 }
+
+/// One line, `name=value` pairs: the `state:` and `stopped:` log lines and
+/// the replay summary.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self;
+        write!(
+            f,
+            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={}",
+            s.packets,
+            s.flows,
+            s.expectations,
+            s.data_matched,
+            s.rewrites,
+            s.fixed_up,
+            s.refused,
+            s.malformed,
+            s.overlong_lines,
+            s.dropped,
+            s.held_given_up,
+            s.resyncs,
+            s.tls_sessions,
+            s.expectations_expired,
+            s.flows_untracked,
+            s.flows_evicted,
+            s.flows_stale,
+            s.mss_clamped,
+        )
+    }
+}

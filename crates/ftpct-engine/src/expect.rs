@@ -269,6 +269,10 @@ impl ExpectTable {
         self.dst_refs.contains_key(&dst)
     }
 
+    pub fn dst_count(&self) -> usize {
+        self.dst_refs.len()
+    }
+
     /// Every destination some expectation wants, sorted.
     pub fn dsts(&self) -> Vec<SocketAddr> {
         let mut dsts: Vec<SocketAddr> = self.dst_refs.keys().copied().collect();

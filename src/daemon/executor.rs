@@ -1,0 +1,405 @@
+//! Carries out the engine's commands on the kernel. It decides nothing
+//! about FTP: which destinations are expected, when one goes, what the data
+//! connection's NAT, timeout and mark are, all come in the commands. What
+//! it knows is the kernel: a create that meets an entry of the same tuple,
+//! sets that vanished or were flushed under it.
+//!
+//! It runs without the engine lock: each queue thread has its own executor
+//! and its own sockets, so a slow kernel answer holds up only the packet
+//! that asked for it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ftpct_engine::command::{secs, Command, Related};
+use ftpct_engine::expect::Expectation;
+use ftpct_engine::tuple::Tuple;
+use tracing::{debug, info, warn};
+
+use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
+use crate::netfilter::rules::SetNames;
+
+/// Pending destinations checked against the kernel's sets per call of
+/// [`Executor::check_sets`] (a flushed set is noticed within pending/64 s).
+const SET_CHECKS_PER_TICK: usize = 64;
+
+pub struct Executor<K: Kernel> {
+    kernel: K,
+    sets: SetNames,
+    /// Where the round-robin check of pending destinations goes on.
+    check_cursor: usize,
+}
+
+/// What an existing entry of a data connection's tuple turned out to be.
+enum Reopen {
+    /// It was closing (or gone): removed; its state.
+    Replaced(Option<u8>),
+    /// A live connection: left alone; its state.
+    Live(Option<u8>),
+}
+
+impl<K: Kernel> Executor<K> {
+    pub fn new(kernel: K, sets: SetNames) -> Self {
+        Executor {
+            kernel,
+            sets,
+            check_cursor: 0,
+        }
+    }
+
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// Carries out one command; failures are logged. Returns an
+    /// expectation the engine must take back: its data connection could
+    /// not be created, and the client's retried SYN must find it again.
+    pub fn run(&mut self, c: &Command) -> Option<Expectation> {
+        match c {
+            Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
+            Command::ForgetDst { dst } => self.forget(*dst),
+            Command::CreateRelated(r) => {
+                if !self.create(r) {
+                    return Some(r.exp.clone());
+                }
+            }
+            Command::SetLiberal { orig } => self.set_liberal(orig),
+        }
+        None
+    }
+
+    fn expect(&mut self, dst: SocketAddr, timeout: Duration) {
+        let set = self.sets.for_ip(dst.ip());
+        // Re-adding refreshes the timeout of an entry already there.
+        if let Err(e) = self.kernel.ipset_add(set, dst, secs(timeout)) {
+            warn!("ipset add {dst} to {set} failed: {e}: that data connection will not be helped");
+        }
+    }
+
+    fn forget(&mut self, dst: SocketAddr) {
+        let set = self.sets.for_ip(dst.ip());
+        if let Err(e) = self.kernel.ipset_del(set, dst) {
+            warn!("ipset del {dst} from {set} failed: {e}");
+        }
+    }
+
+    fn set_liberal(&mut self, orig: &Tuple) {
+        if let Err(e) = self.kernel.set_liberal(orig) {
+            warn!(flow = %orig, "turning off conntrack's window checks failed: {e}: the session may stall after this rewrite");
+        }
+    }
+
+    /// Creates the data connection's entry; true when it is in conntrack
+    /// as ftpct made it (or as it already was, in a state a SYN does not
+    /// reopen). Says what happened, and only that.
+    fn create(&mut self, r: &Related) -> bool {
+        let master = r.exp.master;
+        let tuple = r.conn.tuple;
+        let inherited = self.kernel.ct_mark(&master).unwrap_or_else(|e| {
+            debug!(flow = %master, "reading the control connection's mark failed: {e}");
+            None
+        });
+        let dc = r.with_master_mark(inherited);
+        let mut replaced = None;
+        let mut result = self.kernel.create_related(&dc);
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
+            match self.reopen(&tuple) {
+                Ok(Reopen::Replaced(state)) => {
+                    replaced = Some(state);
+                    result = self.kernel.create_related(&dc);
+                }
+                Ok(Reopen::Live(state)) => {
+                    info!(flow = %master, "data connection {tuple}: conntrack already tracks it ({}): left as it is, not made RELATED by ftpct", tcp_state_name(state));
+                    return true;
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+        match result {
+            Ok(()) => {
+                let reuse = replaced.map_or(String::new(), |s| {
+                    format!(" (its tuple's {} entry replaced)", tcp_state_name(s))
+                });
+                info!(flow = %master, event = "data-matched", "data connection {tuple} matched, RELATED, {}{reuse}", r.exp.nat);
+                true
+            }
+            Err(e) => {
+                warn!(
+                    flow = %master,
+                    event = "data-create-failed",
+                    "creating data connection {tuple} failed: {e}: its SYN passes unchanged (the firewall decides); the expectation stays for the client's retry"
+                );
+                false
+            }
+        }
+    }
+
+    /// A data SYN met an entry of its tuple. In TIME_WAIT or CLOSE the SYN
+    /// reopens the tuple (conntrack would make a NEW entry, without NAT):
+    /// the old entry goes so that ftpct's can be created.
+    fn reopen(&mut self, tuple: &Tuple) -> io::Result<Reopen> {
+        let Some((orig, state)) = self.kernel.ct_entry(tuple)? else {
+            // Gone meanwhile (it timed out): create again.
+            return Ok(Reopen::Replaced(None));
+        };
+        if !matches!(state, Some(TCP_TIME_WAIT | TCP_CLOSE)) {
+            return Ok(Reopen::Live(state));
+        }
+        match self.kernel.ct_delete(&orig) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(Reopen::Replaced(state)),
+        }
+    }
+
+    /// Makes sure the sets exist and hold every destination in `pending`
+    /// (the engine's, sorted): a `rules --delete`, `ipset destroy` or
+    /// `ipset flush` under a running ftpct is noticed, said, and repaired
+    /// (a part of the pending destinations is checked on each call).
+    pub fn check_sets(&mut self, pending: &[SocketAddr], timeout: Duration) {
+        let sets = self.sets.clone();
+        for (set, v6) in sets.both() {
+            match self.kernel.ensure_set(set, v6) {
+                Ok(false) => {}
+                Ok(true) => {
+                    warn!("ipset {set} was gone (ftpct rules --delete, ipset destroy?): created it again and restored its pending entries; the rules that use it may be gone too: ftpct rules --apply");
+                    self.restore(pending.iter().filter(|d| d.is_ipv6() == v6), timeout);
+                }
+                Err(e) => warn!("ipset {set} cannot be checked: {e}"),
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let start = self.check_cursor % pending.len();
+        let batch: Vec<SocketAddr> = pending
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(SET_CHECKS_PER_TICK.min(pending.len()))
+            .copied()
+            .collect();
+        self.check_cursor = start + batch.len();
+        let missing: Vec<SocketAddr> = batch
+            .into_iter()
+            .filter(|dst| {
+                let set = self.sets.for_ip(dst.ip());
+                matches!(self.kernel.ipset_test(set, *dst), Ok(false))
+            })
+            .collect();
+        if !missing.is_empty() {
+            warn!(
+                "{} pending data connection(s) were missing from the ipsets (ipset flush?): added again",
+                missing.len()
+            );
+            self.restore(missing.iter(), timeout);
+        }
+    }
+
+    fn restore<'a>(&mut self, dsts: impl Iterator<Item = &'a SocketAddr>, timeout: Duration) {
+        for dst in dsts {
+            self.expect(*dst, timeout);
+        }
+    }
+
+    /// Removes the set entries of `pending`; returns how many.
+    pub fn cleanup(&mut self, pending: &[SocketAddr]) -> usize {
+        for dst in pending {
+            self.forget(*dst);
+        }
+        pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use ftpct_engine::command::{DataConnection, Mark, NatBinding};
+    use ftpct_engine::expect::NatBindings;
+    use ftpct_engine::grammar::AnnounceKind;
+
+    use super::*;
+    use crate::daemon::fake_kernel::FakeKernel;
+
+    fn t(s: &str, d: &str) -> Tuple {
+        Tuple::new(s.parse().expect("addr"), d.parse().expect("addr"))
+    }
+
+    fn exp(peer: &str, dst: &str) -> Expectation {
+        Expectation {
+            peer: peer.parse().expect("ip"),
+            dst: dst.parse().expect("addr"),
+            nat: NatBindings {
+                src: Some("198.51.100.20".parse().expect("ip")),
+                dst: Some("192.0.2.10:47201".parse().expect("addr")),
+            },
+            master: t("192.0.2.10:40000", "198.51.100.20:21"),
+            kind: AnnounceKind::Port,
+            expires: Duration::from_secs(300),
+        }
+    }
+
+    fn executor() -> Executor<FakeKernel> {
+        Executor::new(
+            FakeKernel::default(),
+            SetNames::new("ftpct").expect("names"),
+        )
+    }
+
+    fn expect(e: &Expectation) -> Command {
+        Command::ExpectDst {
+            dst: e.dst,
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    fn create(syn: Tuple, e: &Expectation, mark: Option<Mark>) -> Command {
+        Command::CreateRelated(Box::new(Related {
+            conn: DataConnection::for_match(&syn, e),
+            mark,
+            exp: e.clone(),
+        }))
+    }
+
+    const SYN: (&str, &str) = ("198.51.100.20:20", "198.51.100.1:47201");
+
+    #[test]
+    fn commands_become_ipset_and_conntrack_calls() {
+        let mut x = executor();
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t(SYN.0, SYN.1);
+        x.run(&expect(&e));
+        assert_eq!(x.run(&create(syn, &e, None)), None);
+        x.run(&Command::ForgetDst { dst: e.dst });
+        x.run(&Command::SetLiberal { orig: e.master });
+        assert_eq!(
+            x.kernel().calls,
+            [
+                "add ftpct 198.51.100.1:47201 300",
+                "create 198.51.100.20:20 -> 198.51.100.1:47201",
+                "del ftpct 198.51.100.1:47201",
+                "liberal 192.0.2.10:40000 -> 198.51.100.20:21",
+            ]
+        );
+        let dc = x.kernel().created[0];
+        assert_eq!(dc.master, e.master);
+        assert_eq!(dc.timeout_secs, 120);
+        assert_eq!(
+            dc.nat_dst,
+            Some(NatBinding {
+                addr: "192.0.2.10".parse().expect("ip"),
+                port: Some(47201)
+            })
+        );
+        assert_eq!(
+            dc.nat_src,
+            Some(NatBinding {
+                addr: "198.51.100.20".parse().expect("ip"),
+                port: None
+            })
+        );
+        assert_eq!(dc.mark, None);
+    }
+
+    #[test]
+    fn the_data_connection_inherits_the_masters_mark_under_the_rule() {
+        let mut x = executor();
+        x.kernel_mut().master_mark = Some(0x0f);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let rule: Mark = "0x10/0xf0".parse().expect("mark");
+        x.run(&create(t(SYN.0, SYN.1), &e, Some(rule)));
+        assert_eq!(x.kernel().created[0].mark, Some(0x1f));
+    }
+
+    #[test]
+    fn a_data_syn_on_a_time_wait_tuple_replaces_the_old_entry() {
+        let mut x = executor();
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t(SYN.0, SYN.1);
+        x.kernel_mut().entries.insert(syn, TCP_TIME_WAIT);
+        assert_eq!(x.run(&create(syn, &e, None)), None);
+        assert_eq!(
+            x.kernel().calls,
+            [
+                "create 198.51.100.20:20 -> 198.51.100.1:47201",
+                "delete 198.51.100.20:20 -> 198.51.100.1:47201",
+                "create 198.51.100.20:20 -> 198.51.100.1:47201",
+            ]
+        );
+        assert_eq!(x.kernel().created.len(), 1);
+    }
+
+    #[test]
+    fn a_live_entry_of_the_tuple_is_left_alone() {
+        let mut x = executor();
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t(SYN.0, SYN.1);
+        x.kernel_mut().entries.insert(syn, 3);
+        assert_eq!(x.run(&create(syn, &e, None)), None);
+        assert!(x.kernel().calls.iter().all(|c| !c.starts_with("delete")));
+        assert!(x.kernel().created.is_empty());
+    }
+
+    #[test]
+    fn a_failed_create_gives_the_expectation_back() {
+        let mut x = executor();
+        x.kernel_mut().create_errno = Some(libc::ENOMEM);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t(SYN.0, SYN.1);
+        assert_eq!(x.run(&create(syn, &e, None)), Some(e.clone()));
+        x.kernel_mut().create_errno = None;
+        assert_eq!(x.run(&create(syn, &e, None)), None);
+    }
+
+    #[test]
+    fn vanished_sets_and_flushed_entries_are_restored() {
+        let mut x = executor();
+        let timeout = Duration::from_secs(300);
+        x.kernel_mut().sets.insert("ftpct".into(), HashSet::new());
+        x.kernel_mut().sets.insert("ftpct6".into(), HashSet::new());
+        let dst: SocketAddr = "198.51.100.1:47201".parse().expect("a");
+        x.run(&Command::ExpectDst { dst, timeout });
+        x.check_sets(&[dst], timeout);
+        assert_eq!(x.kernel().calls.len(), 1, "nothing to repair");
+        // ipset flush
+        x.kernel_mut().sets.insert("ftpct".into(), HashSet::new());
+        x.check_sets(&[dst], timeout);
+        assert!(x.kernel().sets["ftpct"].contains(&dst));
+        // ipset destroy (ftpct rules --delete)
+        x.kernel_mut().sets.remove("ftpct");
+        x.check_sets(&[dst], timeout);
+        assert!(x.kernel().calls.contains(&"create set ftpct".to_string()));
+        assert!(x.kernel().sets["ftpct"].contains(&dst));
+    }
+
+    #[test]
+    fn cleanup_removes_the_pending_entries() {
+        let mut x = executor();
+        let dst: SocketAddr = "[2001:db8::1]:5000".parse().expect("a");
+        assert_eq!(x.cleanup(&[dst]), 1);
+        assert_eq!(
+            x.kernel().calls.last().map(String::as_str),
+            Some("del ftpct6 [2001:db8::1]:5000")
+        );
+    }
+
+    #[test]
+    fn an_ipset_timeout_of_zero_is_never_asked_for() {
+        let mut x = executor();
+        let dst: SocketAddr = "198.51.100.1:47201".parse().expect("a");
+        x.run(&Command::ExpectDst {
+            dst,
+            timeout: Duration::ZERO,
+        });
+        assert_eq!(
+            x.kernel().calls,
+            ["add ftpct 198.51.100.1:47201 1"],
+            "0 would mean forever"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The kernel operations the executor needs, as a trait (so the executor
+//! is testable without root), and the real kernel behind it: one
+//! ctnetlink and one ipset socket per thread that uses them.
+
+use std::io;
+use std::net::SocketAddr;
+
+use ftpct_engine::command::DataConnection;
+use ftpct_engine::tuple::{Dir, Tuple};
+
+use super::DaemonError;
+use crate::netfilter::ctnetlink::Ctnetlink;
+use crate::netfilter::ipset::Ipset;
+use crate::netfilter::rules::{self, SetNames};
+
+/// TCP conntrack states in which a SYN opens the tuple again (conntrack
+/// itself then replaces the entry): TIME_WAIT and CLOSE.
+pub const TCP_TIME_WAIT: u8 = 7;
+pub const TCP_CLOSE: u8 = 8;
+
+/// What the executor asks of conntrack and ipset.
+pub trait Kernel {
+    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> io::Result<()>;
+    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()>;
+    /// The conntrack mark of the connection whose original tuple is `orig`.
+    fn ct_mark(&mut self, orig: &Tuple) -> io::Result<Option<u32>>;
+    fn create_related(&mut self, dc: &DataConnection) -> io::Result<()>;
+    /// No TCP window checks on the control connection `orig` any more.
+    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()>;
+    /// The entry that holds `tuple` in either direction: its original
+    /// tuple and TCP state.
+    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>>;
+    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()>;
+    /// Creates the set when it is missing; true if it had to.
+    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool>;
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool>;
+}
+
+/// The real kernel.
+pub struct LiveKernel {
+    ct: Ctnetlink,
+    ipset: Ipset,
+}
+
+impl Kernel for LiveKernel {
+    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> io::Result<()> {
+        self.ipset.add(set, dst.ip(), dst.port(), timeout_secs)
+    }
+
+    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()> {
+        self.ipset.del(set, dst.ip(), dst.port())
+    }
+
+    fn ct_mark(&mut self, orig: &Tuple) -> io::Result<Option<u32>> {
+        Ok(self.ct.get(orig, Dir::Orig)?.map(|e| e.mark))
+    }
+
+    fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
+        self.ct.create_related(dc)
+    }
+
+    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+        self.ct.set_liberal(orig)
+    }
+
+    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>> {
+        for dir in [Dir::Orig, Dir::Reply] {
+            if let Some(info) = self.ct.get_info(tuple, dir)? {
+                return Ok(Some((info.entry.orig, info.tcp_state)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()> {
+        self.ct.delete(orig)
+    }
+
+    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool> {
+        rules::ensure_set(&mut self.ipset, set, v6)
+    }
+
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
+        self.ipset.test(set, dst.ip(), dst.port())
+    }
+}
+
+impl LiveKernel {
+    /// Opens both sockets and checks that the kernel answers.
+    pub fn open() -> Result<Self, DaemonError> {
+        let ct = open_ctnetlink()?;
+        let ipset = Ipset::open().map_err(|e| {
+            DaemonError(format!(
+                "ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`"
+            ))
+        })?;
+        Ok(LiveKernel { ct, ipset })
+    }
+
+    /// Makes sure the sets exist (created if missing) and start empty:
+    /// entries left by an earlier run expect nothing any more.
+    pub fn prepare_sets(&mut self, sets: &SetNames) -> Result<(), DaemonError> {
+        for (name, v6) in sets.both() {
+            rules::ensure_set(&mut self.ipset, name, v6).map_err(|e| {
+                DaemonError(format!(
+                    "ipset {name}: {e}: remove it (ipset destroy {name}) or choose another --ipset"
+                ))
+            })?;
+            self.ipset
+                .flush(name)
+                .map_err(|e| DaemonError(format!("ipset {name}: flush failed: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// A ctnetlink socket that has answered one lookup.
+pub fn open_ctnetlink() -> Result<Ctnetlink, DaemonError> {
+    let mut ct = Ctnetlink::open().map_err(|e| DaemonError(format!("ctnetlink: {e}")))?;
+    // Finding nothing proves that conntrack answers over netlink.
+    let probe = Tuple::new(
+        SocketAddr::from(([192, 0, 2, 0], 9)),
+        SocketAddr::from(([192, 0, 2, 0], 9)),
+    );
+    ct.get(&probe, Dir::Orig).map_err(|e| {
+        DaemonError(format!(
+            "conntrack does not answer over netlink ({e}): load it with `modprobe nf_conntrack_netlink`"
+        ))
+    })?;
+    Ok(ct)
+}
+
+/// conntrack's name of a TCP state number.
+pub fn tcp_state_name(state: Option<u8>) -> &'static str {
+    const NAMES: [&str; 10] = [
+        "NONE",
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "TIME_WAIT",
+        "CLOSE",
+        "SYN_SENT2",
+    ];
+    state
+        .and_then(|s| NAMES.get(usize::from(s)).copied())
+        .unwrap_or("unknown")
+}

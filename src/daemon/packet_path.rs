@@ -1,0 +1,188 @@
+//! One queued packet, from bytes to verdict: the engine decides (under
+//! its lock), the NAT question it may ask is answered and the commands it
+//! returns are carried out (without the lock), then the verdict goes back.
+//! Commands run before the verdict: the expected SYN must find its ipset
+//! entry, the data connection its conntrack entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftpct_engine::nat::NatLookup;
+use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
+
+use super::event_log::log_packet;
+use super::executor::Executor;
+use super::kernel::Kernel;
+use super::shared::Shared;
+
+/// A queue thread's own tools: its executor and its conntrack lookups.
+pub struct PacketPath<K: Kernel, N: NatLookup> {
+    shared: Arc<Shared>,
+    exec: Executor<K>,
+    nat: N,
+}
+
+impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
+    pub fn new(shared: Arc<Shared>, exec: Executor<K>, nat: N) -> Self {
+        PacketPath { shared, exec, nat }
+    }
+
+    pub fn nat(&self) -> &N {
+        &self.nat
+    }
+
+    /// The verdict on a packet queued from `queue` at `hook`.
+    pub fn verdict(&mut self, queue: u16, bytes: &[u8], hook: Hook) -> Verdict {
+        let now = self.shared.now();
+        let out = self.decide(bytes, now, hook);
+        self.carry_out(&out.commands);
+        out.events.iter().for_each(|e| self.shared.log_event(e));
+        log_packet(queue, hook, bytes, &out.verdict);
+        out.verdict
+    }
+
+    fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {
+        let first = self
+            .shared
+            .with_engine(|e| e.step(bytes, now, hook, Known::NotAsked));
+        let step = match first {
+            Some(Step::NeedMapping(q)) => {
+                // Conntrack is asked with the engine unlocked.
+                let answer = q.answer_with(&mut self.nat);
+                self.shared
+                    .with_engine(|e| e.step(bytes, now, hook, Known::Answer(answer)))
+            }
+            other => other,
+        };
+        match step {
+            Some(Step::Decided(out)) => out,
+            // A panic (logged), or a second question, which the engine never asks.
+            _ => Outcome {
+                verdict: Verdict::Accept,
+                events: Vec::new(),
+                commands: Vec::new(),
+            },
+        }
+    }
+
+    /// Runs commands in order; a data connection that could not be made
+    /// goes back to the engine, whose answer (its ipset entry) runs too.
+    fn carry_out(&mut self, commands: &[Command]) {
+        for c in commands {
+            let Some(exp) = self.exec.run(c) else {
+                continue;
+            };
+            let again = self.shared.with_engine(|e| e.reinstate(exp));
+            for c in again.unwrap_or_default() {
+                self.exec.run(&c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::sync::mpsc;
+    use std::thread;
+
+    use etherparse::PacketBuilder;
+    use ftpct_engine::nat::NoNat;
+    use ftpct_engine::{Config, Engine};
+
+    use super::*;
+    use crate::daemon::fake_kernel::FakeKernel;
+    use crate::netfilter::rules::SetNames;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+
+    fn segment(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        ack: Option<u32>,
+        syn: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
+            src.port(),
+            dst.port(),
+            seq,
+            64240,
+        );
+        if syn {
+            b = b.syn();
+        }
+        if let Some(a) = ack {
+            b = b.ack(a);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).expect("build");
+        out
+    }
+
+    /// A control connection's handshake, then one client line.
+    fn session(client_port: u16, line: &[u8]) -> Vec<Vec<u8>> {
+        let c = SocketAddrV4::new(CLIENT, client_port);
+        let s = SocketAddrV4::new(SERVER, 21);
+        vec![
+            segment(c, s, 1000, None, true, b""),
+            segment(s, c, 5000, Some(1001), true, b""),
+            segment(c, s, 1001, Some(5001), false, b""),
+            segment(c, s, 1001, Some(5001), false, line),
+        ]
+    }
+
+    fn path(shared: &Arc<Shared>, kernel: FakeKernel) -> PacketPath<FakeKernel, NoNat> {
+        let sets = SetNames::new("ftpct").expect("names");
+        PacketPath::new(Arc::clone(shared), Executor::new(kernel, sets), NoNat)
+    }
+
+    #[test]
+    fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
+        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let stuck_kernel = FakeKernel {
+            create_blocks: Some((entered_tx, release_rx)),
+            ..FakeKernel::default()
+        };
+        let mut queue0 = path(&shared, stuck_kernel);
+        let mut queue1 = path(&shared, FakeKernel::default());
+        // Queue 0: a session announces port 40001 (156 * 256 + 65).
+        for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
+            queue0.verdict(0, &p, Hook::Prerouting);
+        }
+        let data_syn = segment(
+            SocketAddrV4::new(SERVER, 20),
+            SocketAddrV4::new(CLIENT, 40001),
+            7000,
+            None,
+            true,
+            b"",
+        );
+        let stuck = thread::spawn(move || queue0.verdict(0, &data_syn, Hook::Prerouting));
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the data SYN's entry is being created");
+        // Queue 1, meanwhile: another session, every packet decided.
+        let (done_tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            let verdicts: Vec<Verdict> = session(40100, b"NOOP\r\n")
+                .iter()
+                .map(|p| queue1.verdict(1, p, Hook::Prerouting))
+                .collect();
+            let _ = done_tx.send(verdicts);
+        });
+        let verdicts = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("queue 1 is not held up by queue 0's kernel call");
+        assert_eq!(verdicts, vec![Verdict::Accept; 4]);
+        assert!(!stuck.is_finished(), "queue 0 still waits for the kernel");
+        release.send(()).expect("release");
+        assert_eq!(stuck.join().expect("queue 0"), Verdict::Accept);
+        let matched = shared.with_engine(|e| e.stats().data_matched);
+        assert_eq!(matched, Some(1));
+    }
+}

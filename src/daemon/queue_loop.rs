@@ -1,0 +1,152 @@
+//! One thread per NFQUEUE queue, blocking in `recv` (a sleep-and-poll loop
+//! would delay every packet), and how they are started and stopped.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ftpct_engine::Verdict;
+use nfq::{Message, Queue};
+use tracing::{debug, error, warn};
+
+use super::kernel::LiveKernel;
+use super::packet_path::PacketPath;
+use super::{signals, DaemonError};
+use crate::netfilter::conntrack_lookup::{LiveNat, LookupStats};
+use crate::netfilter::nfqueue::hook_of;
+
+/// Consecutive `recv` failures after which a queue is given up.
+const MAX_RECV_ERRORS: u32 = 1000;
+/// How long the queue threads get to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub type LivePath = PacketPath<LiveKernel, LiveNat>;
+
+/// One queue and its thread.
+pub struct Worker {
+    pub num: u16,
+    pub queue: Queue,
+    pub path: LivePath,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Receives until told to stop; returns its conntrack lookup counts.
+    fn run(mut self, failure: impl Fn(String)) -> LookupStats {
+        let mut errors = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            match self.queue.recv() {
+                Ok(msg) => {
+                    errors = 0;
+                    self.handle(msg);
+                }
+                // The wake-up signal, or any other: look at the stop flag.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    errors += 1;
+                    if errors >= MAX_RECV_ERRORS {
+                        let why = format!("queue {}: receiving keeps failing: {e}", self.num);
+                        error!("{why}");
+                        failure(why);
+                        break;
+                    }
+                    // It can be the kernel's answer to an earlier verdict.
+                    debug!(queue = self.num, "recv: {e}");
+                }
+            }
+        }
+        if let Err(e) = self.queue.unbind(self.num) {
+            debug!(queue = self.num, "unbind: {e}");
+        }
+        self.path.nat().stats()
+    }
+
+    fn handle(&mut self, mut msg: Message) {
+        let hook = hook_of(msg.get_hook());
+        // Never edit a truncated copy (not expected: GSO is not asked for).
+        let verdict = if msg.get_original_len() > msg.get_payload().len() {
+            Verdict::Accept
+        } else {
+            self.path.verdict(self.num, msg.get_payload(), hook)
+        };
+        match verdict {
+            Verdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
+            Verdict::Replace(bytes) => {
+                msg.set_payload(bytes);
+                msg.set_verdict(nfq::Verdict::Accept);
+            }
+            Verdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
+        }
+        if let Err(e) = self.queue.verdict(msg) {
+            warn!(queue = self.num, "verdict failed: {e}");
+        }
+    }
+}
+
+/// Tells the supervisor a queue thread ended, even when it panicked.
+struct ExitReport {
+    num: u16,
+    done: mpsc::Sender<u16>,
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        let _ = self.done.send(self.num);
+    }
+}
+
+pub type Running = HashMap<u16, JoinHandle<LookupStats>>;
+
+pub fn spawn_workers(
+    workers: Vec<Worker>,
+    on_failure: impl Fn(String) + Clone + Send + 'static,
+    done: &mpsc::Sender<u16>,
+) -> Result<Running, DaemonError> {
+    let mut handles = HashMap::new();
+    for worker in workers {
+        let num = worker.num;
+        let report = ExitReport {
+            num,
+            done: done.clone(),
+        };
+        let failure = on_failure.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("queue-{num}"))
+            .spawn(move || {
+                let _report = report;
+                worker.run(failure)
+            })
+            .map_err(|e| DaemonError(format!("cannot start the thread of queue {num}: {e}")))?;
+        handles.insert(num, handle);
+    }
+    Ok(handles)
+}
+
+/// Stops the queue threads: flag, then wake-ups until each has reported
+/// (a wake-up can land just before `recv` blocks, so it is repeated).
+/// Returns their conntrack lookup counts, summed.
+pub fn stop_workers(
+    mut running: Running,
+    stop: &AtomicBool,
+    done: &mpsc::Receiver<u16>,
+) -> LookupStats {
+    stop.store(true, Ordering::Release);
+    let mut total = LookupStats::default();
+    let deadline = Instant::now() + STOP_GRACE;
+    while !running.is_empty() && Instant::now() < deadline {
+        running.values().for_each(signals::wake);
+        if let Ok(num) = done.recv_timeout(Duration::from_millis(50)) {
+            if let Some(Ok(s)) = running.remove(&num).map(JoinHandle::join) {
+                total.add(&s);
+            }
+        }
+    }
+    if !running.is_empty() {
+        let left: Vec<u16> = running.keys().copied().collect();
+        warn!("queue threads {left:?} did not stop in time");
+    }
+    total
+}

@@ -1,0 +1,95 @@
+//! What the queue threads and the supervisor share: the engine behind one
+//! lock (after NAT the two directions of a control connection can hash to
+//! different queues), the clock, the log rate limit, and a failure that
+//! stops the daemon. Only engine calls run under the lock; kernel calls
+//! never do.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ftpct_engine::event::Event;
+use ftpct_engine::Engine;
+use tracing::{error, warn};
+
+use super::event_log::{self, RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
+
+pub struct Shared {
+    engine: Mutex<Engine>,
+    /// Log lines about hostile input, limited per kind.
+    hostile_lines: Mutex<RateLimit>,
+    start: Instant,
+    /// Set by a queue thread that gave up: the daemon stops with this.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn new(engine: Engine) -> Self {
+        Shared {
+            engine: Mutex::new(engine),
+            hostile_lines: Mutex::new(RateLimit::new(HOSTILE_LINES_WINDOW, HOSTILE_LINES_BURST)),
+            start: Instant::now(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The engine's clock: time since the daemon started.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Runs `f` on the engine under its lock. None when the engine
+    /// panicked: a bug must cost one packet's inspection, not the
+    /// gateway's FTP (the state it leaves is still usable).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Option<T> {
+        let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        catch_unwind(AssertUnwindSafe(|| f(&mut engine)))
+            .map_err(|_| {
+                error!("the engine panicked: the packet passes unchanged (a bug, please report it)")
+            })
+            .ok()
+    }
+
+    /// Logs an event; those about hostile input within their rate limit.
+    pub fn log_event(&self, e: &Event) {
+        if event_log::is_hostile(e) {
+            let admitted = self
+                .hostile_lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(e.kind(), Instant::now());
+            if !admitted {
+                return;
+            }
+        }
+        event_log::log_event(e);
+    }
+
+    /// Says how many hostile-input lines each ended window held back.
+    pub fn report_held_back(&self) {
+        let held_back = self
+            .hostile_lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expire(Instant::now());
+        for (kind, n) in held_back {
+            warn!(
+                event = kind,
+                "{n} more '{kind}' lines held back (at most {HOSTILE_LINES_BURST} per {}s)",
+                HOSTILE_LINES_WINDOW.as_secs()
+            );
+        }
+    }
+
+    pub fn set_failure(&self, why: String) {
+        let mut f = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        f.get_or_insert(why);
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
