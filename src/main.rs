@@ -264,8 +264,18 @@ fn run_replay(
     if let Some(path) = out {
         capture::write(path, capture.datalink, &replayed.far_side)?;
     }
+    for m in &replayed.mismatches {
+        let at = m.time.saturating_sub(start).as_secs_f64();
+        eprintln!("mismatch: {at:.6} {m}");
+    }
     if !json {
         println!("summary: {}", replayed.stats);
+        if !replayed.mismatches.is_empty() {
+            println!(
+                "{} packet(s) toward the inside differ from the capture after the engine's verdict",
+                replayed.mismatches.len()
+            );
+        }
         if let Some(path) = out {
             println!("far side written to {}", path.display());
         }

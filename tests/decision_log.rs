@@ -49,6 +49,16 @@ fn decision_log(rel: &str, args: &[String]) -> String {
             .collect()
     };
     let r = common::run(rel, &pick("--snat"), &pick("--dnat"));
+    // Toward the inside, the engine's verdicts give back what was captured.
+    assert!(
+        r.mismatches.is_empty(),
+        "{rel}: {}",
+        r.mismatches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let start = r.events.first().map(|e| e.time).unwrap_or_default();
     let mut names = FlowNames::default();
     let mut log = String::new();

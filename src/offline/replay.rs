@@ -7,25 +7,55 @@
 //! Packets toward the inside were captured after the gateway: their
 //! arriving form is rebuilt (NAT undone, acknowledgements put back in the
 //! numbering the far side uses) and that form is both fed to the engine and
-//! written out, since it is what the far side sent.
+//! written out, since it is what the far side sent. The engine's verdict on
+//! it must give back the captured packet (sequence and acknowledgement
+//! numbers, SACK blocks, flags, payload): every difference is reported as a
+//! [`Mismatch`].
+//!
+//! The replay carries out the engine's commands the way the kernel would
+//! for its own output: a data connection's NAT, from `CreateRelated`,
+//! translates that connection's headers.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::fmt;
 use std::time::Duration;
 
 use crate::offline::capture::{Capture, Frame};
-use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
 use ftpct_engine::event::{Event, Stats};
-use ftpct_engine::expect::Expectation;
 use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{Rebuild, TcpPacket};
+use ftpct_engine::Command;
 
 /// An event and when it happened (capture time).
 #[derive(Debug, Clone)]
 pub struct TimedEvent {
     pub time: Duration,
     pub event: Event,
+}
+
+/// A packet toward the inside that the engine's verdict does not turn
+/// into the packet captured there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub time: Duration,
+    /// The packet's tuple as captured.
+    pub tuple: Tuple,
+    /// What differs: "seq", "ack", "sack", "flags", "payload" or "dropped".
+    pub field: &'static str,
+    pub engine: String,
+    pub captured: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} toward the inside: {} {} after the engine, {} in the capture",
+            self.tuple, self.field, self.engine, self.captured
+        )
+    }
 }
 
 /// What a replay produced.
@@ -35,6 +65,9 @@ pub struct Replayed {
     pub far_side: Vec<Frame>,
     pub events: Vec<TimedEvent>,
     pub stats: Stats,
+    /// Packets toward the inside that came out of the engine otherwise
+    /// than captured (none when the engine matches the gateway).
+    pub mismatches: Vec<Mismatch>,
 }
 
 /// The emulated gateway: the engine, the NAT rules, and the header
@@ -44,6 +77,7 @@ struct Gateway {
     nat: StaticNat,
     /// Tuple as captured -> tuple on the far side, both ways.
     far: HashMap<Tuple, Tuple>,
+    mismatches: Vec<Mismatch>,
 }
 
 /// Replays `capture` through a gateway with the given NAT rules.
@@ -58,6 +92,7 @@ pub fn replay(
         engine: Engine::new(cfg),
         nat: StaticNat::new(snat, dnat),
         far: HashMap::new(),
+        mismatches: Vec::new(),
     };
     let mut far_side = Vec::with_capacity(capture.frames.len());
     let mut events = Vec::new();
@@ -79,6 +114,7 @@ pub fn replay(
         far_side,
         events,
         stats: gw.engine.stats().clone(),
+        mismatches: gw.mismatches,
     }
 }
 
@@ -107,7 +143,7 @@ impl Gateway {
         let outcome = self
             .engine
             .process(&frame.ip, frame.time, Hook::Prerouting, &mut self.nat);
-        self.learn(&outcome.events);
+        self.learn(&outcome);
         let bytes = match &outcome.verdict {
             Verdict::Drop => return (None, outcome.events),
             Verdict::Accept => &frame.ip,
@@ -150,7 +186,15 @@ impl Gateway {
         let outcome = self
             .engine
             .process(&arriving, frame.time, Hook::Prerouting, &mut self.nat);
-        self.learn(&outcome.events);
+        self.learn(&outcome);
+        let delivered = match &outcome.verdict {
+            Verdict::Accept => Some(arriving.as_slice()),
+            Verdict::Replace(b) => Some(b.as_slice()),
+            Verdict::Drop => None,
+        };
+        if let Some(m) = compare_with_capture(frame.time, pkt, delivered) {
+            self.mismatches.push(m);
+        }
         (Some(with_ip(frame, arriving)), outcome.events)
     }
 
@@ -175,17 +219,19 @@ impl Gateway {
         *captured
     }
 
-    /// Learns header translations from new flows and data connections.
-    fn learn(&mut self, events: &[Event]) {
-        for e in events {
-            match e {
-                Event::FlowNew { mapping, .. } if mapping.is_natted() => {
+    /// Learns header translations: a new control connection's from its
+    /// mapping, a data connection's from the entry the engine asks for.
+    fn learn(&mut self, outcome: &Outcome) {
+        for e in &outcome.events {
+            if let Event::FlowNew { mapping, .. } = e {
+                if mapping.is_natted() {
                     self.pair(mapping.orig, mapping.translated_orig());
                 }
-                Event::DataMatched { tuple, exp } => {
-                    self.pair(*tuple, translated_data(tuple, exp));
-                }
-                _ => {}
+            }
+        }
+        for c in &outcome.commands {
+            if let Command::CreateRelated(r) = c {
+                self.pair(r.conn.tuple, r.conn.translated());
             }
         }
     }
@@ -202,13 +248,62 @@ impl Gateway {
     }
 }
 
-/// A data connection's tuple after its follow-master NAT.
-fn translated_data(t: &Tuple, exp: &Expectation) -> Tuple {
-    let src = exp
-        .nat
-        .src
-        .map_or(t.src, |ip| SocketAddr::new(ip, t.src.port()));
-    Tuple::new(src, exp.nat.dst.unwrap_or(t.dst))
+/// The first difference between what the engine let through toward the
+/// inside (`delivered`, None: dropped) and what was captured there.
+fn compare_with_capture(
+    time: Duration,
+    captured: &TcpPacket<'_>,
+    delivered: Option<&[u8]>,
+) -> Option<Mismatch> {
+    let mismatch = |field, engine: String, captured_value: String| Mismatch {
+        time,
+        tuple: captured.tuple,
+        field,
+        engine,
+        captured: captured_value,
+    };
+    let Some(Ok(d)) = delivered.map(TcpPacket::parse) else {
+        return Some(mismatch("dropped", "nothing".into(), "a packet".into()));
+    };
+    let c = captured;
+    if d.seq != c.seq {
+        return Some(mismatch("seq", d.seq.to_string(), c.seq.to_string()));
+    }
+    if d.flags.ack && d.ack != c.ack {
+        return Some(mismatch("ack", d.ack.to_string(), c.ack.to_string()));
+    }
+    if d.sack_blocks() != c.sack_blocks() {
+        return Some(mismatch(
+            "sack",
+            format!("{:?}", d.sack_blocks()),
+            format!("{:?}", c.sack_blocks()),
+        ));
+    }
+    if d.flags != c.flags {
+        return Some(mismatch(
+            "flags",
+            format!("{:?}", d.flags),
+            format!("{:?}", c.flags),
+        ));
+    }
+    if d.payload() != c.payload() {
+        return Some(mismatch(
+            "payload",
+            summary(d.payload()),
+            summary(c.payload()),
+        ));
+    }
+    None
+}
+
+/// A payload's length and its start, for a mismatch line.
+fn summary(payload: &[u8]) -> String {
+    let start = &payload[..payload.len().min(40)];
+    format!(
+        "{} bytes {:?}",
+        payload.len(),
+        String::from_utf8_lossy(start)
+    )
 }
 
 fn with_ip(frame: &Frame, ip: Vec<u8>) -> Frame {
@@ -216,5 +311,45 @@ fn with_ip(frame: &Frame, ip: Vec<u8>) -> Frame {
         time: frame.time,
         link_header: frame.link_header.clone(),
         ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+
+    fn reply(ack: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([198, 51, 100, 20], [192, 0, 2, 10], 63)
+            .tcp(21, 40000, 5000, 64240)
+            .ack(ack)
+            .write(&mut out, payload)
+            .expect("build");
+        out
+    }
+
+    #[test]
+    fn a_verdict_that_differs_from_the_capture_is_a_mismatch() {
+        let captured = reply(1001, b"200 ok\r\n");
+        let c = TcpPacket::parse(&captured).expect("tcp");
+        let t = Duration::from_secs(1);
+        assert_eq!(compare_with_capture(t, &c, Some(&captured)), None);
+        let unshifted = reply(1003, b"200 ok\r\n");
+        let m = compare_with_capture(t, &c, Some(&unshifted)).expect("ack differs");
+        assert_eq!(
+            (m.field, m.engine.as_str(), m.captured.as_str()),
+            ("ack", "1003", "1001")
+        );
+        let other = reply(1001, b"200 no\r\n");
+        assert_eq!(
+            compare_with_capture(t, &c, Some(&other)).map(|m| m.field),
+            Some("payload")
+        );
+        assert_eq!(
+            compare_with_capture(t, &c, None).map(|m| m.field),
+            Some("dropped")
+        );
     }
 }
