@@ -137,8 +137,8 @@ enum Command {
     /// Without --apply or --delete, prints the commands (a shell script).
     /// The rules go in the raw table, after your own raw rules.
     Rules {
-        /// Address family: 4, 6 or all
-        #[arg(long, default_value = "all")]
+        /// Address family
+        #[arg(long, value_enum, default_value_t = Families::All)]
         family: Families,
         /// NFQUEUE queue number
         #[arg(
@@ -169,7 +169,7 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct LogArgs {
     /// Log format
-    #[arg(long, value_name = "text|json", default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// More logs: -v every packet, -vv everything
     #[arg(short, long, action = clap::ArgAction::Count)]

@@ -21,7 +21,6 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
 use std::process::Command;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::netfilter::ipset::{self, Ipset};
@@ -147,10 +146,15 @@ impl Family {
 }
 
 /// `--family 4|6|all`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Families {
+    /// IPv4 only (iptables)
+    #[value(name = "4")]
     V4,
+    /// IPv6 only (ip6tables)
+    #[value(name = "6")]
     V6,
+    /// Both
     #[default]
     All,
 }
@@ -161,18 +165,6 @@ impl Families {
             Families::V4 => vec![Family::V4],
             Families::V6 => vec![Family::V6],
             Families::All => vec![Family::V4, Family::V6],
-        }
-    }
-}
-
-impl FromStr for Families {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "4" => Ok(Families::V4),
-            "6" => Ok(Families::V6),
-            "all" => Ok(Families::All),
-            _ => Err(format!("'{s}': expected 4, 6 or all")),
         }
     }
 }
