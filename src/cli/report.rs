@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
@@ -52,51 +52,95 @@ pub fn table_row(names: &mut FlowNames, start: Duration, time: Duration, e: &Eve
     row
 }
 
-fn expectation_json(e: &Expectation) -> Value {
-    json!({
-        "peer": e.peer.to_string(),
-        "dst": e.dst.to_string(),
-        "nat_src": e.nat.src.map(|a| a.to_string()),
-        "nat_dst": e.nat.dst.map(|a| a.to_string()),
-        "kind": format!("{:?}", e.kind),
-        "master": e.master.to_string(),
-    })
+/// An expectation in a JSON event.
+#[derive(Serialize)]
+struct ExpectationRecord {
+    peer: String,
+    dst: String,
+    nat_src: Option<String>,
+    nat_dst: Option<String>,
+    kind: String,
+    master: String,
 }
 
-/// One JSON object per event.
-pub fn event_json(time: Duration, e: &Event) -> Value {
-    let mut v = json!({
-        "time": time.as_secs_f64(),
-        "event": e.kind(),
-        "flow": e.flow().to_string(),
-        "text": e.to_string(),
-    });
-    let dir = direction(e);
-    if !dir.is_empty() {
-        v["dir"] = json!(dir);
+impl From<&Expectation> for ExpectationRecord {
+    fn from(e: &Expectation) -> Self {
+        ExpectationRecord {
+            peer: e.peer.to_string(),
+            dst: e.dst.to_string(),
+            nat_src: e.nat.src.map(|a| a.to_string()),
+            nat_dst: e.nat.dst.map(|a| a.to_string()),
+            kind: format!("{:?}", e.kind),
+            master: e.master.to_string(),
+        }
     }
-    match e {
-        Event::ExpectationAdded(exp) | Event::ExpectationRemoved { exp, .. } => {
-            v["expectation"] = expectation_json(exp);
+}
+
+/// One event as a JSON object: what every event has, then the fields of
+/// its kind (absent when they do not apply).
+#[derive(Serialize, Default)]
+pub struct EventRecord<'a> {
+    time: f64,
+    event: &'static str,
+    flow: String,
+    text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expectation: Option<ExpectationRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<&'a str>,
+}
+
+impl<'a> EventRecord<'a> {
+    pub fn new(time: Duration, e: &'a Event) -> Self {
+        let dir = direction(e);
+        let mut r = EventRecord {
+            time: time.as_secs_f64(),
+            event: e.kind(),
+            flow: e.flow().to_string(),
+            text: e.to_string(),
+            dir: (!dir.is_empty()).then_some(dir),
+            ..EventRecord::default()
+        };
+        match e {
+            Event::ExpectationAdded(exp) | Event::ExpectationRemoved { exp, .. } => {
+                r.expectation = Some(exp.into());
+            }
+            Event::DataMatched { tuple, exp } => {
+                r.data = Some(tuple.to_string());
+                r.expectation = Some(exp.into());
+            }
+            Event::Rewritten { before, after, .. } => {
+                r.before = Some(before);
+                r.after = Some(after);
+            }
+            Event::Refused { line, refusal, .. } => {
+                r.rule = Some(refusal.rule());
+                r.line = Some(line);
+            }
+            Event::Malformed { line, why, .. } => {
+                r.why = Some(why.name());
+                r.line = Some(line);
+            }
+            Event::Line { text, .. } => r.line = Some(text),
+            _ => {}
         }
-        Event::DataMatched { tuple, exp } => {
-            v["data"] = json!(tuple.to_string());
-            v["expectation"] = expectation_json(exp);
-        }
-        Event::Rewritten { before, after, .. } => {
-            v["before"] = json!(before);
-            v["after"] = json!(after);
-        }
-        Event::Refused { line, refusal, .. } => {
-            v["rule"] = json!(refusal.rule());
-            v["line"] = json!(line);
-        }
-        Event::Malformed { line, why, .. } => {
-            v["why"] = json!(why.name());
-            v["line"] = json!(line);
-        }
-        Event::Line { text, .. } => v["line"] = json!(text),
-        _ => {}
+        r
     }
-    v
+}
+
+/// One JSON line per event.
+pub fn event_json(time: Duration, e: &Event) -> String {
+    serde_json::to_string(&EventRecord::new(time, e)).unwrap_or_default()
 }
