@@ -1,0 +1,170 @@
+//! The commands the engine gives the kernel, and the NAT question it asks:
+//! what the live executor and the replay carry out.
+
+use std::time::Duration;
+
+use ftpct_engine::command::{Command, DataConnection, Mark, NatBinding, DATA_TIMEOUT};
+use ftpct_engine::engine::{Config, Known, Step};
+use ftpct_engine::nat::{NoNat, SnatRule, StaticNat};
+use ftpct_engine::tuple::Tuple;
+use ftpct_engine::Hook;
+use ftpct_testkit::{addr, tuple, Control, Gateway, Segment};
+
+const EXPECT: Duration = Duration::from_secs(300);
+
+fn snat() -> StaticNat {
+    let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+    StaticNat::new(vec![rule], Vec::new())
+}
+
+/// A client behind SNAT, logged in far enough to announce.
+fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
+    let mut gw = Gateway::new(cfg, snat());
+    let mut c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40000"),
+        1000,
+        9000,
+    );
+    c.handshake(&mut gw);
+    c.server_says(&mut gw, b"220 ready\r\n");
+    (gw, c)
+}
+
+fn data_syn(port: u16) -> Segment<'static> {
+    Segment::new(
+        Tuple::new(
+            addr("198.51.100.20:20"),
+            addr(&format!("198.51.100.1:{port}")),
+        ),
+        77,
+    )
+    .syn()
+}
+
+#[test]
+fn a_rewritten_port_expects_its_public_destination_and_turns_window_checks_off_once() {
+    let (mut gw, mut c) = session(Config::default());
+    let out = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert_eq!(
+        out.commands,
+        [
+            Command::ExpectDst {
+                dst: addr("198.51.100.1:40000"),
+                timeout: EXPECT,
+            },
+            Command::SetLiberal { orig: c.c2s },
+        ]
+    );
+    c.server_says(&mut gw, b"200 ok\r\n");
+    let again = c.client_says(&mut gw, b"PORT 192,0,2,10,156,65\r\n");
+    assert_eq!(
+        again.commands,
+        [Command::ExpectDst {
+            dst: addr("198.51.100.1:40001"),
+            timeout: EXPECT,
+        }],
+        "window checks are already off"
+    );
+}
+
+#[test]
+fn a_matched_data_syn_creates_its_entry_and_forgets_its_destination() {
+    let mark: Mark = "0x10/0xf0".parse().expect("mark");
+    let (mut gw, mut c) = session(Config {
+        data_mark: Some(mark),
+        ..Config::default()
+    });
+    c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    let out = gw.send(&data_syn(40000));
+    let [Command::CreateRelated(r), Command::ForgetDst { dst }] = out.commands.as_slice() else {
+        panic!("{:?}", out.commands);
+    };
+    assert_eq!(*dst, addr("198.51.100.1:40000"));
+    assert_eq!(r.mark, Some(mark));
+    assert_eq!(r.exp.master, c.c2s);
+    assert_eq!(
+        r.conn,
+        DataConnection {
+            tuple: data_syn(40000).tuple,
+            master: c.c2s,
+            // Follow-master, as the kernel's nf_nat_follow_master: the
+            // source is the master's peer.
+            nat_src: Some(NatBinding {
+                addr: "198.51.100.20".parse().expect("ip"),
+                port: None,
+            }),
+            nat_dst: Some(NatBinding {
+                addr: "192.0.2.10".parse().expect("ip"),
+                port: Some(40000),
+            }),
+            timeout_secs: DATA_TIMEOUT.as_secs() as u32,
+            mark: None,
+        }
+    );
+    assert_eq!(
+        r.conn.translated(),
+        tuple("198.51.100.20:20", "192.0.2.10:40000")
+    );
+    assert_eq!(r.with_master_mark(Some(0x0f)).mark, Some(0x1f));
+    // A data connection the kernel could not make goes back, ipset entry too.
+    assert_eq!(
+        gw.engine.reinstate(r.exp.clone()),
+        [Command::ExpectDst {
+            dst: *dst,
+            timeout: EXPECT,
+        }]
+    );
+    assert_eq!(gw.engine.pending_dsts(), [*dst]);
+}
+
+#[test]
+fn an_expired_expectation_forgets_its_destination() {
+    let (mut gw, mut c) = session(Config::default());
+    c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    let effects = gw.engine.tick(gw.now + EXPECT + Duration::from_secs(2));
+    assert_eq!(
+        effects.commands,
+        [Command::ForgetDst {
+            dst: addr("198.51.100.1:40000")
+        }]
+    );
+    assert!(gw.engine.pending_dsts().is_empty());
+}
+
+#[test]
+fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
+    let mut gw = Gateway::new(Config::default(), NoNat);
+    let c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40000"),
+        1000,
+        9000,
+    );
+    let syn = c.syn(ftpct_testkit::Side::Client, &gw.engine).build();
+    let now = Duration::from_secs(1);
+    let Step::NeedMapping(q) = gw.engine.step(&syn, now, Hook::Prerouting, Known::NotAsked) else {
+        panic!("a new control connection needs its mapping");
+    };
+    assert_eq!((q.seen, q.first_syn, q.forget), (c.c2s, true, None));
+    assert_eq!(gw.engine.stats().packets, 0, "nothing counted yet");
+    assert_eq!(gw.engine.flow_count(), 0);
+    let Step::Decided(_) = gw
+        .engine
+        .step(&syn, now, Hook::Prerouting, Known::Answer(None))
+    else {
+        panic!("an answer decides");
+    };
+    assert_eq!(gw.engine.flow_count(), 1);
+    // Tracked now: its next packet needs no question.
+    let again = gw.engine.step(&syn, now, Hook::Prerouting, Known::NotAsked);
+    assert!(matches!(again, Step::Decided(_)));
+    // Not a control port: no question either.
+    let other = Segment::new(tuple("192.0.2.10:40001", "198.51.100.20:80"), 5)
+        .syn()
+        .build();
+    let web = gw
+        .engine
+        .step(&other, now, Hook::Prerouting, Known::NotAsked);
+    assert!(matches!(web, Step::Decided(_)));
+}
