@@ -160,13 +160,60 @@ impl NatLookup for StaticNat {
     }
 }
 
-/// A command-line NAT rule that could not be read.
+/// A command-line NAT rule that could not be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError(pub String);
+pub enum RuleError {
+    /// No `=` between the two sides; `usage` shows the form.
+    NoEquals {
+        rule: String,
+        usage: &'static str,
+    },
+    /// An address where a network is needed (it would mean one host).
+    NoPrefix {
+        addr: IpAddr,
+    },
+    NotCidr {
+        text: String,
+    },
+    NotAddress {
+        text: String,
+    },
+    NotEndpoint {
+        text: String,
+    },
+    PortZero {
+        text: String,
+    },
+    MixedFamilies {
+        flag: &'static str,
+        rule: String,
+    },
+}
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RuleError::NoEquals { rule, usage } => write!(f, "'{rule}': expected {usage}"),
+            RuleError::NoPrefix { addr } => {
+                let host = if addr.is_ipv4() { 32 } else { 128 };
+                write!(
+                    f,
+                    "--snat: '{addr}' has no prefix length: write {addr}/24 (or the network's own length) for a network, {addr}/{host} for one host"
+                )
+            }
+            RuleError::NotCidr { text } => {
+                write!(f, "--snat: '{text}' is not a CIDR (e.g. 192.0.2.0/24)")
+            }
+            RuleError::NotAddress { text } => write!(f, "--snat: '{text}' is not an IP address"),
+            RuleError::NotEndpoint { text } => write!(
+                f,
+                "'{text}' is not ADDR or ADDR:PORT (IPv6 with a port: [ADDR]:PORT)"
+            ),
+            RuleError::PortZero { text } => write!(f, "'{text}': port 0"),
+            RuleError::MixedFamilies { flag, rule } => {
+                write!(f, "{flag} {rule}: mixes IPv4 and IPv6")
+            }
+        }
     }
 }
 
@@ -176,21 +223,21 @@ impl FromStr for SnatRule {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
         let (cidr, addr) = split_rule(s, "--snat CIDR=ADDR, e.g. 192.0.2.0/24=198.51.100.1")?;
-        let inside = cidr.parse::<IpNet>().map_err(|_| match cidr.parse::<IpAddr>() {
-            // A bare address would silently mean one host (/32 or /128).
-            Ok(ip) => {
-                let host = if ip.is_ipv4() { 32 } else { 128 };
-                RuleError(format!(
-                    "--snat: '{cidr}' has no prefix length: write {cidr}/24 (or the network's own length) for a network, {cidr}/{host} for one host"
-                ))
-            }
-            Err(_) => RuleError(format!("--snat: '{cidr}' is not a CIDR (e.g. 192.0.2.0/24)")),
-        })?;
+        let inside = cidr
+            .parse::<IpNet>()
+            .map_err(|_| match cidr.parse::<IpAddr>() {
+                // A bare address would silently mean one host (/32 or /128).
+                Ok(addr) => RuleError::NoPrefix { addr },
+                Err(_) => RuleError::NotCidr { text: cidr.into() },
+            })?;
         let public = addr
             .parse::<IpAddr>()
-            .map_err(|_| RuleError(format!("--snat: '{addr}' is not an IP address")))?;
+            .map_err(|_| RuleError::NotAddress { text: addr.into() })?;
         if inside.addr().is_ipv4() != public.is_ipv4() {
-            return Err(RuleError(format!("--snat {s}: mixes IPv4 and IPv6")));
+            return Err(RuleError::MixedFamilies {
+                flag: "--snat",
+                rule: s.into(),
+            });
         }
         Ok(SnatRule { inside, public })
     }
@@ -206,7 +253,10 @@ impl FromStr for DnatRule {
         let (public, public_port) = parse_endpoint(public)?;
         let (private, private_port) = parse_endpoint(private)?;
         if public.is_ipv4() != private.is_ipv4() {
-            return Err(RuleError(format!("--dnat {s}: mixes IPv4 and IPv6")));
+            return Err(RuleError::MixedFamilies {
+                flag: "--dnat",
+                rule: s.into(),
+            });
         }
         Ok(DnatRule {
             public,
@@ -217,9 +267,11 @@ impl FromStr for DnatRule {
     }
 }
 
-fn split_rule<'a>(s: &'a str, usage: &str) -> Result<(&'a str, &'a str), RuleError> {
-    s.split_once('=')
-        .ok_or_else(|| RuleError(format!("'{s}': expected {usage}")))
+fn split_rule<'a>(s: &'a str, usage: &'static str) -> Result<(&'a str, &'a str), RuleError> {
+    s.split_once('=').ok_or_else(|| RuleError::NoEquals {
+        rule: s.into(),
+        usage,
+    })
 }
 
 /// `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
@@ -227,13 +279,11 @@ fn parse_endpoint(s: &str) -> Result<(IpAddr, Option<u16>), RuleError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok((ip, None));
     }
-    let sa = s.parse::<SocketAddr>().map_err(|_| {
-        RuleError(format!(
-            "'{s}' is not ADDR or ADDR:PORT (IPv6 with a port: [ADDR]:PORT)"
-        ))
-    })?;
+    let sa = s
+        .parse::<SocketAddr>()
+        .map_err(|_| RuleError::NotEndpoint { text: s.into() })?;
     if sa.port() == 0 {
-        return Err(RuleError(format!("'{s}': port 0")));
+        return Err(RuleError::PortZero { text: s.into() });
     }
     Ok((sa.ip(), Some(sa.port())))
 }
@@ -353,9 +403,16 @@ mod tests {
     #[test]
     fn snat_needs_a_prefix_length() {
         let e = "192.0.2.0=198.51.100.1".parse::<SnatRule>().unwrap_err();
+        assert_eq!(
+            e,
+            RuleError::NoPrefix {
+                addr: "192.0.2.0".parse().expect("ip")
+            }
+        );
+        let said = e.to_string();
         assert!(
-            e.0.contains("192.0.2.0/24") && e.0.contains("192.0.2.0/32"),
-            "{e}"
+            said.contains("192.0.2.0/24") && said.contains("192.0.2.0/32"),
+            "{said}"
         );
         assert!("192.0.2.0/24=198.51.100.1".parse::<SnatRule>().is_ok());
         assert!("192.0.2.10/32=198.51.100.1".parse::<SnatRule>().is_ok());
@@ -495,8 +552,22 @@ mod tests {
     fn rule_parsing() {
         assert!("192.0.2.0/24=198.51.100.1".parse::<SnatRule>().is_ok());
         assert!("2001:db8:1::/64=2001:db8:2::1".parse::<SnatRule>().is_ok());
-        assert!("192.0.2.0/24=2001:db8::1".parse::<SnatRule>().is_err());
-        assert!("nonsense".parse::<SnatRule>().is_err());
+        assert!(matches!(
+            "192.0.2.0/24=2001:db8::1".parse::<SnatRule>(),
+            Err(RuleError::MixedFamilies { flag: "--snat", .. })
+        ));
+        assert!(matches!(
+            "nonsense".parse::<SnatRule>(),
+            Err(RuleError::NoEquals { .. })
+        ));
+        assert!(matches!(
+            "x/24=198.51.100.1".parse::<SnatRule>(),
+            Err(RuleError::NotCidr { .. })
+        ));
+        assert!(matches!(
+            "198.51.100.1:0=192.0.2.20".parse::<DnatRule>(),
+            Err(RuleError::PortZero { .. })
+        ));
         let d: DnatRule = "[2001:db8:2::1]:2121=[2001:db8:1::20]:21"
             .parse()
             .expect("v6 dnat");
