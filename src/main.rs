@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use ftpct::cli::logging::{self, LogFormat};
 use ftpct::cli::report::{self, FlowNames};
 use ftpct::daemon;
-use ftpct::netfilter::rules::{self, Action, Families, QueueTarget, RuleSet, SetNames};
+use ftpct::netfilter::iptables;
+use ftpct::netfilter::rules::{self, Action, Families, QueueTarget, RuleSet};
+use ftpct::netfilter::sets::{self, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
 use ftpct_engine::command::Mark;
@@ -300,13 +302,17 @@ fn run_rules(
         None => vec![rules::render_apply(&rs)],
         // Sets before the rules that name them, and after the rules on the way out.
         Some(Action::Apply) => {
-            let mut log = rules::apply_sets(&rs)?;
-            log.extend(rules::change_rules(&mut rules::System, &rs, Action::Apply)?);
+            let mut log = sets::apply_sets(&rs)?;
+            log.extend(iptables::change_rules(
+                &mut iptables::System,
+                &rs,
+                Action::Apply,
+            )?);
             log
         }
         Some(Action::Delete) => {
-            let mut log = rules::change_rules(&mut rules::System, &rs, Action::Delete)?;
-            log.extend(rules::delete_sets(&rs)?);
+            let mut log = iptables::change_rules(&mut iptables::System, &rs, Action::Delete)?;
+            log.extend(sets::delete_sets(&rs)?);
             log
         }
     };

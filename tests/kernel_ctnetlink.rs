@@ -517,7 +517,7 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         return;
     }
     use ftpct::daemon::{Executor, LiveKernel};
-    use ftpct::netfilter::rules::SetNames;
+    use ftpct::netfilter::sets::SetNames;
     use ftpct_engine::command::{Command, Related};
     use ftpct_engine::expect::{Expectation, NatBindings};
     use ftpct_engine::grammar::AnnounceKind;

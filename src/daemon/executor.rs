@@ -18,7 +18,7 @@ use ftpct_engine::tuple::Tuple;
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
-use crate::netfilter::rules::SetNames;
+use crate::netfilter::sets::SetNames;
 
 /// Pending destinations checked against the kernel's sets per call of
 /// [`Executor::check_sets`] (a flushed set is noticed within pending/64 s).

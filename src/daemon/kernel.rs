@@ -11,7 +11,7 @@ use ftpct_engine::tuple::{Dir, Tuple};
 use super::DaemonError;
 use crate::netfilter::ctnetlink::Ctnetlink;
 use crate::netfilter::ipset::Ipset;
-use crate::netfilter::rules::{self, SetNames};
+use crate::netfilter::sets::{self, SetNames};
 
 /// TCP conntrack states in which a SYN opens the tuple again (conntrack
 /// itself then replaces the entry): TIME_WAIT and CLOSE.
@@ -77,7 +77,7 @@ impl Kernel for LiveKernel {
     }
 
     fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool> {
-        rules::ensure_set(&mut self.ipset, set, v6)
+        sets::ensure_set(&mut self.ipset, set, v6)
     }
 
     fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
@@ -101,7 +101,7 @@ impl LiveKernel {
     /// entries left by an earlier run expect nothing any more.
     pub fn prepare_sets(&mut self, sets: &SetNames) -> Result<(), DaemonError> {
         for (name, v6) in sets.both() {
-            rules::ensure_set(&mut self.ipset, name, v6).map_err(|e| {
+            sets::ensure_set(&mut self.ipset, name, v6).map_err(|e| {
                 DaemonError(format!(
                     "ipset {name}: {e}: remove it (ipset destroy {name}) or choose another --ipset"
                 ))

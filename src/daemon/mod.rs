@@ -38,9 +38,10 @@ pub use packet_path::PacketPath;
 pub use shared::Shared;
 
 use crate::netfilter::conntrack_lookup::LiveNat;
+use crate::netfilter::iptables;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue};
 use crate::netfilter::rule_watch::RuleWatch;
-use crate::netfilter::rules::{self, SetNames};
+use crate::netfilter::sets::SetNames;
 use queue_loop::{spawn_workers, stop_workers, Worker};
 
 /// How often the engine's timers run when no packet comes.
@@ -144,7 +145,7 @@ fn supervise(
             give_back_memory();
             next_trim += TRIM_EVERY;
         }
-        rules.check(&mut rules::System, Instant::now());
+        rules.check(&mut iptables::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {
                 timers.log_state();

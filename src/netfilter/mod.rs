@@ -4,7 +4,9 @@
 pub mod conntrack_lookup;
 pub mod ctnetlink;
 pub mod ipset;
+pub mod iptables;
 pub mod netlink;
 pub mod nfqueue;
 pub mod rule_watch;
 pub mod rules;
+pub mod sets;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::netfilter::rules::Exec;
+use crate::netfilter::iptables::Exec;
 
 /// How often the rules are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -108,7 +108,7 @@ impl RuleWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netfilter::rules::Ran;
+    use crate::netfilter::iptables::Ran;
     use std::io;
 
     /// iptables-save that prints what the test says.

@@ -1,5 +1,6 @@
-//! `ftpct rules`: the iptables/ip6tables rules and ipsets ftpct needs,
-//! printed as commands, or applied and removed idempotently.
+//! `ftpct rules`: the iptables/ip6tables rules ftpct needs, as a
+//! [`RuleSet`], and printed as shell commands (`ftpct rules` without
+//! `--apply`). Running them is `iptables.rs`, the sets they name `sets.rs`.
 //!
 //! Every rule goes in the raw table (before conntrack) and is appended
 //! after the user's own raw rules: an NFQUEUE accept resumes the packet at
@@ -13,28 +14,21 @@
 //! - PREROUTING and OUTPUT: a SYN whose destination address and port are in
 //!   the ipset of expected data connections -> NFQUEUE.
 //!
-//! `--queue-bypass` lets packets through when ftpct is not running. Works
-//! with iptables-nft and iptables-legacy alike (it calls `iptables` and
-//! `ip6tables`, and reads `iptables -V` to know which save tool to use).
+//! `--queue-bypass` lets packets through when ftpct is not running.
 
 use std::fmt::Write as _;
-use std::io;
 use std::net::IpAddr;
-use std::process::Command;
-use std::time::Duration;
 
-use crate::netfilter::ipset::{self, Ipset};
-use crate::netfilter::netlink::kernel_errno;
+// The sets the rules match: reachable where the RuleSet is.
+use crate::netfilter::sets::SET_TIMEOUT_SECS;
+pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 
-/// Default timeout of the sets (each entry carries its own).
-pub const SET_TIMEOUT_SECS: u32 = 300;
-/// Default base name of the sets.
-pub const DEFAULT_SET: &str = "ftpct";
-const TABLE: &str = "raw";
+pub(crate) const TABLE: &str = "raw";
 /// At most this many ports fit one multiport match.
 const MULTIPORT_MAX: usize = 15;
-const COMMENT_CT: &str = "ftpct: turns conntrack on";
-const COMMENT_CT_CREATED: &str = "ftpct: turns conntrack on (raw table created by ftpct)";
+pub(crate) const COMMENT_CT: &str = "ftpct: turns conntrack on";
+pub(crate) const COMMENT_CT_CREATED: &str =
+    "ftpct: turns conntrack on (raw table created by ftpct)";
 const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_HANDSHAKE: &str = "ftpct: FTP control handshakes, within the budget";
 const COMMENT_HANDSHAKE_EXCESS: &str =
@@ -47,59 +41,6 @@ const COMMENT_HANDSHAKE_EXCESS: &str =
 pub const HANDSHAKE_BUDGET: &str = "2000/sec";
 const HANDSHAKE_BURST: &str = "4000";
 const COMMENT_SYN: &str = "ftpct: expected FTP data connections";
-
-/// The two sets: `NAME` (IPv4) and `NAME6` (IPv6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetNames {
-    pub v4: String,
-    pub v6: String,
-}
-
-impl SetNames {
-    pub fn new(base: &str) -> io::Result<Self> {
-        let names = SetNames {
-            v4: base.to_string(),
-            v6: format!("{base}6"),
-        };
-        ipset::check_name(&names.v4)?;
-        ipset::check_name(&names.v6)?;
-        Ok(names)
-    }
-
-    /// The set for a destination address of that family.
-    pub fn for_ip(&self, ip: IpAddr) -> &str {
-        self.of(Family::of(ip))
-    }
-
-    pub fn of(&self, family: Family) -> &str {
-        match family {
-            Family::V4 => &self.v4,
-            Family::V6 => &self.v6,
-        }
-    }
-
-    /// Both names, with "is IPv6".
-    pub fn both(&self) -> [(&str, bool); 2] {
-        [(&self.v4, false), (&self.v6, true)]
-    }
-}
-
-/// Makes sure the `hash:ip,port` set `name` exists; true if created here.
-pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> io::Result<bool> {
-    let probe: IpAddr = if v6 {
-        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
-    } else {
-        IpAddr::from([192, 0, 2, 0])
-    };
-    match ipset.test(name, probe, 9) {
-        Ok(_) => Ok(false),
-        Err(e) if kernel_errno(&e) == Some(libc::ENOENT) => {
-            ipset.create(name, v6, SET_TIMEOUT_SECS)?;
-            Ok(true)
-        }
-        Err(e) => Err(e),
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -123,21 +64,21 @@ impl Family {
         }
     }
 
-    fn ipset_family(self) -> &'static str {
+    pub(crate) fn ipset_family(self) -> &'static str {
         match self {
             Family::V4 => "inet",
             Family::V6 => "inet6",
         }
     }
 
-    fn nft_family(self) -> &'static str {
+    pub(crate) fn nft_family(self) -> &'static str {
         match self {
             Family::V4 => "ip",
             Family::V6 => "ip6",
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Family::V4 => "IPv4",
             Family::V6 => "IPv6",
@@ -238,12 +179,12 @@ pub struct RuleSet {
     pub sets: SetNames,
 }
 
-fn words(s: &[&str]) -> Vec<String> {
+pub(crate) fn words(s: &[&str]) -> Vec<String> {
     s.iter().map(|w| w.to_string()).collect()
 }
 
 /// The conntrack rule, with the comment saying who created the table.
-fn conntrack_on(table_created: bool) -> Rule {
+pub(crate) fn conntrack_on(table_created: bool) -> Rule {
     let comment = if table_created {
         COMMENT_CT_CREATED
     } else {
@@ -342,7 +283,7 @@ pub fn shell_word(w: &str) -> String {
     }
 }
 
-fn command_line(prog: &str, args: &[String]) -> String {
+pub(crate) fn command_line(prog: &str, args: &[String]) -> String {
     let mut line = prog.to_string();
     for a in args {
         line.push(' ');
@@ -351,7 +292,7 @@ fn command_line(prog: &str, args: &[String]) -> String {
     line
 }
 
-fn rule_args(op: &str, rule: &Rule) -> Vec<String> {
+pub(crate) fn rule_args(op: &str, rule: &Rule) -> Vec<String> {
     let mut args = words(&["-t", TABLE, op, rule.chain]);
     args.extend(rule.spec.iter().cloned());
     args
@@ -423,246 +364,6 @@ impl std::fmt::Display for RulesError {
 
 impl std::error::Error for RulesError {}
 
-/// What a command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ran {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs programs (a trait so the apply/delete logic is testable).
-pub trait Exec {
-    fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran>;
-}
-
-/// Runs real programs.
-pub struct System;
-
-impl Exec for System {
-    fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran> {
-        let out = Command::new(prog).args(args).output()?;
-        Ok(Ran {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-/// Which iptables a system has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Nft,
-    Legacy,
-}
-
-/// The firewall of one family as the tools see it.
-struct Tables<'a, E: Exec> {
-    exec: &'a mut E,
-    family: Family,
-    backend: Backend,
-    /// What was done, one line each, for the user.
-    log: Vec<String>,
-}
-
-impl<'a, E: Exec> Tables<'a, E> {
-    fn open(exec: &'a mut E, family: Family) -> Result<Self, RulesError> {
-        let tool = family.tool();
-        let v = exec
-            .exec(tool, &words(&["-V"]))
-            .map_err(|e| RulesError(format!("cannot run {tool} ({e}): install iptables")))?;
-        let backend = if v.stdout.contains("legacy") {
-            Backend::Legacy
-        } else if v.stdout.contains("nf_tables") {
-            Backend::Nft
-        } else {
-            return Err(RulesError(format!(
-                "{tool} -V says '{}': neither nf_tables nor legacy",
-                v.stdout.trim()
-            )));
-        };
-        Ok(Tables {
-            exec,
-            family,
-            backend,
-            log: Vec::new(),
-        })
-    }
-
-    fn run(&mut self, args: &[String]) -> Result<Ran, RulesError> {
-        let tool = self.family.tool();
-        self.exec
-            .exec(tool, args)
-            .map_err(|e| RulesError(format!("cannot run {tool}: {e}")))
-    }
-
-    /// `iptables-save` of the backend `iptables` uses.
-    fn save(&mut self) -> Result<String, RulesError> {
-        let tool = self.family.tool();
-        let specific = match self.backend {
-            Backend::Nft => format!("{tool}-nft-save"),
-            Backend::Legacy => format!("{tool}-legacy-save"),
-        };
-        for prog in [specific, format!("{tool}-save")] {
-            match self.exec.exec(&prog, &[]) {
-                Ok(r) if r.ok => return Ok(r.stdout),
-                Ok(r) => return Err(RulesError(format!("{prog} failed: {}", r.stderr))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(RulesError(format!("cannot run {prog}: {e}"))),
-            }
-        }
-        Err(RulesError(format!(
-            "{tool}-save not found: install iptables"
-        )))
-    }
-
-    fn has(&mut self, rule: &Rule) -> Result<bool, RulesError> {
-        Ok(self.run(&rule_args("-C", rule))?.ok)
-    }
-
-    fn change(&mut self, op: &str, rule: &Rule) -> Result<(), RulesError> {
-        let args = rule_args(op, rule);
-        let line = command_line(self.family.tool(), &args);
-        let r = self.run(&args)?;
-        if !r.ok {
-            return Err(RulesError(format!("{line}: {}", r.stderr)));
-        }
-        self.log.push(line);
-        Ok(())
-    }
-
-    /// Appends each rule that is not there yet.
-    fn apply(&mut self, rs: &RuleSet) -> Result<(), RulesError> {
-        // Before any -C: with legacy, -C itself instantiates the table.
-        let created = !has_table(&self.save()?);
-        for rule in rs.rules(self.family, created) {
-            let present = if rule.role == Role::ConntrackOn {
-                self.has(&conntrack_on(false))? || self.has(&conntrack_on(true))?
-            } else {
-                self.has(&rule)?
-            };
-            if present {
-                let line = command_line(self.family.tool(), &rule_args("-A", &rule));
-                self.log.push(format!("# already there: {line}"));
-            } else {
-                self.change("-A", &rule)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes our rules (every copy), then the raw table if we created
-    /// it and nothing else is in it.
-    fn delete(&mut self, rs: &RuleSet) -> Result<(), RulesError> {
-        if !has_table(&self.save()?) {
-            return Ok(());
-        }
-        let mut created = false;
-        let mut rules = rs.rules(self.family, false);
-        rules.push(conntrack_on(true));
-        for rule in rules.iter().rev() {
-            // Bounded: a rule appended N times is removed N times.
-            for _ in 0..64 {
-                if !self.has(rule)? {
-                    break;
-                }
-                self.change("-D", rule)?;
-                created |= rule.spec.iter().any(|w| w == COMMENT_CT_CREATED);
-            }
-        }
-        if created {
-            self.drop_created_table()?;
-        }
-        Ok(())
-    }
-
-    fn drop_created_table(&mut self) -> Result<(), RulesError> {
-        if !raw_table_is_empty(&self.save()?) {
-            self.log
-                .push("# the raw table has other rules now: kept".into());
-            return Ok(());
-        }
-        match self.backend {
-            Backend::Legacy => self.log.push(
-                "# iptables-legacy: the kernel keeps the (empty) raw table until the namespace goes"
-                    .into(),
-            ),
-            Backend::Nft => self.drop_nft_table()?,
-        }
-        Ok(())
-    }
-
-    /// `nft delete table`, after checking nft sees nothing but empty chains.
-    fn drop_nft_table(&mut self) -> Result<(), RulesError> {
-        let fam = self.family.nft_family();
-        let list = words(&["list", "table", fam, TABLE]);
-        let listed = match self.exec.exec("nft", &list) {
-            Ok(r) if r.ok => r.stdout,
-            Ok(_) => return Ok(()),
-            Err(_) => {
-                self.log.push(format!(
-                    "# nft not found: the empty table {fam} {TABLE} stays (`nft delete table {fam} {TABLE}` removes it)"
-                ));
-                return Ok(());
-            }
-        };
-        if !nft_table_is_bare(&listed) {
-            return Ok(());
-        }
-        let del = words(&["delete", "table", fam, TABLE]);
-        let r = self
-            .exec
-            .exec("nft", &del)
-            .map_err(|e| RulesError(format!("nft: {e}")))?;
-        if !r.ok {
-            return Err(RulesError(format!(
-                "nft delete table {fam} {TABLE}: {}",
-                r.stderr
-            )));
-        }
-        self.log.push(command_line("nft", &del));
-        Ok(())
-    }
-}
-
-/// True if the save output has a raw table.
-fn has_table(save: &str) -> bool {
-    save.lines().any(|l| l.trim() == format!("*{TABLE}"))
-}
-
-/// The raw table's section of a save output.
-fn table_section(save: &str) -> Vec<&str> {
-    save.lines()
-        .skip_while(|l| l.trim() != format!("*{TABLE}"))
-        .skip(1)
-        .take_while(|l| l.trim() != "COMMIT")
-        .collect()
-}
-
-/// No rule, no chain of the user's, every policy ACCEPT.
-fn raw_table_is_empty(save: &str) -> bool {
-    table_section(save).iter().all(|l| {
-        let l = l.trim();
-        l.is_empty()
-            || l.starts_with('#')
-            || [":PREROUTING ACCEPT", ":OUTPUT ACCEPT"]
-                .iter()
-                .any(|p| l.starts_with(p))
-    })
-}
-
-/// `nft list table` shows base chains without rules and nothing else.
-fn nft_table_is_bare(listed: &str) -> bool {
-    listed.lines().map(str::trim).all(|l| {
-        l.is_empty()
-            || l == "}"
-            || l.starts_with("table ")
-            || l.starts_with("chain ")
-            || l.starts_with("type filter hook")
-    })
-}
-
 /// Whether to add or remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -670,113 +371,11 @@ pub enum Action {
     Delete,
 }
 
-/// Applies or removes the iptables rules of every family; returns what was done.
-pub fn change_rules<E: Exec>(
-    exec: &mut E,
-    rs: &RuleSet,
-    action: Action,
-) -> Result<Vec<String>, RulesError> {
-    let mut log = Vec::new();
-    for &f in &rs.families {
-        let mut t = Tables::open(exec, f)?;
-        log.push(format!(
-            "# {} ({})",
-            f.name(),
-            match t.backend {
-                Backend::Nft => "nf_tables",
-                Backend::Legacy => "legacy",
-            }
-        ));
-        match action {
-            Action::Apply => t.apply(rs)?,
-            Action::Delete => t.delete(rs)?,
-        }
-        log.append(&mut t.log);
-    }
-    Ok(log)
-}
-
-fn open_ipset() -> Result<Ipset, RulesError> {
-    Ipset::open().map_err(|e| ipset_unusable(&e))
-}
-
-/// Why ipset cannot be used, and what to do: a missing privilege is not a
-/// missing module.
-fn ipset_unusable(e: &io::Error) -> RulesError {
-    let denied = e.kind() == io::ErrorKind::PermissionDenied
-        || kernel_errno(e).is_some_and(|n| n == libc::EPERM || n == libc::EACCES);
-    RulesError(if denied {
-        format!("ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo")
-    } else {
-        format!("ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`")
-    })
-}
-
-/// Creates the sets that do not exist yet (before the rules naming them).
-pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
-    let mut ipset = open_ipset()?;
-    let mut log = Vec::new();
-    for &f in &rs.families {
-        let name = rs.sets.of(f);
-        let created = ensure_set(&mut ipset, name, f == Family::V6)
-            .map_err(|e| RulesError(format!("ipset {name}: {e}")))?;
-        log.push(if created {
-            format!(
-                "ipset create {} hash:ip,port family {} timeout {SET_TIMEOUT_SECS}",
-                shell_word(name),
-                f.ipset_family()
-            )
-        } else {
-            format!("# already there: ipset {}", shell_word(name))
-        });
-    }
-    Ok(log)
-}
-
-/// Destroys the sets (after the rules naming them are gone). A set still
-/// in use by another rule is kept, with a note.
-pub fn delete_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
-    let mut ipset = open_ipset()?;
-    let mut log = Vec::new();
-    for &f in &rs.families {
-        let name = rs.sets.of(f);
-        match destroy_set(&mut ipset, name) {
-            Ok(()) => log.push(format!("ipset destroy {}", shell_word(name))),
-            Err(e) => log.push(format!("# ipset {name} kept: {e}")),
-        }
-    }
-    Ok(log)
-}
-
-/// Destroy, retried briefly: a rule just deleted can hold the set a moment.
-fn destroy_set(ipset: &mut Ipset, name: &str) -> io::Result<()> {
-    let mut last = Ok(());
-    for _ in 0..20 {
-        last = ipset.destroy(name);
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    last
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn ipset_errors_say_root_or_modprobe() {
-        let denied = ipset_unusable(&io::Error::from_raw_os_error(libc::EPERM));
-        assert!(
-            denied.0.contains("as root") && !denied.0.contains("modprobe"),
-            "{denied}"
-        );
-        let missing = ipset_unusable(&io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
-        assert!(missing.0.contains("modprobe"), "{missing}");
-    }
-
-    fn ruleset(families: Families) -> RuleSet {
+    pub(crate) fn ruleset(families: Families) -> RuleSet {
         RuleSet {
             families: families.list(),
             queue: QueueTarget::Num(0),
@@ -828,146 +427,5 @@ mod tests {
         assert_eq!(shell_word("a b"), "'a b'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");
-    }
-
-    #[test]
-    fn set_names() {
-        let s = SetNames::new("ftpct").expect("names");
-        assert_eq!(s.for_ip("2001:db8::1".parse().expect("ip")), "ftpct6");
-        assert_eq!(s.for_ip("192.0.2.1".parse().expect("ip")), "ftpct");
-        assert!(SetNames::new(&"x".repeat(31)).is_err(), "no room for the 6");
-    }
-
-    /// iptables as a list of rules, `iptables-save` printing them.
-    struct FakeIptables {
-        backend: &'static str,
-        rules: Vec<(String, Vec<String>)>,
-        table: bool,
-        user_rule: bool,
-        nft_deleted: bool,
-    }
-
-    impl FakeIptables {
-        fn new(backend: &'static str) -> Self {
-            FakeIptables {
-                backend,
-                rules: Vec::new(),
-                table: false,
-                user_rule: false,
-                nft_deleted: false,
-            }
-        }
-        fn save(&self) -> String {
-            if !self.table {
-                return String::new();
-            }
-            let mut s =
-                "# Generated\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n".to_string();
-            if self.user_rule {
-                s.push_str("-A PREROUTING -j NOTRACK\n");
-            }
-            for (chain, spec) in &self.rules {
-                s.push_str(&format!("-A {chain} {}\n", spec.join(" ")));
-            }
-            s + "COMMIT\n"
-        }
-    }
-
-    impl Exec for FakeIptables {
-        fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran> {
-            let ok = |stdout: String| Ran {
-                ok: true,
-                stdout,
-                stderr: String::new(),
-            };
-            if prog.ends_with("-save") {
-                return Ok(ok(self.save()));
-            }
-            if prog == "nft" {
-                if args[0] == "delete" {
-                    self.table = false;
-                    self.nft_deleted = true;
-                }
-                return Ok(ok("table ip raw {\n\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n}\n".into()));
-            }
-            if args[0] == "-V" {
-                return Ok(ok(format!("iptables v1.8.9 ({})\n", self.backend)));
-            }
-            let (op, chain, spec) = (&args[2], args[3].clone(), args[4..].to_vec());
-            self.table = true;
-            let pos = self.rules.iter().position(|r| r.0 == chain && r.1 == spec);
-            let done = match (op.as_str(), pos) {
-                ("-C", p) => p.is_some(),
-                ("-A", _) => {
-                    self.rules.push((chain, spec));
-                    true
-                }
-                ("-D", Some(p)) => {
-                    self.rules.remove(p);
-                    true
-                }
-                _ => false,
-            };
-            Ok(Ran {
-                ok: done,
-                ..Ran::default()
-            })
-        }
-    }
-
-    #[test]
-    fn apply_is_idempotent_and_delete_restores() {
-        let rs = ruleset(Families::V4);
-        let mut fw = FakeIptables::new("nf_tables");
-        let log = change_rules(&mut fw, &rs, Action::Apply).expect("apply");
-        // conntrack on; per chain: handshakes within and over the budget,
-        // the control channel, the expected SYNs.
-        assert_eq!(fw.rules.len(), 9, "{log:?}");
-        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT_CREATED));
-        change_rules(&mut fw, &rs, Action::Apply).expect("again");
-        assert_eq!(fw.rules.len(), 9, "applied twice, added once");
-        change_rules(&mut fw, &rs, Action::Delete).expect("delete");
-        assert!(fw.rules.is_empty());
-        assert!(fw.nft_deleted, "the table ftpct created is removed");
-        assert_eq!(fw.save(), "");
-    }
-
-    #[test]
-    fn an_existing_table_and_its_rules_are_kept() {
-        let rs = ruleset(Families::V4);
-        let mut fw = FakeIptables::new("legacy");
-        fw.table = true;
-        fw.user_rule = true;
-        let before = fw.save();
-        change_rules(&mut fw, &rs, Action::Apply).expect("apply");
-        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT));
-        change_rules(&mut fw, &rs, Action::Delete).expect("delete");
-        assert!(!fw.nft_deleted);
-        assert_eq!(fw.save(), before);
-    }
-
-    #[test]
-    fn delete_without_a_table_touches_nothing() {
-        let rs = ruleset(Families::All);
-        let mut fw = FakeIptables::new("legacy");
-        let log = change_rules(&mut fw, &rs, Action::Delete).expect("delete");
-        assert!(
-            !fw.table,
-            "no -C that would instantiate a legacy table: {log:?}"
-        );
-    }
-
-    #[test]
-    fn empty_table_detection() {
-        let empty = "*raw\n:PREROUTING ACCEPT [3:120]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
-        assert!(raw_table_is_empty(empty));
-        assert!(!raw_table_is_empty(
-            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n"
-        ));
-        assert!(!raw_table_is_empty(
-            "*raw\n:PREROUTING DROP [0:0]\nCOMMIT\n"
-        ));
-        assert!(!raw_table_is_empty("*raw\n:mine - [0:0]\nCOMMIT\n"));
-        assert!(!nft_table_is_bare("table ip raw {\n set s {\n }\n}\n"));
     }
 }

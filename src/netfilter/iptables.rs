@@ -1,0 +1,419 @@
+//! Running iptables/ip6tables (and nft, for a raw table ftpct created):
+//! which backend the system has, reading its save output, and applying or
+//! deleting a [`RuleSet`] idempotently. Works with iptables-nft and
+//! iptables-legacy alike (it calls `iptables` and `ip6tables`, and reads
+//! `iptables -V` to know which save tool to use).
+
+use std::io;
+use std::process::Command;
+
+use crate::netfilter::rules::{
+    command_line, conntrack_on, rule_args, words, Action, Family, Role, Rule, RuleSet, RulesError,
+    COMMENT_CT_CREATED, TABLE,
+};
+
+/// What a command did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs programs (a trait so the apply/delete logic is testable).
+pub trait Exec {
+    fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran>;
+}
+
+/// Runs real programs.
+pub struct System;
+
+impl Exec for System {
+    fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran> {
+        let out = Command::new(prog).args(args).output()?;
+        Ok(Ran {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Which iptables a system has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nft,
+    Legacy,
+}
+
+/// The firewall of one family as the tools see it.
+struct Tables<'a, E: Exec> {
+    exec: &'a mut E,
+    family: Family,
+    backend: Backend,
+    /// What was done, one line each, for the user.
+    log: Vec<String>,
+}
+
+impl<'a, E: Exec> Tables<'a, E> {
+    fn open(exec: &'a mut E, family: Family) -> Result<Self, RulesError> {
+        let tool = family.tool();
+        let v = exec
+            .exec(tool, &words(&["-V"]))
+            .map_err(|e| RulesError(format!("cannot run {tool} ({e}): install iptables")))?;
+        let backend = if v.stdout.contains("legacy") {
+            Backend::Legacy
+        } else if v.stdout.contains("nf_tables") {
+            Backend::Nft
+        } else {
+            return Err(RulesError(format!(
+                "{tool} -V says '{}': neither nf_tables nor legacy",
+                v.stdout.trim()
+            )));
+        };
+        Ok(Tables {
+            exec,
+            family,
+            backend,
+            log: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, args: &[String]) -> Result<Ran, RulesError> {
+        let tool = self.family.tool();
+        self.exec
+            .exec(tool, args)
+            .map_err(|e| RulesError(format!("cannot run {tool}: {e}")))
+    }
+
+    /// `iptables-save` of the backend `iptables` uses.
+    fn save(&mut self) -> Result<String, RulesError> {
+        let tool = self.family.tool();
+        let specific = match self.backend {
+            Backend::Nft => format!("{tool}-nft-save"),
+            Backend::Legacy => format!("{tool}-legacy-save"),
+        };
+        for prog in [specific, format!("{tool}-save")] {
+            match self.exec.exec(&prog, &[]) {
+                Ok(r) if r.ok => return Ok(r.stdout),
+                Ok(r) => return Err(RulesError(format!("{prog} failed: {}", r.stderr))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RulesError(format!("cannot run {prog}: {e}"))),
+            }
+        }
+        Err(RulesError(format!(
+            "{tool}-save not found: install iptables"
+        )))
+    }
+
+    fn has(&mut self, rule: &Rule) -> Result<bool, RulesError> {
+        Ok(self.run(&rule_args("-C", rule))?.ok)
+    }
+
+    fn change(&mut self, op: &str, rule: &Rule) -> Result<(), RulesError> {
+        let args = rule_args(op, rule);
+        let line = command_line(self.family.tool(), &args);
+        let r = self.run(&args)?;
+        if !r.ok {
+            return Err(RulesError(format!("{line}: {}", r.stderr)));
+        }
+        self.log.push(line);
+        Ok(())
+    }
+
+    /// Appends each rule that is not there yet.
+    fn apply(&mut self, rs: &RuleSet) -> Result<(), RulesError> {
+        // Before any -C: with legacy, -C itself instantiates the table.
+        let created = !has_table(&self.save()?);
+        for rule in rs.rules(self.family, created) {
+            let present = if rule.role == Role::ConntrackOn {
+                self.has(&conntrack_on(false))? || self.has(&conntrack_on(true))?
+            } else {
+                self.has(&rule)?
+            };
+            if present {
+                let line = command_line(self.family.tool(), &rule_args("-A", &rule));
+                self.log.push(format!("# already there: {line}"));
+            } else {
+                self.change("-A", &rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes our rules (every copy), then the raw table if we created
+    /// it and nothing else is in it.
+    fn delete(&mut self, rs: &RuleSet) -> Result<(), RulesError> {
+        if !has_table(&self.save()?) {
+            return Ok(());
+        }
+        let mut created = false;
+        let mut rules = rs.rules(self.family, false);
+        rules.push(conntrack_on(true));
+        for rule in rules.iter().rev() {
+            // Bounded: a rule appended N times is removed N times.
+            for _ in 0..64 {
+                if !self.has(rule)? {
+                    break;
+                }
+                self.change("-D", rule)?;
+                created |= rule.spec.iter().any(|w| w == COMMENT_CT_CREATED);
+            }
+        }
+        if created {
+            self.drop_created_table()?;
+        }
+        Ok(())
+    }
+
+    fn drop_created_table(&mut self) -> Result<(), RulesError> {
+        if !raw_table_is_empty(&self.save()?) {
+            self.log
+                .push("# the raw table has other rules now: kept".into());
+            return Ok(());
+        }
+        match self.backend {
+            Backend::Legacy => self.log.push(
+                "# iptables-legacy: the kernel keeps the (empty) raw table until the namespace goes"
+                    .into(),
+            ),
+            Backend::Nft => self.drop_nft_table()?,
+        }
+        Ok(())
+    }
+
+    /// `nft delete table`, after checking nft sees nothing but empty chains.
+    fn drop_nft_table(&mut self) -> Result<(), RulesError> {
+        let fam = self.family.nft_family();
+        let list = words(&["list", "table", fam, TABLE]);
+        let listed = match self.exec.exec("nft", &list) {
+            Ok(r) if r.ok => r.stdout,
+            Ok(_) => return Ok(()),
+            Err(_) => {
+                self.log.push(format!(
+                    "# nft not found: the empty table {fam} {TABLE} stays (`nft delete table {fam} {TABLE}` removes it)"
+                ));
+                return Ok(());
+            }
+        };
+        if !nft_table_is_bare(&listed) {
+            return Ok(());
+        }
+        let del = words(&["delete", "table", fam, TABLE]);
+        let r = self
+            .exec
+            .exec("nft", &del)
+            .map_err(|e| RulesError(format!("nft: {e}")))?;
+        if !r.ok {
+            return Err(RulesError(format!(
+                "nft delete table {fam} {TABLE}: {}",
+                r.stderr
+            )));
+        }
+        self.log.push(command_line("nft", &del));
+        Ok(())
+    }
+}
+
+/// True if the save output has a raw table.
+fn has_table(save: &str) -> bool {
+    save.lines().any(|l| l.trim() == format!("*{TABLE}"))
+}
+
+/// The raw table's section of a save output.
+fn table_section(save: &str) -> Vec<&str> {
+    save.lines()
+        .skip_while(|l| l.trim() != format!("*{TABLE}"))
+        .skip(1)
+        .take_while(|l| l.trim() != "COMMIT")
+        .collect()
+}
+
+/// No rule, no chain of the user's, every policy ACCEPT.
+fn raw_table_is_empty(save: &str) -> bool {
+    table_section(save).iter().all(|l| {
+        let l = l.trim();
+        l.is_empty()
+            || l.starts_with('#')
+            || [":PREROUTING ACCEPT", ":OUTPUT ACCEPT"]
+                .iter()
+                .any(|p| l.starts_with(p))
+    })
+}
+
+/// `nft list table` shows base chains without rules and nothing else.
+fn nft_table_is_bare(listed: &str) -> bool {
+    listed.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || l == "}"
+            || l.starts_with("table ")
+            || l.starts_with("chain ")
+            || l.starts_with("type filter hook")
+    })
+}
+
+/// Applies or removes the iptables rules of every family; returns what was done.
+pub fn change_rules<E: Exec>(
+    exec: &mut E,
+    rs: &RuleSet,
+    action: Action,
+) -> Result<Vec<String>, RulesError> {
+    let mut log = Vec::new();
+    for &f in &rs.families {
+        let mut t = Tables::open(exec, f)?;
+        log.push(format!(
+            "# {} ({})",
+            f.name(),
+            match t.backend {
+                Backend::Nft => "nf_tables",
+                Backend::Legacy => "legacy",
+            }
+        ));
+        match action {
+            Action::Apply => t.apply(rs)?,
+            Action::Delete => t.delete(rs)?,
+        }
+        log.append(&mut t.log);
+    }
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netfilter::rules::tests::ruleset;
+    use crate::netfilter::rules::{Families, COMMENT_CT};
+
+    /// iptables as a list of rules, `iptables-save` printing them.
+    struct FakeIptables {
+        backend: &'static str,
+        rules: Vec<(String, Vec<String>)>,
+        table: bool,
+        user_rule: bool,
+        nft_deleted: bool,
+    }
+
+    impl FakeIptables {
+        fn new(backend: &'static str) -> Self {
+            FakeIptables {
+                backend,
+                rules: Vec::new(),
+                table: false,
+                user_rule: false,
+                nft_deleted: false,
+            }
+        }
+        fn save(&self) -> String {
+            if !self.table {
+                return String::new();
+            }
+            let mut s =
+                "# Generated\n*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n".to_string();
+            if self.user_rule {
+                s.push_str("-A PREROUTING -j NOTRACK\n");
+            }
+            for (chain, spec) in &self.rules {
+                s.push_str(&format!("-A {chain} {}\n", spec.join(" ")));
+            }
+            s + "COMMIT\n"
+        }
+    }
+
+    impl Exec for FakeIptables {
+        fn exec(&mut self, prog: &str, args: &[String]) -> io::Result<Ran> {
+            let ok = |stdout: String| Ran {
+                ok: true,
+                stdout,
+                stderr: String::new(),
+            };
+            if prog.ends_with("-save") {
+                return Ok(ok(self.save()));
+            }
+            if prog == "nft" {
+                if args[0] == "delete" {
+                    self.table = false;
+                    self.nft_deleted = true;
+                }
+                return Ok(ok("table ip raw {\n\tchain PREROUTING {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t}\n}\n".into()));
+            }
+            if args[0] == "-V" {
+                return Ok(ok(format!("iptables v1.8.9 ({})\n", self.backend)));
+            }
+            let (op, chain, spec) = (&args[2], args[3].clone(), args[4..].to_vec());
+            self.table = true;
+            let pos = self.rules.iter().position(|r| r.0 == chain && r.1 == spec);
+            let done = match (op.as_str(), pos) {
+                ("-C", p) => p.is_some(),
+                ("-A", _) => {
+                    self.rules.push((chain, spec));
+                    true
+                }
+                ("-D", Some(p)) => {
+                    self.rules.remove(p);
+                    true
+                }
+                _ => false,
+            };
+            Ok(Ran {
+                ok: done,
+                ..Ran::default()
+            })
+        }
+    }
+
+    #[test]
+    fn apply_is_idempotent_and_delete_restores() {
+        let rs = ruleset(Families::V4);
+        let mut fw = FakeIptables::new("nf_tables");
+        let log = change_rules(&mut fw, &rs, Action::Apply).expect("apply");
+        // conntrack on; per chain: handshakes within and over the budget,
+        // the control channel, the expected SYNs.
+        assert_eq!(fw.rules.len(), 9, "{log:?}");
+        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT_CREATED));
+        change_rules(&mut fw, &rs, Action::Apply).expect("again");
+        assert_eq!(fw.rules.len(), 9, "applied twice, added once");
+        change_rules(&mut fw, &rs, Action::Delete).expect("delete");
+        assert!(fw.rules.is_empty());
+        assert!(fw.nft_deleted, "the table ftpct created is removed");
+        assert_eq!(fw.save(), "");
+    }
+
+    #[test]
+    fn an_existing_table_and_its_rules_are_kept() {
+        let rs = ruleset(Families::V4);
+        let mut fw = FakeIptables::new("legacy");
+        fw.table = true;
+        fw.user_rule = true;
+        let before = fw.save();
+        change_rules(&mut fw, &rs, Action::Apply).expect("apply");
+        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT));
+        change_rules(&mut fw, &rs, Action::Delete).expect("delete");
+        assert!(!fw.nft_deleted);
+        assert_eq!(fw.save(), before);
+    }
+
+    #[test]
+    fn delete_without_a_table_touches_nothing() {
+        let rs = ruleset(Families::All);
+        let mut fw = FakeIptables::new("legacy");
+        let log = change_rules(&mut fw, &rs, Action::Delete).expect("delete");
+        assert!(
+            !fw.table,
+            "no -C that would instantiate a legacy table: {log:?}"
+        );
+    }
+
+    #[test]
+    fn empty_table_detection() {
+        let empty = "*raw\n:PREROUTING ACCEPT [3:120]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        assert!(raw_table_is_empty(empty));
+        assert!(!raw_table_is_empty(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n"
+        ));
+        assert!(!raw_table_is_empty(
+            "*raw\n:PREROUTING DROP [0:0]\nCOMMIT\n"
+        ));
+        assert!(!raw_table_is_empty("*raw\n:mine - [0:0]\nCOMMIT\n"));
+        assert!(!nft_table_is_bare("table ip raw {\n set s {\n }\n}\n"));
+    }
+}

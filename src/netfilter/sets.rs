@@ -1,0 +1,157 @@
+//! ftpct's ipsets: their names ([`SetNames`]), and creating, flushing and
+//! destroying them for `ftpct rules` and `ftpct run`.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::netfilter::ipset::{self, Ipset};
+use crate::netfilter::netlink::kernel_errno;
+use crate::netfilter::rules::{shell_word, Family, RuleSet, RulesError};
+
+/// Default timeout of the sets (each entry carries its own).
+pub const SET_TIMEOUT_SECS: u32 = 300;
+/// Default base name of the sets.
+pub const DEFAULT_SET: &str = "ftpct";
+
+/// The two sets: `NAME` (IPv4) and `NAME6` (IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetNames {
+    pub v4: String,
+    pub v6: String,
+}
+
+impl SetNames {
+    pub fn new(base: &str) -> io::Result<Self> {
+        let names = SetNames {
+            v4: base.to_string(),
+            v6: format!("{base}6"),
+        };
+        ipset::check_name(&names.v4)?;
+        ipset::check_name(&names.v6)?;
+        Ok(names)
+    }
+
+    /// The set for a destination address of that family.
+    pub fn for_ip(&self, ip: IpAddr) -> &str {
+        self.of(Family::of(ip))
+    }
+
+    pub fn of(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// Both names, with "is IPv6".
+    pub fn both(&self) -> [(&str, bool); 2] {
+        [(&self.v4, false), (&self.v6, true)]
+    }
+}
+
+/// Makes sure the `hash:ip,port` set `name` exists; true if created here.
+pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> io::Result<bool> {
+    let probe: IpAddr = if v6 {
+        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
+    } else {
+        IpAddr::from([192, 0, 2, 0])
+    };
+    match ipset.test(name, probe, 9) {
+        Ok(_) => Ok(false),
+        Err(e) if kernel_errno(&e) == Some(libc::ENOENT) => {
+            ipset.create(name, v6, SET_TIMEOUT_SECS)?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn open_ipset() -> Result<Ipset, RulesError> {
+    Ipset::open().map_err(|e| ipset_unusable(&e))
+}
+
+/// Why ipset cannot be used, and what to do: a missing privilege is not a
+/// missing module.
+fn ipset_unusable(e: &io::Error) -> RulesError {
+    let denied = e.kind() == io::ErrorKind::PermissionDenied
+        || kernel_errno(e).is_some_and(|n| n == libc::EPERM || n == libc::EACCES);
+    RulesError(if denied {
+        format!("ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo")
+    } else {
+        format!("ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`")
+    })
+}
+
+/// Creates the sets that do not exist yet (before the rules naming them).
+pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
+    let mut ipset = open_ipset()?;
+    let mut log = Vec::new();
+    for &f in &rs.families {
+        let name = rs.sets.of(f);
+        let created = ensure_set(&mut ipset, name, f == Family::V6)
+            .map_err(|e| RulesError(format!("ipset {name}: {e}")))?;
+        log.push(if created {
+            format!(
+                "ipset create {} hash:ip,port family {} timeout {SET_TIMEOUT_SECS}",
+                shell_word(name),
+                f.ipset_family()
+            )
+        } else {
+            format!("# already there: ipset {}", shell_word(name))
+        });
+    }
+    Ok(log)
+}
+
+/// Destroys the sets (after the rules naming them are gone). A set still
+/// in use by another rule is kept, with a note.
+pub fn delete_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
+    let mut ipset = open_ipset()?;
+    let mut log = Vec::new();
+    for &f in &rs.families {
+        let name = rs.sets.of(f);
+        match destroy_set(&mut ipset, name) {
+            Ok(()) => log.push(format!("ipset destroy {}", shell_word(name))),
+            Err(e) => log.push(format!("# ipset {name} kept: {e}")),
+        }
+    }
+    Ok(log)
+}
+
+/// Destroy, retried briefly: a rule just deleted can hold the set a moment.
+fn destroy_set(ipset: &mut Ipset, name: &str) -> io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..20 {
+        last = ipset.destroy(name);
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipset_errors_say_root_or_modprobe() {
+        let denied = ipset_unusable(&io::Error::from_raw_os_error(libc::EPERM));
+        assert!(
+            denied.0.contains("as root") && !denied.0.contains("modprobe"),
+            "{denied}"
+        );
+        let missing = ipset_unusable(&io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
+        assert!(missing.0.contains("modprobe"), "{missing}");
+    }
+
+    #[test]
+    fn set_names() {
+        let s = SetNames::new("ftpct").expect("names");
+        assert_eq!(s.for_ip("2001:db8::1".parse().expect("ip")), "ftpct6");
+        assert_eq!(s.for_ip("192.0.2.1".parse().expect("ip")), "ftpct");
+        assert!(SetNames::new(&"x".repeat(31)).is_err(), "no room for the 6");
+    }
+}
