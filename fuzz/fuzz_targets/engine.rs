@@ -52,16 +52,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use etherparse::{PacketBuilder, TcpOptionElement};
 use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::nat::StaticNat;
 use ftpct_engine::policy::Policy;
+use ftpct_engine::seqadj::seq_after;
 use ftpct_engine::stream::DropReason;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{checksums_valid, TcpPacket};
+use ftpct_testkit::{Received, Segment};
 
 #[cfg(not(test))]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -159,10 +160,6 @@ impl Sender {
             };
         (out, fin)
     }
-}
-
-fn seq_after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// The NAT rules and addresses of one mode.
@@ -334,57 +331,13 @@ fn config(cfg: u8) -> Config {
     c
 }
 
-/// Builds one TCP/IP packet.
-#[allow(clippy::too_many_arguments)]
-fn build(
-    t: &Tuple,
-    seq: u32,
-    ack: Option<u32>,
-    syn: bool,
-    fin: bool,
-    rst: bool,
-    sack: Option<(u32, u32)>,
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = match (t.src.ip(), t.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
-        _ => unreachable!("tuples of one family"),
-    };
-    let mut b = b.tcp(t.src.port(), t.dst.port(), seq, 64240);
-    if let Some(a) = ack {
-        b = b.ack(a);
-    }
-    if syn {
-        b = b.syn();
-    }
-    if fin {
-        b = b.fin();
-    }
-    if rst {
-        b = b.rst();
-    }
-    if let Some(edges) = sack {
-        b = b
-            .options(&[
-                TcpOptionElement::Noop,
-                TcpOptionElement::Noop,
-                TcpOptionElement::SelectiveAcknowledgement(edges, [None; 3]),
-            ])
-            .expect("SACK option fits");
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, payload).expect("write to a Vec");
-    out
-}
-
 /// Per flow direction: what the harness knows of the engine's decisions.
 #[derive(Default)]
 struct FlowDirState {
     rewritten: bool,
     held: bool,
-    /// Outside sequence position -> byte that left the gateway.
-    far: HashMap<u32, u8>,
+    /// The bytes that left the gateway, by outside sequence position.
+    far: Received,
 }
 
 /// The harness state besides the engine.
@@ -495,14 +448,10 @@ impl Checker {
         let Some((m, d)) = engine.mapping_of(t).filter(|_| self.consistent) else {
             return everything;
         };
-        let mut pos = engine.acknowledged_by(t, peer.isn.wrapping_add(1));
-        let Some(state) = self.dirs.get(&(m.orig, opposite(d))) else {
-            return pos;
-        };
-        while state.far.contains_key(&pos) {
-            pos = pos.wrapping_add(1);
-        }
-        pos
+        let start = engine.acknowledged_by(t, peer.isn.wrapping_add(1));
+        self.dirs
+            .get(&(m.orig, opposite(d)))
+            .map_or(start, |state| state.far.end_from(start))
     }
 
     /// Checks a verdict on packet `input`.
@@ -573,11 +522,8 @@ impl Checker {
                 let far = &mut self.dirs.entry(key).or_default().far;
                 // Data on a SYN starts after it.
                 let start = out_pkt.seq.wrapping_add(u32::from(out_pkt.flags.syn));
-                for (i, b) in out_pkt.payload().iter().enumerate() {
-                    let at = start.wrapping_add(i as u32);
-                    let first = *far.entry(at).or_insert(*b);
-                    assert_eq!(first, *b, "two different bytes left at seq {at}");
-                }
+                let recorded = far.record(start, out_pkt.payload());
+                assert_eq!(recorded, Ok(()), "two different bytes left at one seq");
             }
         }
     }
@@ -662,7 +608,7 @@ pub fn run(data: &[u8]) -> Summary {
                 };
                 let peer = if server { nth(exp.peer, 1) } else { exp.peer };
                 let t = Tuple::new(SocketAddr::new(peer, 30000 + u16::from(*len)), exp.dst);
-                let pkt = build(&t, 1, None, true, false, false, None, &[]);
+                let pkt = Segment::new(t, 1).syn().build();
                 let outcome = engine.process(&pkt, now, Hook::Prerouting, &mut nat);
                 checker.summary.packets += 1;
                 let matched = outcome.events.iter().any(|e| {
@@ -706,10 +652,23 @@ pub fn run(data: &[u8]) -> Summary {
                 let ack_pos = checker.received_upto(&engine, &t, &conn.senders[1 - dir]);
                 // A client SYN carries no ACK; a server's SYN always does.
                 let ack = if syn { server } else { flags & F_ACK != 0 }.then_some(ack_pos);
-                let sack = (flags & F_SACK != 0 && ack.is_some())
-                    .then(|| (ack_pos.wrapping_add(8), ack_pos.wrapping_add(16)));
+                let block = [(ack_pos.wrapping_add(8), ack_pos.wrapping_add(16))];
+                let sack: &[(u32, u32)] = if flags & F_SACK != 0 && ack.is_some() {
+                    &block
+                } else {
+                    &[]
+                };
                 let rst = flags & F_RST != 0;
-                let mut pkt = build(&t, seq, ack, syn, fin, rst, sack, &bytes);
+                let mut pkt = Segment {
+                    ack,
+                    syn,
+                    fin,
+                    rst,
+                    sack,
+                    ..Segment::new(t, seq)
+                }
+                .payload(&bytes)
+                .build();
                 if kind == KIND_FLIP {
                     checker.consistent = false;
                     let at = usize::from(delta as u8) % pkt.len();

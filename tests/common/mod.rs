@@ -12,6 +12,7 @@ use ftpct_engine::nat::{DnatRule, SnatRule};
 use ftpct_engine::seqadj::seq_after;
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{checksums_valid, TcpPacket};
+use ftpct_testkit::Received;
 
 pub fn pcap(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -84,23 +85,19 @@ pub fn assert_far_side_bytes_consistent(frames: &[Frame]) {
 }
 
 fn check_far_side(frames: &[Frame], check_acks: bool) {
-    let mut bytes: HashMap<Tuple, HashMap<u32, u8>> = HashMap::new();
+    let mut bytes: HashMap<Tuple, Received> = HashMap::new();
     let mut highest: HashMap<Tuple, u32> = HashMap::new();
     for (i, f) in frames.iter().enumerate() {
         let Ok(p) = TcpPacket::parse(&f.ip) else {
             continue;
         };
         assert!(checksums_valid(&f.ip), "frame {i}: bad checksum");
-        let stream = bytes.entry(p.tuple).or_default();
-        for (k, b) in p.payload().iter().enumerate() {
-            let pos = p.seq.wrapping_add(k as u32);
-            if let Some(old) = stream.insert(pos, *b) {
-                assert_eq!(
-                    old, *b,
-                    "frame {i}: byte at seq {pos} differs from an earlier copy"
-                );
-            }
-        }
+        let recorded = bytes.entry(p.tuple).or_default().record(p.seq, p.payload());
+        assert_eq!(
+            recorded,
+            Ok(()),
+            "frame {i}: a byte differs from an earlier copy"
+        );
         let end = p.seq.wrapping_add(p.seq_len());
         let h = highest.entry(p.tuple).or_insert(end);
         if seq_after(end, *h) {

@@ -24,10 +24,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use etherparse::PacketBuilder;
-use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::engine::{Config, Verdict};
 use ftpct_engine::nat::{CtMapping, NatLookup, NoNat, StaticNat};
 use ftpct_engine::tuple::Tuple;
+use ftpct_testkit::{set_seq_ack, tuple, Control, Gateway, Segment, Side};
 
 /// Flows and expectations in the table-size measurement.
 const TABLE: u32 = 100_000;
@@ -37,8 +37,8 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--mem-variant") {
         // A child process: one table measurement on a fresh heap.
         match args.get(i + 1).map(String::as_str) {
-            Some("snat") => table_run("SNAT, PORT rewritten", true, &mut PrefixSnat),
-            _ => table_run("no NAT", false, &mut NoNat),
+            Some("snat") => table_run("SNAT, PORT rewritten", true, PrefixSnat),
+            _ => table_run("no NAT", false, NoNat),
         }
         return;
     }
@@ -63,57 +63,78 @@ fn main() {
     c.final_summary();
 }
 
-// ---------------------------------------------------------------- packets
+// ------------------------------------------------------ one control flow
 
-#[derive(Clone, Copy)]
-struct Flags {
-    syn: bool,
-    ack: bool,
+/// One control connection driven through an engine, in the gateway's
+/// clock (1 µs a packet).
+struct Session {
+    gw: Gateway<StaticNat>,
+    ctl: Control,
 }
 
-const SYN: Flags = Flags {
-    syn: true,
-    ack: false,
-};
-const SYN_ACK: Flags = Flags {
-    syn: true,
-    ack: true,
-};
-const ACK: Flags = Flags {
-    syn: false,
-    ack: true,
-};
-
-fn packet(t: &Tuple, seq: u32, ack: u32, f: Flags, payload: &[u8]) -> Vec<u8> {
-    let b = match (t.src.ip(), t.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
-        _ => panic!("mixed families"),
-    };
-    let mut b = b.tcp(t.src.port(), t.dst.port(), seq, 64240);
-    if f.syn {
-        b = b.syn();
+impl Session {
+    /// Handshake and banner.
+    fn open(nat: StaticNat, c2s: Tuple, s2c: Tuple) -> Session {
+        let gw = Gateway::new(Config::default(), nat)
+            .clock(Duration::from_secs(1), Duration::from_micros(1));
+        let mut s = Session {
+            gw,
+            ctl: Control::new(c2s, s2c, 1_000_000, 5_000_000),
+        };
+        s.ctl.handshake(&mut s.gw);
+        s.ctl.server_says(&mut s.gw, b"220 ready\r\n");
+        s.ctl.client_says(&mut s.gw, b"");
+        s
     }
-    if f.ack {
-        b = b.ack(ack);
+
+    fn send(&mut self, side: Side, payload: &[u8]) -> Verdict {
+        self.ctl.says(&mut self.gw, side, payload).verdict
     }
-    let mut out = Vec::with_capacity(80 + payload.len());
-    b.write(&mut out, payload).expect("write to a Vec");
-    out
 }
 
-/// Writes sequence and acknowledgement numbers into a built packet.
-fn patch(buf: &mut [u8], seq: u32, ack: u32) {
-    let tcp = if buf[0] >> 4 == 6 { 40 } else { 20 };
-    buf[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
-    buf[tcp + 8..tcp + 12].copy_from_slice(&ack.to_be_bytes());
+/// A prepared packet that is sent again and again with new numbers.
+struct Repeat {
+    bytes: Vec<u8>,
+    side: Side,
+    len: usize,
+    /// What the receiver's numbering adds to the other direction's
+    /// positions (edits made before the benchmark), so that no engine
+    /// call but `process` is timed.
+    ack_shift: u32,
 }
 
-fn tuple(src: &str, dst: &str) -> Tuple {
-    Tuple::new(
-        src.parse().expect("bench address"),
-        dst.parse().expect("bench address"),
-    )
+impl Repeat {
+    fn new(s: &Session, side: Side, payload: &[u8]) -> Repeat {
+        let other = s.ctl.peer(side.other()).next;
+        Repeat {
+            bytes: Segment::new(s.ctl.tuple(side), 0)
+                .ack(0)
+                .payload(payload)
+                .build(),
+            side,
+            len: payload.len(),
+            ack_shift: s.ctl.acknowledges(side, &s.gw.engine).wrapping_sub(other),
+        }
+    }
+
+    /// Sends it once as the next segment of its direction; returns the
+    /// verdict's size so that nothing is optimised away.
+    fn send(&mut self, s: &mut Session) -> usize {
+        let seq = s.ctl.peer(self.side).next;
+        let ack = s
+            .ctl
+            .peer(self.side.other())
+            .next
+            .wrapping_add(self.ack_shift);
+        set_seq_ack(&mut self.bytes, seq, ack);
+        let out = s.gw.process(black_box(&self.bytes));
+        s.ctl.peer_mut(self.side).advance(self.len);
+        match out.verdict {
+            Verdict::Replace(b) => b.len(),
+            Verdict::Accept => 1,
+            Verdict::Drop => 0,
+        }
+    }
 }
 
 fn snat(rule: &str) -> StaticNat {
@@ -122,126 +143,6 @@ fn snat(rule: &str) -> StaticNat {
 
 fn dnat(rule: &str) -> StaticNat {
     StaticNat::new(vec![], vec![rule.parse().expect("bench rule")])
-}
-
-// ------------------------------------------------------ one control flow
-
-/// One control connection driven through an engine: the client and
-/// server tuples as the gateway sees them, and each side's next sequence
-/// number in its own (original) numbering.
-struct Session {
-    engine: Engine,
-    nat: StaticNat,
-    c2s: Tuple,
-    s2c: Tuple,
-    client_next: u32,
-    server_next: u32,
-    now: Duration,
-}
-
-impl Session {
-    /// Handshake and banner.
-    fn open(nat: StaticNat, c2s: Tuple, s2c: Tuple) -> Session {
-        let mut s = Session {
-            engine: Engine::new(Config::default()),
-            nat,
-            c2s,
-            s2c,
-            client_next: 1_000_001,
-            server_next: 5_000_001,
-            now: Duration::from_secs(1),
-        };
-        s.send_raw(true, SYN, &[], 1_000_000);
-        s.send_raw(false, SYN_ACK, &[], 5_000_000);
-        s.send(true, b"");
-        s.send(false, b"220 ready\r\n");
-        s.send(true, b"");
-        s
-    }
-
-    fn send_raw(&mut self, client: bool, f: Flags, payload: &[u8], seq: u32) -> Verdict {
-        let (t, ack) = if client {
-            (self.c2s, self.server_next)
-        } else {
-            (self.s2c, self.client_next)
-        };
-        let ack = self.engine.acknowledged_by(&t, ack);
-        let bytes = packet(&t, seq, ack, f, payload);
-        self.now += Duration::from_micros(1);
-        let out = self
-            .engine
-            .process(&bytes, self.now, Hook::Prerouting, &mut self.nat);
-        out.verdict
-    }
-
-    fn send(&mut self, client: bool, payload: &[u8]) -> Verdict {
-        let seq = if client {
-            self.client_next
-        } else {
-            self.server_next
-        };
-        let v = self.send_raw(client, ACK, payload, seq);
-        let n = payload.len() as u32;
-        if client {
-            self.client_next = self.client_next.wrapping_add(n);
-        } else {
-            self.server_next = self.server_next.wrapping_add(n);
-        }
-        v
-    }
-}
-
-/// A prepared packet that is sent again and again with new numbers.
-struct Repeat {
-    bytes: Vec<u8>,
-    client: bool,
-    len: u32,
-    /// What the receiver's numbering adds to the other direction's
-    /// positions (edits made before the benchmark), so that no engine
-    /// call but `process` is timed.
-    ack_shift: u32,
-}
-
-impl Repeat {
-    fn new(s: &Session, client: bool, payload: &[u8]) -> Repeat {
-        let (t, other) = if client {
-            (s.c2s, s.server_next)
-        } else {
-            (s.s2c, s.client_next)
-        };
-        Repeat {
-            bytes: packet(&t, 0, 0, ACK, payload),
-            client,
-            len: payload.len() as u32,
-            ack_shift: s.engine.acknowledged_by(&t, other).wrapping_sub(other),
-        }
-    }
-
-    /// Sends it once as the next segment of its direction; returns the
-    /// verdict's size so that nothing is optimised away.
-    fn send(&mut self, s: &mut Session) -> usize {
-        let (seq, other) = if self.client {
-            (s.client_next, s.server_next)
-        } else {
-            (s.server_next, s.client_next)
-        };
-        let ack = other.wrapping_add(self.ack_shift);
-        patch(&mut self.bytes, seq, ack);
-        s.now += Duration::from_micros(1);
-        let out = s
-            .engine
-            .process(black_box(&self.bytes), s.now, Hook::Prerouting, &mut s.nat);
-        if self.client {
-            s.client_next = s.client_next.wrapping_add(self.len);
-        } else {
-            s.server_next = s.server_next.wrapping_add(self.len);
-        }
-        match out.verdict {
-            Verdict::Replace(b) => b.len(),
-            Verdict::Accept => 1,
-            Verdict::Drop => 0,
-        }
-    }
 }
 
 /// Benchmarks alternate packets from `packets` on session `s`.
@@ -268,8 +169,8 @@ fn snat_v4() -> Session {
 fn plain(c: &mut Criterion) {
     let exchange = |s: &Session| {
         vec![
-            Repeat::new(s, true, b"NOOP\r\n"),
-            Repeat::new(s, false, b"200 OK\r\n"),
+            Repeat::new(s, Side::Client, b"NOOP\r\n"),
+            Repeat::new(s, Side::Server, b"200 OK\r\n"),
         ]
     };
     let s = snat_v4();
@@ -295,7 +196,7 @@ fn plain(c: &mut Criterion) {
 
 fn rewrite(c: &mut Criterion) {
     let s = snat_v4();
-    let mut port = Repeat::new(&s, true, b"PORT 192,0,2,10,156,64\r\n");
+    let mut port = Repeat::new(&s, Side::Client, b"PORT 192,0,2,10,156,64\r\n");
     let mut check = snat_v4();
     assert!(port.send(&mut check) > 1, "the PORT must be rewritten");
     bench_exchange(c, "rewrite/port_v4_snat", s, vec![port]);
@@ -309,7 +210,7 @@ fn rewrite(c: &mut Criterion) {
     };
     let s = open_dnat();
     let line = b"227 Entering Passive Mode (192,0,2,20,195,80).\r\n";
-    let mut pasv = Repeat::new(&s, false, line);
+    let mut pasv = Repeat::new(&s, Side::Server, line);
     let mut check = open_dnat();
     assert!(pasv.send(&mut check) > 1, "the 227 must be rewritten");
     bench_exchange(c, "rewrite/227_v4_dnat", s, vec![pasv]);
@@ -322,7 +223,7 @@ fn rewrite(c: &mut Criterion) {
         )
     };
     let s = open_v6();
-    let mut eprt = Repeat::new(&s, true, b"EPRT |2|2001:db8:1::10|40100|\r\n");
+    let mut eprt = Repeat::new(&s, Side::Client, b"EPRT |2|2001:db8:1::10|40100|\r\n");
     let mut check = open_v6();
     assert!(eprt.send(&mut check) > 1, "the EPRT must be rewritten");
     bench_exchange(c, "rewrite/eprt_v6_snat", s, vec![eprt]);
@@ -330,12 +231,12 @@ fn rewrite(c: &mut Criterion) {
 
 fn fixup(c: &mut Criterion) {
     let mut s = snat_v4();
-    let v = s.send(true, b"PORT 192,0,2,10,156,64\r\n");
+    let v = s.send(Side::Client, b"PORT 192,0,2,10,156,64\r\n");
     assert!(matches!(v, Verdict::Replace(_)), "PORT rewritten");
-    s.send(false, b"200 PORT command successful.\r\n");
+    s.send(Side::Server, b"200 PORT command successful.\r\n");
     let p = vec![
-        Repeat::new(&s, true, b"NOOP\r\n"),
-        Repeat::new(&s, false, b"200 OK\r\n"),
+        Repeat::new(&s, Side::Client, b"NOOP\r\n"),
+        Repeat::new(&s, Side::Server, b"200 OK\r\n"),
     ];
     bench_exchange(c, "fixup/noop_200_after_port_rewrite", s, p);
 }
@@ -437,50 +338,47 @@ const CLIENT_ISN: u32 = 1_000_000;
 const SERVER_ISN: u32 = 7_000_000;
 const BANNER: &[u8] = b"220 ready\r\n";
 
-fn table_run(label: &str, natted: bool, nat: &mut dyn NatLookup) {
+fn table_run<N: NatLookup>(label: &str, natted: bool, nat: N) {
     let cfg = Config {
         max_flows: 2 * TABLE as usize,
         max_expect_total: 2 * TABLE as usize,
         ..Config::default()
     };
-    let mut engine = Engine::new(cfg);
-    let mut now = Duration::from_secs(10);
-    let mut feed = |engine: &mut Engine, bytes: &[u8], now: &mut Duration| {
-        *now += Duration::from_micros(1);
-        black_box(engine.process(bytes, *now, Hook::Prerouting, nat));
+    let mut gw = Gateway::new(cfg, nat).clock(Duration::from_secs(10), Duration::from_micros(1));
+    let feed = |gw: &mut Gateway<N>, bytes: &[u8]| {
+        black_box(gw.process(bytes));
     };
     let c2s = |i: u32| Tuple::new(client(i), server());
     let s2c = |i: u32| Tuple::new(server(), public_of(client(i), natted));
-    let (c1, s1) = (CLIENT_ISN + 1, SERVER_ISN + 1);
-    let s2 = s1 + BANNER.len() as u32;
+    let c1 = CLIENT_ISN + 1;
+    let s2 = SERVER_ISN + 1 + BANNER.len() as u32;
+    // A segment of client `i` after the banner, its next byte at `seq`.
+    let client_sends = |i: u32, seq: u32, payload: &[u8]| -> Vec<u8> {
+        Segment::new(c2s(i), seq).ack(s2).payload(payload).build()
+    };
 
     let before = (rss(), heap_in_use());
     for i in 0..TABLE {
-        feed(
-            &mut engine,
-            &packet(&c2s(i), CLIENT_ISN, 0, SYN, &[]),
-            &mut now,
-        );
-        feed(
-            &mut engine,
-            &packet(&s2c(i), SERVER_ISN, c1, SYN_ACK, &[]),
-            &mut now,
-        );
-        feed(&mut engine, &packet(&c2s(i), c1, s1, ACK, &[]), &mut now);
-        feed(&mut engine, &packet(&s2c(i), s1, c1, ACK, BANNER), &mut now);
-        feed(&mut engine, &packet(&c2s(i), c1, s2, ACK, &[]), &mut now);
+        let mut ctl = Control::new(c2s(i), s2c(i), CLIENT_ISN, SERVER_ISN);
+        black_box(ctl.handshake(&mut gw));
+        black_box(ctl.server_says(&mut gw, BANNER));
+        black_box(ctl.client_says(&mut gw, b""));
     }
     let flows = (rss(), heap_in_use());
-    assert_eq!(engine.flow_count(), TABLE as usize, "all flows tracked");
+    assert_eq!(gw.engine.flow_count(), TABLE as usize, "all flows tracked");
 
     let mut port_len = 0;
     for i in 0..TABLE {
         let line = port_line(client(i));
         port_len = line.len() as u32;
-        feed(&mut engine, &packet(&c2s(i), c1, s2, ACK, &line), &mut now);
+        feed(&mut gw, &client_sends(i, c1, &line));
     }
     let expects = (rss(), heap_in_use());
-    assert_eq!(engine.expectation_count(), TABLE as usize, "all expected");
+    assert_eq!(
+        gw.engine.expectation_count(),
+        TABLE as usize,
+        "all expected"
+    );
 
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / f64::from(TABLE);
     println!(
@@ -497,34 +395,31 @@ fn table_run(label: &str, natted: bool, nat: &mut dyn NatLookup) {
     // One NOOP per flow, all over the table: lookup + processing.
     let c3 = c1 + port_len;
     let noops: Vec<Vec<u8>> = (0..TABLE)
-        .map(|i| packet(&c2s(i), c3, s2, ACK, b"NOOP\r\n"))
+        .map(|i| client_sends(i, c3, b"NOOP\r\n"))
         .collect();
     let start = Instant::now();
     for p in &noops {
-        feed(&mut engine, p, &mut now);
+        feed(&mut gw, p);
     }
     let per_packet = start.elapsed().as_nanos() as f64 / f64::from(TABLE);
     drop(noops);
 
     // A packet of no tracked flow on the control port (table miss).
-    let miss = packet(
-        &tuple("192.0.2.250:9999", "203.0.113.99:2121"),
-        1,
-        1,
-        ACK,
-        b"x",
-    );
+    let miss = Segment::new(tuple("192.0.2.250:9999", "203.0.113.99:2121"), 1)
+        .ack(1)
+        .payload(b"x")
+        .build();
     let start = Instant::now();
     for _ in 0..TABLE {
-        feed(&mut engine, &miss, &mut now);
+        feed(&mut gw, &miss);
     }
     let per_miss = start.elapsed().as_nanos() as f64 / f64::from(TABLE);
 
     // One timer pass over both tables (nothing due): what a packet that
     // crosses a second boundary pays.
-    now += Duration::from_secs(2);
+    gw.now += Duration::from_secs(2);
     let start = Instant::now();
-    let events = engine.tick(now).events;
+    let events = gw.engine.tick(gw.now).events;
     let tick = start.elapsed();
     assert!(events.is_empty(), "nothing expires");
 
@@ -533,15 +428,15 @@ fn table_run(label: &str, natted: bool, nat: &mut dyn NatLookup) {
         .map(|i| {
             let dst = public_of(client(i), natted);
             let t = Tuple::new("203.0.113.20:20".parse().expect("a"), dst);
-            packet(&t, 42, 0, SYN, &[])
+            Segment::new(t, 42).syn().build()
         })
         .collect();
     let start = Instant::now();
     for p in &syns {
-        feed(&mut engine, p, &mut now);
+        feed(&mut gw, p);
     }
     let per_syn = start.elapsed().as_nanos() as f64 / f64::from(TABLE);
-    assert_eq!(engine.expectation_count(), 0, "every data SYN matched");
+    assert_eq!(gw.engine.expectation_count(), 0, "every data SYN matched");
     println!(
         "lookup {label}: {per_packet:.0} ns/packet spread over {TABLE} flows, \
          {per_miss:.0} ns/packet of no flow, {per_syn:.0} ns/data SYN matched \

@@ -3,37 +3,14 @@
 //! same rewritten stream, one expectation per announcement, and
 //! acknowledgements that map back to the client's own numbering.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use etherparse::PacketBuilder;
-use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::engine::Config;
 use ftpct_engine::nat::StaticNat;
 use ftpct_engine::wire::TcpPacket;
+use ftpct_testkit::{leaving, tuple, Control, Gateway, Received, Segment, Side};
 use proptest::prelude::*;
 
-const CLIENT: [u8; 4] = [192, 0, 2, 10];
-const SERVER: [u8; 4] = [198, 51, 100, 20];
-const CPORT: u16 = 40000;
 const ISN: u32 = 0xffff_ff00; // wraps during the session on purpose
-
-fn packet(from_client: bool, seq: u32, ack: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
-    let (src, dst, sp, dp) = if from_client {
-        (CLIENT, SERVER, CPORT, 21)
-    } else {
-        (SERVER, [198, 51, 100, 1], 21, CPORT)
-    };
-    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, seq, 64240);
-    if syn {
-        b = b.syn();
-    }
-    if ack != 0 || !syn {
-        b = b.ack(ack);
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, payload).expect("write");
-    out
-}
+const SERVER_ISN: u32 = 5000;
 
 #[derive(Debug, Clone)]
 enum Cmd {
@@ -68,11 +45,10 @@ fn cmd() -> impl Strategy<Value = Cmd> {
 }
 
 struct Session {
-    engine: Engine,
-    nat: StaticNat,
+    gw: Gateway<StaticNat>,
+    ctl: Control,
     /// Far-side client bytes by (shifted) sequence number.
-    far: BTreeMap<u32, u8>,
-    t: u64,
+    far: Received,
 }
 
 impl Session {
@@ -82,50 +58,48 @@ impl Session {
             vec![],
         );
         let mut s = Session {
-            engine: Engine::new(Config::default()),
-            nat,
-            far: BTreeMap::new(),
-            t: 0,
+            gw: Gateway::new(Config::default(), nat),
+            ctl: Control::new(
+                tuple("192.0.2.10:40000", "198.51.100.20:21"),
+                tuple("198.51.100.20:21", "198.51.100.1:40000"),
+                ISN,
+                SERVER_ISN,
+            ),
+            far: Received::default(),
         };
-        s.send(&packet(true, ISN, 0, true, b""));
-        s.send(&packet(false, 5000, ISN.wrapping_add(1), true, b""));
+        for side in [Side::Client, Side::Server] {
+            let syn = s.ctl.syn(side, &s.gw.engine);
+            s.send(&syn);
+        }
         s
     }
 
-    fn send(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
-        self.t += 1;
-        let out = self.engine.process(
-            bytes,
-            Duration::from_millis(self.t),
-            Hook::Prerouting,
-            &mut self.nat,
-        );
-        match out.verdict {
-            Verdict::Accept => Some(bytes.to_vec()),
-            Verdict::Replace(b) => Some(b),
-            Verdict::Drop => None,
-        }
+    fn send(&mut self, seg: &Segment<'_>) -> Option<Vec<u8>> {
+        let bytes = seg.build();
+        let out = self.gw.process(&bytes);
+        leaving(&bytes, &out.verdict).map(<[u8]>::to_vec)
     }
 
     /// A client segment of original stream bytes at offset `off`.
     fn client(&mut self, off: u32, data: &[u8]) {
         let seq = ISN.wrapping_add(1).wrapping_add(off);
-        if let Some(out) = self.send(&packet(true, seq, 5001, false, data)) {
+        let seg = self.ctl.segment(Side::Client, &self.gw.engine);
+        if let Some(out) = self.send(&Segment { seq, ..seg }.payload(data)) {
             let p = TcpPacket::parse(&out).expect("output parses");
             assert!(ftpct_engine::wire::checksums_valid(&out));
-            for (i, b) in p.payload().iter().enumerate() {
-                let pos = p.seq.wrapping_add(i as u32);
-                if let Some(old) = self.far.insert(pos, *b) {
-                    assert_eq!(old, *b, "byte at {pos} changed between copies");
-                }
-            }
+            let recorded = self.far.record(p.seq, p.payload());
+            assert_eq!(recorded, Ok(()), "a byte changed between copies");
         }
     }
 
     /// The server acknowledges far-side position `far_ack`; returns the ack the client sees.
     fn server_ack(&mut self, far_ack: u32) -> u32 {
+        let seg = self.ctl.segment(Side::Server, &self.gw.engine);
         let out = self
-            .send(&packet(false, 5001, far_ack, false, b""))
+            .send(&Segment {
+                ack: Some(far_ack),
+                ..seg
+            })
             .expect("acks pass");
         TcpPacket::parse(&out).expect("parses").ack
     }
@@ -133,21 +107,12 @@ impl Session {
     /// How much of its stream the client has seen acknowledged, if the
     /// server acknowledges all it received in order.
     fn client_acked(&mut self) -> usize {
-        let far_end = ISN
-            .wrapping_add(1)
-            .wrapping_add(self.far_stream().len() as u32);
+        let far_end = self.far.end_from(ISN.wrapping_add(1));
         self.server_ack(far_end).wrapping_sub(ISN.wrapping_add(1)) as usize
     }
 
     fn far_stream(&self) -> Vec<u8> {
-        let start = ISN.wrapping_add(1);
-        let mut out = Vec::new();
-        let mut pos = start;
-        while let Some(b) = self.far.get(&pos) {
-            out.push(*b);
-            pos = pos.wrapping_add(1);
-        }
-        out
+        self.far.stream_from(ISN.wrapping_add(1))
     }
 }
 
@@ -184,7 +149,7 @@ proptest! {
         let far = String::from_utf8_lossy(&s.far_stream()).into_owned();
         prop_assert_eq!(far, expected.clone());
         let announcements = cmds.iter().filter(|c| !matches!(c, Cmd::Noop)).count();
-        prop_assert_eq!(s.engine.stats().rewrites as usize, announcements);
+        prop_assert_eq!(s.gw.engine.stats().rewrites as usize, announcements);
         // The server acknowledges everything it got: the client sees its own end.
         let far_end = ISN.wrapping_add(1).wrapping_add(expected.len() as u32);
         let client_end = ISN.wrapping_add(1).wrapping_add(original.len() as u32);

@@ -5,21 +5,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use etherparse::{PacketBuilder, TcpOptionElement};
-use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::engine::{Config, Outcome, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{CtMapping, NatLookup};
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{checksums_valid, TcpPacket};
+use ftpct_testkit::{addr, leaving, Control, Gateway, Segment, Side};
 
 const SERVER: &str = "198.51.100.20:21";
 const PUBLIC: &str = "198.51.100.1";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 /// Conntrack as the engine would read it: connections by either tuple,
 /// and answers kept as the live lookup keeps them (until told to forget).
@@ -66,140 +61,28 @@ impl NatLookup for Conntrack {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Seg<'a> {
-    tuple: Tuple,
-    seq: u32,
-    ack: Option<u32>,
-    syn: bool,
-    payload: &'a [u8],
-}
-
 /// The MSS both ends announce in their SYNs.
 const MSS: u16 = 1460;
 /// Every segment carries TCP timestamps, as Linux sends them: 12 bytes of
 /// options (with padding) that an MSS does not cover.
 const TIMESTAMPS: usize = 12;
 
-fn packet(s: Seg<'_>) -> Vec<u8> {
-    let v4 = |a: SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(ip) => ip.octets(),
-        std::net::IpAddr::V6(_) => panic!("IPv4 only here"),
-    };
-    let mut b = PacketBuilder::ipv4(v4(s.tuple.src), v4(s.tuple.dst), 64).tcp(
-        s.tuple.src.port(),
-        s.tuple.dst.port(),
-        s.seq,
-        64240,
-    );
-    let timestamps = TcpOptionElement::Timestamp(s.seq, 1);
-    b = if s.syn {
-        b.syn()
-            .options(&[TcpOptionElement::MaximumSegmentSize(MSS), timestamps])
-    } else {
-        b.options(&[timestamps])
-    }
-    .expect("options fit");
-    if let Some(ack) = s.ack {
-        b = b.ack(ack);
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, s.payload).expect("write");
-    out
-}
+/// The engine with conntrack as it would read it; 1 ms between packets.
+type Lab = Gateway<Conntrack>;
 
-struct Lab {
-    engine: Engine,
-    ct: Conntrack,
-    t: Duration,
-}
-
-impl Lab {
-    fn new(cfg: Config) -> Self {
-        Lab {
-            engine: Engine::new(cfg),
-            ct: Conntrack::default(),
-            t: Duration::ZERO,
-        }
-    }
-
-    fn send(&mut self, s: Seg<'_>) -> Outcome {
-        self.t += Duration::from_millis(1);
-        self.engine
-            .process(&packet(s), self.t, Hook::Prerouting, &mut self.ct)
-    }
+fn lab_with(cfg: Config) -> Lab {
+    Gateway::new(cfg, Conntrack::default())
 }
 
 /// One control connection: its client side before NAT, its server side
-/// as the raw table sees replies (to the public address).
-struct Session {
-    m: CtMapping,
-    c: u32,
-    s: u32,
-    /// How much longer the client's stream is on the server's side.
-    shift: u32,
-}
-
-impl Session {
-    fn new(lab: &mut Lab, client: &str, public_port: u16, isn: u32) -> Session {
-        let m = lab.ct.masquerade(client, public_port);
-        Session {
-            m,
-            c: isn,
-            s: isn.wrapping_mul(7),
-            shift: 0,
-        }
-    }
-
-    fn handshake(&mut self, lab: &mut Lab) -> Vec<Outcome> {
-        let (c, s) = (self.c, self.s);
-        let out = vec![
-            lab.send(self.client_seg(c, None, true, b"")),
-            lab.send(self.server_seg(s, Some(c.wrapping_add(1)), true, b"")),
-            lab.send(self.client_seg(c.wrapping_add(1), Some(s.wrapping_add(1)), false, b"")),
-        ];
-        self.c = c.wrapping_add(1);
-        self.s = s.wrapping_add(1);
-        out
-    }
-
-    fn client_seg<'a>(&self, seq: u32, ack: Option<u32>, syn: bool, p: &'a [u8]) -> Seg<'a> {
-        Seg {
-            tuple: self.m.orig,
-            seq,
-            ack,
-            syn,
-            payload: p,
-        }
-    }
-
-    fn server_seg<'a>(&self, seq: u32, ack: Option<u32>, syn: bool, p: &'a [u8]) -> Seg<'a> {
-        Seg {
-            tuple: self.m.reply,
-            seq,
-            ack,
-            syn,
-            payload: p,
-        }
-    }
-
-    fn client_says(&mut self, lab: &mut Lab, line: &[u8]) -> Outcome {
-        let out = lab.send(self.client_seg(self.c, Some(self.s), false, line));
-        self.c = self.c.wrapping_add(line.len() as u32);
-        out
-    }
-
-    fn server_says(&mut self, lab: &mut Lab, line: &[u8]) -> Outcome {
-        let ack = self.c.wrapping_add(self.shift);
-        let out = lab.send(self.server_seg(self.s, Some(ack), false, line));
-        self.s = self.s.wrapping_add(line.len() as u32);
-        out
-    }
-
-    /// Client bytes that crossed the gateway without reaching ftpct.
-    fn client_unseen(&mut self, line: &[u8]) {
-        self.c = self.c.wrapping_add(line.len() as u32);
-    }
+/// as the raw table sees replies (to the public address). Both ends
+/// announce MSS and send timestamps; the server's ISN is seven times the
+/// client's.
+fn session(lab: &mut Lab, client: &str, public_port: u16, isn: u32) -> Control {
+    let m = lab.nat.masquerade(client, public_port);
+    Control::new(m.orig, m.reply, isn, isn.wrapping_mul(7))
+        .with_mss(MSS)
+        .with_timestamps()
 }
 
 fn expectations(out: &Outcome) -> Vec<SocketAddr> {
@@ -214,13 +97,13 @@ fn expectations(out: &Outcome) -> Vec<SocketAddr> {
 
 fn spoofed_syn(lab: &mut Lab, i: u32) {
     let src = SocketAddr::from(([192, 0, 2, (i % 250) as u8 + 1], 1024 + (i % 60000) as u16));
-    lab.send(Seg {
-        tuple: Tuple::new(src, addr(SERVER)),
-        seq: i.wrapping_mul(2_654_435_761),
-        ack: None,
-        syn: true,
-        payload: b"",
-    });
+    let seq = i.wrapping_mul(2_654_435_761);
+    lab.send(
+        &Segment::new(Tuple::new(src, addr(SERVER)), seq)
+            .syn()
+            .mss(MSS)
+            .timestamps(seq, 1),
+    );
 }
 
 #[test]
@@ -230,7 +113,7 @@ fn a_spoofed_syn_flood_cannot_keep_a_real_session_out() {
         max_unestablished: 100,
         ..Config::default()
     };
-    let mut lab = Lab::new(cfg);
+    let mut lab = lab_with(cfg);
     for i in 0..20_000 {
         spoofed_syn(&mut lab, i);
     }
@@ -238,7 +121,7 @@ fn a_spoofed_syn_flood_cannot_keep_a_real_session_out() {
         lab.engine.flow_count() <= 100,
         "unestablished flows bounded"
     );
-    let mut real = Session::new(&mut lab, "192.0.2.200:50000", 50000, 1000);
+    let mut real = session(&mut lab, "192.0.2.200:50000", 50000, 1000);
     real.handshake(&mut lab);
     for i in 20_000..40_000 {
         spoofed_syn(&mut lab, i);
@@ -257,13 +140,13 @@ fn a_table_full_of_real_sessions_is_reported() {
         max_flows: 10,
         ..Config::default()
     };
-    let mut lab = Lab::new(cfg);
+    let mut lab = lab_with(cfg);
     for i in 0..10u16 {
-        let mut s = Session::new(&mut lab, &format!("192.0.2.{}:40000", i + 1), 40000 + i, 1);
+        let mut s = session(&mut lab, &format!("192.0.2.{}:40000", i + 1), 40000 + i, 1);
         s.handshake(&mut lab);
     }
-    let mut late = Session::new(&mut lab, "192.0.2.99:40000", 41000, 1);
-    let first = late.handshake(&mut lab).remove(0);
+    let mut late = session(&mut lab, "192.0.2.99:40000", 41000, 1);
+    let [first, ..] = late.handshake(&mut lab);
     assert!(first
         .events
         .iter()
@@ -273,14 +156,14 @@ fn a_table_full_of_real_sessions_is_reported() {
 
 #[test]
 fn nat_reusing_a_stale_flows_reply_tuple_starts_afresh() {
-    let mut lab = Lab::new(Config::default());
-    let mut old = Session::new(&mut lab, "192.0.2.10:40000", 40000, 5000);
+    let mut lab = lab_with(Config::default());
+    let mut old = session(&mut lab, "192.0.2.10:40000", 40000, 5000);
     old.handshake(&mut lab);
     old.server_says(&mut lab, b"220 ready\r\n");
     old.client_says(&mut lab, b"USER x\r\n");
     // The old client vanishes without FIN; later NAT gives its public port
     // to another client.
-    let mut new = Session::new(&mut lab, "192.0.2.11:41000", 40000, 900_000);
+    let mut new = session(&mut lab, "192.0.2.11:41000", 40000, 900_000);
     new.handshake(&mut lab);
     let greeting = new.server_says(&mut lab, b"220 ready\r\n");
     assert_eq!(greeting.verdict, Verdict::Accept, "not held as a gap");
@@ -296,17 +179,16 @@ fn nat_reusing_a_stale_flows_reply_tuple_starts_afresh() {
 
 #[test]
 fn bytes_that_passed_unseen_do_not_stall_the_session() {
-    let mut lab = Lab::new(Config::default());
-    let mut s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 77);
+    let mut lab = lab_with(Config::default());
+    let mut s = session(&mut lab, "192.0.2.10:40000", 40000, 77);
     s.handshake(&mut lab);
     s.server_says(&mut lab, b"220 ready\r\n");
     let port = s.client_says(&mut lab, b"PORT 192,0,2,10,156,64\r\n");
     assert!(matches!(port.verdict, Verdict::Replace(_)));
-    s.shift = 2;
     s.server_says(&mut lab, b"200 ok\r\n");
     // A queue overflow: NOOP passes with fail-open; the server answers it,
     // acknowledging it.
-    s.client_unseen(b"NOOP\r\n");
+    s.passed_unseen(Side::Client, b"NOOP\r\n");
     let reply = s.server_says(&mut lab, b"200 noop\r\n");
     assert!(reply
         .events
@@ -322,38 +204,34 @@ fn bytes_that_passed_unseen_do_not_stall_the_session() {
 }
 
 fn mss_of(out: &Outcome, input: &[u8]) -> Option<u16> {
-    let bytes = match &out.verdict {
-        Verdict::Replace(b) => b.as_slice(),
-        Verdict::Accept => input,
-        Verdict::Drop => return None,
-    };
+    let bytes = leaving(input, &out.verdict)?;
     assert!(checksums_valid(bytes));
     TcpPacket::parse(bytes).expect("parses").mss()
 }
 
 #[test]
 fn both_ends_announce_an_mss_with_room_for_a_rewrite() {
-    let mut lab = Lab::new(Config::default());
-    let s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 1);
-    let syn = s.client_seg(1, None, true, b"");
-    let out = lab.send(syn);
+    let mut lab = lab_with(Config::default());
+    let s = session(&mut lab, "192.0.2.10:40000", 40000, 1);
+    let syn = s.syn(Side::Client, &lab.engine);
+    let out = lab.send(&syn);
     let want = Some(MSS - ftpct_engine::engine::MSS_HEADROOM);
-    assert_eq!(mss_of(&out, &packet(syn)), want);
-    let again = lab.send(syn);
+    assert_eq!(mss_of(&out, &syn.build()), want);
+    let again = lab.send(&syn);
     assert_eq!(
         again.verdict, out.verdict,
         "a retransmitted SYN leaves the same"
     );
-    let syn_ack = s.server_seg(7, Some(2), true, b"");
-    let out = lab.send(syn_ack);
-    assert_eq!(mss_of(&out, &packet(syn_ack)), want);
+    let syn_ack = s.syn(Side::Server, &lab.engine);
+    let out = lab.send(&syn_ack);
+    assert_eq!(mss_of(&out, &syn_ack.build()), want);
     assert_eq!(lab.engine.stats().mss_clamped, 3);
 }
 
 #[test]
 fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
-    let mut lab = Lab::new(Config::default());
-    let mut s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 1);
+    let mut lab = lab_with(Config::default());
+    let mut s = session(&mut lab, "192.0.2.10:40000", 40000, 1);
     s.handshake(&mut lab);
     s.server_says(&mut lab, b"220 ready\r\n");
     // A client that ignores the lowered MSS: a segment 10 bytes short of
@@ -393,21 +271,21 @@ fn rewrites_never_make_a_segment_longer_than_its_receiver_accepts() {
 
 #[test]
 fn a_segment_sent_again_over_a_gap_nobody_fills_is_followed_at_once() {
-    let mut lab = Lab::new(Config::default());
-    let mut s = Session::new(&mut lab, "192.0.2.10:40000", 40000, 77);
+    let mut lab = lab_with(Config::default());
+    let mut s = session(&mut lab, "192.0.2.10:40000", 40000, 77);
     s.handshake(&mut lab);
     s.server_says(&mut lab, b"220 ready\r\n");
     // NOOP passes unseen, and the server's acknowledgement of it too.
-    s.client_unseen(b"NOOP\r\n");
+    s.passed_unseen(Side::Client, b"NOOP\r\n");
     let port = b"PORT 192,0,2,10,156,64\r\n";
-    let first = lab.send(s.client_seg(s.c, Some(s.s), false, port));
+    let first = lab.send(&s.segment(Side::Client, &lab.engine).payload(port));
     assert_eq!(
         first.verdict,
         Verdict::Drop,
         "a gap: the NOOP may still come"
     );
     // The client sends the PORT again, not the NOOP: the server has it.
-    let again = lab.send(s.client_seg(s.c, Some(s.s), false, port));
+    let again = lab.send(&s.segment(Side::Client, &lab.engine).payload(port));
     assert!(
         matches!(again.verdict, Verdict::Replace(_)),
         "followed and rewritten: {:?}",

@@ -1,0 +1,68 @@
+//! The engine as a gateway runs it: one packet at a time, with a clock.
+
+use std::time::Duration;
+
+use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::nat::NatLookup;
+
+use crate::packet::Segment;
+
+/// The gateway under test: the engine, the NAT it reads, and the clock of
+/// the packets it is given. The fields are public: tests look at the
+/// engine (`stats`, `acknowledged_by`) and at their NAT.
+pub struct Gateway<N> {
+    pub engine: Engine,
+    pub nat: N,
+    /// The time of the last packet.
+    pub now: Duration,
+    /// How far the clock moves before each packet.
+    pub step: Duration,
+    /// Where every packet is seen.
+    pub hook: Hook,
+}
+
+impl<N: NatLookup> Gateway<N> {
+    /// A fresh engine; the clock at zero, moving 1 ms a packet; packets
+    /// seen at PREROUTING.
+    pub fn new(cfg: Config, nat: N) -> Self {
+        Gateway {
+            engine: Engine::new(cfg),
+            nat,
+            now: Duration::ZERO,
+            step: Duration::from_millis(1),
+            hook: Hook::Prerouting,
+        }
+    }
+
+    /// The clock starts at `start` and moves `step` before each packet.
+    pub fn clock(self, start: Duration, step: Duration) -> Self {
+        Gateway {
+            now: start,
+            step,
+            ..self
+        }
+    }
+
+    /// One packet through the engine, `step` after the last one.
+    #[inline]
+    pub fn process(&mut self, packet: &[u8]) -> Outcome {
+        self.now += self.step;
+        self.engine
+            .process(packet, self.now, self.hook, &mut self.nat)
+    }
+
+    /// Builds `segment` and processes it.
+    pub fn send(&mut self, segment: &Segment<'_>) -> Outcome {
+        self.process(&segment.build())
+    }
+}
+
+/// What leaves the gateway for packet `input` given `verdict`: the input
+/// itself, its replacement, or nothing.
+pub fn leaving<'a>(input: &'a [u8], verdict: &'a Verdict) -> Option<&'a [u8]> {
+    match verdict {
+        Verdict::Accept => Some(input),
+        Verdict::Replace(bytes) => Some(bytes),
+        Verdict::Drop => None,
+    }
+}
