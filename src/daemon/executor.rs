@@ -8,7 +8,6 @@
 //! and its own sockets, so a slow kernel answer holds up only the packet
 //! that asked for it.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
 use crate::netfilter::sets::SetNames;
+use crate::netfilter::Error;
 
 /// Pending destinations checked against the kernel's sets per call of
 /// [`Executor::check_sets`] (a flushed set is noticed within pending/64 s).
@@ -107,7 +107,13 @@ impl<K: Kernel> Executor<K> {
         let dc = r.with_master_mark(inherited);
         let mut replaced = None;
         let mut result = self.kernel.create_related(&dc);
-        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) {
+        if matches!(
+            result,
+            Err(Error::Kernel {
+                errno: libc::EEXIST,
+                ..
+            })
+        ) {
             match self.reopen(&tuple) {
                 Ok(Reopen::Replaced(state)) => {
                     replaced = Some(state);
@@ -142,7 +148,7 @@ impl<K: Kernel> Executor<K> {
     /// A data SYN met an entry of its tuple. In TIME_WAIT or CLOSE the SYN
     /// reopens the tuple (conntrack would make a NEW entry, without NAT):
     /// the old entry goes so that ftpct's can be created.
-    fn reopen(&mut self, tuple: &Tuple) -> io::Result<Reopen> {
+    fn reopen(&mut self, tuple: &Tuple) -> Result<Reopen, Error> {
         let Some((orig, state)) = self.kernel.ct_entry(tuple)? else {
             // Gone meanwhile (it timed out): create again.
             return Ok(Reopen::Replaced(None));
@@ -151,8 +157,13 @@ impl<K: Kernel> Executor<K> {
             return Ok(Reopen::Live(state));
         }
         match self.kernel.ct_delete(&orig) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(Reopen::Replaced(state)),
+            // Gone meanwhile counts as removed.
+            Ok(())
+            | Err(Error::Kernel {
+                errno: libc::ENOENT,
+                ..
+            }) => Ok(Reopen::Replaced(state)),
+            Err(e) => Err(e),
         }
     }
 
@@ -332,6 +343,23 @@ mod tests {
             ]
         );
         assert_eq!(x.kernel().created.len(), 1);
+    }
+
+    #[test]
+    fn an_old_entry_gone_before_its_delete_counts_as_removed() {
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let syn = t(SYN.0, SYN.1);
+        let mut x = executor();
+        x.kernel_mut().entries.insert(syn, TCP_TIME_WAIT);
+        x.kernel_mut().delete_errno = Some(libc::ENOENT);
+        assert_eq!(x.run(&create(syn, &e, None)), None);
+        assert_eq!(x.kernel().created.len(), 1);
+        // Any other refusal of the delete: no entry made, the expectation back.
+        let mut x = executor();
+        x.kernel_mut().entries.insert(syn, TCP_TIME_WAIT);
+        x.kernel_mut().delete_errno = Some(libc::EPERM);
+        assert_eq!(x.run(&create(syn, &e, None)), Some(e.clone()));
+        assert!(x.kernel().created.is_empty());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Conntrack and ipset as far as the executor sees them, for unit tests.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 
@@ -9,6 +8,8 @@ use ftpct_engine::command::DataConnection;
 use ftpct_engine::tuple::Tuple;
 
 use super::kernel::Kernel;
+use crate::netfilter::error::{Op, Target};
+use crate::netfilter::Error;
 
 #[derive(Default)]
 pub struct FakeKernel {
@@ -19,6 +20,9 @@ pub struct FakeKernel {
     pub entries: HashMap<Tuple, u8>,
     /// errno of every create (a full table: ENOMEM).
     pub create_errno: Option<i32>,
+    /// errno of every delete; the entry goes all the same (ENOENT: it
+    /// timed out just before).
+    pub delete_errno: Option<i32>,
     /// Sets that exist, and their entries.
     pub sets: HashMap<String, HashSet<SocketAddr>>,
     /// When set, a create says it started, then waits for a message: a
@@ -27,55 +31,67 @@ pub struct FakeKernel {
 }
 
 impl Kernel for FakeKernel {
-    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> io::Result<()> {
+    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> Result<(), Error> {
         self.calls.push(format!("add {set} {dst} {timeout}"));
         self.sets.entry(set.into()).or_default().insert(dst);
         Ok(())
     }
 
-    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()> {
+    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         self.calls.push(format!("del {set} {dst}"));
         self.sets.entry(set.into()).or_default().remove(&dst);
         Ok(())
     }
 
-    fn ct_mark(&mut self, _: &Tuple) -> io::Result<Option<u32>> {
+    fn ct_mark(&mut self, _: &Tuple) -> Result<Option<u32>, Error> {
         Ok(self.master_mark)
     }
 
-    fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
+    fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error> {
         if let Some((entered, release)) = &self.create_blocks {
             let _ = entered.send(());
             let _ = release.recv();
         }
         self.calls.push(format!("create {}", dc.tuple));
+        let refused = |errno| Error::Kernel {
+            op: Op::CtCreate,
+            target: Target::related(dc.tuple, dc.master),
+            errno,
+        };
         if let Some(errno) = self.create_errno {
-            return Err(io::Error::from_raw_os_error(errno));
+            return Err(refused(errno));
         }
         if self.entries.contains_key(&dc.tuple) {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            return Err(refused(libc::EEXIST));
         }
         self.entries.insert(dc.tuple, 1);
         self.created.push(*dc);
         Ok(())
     }
 
-    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+    fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.calls.push(format!("liberal {orig}"));
         Ok(())
     }
 
-    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>> {
+    fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {
         Ok(self.entries.get(tuple).map(|s| (*tuple, Some(*s))))
     }
 
-    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()> {
+    fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.calls.push(format!("delete {orig}"));
         self.entries.remove(orig);
-        Ok(())
+        match self.delete_errno {
+            Some(errno) => Err(Error::Kernel {
+                op: Op::CtDelete,
+                target: Target::Conn(*orig),
+                errno,
+            }),
+            None => Ok(()),
+        }
     }
 
-    fn ensure_set(&mut self, set: &str, _: bool) -> io::Result<bool> {
+    fn ensure_set(&mut self, set: &str, _: bool) -> Result<bool, Error> {
         if self.sets.contains_key(set) {
             return Ok(false);
         }
@@ -84,7 +100,7 @@ impl Kernel for FakeKernel {
         Ok(true)
     }
 
-    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error> {
         Ok(self.sets.get(set).is_some_and(|s| s.contains(&dst)))
     }
 }

@@ -2,7 +2,6 @@
 //! is testable without root), and the real kernel behind it: one
 //! ctnetlink and one ipset socket per thread that uses them.
 
-use std::io;
 use std::net::SocketAddr;
 
 use ftpct_engine::command::DataConnection;
@@ -12,6 +11,7 @@ use super::DaemonError;
 use crate::netfilter::ctnetlink::Ctnetlink;
 use crate::netfilter::ipset::Ipset;
 use crate::netfilter::sets::{self, SetNames};
+use crate::netfilter::Error;
 
 /// TCP conntrack states in which a SYN opens the tuple again (conntrack
 /// itself then replaces the entry): TIME_WAIT and CLOSE.
@@ -20,20 +20,20 @@ pub const TCP_CLOSE: u8 = 8;
 
 /// What the executor asks of conntrack and ipset.
 pub trait Kernel {
-    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> io::Result<()>;
-    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()>;
+    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error>;
+    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
-    fn ct_mark(&mut self, orig: &Tuple) -> io::Result<Option<u32>>;
-    fn create_related(&mut self, dc: &DataConnection) -> io::Result<()>;
+    fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
+    fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
     /// No TCP window checks on the control connection `orig` any more.
-    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()>;
+    fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error>;
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
-    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>>;
-    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()>;
+    fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
+    fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error>;
     /// Creates the set when it is missing; true if it had to.
-    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool>;
-    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool>;
+    fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error>;
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error>;
 }
 
 /// The real kernel.
@@ -43,27 +43,27 @@ pub struct LiveKernel {
 }
 
 impl Kernel for LiveKernel {
-    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> io::Result<()> {
+    fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error> {
         self.ipset.add(set, dst.ip(), dst.port(), timeout_secs)
     }
 
-    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> io::Result<()> {
+    fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         self.ipset.del(set, dst.ip(), dst.port())
     }
 
-    fn ct_mark(&mut self, orig: &Tuple) -> io::Result<Option<u32>> {
+    fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {
         Ok(self.ct.get(orig, Dir::Orig)?.map(|e| e.mark))
     }
 
-    fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
+    fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error> {
         self.ct.create_related(dc)
     }
 
-    fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+    fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.ct.set_liberal(orig)
     }
 
-    fn ct_entry(&mut self, tuple: &Tuple) -> io::Result<Option<(Tuple, Option<u8>)>> {
+    fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {
         for dir in [Dir::Orig, Dir::Reply] {
             if let Some(info) = self.ct.get_info(tuple, dir)? {
                 return Ok(Some((info.entry.orig, info.tcp_state)));
@@ -72,15 +72,15 @@ impl Kernel for LiveKernel {
         Ok(None)
     }
 
-    fn ct_delete(&mut self, orig: &Tuple) -> io::Result<()> {
+    fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.ct.delete(orig)
     }
 
-    fn ensure_set(&mut self, set: &str, v6: bool) -> io::Result<bool> {
+    fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error> {
         sets::ensure_set(&mut self.ipset, set, v6)
     }
 
-    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> io::Result<bool> {
+    fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error> {
         self.ipset.test(set, dst.ip(), dst.port())
     }
 }
@@ -89,11 +89,7 @@ impl LiveKernel {
     /// Opens both sockets and checks that the kernel answers.
     pub fn open() -> Result<Self, DaemonError> {
         let ct = open_ctnetlink()?;
-        let ipset = Ipset::open().map_err(|e| {
-            DaemonError(format!(
-                "ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`"
-            ))
-        })?;
+        let ipset = Ipset::open().map_err(DaemonError::Ipset)?;
         Ok(LiveKernel { ct, ipset })
     }
 
@@ -101,14 +97,18 @@ impl LiveKernel {
     /// entries left by an earlier run expect nothing any more.
     pub fn prepare_sets(&mut self, sets: &SetNames) -> Result<(), DaemonError> {
         for (name, v6) in sets.both() {
-            sets::ensure_set(&mut self.ipset, name, v6).map_err(|e| {
-                DaemonError(format!(
-                    "ipset {name}: {e}: remove it (ipset destroy {name}) or choose another --ipset"
-                ))
+            sets::ensure_set(&mut self.ipset, name, v6).map_err(|source| {
+                DaemonError::SetUnusable {
+                    name: name.to_string(),
+                    source,
+                }
             })?;
             self.ipset
                 .flush(name)
-                .map_err(|e| DaemonError(format!("ipset {name}: flush failed: {e}")))?;
+                .map_err(|source| DaemonError::SetFlush {
+                    name: name.to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -116,17 +116,13 @@ impl LiveKernel {
 
 /// A ctnetlink socket that has answered one lookup.
 pub fn open_ctnetlink() -> Result<Ctnetlink, DaemonError> {
-    let mut ct = Ctnetlink::open().map_err(|e| DaemonError(format!("ctnetlink: {e}")))?;
+    let mut ct = Ctnetlink::open().map_err(DaemonError::Ctnetlink)?;
     // Finding nothing proves that conntrack answers over netlink.
     let probe = Tuple::new(
         SocketAddr::from(([192, 0, 2, 0], 9)),
         SocketAddr::from(([192, 0, 2, 0], 9)),
     );
-    ct.get(&probe, Dir::Orig).map_err(|e| {
-        DaemonError(format!(
-            "conntrack does not answer over netlink ({e}): load it with `modprobe nf_conntrack_netlink`"
-        ))
-    })?;
+    ct.get(&probe, Dir::Orig).map_err(DaemonError::Conntrack)?;
     Ok(ct)
 }
 

@@ -37,9 +37,10 @@ pub use kernel::{Kernel, LiveKernel};
 pub use packet_path::PacketPath;
 pub use shared::Shared;
 
+use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
 use crate::netfilter::iptables;
-use crate::netfilter::nfqueue::{has_net_admin, open_queue};
+use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
 use crate::netfilter::sets::SetNames;
 use queue_loop::{spawn_workers, stop_workers, Worker};
@@ -63,18 +64,119 @@ pub struct Options {
     pub realtime_priority: u8,
 }
 
-/// Why the daemon could not start, or stopped on its own: one line that
-/// says what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonError(pub String);
+/// Why the daemon could not start, or stopped on its own: each says what
+/// to do in one line.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// SIGINT, SIGTERM and SIGHUP could not be blocked.
+    Signals(io::Error),
+    /// The SIGUSR1 handler that wakes the queue threads.
+    WakeHandler(io::Error),
+    /// Not root: no CAP_NET_ADMIN.
+    NeedsRoot,
+    /// `--ipset` names no valid set.
+    SetName(netfilter::Error),
+    /// A queue could not be bound.
+    Queue(QueueError),
+    /// The name of the claim on the ipsets.
+    ClaimName { name: String, source: io::Error },
+    /// Another run in this network namespace owns the ipsets.
+    SetsTaken { v4: String, v6: String },
+    /// The claim on the ipsets failed otherwise.
+    Claim {
+        v4: String,
+        v6: String,
+        source: io::Error,
+    },
+    /// ipset does not answer.
+    Ipset(netfilter::Error),
+    /// A set cannot be made or used.
+    SetUnusable {
+        name: String,
+        source: netfilter::Error,
+    },
+    /// A set could not be emptied at start.
+    SetFlush {
+        name: String,
+        source: netfilter::Error,
+    },
+    /// No ctnetlink socket.
+    Ctnetlink(netfilter::Error),
+    /// conntrack does not answer over netlink.
+    Conntrack(netfilter::Error),
+    /// A queue's thread could not start.
+    Thread { queue: u16, source: io::Error },
+    /// A queue thread stopped on this failure.
+    QueueFailed(String),
+}
 
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            DaemonError::Signals(e) => write!(f, "cannot block stop signals: {e}"),
+            DaemonError::WakeHandler(e) => {
+                write!(f, "cannot install the SIGUSR1 handler: {e}")
+            }
+            DaemonError::NeedsRoot => f.write_str(
+                "ftpct run needs root (CAP_NET_ADMIN): run it as root, e.g. with sudo",
+            ),
+            DaemonError::SetName(e) => write!(f, "--ipset: {e}"),
+            DaemonError::Queue(e) => write!(f, "{e}"),
+            DaemonError::ClaimName { name, source } => {
+                write!(f, "cannot name the ipset claim {name}: {source}")
+            }
+            DaemonError::SetsTaken { v4, v6 } => write!(
+                f,
+                "another ftpct run in this network namespace uses the ipsets {v4} and {v6}: stop it, or give this one its own sets (--ipset NAME here and in `ftpct rules --ipset NAME`)"
+            ),
+            DaemonError::Claim { v4, v6, source } => {
+                write!(f, "cannot claim the ipsets {v4} and {v6}: {source}")
+            }
+            DaemonError::Ipset(e) => write!(
+                f,
+                "ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`"
+            ),
+            DaemonError::SetUnusable { name, source } => write!(
+                f,
+                "ipset {name}: {source}: remove it (ipset destroy {name}) or choose another --ipset"
+            ),
+            DaemonError::SetFlush { name, source } => {
+                write!(f, "ipset {name}: flush failed: {source}")
+            }
+            DaemonError::Ctnetlink(e) => write!(f, "{e}"),
+            DaemonError::Conntrack(e) => write!(
+                f,
+                "conntrack does not answer over netlink ({e}): load it with `modprobe nf_conntrack_netlink`"
+            ),
+            DaemonError::Thread { queue, source } => {
+                write!(f, "cannot start the thread of queue {queue}: {source}")
+            }
+            DaemonError::QueueFailed(why) => f.write_str(why),
+        }
     }
 }
 
-impl std::error::Error for DaemonError {}
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Signals(e)
+            | DaemonError::WakeHandler(e)
+            | DaemonError::ClaimName { source: e, .. }
+            | DaemonError::Claim { source: e, .. }
+            | DaemonError::Thread { source: e, .. } => Some(e),
+            DaemonError::SetName(e)
+            | DaemonError::Ipset(e)
+            | DaemonError::SetUnusable { source: e, .. }
+            | DaemonError::SetFlush { source: e, .. }
+            | DaemonError::Ctnetlink(e)
+            | DaemonError::Conntrack(e) => Some(e),
+            DaemonError::Queue(e) => Some(e),
+            DaemonError::NeedsRoot
+            | DaemonError::SetsTaken { .. }
+            | DaemonError::QueueFailed(_) => None,
+        }
+    }
+}
 
 /// The supervisor's share of the work: the engine's timers and their
 /// commands, the ipsets' upkeep, the periodic state line.
@@ -206,41 +308,40 @@ fn set_realtime(priority: u8) -> io::Result<()> {
 fn claim_sets(sets: &SetNames) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     use std::os::linux::net::SocketAddrExt;
     let name = format!("ftpct-ipsets-{}-{}", sets.v4, sets.v6);
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| DaemonError(format!("cannot name the ipset claim {name}: {e}")))?;
-    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            DaemonError(format!(
-                "another ftpct run in this network namespace uses the ipsets {} and {}: stop it, or give this one its own sets (--ipset NAME here and in `ftpct rules --ipset NAME`)",
-                sets.v4, sets.v6
-            ))
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(|source| {
+            DaemonError::ClaimName {
+                name: name.clone(),
+                source,
+            }
+        })?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|source| {
+        let (v4, v6) = (sets.v4.clone(), sets.v6.clone());
+        if source.kind() == io::ErrorKind::AddrInUse {
+            DaemonError::SetsTaken { v4, v6 }
         } else {
-            DaemonError(format!("cannot claim the ipsets {} and {}: {e}", sets.v4, sets.v6))
+            DaemonError::Claim { v4, v6, source }
         }
     })
 }
 
 /// Sets up, runs until SIGINT/SIGTERM/SIGHUP, cleans up.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
-    let signals = signals::StopSignals::block()
-        .map_err(|e| DaemonError(format!("cannot block stop signals: {e}")))?;
-    signals::install_wake_handler()
-        .map_err(|e| DaemonError(format!("cannot install the SIGUSR1 handler: {e}")))?;
+    let signals = signals::StopSignals::block().map_err(DaemonError::Signals)?;
+    signals::install_wake_handler().map_err(DaemonError::WakeHandler)?;
     if !has_net_admin() {
-        return Err(DaemonError(
-            "ftpct run needs root (CAP_NET_ADMIN): run it as root, e.g. with sudo".into(),
-        ));
+        return Err(DaemonError::NeedsRoot);
     }
     let mut queues_wanted = opts.queues.clone();
     queues_wanted.sort_unstable();
     queues_wanted.dedup();
-    let sets = SetNames::new(&opts.ipset).map_err(|e| DaemonError(format!("--ipset: {e}")))?;
+    let sets = SetNames::new(&opts.ipset).map_err(DaemonError::SetName)?;
     // Queues first: a second instance must fail before it flushes the sets.
     let queues = queues_wanted
         .iter()
         .map(|&n| open_queue(n).map(|q| (n, q)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| DaemonError(e.to_string()))?;
+        .map_err(DaemonError::Queue)?;
     let _owner = claim_sets(&sets)?;
     let mut kernel = LiveKernel::open()?;
     kernel.prepare_sets(&sets)?;
@@ -290,7 +391,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let lookups = stop_workers(running, &stop, &done_rx);
     timers.finish(lookups);
     match failure {
-        Some(why) => Err(DaemonError(why)),
+        Some(why) => Err(DaemonError::QueueFailed(why)),
         None => Ok(()),
     }
 }

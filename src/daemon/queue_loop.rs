@@ -119,7 +119,7 @@ pub fn spawn_workers(
                 let _report = report;
                 worker.run(failure)
             })
-            .map_err(|e| DaemonError(format!("cannot start the thread of queue {num}: {e}")))?;
+            .map_err(|source| DaemonError::Thread { queue: num, source })?;
         handles.insert(num, handle);
     }
     Ok(handles)

@@ -8,10 +8,10 @@
 //! asks again, with the reply tuple, when the first answer comes back.
 
 use std::collections::HashMap;
-use std::io;
 use std::time::{Duration, Instant};
 
 use crate::netfilter::ctnetlink::{CtEntry, Ctnetlink};
+use crate::netfilter::Error;
 use ftpct_engine::nat::{CtMapping, NatLookup};
 use ftpct_engine::tuple::{Dir, Tuple};
 
@@ -25,11 +25,11 @@ pub const MAX_ENTRIES: usize = 16_384;
 
 /// What the cache needs from conntrack: [`Ctnetlink::get`].
 pub trait CtGet {
-    fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>>;
+    fn get(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtEntry>, Error>;
 }
 
 impl CtGet for Ctnetlink {
-    fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
+    fn get(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtEntry>, Error> {
         Ctnetlink::get(self, tuple, dir)
     }
 }
@@ -173,10 +173,13 @@ mod tests {
     }
 
     impl CtGet for FakeCt {
-        fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
+        fn get(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtEntry>, Error> {
             self.calls += 1;
             if self.fail {
-                return Err(io::Error::other("netlink down"));
+                return Err(Error::Timeout {
+                    op: crate::netfilter::error::Op::CtGet,
+                    after: Duration::from_secs(5),
+                });
             }
             Ok(self.entry.filter(|e| match dir {
                 Dir::Orig => e.orig == *tuple,

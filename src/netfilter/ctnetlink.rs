@@ -13,8 +13,9 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
-    self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket, NLM_F_ACK,
+    self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_EXCL,
 };
 use ftpct_engine::command::{DataConnection, NatBinding};
@@ -104,14 +105,10 @@ fn family_of(t: &Tuple) -> u8 {
     }
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("ctnetlink: {msg}"))
-}
-
 /// Both ends of a tuple must be the same family.
-fn check_tuple(t: &Tuple) -> io::Result<()> {
+fn check_tuple(t: &Tuple) -> Result<(), BadRequest> {
     if t.src.is_ipv6() != t.dst.is_ipv6() {
-        return Err(invalid(format!("tuple {t} mixes IPv4 and IPv6")));
+        return Err(BadRequest::MixedTuple(*t));
     }
     Ok(())
 }
@@ -180,7 +177,7 @@ fn dir_attr(dir: Dir) -> u16 {
 }
 
 /// IPCTNL_MSG_CT_GET for the entry that has `tuple` in direction `dir`.
-pub fn encode_get(tuple: &Tuple, dir: Dir) -> io::Result<Vec<u8>> {
+pub fn encode_get(tuple: &Tuple, dir: Dir) -> Result<Vec<u8>, BadRequest> {
     check_tuple(tuple)?;
     let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET);
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(tuple));
@@ -189,7 +186,7 @@ pub fn encode_get(tuple: &Tuple, dir: Dir) -> io::Result<Vec<u8>> {
 }
 
 /// IPCTNL_MSG_CT_DELETE of the entry whose original tuple is `orig`.
-pub fn encode_delete(orig: &Tuple) -> io::Result<Vec<u8>> {
+pub fn encode_delete(orig: &Tuple) -> Result<Vec<u8>, BadRequest> {
     check_tuple(orig)?;
     let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE);
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
@@ -197,22 +194,22 @@ pub fn encode_delete(orig: &Tuple) -> io::Result<Vec<u8>> {
     Ok(b.finish())
 }
 
-fn check_data_connection(dc: &DataConnection) -> io::Result<()> {
+fn check_data_connection(dc: &DataConnection) -> Result<(), BadRequest> {
     check_tuple(&dc.tuple)?;
     check_tuple(&dc.master)?;
     let v6 = dc.tuple.is_ipv6();
     if dc.master.is_ipv6() != v6 {
-        return Err(invalid(format!(
-            "data connection {} and master {} are not the same family",
-            dc.tuple, dc.master
-        )));
+        return Err(BadRequest::MasterFamily {
+            tuple: dc.tuple,
+            master: Box::new(dc.master),
+        });
     }
     for nat in [dc.nat_src, dc.nat_dst].iter().flatten() {
         if nat.addr.is_ipv6() != v6 {
-            return Err(invalid(format!(
-                "NAT address {} is not the family of {}",
-                nat.addr, dc.tuple
-            )));
+            return Err(BadRequest::NatFamily {
+                addr: nat.addr,
+                tuple: dc.tuple,
+            });
         }
     }
     Ok(())
@@ -222,7 +219,7 @@ fn check_data_connection(dc: &DataConnection) -> io::Result<()> {
 /// master, in TCP state SYN_SENT. The kernel requires a reply tuple and a
 /// timeout when creating; the reply tuple sent is the plain inverse, and
 /// the kernel rewrites it from the NAT bindings.
-pub fn encode_create_related(dc: &DataConnection) -> io::Result<Vec<u8>> {
+pub fn encode_create_related(dc: &DataConnection) -> Result<Vec<u8>, BadRequest> {
     check_data_connection(dc)?;
     let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
     let flags = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
@@ -254,7 +251,7 @@ pub fn encode_create_related(dc: &DataConnection) -> io::Result<Vec<u8>> {
 /// conntrack: conntrack then sees one direction shifted and the other's
 /// acknowledgements un-shifted, and a shorter rewrite would look like an
 /// acknowledgement of unsent data (INVALID, the session dies).
-pub fn encode_set_liberal(orig: &Tuple) -> io::Result<Vec<u8>> {
+pub fn encode_set_liberal(orig: &Tuple) -> Result<Vec<u8>, BadRequest> {
     check_tuple(orig)?;
     let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
@@ -269,7 +266,7 @@ pub fn encode_set_liberal(orig: &Tuple) -> io::Result<Vec<u8>> {
     Ok(b.finish())
 }
 
-fn decode_ip_pair(ip: Attrs<'_>) -> io::Result<(IpAddr, IpAddr)> {
+fn decode_ip_pair(ip: Attrs<'_>) -> Result<(IpAddr, IpAddr), Malformed> {
     if let Some(src) = ip.find(CTA_IP_V4_SRC)? {
         let dst = ip.require(CTA_IP_V4_DST, "CTA_IP_V4_DST")?;
         return Ok((
@@ -286,7 +283,7 @@ fn decode_ip_pair(ip: Attrs<'_>) -> io::Result<(IpAddr, IpAddr)> {
 }
 
 /// Reads a CTA_TUPLE_* nest. Ok(None) for a protocol other than TCP.
-pub fn decode_tuple(tuple: Attrs<'_>) -> io::Result<Option<Tuple>> {
+pub fn decode_tuple(tuple: Attrs<'_>) -> Result<Option<Tuple>, Malformed> {
     let ip = tuple.require(CTA_TUPLE_IP, "CTA_TUPLE_IP")?;
     let proto = tuple.require(CTA_TUPLE_PROTO, "CTA_TUPLE_PROTO")?.nested();
     if proto.require(CTA_PROTO_NUM, "CTA_PROTO_NUM")?.u8()? != IPPROTO_TCP {
@@ -305,12 +302,15 @@ pub fn decode_tuple(tuple: Attrs<'_>) -> io::Result<Option<Tuple>> {
     )))
 }
 
-fn required_tcp_tuple(attrs: &Attrs<'_>, kind: u16, what: &str) -> io::Result<Tuple> {
-    decode_tuple(attrs.require(kind, what)?.nested())?
-        .ok_or_else(|| netlink::malformed(format!("{what} is not a TCP tuple")))
+fn required_tcp_tuple(
+    attrs: &Attrs<'_>,
+    kind: u16,
+    what: &'static str,
+) -> Result<Tuple, Malformed> {
+    decode_tuple(attrs.require(kind, what)?.nested())?.ok_or(Malformed::NotTcp { what })
 }
 
-fn decode_tcp_state(attrs: &Attrs<'_>) -> io::Result<Option<u8>> {
+fn decode_tcp_state(attrs: &Attrs<'_>) -> Result<Option<u8>, Malformed> {
     let Some(info) = attrs.find(CTA_PROTOINFO)? else {
         return Ok(None);
     };
@@ -324,15 +324,16 @@ fn decode_tcp_state(attrs: &Attrs<'_>) -> io::Result<Option<u8>> {
 }
 
 /// Reads the attributes of an IPCTNL_MSG_CT_NEW message (the answer to GET).
-pub fn decode_entry(attrs: Attrs<'_>) -> io::Result<CtInfo> {
+pub fn decode_entry(attrs: Attrs<'_>) -> Result<CtInfo, Malformed> {
     let orig = required_tcp_tuple(&attrs, CTA_TUPLE_ORIG, "CTA_TUPLE_ORIG")?;
     let reply = required_tcp_tuple(&attrs, CTA_TUPLE_REPLY, "CTA_TUPLE_REPLY")?;
     let master = match attrs.find(CTA_TUPLE_MASTER)? {
         Some(m) => decode_tuple(m.nested())?,
         None => None,
     };
-    let be32 =
-        |kind| -> io::Result<Option<u32>> { attrs.find(kind)?.map(|a| a.be32()).transpose() };
+    let be32 = |kind| -> Result<Option<u32>, Malformed> {
+        attrs.find(kind)?.map(|a| a.be32()).transpose()
+    };
     Ok(CtInfo {
         entry: CtEntry {
             orig,
@@ -346,26 +347,26 @@ pub fn decode_entry(attrs: Attrs<'_>) -> io::Result<CtInfo> {
     })
 }
 
-/// Turns a kernel errno into an io::Error that says what went wrong.
-fn kernel_error(op: &str, errno: i32, subject: &str) -> io::Error {
-    let why = match errno {
+/// Why the kernel refused `op` on `target`, said for people.
+pub(crate) fn explain(op: Op, errno: i32, target: &Target) -> String {
+    match errno {
         libc::EPERM => "permission denied (run as root or with CAP_NET_ADMIN)".to_string(),
-        libc::ENOENT if op == "create" => format!(
-            "the master (control connection) of {subject} is not in the conntrack table"
+        libc::ENOENT if op == Op::CtCreate => format!(
+            "the master (control connection) of {target} is not in the conntrack table"
         ),
-        libc::ENOENT => format!("no conntrack entry for {subject}"),
-        libc::EEXIST => format!("a conntrack entry for {subject} already exists"),
-        libc::EINVAL => format!("the kernel rejected the request for {subject} as invalid"),
+        libc::ENOENT => format!("no conntrack entry for {target}"),
+        libc::EEXIST => format!("a conntrack entry for {target} already exists"),
+        libc::EINVAL => format!("the kernel rejected the request for {target} as invalid"),
         libc::EOPNOTSUPP => format!(
-            "operation not supported for {subject} (NAT support missing, or NAT/master given on an existing entry)"
+            "operation not supported for {target} (NAT support missing, or NAT/master given on an existing entry)"
         ),
         libc::ENOMEM => "the kernel is out of memory or the conntrack table is full".into(),
         e => format!(
-            "{op} {subject} failed: {}",
+            "{} {target} failed: {}",
+            op.verb(),
             io::Error::from_raw_os_error(e)
         ),
-    };
-    KernelError::into_io(errno, format!("ctnetlink: {why}"))
+    }
 }
 
 /// One NETLINK_NETFILTER socket speaking ctnetlink. Blocking, with a receive
@@ -376,39 +377,42 @@ pub struct Ctnetlink {
 }
 
 impl Ctnetlink {
-    pub fn open() -> io::Result<Self> {
+    pub fn open() -> Result<Self, Error> {
         Ok(Ctnetlink {
-            sock: NlSocket::open("ctnetlink")?,
+            sock: NlSocket::open(Subsystem::Ctnetlink)?,
         })
     }
 
-    fn request(&mut self, op: &str, subject: &str, msg: Vec<u8>) -> io::Result<Vec<Message>> {
-        self.sock.transact(msg).map_err(|f| match f {
-            Failure::Kernel(errno) => kernel_error(op, errno, subject),
-            Failure::Io(e) => e,
-        })
+    /// Sends `msg`; a refusal says what it was about.
+    fn request(
+        &mut self,
+        op: Op,
+        target: impl FnOnce() -> Target,
+        msg: Vec<u8>,
+    ) -> Result<Vec<Message>, Error> {
+        self.sock.transact(op, msg).map_err(|e| e.about(target))
     }
 
     /// The conntrack entry that has `tuple` as its original (dir=Orig) or
     /// reply (dir=Reply) tuple; Ok(None) if there is none.
-    pub fn get(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtEntry>> {
+    pub fn get(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtEntry>, Error> {
         Ok(self.get_info(tuple, dir)?.map(|i| i.entry))
     }
 
     /// Like [`Ctnetlink::get`], with status, master, timeout and TCP state.
-    pub fn get_info(&mut self, tuple: &Tuple, dir: Dir) -> io::Result<Option<CtInfo>> {
+    pub fn get_info(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtInfo>, Error> {
         let msg = encode_get(tuple, dir)?;
-        let replies = match self.request("get", &tuple.to_string(), msg) {
+        let replies = match self.request(Op::CtGet, || Target::Conn(*tuple), msg) {
             Ok(r) => r,
-            Err(e) if netlink::kernel_errno(&e) == Some(libc::ENOENT) => return Ok(None),
+            Err(Error::Kernel {
+                errno: libc::ENOENT,
+                ..
+            }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Some(first) = replies.first() else {
-            return Err(netlink::malformed(
-                "conntrack GET answered without an entry",
-            ));
-        };
-        let info = decode_entry(first.nf_attrs()?)?;
+        let info = first_attrs(&replies)
+            .and_then(decode_entry)
+            .map_err(|w| w.at(Op::CtGet))?;
         // The kernel looks the tuple up in both directions at once: check
         // that it matched the direction asked for.
         let matched = match dir {
@@ -419,27 +423,28 @@ impl Ctnetlink {
     }
 
     /// Creates the data connection's entry, RELATED to `dc.master`, with its
-    /// NAT bindings. An entry that already exists gives an error of kind
-    /// `AlreadyExists` (errno EEXIST, see [`netlink::kernel_errno`]); a
-    /// missing master gives `NotFound`.
-    pub fn create_related(&mut self, dc: &DataConnection) -> io::Result<()> {
+    /// NAT bindings. An entry that already exists is refused with EEXIST;
+    /// a missing master with ENOENT ([`Error::Kernel`]).
+    pub fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error> {
         let msg = encode_create_related(dc)?;
-        let subject = format!("{} (master {})", dc.tuple, dc.master);
-        self.request("create", &subject, msg).map(drop)
+        let target = || Target::related(dc.tuple, dc.master);
+        self.request(Op::CtCreate, target, msg).map(drop)
     }
 
     /// Turns off TCP window checks on the entry whose original tuple is
-    /// `orig` (see [`encode_set_liberal`]). A missing entry is `NotFound`.
-    pub fn set_liberal(&mut self, orig: &Tuple) -> io::Result<()> {
+    /// `orig` (see [`encode_set_liberal`]). A missing entry is ENOENT.
+    pub fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
         let msg = encode_set_liberal(orig)?;
-        self.request("update", &orig.to_string(), msg).map(drop)
+        self.request(Op::CtSetLiberal, || Target::Conn(*orig), msg)
+            .map(drop)
     }
 
     /// Deletes the entry whose original tuple is `orig`. A missing entry is
-    /// an error of kind `NotFound`.
-    pub fn delete(&mut self, orig: &Tuple) -> io::Result<()> {
+    /// refused with ENOENT.
+    pub fn delete(&mut self, orig: &Tuple) -> Result<(), Error> {
         let msg = encode_delete(orig)?;
-        self.request("delete", &orig.to_string(), msg).map(drop)
+        self.request(Op::CtDelete, || Target::Conn(*orig), msg)
+            .map(drop)
     }
 }
 
@@ -602,13 +607,27 @@ mod tests {
             addr: "2001:db8::1".parse().unwrap(),
             port: None,
         });
-        let e = encode_create_related(&dc).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            encode_create_related(&dc),
+            Err(BadRequest::NatFamily {
+                addr: "2001:db8::1".parse().unwrap(),
+                tuple: dc.tuple
+            })
+        );
         let mixed = t("192.0.2.1:1", "[2001:db8::1]:2");
-        assert!(encode_get(&mixed, Dir::Orig).is_err());
+        assert_eq!(
+            encode_get(&mixed, Dir::Orig),
+            Err(BadRequest::MixedTuple(mixed))
+        );
         let mut dc = data_connection();
         dc.master = t("[2001:db8::2]:1", "[2001:db8::3]:21");
-        assert!(encode_create_related(&dc).is_err());
+        assert_eq!(
+            encode_create_related(&dc),
+            Err(BadRequest::MasterFamily {
+                tuple: dc.tuple,
+                master: Box::new(dc.master)
+            })
+        );
     }
 
     #[test]
@@ -681,23 +700,44 @@ mod tests {
         let mut b = MsgBuilder::new(0x0100, 0, netlink::AF_INET);
         b.put_be32(CTA_MARK, 7);
         let msg = b.finish();
-        let e = decode_entry(attrs(&msg)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            decode_entry(attrs(&msg)),
+            Err(Malformed::Missing {
+                what: "CTA_TUPLE_ORIG",
+                kind: CTA_TUPLE_ORIG
+            })
+        );
     }
 
     #[test]
     fn error_messages_name_the_cause() {
-        let e = kernel_error("create", libc::EPERM, "x");
+        let refused = |op, errno| Error::Kernel {
+            op,
+            target: Target::related(
+                t("192.0.2.1:20", "192.0.2.2:5000"),
+                t("192.0.2.2:4000", "192.0.2.1:21"),
+            ),
+            errno,
+        };
         assert_eq!(
-            e.to_string(),
+            refused(Op::CtCreate, libc::EPERM).to_string(),
             "ctnetlink: permission denied (run as root or with CAP_NET_ADMIN)"
         );
-        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
-        let e = kernel_error("create", libc::EEXIST, "a -> b");
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(netlink::kernel_errno(&e), Some(libc::EEXIST));
-        let e = kernel_error("create", libc::ENOENT, "a -> b");
-        assert!(e.to_string().contains("master"), "{e}");
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            refused(Op::CtCreate, libc::ENOENT).to_string(),
+            "ctnetlink: the master (control connection) of 192.0.2.1:20 -> 192.0.2.2:5000 (master 192.0.2.2:4000 -> 192.0.2.1:21) is not in the conntrack table"
+        );
+        let gone = Error::Kernel {
+            op: Op::CtDelete,
+            target: Target::Conn(t("192.0.2.1:20", "192.0.2.2:5000")),
+            errno: libc::ENOENT,
+        };
+        assert_eq!(
+            gone.to_string(),
+            "ctnetlink: no conntrack entry for 192.0.2.1:20 -> 192.0.2.2:5000"
+        );
+        assert!(refused(Op::CtSetLiberal, libc::EBUSY)
+            .to_string()
+            .starts_with("ctnetlink: update 192.0.2.1:20"));
     }
 }

@@ -15,9 +15,10 @@
 use std::io;
 use std::net::IpAddr;
 
+use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
-    self, nfnl_msg_type, Attrs, Failure, KernelError, Message, MsgBuilder, NlSocket,
-    NLA_F_NET_BYTEORDER, NLM_F_ACK,
+    self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLA_F_NET_BYTEORDER,
+    NLM_F_ACK,
 };
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
@@ -54,21 +55,22 @@ const IPSET_ATTR_PROTO: u16 = 7;
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
 
-// enum ipset_errno (positive here)
-const IPSET_ERR_PROTOCOL: i32 = 4097;
-const IPSET_ERR_FIND_TYPE: i32 = 4098;
-const IPSET_ERR_MAX_SETS: i32 = 4099;
-const IPSET_ERR_BUSY: i32 = 4100;
-const IPSET_ERR_EXIST_SETNAME2: i32 = 4101;
-const IPSET_ERR_TYPE_MISMATCH: i32 = 4102;
-const IPSET_ERR_EXIST: i32 = 4103;
-const IPSET_ERR_INVALID_FAMILY: i32 = 4106;
-const IPSET_ERR_TIMEOUT: i32 = 4107;
-const IPSET_ERR_REFERENCED: i32 = 4108;
-const IPSET_ERR_HASH_FULL: i32 = 4352;
+// enum ipset_errno (positive here), as `Error::Kernel` carries them
+pub const IPSET_ERR_PROTOCOL: i32 = 4097;
+pub const IPSET_ERR_FIND_TYPE: i32 = 4098;
+pub const IPSET_ERR_MAX_SETS: i32 = 4099;
+pub const IPSET_ERR_BUSY: i32 = 4100;
+pub const IPSET_ERR_EXIST_SETNAME2: i32 = 4101;
+pub const IPSET_ERR_TYPE_MISMATCH: i32 = 4102;
+pub const IPSET_ERR_EXIST: i32 = 4103;
+pub const IPSET_ERR_INVALID_FAMILY: i32 = 4106;
+pub const IPSET_ERR_TIMEOUT: i32 = 4107;
+pub const IPSET_ERR_REFERENCED: i32 = 4108;
+pub const IPSET_ERR_HASH_FULL: i32 = 4352;
 
 pub const SET_TYPE: &str = "hash:ip,port";
-const IPSET_MAXNAMELEN: usize = 32;
+/// The longest set name, in bytes (IPSET_MAXNAMELEN less the NUL).
+pub const MAX_NAME_LEN: usize = 31;
 const IPPROTO_TCP: u8 = 6;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
@@ -81,17 +83,10 @@ fn family(ipv6: bool) -> u8 {
     }
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("ipset: {msg}"))
-}
-
 /// Set names are at most 31 bytes (32 with the NUL) and hold no NUL.
-pub fn check_name(name: &str) -> io::Result<()> {
-    if name.is_empty() || name.len() >= IPSET_MAXNAMELEN || name.contains('\0') {
-        return Err(invalid(format!(
-            "bad set name {name:?} (1 to {} bytes, no NUL)",
-            IPSET_MAXNAMELEN - 1
-        )));
+pub fn check_name(name: &str) -> Result<(), BadRequest> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('\0') {
+        return Err(BadRequest::SetName(name.to_string()));
     }
     Ok(())
 }
@@ -104,7 +99,7 @@ fn start(cmd: u8, protocol: u8) -> MsgBuilder {
     b
 }
 
-fn start_named(cmd: u8, protocol: u8, name: &str) -> io::Result<MsgBuilder> {
+fn start_named(cmd: u8, protocol: u8, name: &str) -> Result<MsgBuilder, BadRequest> {
     check_name(name)?;
     let mut b = start(cmd, protocol);
     b.put_strz(IPSET_ATTR_SETNAME, name);
@@ -131,7 +126,7 @@ pub fn encode_create(
     ipv6: bool,
     revision: u8,
     default_timeout_secs: u32,
-) -> io::Result<Vec<u8>> {
+) -> Result<Vec<u8>, BadRequest> {
     let mut b = start_named(IPSET_CMD_CREATE, protocol, name)?;
     b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
     b.put_u8(IPSET_ATTR_REVISION, revision);
@@ -153,7 +148,7 @@ fn encode_element(
     addr: IpAddr,
     port: u16,
     timeout_secs: Option<u32>,
-) -> io::Result<Vec<u8>> {
+) -> Result<Vec<u8>, BadRequest> {
     let mut b = start_named(cmd, protocol, name)?;
     let data = b.nest_start(IPSET_ATTR_DATA);
     let ip = b.nest_start(IPSET_ATTR_IP);
@@ -177,7 +172,7 @@ pub fn encode_add(
     addr: IpAddr,
     port: u16,
     timeout_secs: u32,
-) -> io::Result<Vec<u8>> {
+) -> Result<Vec<u8>, BadRequest> {
     encode_element(
         IPSET_CMD_ADD,
         protocol,
@@ -188,57 +183,66 @@ pub fn encode_add(
     )
 }
 
-pub fn encode_del(protocol: u8, name: &str, addr: IpAddr, port: u16) -> io::Result<Vec<u8>> {
+pub fn encode_del(
+    protocol: u8,
+    name: &str,
+    addr: IpAddr,
+    port: u16,
+) -> Result<Vec<u8>, BadRequest> {
     encode_element(IPSET_CMD_DEL, protocol, name, addr, port, None)
 }
 
-pub fn encode_test(protocol: u8, name: &str, addr: IpAddr, port: u16) -> io::Result<Vec<u8>> {
+pub fn encode_test(
+    protocol: u8,
+    name: &str,
+    addr: IpAddr,
+    port: u16,
+) -> Result<Vec<u8>, BadRequest> {
     encode_element(IPSET_CMD_TEST, protocol, name, addr, port, None)
 }
 
-pub fn encode_flush(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+pub fn encode_flush(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
     Ok(start_named(IPSET_CMD_FLUSH, protocol, name)?.finish())
 }
 
-pub fn encode_destroy(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+pub fn encode_destroy(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
     Ok(start_named(IPSET_CMD_DESTROY, protocol, name)?.finish())
 }
 
 /// IPSET_CMD_HEADER: the type and family of an existing set.
-pub fn encode_header(protocol: u8, name: &str) -> io::Result<Vec<u8>> {
+pub fn encode_header(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
     Ok(start_named(IPSET_CMD_HEADER, protocol, name)?.finish())
 }
 
 /// The protocol to use given the kernel's answer to IPSET_CMD_PROTOCOL.
-pub fn negotiate_protocol(attrs: Attrs<'_>) -> io::Result<u8> {
+pub fn negotiate_protocol(attrs: Attrs<'_>) -> Result<u8, Error> {
     let kernel = attrs
-        .require(IPSET_ATTR_PROTOCOL, "IPSET_ATTR_PROTOCOL")?
-        .u8()?;
+        .require(IPSET_ATTR_PROTOCOL, "IPSET_ATTR_PROTOCOL")
+        .and_then(|a| a.u8())
+        .map_err(|w| w.at(Op::IpsetProtocol))?;
     let chosen = kernel.min(PROTOCOL_MAX);
     if chosen < PROTOCOL_MIN {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("ipset: kernel speaks protocol {kernel}, this program needs {PROTOCOL_MIN} to {PROTOCOL_MAX}"),
-        ));
+        return Err(Error::IpsetProtocol { kernel });
     }
     Ok(chosen)
 }
 
 /// The newest revision of the type the kernel has (answer to IPSET_CMD_TYPE).
-pub fn decode_type_revision(attrs: Attrs<'_>) -> io::Result<u8> {
+pub fn decode_type_revision(attrs: Attrs<'_>) -> Result<u8, Malformed> {
     let max = attrs
         .require(IPSET_ATTR_REVISION, "IPSET_ATTR_REVISION")?
         .u8()?;
     if let Some(min) = attrs.find(IPSET_ATTR_REVISION_MIN)? {
-        if min.u8()? > max {
-            return Err(netlink::malformed("ipset type revision min above max"));
+        let min = min.u8()?;
+        if min > max {
+            return Err(Malformed::RevisionRange { min, max });
         }
     }
     Ok(max)
 }
 
 /// Type name and family of a set (answer to IPSET_CMD_HEADER).
-pub fn decode_header(attrs: Attrs<'_>) -> io::Result<(String, u8)> {
+pub fn decode_header(attrs: Attrs<'_>) -> Result<(String, u8), Malformed> {
     let ty = attrs.require(IPSET_ATTR_TYPENAME, "IPSET_ATTR_TYPENAME")?;
     let name = ty.data.split(|&c| c == 0).next().unwrap_or_default();
     let family = attrs
@@ -247,9 +251,11 @@ pub fn decode_header(attrs: Attrs<'_>) -> io::Result<(String, u8)> {
     Ok((String::from_utf8_lossy(name).into_owned(), family))
 }
 
-/// Turns a kernel errno (standard or IPSET_ERR_*) into a clear io::Error.
-fn kernel_error(op: &str, errno: i32, name: &str) -> io::Error {
-    let why = match errno {
+/// Why the kernel refused `op` on the set `target`, said for people
+/// (errno standard or IPSET_ERR_*).
+pub(crate) fn explain(op: Op, errno: i32, target: &Target) -> String {
+    let (op, name) = (op.verb(), target);
+    match errno {
         libc::EPERM => "permission denied (run as root or with CAP_NET_ADMIN)".to_string(),
         libc::ENOENT => format!("set {name} does not exist"),
         libc::EEXIST | IPSET_ERR_EXIST_SETNAME2 => {
@@ -271,8 +277,7 @@ fn kernel_error(op: &str, errno: i32, name: &str) -> io::Error {
             io::Error::from_raw_os_error(e)
         ),
         e => format!("{op} on set {name} failed: ipset error {e}"),
-    };
-    KernelError::into_io(errno, format!("ipset: {why}"))
+    }
 }
 
 /// One NETLINK_NETFILTER socket speaking the ipset protocol.
@@ -284,15 +289,11 @@ pub struct Ipset {
 
 impl Ipset {
     /// Opens the socket and negotiates the protocol version with the kernel.
-    pub fn open() -> io::Result<Self> {
-        let mut sock = NlSocket::open("ipset")?;
-        let replies = sock
-            .transact(encode_protocol())
-            .map_err(|f| to_io(f, "protocol", "-"))?;
-        let first = replies
-            .first()
-            .ok_or_else(|| netlink::malformed("ipset protocol query answered without data"))?;
-        let protocol = negotiate_protocol(first.nf_attrs()?)?;
+    pub fn open() -> Result<Self, Error> {
+        let mut sock = NlSocket::open(Subsystem::Ipset)?;
+        let replies = sock.transact(Op::IpsetProtocol, encode_protocol())?;
+        let attrs = first_attrs(&replies).map_err(|w| w.at(Op::IpsetProtocol))?;
+        let protocol = negotiate_protocol(attrs)?;
         Ok(Ipset { sock, protocol })
     }
 
@@ -301,41 +302,52 @@ impl Ipset {
         self.protocol
     }
 
-    fn run(&mut self, op: &str, name: &str, msg: Vec<u8>) -> io::Result<Vec<Message>> {
-        self.sock.transact(msg).map_err(|f| to_io(f, op, name))
+    /// Sends `msg`; a refusal names the set.
+    fn run(&mut self, op: Op, name: &str, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.sock
+            .transact(op, msg)
+            .map_err(|e| e.about(|| Target::Set(name.to_string())))
+    }
+
+    /// Sends a query about `name` and decodes the first answer.
+    fn query<T>(
+        &mut self,
+        op: Op,
+        name: &str,
+        msg: Vec<u8>,
+        decode: impl FnOnce(Attrs<'_>) -> Result<T, Malformed>,
+    ) -> Result<T, Error> {
+        let replies = self.run(op, name, msg)?;
+        first_attrs(&replies).and_then(decode).map_err(|w| w.at(op))
     }
 
     /// Creates a `hash:ip,port` set with the timeout option. Ok if a set of
     /// that name already exists with the same type, family and timeout.
-    pub fn create(&mut self, name: &str, ipv6: bool, default_timeout_secs: u32) -> io::Result<()> {
-        let revision = self.type_revision(ipv6)?;
+    pub fn create(
+        &mut self,
+        name: &str,
+        ipv6: bool,
+        default_timeout_secs: u32,
+    ) -> Result<(), Error> {
+        let revision = self.query(
+            Op::IpsetType,
+            SET_TYPE,
+            encode_type(self.protocol, ipv6),
+            decode_type_revision,
+        )?;
         let msg = encode_create(self.protocol, name, ipv6, revision, default_timeout_secs)?;
-        self.run("create", name, msg)?;
+        self.run(Op::IpsetCreate, name, msg)?;
         // The kernel's "same set" check ignores the family: check it here.
-        let (ty, fam) = self.header(name)?;
-        if ty != SET_TYPE || fam != family(ipv6) {
-            return Err(KernelError::into_io(
-                libc::EEXIST,
-                format!("ipset: set {name} already exists as {ty}, family {fam}"),
-            ));
+        let header = encode_header(self.protocol, name)?;
+        let (type_name, fam) = self.query(Op::IpsetHeader, name, header, decode_header)?;
+        if type_name != SET_TYPE || fam != family(ipv6) {
+            return Err(Error::SetMismatch {
+                name: name.to_string(),
+                type_name,
+                family: fam,
+            });
         }
         Ok(())
-    }
-
-    fn type_revision(&mut self, ipv6: bool) -> io::Result<u8> {
-        let replies = self.run("type", SET_TYPE, encode_type(self.protocol, ipv6))?;
-        let first = replies
-            .first()
-            .ok_or_else(|| netlink::malformed("ipset type query answered without data"))?;
-        decode_type_revision(first.nf_attrs()?)
-    }
-
-    fn header(&mut self, name: &str) -> io::Result<(String, u8)> {
-        let replies = self.run("header", name, encode_header(self.protocol, name)?)?;
-        let first = replies
-            .first()
-            .ok_or_else(|| netlink::malformed("ipset header query answered without data"))?;
-        decode_header(first.nf_attrs()?)
     }
 
     /// Adds `addr,tcp:port`; re-adding an element refreshes its timeout.
@@ -345,50 +357,54 @@ impl Ipset {
         addr: IpAddr,
         port: u16,
         timeout_secs: u32,
-    ) -> io::Result<()> {
+    ) -> Result<(), Error> {
         let msg = encode_add(self.protocol, name, addr, port, timeout_secs)?;
-        self.run("add", name, msg).map(drop)
+        self.run(Op::IpsetAdd, name, msg).map(drop)
     }
 
     /// Removes `addr,tcp:port`; an element not in the set is not an error.
-    pub fn del(&mut self, name: &str, addr: IpAddr, port: u16) -> io::Result<()> {
+    pub fn del(&mut self, name: &str, addr: IpAddr, port: u16) -> Result<(), Error> {
         let msg = encode_del(self.protocol, name, addr, port)?;
-        match self.sock.transact(msg) {
-            Ok(_) | Err(Failure::Kernel(IPSET_ERR_EXIST)) => Ok(()),
-            Err(f) => Err(to_io(f, "del", name)),
+        match self.run(Op::IpsetDel, name, msg) {
+            Ok(_)
+            | Err(Error::Kernel {
+                errno: IPSET_ERR_EXIST,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     /// Removes every element of the set.
-    pub fn flush(&mut self, name: &str) -> io::Result<()> {
+    pub fn flush(&mut self, name: &str) -> Result<(), Error> {
         let msg = encode_flush(self.protocol, name)?;
-        self.run("flush", name, msg).map(drop)
+        self.run(Op::IpsetFlush, name, msg).map(drop)
     }
 
     /// Destroys the set; a set that does not exist is not an error.
-    pub fn destroy(&mut self, name: &str) -> io::Result<()> {
+    pub fn destroy(&mut self, name: &str) -> Result<(), Error> {
         let msg = encode_destroy(self.protocol, name)?;
-        match self.sock.transact(msg) {
-            Ok(_) | Err(Failure::Kernel(libc::ENOENT)) => Ok(()),
-            Err(f) => Err(to_io(f, "destroy", name)),
+        match self.run(Op::IpsetDestroy, name, msg) {
+            Ok(_)
+            | Err(Error::Kernel {
+                errno: libc::ENOENT,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     /// Whether `addr,tcp:port` is in the set (and not timed out).
-    pub fn test(&mut self, name: &str, addr: IpAddr, port: u16) -> io::Result<bool> {
+    pub fn test(&mut self, name: &str, addr: IpAddr, port: u16) -> Result<bool, Error> {
         let msg = encode_test(self.protocol, name, addr, port)?;
-        match self.sock.transact(msg) {
+        match self.run(Op::IpsetTest, name, msg) {
             Ok(_) => Ok(true),
-            Err(Failure::Kernel(IPSET_ERR_EXIST)) => Ok(false),
-            Err(f) => Err(to_io(f, "test", name)),
+            Err(Error::Kernel {
+                errno: IPSET_ERR_EXIST,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
         }
-    }
-}
-
-fn to_io(f: Failure, op: &str, name: &str) -> io::Error {
-    match f {
-        Failure::Kernel(errno) => kernel_error(op, errno, name),
-        Failure::Io(e) => e,
     }
 }
 
@@ -519,10 +535,14 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        assert!(encode_flush(7, "").is_err());
-        assert!(encode_destroy(7, &"x".repeat(32)).is_err());
+        let bad = |name: &str| Err(BadRequest::SetName(name.to_string()));
+        assert_eq!(encode_flush(7, ""), bad(""));
+        assert_eq!(encode_destroy(7, &"x".repeat(32)), bad(&"x".repeat(32)));
         assert!(encode_destroy(7, &"x".repeat(31)).is_ok());
-        assert!(encode_add(7, "a\0b", "192.0.2.1".parse().unwrap(), 1, 1).is_err());
+        assert_eq!(
+            encode_add(7, "a\0b", "192.0.2.1".parse().unwrap(), 1, 1),
+            bad("a\0b")
+        );
     }
 
     #[test]
@@ -536,7 +556,10 @@ mod tests {
         assert_eq!(negotiate_protocol(attrs(&reply(7))).unwrap(), 7);
         assert_eq!(negotiate_protocol(attrs(&reply(9))).unwrap(), 7);
         assert_eq!(negotiate_protocol(attrs(&reply(6))).unwrap(), 6);
-        assert!(negotiate_protocol(attrs(&reply(5))).is_err());
+        assert!(matches!(
+            negotiate_protocol(attrs(&reply(5))),
+            Err(Error::IpsetProtocol { kernel: 5 })
+        ));
     }
 
     #[test]
@@ -557,13 +580,25 @@ mod tests {
 
     #[test]
     fn ipset_errors_are_explained() {
-        let e = kernel_error("destroy", IPSET_ERR_BUSY, "pasv");
-        assert_eq!(e.to_string(), "ipset: set pasv is in use by a rule");
-        assert_eq!(netlink::kernel_errno(&e), Some(IPSET_ERR_BUSY));
-        let e = kernel_error("add", libc::EPERM, "pasv");
-        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
-        assert!(e.to_string().contains("CAP_NET_ADMIN"));
-        let e = kernel_error("add", libc::ENOENT, "pasv");
-        assert_eq!(e.to_string(), "ipset: set pasv does not exist");
+        let refused = |op, errno| Error::Kernel {
+            op,
+            target: Target::Set("pasv".into()),
+            errno,
+        };
+        assert_eq!(
+            refused(Op::IpsetDestroy, IPSET_ERR_BUSY).to_string(),
+            "ipset: set pasv is in use by a rule"
+        );
+        assert!(refused(Op::IpsetAdd, libc::EPERM)
+            .to_string()
+            .contains("CAP_NET_ADMIN"));
+        assert_eq!(
+            refused(Op::IpsetAdd, libc::ENOENT).to_string(),
+            "ipset: set pasv does not exist"
+        );
+        assert_eq!(
+            refused(Op::IpsetAdd, 4200).to_string(),
+            "ipset: add on set pasv failed: ipset error 4200"
+        );
     }
 }

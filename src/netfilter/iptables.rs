@@ -60,16 +60,16 @@ impl<'a, E: Exec> Tables<'a, E> {
         let tool = family.tool();
         let v = exec
             .exec(tool, &words(&["-V"]))
-            .map_err(|e| RulesError(format!("cannot run {tool} ({e}): install iptables")))?;
+            .map_err(|source| RulesError::NoTool { tool, source })?;
         let backend = if v.stdout.contains("legacy") {
             Backend::Legacy
         } else if v.stdout.contains("nf_tables") {
             Backend::Nft
         } else {
-            return Err(RulesError(format!(
-                "{tool} -V says '{}': neither nf_tables nor legacy",
-                v.stdout.trim()
-            )));
+            return Err(RulesError::UnknownBackend {
+                tool,
+                version: v.stdout.trim().to_string(),
+            });
         };
         Ok(Tables {
             exec,
@@ -83,7 +83,10 @@ impl<'a, E: Exec> Tables<'a, E> {
         let tool = self.family.tool();
         self.exec
             .exec(tool, args)
-            .map_err(|e| RulesError(format!("cannot run {tool}: {e}")))
+            .map_err(|source| RulesError::Exec {
+                prog: tool.to_string(),
+                source,
+            })
     }
 
     /// `iptables-save` of the backend `iptables` uses.
@@ -96,14 +99,17 @@ impl<'a, E: Exec> Tables<'a, E> {
         for prog in [specific, format!("{tool}-save")] {
             match self.exec.exec(&prog, &[]) {
                 Ok(r) if r.ok => return Ok(r.stdout),
-                Ok(r) => return Err(RulesError(format!("{prog} failed: {}", r.stderr))),
+                Ok(r) => {
+                    return Err(RulesError::SaveFailed {
+                        prog,
+                        stderr: r.stderr,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(RulesError(format!("cannot run {prog}: {e}"))),
+                Err(source) => return Err(RulesError::Exec { prog, source }),
             }
         }
-        Err(RulesError(format!(
-            "{tool}-save not found: install iptables"
-        )))
+        Err(RulesError::NoSaveTool { tool })
     }
 
     fn has(&mut self, rule: &Rule) -> Result<bool, RulesError> {
@@ -115,7 +121,10 @@ impl<'a, E: Exec> Tables<'a, E> {
         let line = command_line(self.family.tool(), &args);
         let r = self.run(&args)?;
         if !r.ok {
-            return Err(RulesError(format!("{line}: {}", r.stderr)));
+            return Err(RulesError::Refused {
+                command: line,
+                stderr: r.stderr,
+            });
         }
         self.log.push(line);
         Ok(())
@@ -203,14 +212,18 @@ impl<'a, E: Exec> Tables<'a, E> {
         let r = self
             .exec
             .exec("nft", &del)
-            .map_err(|e| RulesError(format!("nft: {e}")))?;
+            .map_err(|source| RulesError::Exec {
+                prog: "nft".into(),
+                source,
+            })?;
+        let command = command_line("nft", &del);
         if !r.ok {
-            return Err(RulesError(format!(
-                "nft delete table {fam} {TABLE}: {}",
-                r.stderr
-            )));
+            return Err(RulesError::Refused {
+                command,
+                stderr: r.stderr,
+            });
         }
-        self.log.push(command_line("nft", &del));
+        self.log.push(command);
         Ok(())
     }
 }
@@ -291,6 +304,8 @@ mod tests {
         table: bool,
         user_rule: bool,
         nft_deleted: bool,
+        /// Every -A and -D fails.
+        refuse: bool,
     }
 
     impl FakeIptables {
@@ -301,6 +316,7 @@ mod tests {
                 table: false,
                 user_rule: false,
                 nft_deleted: false,
+                refuse: false,
             }
         }
         fn save(&self) -> String {
@@ -341,6 +357,12 @@ mod tests {
             }
             let (op, chain, spec) = (&args[2], args[3].clone(), args[4..].to_vec());
             self.table = true;
+            if self.refuse && op != "-C" {
+                return Ok(Ran {
+                    stderr: "no".into(),
+                    ..Ran::default()
+                });
+            }
             let pos = self.rules.iter().position(|r| r.0 == chain && r.1 == spec);
             let done = match (op.as_str(), pos) {
                 ("-C", p) => p.is_some(),
@@ -390,6 +412,22 @@ mod tests {
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
         assert!(!fw.nft_deleted);
         assert_eq!(fw.save(), before);
+    }
+
+    #[test]
+    fn an_unknown_backend_or_a_refused_rule_is_an_error_that_says_so() {
+        let rs = ruleset(Families::V4);
+        let mut fw = FakeIptables::new("weird");
+        assert!(matches!(
+            change_rules(&mut fw, &rs, Action::Apply),
+            Err(RulesError::UnknownBackend { tool: "iptables", version }) if version.ends_with("(weird)")
+        ));
+        let mut fw = FakeIptables::new("legacy");
+        fw.refuse = true;
+        assert!(matches!(
+            change_rules(&mut fw, &rs, Action::Apply),
+            Err(RulesError::Refused { command, stderr }) if command.starts_with("iptables -t raw -A PREROUTING") && stderr == "no"
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod conntrack_lookup;
 pub mod ctnetlink;
+pub mod error;
 pub mod ipset;
 pub mod iptables;
 pub mod netlink;
@@ -10,3 +11,5 @@ pub mod nfqueue;
 pub mod rule_watch;
 pub mod rules;
 pub mod sets;
+
+pub use error::Error;

@@ -6,11 +6,12 @@
 //! Netlink headers and attribute headers are in host byte order; the values
 //! inside netfilter attributes are big-endian (network order).
 
-use std::fmt;
 use std::io::{self, Read};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 
 pub const NETLINK_NETFILTER: i32 = 12;
 
@@ -138,27 +139,24 @@ pub struct Attr<'a> {
 }
 
 impl<'a> Attr<'a> {
-    pub fn u8(&self) -> io::Result<u8> {
+    pub fn u8(&self) -> Result<u8, Malformed> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub fn be16(&self) -> io::Result<u16> {
+    pub fn be16(&self) -> Result<u16, Malformed> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    pub fn be32(&self) -> io::Result<u32> {
+    pub fn be32(&self) -> Result<u32, Malformed> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
     /// The value as a fixed-size array; the attribute must have exactly N bytes.
-    pub fn array<const N: usize>(&self) -> io::Result<[u8; N]> {
-        self.data.try_into().map_err(|_| {
-            malformed(format!(
-                "attribute {} has {} bytes, expected {}",
-                self.kind,
-                self.data.len(),
-                N
-            ))
+    pub fn array<const N: usize>(&self) -> Result<[u8; N], Malformed> {
+        self.data.try_into().map_err(|_| Malformed::ValueSize {
+            kind: self.kind,
+            len: self.data.len(),
+            expected: N,
         })
     }
 
@@ -181,7 +179,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// The first attribute of the given type, if any.
-    pub fn find(&self, kind: u16) -> io::Result<Option<Attr<'a>>> {
+    pub fn find(&self, kind: u16) -> Result<Option<Attr<'a>>, Malformed> {
         for attr in self.clone() {
             let attr = attr?;
             if attr.kind == kind {
@@ -192,14 +190,13 @@ impl<'a> Attrs<'a> {
     }
 
     /// Like [`Attrs::find`], but a missing attribute is an error.
-    pub fn require(&self, kind: u16, what: &str) -> io::Result<Attr<'a>> {
-        self.find(kind)?
-            .ok_or_else(|| malformed(format!("missing {what} (attribute {kind})")))
+    pub fn require(&self, kind: u16, what: &'static str) -> Result<Attr<'a>, Malformed> {
+        self.find(kind)?.ok_or(Malformed::Missing { what, kind })
     }
 }
 
 impl<'a> Iterator for Attrs<'a> {
-    type Item = io::Result<Attr<'a>>;
+    type Item = Result<Attr<'a>, Malformed>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.len() < NLA_HDRLEN {
@@ -209,9 +206,7 @@ impl<'a> Iterator for Attrs<'a> {
         let kind = u16::from_ne_bytes([self.rest[2], self.rest[3]]) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || len > self.rest.len() {
             self.rest = &[];
-            return Some(Err(malformed(format!(
-                "attribute {kind} has bad length {len}"
-            ))));
+            return Some(Err(Malformed::AttrLength { kind, len }));
         }
         let data = &self.rest[NLA_HDRLEN..len];
         self.rest = &self.rest[align4(len).min(self.rest.len())..];
@@ -230,34 +225,34 @@ pub struct Message {
 
 impl Message {
     /// The attributes of a netfilter message (after the nfgenmsg header).
-    pub fn nf_attrs(&self) -> io::Result<Attrs<'_>> {
+    pub fn nf_attrs(&self) -> Result<Attrs<'_>, Malformed> {
         self.payload
             .get(NFGENMSG_LEN..)
             .map(Attrs::new)
-            .ok_or_else(|| malformed("netfilter message shorter than its nfgenmsg header"))
+            .ok_or(Malformed::NoNfgenmsg)
     }
 
     /// For NLMSG_ERROR: the (positive) errno, 0 for an acknowledgement.
-    pub fn error_code(&self) -> io::Result<i32> {
+    pub fn error_code(&self) -> Result<i32, Malformed> {
         let raw: [u8; 4] = self
             .payload
             .get(..4)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| malformed("NLMSG_ERROR without an error code"))?;
+            .ok_or(Malformed::NoErrorCode)?;
         Ok(i32::from_ne_bytes(raw).saturating_neg())
     }
 }
 
 /// Splits one received datagram into its messages.
-pub fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<Message>> {
+pub fn parse_messages(mut buf: &[u8]) -> Result<Vec<Message>, Malformed> {
     let mut out = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(malformed(format!(
-                "message length {len} does not fit the {} bytes received",
-                buf.len()
-            )));
+            return Err(Malformed::MessageLength {
+                len,
+                received: buf.len(),
+            });
         }
         out.push(Message {
             msg_type: u16::from_ne_bytes([buf[4], buf[5]]),
@@ -270,62 +265,9 @@ pub fn parse_messages(mut buf: &[u8]) -> io::Result<Vec<Message>> {
     Ok(out)
 }
 
-/// An error the kernel answered with. Carried inside an `io::Error` so the
-/// caller can still read the exact errno with [`kernel_errno`].
-#[derive(Debug)]
-pub struct KernelError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl fmt::Display for KernelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for KernelError {}
-
-impl KernelError {
-    /// Wraps the errno in an `io::Error` whose kind follows the errno
-    /// (EEXIST -> AlreadyExists, ENOENT -> NotFound, EPERM -> PermissionDenied...).
-    pub fn into_io(errno: i32, message: String) -> io::Error {
-        let kind = if errno > 0 && errno < 4096 {
-            io::Error::from_raw_os_error(errno).kind()
-        } else {
-            io::ErrorKind::Other
-        };
-        io::Error::new(kind, KernelError { errno, message })
-    }
-}
-
-/// The errno of a kernel refusal, if `err` is one.
-pub fn kernel_errno(err: &io::Error) -> Option<i32> {
-    err.get_ref()
-        .and_then(|e| e.downcast_ref::<KernelError>())
-        .map(|k| k.errno)
-}
-
-/// What a request can end in besides success.
-#[derive(Debug)]
-pub enum Failure {
-    /// The kernel refused the request with this (positive) errno.
-    Kernel(i32),
-    /// The socket failed, timed out, or the reply made no sense.
-    Io(io::Error),
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Self {
-        Failure::Io(e)
-    }
-}
-
-pub fn malformed(msg: impl Into<String>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("netlink: malformed reply from the kernel: {}", msg.into()),
-    )
+/// The attributes of the first message of an answer (a query's data).
+pub fn first_attrs(answer: &[Message]) -> Result<Attrs<'_>, Malformed> {
+    answer.first().ok_or(Malformed::NoData)?.nf_attrs()
 }
 
 /// A blocking NETLINK_NETFILTER socket that sends one request at a time and
@@ -336,24 +278,21 @@ pub struct NlSocket {
     seq: u32,
     timeout: Duration,
     buf: Vec<u8>,
-    label: &'static str,
+    subsystem: Subsystem,
 }
 
 impl NlSocket {
-    /// `label` names the user in error messages ("ctnetlink", "ipset").
-    pub fn open(label: &'static str) -> io::Result<Self> {
+    /// A socket for `subsystem`, which its errors name.
+    pub fn open(subsystem: Subsystem) -> Result<Self, Error> {
+        let failed = |source| Error::Socket { subsystem, source };
         let sock = Socket::new(
             Domain::from(libc::AF_NETLINK),
             Type::DGRAM,
             Some(Protocol::from(NETLINK_NETFILTER)),
         )
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("{label}: cannot open a NETLINK_NETFILTER socket: {e}"),
-            )
-        })?;
-        sock.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+        .map_err(failed)?;
+        sock.set_read_timeout(Some(DEFAULT_TIMEOUT))
+            .map_err(failed)?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -363,41 +302,49 @@ impl NlSocket {
             seq: seed,
             timeout: DEFAULT_TIMEOUT,
             buf: vec![0; 64 * 1024],
-            label,
+            subsystem,
         })
     }
 
-    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.sock.set_read_timeout(Some(timeout))?;
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.sock
+            .set_read_timeout(Some(timeout))
+            .map_err(|source| Error::Socket {
+                subsystem: self.subsystem,
+                source,
+            })?;
         self.timeout = timeout;
         Ok(())
     }
 
     /// Sends `msg` (from [`MsgBuilder::finish`], which must ask for an ACK)
-    /// and returns the data messages that answer it, up to the
+    /// as `op` and returns the data messages that answer it, up to the
     /// acknowledgement. Replies to earlier, timed-out requests are skipped.
-    pub fn transact(&mut self, mut msg: Vec<u8>) -> Result<Vec<Message>, Failure> {
+    /// A refusal is [`Error::Kernel`] without a target: the caller knows it
+    /// (see [`Error::about`]).
+    pub fn transact(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
         if msg.len() < NLMSG_HDRLEN {
-            return Err(Failure::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "netlink: request shorter than a header",
-            )));
+            return Err(BadRequest::NoHeader.into());
         }
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.send(&msg)?;
+        self.send(op, &msg)?;
         let mut answer = Vec::new();
         loop {
-            for m in self.recv()? {
+            for m in self.recv(op)? {
                 if m.seq != seq {
                     continue;
                 }
                 match m.msg_type {
                     NLMSG_ERROR => {
-                        return match m.error_code()? {
+                        return match m.error_code().map_err(|w| w.at(op))? {
                             0 => Ok(answer),
-                            errno => Err(Failure::Kernel(errno)),
+                            errno => Err(Error::Kernel {
+                                op,
+                                target: Target::None,
+                                errno,
+                            }),
                         };
                     }
                     NLMSG_DONE => return Ok(answer),
@@ -407,22 +354,25 @@ impl NlSocket {
         }
     }
 
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        let sent = self.sock.send(msg).map_err(|e| self.io_err("send", e))?;
+    fn send(&self, op: Op, msg: &[u8]) -> Result<(), Error> {
+        let sent = self
+            .sock
+            .send(msg)
+            .map_err(|source| Error::Send { op, source })?;
         if sent != msg.len() {
-            return Err(io::Error::other(format!(
-                "{}: short send ({sent} of {} bytes)",
-                self.label,
-                msg.len()
-            )));
+            return Err(Error::ShortSend {
+                op,
+                sent,
+                len: msg.len(),
+            });
         }
         Ok(())
     }
 
-    fn recv(&mut self) -> io::Result<Vec<Message>> {
+    fn recv(&mut self, op: Op) -> Result<Vec<Message>, Error> {
         loop {
             match (&self.sock).read(&mut self.buf) {
-                Ok(n) => return parse_messages(&self.buf[..n]),
+                Ok(n) => return parse_messages(&self.buf[..n]).map_err(|w| w.at(op)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
@@ -430,24 +380,14 @@ impl NlSocket {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "{}: no answer from the kernel within {:?}",
-                            self.label, self.timeout
-                        ),
-                    ))
+                    return Err(Error::Timeout {
+                        op,
+                        after: self.timeout,
+                    })
                 }
-                Err(e) => return Err(self.io_err("receive", e)),
+                Err(source) => return Err(Error::Receive { op, source }),
             }
         }
-    }
-
-    fn io_err(&self, what: &str, e: io::Error) -> io::Error {
-        io::Error::new(
-            e.kind(),
-            format!("{}: netlink {what} failed: {e}", self.label),
-        )
     }
 }
 
@@ -481,7 +421,7 @@ mod tests {
         b.put_be16(2, 0x1234);
         b.nest_end(n);
         let msg = b.finish();
-        let attrs: Vec<_> = Attrs::new(&msg[20..]).collect::<io::Result<_>>().unwrap();
+        let attrs: Vec<_> = Attrs::new(&msg[20..]).collect::<Result<_, _>>().unwrap();
         assert_eq!(attrs.len(), 1);
         assert_eq!(attrs[0].kind, 1);
         assert_eq!(
@@ -506,10 +446,16 @@ mod tests {
     fn attribute_with_bad_length_is_an_error_not_a_panic() {
         let buf = [200u8, 0, 1, 0, 0, 0, 0, 0];
         let mut it = Attrs::new(&buf);
-        assert!(it.next().unwrap().is_err());
+        assert_eq!(
+            it.next(),
+            Some(Err(Malformed::AttrLength { kind: 1, len: 200 }))
+        );
         assert!(it.next().is_none());
         let tiny = [2u8, 0, 1, 0];
-        assert!(Attrs::new(&tiny).next().unwrap().is_err());
+        assert_eq!(
+            Attrs::new(&tiny).next(),
+            Some(Err(Malformed::AttrLength { kind: 1, len: 2 }))
+        );
     }
 
     #[test]
@@ -518,8 +464,13 @@ mod tests {
             kind: 3,
             data: &[1, 2, 3],
         };
-        assert!(a.be32().is_err());
-        assert!(a.be16().is_err());
+        let wrong = |expected| Malformed::ValueSize {
+            kind: 3,
+            len: 3,
+            expected,
+        };
+        assert_eq!(a.be32(), Err(wrong(4)));
+        assert_eq!(a.be16(), Err(wrong(2)));
     }
 
     #[test]
@@ -544,17 +495,17 @@ mod tests {
     fn truncated_message_is_an_error() {
         let mut dgram = 100u32.to_ne_bytes().to_vec();
         dgram.extend_from_slice(&[0; 12]);
-        assert!(parse_messages(&dgram).is_err());
-    }
-
-    #[test]
-    fn kernel_errors_keep_errno_and_kind() {
-        let e = KernelError::into_io(libc::EEXIST, "x exists".into());
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(kernel_errno(&e), Some(libc::EEXIST));
-        assert_eq!(e.to_string(), "x exists");
-        let e = KernelError::into_io(4103, "ipset".into());
-        assert_eq!(e.kind(), io::ErrorKind::Other);
-        assert_eq!(kernel_errno(&e), Some(4103));
+        assert_eq!(
+            parse_messages(&dgram),
+            Err(Malformed::MessageLength {
+                len: 100,
+                received: 16
+            })
+        );
+        assert_eq!(
+            Attrs::new(&[]).require(7, "x"),
+            Err(Malformed::Missing { what: "x", kind: 7 })
+        );
+        assert_eq!(first_attrs(&[]).map(|_| ()), Err(Malformed::NoData));
     }
 }

@@ -16,12 +16,14 @@
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io;
 use std::net::IpAddr;
 
 // The sets the rules match: reachable where the RuleSet is.
 use crate::netfilter::sets::SET_TIMEOUT_SECS;
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
+use crate::netfilter::Error;
 
 pub(crate) const TABLE: &str = "raw";
 /// At most this many ports fit one multiport match.
@@ -352,17 +354,72 @@ fn example_policy(rs: &RuleSet) -> String {
     s
 }
 
-/// Why `--apply` or `--delete` failed: one line that says what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RulesError(pub String);
+/// Why `--apply` or `--delete` failed: each says what to do in one line.
+#[derive(Debug)]
+pub enum RulesError {
+    /// `iptables` (or `ip6tables`) cannot be run at all.
+    NoTool {
+        tool: &'static str,
+        source: io::Error,
+    },
+    /// `iptables -V` names neither backend.
+    UnknownBackend { tool: &'static str, version: String },
+    /// A program (iptables, a save tool, nft) could not be run.
+    Exec { prog: String, source: io::Error },
+    /// The save tool ran and failed.
+    SaveFailed { prog: String, stderr: String },
+    /// Neither save tool of the family is installed.
+    NoSaveTool { tool: &'static str },
+    /// A command ran and refused (a rule added or deleted, a table deleted).
+    Refused { command: String, stderr: String },
+    /// ipset refused for want of privilege.
+    NeedsRoot(Error),
+    /// ipset does not answer (a module missing...).
+    IpsetUnusable(Error),
+    /// A set could not be made.
+    Set { name: String, source: Error },
+}
 
-impl std::fmt::Display for RulesError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RulesError::NoTool { tool, source } => {
+                write!(f, "cannot run {tool} ({source}): install iptables")
+            }
+            RulesError::UnknownBackend { tool, version } => write!(
+                f,
+                "{tool} -V says '{version}': neither nf_tables nor legacy"
+            ),
+            RulesError::Exec { prog, source } => write!(f, "cannot run {prog}: {source}"),
+            RulesError::SaveFailed { prog, stderr } => write!(f, "{prog} failed: {stderr}"),
+            RulesError::NoSaveTool { tool } => {
+                write!(f, "{tool}-save not found: install iptables")
+            }
+            RulesError::Refused { command, stderr } => write!(f, "{command}: {stderr}"),
+            RulesError::NeedsRoot(e) => write!(
+                f,
+                "ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo"
+            ),
+            RulesError::IpsetUnusable(e) => write!(
+                f,
+                "ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`"
+            ),
+            RulesError::Set { name, source } => write!(f, "ipset {name}: {source}"),
+        }
     }
 }
 
-impl std::error::Error for RulesError {}
+impl std::error::Error for RulesError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RulesError::NoTool { source, .. } | RulesError::Exec { source, .. } => Some(source),
+            RulesError::NeedsRoot(e)
+            | RulesError::IpsetUnusable(e)
+            | RulesError::Set { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Whether to add or remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

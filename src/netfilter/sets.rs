@@ -1,13 +1,12 @@
 //! ftpct's ipsets: their names ([`SetNames`]), and creating, flushing and
 //! destroying them for `ftpct rules` and `ftpct run`.
 
-use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::netfilter::ipset::{self, Ipset};
-use crate::netfilter::netlink::kernel_errno;
 use crate::netfilter::rules::{shell_word, Family, RuleSet, RulesError};
+use crate::netfilter::Error;
 
 /// Default timeout of the sets (each entry carries its own).
 pub const SET_TIMEOUT_SECS: u32 = 300;
@@ -22,7 +21,7 @@ pub struct SetNames {
 }
 
 impl SetNames {
-    pub fn new(base: &str) -> io::Result<Self> {
+    pub fn new(base: &str) -> Result<Self, Error> {
         let names = SetNames {
             v4: base.to_string(),
             v6: format!("{base}6"),
@@ -51,7 +50,7 @@ impl SetNames {
 }
 
 /// Makes sure the `hash:ip,port` set `name` exists; true if created here.
-pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> io::Result<bool> {
+pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> Result<bool, Error> {
     let probe: IpAddr = if v6 {
         IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
     } else {
@@ -59,7 +58,10 @@ pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> io::Result<bool> {
     };
     match ipset.test(name, probe, 9) {
         Ok(_) => Ok(false),
-        Err(e) if kernel_errno(&e) == Some(libc::ENOENT) => {
+        Err(Error::Kernel {
+            errno: libc::ENOENT,
+            ..
+        }) => {
             ipset.create(name, v6, SET_TIMEOUT_SECS)?;
             Ok(true)
         }
@@ -68,19 +70,17 @@ pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> io::Result<bool> {
 }
 
 fn open_ipset() -> Result<Ipset, RulesError> {
-    Ipset::open().map_err(|e| ipset_unusable(&e))
+    Ipset::open().map_err(ipset_unusable)
 }
 
 /// Why ipset cannot be used, and what to do: a missing privilege is not a
 /// missing module.
-fn ipset_unusable(e: &io::Error) -> RulesError {
-    let denied = e.kind() == io::ErrorKind::PermissionDenied
-        || kernel_errno(e).is_some_and(|n| n == libc::EPERM || n == libc::EACCES);
-    RulesError(if denied {
-        format!("ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo")
+fn ipset_unusable(e: Error) -> RulesError {
+    if e.is_permission_denied() {
+        RulesError::NeedsRoot(e)
     } else {
-        format!("ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`")
-    })
+        RulesError::IpsetUnusable(e)
+    }
 }
 
 /// Creates the sets that do not exist yet (before the rules naming them).
@@ -89,8 +89,11 @@ pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
     let mut log = Vec::new();
     for &f in &rs.families {
         let name = rs.sets.of(f);
-        let created = ensure_set(&mut ipset, name, f == Family::V6)
-            .map_err(|e| RulesError(format!("ipset {name}: {e}")))?;
+        let created =
+            ensure_set(&mut ipset, name, f == Family::V6).map_err(|source| RulesError::Set {
+                name: name.to_string(),
+                source,
+            })?;
         log.push(if created {
             format!(
                 "ipset create {} hash:ip,port family {} timeout {SET_TIMEOUT_SECS}",
@@ -120,7 +123,7 @@ pub fn delete_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
 }
 
 /// Destroy, retried briefly: a rule just deleted can hold the set a moment.
-fn destroy_set(ipset: &mut Ipset, name: &str) -> io::Result<()> {
+fn destroy_set(ipset: &mut Ipset, name: &str) -> Result<(), Error> {
     let mut last = Ok(());
     for _ in 0..20 {
         last = ipset.destroy(name);
@@ -135,16 +138,34 @@ fn destroy_set(ipset: &mut Ipset, name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netfilter::error::{BadRequest, Op, Subsystem, Target};
 
     #[test]
     fn ipset_errors_say_root_or_modprobe() {
-        let denied = ipset_unusable(&io::Error::from_raw_os_error(libc::EPERM));
-        assert!(
-            denied.0.contains("as root") && !denied.0.contains("modprobe"),
-            "{denied}"
-        );
-        let missing = ipset_unusable(&io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
-        assert!(missing.0.contains("modprobe"), "{missing}");
+        let denied = ipset_unusable(Error::Kernel {
+            op: Op::IpsetProtocol,
+            target: Target::None,
+            errno: libc::EPERM,
+        });
+        assert!(matches!(
+            &denied,
+            RulesError::NeedsRoot(Error::Kernel {
+                errno: libc::EPERM,
+                ..
+            })
+        ));
+        let missing = ipset_unusable(Error::Socket {
+            subsystem: Subsystem::Ipset,
+            source: std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+        });
+        assert!(matches!(
+            &missing,
+            RulesError::IpsetUnusable(Error::Socket { .. })
+        ));
+        // The words the README and the scripts point users to.
+        assert!(denied.to_string().contains("run it as root"), "{denied}");
+        assert!(!denied.to_string().contains("modprobe"), "{denied}");
+        assert!(missing.to_string().contains("modprobe"), "{missing}");
     }
 
     #[test]
@@ -152,6 +173,12 @@ mod tests {
         let s = SetNames::new("ftpct").expect("names");
         assert_eq!(s.for_ip("2001:db8::1".parse().expect("ip")), "ftpct6");
         assert_eq!(s.for_ip("192.0.2.1".parse().expect("ip")), "ftpct");
-        assert!(SetNames::new(&"x".repeat(31)).is_err(), "no room for the 6");
+        assert!(
+            matches!(
+                SetNames::new(&"x".repeat(31)),
+                Err(Error::BadRequest(BadRequest::SetName(n))) if n.len() == 32
+            ),
+            "no room for the 6"
+        );
     }
 }
