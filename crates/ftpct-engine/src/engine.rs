@@ -399,7 +399,11 @@ impl Engine {
             Step::Decided(out) => out,
             Step::NeedMapping(q) => {
                 let answer = q.answer_with(nat);
-                self.decide(bytes, now, hook, answer)
+                let lookup = Lookup {
+                    answer,
+                    located: None,
+                };
+                self.decide(TcpPacket::parse(bytes).ok(), now, hook, &lookup)
             }
         }
     }
@@ -407,46 +411,46 @@ impl Engine {
     /// One IP packet seen at `hook` at time `now`: decided, or a question
     /// first. Asking changes nothing in the engine.
     pub fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
-        match known {
-            Known::Answer(answer) => Step::Decided(self.decide(bytes, now, hook, answer)),
-            Known::NotAsked => match TcpPacket::parse(bytes)
-                .ok()
-                .and_then(|p| self.mapping_question(&p))
-            {
-                Some(q) => Step::NeedMapping(q),
-                None => Step::Decided(self.decide(bytes, now, hook, None)),
+        // Parsed once: the question and the decision look at the same view.
+        let pkt = TcpPacket::parse(bytes);
+        let (answer, located) = match (known, &pkt) {
+            (Known::Answer(answer), _) => (answer, None),
+            (Known::NotAsked, Ok(p)) => match self.mapping_question(p) {
+                Err(q) => return Step::NeedMapping(q),
+                Ok(located) => (None, located),
             },
-        }
+            (Known::NotAsked, Err(_)) => (None, None),
+        };
+        Step::Decided(self.decide(pkt.ok(), now, hook, &Lookup { answer, located }))
     }
 
     fn decide(
         &mut self,
-        bytes: &[u8],
+        pkt: Option<TcpPacket<'_>>,
         now: Duration,
         hook: Hook,
-        answer: Option<CtMapping>,
+        lookup: &Lookup,
     ) -> Outcome {
-        let mut out = self.decide_events(bytes, now, hook, answer);
-        out.commands = self.commands_for(&out.events);
+        let mut out = self.decide_events(pkt, now, hook, lookup);
+        if !out.events.is_empty() {
+            out.commands = self.commands_for(&out.events);
+        }
         out
     }
 
     fn decide_events(
         &mut self,
-        bytes: &[u8],
+        pkt: Option<TcpPacket<'_>>,
         now: Duration,
         hook: Hook,
-        answer: Option<CtMapping>,
+        lookup: &Lookup,
     ) -> Outcome {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
         self.stats.packets += 1;
-        let pkt = match TcpPacket::parse(bytes) {
-            Ok(p) => p,
-            Err(_) => {
-                self.stats.not_tcp += 1;
-                return accept(events);
-            }
+        let Some(pkt) = pkt else {
+            self.stats.not_tcp += 1;
+            return accept(events);
         };
         if pkt.flags.syn && !pkt.flags.ack {
             let flows = &self.flows;
@@ -460,7 +464,7 @@ impl Engine {
                 return accept(events);
             }
         }
-        let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, answer, &mut events) else {
+        let Some((id, dir)) = self.locate_or_track(&pkt, now, hook, lookup, &mut events) else {
             return accept(events);
         };
         self.flows.spoke(id, dir, pkt.flags.syn && !pkt.flags.ack);
@@ -500,18 +504,27 @@ impl Engine {
     /// What [`Self::locate_or_track`] will need to know of conntrack: a
     /// packet on a control port of a connection not tracked yet, or of one
     /// whose tuple NAT gave to a new connection.
-    fn mapping_question(&self, pkt: &TcpPacket<'_>) -> Option<MappingQuestion> {
+    /// The packet's flow when it is tracked and still its own (found
+    /// once for the question and the decision).
+    fn mapping_question(
+        &self,
+        pkt: &TcpPacket<'_>,
+    ) -> Result<Option<(FlowId, Dir)>, MappingQuestion> {
         let seen = pkt.tuple;
         let forget = match self.flows.locate(&seen) {
             None => None,
             Some((id, dir)) => match self.reuse_of(id, dir, pkt) {
-                Reuse::Stale => Some(self.flows.get(id)?.mapping),
-                Reuse::Same | Reuse::Reopened { .. } => return None,
+                Reuse::Same => return Ok(Some((id, dir))),
+                Reuse::Reopened { .. } => return Ok(None),
+                Reuse::Stale => self.flows.get(id).map(|f| f.mapping),
             },
         };
         let on_control =
             self.is_control_port(seen.dst.port()) || self.is_control_port(seen.src.port());
-        (on_control && !pkt.flags.rst).then_some(MappingQuestion {
+        if !on_control || pkt.flags.rst {
+            return Ok(None);
+        }
+        Err(MappingQuestion {
             seen,
             first_syn: pkt.flags.syn && !pkt.flags.ack,
             forget,
@@ -525,10 +538,15 @@ impl Engine {
         pkt: &TcpPacket<'_>,
         now: Duration,
         hook: Hook,
-        known: Option<CtMapping>,
+        lookup: &Lookup,
         events: &mut Vec<Event>,
     ) -> Option<(FlowId, Dir)> {
         let seen = pkt.tuple;
+        if let Some((id, dir)) = lookup.located {
+            self.note_syn(id, dir, pkt);
+            return Some((id, dir));
+        }
+        let known = lookup.answer;
         if let Some((id, dir)) = self.flows.locate(&seen) {
             match self.reuse_of(id, dir, pkt) {
                 Reuse::Same => {
@@ -696,6 +714,15 @@ impl Engine {
 }
 
 /// What a packet on a tracked tuple means for its flow.
+/// What the driver and the question found out about a packet's flow.
+#[derive(Clone, Copy)]
+struct Lookup {
+    /// Conntrack's answer to the question.
+    answer: Option<CtMapping>,
+    /// The packet's tracked flow, still its own.
+    located: Option<(FlowId, Dir)>,
+}
+
 enum Reuse {
     Same,
     /// A new connection on the same tuples, its client's ISN.
