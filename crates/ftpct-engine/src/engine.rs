@@ -416,7 +416,7 @@ impl Engine {
         let (answer, located) = match (known, &pkt) {
             (Known::Answer(answer), _) => (answer, None),
             (Known::NotAsked, Ok(p)) => match self.mapping_question(p) {
-                Err(q) => return Step::NeedMapping(q),
+                Err(q) => return Step::NeedMapping(*q),
                 Ok(located) => (None, located),
             },
             (Known::NotAsked, Err(_)) => (None, None),
@@ -509,7 +509,7 @@ impl Engine {
     fn mapping_question(
         &self,
         pkt: &TcpPacket<'_>,
-    ) -> Result<Option<(FlowId, Dir)>, MappingQuestion> {
+    ) -> Result<Option<(FlowId, Dir)>, Box<MappingQuestion>> {
         let seen = pkt.tuple;
         let forget = match self.flows.locate(&seen) {
             None => None,
@@ -524,11 +524,12 @@ impl Engine {
         if !on_control || pkt.flags.rst {
             return Ok(None);
         }
-        Err(MappingQuestion {
+        // Boxed: asked once per new connection, not per packet.
+        Err(Box::new(MappingQuestion {
             seen,
             first_syn: pkt.flags.syn && !pkt.flags.ack,
             forget,
-        })
+        }))
     }
 
     /// Finds the flow of a packet, starting to track a new control
