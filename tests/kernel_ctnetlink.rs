@@ -6,12 +6,8 @@
 //! conntrack binaries (scripts/install-deps.sh). Not root: the tests fail,
 //! unless FTPCT_SKIP_KERNEL_TESTS=1, which skips them.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ftpct::netfilter::ctnetlink::{
@@ -22,115 +18,13 @@ use ftpct::netfilter::ipset::{self, Ipset};
 use ftpct::netfilter::Error;
 use ftpct_engine::command::{DataConnection, NatBinding};
 use ftpct_engine::tuple::{Dir, Tuple};
-use socket2::{Domain, Socket, Type};
 
 mod root;
-use root::{kernel_tests_enabled, run_ok};
+use root::kernel_tests_enabled;
+use root::netns::{accept, connect_from, Netns};
 
 const TCP_CONNTRACK_SYN_SENT: u8 = 1;
 const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
-const IO_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A network namespace that exists for the life of the value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("ftpct-t-{}-{n}-{tag}", std::process::id());
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.sh(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs a command inside the namespace; panics with its stderr on failure.
-    fn sh(&self, args: &[&str]) -> String {
-        run_ok(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name])
-                .args(args),
-        )
-    }
-
-    /// Runs a command inside the namespace and returns whether it succeeded.
-    fn try_sh(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    fn add_addr(&self, cidr: &str) {
-        self.sh(&["ip", "addr", "add", cidr, "dev", "lo"]);
-    }
-
-    /// Runs `f` on a thread that has entered the namespace: netlink and
-    /// TCP sockets it opens belong to the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: setns(2) reads an fd we own (`ns` is alive across the
-                // call) and a flag; it moves only the calling thread, which
-                // exists for this closure alone and ends with it.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-
-    /// Packet count of the rule tagged with `--comment tag` in table/chain.
-    fn counter(&self, ip6: bool, table: &str, chain: &str, tag: &str) -> u64 {
-        let cmd = if ip6 { "ip6tables" } else { "iptables" };
-        let out = self.sh(&[cmd, "-t", table, "-nvxL", chain]);
-        let marker = format!("/* {tag} */");
-        let line = out
-            .lines()
-            .find(|l| l.contains(&marker))
-            .unwrap_or_else(|| panic!("no rule {tag} in {table} {chain}:\n{out}"));
-        line.split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no packet count in {line:?}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A TCP connection from `src` (exact port) to `dst`, made from a socket
-/// bound before connect so the tuple is known in advance.
-fn connect_from(src: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(src), Type::STREAM, None)?;
-    sock.set_reuse_address(true)?;
-    sock.bind(&src.into())?;
-    sock.connect_timeout(&dst.into(), IO_TIMEOUT)?;
-    let stream: TcpStream = sock.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    Ok(stream)
-}
-
-fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    listener.set_nonblocking(false).unwrap();
-    let (s, peer) = listener.accept().expect("accept");
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    (s, peer)
-}
 
 /// Addresses of one lab: client, server, the public address the client
 /// dials (DNAT to the server), and a spare one for SNAT.

@@ -18,7 +18,7 @@ use crate::netfilter::netlink::{
     self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_EXCL,
 };
-use ftpct_engine::command::{DataConnection, NatBinding};
+use ftpct_engine::command::{DataConnection, NatBinding, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 const NFNL_SUBSYS_CTNETLINK: u8 = 1;
@@ -36,6 +36,14 @@ const CTA_TIMEOUT: u16 = 7;
 const CTA_MARK: u16 = 8;
 const CTA_NAT_DST: u16 = 13;
 const CTA_TUPLE_MASTER: u16 = 14;
+const CTA_SEQ_ADJ_ORIG: u16 = 15;
+const CTA_SEQ_ADJ_REPLY: u16 = 16;
+const CTA_LABELS: u16 = 22;
+
+// enum ctattr_seqadj
+const CTA_SEQADJ_CORRECTION_POS: u16 = 1;
+const CTA_SEQADJ_OFFSET_BEFORE: u16 = 2;
+const CTA_SEQADJ_OFFSET_AFTER: u16 = 3;
 
 // enum ctattr_tuple, ctattr_ip, ctattr_l4proto
 const CTA_TUPLE_IP: u16 = 1;
@@ -51,6 +59,8 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 // enum ctattr_protoinfo, ctattr_protoinfo_tcp
 const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const CTA_PROTOINFO_TCP_WSCALE_ORIGINAL: u16 = 2;
+const CTA_PROTOINFO_TCP_WSCALE_REPLY: u16 = 3;
 const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
 const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
 const TCP_CONNTRACK_SYN_SENT: u8 = 1;
@@ -95,6 +105,13 @@ pub struct CtInfo {
     pub timeout_secs: Option<u32>,
     /// TCP conntrack state number (1 = SYN_SENT, 3 = ESTABLISHED...).
     pub tcp_state: Option<u8>,
+    /// TCP window scale each side announced, by direction.
+    pub wscale: [Option<u8>; 2],
+    /// Sequence adjustment by direction, when the entry has the extension
+    /// and a non-zero one is set.
+    pub seqadj: [Option<SeqAdj>; 2],
+    /// The 128 label bits, when the entry has labels.
+    pub labels: Option<[u8; 16]>,
 }
 
 fn family_of(t: &Tuple) -> u8 {
@@ -266,6 +283,104 @@ pub fn encode_set_liberal(orig: &Tuple) -> Result<Vec<u8>, BadRequest> {
     Ok(b.finish())
 }
 
+fn seqadj_attr(dir: Dir) -> u16 {
+    match dir {
+        Dir::Orig => CTA_SEQ_ADJ_ORIG,
+        Dir::Reply => CTA_SEQ_ADJ_REPLY,
+    }
+}
+
+fn put_seqadj(b: &mut MsgBuilder, dir: Dir, adj: &SeqAdj) {
+    let n = b.nest_start(seqadj_attr(dir));
+    b.put_be32(CTA_SEQADJ_CORRECTION_POS, adj.correction_pos);
+    // The kernel reads the offsets as be32 and stores them in s32 fields.
+    b.put_be32(CTA_SEQADJ_OFFSET_BEFORE, adj.offset_before as u32);
+    b.put_be32(CTA_SEQADJ_OFFSET_AFTER, adj.offset_after as u32);
+    b.nest_end(n);
+}
+
+/// IPCTNL_MSG_CT_NEW updating the sequence adjustment of direction `dir`
+/// of the entry whose original tuple is `orig`. The kernel applies it only
+/// on an entry that has the seqadj extension (one ctnetlink created); on
+/// others the update is accepted and ignored.
+pub fn encode_set_seqadj(orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<Vec<u8>, BadRequest> {
+    check_tuple(orig)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, orig);
+    put_seqadj(&mut b, dir, adj);
+    Ok(b.finish())
+}
+
+/// The NAT bindings that turn `orig` into the entry's `reply` tuple: the
+/// reply's destination is where the source went (SNAT), its source where
+/// the destination went (DNAT).
+fn nat_of(orig: &Tuple, reply: &Tuple) -> (Option<NatBinding>, Option<NatBinding>) {
+    let binding = |to: SocketAddr| NatBinding {
+        addr: to.ip(),
+        port: Some(to.port()),
+    };
+    let snat = (reply.dst != orig.src).then(|| binding(reply.dst));
+    let dnat = (reply.src != orig.dst).then(|| binding(reply.src));
+    (snat, dnat)
+}
+
+/// IPCTNL_MSG_CT_NEW creating an entry like `info` (taken from the one a
+/// packet made): its original tuple, its NAT given as bindings (the reply
+/// tuple is sent un-NATed: given NATed, NAT setup would see nothing to do
+/// and the packets would leave untranslated), TCP state and window scales,
+/// both directions liberal (conntrack's window data cannot be given),
+/// timeout, mark, labels. An entry ctnetlink creates always has the
+/// seqadj extension, which a packet-made one only has with a kernel helper.
+pub fn encode_adopt(info: &CtInfo) -> Result<Vec<u8>, BadRequest> {
+    let orig = info.entry.orig;
+    check_tuple(&orig)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
+    let flags = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    let mut b = MsgBuilder::new(ty, flags, family_of(&orig));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, &orig);
+    put_tuple(&mut b, CTA_TUPLE_REPLY, &orig.reversed());
+    let (snat, dnat) = nat_of(&orig, &info.entry.reply);
+    if let Some(nat) = &snat {
+        put_nat(&mut b, CTA_NAT_SRC, nat);
+    }
+    if let Some(nat) = &dnat {
+        put_nat(&mut b, CTA_NAT_DST, nat);
+    }
+    let pinfo = b.nest_start(CTA_PROTOINFO);
+    let tcp = b.nest_start(CTA_PROTOINFO_TCP);
+    b.put_u8(
+        CTA_PROTOINFO_TCP_STATE,
+        info.tcp_state.unwrap_or(TCP_CONNTRACK_SYN_SENT),
+    );
+    for (attr, wscale) in [
+        (CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, info.wscale[0]),
+        (CTA_PROTOINFO_TCP_WSCALE_REPLY, info.wscale[1]),
+    ] {
+        if let Some(w) = wscale {
+            b.put_u8(attr, w);
+        }
+    }
+    let liberal = [IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL];
+    b.put(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &liberal);
+    b.put(CTA_PROTOINFO_TCP_FLAGS_REPLY, &liberal);
+    b.nest_end(tcp);
+    b.nest_end(pinfo);
+    b.put_be32(CTA_TIMEOUT, info.timeout_secs.unwrap_or(120).max(1));
+    if info.entry.mark != 0 {
+        b.put_be32(CTA_MARK, info.entry.mark);
+    }
+    for (dir, adj) in [Dir::Orig, Dir::Reply].into_iter().zip(info.seqadj) {
+        if let Some(adj) = adj {
+            put_seqadj(&mut b, dir, &adj);
+        }
+    }
+    if let Some(labels) = &info.labels {
+        b.put(CTA_LABELS, labels);
+    }
+    Ok(b.finish())
+}
+
 fn decode_ip_pair(ip: Attrs<'_>) -> Result<(IpAddr, IpAddr), Malformed> {
     if let Some(src) = ip.find(CTA_IP_V4_SRC)? {
         let dst = ip.require(CTA_IP_V4_DST, "CTA_IP_V4_DST")?;
@@ -310,17 +425,32 @@ fn required_tcp_tuple(
     decode_tuple(attrs.require(kind, what)?.nested())?.ok_or(Malformed::NotTcp { what })
 }
 
-fn decode_tcp_state(attrs: &Attrs<'_>) -> Result<Option<u8>, Malformed> {
+/// A u8 of the entry's CTA_PROTOINFO_TCP nest, when there.
+fn decode_tcp_u8(attrs: &Attrs<'_>, kind: u16) -> Result<Option<u8>, Malformed> {
     let Some(info) = attrs.find(CTA_PROTOINFO)? else {
         return Ok(None);
     };
     let Some(tcp) = info.nested().find(CTA_PROTOINFO_TCP)? else {
         return Ok(None);
     };
-    tcp.nested()
-        .find(CTA_PROTOINFO_TCP_STATE)?
-        .map(|a| a.u8())
-        .transpose()
+    tcp.nested().find(kind)?.map(|a| a.u8()).transpose()
+}
+
+/// A CTA_SEQ_ADJ_* nest; None when absent or all zero (no adjustment).
+fn decode_seqadj(attrs: &Attrs<'_>, dir: Dir) -> Result<Option<SeqAdj>, Malformed> {
+    let Some(nest) = attrs.find(seqadj_attr(dir))? else {
+        return Ok(None);
+    };
+    let n = nest.nested();
+    let field = |kind| -> Result<u32, Malformed> {
+        Ok(n.find(kind)?.map(|a| a.be32()).transpose()?.unwrap_or(0))
+    };
+    let adj = SeqAdj {
+        correction_pos: field(CTA_SEQADJ_CORRECTION_POS)?,
+        offset_before: field(CTA_SEQADJ_OFFSET_BEFORE)? as i32,
+        offset_after: field(CTA_SEQADJ_OFFSET_AFTER)? as i32,
+    };
+    Ok((adj != SeqAdj::default()).then_some(adj))
 }
 
 /// Reads the attributes of an IPCTNL_MSG_CT_NEW message (the answer to GET).
@@ -343,7 +473,19 @@ pub fn decode_entry(attrs: Attrs<'_>) -> Result<CtInfo, Malformed> {
         master,
         status: be32(CTA_STATUS)?.unwrap_or(0),
         timeout_secs: be32(CTA_TIMEOUT)?,
-        tcp_state: decode_tcp_state(&attrs)?,
+        tcp_state: decode_tcp_u8(&attrs, CTA_PROTOINFO_TCP_STATE)?,
+        wscale: [
+            decode_tcp_u8(&attrs, CTA_PROTOINFO_TCP_WSCALE_ORIGINAL)?,
+            decode_tcp_u8(&attrs, CTA_PROTOINFO_TCP_WSCALE_REPLY)?,
+        ],
+        seqadj: [
+            decode_seqadj(&attrs, Dir::Orig)?,
+            decode_seqadj(&attrs, Dir::Reply)?,
+        ],
+        labels: attrs
+            .find(CTA_LABELS)?
+            .map(|a| a.array::<16>())
+            .transpose()?,
     })
 }
 
@@ -437,6 +579,33 @@ impl Ctnetlink {
         let msg = encode_set_liberal(orig)?;
         self.request(Op::CtSetLiberal, || Target::Conn(*orig), msg)
             .map(drop)
+    }
+
+    /// Sets the sequence adjustment of direction `dir` of the entry whose
+    /// original tuple is `orig` (see [`encode_set_seqadj`]).
+    pub fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
+        let msg = encode_set_seqadj(orig, dir, adj)?;
+        self.request(Op::CtSetSeqAdj, || Target::Conn(*orig), msg)
+            .map(drop)
+    }
+
+    /// Replaces the entry whose original tuple is `orig` by the same entry
+    /// made through ctnetlink (see [`encode_adopt`]), so that the kernel
+    /// can keep its sequence adjustment. Only while the connection is
+    /// quiet: a packet between the delete and the create would make an
+    /// entry of its own. Returns the entry as it was.
+    pub fn adopt(&mut self, orig: &Tuple) -> Result<CtInfo, Error> {
+        let Some(info) = self.get_info(orig, Dir::Orig)? else {
+            return Err(Error::Kernel {
+                op: Op::CtAdopt,
+                target: Target::Conn(*orig),
+                errno: libc::ENOENT,
+            });
+        };
+        let msg = encode_adopt(&info)?;
+        self.delete(orig)?;
+        self.request(Op::CtAdopt, || Target::Conn(*orig), msg)?;
+        Ok(info)
     }
 
     /// Deletes the entry whose original tuple is `orig`. A missing entry is
@@ -560,7 +729,10 @@ mod tests {
             120
         );
         assert_eq!(a.require(CTA_MARK, "mark").unwrap().be32().unwrap(), 0x42);
-        assert_eq!(decode_tcp_state(&a).unwrap(), Some(TCP_CONNTRACK_SYN_SENT));
+        assert_eq!(
+            decode_tcp_u8(&a, CTA_PROTOINFO_TCP_STATE).unwrap(),
+            Some(TCP_CONNTRACK_SYN_SENT)
+        );
         assert!(a.find(CTA_NAT_SRC).unwrap().is_none());
 
         let nat = a.require(CTA_NAT_DST, "nat").unwrap().nested();
@@ -739,5 +911,74 @@ mod tests {
         assert!(refused(Op::CtSetLiberal, libc::EBUSY)
             .to_string()
             .starts_with("ctnetlink: update 192.0.2.1:20"));
+    }
+
+    #[test]
+    fn an_adopted_entry_is_the_same_entry_with_its_nat_as_bindings() {
+        let orig = t("192.0.2.10:40000", "198.51.100.20:21");
+        let adj = SeqAdj {
+            correction_pos: 1000,
+            offset_before: 2,
+            offset_after: -3,
+        };
+        let info = CtInfo {
+            entry: CtEntry {
+                orig,
+                reply: t("198.51.100.20:21", "198.51.100.1:40000"),
+                mark: 7,
+            },
+            master: None,
+            status: IPS_SRC_NAT,
+            timeout_secs: Some(120),
+            tcp_state: Some(3),
+            wscale: [Some(7), None],
+            seqadj: [None, Some(adj)],
+            labels: Some([1; 16]),
+        };
+        let msg = encode_adopt(&info).unwrap();
+        let (_, flags, _) = header(&msg);
+        let create = NLM_F_CREATE | NLM_F_EXCL;
+        assert_eq!(flags & create, create, "a new entry, never an update");
+        let back = decode_entry(attrs(&msg)).unwrap();
+        assert_eq!(back.entry.orig, orig);
+        assert_eq!(back.entry.reply, orig.reversed(), "sent un-NATed");
+        assert_eq!(back.entry.mark, 7);
+        assert_eq!((back.tcp_state, back.wscale), (Some(3), [Some(7), None]));
+        assert_eq!(back.seqadj, [None, Some(adj)]);
+        assert_eq!(back.labels, Some([1; 16]));
+        let a = attrs(&msg);
+        let snat = a.find(CTA_NAT_SRC).unwrap().expect("SNAT binding").nested();
+        assert_eq!(
+            snat.find(CTA_NAT_V4_MINIP)
+                .unwrap()
+                .expect("ip")
+                .array::<4>()
+                .unwrap(),
+            [198, 51, 100, 1]
+        );
+        assert!(a.find(CTA_NAT_DST).unwrap().is_none(), "no DNAT");
+    }
+
+    #[test]
+    fn a_seqadj_update_names_the_entry_and_the_direction() {
+        let orig = t("192.0.2.10:40000", "198.51.100.20:21");
+        let adj = SeqAdj {
+            correction_pos: 5,
+            offset_before: 0,
+            offset_after: 4,
+        };
+        let msg = encode_set_seqadj(&orig, Dir::Reply, &adj).unwrap();
+        let back = decode_entry_orig_and_seqadj(&msg);
+        assert_eq!(back, (orig, [None, Some(adj)]));
+    }
+
+    fn decode_entry_orig_and_seqadj(msg: &[u8]) -> (Tuple, [Option<SeqAdj>; 2]) {
+        let a = attrs(msg);
+        let orig = required_tcp_tuple(&a, CTA_TUPLE_ORIG, "orig").unwrap();
+        let adj = [
+            decode_seqadj(&a, Dir::Orig).unwrap(),
+            decode_seqadj(&a, Dir::Reply).unwrap(),
+        ];
+        (orig, adj)
     }
 }

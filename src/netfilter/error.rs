@@ -39,6 +39,10 @@ pub enum Op {
     CtDelete,
     /// Turn off TCP window checks on an entry.
     CtSetLiberal,
+    /// Set an entry's sequence adjustment.
+    CtSetSeqAdj,
+    /// Re-create an entry through ctnetlink (same tuples, NAT, state).
+    CtAdopt,
     /// Ask which ipset protocol versions the kernel speaks.
     IpsetProtocol,
     /// Ask which revisions of `hash:ip,port` the kernel has.
@@ -56,7 +60,12 @@ pub enum Op {
 impl Op {
     pub fn subsystem(self) -> Subsystem {
         match self {
-            Op::CtGet | Op::CtCreate | Op::CtDelete | Op::CtSetLiberal => Subsystem::Ctnetlink,
+            Op::CtGet
+            | Op::CtCreate
+            | Op::CtDelete
+            | Op::CtSetLiberal
+            | Op::CtSetSeqAdj
+            | Op::CtAdopt => Subsystem::Ctnetlink,
             _ => Subsystem::Ipset,
         }
     }
@@ -67,7 +76,8 @@ impl Op {
             Op::CtGet => "get",
             Op::CtCreate | Op::IpsetCreate => "create",
             Op::CtDelete => "delete",
-            Op::CtSetLiberal => "update",
+            Op::CtSetLiberal | Op::CtSetSeqAdj => "update",
+            Op::CtAdopt => "re-create",
             Op::IpsetProtocol => "protocol",
             Op::IpsetType => "type",
             Op::IpsetHeader => "header",

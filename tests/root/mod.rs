@@ -2,6 +2,8 @@
 //! NFQUEUE, conntrack): they run as root, as CI does, and fail loudly
 //! otherwise unless told to skip. Also how they run commands.
 
+pub mod netns;
+
 use std::process::{Command, Output, Stdio};
 
 pub fn is_root() -> bool {

@@ -36,6 +36,18 @@ pub enum Command {
     SetLiberal { orig: Tuple },
 }
 
+/// Conntrack's sequence adjustment of one direction (struct
+/// nf_ct_seqadj): segments that start after `correction_pos` move by
+/// `offset_after`, the others by `offset_before`; acknowledgements of the
+/// other direction move back the same way. One correction point per
+/// direction, as the kernel keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeqAdj {
+    pub correction_pos: u32,
+    pub offset_before: i32,
+    pub offset_after: i32,
+}
+
 /// A data connection to create, with what its creation needs from the
 /// kernel first (the master's mark) and what to do if it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
