@@ -5,18 +5,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ftpct::cli::config::{
+    self, ConfigError, ConfigPath, PolicyFlags, QueueFlags, RunFlags, Settings,
+};
 use ftpct::cli::logging::{self, LogFormat};
 use ftpct::cli::report::{self, FlowNames};
+use ftpct::cli::{exit, generate};
 use ftpct::daemon;
 use ftpct::netfilter::iptables;
-use ftpct::netfilter::rules::{self, Action, Families, QueueTarget, RuleSet};
+use ftpct::netfilter::rules::{self, Action, Families, RuleSet};
 use ftpct::netfilter::sets::{self, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
-use ftpct_engine::command::Mark;
 use ftpct_engine::engine::Config;
 use ftpct_engine::nat::{DnatRule, SnatRule};
-use ftpct_engine::policy::Policy;
 
 #[derive(Parser)]
 #[command(
@@ -26,49 +28,12 @@ use ftpct_engine::policy::Policy;
     long_about = "ftpct follows FTP control connections (PORT, EPRT, 227, 229; IPv4 and IPv6), \
 rewrites the addresses they announce when the gateway does NAT, fixes TCP sequence numbers, \
 and makes the announced data connections pass as RELATED through conntrack.\n\n\
-`ftpct replay` runs a capture through the same engine offline."
+`ftpct replay` runs a capture through the same engine offline.",
+    after_help = exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Clone)]
-struct PolicyArgs {
-    /// Control-channel ports (comma-separated)
-    #[arg(long, value_delimiter = ',', default_value = "21")]
-    control_ports: Vec<u16>,
-    /// Allow announcements of third-party addresses in CIDR (FXP); repeatable
-    #[arg(long = "allow-fxp", value_name = "CIDR")]
-    allow_fxp: Vec<ipnet::IpNet>,
-    /// Refuse data ports below this (bounce attacks on 25 and friends)
-    #[arg(long, default_value_t = 1024)]
-    min_data_port: u16,
-    /// Seconds a pending data connection is expected
-    #[arg(long, default_value_t = 300)]
-    expect_timeout: u64,
-    /// Pending data connections per control connection (beyond it the oldest makes room, as in the kernel)
-    #[arg(long, default_value_t = 16)]
-    max_expect_per_session: usize,
-    /// Longest control line parsed, in bytes; longer lines pass unchanged
-    #[arg(long, default_value_t = 1024)]
-    max_line: usize,
-}
-
-impl PolicyArgs {
-    fn config(&self) -> Config {
-        Config {
-            control_ports: self.control_ports.clone(),
-            max_line: self.max_line,
-            expect_timeout: std::time::Duration::from_secs(self.expect_timeout),
-            max_expect_per_session: self.max_expect_per_session,
-            policy: Policy {
-                min_data_port: self.min_data_port,
-                allow_fxp: self.allow_fxp.clone(),
-            },
-            ..Config::default()
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -94,45 +59,27 @@ enum Command {
         /// One JSON object per event instead of a table
         #[arg(long)]
         json: bool,
+        /// Control-channel ports (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "21")]
+        control_ports: Vec<u16>,
         #[command(flatten)]
-        policy: PolicyArgs,
+        policy: PolicyFlags,
     },
     /// Run the helper on this gateway: bind NFQUEUE queue(s) and help FTP
     ///
     /// Needs root and the rules of `ftpct rules --apply`. Stops cleanly on
     /// SIGINT or SIGTERM (queues released, ipset entries removed).
     Run {
-        /// NFQUEUE queue to bind; repeatable (one thread each, e.g. for
-        /// `ftpct rules --queue-balance 0:1`: --queue 0 --queue 1)
-        #[arg(
-            long = "queue",
-            value_name = "N",
-            value_delimiter = ',',
-            default_value = "0"
-        )]
-        queues: Vec<u16>,
-        /// Conntrack mark for data connections (bits outside MASK are
-        /// inherited from the control connection)
-        #[arg(long, value_name = "VALUE[/MASK]")]
-        mark: Option<Mark>,
-        /// ipset of expected data connections (NAME for IPv4, NAME6 for IPv6)
-        #[arg(long, value_name = "NAME", default_value = rules::DEFAULT_SET)]
-        ipset: String,
-        /// Log a `state:` line every SECS seconds: flows, pending
-        /// expectations, ipset entries and the counters (0: never).
-        #[arg(long, value_name = "SECS", default_value_t = 0)]
-        state_interval: u64,
-        /// Real-time (SCHED_RR) priority of ftpct's threads, 1-99, so that
-        /// queued packets do not wait behind busy processes on a gateway
-        /// whose CPUs are saturated (the kernel's helper runs ahead of every
-        /// process); 0, the default, keeps the normal scheduler.
-        #[arg(long, value_name = "PRIO", default_value_t = 0,
-              value_parser = clap::value_parser!(u8).range(0..=99))]
-        realtime_priority: u8,
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(flatten)]
+        queues: QueueFlags,
+        #[command(flatten)]
+        run: RunFlags,
         #[command(flatten)]
         log: LogArgs,
         #[command(flatten)]
-        policy: PolicyArgs,
+        policy: PolicyFlags,
     },
     /// Print, apply or remove the iptables/ip6tables rules and ipsets
     ///
@@ -142,23 +89,10 @@ enum Command {
         /// Address family
         #[arg(long, value_enum, default_value_t = Families::All)]
         family: Families,
-        /// NFQUEUE queue number
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            conflicts_with = "queue_balance"
-        )]
-        queue: u16,
-        /// Spread over queues FIRST..LAST (run `ftpct run` with each)
-        #[arg(long, value_name = "FIRST:LAST", value_parser = rules::parse_balance)]
-        queue_balance: Option<QueueTarget>,
-        /// Control-channel ports (comma-separated)
-        #[arg(long, value_delimiter = ',', default_value = "21")]
-        control_ports: Vec<u16>,
-        /// ipset of expected data connections (NAME for IPv4, NAME6 for IPv6)
-        #[arg(long, value_name = "NAME", default_value = rules::DEFAULT_SET)]
-        ipset: String,
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(flatten)]
+        queues: QueueFlags,
         /// Add the rules and sets that are missing
         #[arg(long, conflicts_with = "delete")]
         apply: bool,
@@ -166,6 +100,29 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// The configuration file: `check` prints the configuration in force
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Man pages and shell completions (for packages)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Read the file, apply the defaults and print the result (TOML), or the error
+    Check {
+        #[command(flatten)]
+        config: ConfigPath,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Write ftpct.1 and a page per subcommand into DIR
+    Man { dir: PathBuf },
+    /// Print the completion script of SHELL
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(clap::Args, Clone)]
@@ -178,6 +135,27 @@ struct LogArgs {
     verbose: u8,
 }
 
+/// An error and the exit code it means (see `exit`).
+struct Failure {
+    code: u8,
+    error: Box<dyn std::error::Error>,
+}
+
+impl Failure {
+    fn new(code: u8, error: impl Into<Box<dyn std::error::Error>>) -> Self {
+        Failure {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::new(exit::CONFIG, e)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -187,58 +165,96 @@ fn main() -> ExitCode {
             dnat,
             out,
             json,
+            control_ports,
             policy,
-        } => run_replay(&input, snat, dnat, out.as_deref(), json, policy.config()),
+        } => {
+            let mut s = Settings {
+                control_ports,
+                ..Settings::default()
+            };
+            policy.apply(&mut s);
+            run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
+                .map_err(|e| Failure::new(exit::FAILURE, e))
+        }
         Command::Run {
+            config,
             queues,
-            mark,
-            ipset,
-            state_interval,
-            realtime_priority,
+            run,
             log,
             policy,
         } => {
             logging::init(log.log_format, log.verbose);
-            daemon::run(daemon::Options {
-                queues,
-                config: Config {
-                    data_mark: mark,
-                    ..policy.config()
-                },
-                ipset,
-                state_interval: (state_interval > 0)
-                    .then(|| std::time::Duration::from_secs(state_interval)),
-                realtime_priority,
-            })
-            .map_err(Into::into)
+            run_daemon(&config, &queues, &run, &policy)
         }
         Command::Rules {
             family,
-            queue,
-            queue_balance,
-            control_ports,
-            ipset,
+            config,
+            queues,
             apply,
             delete,
         } => run_rules(
             family,
-            queue_balance.unwrap_or(QueueTarget::Num(queue)),
-            control_ports,
-            &ipset,
+            &config,
+            &queues,
             match (apply, delete) {
                 (true, _) => Some(Action::Apply),
                 (_, true) => Some(Action::Delete),
                 _ => None,
             },
         ),
+        Command::Config(ConfigCommand::Check { config }) => settings(&config, |_| {})
+            .map(|s| print!("{}", s.to_toml()))
+            .map_err(Failure::from),
+        Command::Generate(GenerateCommand::Man { dir }) => {
+            generate::man_pages(<Cli as clap::CommandFactory>::command(), &dir)
+                .map(|files| print_lines(&files))
+                .map_err(|e| Failure::new(exit::FAILURE, e))
+        }
+        Command::Generate(GenerateCommand::Completions { shell }) => {
+            generate::completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ftpct: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("ftpct: {}", f.error);
+            ExitCode::from(f.code)
         }
     }
+}
+
+/// The file at `path`, then the flags over it, checked.
+fn settings(path: &ConfigPath, flags: impl FnOnce(&mut Settings)) -> Result<Settings, ConfigError> {
+    let mut s = path.load()?;
+    flags(&mut s);
+    config::validate(&s)?;
+    Ok(s)
+}
+
+fn run_daemon(
+    path: &ConfigPath,
+    queues: &QueueFlags,
+    run: &RunFlags,
+    policy: &PolicyFlags,
+) -> Result<(), Failure> {
+    let s = settings(path, |s| {
+        queues.apply(s);
+        run.apply(s);
+        policy.apply(s);
+    })?;
+    daemon::run(daemon::Options {
+        queues: s.queues.list().to_vec(),
+        config: s.engine_config(),
+        ipset: s.ipset.clone(),
+        state_interval: s.state_every(),
+        realtime_priority: s.realtime_priority,
+        reload: Some(config::Reload {
+            path: path.path.clone(),
+            flags: policy.clone(),
+        }),
+    })
+    .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }
 
 fn run_replay(
@@ -287,37 +303,42 @@ fn run_replay(
 
 fn run_rules(
     family: Families,
-    queue: QueueTarget,
-    control_ports: Vec<u16>,
-    ipset: &str,
+    path: &ConfigPath,
+    queues: &QueueFlags,
     action: Option<Action>,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Failure> {
+    let s = settings(path, |s| queues.apply(s))?;
     let rs = RuleSet {
         families: family.list(),
-        queue,
-        control_ports,
-        sets: SetNames::new(ipset)?,
+        queue: s.queues.target()?,
+        control_ports: s.control_ports.clone(),
+        sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
     };
+    let kernel = |e: Box<dyn std::error::Error>| Failure::new(exit::KERNEL, e);
     let log = match action {
         None => vec![rules::render_apply(&rs)],
-        // Sets before the rules that name them, and after the rules on the way out.
-        Some(Action::Apply) => {
-            let mut log = sets::apply_sets(&rs)?;
-            log.extend(iptables::change_rules(
-                &mut iptables::System,
-                &rs,
-                Action::Apply,
-            )?);
-            log
-        }
-        Some(Action::Delete) => {
-            let mut log = iptables::change_rules(&mut iptables::System, &rs, Action::Delete)?;
-            log.extend(sets::delete_sets(&rs)?);
-            log
-        }
+        Some(action) => change_rules(&rs, action).map_err(kernel)?,
     };
     print_lines(&log);
     Ok(())
+}
+
+/// Applies or deletes: sets before the rules that name them, and after
+/// the rules on the way out.
+fn change_rules(rs: &RuleSet, action: Action) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let mut sys = iptables::System;
+    Ok(match action {
+        Action::Apply => {
+            let mut log = sets::apply_sets(rs)?;
+            log.extend(iptables::change_rules(&mut sys, rs, Action::Apply)?);
+            log
+        }
+        Action::Delete => {
+            let mut log = iptables::change_rules(&mut sys, rs, Action::Delete)?;
+            log.extend(sets::delete_sets(rs)?);
+            log
+        }
+    })
 }
 
 /// Prints to stdout; a closed pipe (`| head`) just ends the output.

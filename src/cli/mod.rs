@@ -1,4 +1,8 @@
-//! What the command line shows: log output and the replay report.
+//! What the command line shows: the configuration, log output, the
+//! replay report, exit codes, man pages and completions.
 
+pub mod config;
+pub mod exit;
+pub mod generate;
 pub mod logging;
 pub mod report;

@@ -20,6 +20,7 @@ mod fake_kernel;
 mod kernel;
 mod packet_path;
 mod queue_loop;
+mod service;
 mod shared;
 mod signals;
 
@@ -39,6 +40,7 @@ pub use shared::Shared;
 
 use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
+use crate::netfilter::helper_watch::HelperWatch;
 use crate::netfilter::iptables;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
@@ -62,6 +64,8 @@ pub struct Options {
     pub state_interval: Option<Duration>,
     /// SCHED_RR priority of ftpct's threads (0: the normal scheduler).
     pub realtime_priority: u8,
+    /// Where SIGHUP reads the policy again (None: SIGHUP stops).
+    pub reload: Option<crate::cli::config::Reload>,
 }
 
 /// Why the daemon could not start, or stopped on its own: each says what
@@ -239,24 +243,32 @@ fn supervise(
     signals: &signals::StopSignals,
     state_interval: Option<Duration>,
     rules: &mut RuleWatch,
+    reload: Option<&crate::cli::config::Reload>,
 ) -> Option<String> {
     let mut next_state = state_interval.map(|i| Instant::now() + i);
     let mut next_trim = Instant::now() + TRIM_EVERY;
+    let mut helpers = HelperWatch::default();
     loop {
         if Instant::now() >= next_trim {
             give_back_memory();
             next_trim += TRIM_EVERY;
         }
         rules.check(&mut iptables::System, Instant::now());
+        helpers.check(&mut iptables::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {
                 timers.log_state();
                 next_state = Some(at + every);
             }
         }
-        if let Some(sig) = signals.wait(TICK) {
-            info!("signal {sig}: stopping");
-            return None;
+        match (signals.wait(TICK), reload) {
+            (Some(libc::SIGHUP), Some(r)) => timers.reload(r),
+            (Some(sig), _) => {
+                info!("signal {sig}: stopping");
+                service::notify_stopping();
+                return None;
+            }
+            (None, _) => {}
         }
         if let Some(why) = timers.shared.failure() {
             return Some(why);
@@ -387,7 +399,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         expect_timeout: config.expect_timeout,
     };
     let mut rules = RuleWatch::new(&queues_wanted);
-    let failure = supervise(&mut timers, &signals, opts.state_interval, &mut rules);
+    service::notify_ready(&queues_wanted);
+    let failure = supervise(
+        &mut timers,
+        &signals,
+        opts.state_interval,
+        &mut rules,
+        opts.reload.as_ref(),
+    );
     let lookups = stop_workers(running, &stop, &done_rx);
     timers.finish(lookups);
     match failure {

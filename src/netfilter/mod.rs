@@ -4,6 +4,7 @@
 pub mod conntrack_lookup;
 pub mod ctnetlink;
 pub mod error;
+pub mod helper_watch;
 pub mod ipset;
 pub mod iptables;
 pub mod netlink;

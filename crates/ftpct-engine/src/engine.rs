@@ -202,6 +202,15 @@ impl Engine {
         }
     }
 
+    /// A new policy while running (SIGHUP): what is allowed, how long and
+    /// how many expectations; it applies to announcements from now on.
+    pub fn set_policy(&mut self, policy: Policy, expect_timeout: Duration, per_session: usize) {
+        self.cfg.policy = policy;
+        self.cfg.expect_timeout = expect_timeout;
+        self.cfg.max_expect_per_session = per_session;
+        self.expects.set_session_limit(per_session);
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

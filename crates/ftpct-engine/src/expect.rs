@@ -158,6 +158,12 @@ impl ExpectTable {
         }
     }
 
+    /// A new per-session limit; sessions above it shed their oldest at
+    /// their next expectation.
+    pub fn set_session_limit(&mut self, limit: usize) {
+        self.session_limit = limit;
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -1,0 +1,594 @@
+//! The one configuration of `ftpct rules` and `ftpct run`:
+//! `/etc/ftpct/ftpct.toml` (or `--config PATH`), then the flags over it.
+//!
+//! An absent file means the defaults; a malformed one is an error that
+//! names the file, the line and the column. `ftpct config check` prints
+//! the configuration in force, in the file's own syntax.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ftpct_engine::command::Mark;
+use ftpct_engine::engine::Config;
+use ftpct_engine::policy::Policy;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::netfilter::rules::{QueueTarget, DEFAULT_SET};
+
+/// Where the configuration is read from unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/ftpct/ftpct.toml";
+
+/// NFQUEUE queue numbers: `N`, `FIRST:LAST` or `N,M,...` (flags and file
+/// alike; the file also takes a number or a list of numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues(Vec<u16>);
+
+impl Queues {
+    /// Sorted, without duplicates; never empty.
+    pub fn list(&self) -> &[u16] {
+        &self.0
+    }
+
+    fn new(mut nums: Vec<u16>) -> Result<Self, String> {
+        nums.sort_unstable();
+        nums.dedup();
+        if nums.is_empty() {
+            return Err("no queue given".into());
+        }
+        Ok(Queues(nums))
+    }
+
+    /// What the iptables rules send to: one queue, or a balance over
+    /// consecutive ones (iptables cannot spread over a gap).
+    pub fn target(&self) -> Result<QueueTarget, ConfigError> {
+        let (first, last) = match (self.0.first(), self.0.last()) {
+            (Some(&f), Some(&l)) => (f, l),
+            _ => return Err(ConfigError::Queues(self.joined())),
+        };
+        if first == last {
+            Ok(QueueTarget::Num(first))
+        } else if usize::from(last - first) + 1 == self.0.len() {
+            Ok(QueueTarget::Balance(first, last))
+        } else {
+            Err(ConfigError::Queues(self.joined()))
+        }
+    }
+
+    /// "N,M,..." (what Display falls back to).
+    fn joined(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(u16::to_string).collect();
+        parts.join(",")
+    }
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Queues(vec![0])
+    }
+}
+
+impl fmt::Display for Queues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.target() {
+            Ok(QueueTarget::Num(n)) => write!(f, "{n}"),
+            Ok(QueueTarget::Balance(a, b)) => write!(f, "{a}:{b}"),
+            Err(_) => f.write_str(&self.joined()),
+        }
+    }
+}
+
+impl FromStr for Queues {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |t: &str| {
+            t.trim().parse::<u16>().map_err(|_| {
+                format!("'{s}': expected N, FIRST:LAST or N,M,... (queue numbers 0-65535)")
+            })
+        };
+        let mut nums = Vec::new();
+        for part in s.split(',') {
+            match part.split_once(':') {
+                Some((a, b)) => {
+                    let (a, b) = (num(a)?, num(b)?);
+                    if a > b {
+                        return Err(format!("'{s}': the first queue must not be above the last"));
+                    }
+                    nums.extend(a..=b);
+                }
+                None => nums.push(num(part)?),
+            }
+        }
+        Queues::new(nums)
+    }
+}
+
+impl Serialize for Queues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Queues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            Text(String),
+            List(Vec<u16>),
+        }
+        let parsed = match Raw::deserialize(d)? {
+            Raw::One(n) => Ok(Queues(vec![n])),
+            Raw::Text(t) => t.parse(),
+            Raw::List(l) => Queues::new(l),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+/// The policy that SIGHUP reloads: what the engine allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Data ports below this are refused.
+    pub min_data_port: u16,
+    /// Third-party networks allowed in announcements (FXP).
+    pub allow_fxp: Vec<IpNet>,
+    /// Seconds a pending data connection is expected.
+    pub expect_timeout: u64,
+    /// Pending data connections per control connection.
+    pub max_expect_per_session: usize,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        let c = Config::default();
+        PolicySettings {
+            min_data_port: c.policy.min_data_port,
+            allow_fxp: c.policy.allow_fxp,
+            expect_timeout: c.expect_timeout.as_secs(),
+            max_expect_per_session: c.max_expect_per_session,
+        }
+    }
+}
+
+/// Everything the file may say; also the configuration in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Queues the rules feed and `run` binds.
+    pub queues: Queues,
+    pub control_ports: Vec<u16>,
+    /// Base name of the ipsets (IPv4; IPv6 adds "6").
+    pub ipset: String,
+    /// Conntrack mark of data connections, VALUE[/MASK].
+    #[serde(with = "mark_text", skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+    /// Seconds between `state:` lines (0: never).
+    pub state_interval: u64,
+    /// Address of the metrics endpoint (none: no endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    /// SCHED_RR priority of the queue threads (0: normal scheduler).
+    pub realtime_priority: u8,
+    /// Longest control line parsed, in bytes.
+    pub max_line: usize,
+    pub policy: PolicySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = Config::default();
+        Settings {
+            queues: Queues::default(),
+            control_ports: c.control_ports,
+            ipset: DEFAULT_SET.to_string(),
+            mark: None,
+            state_interval: 0,
+            metrics: None,
+            realtime_priority: 0,
+            max_line: c.max_line,
+            policy: PolicySettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The engine's settings.
+    pub fn engine_config(&self) -> Config {
+        Config {
+            control_ports: self.control_ports.clone(),
+            max_line: self.max_line,
+            data_mark: self.mark,
+            ..Config::default()
+        }
+        .with_policy(&self.policy)
+    }
+
+    /// The file's text for these settings (what `config check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot be shown: {e}\n"))
+    }
+
+    /// The `state:` line period, if any.
+    pub fn state_every(&self) -> Option<Duration> {
+        (self.state_interval > 0).then(|| Duration::from_secs(self.state_interval))
+    }
+}
+
+/// Puts a policy into an engine configuration.
+pub trait WithPolicy {
+    fn with_policy(self, p: &PolicySettings) -> Self;
+}
+
+impl WithPolicy for Config {
+    fn with_policy(self, p: &PolicySettings) -> Self {
+        Config {
+            expect_timeout: Duration::from_secs(p.expect_timeout),
+            max_expect_per_session: p.max_expect_per_session,
+            policy: Policy {
+                min_data_port: p.min_data_port,
+                allow_fxp: p.allow_fxp.clone(),
+            },
+            ..self
+        }
+    }
+}
+
+mod mark_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(m: &Option<Mark>, s: S) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(m) => s.serialize_str(&format!("{:#x}/{:#x}", m.value, m.mask)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mark>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<Mark>()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("mark '{text}': {e}")))
+    }
+}
+
+/// Why the configuration cannot be used. `ftpct` exits with
+/// [`crate::cli::exit::CONFIG`] on these.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a wrong key or value; the message
+    /// carries the line and column.
+    Parse { path: PathBuf, message: String },
+    /// The queues of the rules must be consecutive.
+    Queues(String),
+    /// The ipset name is not one ipset takes.
+    SetName(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(
+                f,
+                "cannot read the configuration {}: {source} (give another with --config PATH)",
+                path.display()
+            ),
+            ConfigError::Parse { path, message } => {
+                write!(f, "configuration {}: {message}", path.display())
+            }
+            ConfigError::Queues(q) => write!(
+                f,
+                "queues {q}: the rules can only spread over consecutive queues (write FIRST:LAST)"
+            ),
+            ConfigError::SetName(e) => write!(f, "ipset: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads the file at `path`; an absent file gives the defaults.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Parses a configuration text; `path` only names it in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: describe(&e, text),
+    })
+}
+
+/// "line L, column C: what" from toml's error and the text.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let what = e.message();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what.to_string(),
+    }
+}
+
+/// `--config PATH`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigPath {
+    /// Configuration file (TOML; an absent file means the defaults);
+    /// the flags override what it says
+    #[arg(long = "config", value_name = "PATH", default_value = DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+impl ConfigPath {
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        load(&self.path)
+    }
+}
+
+/// Flags shared by `rules` and `run`: where the packets go.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QueueFlags {
+    /// NFQUEUE queues: N, FIRST:LAST or N,M,... [file: queues; default: 0]
+    /// (`--queue` and `--queue-balance` are the same flag; repeatable)
+    #[arg(
+        long = "queues",
+        visible_alias = "queue",
+        alias = "queue-balance",
+        value_name = "QUEUES",
+        action = clap::ArgAction::Append
+    )]
+    pub queues: Vec<Queues>,
+    /// Control-channel ports, comma-separated [file: control_ports; default: 21]
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
+    pub control_ports: Option<Vec<u16>>,
+    /// ipset of expected data connections, NAME for IPv4 and NAME6 for IPv6
+    /// [file: ipset; default: ftpct]
+    #[arg(long, value_name = "NAME")]
+    pub ipset: Option<String>,
+}
+
+impl QueueFlags {
+    pub fn apply(&self, s: &mut Settings) {
+        if !self.queues.is_empty() {
+            let all: Vec<u16> = self.queues.iter().flat_map(|q| q.0.clone()).collect();
+            if let Ok(q) = Queues::new(all) {
+                s.queues = q;
+            }
+        }
+        if let Some(p) = &self.control_ports {
+            s.control_ports = p.clone();
+        }
+        if let Some(i) = &self.ipset {
+            s.ipset = i.clone();
+        }
+    }
+}
+
+/// The engine's policy flags (`run` and `replay`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PolicyFlags {
+    /// Allow announcements of third-party addresses in CIDR (FXP); repeatable
+    /// [file: policy.allow_fxp]
+    #[arg(long = "allow-fxp", value_name = "CIDR")]
+    pub allow_fxp: Vec<IpNet>,
+    /// Refuse data ports below this (bounce attacks on 25 and friends)
+    /// [file: policy.min_data_port; default: 1024]
+    #[arg(long, value_name = "PORT")]
+    pub min_data_port: Option<u16>,
+    /// Seconds a pending data connection is expected
+    /// [file: policy.expect_timeout; default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub expect_timeout: Option<u64>,
+    /// Pending data connections per control connection (beyond it the
+    /// oldest makes room, as in the kernel) [file: policy.max_expect_per_session; default: 16]
+    #[arg(long, value_name = "N")]
+    pub max_expect_per_session: Option<usize>,
+    /// Longest control line parsed, in bytes; longer lines pass unchanged
+    /// [file: max_line; default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    pub max_line: Option<usize>,
+}
+
+impl PolicyFlags {
+    pub fn apply(&self, s: &mut Settings) {
+        let p = &mut s.policy;
+        if !self.allow_fxp.is_empty() {
+            p.allow_fxp = self.allow_fxp.clone();
+        }
+        set(&mut p.min_data_port, self.min_data_port);
+        set(&mut p.expect_timeout, self.expect_timeout);
+        set(&mut p.max_expect_per_session, self.max_expect_per_session);
+        set(&mut s.max_line, self.max_line);
+    }
+}
+
+/// The flags of `ftpct run` beyond queues and policy.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunFlags {
+    /// Conntrack mark for data connections (bits outside MASK are
+    /// inherited from the control connection) [file: mark]
+    #[arg(long, value_name = "VALUE[/MASK]")]
+    pub mark: Option<Mark>,
+    /// Log a `state:` line every SECS seconds: flows, pending
+    /// expectations, ipset entries and the counters (0: never)
+    /// [file: state_interval; default: 0]
+    #[arg(long, value_name = "SECS")]
+    pub state_interval: Option<u64>,
+    /// Real-time (SCHED_RR) priority of ftpct's threads, 1-99, so that
+    /// queued packets do not wait behind busy processes on a gateway
+    /// whose CPUs are saturated (the kernel's helper runs ahead of every
+    /// process); 0 keeps the normal scheduler [file: realtime_priority; default: 0]
+    #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub realtime_priority: Option<u8>,
+}
+
+impl RunFlags {
+    pub fn apply(&self, s: &mut Settings) {
+        if self.mark.is_some() {
+            s.mark = self.mark;
+        }
+        set(&mut s.state_interval, self.state_interval);
+        set(&mut s.realtime_priority, self.realtime_priority);
+    }
+}
+
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *slot = v;
+    }
+}
+
+/// What SIGHUP re-reads: the file, with the policy flags of the command
+/// line over it again (a flag keeps winning over the file).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub path: PathBuf,
+    pub flags: PolicyFlags,
+}
+
+impl Reload {
+    /// The policy now in the file, with the flags over it.
+    pub fn policy(&self) -> Result<PolicySettings, ConfigError> {
+        let mut s = load(&self.path)?;
+        self.flags.apply(&mut s);
+        Ok(s.policy)
+    }
+}
+
+/// Checks what the file cannot check by its syntax alone.
+pub fn validate(s: &Settings) -> Result<(), ConfigError> {
+    crate::netfilter::sets::SetNames::new(&s.ipset)
+        .map_err(|e| ConfigError::SetName(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+queues = "0:3"
+control_ports = [21, 2121]
+ipset = "ftp_exp"
+mark = "0x10/0xff"
+state_interval = 60
+metrics = "127.0.0.1:9641"
+realtime_priority = 10
+max_line = 2048
+
+[policy]
+min_data_port = 2000
+allow_fxp = ["203.0.113.0/24", "2001:db8::/32"]
+expect_timeout = 120
+max_expect_per_session = 4
+"#;
+
+    fn p() -> &'static Path {
+        Path::new("test.toml")
+    }
+
+    #[test]
+    fn round_trip_keeps_every_key() {
+        let s = parse(p(), FULL).expect("valid");
+        assert_eq!(s.queues.list(), [0, 1, 2, 3]);
+        assert_eq!(
+            s.mark,
+            Some(Mark {
+                value: 0x10,
+                mask: 0xff
+            })
+        );
+        assert_eq!(s.policy.allow_fxp.len(), 2);
+        let again = parse(p(), &s.to_toml()).expect("own output parses");
+        assert_eq!(again, s);
+        assert_ne!(s, Settings::default());
+        let d = Settings::default();
+        assert_eq!(parse(p(), &d.to_toml()).expect("defaults"), d);
+    }
+
+    #[test]
+    fn empty_and_absent_files_are_the_defaults() {
+        assert_eq!(parse(p(), "").expect("empty"), Settings::default());
+        let absent = load(Path::new("/nonexistent/ftpct.toml")).expect("absent");
+        assert_eq!(absent, Settings::default());
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse(p(), "queues = \"0:1\"\n\n[policy]\nmin_data_port = \"x\"\n")
+            .expect_err("bad type");
+        let msg = e.to_string();
+        assert!(msg.contains("line 4, column 17"), "{msg}");
+        let e = parse(p(), "queue = 1\n").expect_err("unknown key");
+        assert!(e.to_string().contains("line 1, column 1"), "{e}");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = parse(p(), "mark = \"0x100/0xff\"\n").expect_err("mark");
+        assert!(e.to_string().contains("outside the mask"), "{e}");
+        let e = parse(p(), "queues = \"3:1\"\n").expect_err("range");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn queue_syntax() {
+        let q: Queues = "2".parse().expect("one");
+        assert_eq!(q.target().expect("t"), QueueTarget::Num(2));
+        let q: Queues = "0:3".parse().expect("range");
+        assert_eq!(q.target().expect("t"), QueueTarget::Balance(0, 3));
+        let q: Queues = "1,0,2".parse().expect("list");
+        assert_eq!(q.to_string(), "0:2");
+        let q: Queues = "0,2".parse().expect("gap");
+        assert!(q.target().is_err());
+        assert_eq!(q.to_string(), "0,2");
+        assert!("x".parse::<Queues>().is_err());
+        let s = parse(p(), "queues = [1, 2]").expect("list in file");
+        assert_eq!(s.queues.list(), [1, 2]);
+        let s = parse(p(), "queues = 5").expect("number in file");
+        assert_eq!(s.queues.list(), [5]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut s = parse(p(), FULL).expect("valid");
+        let q = QueueFlags {
+            queues: vec!["4".parse().expect("q"), "5".parse().expect("q")],
+            control_ports: None,
+            ipset: Some("other".into()),
+        };
+        q.apply(&mut s);
+        PolicyFlags {
+            min_data_port: Some(1024),
+            ..PolicyFlags::default()
+        }
+        .apply(&mut s);
+        assert_eq!(s.queues.list(), [4, 5]);
+        assert_eq!(s.control_ports, [21, 2121], "kept from the file");
+        assert_eq!(s.ipset, "other");
+        assert_eq!(s.policy.min_data_port, 1024);
+        assert_eq!(s.policy.expect_timeout, 120, "kept from the file");
+        let c = s.engine_config();
+        assert_eq!(c.expect_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_line, 2048);
+        assert_eq!(c.data_mark, s.mark);
+    }
+}

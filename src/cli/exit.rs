@@ -1,0 +1,43 @@
+//! Exit codes of `ftpct`, after sysexits.h, so that systemd and scripts
+//! can tell a configuration to fix from a kernel that refuses.
+
+/// Success.
+pub const OK: u8 = 0;
+/// A failure while running (a queue thread stopped, a capture unreadable).
+pub const FAILURE: u8 = 1;
+/// Wrong command line (clap's own code).
+pub const USAGE: u8 = 2;
+/// The configuration file or a value in it is wrong (EX_CONFIG).
+pub const CONFIG: u8 = 78;
+/// Not allowed: CAP_NET_ADMIN is missing (EX_NOPERM).
+pub const NO_PERMISSION: u8 = 77;
+/// The kernel refused or lacks something: NFQUEUE, conntrack, ipset,
+/// iptables (EX_UNAVAILABLE).
+pub const KERNEL: u8 = 69;
+
+/// The table printed at the end of `--help` and in the README.
+pub const HELP: &str = "Exit codes: 0 success, 1 failure while running, 2 wrong command line, \
+78 configuration error (file or value), 77 no permission (CAP_NET_ADMIN missing), \
+69 kernel error (NFQUEUE, conntrack, ipset or iptables unavailable or refusing).";
+
+/// The exit code of a daemon error.
+pub fn of_daemon(e: &crate::daemon::DaemonError) -> u8 {
+    use crate::daemon::DaemonError as E;
+    match e {
+        E::NeedsRoot => NO_PERMISSION,
+        E::SetName(_) => CONFIG,
+        E::QueueFailed(_) => FAILURE,
+        E::Signals(_)
+        | E::WakeHandler(_)
+        | E::Queue(_)
+        | E::ClaimName { .. }
+        | E::SetsTaken { .. }
+        | E::Claim { .. }
+        | E::Ipset(_)
+        | E::SetUnusable { .. }
+        | E::SetFlush { .. }
+        | E::Ctnetlink(_)
+        | E::Conntrack(_)
+        | E::Thread { .. } => KERNEL,
+    }
+}
