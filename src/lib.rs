@@ -10,5 +10,6 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod monitor;
 pub mod netfilter;
 pub mod offline;

@@ -65,6 +65,13 @@ enum Command {
         #[command(flatten)]
         policy: PolicyFlags,
     },
+    /// Watch an interface and print what ftpct would decide, read-only
+    ///
+    /// The engine on the frames a gateway interface or a mirror port sees
+    /// (AF_PACKET, needs CAP_NET_RAW only): the decision lines of `ftpct
+    /// replay`, alerts (standard error) for refused announcements. No
+    /// verdict, no kernel change. Stops on SIGINT or SIGTERM.
+    Monitor(ftpct::cli::monitor::MonitorArgs),
     /// Run the helper on this gateway: bind NFQUEUE queue(s) and help FTP
     ///
     /// Needs root and the rules of `ftpct rules --apply`. Stops cleanly on
@@ -175,6 +182,9 @@ fn main() -> ExitCode {
             policy.apply(&mut s);
             run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
                 .map_err(|e| Failure::new(exit::FAILURE, e))
+        }
+        Command::Monitor(args) => {
+            ftpct::cli::monitor::run(args).map_err(|e| Failure::new(exit::FAILURE, e))
         }
         Command::Run {
             config,

@@ -261,11 +261,18 @@ impl Lab {
     }
 
     fn start_ftpct(&self, log: &str) -> Proc {
+        self.start_ftpct_with(log, &[])
+    }
+
+    /// `ftpct run` with `extra` flags, once it says it runs.
+    fn start_ftpct_with(&self, log: &str, extra: &[&str]) -> Proc {
         let log_path = self.dir.path(log);
         let log_file = fs::File::create(&log_path).expect("log file");
+        let mut args = vec![FTPCT, "run", "--log-format", "json"];
+        args.extend_from_slice(extra);
         let child = self
             .gw
-            .cmd(&[FTPCT, "run", "--log-format", "json"])
+            .cmd(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -539,4 +546,88 @@ fn rules_apply_then_delete_restores_iptables_legacy() {
         std::env::var("PATH").unwrap_or_default()
     );
     apply_delete_round_trip(&ns, &path, "(legacy)", true);
+}
+
+/// `ftpct monitor` on the gateway's inside interface while `ftpct run`
+/// helps an active and a passive download: it prints their expectations
+/// and the PORT rewrite, alerts on a bounce attempt (PORT to port 25)
+/// only, writes what it saw, and stops on SIGTERM.
+#[test]
+fn monitor_on_the_inside_interface_shows_the_decisions_of_live_transfers() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = sha256(&lab.dir.path("ftp/1k.bin"));
+    lab.gw.sh(&[FTPCT, "rules", "--apply"]);
+    let _ftpct = lab.start_ftpct("ftpct.log");
+    let pcap = lab.dir.path("monitor.pcap");
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let (out_path, err_path) = (lab.dir.path("monitor.out"), lab.dir.path("monitor.err"));
+    let child = lab
+        .gw
+        .cmd(&[
+            FTPCT,
+            "monitor",
+            "--interface",
+            "vgwin",
+            "--snat",
+            "192.0.2.0/24=198.51.100.1",
+            "--write",
+            &pcap_arg,
+        ])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("start ftpct monitor");
+    let mut monitor = Proc {
+        child,
+        what: "ftpct monitor",
+    };
+    let started = wait_until(WAIT, || {
+        fs::read_to_string(&err_path).is_ok_and(|s| s.contains("monitoring vgwin"))
+    });
+    assert!(started, "{}", lab.log("monitor.err"));
+    for (mode, name) in [(ACTIVE, "port.bin"), (PASSIVE, "pasv.bin")] {
+        let got = lab.download(SERVER, mode, name);
+        assert_eq!(got.as_deref(), Ok(want.as_str()), "{mode:?}");
+    }
+    // A bounce attempt: PORT naming port 25.
+    let bounce = "exec 3<>/dev/tcp/198.51.100.20/21; \
+        printf 'USER anonymous\\r\\nPASS x\\r\\nPORT 192,0,2,10,0,25\\r\\nQUIT\\r\\n' >&3; \
+        timeout 3 cat <&3";
+    lab.client.output(&["bash", "-c", bounce]);
+    let out_of = || lab.log("monitor.out");
+    let both = wait_until(WAIT, || {
+        let out = out_of();
+        out.matches("-> data connection").count() >= 2 && out.contains("!! refused")
+    });
+    let status = monitor.terminate();
+    let out = out_of();
+    assert!(both, "{out}");
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+    assert!(
+        out.contains("-> expect 198.51.100.20:* -> 198.51.100.1:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> expect 192.0.2.10:* -> 198.51.100.20:"),
+        "{out}"
+    );
+    assert!(out.contains("-> rewrite 'PORT 192,0,2,10,"), "{out}");
+    assert!(out.contains("' -> 'PORT 198,51,100,1,"), "{out}");
+    assert!(out.contains("summary: packets="), "{out}");
+    assert_eq!(out.matches("!! refused").count(), 1, "{out}");
+    assert!(out.contains("'PORT 192,0,2,10,0,25'"), "{out}");
+    let err = lab.log("monitor.err");
+    assert_eq!(err.matches("alert: refused").count(), 1, "{err}");
+    assert!(!err.contains("mismatch"), "{err}");
+    let seen = ftpct::offline::capture::read(&pcap).expect("the monitor's pcap");
+    let on_21 = seen
+        .frames
+        .iter()
+        .filter(|f| f.ip.len() > 24 && f.ip[9] == 6 && f.ip[22..24] == [0, 21])
+        .count();
+    assert!(on_21 >= 10, "{on_21} control packets written");
 }

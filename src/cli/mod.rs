@@ -5,4 +5,5 @@ pub mod config;
 pub mod exit;
 pub mod generate;
 pub mod logging;
+pub mod monitor;
 pub mod report;

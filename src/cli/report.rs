@@ -15,12 +15,21 @@ use ftpct_engine::tuple::Tuple;
 #[derive(Default)]
 pub struct FlowNames {
     ids: HashMap<Tuple, usize>,
+    given: usize,
 }
 
 impl FlowNames {
     pub fn name(&mut self, flow: Tuple) -> usize {
-        let next = self.ids.len() + 1;
-        *self.ids.entry(flow).or_insert(next)
+        let next = self.given + 1;
+        let id = *self.ids.entry(flow).or_insert(next);
+        self.given = self.given.max(id);
+        id
+    }
+
+    /// A closed connection's number is not needed any more (its number is
+    /// never given again).
+    pub fn forget(&mut self, flow: &Tuple) {
+        self.ids.remove(flow);
     }
 }
 

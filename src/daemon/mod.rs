@@ -13,7 +13,7 @@
 //! but it is installed without SA_RESTART, so a `recv` that blocks returns
 //! EINTR (nfq 0.2.5 gives no access to its socket to poll).
 
-mod event_log;
+pub(crate) mod event_log;
 mod executor;
 #[cfg(test)]
 mod fake_kernel;
@@ -22,7 +22,7 @@ mod packet_path;
 mod queue_loop;
 mod service;
 mod shared;
-mod signals;
+pub(crate) mod signals;
 
 use std::fmt;
 use std::io;

@@ -149,28 +149,65 @@ fn link_header_len(datalink: DataLink, frame: &[u8]) -> Option<usize> {
     }
 }
 
-fn split_frame(datalink: DataLink, frame: &[u8]) -> Option<(&[u8], &[u8])> {
+/// A frame's link header and its IP packet; None when it carries no IP.
+pub fn split_frame(datalink: DataLink, frame: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = link_header_len(datalink, frame)?;
     (frame.len() > len).then(|| frame.split_at(len))
 }
 
 /// Writes frames with the given link type (each frame keeps its own link header).
 pub fn write(path: &Path, datalink: DataLink, frames: &[Frame]) -> Result<(), CaptureError> {
-    let err =
-        |e: &dyn std::fmt::Display| CaptureError(format!("cannot write {}: {e}", path.display()));
-    let file = File::create(path).map_err(|e| err(&e))?;
-    let header = PcapHeader {
-        datalink,
-        ..PcapHeader::default()
-    };
-    let mut writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|e| err(&e))?;
-    for f in frames {
+    let mut writer = Writer::create(path, datalink)?;
+    frames.iter().try_for_each(|f| writer.write(f))?;
+    writer.finish()
+}
+
+/// A pcap file written frame by frame (a live capture never holds its
+/// frames in memory).
+pub struct Writer {
+    path: std::path::PathBuf,
+    pcap: PcapWriter<BufWriter<File>>,
+}
+
+impl Writer {
+    pub fn create(path: &Path, datalink: DataLink) -> Result<Self, CaptureError> {
+        let file = File::create(path).map_err(|e| write_error(path, &e))?;
+        let header = PcapHeader {
+            datalink,
+            ..PcapHeader::default()
+        };
+        let pcap = PcapWriter::with_header(BufWriter::new(file), header)
+            .map_err(|e| write_error(path, &e))?;
+        Ok(Writer {
+            path: path.to_path_buf(),
+            pcap,
+        })
+    }
+
+    /// Appends a frame, its link header then its IP packet.
+    pub fn write(&mut self, f: &Frame) -> Result<(), CaptureError> {
         let mut data = f.link_header.clone();
         data.extend_from_slice(&f.ip);
         let packet = PcapPacket::new(f.time, data.len() as u32, &data);
-        writer.write_packet(&packet).map_err(|e| err(&e))?;
+        self.pcap
+            .write_packet(&packet)
+            .map(|_| ())
+            .map_err(|e| write_error(&self.path, &e))
     }
-    Ok(())
+
+    /// Flushes what is buffered to the file.
+    pub fn finish(self) -> Result<(), CaptureError> {
+        use std::io::Write as _;
+        let path = self.path;
+        self.pcap
+            .into_writer()
+            .flush()
+            .map_err(|e| write_error(&path, &e))
+    }
+}
+
+fn write_error(path: &Path, e: &dyn std::fmt::Display) -> CaptureError {
+    CaptureError(format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -70,14 +70,32 @@ pub struct Replayed {
     pub mismatches: Vec<Mismatch>,
 }
 
+/// Header translations kept at most (four per connection: both tuples,
+/// both sides): past it new connections are still decided, but their
+/// far side is not rewritten (a live monitor stays bounded in memory).
+const MAX_TRANSLATIONS: usize = 400_000;
+/// How often translations unused for the engine's idle timeout go.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
 /// The emulated gateway: the engine, the NAT rules, and the header
-/// translations learned from the engine's decisions.
-struct Gateway {
+/// translations learned from the engine's decisions. Frames go in one at
+/// a time (a capture file, or a live interface for `ftpct monitor`).
+pub struct Gateway {
     engine: Engine,
     nat: StaticNat,
-    /// Tuple as captured -> tuple on the far side, both ways.
-    far: HashMap<Tuple, Tuple>,
-    mismatches: Vec<Mismatch>,
+    /// Tuple as captured -> tuple on the far side, both ways, and when
+    /// it was last used.
+    far: HashMap<Tuple, (Tuple, Duration)>,
+    next_prune: Duration,
+}
+
+/// What one frame gave.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// The frame as the far side of the gateway sees it (None: dropped).
+    pub far_side: Option<Frame>,
+    pub events: Vec<Event>,
+    pub mismatch: Option<Mismatch>,
 }
 
 /// Replays `capture` through a gateway with the given NAT rules.
@@ -85,27 +103,23 @@ pub fn replay(
     capture: &Capture,
     snat: Vec<SnatRule>,
     dnat: Vec<DnatRule>,
-    mut cfg: Config,
+    cfg: Config,
 ) -> Replayed {
-    cfg.report_lines = true;
-    let mut gw = Gateway {
-        engine: Engine::new(cfg),
-        nat: StaticNat::new(snat, dnat),
-        far: HashMap::new(),
-        mismatches: Vec::new(),
-    };
+    let mut gw = Gateway::new(snat, dnat, cfg);
     let mut far_side = Vec::with_capacity(capture.frames.len());
     let mut events = Vec::new();
+    let mut mismatches = Vec::new();
     for frame in &capture.frames {
-        let (out, evs) = gw.frame(frame);
-        far_side.extend(out);
-        events.extend(evs.into_iter().map(|event| TimedEvent {
+        let passed = gw.frame(frame);
+        far_side.extend(passed.far_side);
+        mismatches.extend(passed.mismatch);
+        events.extend(passed.events.into_iter().map(|event| TimedEvent {
             time: frame.time,
             event,
         }));
     }
     let last = capture.frames.last().map_or(Duration::ZERO, |f| f.time);
-    let tail = gw.engine.tick(last + Duration::from_secs(1)).events;
+    let tail = gw.tick(last + Duration::from_secs(1));
     events.extend(
         tail.into_iter()
             .map(|event| TimedEvent { time: last, event }),
@@ -113,16 +127,47 @@ pub fn replay(
     Replayed {
         far_side,
         events,
-        stats: gw.engine.stats().clone(),
-        mismatches: gw.mismatches,
+        stats: gw.stats().clone(),
+        mismatches,
     }
 }
 
 impl Gateway {
-    fn frame(&mut self, frame: &Frame) -> (Option<Frame>, Vec<Event>) {
+    /// A gateway doing this NAT; every line is reported.
+    pub fn new(snat: Vec<SnatRule>, dnat: Vec<DnatRule>, mut cfg: Config) -> Self {
+        cfg.report_lines = true;
+        Gateway {
+            engine: Engine::new(cfg),
+            nat: StaticNat::new(snat, dnat),
+            far: HashMap::new(),
+            next_prune: PRUNE_EVERY,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.engine.stats()
+    }
+
+    /// Runs the engine's timers at `now` (frame time); forgets header
+    /// translations unused for the engine's idle timeout.
+    pub fn tick(&mut self, now: Duration) -> Vec<Event> {
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_EVERY;
+            let idle = self.engine.config().idle_timeout;
+            self.far
+                .retain(|_, (_, used)| now.saturating_sub(*used) <= idle);
+        }
+        self.engine.tick(now).events
+    }
+
+    /// One frame through the gateway.
+    pub fn frame(&mut self, frame: &Frame) -> Passed {
         let Ok(pkt) = TcpPacket::parse(&frame.ip) else {
             // Not TCP: the gateway forwards it, we have nothing to say.
-            return (Some(frame.clone()), Vec::new());
+            return Passed {
+                far_side: Some(frame.clone()),
+                ..Passed::default()
+            };
         };
         if self.is_toward_inside(&pkt.tuple) {
             self.toward_inside(frame, &pkt)
@@ -135,24 +180,24 @@ impl Gateway {
         self.nat.is_inside(t.dst.ip()) && !self.nat.is_inside(t.src.ip())
     }
 
-    fn leaving_inside(
-        &mut self,
-        frame: &Frame,
-        pkt: &TcpPacket<'_>,
-    ) -> (Option<Frame>, Vec<Event>) {
+    fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
         let outcome = self
             .engine
             .process(&frame.ip, frame.time, Hook::Prerouting, &mut self.nat);
-        self.learn(&outcome);
+        self.learn(&outcome, frame.time);
+        let dropped = Passed {
+            events: outcome.events.clone(),
+            ..Passed::default()
+        };
         let bytes = match &outcome.verdict {
-            Verdict::Drop => return (None, outcome.events),
+            Verdict::Drop => return dropped,
             Verdict::Accept => &frame.ip,
             Verdict::Replace(b) => b,
         };
         let Ok(decided) = TcpPacket::parse(bytes) else {
-            return (None, outcome.events);
+            return dropped;
         };
-        let far_tuple = self.far.get(&pkt.tuple).copied().unwrap_or(pkt.tuple);
+        let far_tuple = self.far_of(&pkt.tuple, frame.time).unwrap_or(pkt.tuple);
         let ip = decided.rebuild(&Rebuild {
             tuple: Some(far_tuple),
             seq: decided.seq,
@@ -162,11 +207,15 @@ impl Gateway {
             decrement_ttl: true,
             mss: None,
         });
-        (Some(with_ip(frame, ip)), outcome.events)
+        Passed {
+            far_side: Some(with_ip(frame, ip)),
+            events: outcome.events,
+            mismatch: None,
+        }
     }
 
-    fn toward_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> (Option<Frame>, Vec<Event>) {
-        let far_tuple = self.arriving_tuple(&pkt.tuple);
+    fn toward_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
+        let far_tuple = self.arriving_tuple(&pkt.tuple, frame.time);
         // The acknowledgement the far side sent is in the numbering it
         // received, after our edits of the other direction.
         let acked = |pos: u32| self.engine.acknowledged_by(&far_tuple, pos);
@@ -186,22 +235,31 @@ impl Gateway {
         let outcome = self
             .engine
             .process(&arriving, frame.time, Hook::Prerouting, &mut self.nat);
-        self.learn(&outcome);
+        self.learn(&outcome, frame.time);
         let delivered = match &outcome.verdict {
             Verdict::Accept => Some(arriving.as_slice()),
             Verdict::Replace(b) => Some(b.as_slice()),
             Verdict::Drop => None,
         };
-        if let Some(m) = compare_with_capture(frame.time, pkt, delivered) {
-            self.mismatches.push(m);
+        let mismatch = compare_with_capture(frame.time, pkt, delivered);
+        Passed {
+            far_side: Some(with_ip(frame, arriving)),
+            events: outcome.events,
+            mismatch,
         }
-        (Some(with_ip(frame, arriving)), outcome.events)
+    }
+
+    /// The far side of `captured`, if learned; marks it used at `now`.
+    fn far_of(&mut self, captured: &Tuple, now: Duration) -> Option<Tuple> {
+        let (far, used) = self.far.get_mut(captured)?;
+        *used = now;
+        Some(*far)
     }
 
     /// The tuple a packet captured behind the gateway had when it arrived.
-    fn arriving_tuple(&mut self, captured: &Tuple) -> Tuple {
-        if let Some(t) = self.far.get(captured) {
-            return *t;
+    fn arriving_tuple(&mut self, captured: &Tuple, now: Duration) -> Tuple {
+        if let Some(t) = self.far_of(captured, now) {
+            return t;
         }
         // A new connection to a DNATed server: the rules tell its public side.
         if let Some(m) = self.nat.lookup(&captured.reversed()) {
@@ -221,30 +279,35 @@ impl Gateway {
 
     /// Learns header translations: a new control connection's from its
     /// mapping, a data connection's from the entry the engine asks for.
-    fn learn(&mut self, outcome: &Outcome) {
+    fn learn(&mut self, outcome: &Outcome, now: Duration) {
         for e in &outcome.events {
             if let Event::FlowNew { mapping, .. } = e {
                 if mapping.is_natted() {
-                    self.pair(mapping.orig, mapping.translated_orig());
+                    self.pair(mapping.orig, mapping.translated_orig(), now);
                 }
             }
         }
         for c in &outcome.commands {
             if let Command::CreateRelated(r) = c {
-                self.pair(r.conn.tuple, r.conn.translated());
+                self.pair(r.conn.tuple, r.conn.translated(), now);
             }
         }
     }
 
-    /// Records that `a` on one side is `b` on the other, both directions.
-    fn pair(&mut self, a: Tuple, b: Tuple) {
-        if a == b {
+    /// Records that `a` on one side is `b` on the other, both directions
+    /// (nothing once the table is full).
+    fn pair(&mut self, a: Tuple, b: Tuple, now: Duration) {
+        if a == b || self.far.len() >= MAX_TRANSLATIONS {
             return;
         }
-        self.far.insert(a, b);
-        self.far.insert(b, a);
-        self.far.insert(a.reversed(), b.reversed());
-        self.far.insert(b.reversed(), a.reversed());
+        for (x, y) in [
+            (a, b),
+            (b, a),
+            (a.reversed(), b.reversed()),
+            (b.reversed(), a.reversed()),
+        ] {
+            self.far.insert(x, (y, now));
+        }
     }
 }
 
