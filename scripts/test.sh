@@ -33,6 +33,9 @@ cargo test --workspace --locked
 step "release build"
 cargo build --release --locked --workspace
 
+step "operations: config file, exit codes, non-root run, sd-notify, SIGHUP, kernel-helper warning, journald"
+scripts/ops-test.sh
+
 step "end-to-end matrix"
 scripts/e2e.sh
 

@@ -74,8 +74,12 @@ enum Command {
     Monitor(ftpct::cli::monitor::MonitorArgs),
     /// Run the helper on this gateway: bind NFQUEUE queue(s) and help FTP
     ///
-    /// Needs root and the rules of `ftpct rules --apply`. Stops cleanly on
-    /// SIGINT or SIGTERM (queues released, ipset entries removed).
+    /// Needs CAP_NET_ADMIN (root, or the capability alone) and the rules of
+    /// `ftpct rules --apply`. Stops cleanly on SIGINT or SIGTERM (queues
+    /// released, ipset entries removed); SIGHUP reloads the policy
+    /// (min_data_port, allow_fxp, expect_timeout, max_expect_per_session)
+    /// from the configuration file. Under systemd: Type=notify, logs to
+    /// the journal with their priorities.
     Run {
         #[command(flatten)]
         config: ConfigPath,

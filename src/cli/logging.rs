@@ -4,6 +4,11 @@
 //! Levels: info by default (one line per expectation, rewrite, data
 //! connection and refusal), `-v` debug (every packet), `-vv` trace.
 //! `RUST_LOG` overrides the level when set (e.g. `RUST_LOG=ftpct=debug`).
+//!
+//! Under systemd (JOURNAL_STREAM names our stderr), text logs go to the
+//! journal natively instead: each line with its priority (error 3,
+//! warning 4, info 5, debug 6, trace 7; `journalctl -p warning` finds the
+//! warnings) and without a second timestamp.
 
 use tracing_subscriber::EnvFilter;
 
@@ -38,8 +43,54 @@ fn use_colour() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
+/// True if JOURNAL_STREAM ("DEV:INODE", set by systemd) names the file
+/// that stderr is.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let meta = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    meta.is_ok_and(|m| names_stream(&stream.to_string_lossy(), m.dev(), m.ino()))
+}
+
+/// Whether a JOURNAL_STREAM value names the file `dev`:`ino`.
+fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
+}
+
+/// The journal's layer, when stderr goes to the journal and its socket
+/// answers.
+fn journal() -> Option<tracing_journald::Layer> {
+    if !stderr_is_journal() {
+        return None;
+    }
+    tracing_journald::layer()
+        .ok()
+        .map(|l| l.with_syslog_identifier("ftpct".into()))
+}
+
 /// Installs the global subscriber. A second call (tests) is a no-op.
 pub fn init(format: LogFormat, verbosity: u8) {
+    if format == LogFormat::Text {
+        if let Some(layer) = journal() {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let _ = tracing_subscriber::registry()
+                .with(filter(verbosity))
+                .with(layer)
+                .try_init();
+            return;
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(verbosity))
         .with_writer(std::io::stderr)
@@ -61,5 +112,13 @@ mod tests {
         assert_eq!(level_name(0), "info");
         assert_eq!(level_name(1), "debug");
         assert_eq!(level_name(5), "trace");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(names_stream("64769:123456", 64769, 123456));
+        assert!(!names_stream("64769:123456", 64769, 7));
+        assert!(!names_stream("garbage", 64769, 123456));
+        assert!(!names_stream("", 0, 0));
     }
 }

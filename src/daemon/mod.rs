@@ -122,7 +122,7 @@ impl fmt::Display for DaemonError {
                 write!(f, "cannot install the SIGUSR1 handler: {e}")
             }
             DaemonError::NeedsRoot => f.write_str(
-                "ftpct run needs root (CAP_NET_ADMIN): run it as root, e.g. with sudo",
+                "ftpct run needs CAP_NET_ADMIN: run it as root (or with sudo), or give it the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)",
             ),
             DaemonError::SetName(e) => write!(f, "--ipset: {e}"),
             DaemonError::Queue(e) => write!(f, "{e}"),

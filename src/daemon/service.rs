@@ -13,7 +13,7 @@ use crate::cli::config::{PolicySettings, Reload};
 /// Tells the service manager, if there is one (NOTIFY_SOCKET), that
 /// ftpct is ready: its queues are bound and their threads run.
 pub fn notify_ready(queues: &[u16]) {
-    let status = format!("STATUS=helping FTP on NFQUEUE queue(s) {queues:?}");
+    let status = format!("helping FTP on NFQUEUE queue(s) {queues:?}");
     send(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),

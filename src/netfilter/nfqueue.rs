@@ -21,7 +21,7 @@ const QUEUE_MAX_LEN: u32 = 4096;
 const QUEUE_RCVBUF: usize = 16 << 20;
 /// Netfilter hook numbers (enum nf_inet_hooks) that nfq reports.
 const NF_INET_LOCAL_OUT: u8 = 3;
-/// CAP_NET_ADMIN's bit in /proc/self/status CapEff.
+/// CAP_NET_ADMIN's bit in the capability sets.
 const CAP_NET_ADMIN: u32 = 12;
 
 /// Why a queue could not be opened.
@@ -72,16 +72,44 @@ pub fn hook_of(nf_hook: u8) -> Hook {
     }
 }
 
-/// True unless /proc says we lack CAP_NET_ADMIN.
+/// True unless the kernel says we lack CAP_NET_ADMIN (asked with
+/// capget(2): no /proc needed, so it holds under ProtectProc= or hidepid).
 pub fn has_net_admin() -> bool {
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        });
-    caps.is_none_or(|c| c & (1 << CAP_NET_ADMIN) != 0)
+    effective_caps().is_none_or(|c| c & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// The effective capability set of this thread (None: capget failed).
+fn effective_caps() -> Option<u64> {
+    /// _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget reads the header and, for version 3, writes exactly
+    // two Data structs (repr(C), the kernel's layout) into `data`, which
+    // outlives the call; pid 0 is the calling thread.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    (rc == 0).then(|| u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
 }
 
 fn bind_error(num: u16, e: io::Error) -> QueueError {
@@ -98,7 +126,11 @@ fn bind_error(num: u16, e: io::Error) -> QueueError {
 
 /// Binds queue `num`: fail-open, long, with a large socket buffer.
 pub fn open_queue(num: u16) -> Result<Queue, QueueError> {
+    let next_fd = lowest_free_fd();
     let mut q = Queue::open().map_err(QueueError::Open)?;
+    // The queue's socket took the lowest free descriptor (no other thread
+    // opens files while the queues are bound); checked below.
+    let own_fd = next_fd.filter(|&fd| is_netfilter_socket(fd));
     q.bind(num).map_err(|e| bind_error(num, e))?;
     // A full queue lets packets through rather than dropping them.
     if let Err(e) = q.set_fail_open(num, true) {
@@ -107,11 +139,12 @@ pub fn open_queue(num: u16) -> Result<Queue, QueueError> {
     if let Err(e) = q.set_queue_max_len(num, QUEUE_MAX_LEN) {
         warn!(queue = num, "queue length not set: {e}");
     }
-    match grow_rcvbuf(num, QUEUE_RCVBUF) {
+    match grow_rcvbuf(num, own_fd, QUEUE_RCVBUF) {
         Ok(bytes) => debug!(queue = num, "socket receive buffer: {bytes} bytes"),
         Err(e) => warn!(
             queue = num,
-            "socket receive buffer not enlarged ({e}): bursts over ~200 packets pass uninspected"
+            "socket receive buffer not enlarged to {} MiB ({e}; SO_RCVBUFFORCE needs CAP_NET_ADMIN): bursts over ~200 packets pass uninspected",
+            QUEUE_RCVBUF >> 20
         ),
     }
     Ok(q)
@@ -162,14 +195,43 @@ fn sockopt(fd: RawFd, opt: libc::c_int, value: Option<libc::c_int>) -> io::Resul
     Ok(v)
 }
 
-/// Sets the receive buffer of queue `num`'s socket (SO_RCVBUFFORCE:
-/// above net.core.rmem_max, as root); returns the size now in force.
-fn grow_rcvbuf(num: u16, bytes: usize) -> io::Result<usize> {
+/// The descriptor number the next socket or file will get.
+fn lowest_free_fd() -> Option<RawFd> {
+    // SAFETY: socket() takes no pointer; the descriptor it returns is
+    // ours and closed at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        libc::close(fd);
+        Some(fd)
+    }
+}
+
+/// True if `fd` is a NETLINK_NETFILTER socket.
+fn is_netfilter_socket(fd: RawFd) -> bool {
+    netlink_portid(fd).is_some()
+        && sockopt(fd, libc::SO_PROTOCOL, None).ok() == Some(libc::NETLINK_NETFILTER)
+}
+
+/// Queue `num`'s socket: `own` when known, else found through /proc.
+fn queue_fd(num: u16, own: Option<RawFd>) -> io::Result<RawFd> {
+    if let Some(fd) = own {
+        return Ok(fd);
+    }
     let portid = peer_portid(num)?;
-    let fd = std::fs::read_dir("/proc/self/fd")?
+    std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
         .find(|&fd| netlink_portid(fd) == Some(portid))
-        .ok_or_else(|| io::Error::other("its socket was not found"))?;
+        .ok_or_else(|| io::Error::other("its socket was not found"))
+}
+
+/// Sets the receive buffer of queue `num`'s socket (SO_RCVBUFFORCE:
+/// above net.core.rmem_max, with CAP_NET_ADMIN); returns the size now in
+/// force.
+fn grow_rcvbuf(num: u16, own: Option<RawFd>, bytes: usize) -> io::Result<usize> {
+    let fd = queue_fd(num, own)?;
     let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     sockopt(fd, libc::SO_RCVBUFFORCE, Some(want))?;
     let now = sockopt(fd, libc::SO_RCVBUF, None)?;
