@@ -33,6 +33,8 @@ PKGS=(
     procps:pgrep
     util-linux:unshare
     nftables:nft
+    conntrackd:conntrackd
+    iputils-arping:arping
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -9,6 +9,11 @@
 #   scripts/lab.sh env                  shell assignments describing the lab (eval-able)
 #   scripts/lab.sh helper on|off|status attach the kernel's FTP helper on the gateway
 #   scripts/lab.sh server vsftpd|pure-ftpd|none   choose the server on port 21
+#   scripts/lab.sh ha up [vsftpd|pure-ftpd]   the failover lab (below); `ha CMD` runs
+#                                       any command above on it (namespaces ftpct-ha-*)
+#   scripts/lab.sh ha failover a|b      move the virtual addresses to gateway A or B,
+#                                       and commit conntrackd's external cache there
+#   scripts/lab.sh ha conntrackd a|b ARGS...  a conntrackd client command on that gateway
 #
 # Topologies (gw = namespace ftpct-gw; interface names are 3+ characters,
 # since `ip link` reads short names as abbreviated keywords):
@@ -28,6 +33,21 @@
 #          ftpct-gw   gwout2 203.0.113.1/24  2001:db8:3::1/64
 #          ftpct-srv2 srv0 203.0.113.30/24   2001:db8:3::30/64  via 203.0.113.1 / 2001:db8:3::1
 #          Servers run with FXP allowed (vsftpd pasv/port_promiscuous, pure-ftpd -W).
+#   ha     two gateways, A (ns gw) and B (ns gw2), one active at a time, on two
+#          bridges (brin, brout) in a switch namespace (sw). The active one holds
+#          the virtual addresses 192.0.2.1/24 2001:db8:1::1/64 (gwin) and
+#          198.51.100.1/24 2001:db8:2::1/64 (gwout); the gateways have no other
+#          address there. Sync link gwsync: A 203.0.113.1/24, B 203.0.113.2/24.
+#          Inside:  cli   192.0.2.10    2001:db8:1::10  (a client, SNAT to the VIP)
+#                   srvin 192.0.2.20    2001:db8:1::20  (a server, DNAT from the VIP)
+#          Outside: srv    198.51.100.20 2001:db8:2::20 (a server)
+#                   cliout 198.51.100.10 2001:db8:2::10 (a client of the DNAT server)
+#          Both gateways: the same filter; SNAT --to-source the outside VIP out
+#          of gwout (MASQUERADE with FTPCT_LAB_HA_NAT=masquerade: it deletes
+#          its connections when the address leaves the gateway, and conntrackd
+#          then deletes them on the peer too); DNAT as in dnat. conntrackd on
+#          each (FTFW over UDP on gwsync, expectations synced; config, lock,
+#          socket and log under the lab's root). A starts active.
 #
 # Gateway filter, iptables and ip6tables: FORWARD policy DROP, accept
 # ESTABLISHED,RELATED, accept NEW tcp dport 21. No helper is attached unless
@@ -51,15 +71,19 @@
 # address's worth of sessions).
 set -euo pipefail
 
-PREFIX=${FTPCT_LAB_PREFIX:-ftpct-}
+if [[ ${1:-} == ha ]]; then PREFIX=${FTPCT_LAB_PREFIX:-ftpct-ha-}; else PREFIX=${FTPCT_LAB_PREFIX:-ftpct-}; fi
 [[ $PREFIX == ftpct-* ]] || { echo "lab: FTPCT_LAB_PREFIX must start with ftpct-" >&2; exit 2; }
 NS_CLI=${PREFIX}cli
 NS_GW=${PREFIX}gw
 NS_SRV=${PREFIX}srv
 NS_SRV2=${PREFIX}srv2
+NS_GW2=${PREFIX}gw2     # ha: gateway B
+NS_SW=${PREFIX}sw       # ha: the switch (two bridges)
+NS_SRVIN=${PREFIX}srvin # ha: the server inside
+NS_CLIOUT=${PREFIX}cliout # ha: the client outside
 STATE_DIR=/run/ftpct-lab/${PREFIX%-}
 PURE_FTPD=${FTPCT_PURE_FTPD:-${FTPCT_LAB_OPT:-/opt/ftpct-lab}/pure-ftpd/usr/sbin/pure-ftpd}
-TOPOLOGIES="snat dnat fxp plain"
+TOPOLOGIES="snat dnat fxp plain ha"
 WAIT_TENTHS=50 # bounded waits: 5 s
 
 log() { printf 'lab: %s\n' "$*" >&2; }
@@ -81,10 +105,16 @@ wait_for() {
     return 1
 }
 
-all_ns() { printf '%s\n' "$NS_CLI" "$NS_GW" "$NS_SRV" "$NS_SRV2"; }
+all_ns() { printf '%s\n' "$NS_CLI" "$NS_GW" "$NS_SRV" "$NS_SRV2" "$NS_GW2" "$NS_SW" "$NS_SRVIN" "$NS_CLIOUT"; }
+# The gateways of the topology (two in ha).
+gw_ns_list() {
+    printf '%s\n' "$NS_GW"
+    if [[ $(state_get topo) == ha ]]; then printf '%s\n' "$NS_GW2"; fi
+}
 server_ns_list() {
     case $(state_get topo) in
         fxp) printf '%s\n' "$NS_SRV" "$NS_SRV2" ;;
+        ha) printf '%s\n' "$NS_SRV" "$NS_SRVIN" ;;
         '') ;;
         *) printf '%s\n' "$NS_SRV" ;;
     esac
@@ -96,7 +126,7 @@ server_ns_list() {
 # server's own addresses, for the current topology.
 topo_addrs() {
     case $1 in
-        snat | plain | fxp)
+        snat | plain | fxp | ha)
             CLI4=192.0.2.10 CLI6=2001:db8:1::10
             SRV4=198.51.100.20 SRV6=2001:db8:2::20
             TARGET4=$SRV4 TARGET6=$SRV6
@@ -144,18 +174,19 @@ routes() {
     ip -n "$1" -6 route add default via "$3"
 }
 
-gw_firewall() {
-    local ipt
-    nsx "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+gw_firewall() { # [NS] (default: the gateway)
+    local ipt ns=${1:-$NS_GW}
+    nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
     for ipt in iptables ip6tables; do
-        nsx "$NS_GW" "$ipt" -P FORWARD DROP
-        nsx "$NS_GW" "$ipt" -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-        nsx "$NS_GW" "$ipt" -A FORWARD -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT
+        nsx "$ns" "$ipt" -P FORWARD DROP
+        nsx "$ns" "$ipt" -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+        nsx "$ns" "$ipt" -A FORWARD -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT
     done
 }
 
 build_topology() {
     local topo=$1 ns
+    if [[ $topo == ha ]]; then build_ha; return; fi
     for ns in "$NS_CLI" "$NS_GW" "$NS_SRV"; do mk_ns "$ns"; done
     case $topo in
         snat | plain | fxp)
@@ -341,8 +372,8 @@ stop_servers() {
 }
 
 # Control connection check from the client: read the 220 greeting.
-greeting() { # ADDR
-    nsx "$NS_CLI" timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/21" && head -c 3 <&3' sh "$1"
+greeting() { # ADDR [CLIENT_NS]
+    nsx "${2:-$NS_CLI}" timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/21" && head -c 3 <&3' sh "$1"
 }
 
 set_server() {
@@ -356,6 +387,220 @@ set_server() {
     for a in "$TARGET4" "$TARGET6"; do
         [[ $(greeting "$a") == 220 ]] || die "no 220 greeting from $a through the gateway"
     done
+    if [[ $(state_get topo) == ha ]]; then # the server inside, through DNAT
+        for a in 198.51.100.1 2001:db8:2::1; do
+            [[ $(greeting "$a" "$NS_CLIOUT") == 220 ]] || die "no 220 greeting from $a (DNAT) through the gateway"
+        done
+    fi
+}
+
+# --- the failover lab (topology ha) ---------------------------------------
+
+# Virtual addresses: interface, IPv4/len, IPv6/len.
+HA_VIPS=("gwin 192.0.2.1/24 2001:db8:1::1/64" "gwout 198.51.100.1/24 2001:db8:2::1/64")
+HA_OUT4=198.51.100.1 HA_OUT6=2001:db8:2::1
+# conntrackd polls the kernel's table (a dump) every HA_POLL_SECS seconds
+# instead of following its events: the kernel raises no event when a helper
+# records a sequence adjustment, only a dump carries it.
+HA_POLL_SECS=${FTPCT_LAB_HA_POLL_SECS:-1}
+
+ha_ns() { # a|b -> gateway namespace
+    case $1 in a) echo "$NS_GW" ;; b) echo "$NS_GW2" ;; *) die "gateway a or b, not '$1'" ;; esac
+}
+ha_sync_addr() { case $1 in a) echo 203.0.113.1 ;; b) echo 203.0.113.2 ;; esac; }
+ha_peer() { case $1 in a) echo b ;; b) echo a ;; esac; }
+
+# port NS IF BRIDGE_PORT BRIDGE: a veth from NS into the switch's bridge.
+ha_port() {
+    veth "$1" "$2" "$NS_SW" "$3"
+    ip -n "$NS_SW" link set "$3" master "$4" up
+}
+
+# The conntrackd configuration of gateway a|b (see README, "High
+# availability with conntrackd").
+conntrackd_conf() {
+    local g=$1 root
+    root=$(state_get root)
+    cat <<EOF
+# generated by scripts/lab.sh for gateway $g ($(ha_ns "$g"))
+Sync {
+    Mode FTFW {
+        DisableExternalCache Off
+        PurgeTimeout 5
+    }
+    UDP {
+        IPv4_address $(ha_sync_addr "$g")
+        IPv4_Destination_Address $(ha_sync_addr "$(ha_peer "$g")")
+        Port 3780
+        Interface gwsync
+        Checksum on
+    }
+    Options {
+        ExpectationSync On
+    }
+}
+General {
+    Systemd off
+    HashSize 8192
+    HashLimit 65536
+    LogFile $root/log/conntrackd-$g.log
+    Syslog off
+    LockFile $root/run/conntrackd-$g.lock
+    UNIX {
+        Path $root/run/conntrackd-$g.ctl
+    }
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    NetlinkEventsReliable On
+    PollSecs $HA_POLL_SECS
+    Filter From Userspace {
+        Protocol Accept {
+            TCP
+        }
+        Address Ignore {
+            IPv4_address 127.0.0.1
+            IPv6_address ::1
+            IPv4_address 203.0.113.1
+            IPv4_address 203.0.113.2
+        }
+    }
+}
+EOF
+}
+
+# ctd a|b ARGS...: a conntrackd client command for that gateway's daemon.
+ctd() {
+    local g=$1; shift
+    nsx "$(ha_ns "$g")" conntrackd -C "$(state_get root)/etc/conntrackd-$g.conf" "$@"
+}
+
+start_conntrackd() { # a|b
+    local g=$1 root
+    root=$(state_get root)
+    command -v conntrackd >/dev/null || die "conntrackd missing: run scripts/install-deps.sh"
+    mkdir -p "$root/run"
+    conntrackd_conf "$g" >"$root/etc/conntrackd-$g.conf"
+    setsid ip netns exec "$(ha_ns "$g")" conntrackd -C "$root/etc/conntrackd-$g.conf" \
+        </dev/null >>"$root/log/conntrackd-$g.out" 2>&1 9<&- &
+    state_set "conntrackd-$g.pid" "$!"
+    wait_for "$WAIT_TENTHS" ctd "$g" -s || {
+        tail -n 5 "$root/log/conntrackd-$g".* >&2 2>/dev/null || true
+        die "conntrackd on gateway $g did not start"
+    }
+}
+
+# vips add|del a|b
+ha_vips() {
+    local op=$1 ns vip dev v4 v6
+    ns=$(ha_ns "$2")
+    for vip in "${HA_VIPS[@]}"; do
+        read -r dev v4 v6 <<<"$vip"
+        if [[ $op == add ]]; then
+            ip -n "$ns" addr add "$v4" dev "$dev"
+            ip -n "$ns" -6 addr add "$v6" dev "$dev" nodad
+        else
+            ip -n "$ns" addr del "$v4" dev "$dev" 2>/dev/null || true
+            ip -n "$ns" -6 addr del "$v6" dev "$dev" 2>/dev/null || true
+        fi
+    done
+}
+
+# The hosts learn where the addresses are now: a gratuitous ARP from the
+# gateway that took them, and (IPv6 has no arping) their neighbour entries
+# for the addresses flushed.
+ha_announce() { # a|b
+    local ns vip dev v4 v6 host
+    ns=$(ha_ns "$1")
+    for vip in "${HA_VIPS[@]}"; do
+        read -r dev v4 v6 <<<"$vip"
+        nsx "$ns" arping -q -U -c 1 -I "$dev" "${v4%/*}" || true
+        for host in "$NS_CLI" "$NS_SRVIN" "$NS_SRV" "$NS_CLIOUT"; do
+            ip -n "$host" -6 neigh flush to "${v6%/*}" 2>/dev/null || true
+        done
+    done
+}
+
+build_ha() {
+    local ns g nat=${FTPCT_LAB_HA_NAT:-snat} ipt
+    [[ $nat == snat || $nat == masquerade ]] || die "FTPCT_LAB_HA_NAT: snat or masquerade, not '$nat'"
+    state_set ha-nat "$nat"
+    for ns in "$NS_SW" "$NS_GW" "$NS_GW2" "$NS_CLI" "$NS_SRVIN" "$NS_SRV" "$NS_CLIOUT"; do mk_ns "$ns"; done
+    ip -n "$NS_SW" link add brin type bridge
+    ip -n "$NS_SW" link add brout type bridge
+    ip -n "$NS_SW" link set brin up
+    ip -n "$NS_SW" link set brout up
+    ha_port "$NS_GW" gwin ain brin
+    ha_port "$NS_GW" gwout aout brout
+    ha_port "$NS_GW2" gwin bin brin
+    ha_port "$NS_GW2" gwout bout brout
+    ha_port "$NS_CLI" cli0 pcli brin
+    ha_port "$NS_SRVIN" srv0 psrvin brin
+    ha_port "$NS_SRV" srv0 psrv brout
+    ha_port "$NS_CLIOUT" cli0 pcliout brout
+    veth "$NS_GW" gwsync "$NS_GW2" gwsync
+    for g in a b; do
+        ns=$(ha_ns "$g")
+        ip -n "$ns" link set gwin up
+        ip -n "$ns" link set gwout up
+        addr "$ns" gwsync "$(ha_sync_addr "$g")/24" "2001:db8:3::$([[ $g == a ]] && echo 1 || echo 2)/64"
+        gw_firewall "$ns"
+        if [[ $nat == snat ]]; then
+            nsx "$ns" iptables -t nat -A POSTROUTING -o gwout -j SNAT --to-source "$HA_OUT4"
+            nsx "$ns" ip6tables -t nat -A POSTROUTING -o gwout -j SNAT --to-source "$HA_OUT6"
+        else
+            nsx "$ns" iptables -t nat -A POSTROUTING -o gwout -j MASQUERADE
+            nsx "$ns" ip6tables -t nat -A POSTROUTING -o gwout -j MASQUERADE
+        fi
+        nsx "$ns" iptables -t nat -A PREROUTING -i gwout -d "$HA_OUT4" -p tcp --dport 21 \
+            -j DNAT --to-destination 192.0.2.20:21
+        nsx "$ns" ip6tables -t nat -A PREROUTING -i gwout -d "$HA_OUT6" -p tcp --dport 21 \
+            -j DNAT --to-destination '[2001:db8:1::20]:21'
+        # The conntrackd peers talk over the sync link (UDP 3780): conntrack
+        # has no business with it.
+        for ipt in iptables ip6tables; do
+            nsx "$ns" "$ipt" -t raw -A PREROUTING -i gwsync -j NOTRACK
+            nsx "$ns" "$ipt" -t raw -A OUTPUT -o gwsync -j NOTRACK
+        done
+    done
+    addr "$NS_CLI" cli0 192.0.2.10/24 2001:db8:1::10/64
+    addr "$NS_SRVIN" srv0 192.0.2.20/24 2001:db8:1::20/64
+    addr "$NS_SRV" srv0 198.51.100.20/24 2001:db8:2::20/64
+    addr "$NS_CLIOUT" cli0 198.51.100.10/24 2001:db8:2::10/64
+    routes "$NS_CLI" 192.0.2.1 2001:db8:1::1
+    routes "$NS_SRVIN" 192.0.2.1 2001:db8:1::1
+    routes "$NS_SRV" 198.51.100.1 2001:db8:2::1
+    routes "$NS_CLIOUT" 198.51.100.1 2001:db8:2::1
+    ha_vips add a
+    state_set active a
+    start_conntrackd a
+    start_conntrackd b
+}
+
+# Failover to gateway TO: the addresses leave the other gateway and come to
+# TO, then TO does what keepalived's notify_master would do with Debian's
+# primary-backup.sh (commit the external cache, flush the caches, resync
+# with the kernel, send a bulk update), and the other gateway what its
+# notify_backup would do (purge its table soon, ask for a resync).
+cmd_failover() {
+    [[ $(state_get topo) == ha ]] || die "failover: the lab is not ha (scripts/lab.sh ha up)"
+    local to=$1 from
+    ha_ns "$to" >/dev/null
+    from=$(ha_peer "$to")
+    [[ $(state_get active) != "$to" ]] || die "gateway $to is already active"
+    ha_vips del "$from"
+    ha_vips add "$to"
+    state_set active "$to"
+    ha_announce "$to"
+    # primary
+    ctd "$to" -c ct || die "conntrackd -c ct failed on gateway $to"
+    ctd "$to" -c expect || die "conntrackd -c expect failed on gateway $to"
+    ctd "$to" -f || log "warning: conntrackd -f failed on gateway $to"
+    ctd "$to" -R || log "warning: conntrackd -R failed on gateway $to"
+    ctd "$to" -B || log "warning: conntrackd -B failed on gateway $to"
+    # backup
+    ctd "$from" -t || log "warning: conntrackd -t failed on gateway $from"
+    ctd "$from" -n || log "warning: conntrackd -n failed on gateway $from"
+    log "failover: gateway $to ($(ha_ns "$to")) is active"
 }
 
 # --- commands ------------------------------------------------------------
@@ -424,6 +669,9 @@ cmd_status() {
     echo "  root:    $(state_get root) (anonymous root: $(state_get root)/ftp)"
     echo "  server:  $(state_get server) on port 21, reach it at $TARGET4 and [$TARGET6]"
     echo "  helper:  $(helper_state)"
+    if [[ $topo == ha ]]; then
+        echo "  active:  gateway $(state_get active) ($(ha_ns "$(state_get active)")), NAT $(state_get ha-nat), conntrackd on both"
+    fi
     for ns in $(all_ns); do
         ns_exists "$ns" || continue
         printf '  %-11s' "$ns"
@@ -464,29 +712,55 @@ FTPCT_LAB_SRV2_6=$SRV2_6
 FTPCT_LAB_TARGET4=$TARGET4
 FTPCT_LAB_TARGET6=$TARGET6
 EOF
+    [[ $topo == ha ]] || return 0
+    cat <<EOF
+FTPCT_LAB_NS_GW2=$NS_GW2
+FTPCT_LAB_NS_SW=$NS_SW
+FTPCT_LAB_NS_SRVIN=$NS_SRVIN
+FTPCT_LAB_NS_CLIOUT=$NS_CLIOUT
+FTPCT_LAB_SRVIN4=192.0.2.20
+FTPCT_LAB_SRVIN6=2001:db8:1::20
+FTPCT_LAB_CLIOUT4=198.51.100.10
+FTPCT_LAB_CLIOUT6=2001:db8:2::10
+FTPCT_LAB_VIP_IN4=192.0.2.1
+FTPCT_LAB_VIP_IN6=2001:db8:1::1
+FTPCT_LAB_VIP_OUT4=198.51.100.1
+FTPCT_LAB_VIP_OUT6=2001:db8:2::1
+FTPCT_LAB_HA_ACTIVE=$(state_get active)
+FTPCT_LAB_HA_NAT=$(state_get ha-nat)
+EOF
 }
 
 helper_state() {
     ns_exists "$NS_GW" || { echo "n/a"; return; }
-    local v4=off v6=off
-    nsx "$NS_GW" iptables -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null && v4=on
-    nsx "$NS_GW" ip6tables -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null && v6=on
-    if [[ $v4 == "$v6" ]]; then echo "kernel ftp helper $v4"; else echo "kernel ftp helper v4 $v4, v6 $v6"; fi
+    local v4 v6 ns out=''
+    for ns in $(gw_ns_list); do
+        v4=off v6=off
+        nsx "$ns" iptables -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null && v4=on
+        nsx "$ns" ip6tables -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null && v6=on
+        [[ $ns == "$NS_GW" ]] || out+="; $ns: "
+        if [[ $v4 == "$v6" ]]; then out+="kernel ftp helper $v4"; else out+="kernel ftp helper v4 $v4, v6 $v6"; fi
+    done
+    echo "$out"
 }
 
 cmd_helper() {
     ns_exists "$NS_GW" || die "lab is down"
-    local ipt
+    local ipt ns
     case ${1:-status} in
         on)
-            for ipt in iptables ip6tables; do
-                nsx "$NS_GW" "$ipt" -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null ||
-                    nsx "$NS_GW" "$ipt" -t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp
+            for ns in $(gw_ns_list); do
+                for ipt in iptables ip6tables; do
+                    nsx "$ns" "$ipt" -t raw -C PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null ||
+                        nsx "$ns" "$ipt" -t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp
+                done
             done
             ;;
         off)
-            for ipt in iptables ip6tables; do
-                while nsx "$NS_GW" "$ipt" -t raw -D PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null; do :; done
+            for ns in $(gw_ns_list); do
+                for ipt in iptables ip6tables; do
+                    while nsx "$ns" "$ipt" -t raw -D PREROUTING -p tcp --dport 21 -j CT --helper ftp 2>/dev/null; do :; done
+                done
             done
             ;;
         status) ;;
@@ -515,6 +789,23 @@ case ${1:-} in
     env) cmd_env ;;
     helper) shift; cmd_helper "$@" ;;
     server) shift; cmd_server "$@" ;;
+    ha)
+        shift
+        case ${1:-} in
+            up) shift; cmd_up ha "$@" ;;
+            failover) [[ $# -eq 2 ]] || die "ha failover a|b"; cmd_failover "$2" ;;
+            conntrackd)
+                [[ $# -ge 2 ]] || die "ha conntrackd a|b ARGS..."
+                [[ $(state_get topo) == ha ]] || die "the ha lab is down"
+                shift; ctd "$@" ;;
+            down) cmd_down ;;
+            status) cmd_status ;;
+            env) cmd_env ;;
+            helper) shift; cmd_helper "$@" ;;
+            server) shift; cmd_server "$@" ;;
+            *) die "ha up|down|status|env|helper|server|failover|conntrackd" ;;
+        esac
+        ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
         exit 2
