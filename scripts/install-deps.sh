@@ -129,7 +129,17 @@ if ! pure_ok; then
     pure_ok || { ldd "$PURE_BIN" >&2 || true; die "pure-ftpd at $PURE_BIN is not runnable"; }
 fi
 
-# 5. Final check: everything runs.
+# 5. cargo-deb, from the crates registry (scripts/deb-test.sh builds the
+#    Debian package with it); pinned, built once (about 2 minutes).
+CARGO_DEB_VERSION=3.8.0
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    ((CHECK_ONLY)) && die "cargo-deb missing"
+    command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup)"
+    log "cargo install cargo-deb $CARGO_DEB_VERSION"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" </dev/null
+fi
+
+# 6. Final check: everything runs.
 help=$("$PURE_BIN" --help 2>&1 || true)
 [[ $help == *"pure-ftpd v"* ]] || die "pure-ftpd does not start"
 log "ok: vsftpd $(dpkg-query -W -f='${Version}' vsftpd), pure-ftpd at $PURE_BIN" \

@@ -33,6 +33,9 @@ cargo test --workspace --locked
 step "release build"
 cargo build --release --locked --workspace
 
+step "Debian package: cargo deb, installed in a throwaway root, run chrooted"
+scripts/deb-test.sh
+
 step "operations: config file, exit codes, non-root run, sd-notify, SIGHUP, kernel-helper warning, journald"
 scripts/ops-test.sh
 

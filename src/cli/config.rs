@@ -528,6 +528,12 @@ max_expect_per_session = 4
     }
 
     #[test]
+    fn the_shipped_file_says_the_defaults() {
+        let shipped = include_str!("../../scripts/ftpct.toml");
+        assert_eq!(parse(p(), shipped).expect("valid"), Settings::default());
+    }
+
+    #[test]
     fn empty_and_absent_files_are_the_defaults() {
         assert_eq!(parse(p(), "").expect("empty"), Settings::default());
         let absent = load(Path::new("/nonexistent/ftpct.toml")).expect("absent");
