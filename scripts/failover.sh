@@ -57,14 +57,15 @@ REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
 FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
 SESS=$REPO/tests/ha/ftpsess.py
-SEQADJ=$REPO/tests/ha/ctseqadj.py
+CTSTATE=$REPO/tests/ha/ctstate.py
 export FTPCT_LAB_PREFIX=${FTPCT_LAB_PREFIX:-ftpct-ha-}
 FILE=1k.bin
 READY_TENTHS=200 # sessions ready before the failover: 20 s at most
 CLIENT_SECS=60   # a client's whole life, failover included
 
 MODES=kernel,ftpct
-KEEP=0 # shellcheck disable=SC2034 # read by drop_work (lib.sh)
+# shellcheck disable=SC2034 # read by drop_work (lib.sh)
+KEEP=0
 VERBOSE=0
 
 log() { printf 'failover: %s\n' "$*" >&2; }
@@ -194,7 +195,7 @@ seqadj_of() {
     local port
     port=$(sed -n 's/^control from port \([0-9]*\)$/\1/p' "$WORK/$MODE/$2/client.log" | head -n1)
     [[ -n $port ]] || { echo '-'; return; }
-    ip netns exec "$1" python3 "$SEQADJ" --summary "$port" 2>/dev/null || echo '?'
+    ip netns exec "$1" python3 "$CTSTATE" --summary "$port" 2>/dev/null || echo '?'
 }
 
 # --- results --------------------------------------------------------------------
@@ -237,7 +238,8 @@ run_mode() { # MODE
     synced || log "warning: gateway B's external cache lacks some control connections"
     {
         echo "# gateway A before the failover"
-        ip netns exec "$FTPCT_LAB_NS_GW" python3 "$SEQADJ" --port 21
+        ip netns exec "$FTPCT_LAB_NS_GW" python3 "$CTSTATE" --port 21
+        ip netns exec "$FTPCT_LAB_NS_GW" python3 "$CTSTATE" --expect
         echo "# gateway B's external cache"
         "$LAB" ha conntrackd b -e ct
         "$LAB" ha conntrackd b -e expect
@@ -246,8 +248,8 @@ run_mode() { # MODE
     "$LAB" ha failover b >>"$WORK/$MODE/lab.log" 2>&1 || { tail -n 5 "$WORK/$MODE/lab.log" >&2; die "failover failed"; }
     {
         echo "# gateway B after the commit"
-        ip netns exec "$FTPCT_LAB_NS_GW2" python3 "$SEQADJ" --port 21
-        ip netns exec "$FTPCT_LAB_NS_GW2" conntrack -L expect
+        ip netns exec "$FTPCT_LAB_NS_GW2" python3 "$CTSTATE" --port 21
+        ip netns exec "$FTPCT_LAB_NS_GW2" python3 "$CTSTATE" --expect
     } >"$WORK/$MODE/state-after.txt" 2>&1
     declare -A SEQ_B=()
     for c in "${before[@]}"; do SEQ_B[$c]=$(seqadj_of "$FTPCT_LAB_NS_GW2" "$c"); done

@@ -401,7 +401,8 @@ HA_VIPS=("gwin 192.0.2.1/24 2001:db8:1::1/64" "gwout 198.51.100.1/24 2001:db8:2:
 HA_OUT4=198.51.100.1 HA_OUT6=2001:db8:2::1
 # conntrackd polls the kernel's table (a dump) every HA_POLL_SECS seconds
 # instead of following its events: the kernel raises no event when a helper
-# records a sequence adjustment, only a dump carries it.
+# records a sequence adjustment, only a dump carries it. 0: follow events
+# (expectations are then synced too, see scripts/failover.sh).
 HA_POLL_SECS=${FTPCT_LAB_HA_POLL_SECS:-1}
 
 ha_ns() { # a|b -> gateway namespace
@@ -452,7 +453,7 @@ General {
     NetlinkBufferSize 2097152
     NetlinkBufferSizeMaxGrowth 8388608
     NetlinkEventsReliable On
-    PollSecs $HA_POLL_SECS
+$( ((HA_POLL_SECS > 0)) && printf '    PollSecs %s\n' "$HA_POLL_SECS")
     Filter From Userspace {
         Protocol Accept {
             TCP
