@@ -72,6 +72,12 @@ enum Command {
     /// replay`, alerts (standard error) for refused announcements. No
     /// verdict, no kernel change. Stops on SIGINT or SIGTERM.
     Monitor(ftpct::cli::monitor::MonitorArgs),
+    /// What a running `ftpct run` holds: control connections with their
+    /// NAT mapping and rewrites, pending expectations, counters
+    ///
+    /// Asks its unix socket (root only). Expectations are listed in the
+    /// layout of `conntrack -L expect`.
+    Status(ftpct::cli::status::StatusArgs),
     /// Run the helper on this gateway: bind NFQUEUE queue(s) and help FTP
     ///
     /// Needs CAP_NET_ADMIN (root, or the capability alone) and the rules of
@@ -187,6 +193,9 @@ fn main() -> ExitCode {
             run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
                 .map_err(|e| Failure::new(exit::FAILURE, e))
         }
+        Command::Status(args) => {
+            ftpct::cli::status::run(&args).map_err(|e| Failure::new(exit::FAILURE, e))
+        }
         Command::Monitor(args) => {
             ftpct::cli::monitor::run(args).map_err(|e| Failure::new(exit::FAILURE, e))
         }
@@ -267,6 +276,8 @@ fn run_daemon(
             path: path.path.clone(),
             flags: policy.clone(),
         }),
+        metrics: s.metrics,
+        status_socket: Some(run.socket.clone()),
     })
     .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }

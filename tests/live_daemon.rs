@@ -631,3 +631,140 @@ fn monitor_on_the_inside_interface_shows_the_decisions_of_live_transfers() {
         .count();
     assert!(on_21 >= 10, "{on_21} control packets written");
 }
+
+/// `ftpct run --metrics --socket` on the lab gateway: while a client holds
+/// a control connection open after a PORT, `ftpct status` lists it with its
+/// NAT mapping and rewrite, and the pending expectation; after an active
+/// download an HTTP GET of the metrics shows the verdicts, the rewrites,
+/// the matched expectation and the kernel queue's figures.
+#[test]
+fn metrics_and_status_of_a_live_daemon() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = sha256(&lab.dir.path("ftp/1k.bin"));
+    lab.gw.sh(&[FTPCT, "rules", "--apply"]);
+    let socket = lab.dir.path("status.sock");
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let _ftpct = lab.start_ftpct_with(
+        "ftpct.log",
+        &["--metrics", "127.0.0.1:9641", "--socket", &socket_arg],
+    );
+    let mode =
+        fs::metadata(&socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+    assert_eq!(
+        mode.ok().map(|m| m & 0o777),
+        Some(0o600),
+        "{}",
+        lab.log("ftpct.log")
+    );
+
+    // A session that announces port 40000 and waits.
+    let held = "exec 3<>/dev/tcp/198.51.100.20/21; \
+        printf 'USER anonymous\\r\\nPASS x\\r\\nPORT 192,0,2,10,156,64\\r\\n' >&3; \
+        sleep 4; printf 'QUIT\\r\\n' >&3; timeout 3 cat <&3 >/dev/null";
+    let session = lab
+        .client
+        .cmd(&["bash", "-c", held])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the held session");
+    let _session = Proc {
+        child: session,
+        what: "held FTP session",
+    };
+    let status = |json: bool| {
+        let mut args = vec![FTPCT, "status", "--socket", &socket_arg];
+        if json {
+            args.push("--json");
+        }
+        lab.gw.sh(&args)
+    };
+    let mut text = String::new();
+    let listed = wait_until(WAIT, || {
+        text = status(false);
+        text.contains("expectations: 1")
+    });
+    assert!(listed, "{text}\n{}", lab.log("ftpct.log"));
+    assert!(
+        text.contains("tcp 6 ESTABLISHED src=192.0.2.10 dst=198.51.100.20 sport="),
+        "{text}"
+    );
+    assert!(
+        text.contains("reply: src=198.51.100.20 dst=198.51.100.1 sport=21"),
+        "{text}"
+    );
+    assert!(text.contains("[NAT] edits c->s=1(+2) s->c=0(+0)"), "{text}");
+    assert!(
+        text.contains(
+            "proto=6 src=198.51.100.20 dst=198.51.100.1 sport=0 dport=40000 master: src=192.0.2.10"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("kind=Port snat=198.51.100.20 dnat=192.0.2.10:40000"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    assert_eq!(
+        json["expectations"][0]["dst"], "198.51.100.1:40000",
+        "{json}"
+    );
+    assert!(
+        json["expectations"][0]["expires_in"]
+            .as_f64()
+            .is_some_and(|t| t > 250.0),
+        "{json}"
+    );
+    assert_eq!(
+        json["control_connections"][0]["edits"][0]["shift"], 2,
+        "{json}"
+    );
+
+    assert_eq!(
+        lab.download(SERVER, ACTIVE, "port.bin").as_deref(),
+        Ok(want.as_str())
+    );
+    let metrics = lab.gw.sh(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:9641/metrics",
+    ]);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(value("ftpct_verdicts_total{kind=\"accept\"}") > 10.0);
+    assert!(value("ftpct_verdicts_total{kind=\"rewritten\"}") >= 2.0);
+    assert_eq!(value("ftpct_rewrites_total"), 2.0);
+    assert_eq!(value("ftpct_expectations_created_total"), 2.0);
+    assert_eq!(value("ftpct_expectations_matched_total"), 1.0);
+    assert!(value("ftpct_queue_received_total{queue=\"0\"}") > 10.0);
+    assert_eq!(value("ftpct_queue_dropped_total{queue=\"0\"}"), 0.0);
+    assert_eq!(
+        value("ftpct_queue_fail_open_passes_total{queue=\"0\"}"),
+        0.0
+    );
+    assert!(value("ftpct_packet_handling_seconds_count") > 10.0);
+    assert!(value("ftpct_flows") >= 1.0);
+    assert!(
+        metrics.contains("# TYPE ftpct_netlink_errors_total counter"),
+        "{metrics}"
+    );
+    let missing = lab.gw.output(&[
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1:9641/nothing",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}

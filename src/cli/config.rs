@@ -441,6 +441,12 @@ pub struct RunFlags {
     /// process); 0 keeps the normal scheduler [file: realtime_priority; default: 0]
     #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u8).range(0..=99))]
     pub realtime_priority: Option<u8>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [file: metrics]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// The unix socket `ftpct status` asks (mode 0600)
+    #[arg(long, value_name = "PATH", default_value = crate::daemon::status::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 impl RunFlags {
@@ -450,6 +456,9 @@ impl RunFlags {
         }
         set(&mut s.state_interval, self.state_interval);
         set(&mut s.realtime_priority, self.realtime_priority);
+        if self.metrics.is_some() {
+            s.metrics = self.metrics;
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub fn of_daemon(e: &crate::daemon::DaemonError) -> u8 {
     match e {
         E::NeedsRoot => NO_PERMISSION,
         E::SetName(_) => CONFIG,
-        E::QueueFailed(_) => FAILURE,
+        E::QueueFailed(_) | E::Metrics { .. } => FAILURE,
         E::Signals(_)
         | E::WakeHandler(_)
         | E::Queue(_)

@@ -7,3 +7,4 @@ pub mod generate;
 pub mod logging;
 pub mod monitor;
 pub mod report;
+pub mod status;

@@ -17,12 +17,15 @@ pub(crate) mod event_log;
 mod executor;
 #[cfg(test)]
 mod fake_kernel;
+mod http;
 mod kernel;
+mod metrics;
 mod packet_path;
 mod queue_loop;
 mod service;
 mod shared;
 pub(crate) mod signals;
+pub mod status;
 
 use std::fmt;
 use std::io;
@@ -66,6 +69,10 @@ pub struct Options {
     pub realtime_priority: u8,
     /// Where SIGHUP reads the policy again (None: SIGHUP stops).
     pub reload: Option<crate::cli::config::Reload>,
+    /// Serve Prometheus metrics over HTTP here (None: no endpoint).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The unix socket of `ftpct status` (None: none).
+    pub status_socket: Option<std::path::PathBuf>,
 }
 
 /// Why the daemon could not start, or stopped on its own: each says what
@@ -112,6 +119,11 @@ pub enum DaemonError {
     Thread { queue: u16, source: io::Error },
     /// A queue thread stopped on this failure.
     QueueFailed(String),
+    /// The metrics endpoint could not listen.
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for DaemonError {
@@ -156,6 +168,9 @@ impl fmt::Display for DaemonError {
                 write!(f, "cannot start the thread of queue {queue}: {source}")
             }
             DaemonError::QueueFailed(why) => f.write_str(why),
+            DaemonError::Metrics { addr, source } => {
+                write!(f, "--metrics {addr}: cannot listen there: {source}")
+            }
         }
     }
 }
@@ -167,7 +182,8 @@ impl std::error::Error for DaemonError {
             | DaemonError::WakeHandler(e)
             | DaemonError::ClaimName { source: e, .. }
             | DaemonError::Claim { source: e, .. }
-            | DaemonError::Thread { source: e, .. } => Some(e),
+            | DaemonError::Thread { source: e, .. }
+            | DaemonError::Metrics { source: e, .. } => Some(e),
             DaemonError::SetName(e)
             | DaemonError::Ipset(e)
             | DaemonError::SetUnusable { source: e, .. }
@@ -337,6 +353,33 @@ fn claim_sets(sets: &SetNames) -> Result<std::os::unix::net::UnixListener, Daemo
     })
 }
 
+/// Starts the metrics endpoint (its address must be free) and the status
+/// socket (without it `ftpct run` still runs: a warning says why).
+fn observe(
+    metrics: &Option<std::net::SocketAddr>,
+    socket: &Option<std::path::PathBuf>,
+    shared: &Arc<Shared>,
+    queues: &[u16],
+) -> Result<Option<status::StatusSocket>, DaemonError> {
+    if let Some(addr) = *metrics {
+        let registry = metrics::registry(Arc::clone(shared), queues.to_vec());
+        http::serve(addr, registry).map_err(|source| DaemonError::Metrics { addr, source })?;
+    }
+    let Some(path) = socket else {
+        return Ok(None);
+    };
+    match status::serve(path, Arc::clone(shared)) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            warn!(
+                "status socket {}: {e}: `ftpct status` will not answer (another ftpct run? give this one --socket PATH)",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Sets up, runs until SIGINT/SIGTERM/SIGHUP, cleans up.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let signals = signals::StopSignals::block().map_err(DaemonError::Signals)?;
@@ -360,6 +403,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
     let shared = Arc::new(Shared::new(Engine::new(config.clone())));
+    let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
     let workers = queues
         .into_iter()
@@ -371,6 +415,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 queue,
                 path: PacketPath::new(Arc::clone(&shared), exec, nat),
                 stop: Arc::clone(&stop),
+                metrics: shared.metrics().clone(),
             })
         })
         .collect::<Result<Vec<_>, DaemonError>>()?;

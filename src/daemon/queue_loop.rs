@@ -13,6 +13,7 @@ use nfq::{Message, Queue};
 use tracing::{debug, error, warn};
 
 use super::kernel::LiveKernel;
+use super::metrics::Metrics;
 use super::packet_path::PacketPath;
 use super::{signals, DaemonError};
 use crate::netfilter::conntrack_lookup::{LiveNat, LookupStats};
@@ -31,6 +32,7 @@ pub struct Worker {
     pub queue: Queue,
     pub path: LivePath,
     pub stop: Arc<AtomicBool>,
+    pub metrics: Metrics,
 }
 
 impl Worker {
@@ -67,11 +69,13 @@ impl Worker {
     fn handle(&mut self, mut msg: Message) {
         let hook = hook_of(msg.get_hook());
         // Never edit a truncated copy (not expected: GSO is not asked for).
+        let arrived = Instant::now();
         let verdict = if msg.get_original_len() > msg.get_payload().len() {
             Verdict::Accept
         } else {
             self.path.verdict(self.num, msg.get_payload(), hook)
         };
+        self.metrics.packet(self.num, &verdict, arrived.elapsed());
         match verdict {
             Verdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
             Verdict::Replace(bytes) => {

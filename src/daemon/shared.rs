@@ -1,7 +1,7 @@
 //! What the queue threads and the supervisor share: the engine behind one
 //! lock (after NAT the two directions of a control connection can hash to
-//! different queues), the clock, the log rate limit, and a failure that
-//! stops the daemon. Only engine calls run under the lock; kernel calls
+//! different queues), the clock, the log rate limit, the metrics, and a
+//! failure that stops the daemon. Only engine calls run under the lock; kernel calls
 //! never do.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,6 +13,7 @@ use ftpct_engine::Engine;
 use tracing::{error, warn};
 
 use super::event_log::{self, RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
+use super::metrics::Metrics;
 
 pub struct Shared {
     engine: Mutex<Engine>,
@@ -21,6 +22,7 @@ pub struct Shared {
     start: Instant,
     /// Set by a queue thread that gave up: the daemon stops with this.
     failure: Mutex<Option<String>>,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -30,7 +32,13 @@ impl Shared {
             hostile_lines: Mutex::new(RateLimit::new(HOSTILE_LINES_WINDOW, HOSTILE_LINES_BURST)),
             start: Instant::now(),
             failure: Mutex::new(None),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// What the packet path and the events count, for `--metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The engine's clock: time since the daemon started.
@@ -52,6 +60,7 @@ impl Shared {
 
     /// Logs an event; those about hostile input within their rate limit.
     pub fn log_event(&self, e: &Event) {
+        self.metrics.event(e);
         if event_log::is_hostile(e) {
             let admitted = self
                 .hostile_lines

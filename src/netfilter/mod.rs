@@ -9,6 +9,8 @@ pub mod ipset;
 pub mod iptables;
 pub mod netlink;
 pub mod nfqueue;
+pub mod op_errors;
+pub mod queue_stats;
 pub mod rule_watch;
 pub mod rules;
 pub mod sets;

@@ -322,7 +322,16 @@ impl NlSocket {
     /// acknowledgement. Replies to earlier, timed-out requests are skipped.
     /// A refusal is [`Error::Kernel`] without a target: the caller knows it
     /// (see [`Error::about`]).
-    pub fn transact(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+    /// Failures are counted (`op_errors`).
+    pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        let answer = self.exchange(op, msg);
+        if let Err(e) = &answer {
+            super::op_errors::count(op, e);
+        }
+        answer
+    }
+
+    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
         if msg.len() < NLMSG_HDRLEN {
             return Err(BadRequest::NoHeader.into());
         }

@@ -275,6 +275,18 @@ impl Engine {
         self.expects.dsts()
     }
 
+    /// The control connections followed now (a status snapshot).
+    pub fn flows(&self) -> impl Iterator<Item = &crate::flow::Flow> + '_ {
+        self.flows.iter()
+    }
+
+    /// The pending expectations with their control connection's original
+    /// tuple, soonest deadline first (a status snapshot).
+    pub fn expectations(&self) -> Vec<Expectation> {
+        let flows = &self.flows;
+        self.expects.all(|id| flows.get(id).map(|f| f.mapping.orig))
+    }
+
     fn expect_dst(&self, dst: std::net::SocketAddr) -> Command {
         Command::ExpectDst {
             dst,

@@ -286,6 +286,18 @@ impl ExpectTable {
         dsts
     }
 
+    /// Every pending expectation with its master tuple (a status
+    /// snapshot), soonest deadline first.
+    pub fn all(&self, master_of: impl Fn(Owner) -> Option<Tuple>) -> Vec<Expectation> {
+        let mut all: Vec<Expectation> = self
+            .entries
+            .values()
+            .filter_map(|e| Some(e.pending.with_master(master_of(e.owner)?)))
+            .collect();
+        all.sort_by_key(|e| e.expires);
+        all
+    }
+
     /// The pending expectation whose destination NAT leads to `inside` from
     /// `peer` (used to undo NAT on a capture taken behind the gateway):
     /// its public destination.

@@ -190,6 +190,11 @@ impl FlowTable {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
+    /// Every flow, in slot order (a status snapshot).
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> + '_ {
+        self.slots.iter().flatten()
+    }
+
     /// True if either tuple of `m` already belongs to a tracked flow.
     pub fn clashes(&self, m: &CtMapping) -> bool {
         self.index.contains_key(&m.orig) || self.index.contains_key(&m.reply)

@@ -73,6 +73,16 @@ impl SeqAdjust {
         self.edits.is_empty() && self.base == 0
     }
 
+    /// Edits kept in the history (a status snapshot).
+    pub fn edit_count(&self) -> usize {
+        self.edits.len()
+    }
+
+    /// How much this direction has grown (or shrunk) so far, in bytes.
+    pub fn total_shift(&self) -> i32 {
+        self.total()
+    }
+
     /// Records that original bytes `start..end` are replaced. Edits come in
     /// stream order.
     pub fn record(&mut self, start: u32, end: u32, replacement: Vec<u8>) {

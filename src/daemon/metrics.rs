@@ -1,0 +1,380 @@
+//! The daemon's metrics, in Prometheus text (prometheus-client): what the
+//! queue threads count as they go (verdicts, handling time, packets
+//! received), what the events tell (refusals by rule, expectations
+//! evicted), and, at each scrape, the engine's counters and tables, the
+//! kernel's queue figures and the netlink failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftpct_engine::event::{Event, RemoveReason};
+use ftpct_engine::Verdict;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::shared::Shared;
+use crate::netfilter::{op_errors, queue_stats};
+
+type Labels = [(&'static str, String); 1];
+
+/// What the packet path and the event log count.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    verdicts: Family<Labels, Counter>,
+    received: Family<Labels, Counter>,
+    handling: Histogram,
+    refusals: Family<Labels, Counter>,
+    evicted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            verdicts: Family::default(),
+            received: Family::default(),
+            // 1 µs to about 0.5 s.
+            handling: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
+            refusals: Family::default(),
+            evicted: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A packet of `queue` got `verdict` after `took`.
+    pub fn packet(&self, queue: u16, verdict: &Verdict, took: Duration) {
+        let kind = match verdict {
+            Verdict::Accept => "accept",
+            Verdict::Replace(_) => "rewritten",
+            Verdict::Drop => "drop",
+        };
+        self.verdicts.get_or_create(&[("kind", kind.into())]).inc();
+        self.received
+            .get_or_create(&[("queue", queue.to_string())])
+            .inc();
+        self.handling.observe(took.as_secs_f64());
+    }
+
+    /// What an event adds: refusals by rule, evicted expectations.
+    pub fn event(&self, e: &Event) {
+        match e {
+            Event::Refused { refusal, .. } => {
+                self.refusals
+                    .get_or_create(&[("rule", refusal.rule().into())])
+                    .inc();
+            }
+            Event::ExpectationRemoved {
+                reason: RemoveReason::Evicted,
+                ..
+            } => {
+                self.evicted.inc();
+            }
+            _ => {}
+        }
+    }
+
+    fn received_by(&self, queue: u16) -> u64 {
+        self.received
+            .get_or_create(&[("queue", queue.to_string())])
+            .get()
+    }
+}
+
+/// The registry a scrape encodes: the live metrics of `shared`, and the
+/// figures read at each scrape for `queues`.
+pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
+    let mut r = Registry::default();
+    let m = shared.metrics().clone();
+    r.register(
+        "ftpct_verdicts",
+        "Verdicts given to queued packets, by kind (accept, rewritten, drop)",
+        m.verdicts.clone(),
+    );
+    r.register(
+        "ftpct_queue_received",
+        "Packets ftpct received from each queue",
+        m.received.clone(),
+    );
+    r.register(
+        "ftpct_packet_handling_seconds",
+        "Time from a packet's arrival in ftpct to its verdict (engine, conntrack questions, kernel commands)",
+        m.handling.clone(),
+    );
+    r.register(
+        "ftpct_refusals",
+        "Announcements refused, by rule",
+        m.refusals.clone(),
+    );
+    r.register(
+        "ftpct_expectations_evicted",
+        "Pending data connections evicted to make room at the per-session limit",
+        m.evicted.clone(),
+    );
+    r.register_collector(Box::new(Scrape { shared, queues }));
+    r
+}
+
+/// A kernel figure of a queue: name, help, its value given the queue's
+/// line and what ftpct received from it, and whether it is a counter.
+type QueueFigure = (
+    &'static str,
+    &'static str,
+    fn(&queue_stats::QueueStats, u64) -> u64,
+    bool,
+);
+
+/// The figures read at each scrape.
+struct Scrape {
+    shared: Arc<Shared>,
+    queues: Vec<u16>,
+}
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrape")
+            .field("queues", &self.queues)
+            .finish()
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.engine(&mut enc)?;
+        self.kernel_queues(&mut enc)?;
+        netlink_failures(&mut enc)
+    }
+}
+
+impl Scrape {
+    fn engine(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((stats, flows, pending, dsts)) = self.shared.with_engine(|e| {
+            (
+                e.stats().clone(),
+                e.flow_count(),
+                e.expectation_count(),
+                e.pending_dst_count(),
+            )
+        }) else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "ftpct_packets",
+                "Packets the engine looked at",
+                stats.packets,
+            ),
+            ("ftpct_rewrites", "Announcements rewritten", stats.rewrites),
+            (
+                "ftpct_segments_fixed_up",
+                "Segments whose sequence numbers, acknowledgements or payload were changed",
+                stats.fixed_up,
+            ),
+            (
+                "ftpct_expectations_created",
+                "Data connections expected",
+                stats.expectations,
+            ),
+            (
+                "ftpct_expectations_matched",
+                "Expected data connections that came (made RELATED)",
+                stats.data_matched,
+            ),
+            (
+                "ftpct_expectations_expired",
+                "Expected data connections that never came",
+                stats.expectations_expired,
+            ),
+            (
+                "ftpct_control_connections",
+                "Control connections followed",
+                stats.flows,
+            ),
+            (
+                "ftpct_control_connections_untracked",
+                "Control connections not followed (table full)",
+                stats.flows_untracked,
+            ),
+            (
+                "ftpct_malformed_lines",
+                "Malformed announcements passed unchanged",
+                stats.malformed,
+            ),
+            (
+                "ftpct_segments_dropped",
+                "Segments ftpct dropped (a line head held for its rest, or out of order)",
+                stats.dropped,
+            ),
+            (
+                "ftpct_resyncs",
+                "Directions followed again after unseen bytes",
+                stats.resyncs,
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(enc, name, help, v)?;
+        }
+        gauge(
+            enc,
+            "ftpct_flows",
+            "Control connections followed now",
+            flows,
+        )?;
+        gauge(
+            enc,
+            "ftpct_expectations_pending",
+            "Data connections expected now",
+            pending,
+        )?;
+        gauge(
+            enc,
+            "ftpct_ipset_entries",
+            "Destinations the ipsets must hold now",
+            dsts,
+        )
+    }
+
+    /// The kernel's figures per queue. Packets the kernel handed out but
+    /// ftpct never received, beyond those dropped at the socket, passed
+    /// uninspected (fail-open); those that pass because the queue itself
+    /// is full are not counted by the kernel.
+    fn kernel_queues(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(all) = queue_stats::read() else {
+            return Ok(());
+        };
+        let ours: Vec<_> = all
+            .into_iter()
+            .filter(|q| self.queues.contains(&q.queue))
+            .collect();
+        let m = self.shared.metrics();
+        let per_queue: [QueueFigure; 4] = [
+            (
+                "ftpct_queue_waiting",
+                "Packets waiting in the kernel queue for a verdict",
+                |q, _| q.waiting,
+                false,
+            ),
+            (
+                "ftpct_queue_dropped",
+                "Packets dropped by the kernel: queue full",
+                |q, _| q.dropped,
+                true,
+            ),
+            (
+                "ftpct_queue_user_dropped",
+                "Packets dropped by the kernel: ftpct's socket full",
+                |q, _| q.user_dropped,
+                true,
+            ),
+            (
+                "ftpct_queue_fail_open_passes",
+                "Packets passed uninspected: ftpct's socket full, fail-open",
+                |q, got| q.sent.saturating_sub(got + q.waiting + q.user_dropped),
+                true,
+            ),
+        ];
+        for (name, help, value, is_counter) in per_queue {
+            let kind = if is_counter {
+                ConstCounter::new(0u64).metric_type()
+            } else {
+                ConstGauge::new(0i64).metric_type()
+            };
+            let mut desc = enc.encode_descriptor(name, help, None, kind)?;
+            for q in &ours {
+                let v = value(q, m.received_by(q.queue));
+                let labels: Labels = [("queue", q.queue.to_string())];
+                let fam = desc.encode_family(&labels)?;
+                if is_counter {
+                    ConstCounter::new(v).encode(fam)?;
+                } else {
+                    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(fam)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn netlink_failures(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut desc = enc.encode_descriptor(
+        "ftpct_netlink_errors",
+        "Failed netlink requests (ctnetlink, ipset), by operation and cause (errno, timeout, socket)",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (op, cause, n) in op_errors::snapshot() {
+        let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
+        ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: usize,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// The registry as Prometheus text (version 0.0.4).
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::prometheus_text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftpct_engine::{Config, Engine};
+
+    #[test]
+    fn a_scrape_shows_what_was_counted() {
+        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let m = shared.metrics();
+        m.packet(0, &Verdict::Accept, Duration::from_micros(12));
+        m.packet(0, &Verdict::Replace(Vec::new()), Duration::from_micros(30));
+        let text = render(&registry(Arc::clone(&shared), vec![0]));
+        assert!(
+            text.contains("ftpct_verdicts_total{kind=\"accept\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftpct_verdicts_total{kind=\"rewritten\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftpct_queue_received_total{queue=\"0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftpct_packet_handling_seconds_count 2"),
+            "{text}"
+        );
+        assert!(text.contains("ftpct_flows 0"), "{text}");
+        assert!(text.contains("ftpct_packets_total 0"), "{text}");
+        assert!(
+            text.contains("# TYPE ftpct_netlink_errors_total counter"),
+            "{text}"
+        );
+    }
+}

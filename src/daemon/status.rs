@@ -1,0 +1,231 @@
+//! `ftpct status`: what the daemon holds now, over a unix socket (root
+//! only: mode 0600). The daemon writes one JSON snapshot to each client
+//! and closes; `ftpct status` prints it as tables (or passes the JSON).
+//! The snapshot is taken under the engine's lock, without kernel calls.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftpct_engine::flow::Flow;
+use ftpct_engine::tuple::Dir;
+use ftpct_engine::Engine;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::shared::Shared;
+
+pub const DEFAULT_SOCKET: &str = "/run/ftpct/ftpct.sock";
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the daemon holds now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Seconds since `ftpct run` started (the engine's clock).
+    pub uptime: f64,
+    pub control_connections: Vec<ControlConnection>,
+    pub expectations: Vec<PendingExpectation>,
+    /// The engine's counters, by name (as in the `state:` log line).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// A control connection and its NAT mapping, as conntrack has it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlConnection {
+    /// The original tuple (client to server, before NAT).
+    pub orig: String,
+    /// The reply tuple (server to client, after NAT).
+    pub reply: String,
+    pub natted: bool,
+    pub established: bool,
+    pub closing: bool,
+    /// False after AUTH TLS: sequence fix-ups only.
+    pub inspecting: bool,
+    /// Conntrack's window checks are off (after a rewrite).
+    pub liberal: bool,
+    pub idle: f64,
+    /// The rewrites each direction carries: client to server, then
+    /// server to client.
+    pub edits: [Edits; 2],
+}
+
+/// The rewrites of one direction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Edits {
+    /// Edits kept in the history (unacknowledged ones, and a few more).
+    pub kept: usize,
+    /// Bytes the direction grew (negative: shrank) through its rewrites.
+    pub shift: i32,
+}
+
+/// A data connection expected: from `peer` (any port) to `dst`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingExpectation {
+    pub peer: String,
+    pub dst: String,
+    pub nat_src: Option<String>,
+    pub nat_dst: Option<String>,
+    /// The announcement: Port, Eprt, Pasv227, Epsv229.
+    pub kind: String,
+    /// Its control connection's original tuple.
+    pub master: String,
+    /// Seconds until it expires.
+    pub expires_in: f64,
+}
+
+/// The snapshot of `engine` at engine time `now`.
+pub fn snapshot(engine: &Engine, now: Duration) -> Snapshot {
+    Snapshot {
+        uptime: now.as_secs_f64(),
+        control_connections: engine.flows().map(|f| control(f, now)).collect(),
+        expectations: engine
+            .expectations()
+            .iter()
+            .map(|e| PendingExpectation {
+                peer: e.peer.to_string(),
+                dst: e.dst.to_string(),
+                nat_src: e.nat.src.map(|a| a.to_string()),
+                nat_dst: e.nat.dst.map(|a| a.to_string()),
+                kind: format!("{:?}", e.kind),
+                master: e.master.to_string(),
+                expires_in: e.expires.saturating_sub(now).as_secs_f64(),
+            })
+            .collect(),
+        counters: counters(&engine.stats().to_string()),
+    }
+}
+
+fn control(f: &Flow, now: Duration) -> ControlConnection {
+    let edits = |dir| {
+        let adj = f.stream(dir).adj();
+        Edits {
+            kept: adj.edit_count(),
+            shift: adj.total_shift(),
+        }
+    };
+    ControlConnection {
+        orig: f.mapping.orig.to_string(),
+        reply: f.mapping.reply.to_string(),
+        natted: f.mapping.is_natted(),
+        established: f.is_established(),
+        closing: f.closing_at.is_some(),
+        inspecting: f.inspecting,
+        liberal: f.liberal,
+        idle: now.saturating_sub(f.last_seen).as_secs_f64(),
+        edits: [edits(Dir::Orig), edits(Dir::Reply)],
+    }
+}
+
+/// `name=value` pairs (the counters' one-line form) as a map.
+fn counters(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// The listening socket; its file goes when the daemon stops (if it is
+/// still this one's).
+pub struct StatusSocket {
+    path: PathBuf,
+    inode: u64,
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let ours = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Listens at `path` (mode 0600) and answers from a thread that lives as
+/// long as the process.
+pub fn serve(path: &Path, shared: Arc<Shared>) -> io::Result<StatusSocket> {
+    let listener = bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let inode = std::fs::metadata(path)?.ino();
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || accept_loop(&listener, &shared))?;
+    info!("status: {}", path.display());
+    Ok(StatusSocket {
+        path: path.to_path_buf(),
+        inode,
+    })
+}
+
+/// Binds, replacing a socket file nobody answers on (left by a crash);
+/// a live one is an error (AddrInUse).
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(e);
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+fn accept_loop(listener: &UnixListener, shared: &Shared) {
+    for conn in listener.incoming() {
+        let sent = conn.and_then(|mut stream| {
+            stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+            let snap = shared.with_engine(|e| snapshot(e, shared.now()));
+            let json = serde_json::to_string(&snap).map_err(io::Error::other)?;
+            stream.write_all(json.as_bytes())
+        });
+        if let Err(e) = sent {
+            debug!("status: a client was not answered: {e}");
+        }
+    }
+    warn!("status: the socket stopped accepting");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_come_from_their_line() {
+        let c = counters("packets=3 flows=1 rewrites=0");
+        assert_eq!(c.get("packets"), Some(&3));
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn serves_a_snapshot_over_its_socket() {
+        use ftpct_engine::Config;
+        use std::io::Read as _;
+        let dir = std::env::temp_dir().join(format!("ftpct-status-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let guard = serve(&path, shared).expect("serve");
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut got = String::new();
+        UnixStream::connect(&path)
+            .and_then(|mut s| s.read_to_string(&mut got))
+            .expect("read");
+        let snap: Snapshot = serde_json::from_str(&got).expect("json");
+        assert!(snap.control_connections.is_empty());
+        assert_eq!(snap.counters.get("packets"), Some(&0));
+        drop(guard);
+        assert!(!path.exists(), "the socket file goes with the daemon");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
