@@ -54,6 +54,16 @@
 #                      sessions without a rewrite carry on), new sessions work
 #                      after the restart. What PORT sessions (rewritten, state
 #                      in memory) do is reported. ftpct only.
+#   5c-kill9-rewrite   a PORT session whose PORT was rewritten (its lengths
+#                      changed); ftpct killed (SIGKILL) right after; three
+#                      NOOPs during the outage; ftpct restarted; the same
+#                      session's next PORT transfer, and a new session.
+#                      Expected: every NOOP answered 200 (the kernel keeps the
+#                      session's sequence fix-ups: ftpct adopted its conntrack
+#                      entry and set its seqadj), both transfers SHA-256 ok.
+#                      With fix-ups kept in ftpct's memory the NOOPs reach the
+#                      server 2 bytes off and fail. (Kernel: the same session,
+#                      nothing killed.)
 #   6-second-instance  `ftpct run --queue 1` started while the first instance
 #                      has pending expectations. Expected: the second refuses
 #                      with a clear error or uses its own sets; `ipset list
@@ -113,7 +123,7 @@ BG_RATE=3000000 # bytes/s of the background downloads (50 MiB: ~17 s at most)
 FLOOD_CLI=45000
 FLOOD_SRV=75000
 FLOOD_SECS=4
-ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 6-second-instance 7a-ipset-flush 7b-rules-delete"
+ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 6-second-instance 7a-ipset-flush 7b-rules-delete"
 
 ONLY=''
 MODES=ftpct,kernel
@@ -405,6 +415,7 @@ declare -A EXPECT=(
     [4-ct-full]="retried SYNs helped; failure logged, no RELATED"
     [5a-kill9]="no hang; PASV sessions carry on; new sessions ok"
     [5b-sigterm]="no hang; PASV sessions carry on; new sessions ok"
+    [5c-kill9-rewrite]="NOOPs 200 during the outage; next+new transfers ok"
     [6-second-instance]="1st's ipset entries kept; 2nd refuses/own sets"
     [7a-ipset-flush]="flush noticed in the log; pending PASV+PORT ok"
     [7b-rules-delete]="warning logged"
@@ -664,6 +675,34 @@ case_kill() { # MODE SIGNAL
     conclude
 }
 
+case_kill_after_rewrite() { # MODE
+    local mode=$1 p='' d='' s rc=0
+    client rw port get 1k.bin touch "$CDIR/rewritten" wait "$CDIR/killed" \
+        noop noop noop touch "$CDIR/nooped" wait "$CDIR/restarted" get 1k.bin quit
+    wait_file "$CDIR/rewritten" 15 || p+="setup: the first transfer did not end in 15 s; "
+    if [[ $mode == ftpct ]]; then
+        grep -q "rewrite 'PORT" "$FTPCT_LOG" || p+="setup: ftpct logged no PORT rewrite; "
+        kill -KILL "$FTPCT_PID"
+        wait_bounded "$FTPCT_PID" 5 || true
+        FTPCT_PID=''
+    fi
+    touch "$CDIR/killed"
+    wait_file "$CDIR/nooped" 20 || p+="the NOOPs during the outage were not all answered in 20 s; "
+    d+="NOOPs during the outage: $({ grep '^step=noop' "$CDIR/rw.log" || true; } | sed 's/.*secs=/ /' | oneline)s; "
+    [[ $mode == ftpct ]] && ftpct_start "$CDIR/ftpct-restarted.log"
+    touch "$CDIR/restarted"
+    client_wait rw 30 || rc=$?
+    s=$(client_summary rw "$rc")
+    d+="the session: $s; "
+    [[ $s == ok ]] || p+="the rewritten session did not carry on: $s; "
+    client new-port port get 1k.bin quit
+    run_wait 25 new-port
+    ((ALL_OK)) || p+="a new session after the restart failed; "
+    d+="new session: ${SUMMARY%; }; "
+    [[ $mode == ftpct ]] && FTPCT_LOG=$CDIR/ftpct-restarted.log
+    conclude
+}
+
 case_second_instance() { # MODE
     local mode=$1 p='' d='' before during after rc=running i msg
     pending_start
@@ -793,6 +832,7 @@ run_case() {
         4-ct-full) case_ct_full "$mode" ;;
         5a-kill9) case_kill "$mode" KILL ;;
         5b-sigterm) case_kill "$mode" TERM ;;
+        5c-kill9-rewrite) case_kill_after_rewrite "$mode" ;;
         6-second-instance) case_second_instance "$mode" ;;
         7a-ipset-flush) case_ipset_flush "$mode" ;;
         7b-rules-delete) case_rules_delete "$mode" ;;

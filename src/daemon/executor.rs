@@ -11,9 +11,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ftpct_engine::command::{secs, Command, Related};
+use ftpct_engine::command::{secs, Command, Related, SeqAdj};
 use ftpct_engine::expect::Expectation;
-use ftpct_engine::tuple::Tuple;
+use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
@@ -29,6 +29,16 @@ pub struct Executor<K: Kernel> {
     sets: SetNames,
     /// Where the round-robin check of pending destinations goes on.
     check_cursor: usize,
+}
+
+/// What the engine must learn from a command's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feedback {
+    /// A data connection could not be created: the client's retried SYN
+    /// must find its expectation again (`Engine::reinstate`).
+    GiveBack(Expectation),
+    /// The kernel took this control connection's fix-ups (`Engine::adopted`).
+    Adopted(Tuple),
 }
 
 /// What an existing entry of a data connection's tuple turned out to be.
@@ -56,21 +66,45 @@ impl<K: Kernel> Executor<K> {
         &mut self.kernel
     }
 
-    /// Carries out one command; failures are logged. Returns an
-    /// expectation the engine must take back: its data connection could
-    /// not be created, and the client's retried SYN must find it again.
-    pub fn run(&mut self, c: &Command) -> Option<Expectation> {
+    /// Carries out one command; failures are logged. Returns what the
+    /// engine must be told of the outcome.
+    pub fn run(&mut self, c: &Command) -> Option<Feedback> {
         match c {
             Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
             Command::ForgetDst { dst } => self.forget(*dst),
             Command::CreateRelated(r) => {
                 if !self.create(r) {
-                    return Some(r.exp.clone());
+                    return Some(Feedback::GiveBack(r.exp.clone()));
                 }
             }
             Command::SetLiberal { orig } => self.set_liberal(orig),
+            Command::AdoptControl { orig } => {
+                return self.adopt(orig).then_some(Feedback::Adopted(*orig));
+            }
+            Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
         }
         None
+    }
+
+    /// True when the kernel now holds the connection's entry with room for
+    /// a sequence adjustment; else ftpct keeps doing its fix-ups.
+    fn adopt(&mut self, orig: &Tuple) -> bool {
+        match self.kernel.adopt(orig) {
+            Ok(()) => {
+                debug!(flow = %orig, "control connection's entry re-created: the kernel keeps its fix-ups");
+                true
+            }
+            Err(e) => {
+                warn!(flow = %orig, "re-creating the control connection's entry failed: {e}: ftpct keeps its fix-ups (they end if ftpct stops)");
+                false
+            }
+        }
+    }
+
+    fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) {
+        if let Err(e) = self.kernel.set_seqadj(orig, dir, adj) {
+            warn!(flow = %orig, "setting the kernel's sequence adjustment failed: {e}: the session breaks after this rewrite");
+        }
     }
 
     fn expect(&mut self, dst: SocketAddr, timeout: Duration) {
@@ -358,7 +392,10 @@ mod tests {
         let mut x = executor();
         x.kernel_mut().entries.insert(syn, TCP_TIME_WAIT);
         x.kernel_mut().delete_errno = Some(libc::EPERM);
-        assert_eq!(x.run(&create(syn, &e, None)), Some(e.clone()));
+        assert_eq!(
+            x.run(&create(syn, &e, None)),
+            Some(Feedback::GiveBack(e.clone()))
+        );
         assert!(x.kernel().created.is_empty());
     }
 
@@ -379,7 +416,10 @@ mod tests {
         x.kernel_mut().create_errno = Some(libc::ENOMEM);
         let e = exp("198.51.100.20", "198.51.100.1:47201");
         let syn = t(SYN.0, SYN.1);
-        assert_eq!(x.run(&create(syn, &e, None)), Some(e.clone()));
+        assert_eq!(
+            x.run(&create(syn, &e, None)),
+            Some(Feedback::GiveBack(e.clone()))
+        );
         x.kernel_mut().create_errno = None;
         assert_eq!(x.run(&create(syn, &e, None)), None);
     }
@@ -428,6 +468,32 @@ mod tests {
             x.kernel().calls,
             ["add ftpct 198.51.100.1:47201 1"],
             "0 would mean forever"
+        );
+    }
+
+    #[test]
+    fn an_adopted_connection_is_reported_and_a_failed_adoption_is_not() {
+        let mut x = executor();
+        let orig = t("192.0.2.10:40000", "198.51.100.20:21");
+        assert_eq!(
+            x.run(&Command::AdoptControl { orig }),
+            Some(Feedback::Adopted(orig))
+        );
+        x.kernel_mut().adopt_errno = Some(libc::ENOENT);
+        assert_eq!(x.run(&Command::AdoptControl { orig }), None);
+        let adj = SeqAdj {
+            correction_pos: 1006,
+            offset_before: 0,
+            offset_after: 2,
+        };
+        x.run(&Command::SetSeqAdj {
+            orig,
+            dir: Dir::Reply,
+            adj,
+        });
+        assert_eq!(
+            x.kernel().calls.last().map(String::as_str),
+            Some("seqadj 192.0.2.10:40000 -> 198.51.100.20:21 Reply 1006 0 2")
         );
     }
 }

@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 
-use ftpct_engine::command::DataConnection;
-use ftpct_engine::tuple::Tuple;
+use ftpct_engine::command::{DataConnection, SeqAdj};
+use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::kernel::Kernel;
 use crate::netfilter::error::{Op, Target};
@@ -23,6 +23,8 @@ pub struct FakeKernel {
     /// errno of every delete; the entry goes all the same (ENOENT: it
     /// timed out just before).
     pub delete_errno: Option<i32>,
+    /// errno of every adopt.
+    pub adopt_errno: Option<i32>,
     /// Sets that exist, and their entries.
     pub sets: HashMap<String, HashSet<SocketAddr>>,
     /// When set, a create says it started, then waits for a message: a
@@ -71,6 +73,26 @@ impl Kernel for FakeKernel {
 
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.calls.push(format!("liberal {orig}"));
+        Ok(())
+    }
+
+    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error> {
+        self.calls.push(format!("adopt {orig}"));
+        match self.adopt_errno {
+            Some(errno) => Err(Error::Kernel {
+                op: Op::CtAdopt,
+                target: Target::Conn(*orig),
+                errno,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
+        self.calls.push(format!(
+            "seqadj {orig} {dir:?} {} {} {}",
+            adj.correction_pos, adj.offset_before, adj.offset_after
+        ));
         Ok(())
     }
 

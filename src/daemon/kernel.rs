@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use ftpct_engine::command::DataConnection;
+use ftpct_engine::command::{DataConnection, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
@@ -27,6 +27,9 @@ pub trait Kernel {
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
     /// No TCP window checks on the control connection `orig` any more.
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error>;
+    /// Re-creates the entry `orig` through ctnetlink (see `Ctnetlink::adopt`).
+    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error>;
+    fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error>;
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
@@ -61,6 +64,14 @@ impl Kernel for LiveKernel {
 
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.ct.set_liberal(orig)
+    }
+
+    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error> {
+        self.ct.adopt(orig).map(drop)
+    }
+
+    fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
+        self.ct.set_seqadj(orig, dir, adj)
     }
 
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {

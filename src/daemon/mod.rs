@@ -402,6 +402,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     kernel.prepare_sets(&sets)?;
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
+    // Live, the kernel keeps each NATed session's fix-ups (they survive a
+    // restart of ftpct); only the replay applies them itself.
+    config.kernel_fixups = true;
     let shared = Arc::new(Shared::new(Engine::new(config.clone())));
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));

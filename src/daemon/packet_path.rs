@@ -11,7 +11,7 @@ use ftpct_engine::nat::NatLookup;
 use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
 
 use super::event_log::log_packet;
-use super::executor::Executor;
+use super::executor::{Executor, Feedback};
 use super::kernel::Kernel;
 use super::shared::Shared;
 
@@ -69,12 +69,17 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     /// goes back to the engine, whose answer (its ipset entry) runs too.
     fn carry_out(&mut self, commands: &[Command]) {
         for c in commands {
-            let Some(exp) = self.exec.run(c) else {
-                continue;
-            };
-            let again = self.shared.with_engine(|e| e.reinstate(exp));
-            for c in again.unwrap_or_default() {
-                self.exec.run(&c);
+            match self.exec.run(c) {
+                None => {}
+                Some(Feedback::Adopted(orig)) => {
+                    self.shared.with_engine(|e| e.adopted(&orig));
+                }
+                Some(Feedback::GiveBack(exp)) => {
+                    let again = self.shared.with_engine(|e| e.reinstate(exp));
+                    for c in again.unwrap_or_default() {
+                        self.exec.run(&c);
+                    }
+                }
             }
         }
     }

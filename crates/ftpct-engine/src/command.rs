@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::expect::Expectation;
-use crate::tuple::Tuple;
+use crate::tuple::{Dir, Tuple};
 
 /// Conntrack timeout of a data connection's entry made at its SYN;
 /// conntrack's TCP tracking takes over from the first answer.
@@ -34,6 +34,17 @@ pub enum Command {
     /// tuple is `orig`: a rewrite changed lengths before conntrack saw the
     /// segment, so its window tracking would be off by the shift.
     SetLiberal { orig: Tuple },
+    /// Replace the control connection's conntrack entry, which its SYN
+    /// made, by the same entry made through ctnetlink, which can carry a
+    /// sequence adjustment: the kernel then does the fix-ups of this
+    /// connection. Sent while its SYN-ACK waits in the queue, before
+    /// conntrack sees it (the connection is quiet). Drivers answer with
+    /// [`crate::Engine::adopted`] when it worked.
+    AdoptControl { orig: Tuple },
+    /// Set the sequence adjustment of direction `dir` of the control
+    /// connection whose original tuple is `orig` (an adopted one), before
+    /// the verdict on the rewritten segment.
+    SetSeqAdj { orig: Tuple, dir: Dir, adj: SeqAdj },
 }
 
 /// Conntrack's sequence adjustment of one direction (struct

@@ -14,7 +14,7 @@ use crate::command::{Command, DataConnection, Mark, Related};
 use crate::dialogue::{Asked, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
-use crate::flow::{Flow, FlowId, FlowTable};
+use crate::flow::{Fixups, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
 use crate::nat::{plan, CtMapping, NatLookup};
 use crate::policy::{Policy, Refusal};
@@ -124,6 +124,10 @@ pub struct Config {
     pub report_lines: bool,
     /// `--mark`: conntrack mark bits of data connections.
     pub data_mark: Option<Mark>,
+    /// Hand each NATed control connection's sequence fix-ups to the kernel
+    /// ([`Command::AdoptControl`], [`Command::SetSeqAdj`]) instead of
+    /// applying them to every packet (the live daemon; never the replay).
+    pub kernel_fixups: bool,
 }
 
 impl Default for Config {
@@ -142,6 +146,7 @@ impl Default for Config {
             policy: Policy::default(),
             report_lines: false,
             data_mark: None,
+            kernel_fixups: false,
         }
     }
 }
@@ -187,6 +192,10 @@ struct Ctx<'a> {
     room: Option<usize>,
     /// The segment may leave shorter than it came (it carries no FIN).
     may_cut: bool,
+    /// Where the segment's data starts (original numbering).
+    segment_start: u32,
+    /// For the kernel, decided while handling the packet.
+    commands: Vec<Command>,
 }
 
 impl Engine {
@@ -266,6 +275,19 @@ impl Engine {
         match self.expects.insert(&exp, owner) {
             Ok(None) => vec![self.expect_dst(exp.dst)],
             _ => Vec::new(),
+        }
+    }
+
+    /// The kernel took the fix-ups of control connection `orig`
+    /// ([`Command::AdoptControl`] worked): from now on ftpct only edits
+    /// payloads and sets correction points.
+    pub fn adopted(&mut self, orig: &Tuple) {
+        if let Some(flow) = self
+            .flows
+            .locate(orig)
+            .and_then(|(id, _)| self.flows.get_mut(id))
+        {
+            flow.fixups = Fixups::Kernel;
         }
     }
 
@@ -353,7 +375,8 @@ impl Engine {
     fn first_rewrite(&mut self, orig: &Tuple) -> Option<Command> {
         let (id, _) = self.flows.locate(orig)?;
         let flow = self.flows.get_mut(id)?;
-        if std::mem::replace(&mut flow.liberal, true) {
+        // An adopted entry was made liberal.
+        if std::mem::replace(&mut flow.liberal, true) || flow.fixups == Fixups::Kernel {
             return None;
         }
         Some(Command::SetLiberal { orig: *orig })
@@ -454,7 +477,8 @@ impl Engine {
     ) -> Outcome {
         let mut out = self.decide_events(pkt, now, hook, lookup);
         if !out.events.is_empty() {
-            out.commands = self.commands_for(&out.events);
+            let from_events = self.commands_for(&out.events);
+            out.commands.extend(from_events);
         }
         out
     }
@@ -510,15 +534,18 @@ impl Engine {
             now,
             room: None,
             may_cut: !pkt.flags.fin,
+            segment_start: pkt.seq.wrapping_add(u32::from(pkt.flags.syn)),
+            commands: Vec::new(),
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
+        let commands = ctx.commands;
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
             closing.push((t, id));
         }
         Outcome {
             verdict,
             events,
-            commands: Vec::new(),
+            commands,
         }
     }
 
@@ -774,6 +801,9 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     let mss = clamp_mss(flow, dir, pkt, ctx.stats);
     // Data on a SYN starts after the SYN's own number.
     let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
+    if pkt.flags.syn && pkt.flags.ack && dir == Dir::Reply {
+        ask_kernel_to_adopt(flow, ctx);
+    }
     let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
         if dir == Dir::Orig && !pkt.flags.ack && flow.client_isn.is_none() {
@@ -844,6 +874,17 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         peer.forget_acked(acked);
     }
     verdict
+}
+
+/// A NATed control connection's SYN-ACK, before conntrack sees it: the
+/// moment to hand its fix-ups to the kernel (once).
+fn ask_kernel_to_adopt(flow: &mut Flow, ctx: &mut Ctx<'_>) {
+    let worth_it = ctx.cfg.kernel_fixups && flow.mapping_known && flow.mapping.is_natted();
+    if worth_it && !std::mem::replace(&mut flow.adopt_asked, true) {
+        ctx.commands.push(Command::AdoptControl {
+            orig: flow.mapping.orig,
+        });
+    }
 }
 
 /// The peer acknowledged bytes of `dir` that never reached ftpct (they
@@ -1061,6 +1102,10 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
             if flow.stream(dir).adj().is_full() {
                 return refuse(flow, dir, line, Refusal::TooManyEdits, ctx);
             }
+            let kernel = flow.fixups == Fixups::Kernel;
+            if kernel && !flow.stream(dir).adj().acked_before(ctx.segment_start) {
+                return refuse(flow, dir, line, Refusal::EditInFlight, ctx);
+            }
             let growth = text.len().saturating_sub(a.span.len());
             if ctx.room.is_some_and(|room| growth > room) {
                 return refuse(flow, dir, line, Refusal::SegmentTooLong, ctx);
@@ -1093,6 +1138,9 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
         rewritten.extend_from_slice(&line.bytes[a.span.end..]);
         let end = start.wrapping_add((a.span.end - a.span.start) as u32);
         flow.streams_mut(dir).0.record_edit(start, end, text);
+        if flow.fixups == Fixups::Kernel {
+            set_kernel_point(flow, dir, ctx);
+        }
         ctx.stats.rewrites += 1;
         ctx.events.push(Event::Rewritten {
             flow: mapping.orig,
@@ -1101,6 +1149,19 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
             after: printable(&rewritten),
         });
     }
+}
+
+/// The kernel's correction point for the edits of this segment (a later
+/// edit in the same segment replaces the command of an earlier one).
+fn set_kernel_point(flow: &Flow, dir: Dir, ctx: &mut Ctx<'_>) {
+    let Some(adj) = flow.stream(dir).adj().kernel_point(ctx.segment_start) else {
+        return;
+    };
+    let orig = flow.mapping.orig;
+    ctx.commands.retain(
+        |c| !matches!(c, Command::SetSeqAdj { orig: o, dir: d, .. } if *o == orig && *d == dir),
+    );
+    ctx.commands.push(Command::SetSeqAdj { orig, dir, adj });
 }
 
 fn accept(events: Vec<Event>) -> Outcome {
@@ -1185,13 +1246,20 @@ fn fix_up(
     if let Some(limit) = limit.filter(|&l| l > 0 && edited.payload.len() > l && !pkt.flags.fin) {
         edited.payload.truncate(limit);
     }
-    let seq = own.shift(edited.start).wrapping_sub(syn);
-    let ack = if pkt.flags.ack {
+    // With the kernel's fix-ups, numbers stay as the sender wrote them:
+    // conntrack shifts them after ftpct, on every packet.
+    let kernel = flow.fixups == Fixups::Kernel;
+    let seq = if kernel {
+        edited.start.wrapping_sub(syn)
+    } else {
+        own.shift(edited.start).wrapping_sub(syn)
+    };
+    let ack = if pkt.flags.ack && !kernel {
         peer.unshift(pkt.ack)
     } else {
         pkt.ack
     };
-    let sack_changes = !peer.is_empty() && !pkt.sack_blocks().is_empty();
+    let sack_changes = !kernel && !peer.is_empty() && !pkt.sack_blocks().is_empty();
     let unchanged = seq == pkt.seq && ack == pkt.ack && edited.payload == pkt.payload();
     if unchanged && !sack_changes && mss.is_none() {
         return Verdict::Accept;
@@ -1203,7 +1271,7 @@ fn fix_up(
         tuple: None,
         seq,
         ack,
-        map_sack: |edge| peer.unshift(edge),
+        map_sack: |edge| if kernel { edge } else { peer.unshift(edge) },
         payload: Some(&edited.payload),
         decrement_ttl: false,
         mss,

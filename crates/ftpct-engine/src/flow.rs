@@ -23,6 +23,18 @@ use crate::nat::CtMapping;
 use crate::stream::Stream;
 use crate::tuple::{Dir, Tuple};
 
+/// Who applies a connection's sequence fix-ups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixups {
+    /// ftpct, on every packet it sees (offline replay; connections the
+    /// kernel could not take).
+    Own,
+    /// Conntrack's seqadj on an entry made through ctnetlink: ftpct edits
+    /// payloads and sets the correction point; every packet is shifted by
+    /// the kernel, queued or not, whether ftpct runs or not.
+    Kernel,
+}
+
 /// Slot of a flow in the table.
 pub type FlowId = u32;
 
@@ -56,6 +68,10 @@ pub struct Flow {
     pub mss: [Option<u16>; 2],
     /// Conntrack was asked to stop window checks on this connection.
     pub liberal: bool,
+    /// Who shifts sequence numbers after a rewrite.
+    pub fixups: Fixups,
+    /// The kernel was asked to take this connection's fix-ups.
+    pub adopt_asked: bool,
     /// Tells this flow from a later one in the same slot.
     generation: u64,
 }
@@ -77,6 +93,8 @@ impl Flow {
             client_isn: None,
             mss: [None, None],
             liberal: false,
+            fixups: Fixups::Own,
+            adopt_asked: false,
             generation: 0,
         }
     }

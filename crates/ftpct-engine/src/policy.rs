@@ -61,6 +61,11 @@ pub enum Refusal {
     TooManyEdits,
     /// The rewrite would make the segment longer than its receiver accepts.
     SegmentTooLong,
+    /// The kernel keeps this connection's fix-ups, with one correction
+    /// point per direction, and an earlier rewrite of this direction is
+    /// not acknowledged yet: a second point would misplace retransmissions
+    /// of the first.
+    EditInFlight,
 }
 
 impl Refusal {
@@ -77,6 +82,7 @@ impl Refusal {
             Refusal::Unsolicited => "unsolicited-reply",
             Refusal::TooManyEdits => "too-many-edits-in-flight",
             Refusal::SegmentTooLong => "segment-too-long",
+            Refusal::EditInFlight => "edit-while-unacknowledged",
         }
     }
 }
@@ -119,6 +125,10 @@ impl fmt::Display for Refusal {
             Refusal::SegmentTooLong => write!(
                 f,
                 "rewriting it would make its segment longer than the receiver's MSS; left unchanged"
+            ),
+            Refusal::EditInFlight => write!(
+                f,
+                "an earlier rewrite of this direction is not acknowledged yet and the kernel keeps one correction point; left unchanged"
             ),
             Refusal::Unsolicited => write!(
                 f,

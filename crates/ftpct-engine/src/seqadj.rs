@@ -14,6 +14,8 @@
 
 use std::collections::VecDeque;
 
+use crate::command::SeqAdj;
+
 /// Edits a direction keeps even once acknowledged: a late retransmission
 /// of acknowledged data still leaves with its edits.
 const KEEP_ACKED: usize = 16;
@@ -59,6 +61,8 @@ pub struct SeqAdjust {
     edits: VecDeque<Edit>,
     /// Cumulative change of edits forgotten from the history.
     base: i32,
+    /// The furthest original position the receiver acknowledged.
+    acked: Option<u32>,
 }
 
 impl SeqAdjust {
@@ -66,6 +70,7 @@ impl SeqAdjust {
         SeqAdjust {
             edits: VecDeque::new(),
             base: 0,
+            acked: None,
         }
     }
 
@@ -108,6 +113,9 @@ impl SeqAdjust {
     /// `acked`: edits that end there or before are forgotten (their length
     /// change stays in the base), all but the last few.
     pub fn forget_acked(&mut self, acked: u32) {
+        if self.acked.is_none_or(|a| seq_after(acked, a)) {
+            self.acked = Some(acked);
+        }
         while self.edits.len() > KEEP_ACKED {
             match self.edits.front() {
                 Some(e) if !seq_after(e.end, acked) => {
@@ -120,6 +128,28 @@ impl SeqAdjust {
         if self.edits.capacity() > 4 * self.edits.len().max(KEEP_ACKED) {
             self.edits.shrink_to_fit();
         }
+    }
+
+    /// True when the receiver acknowledged every edit that starts before
+    /// `pos` (edits from `pos` on belong to the segment being handled).
+    pub fn acked_before(&self, pos: u32) -> bool {
+        self.edits
+            .iter()
+            .rev()
+            .find(|e| seq_after(pos, e.start))
+            .is_none_or(|e| self.acked.is_some_and(|a| !seq_after(e.end, a)))
+    }
+
+    /// The edits from `since` on as the kernel's one correction point:
+    /// segments starting after the first of them move by the total, the
+    /// others by what came before it. None without such edits.
+    pub fn kernel_point(&self, since: u32) -> Option<SeqAdj> {
+        let first = self.edits.iter().find(|e| !seq_after(since, e.start))?;
+        Some(SeqAdj {
+            correction_pos: first.start,
+            offset_before: first.before,
+            offset_after: self.total(),
+        })
     }
 
     fn total(&self) -> i32 {

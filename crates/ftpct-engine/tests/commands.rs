@@ -168,3 +168,81 @@ fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
         .step(&other, now, Hook::Prerouting, Known::NotAsked);
     assert!(matches!(web, Step::Decided(_)));
 }
+
+/// With the kernel's fix-ups: the SYN-ACK asks for the entry to be made
+/// anew, rewrites set correction points instead of shifting packets.
+#[test]
+fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numbers() {
+    use ftpct_engine::command::SeqAdj;
+    use ftpct_engine::policy::Refusal;
+    use ftpct_engine::tuple::Dir;
+    use ftpct_engine::wire::TcpPacket;
+    use ftpct_engine::{event::Event, Verdict};
+
+    let cfg = Config {
+        kernel_fixups: true,
+        ..Config::default()
+    };
+    let mut gw = Gateway::new(cfg, snat());
+    let mut c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40000"),
+        1000,
+        9000,
+    );
+    let [_, syn_ack, _] = c.handshake(&mut gw);
+    assert!(syn_ack.commands.contains(&Command::AdoptControl { orig: c.c2s }));
+    gw.engine.adopted(&c.c2s);
+    c.server_says(&mut gw, b"220 ready\r\n");
+    // Client data starts at 1001: "PORT " is 5 bytes, the address at 1006.
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    let set = SeqAdj {
+        correction_pos: 1006,
+        offset_before: 0,
+        offset_after: 2,
+    };
+    assert_eq!(
+        port.commands.first(),
+        Some(&Command::SetSeqAdj {
+            orig: c.c2s,
+            dir: Dir::Orig,
+            adj: set
+        })
+    );
+    assert!(!port.commands.iter().any(|c| matches!(c, Command::SetLiberal { .. })));
+    let Verdict::Replace(bytes) = &port.verdict else {
+        panic!("rewritten");
+    };
+    let out = TcpPacket::parse(bytes).expect("tcp");
+    assert_eq!(out.seq, 1001, "the kernel shifts, not ftpct");
+    assert_eq!(out.payload(), b"PORT 198,51,100,1,156,64\r\n");
+    // A second PORT before the first is acknowledged: one correction
+    // point cannot place both, refused.
+    let second = c.client_says(&mut gw, b"PORT 192,0,2,10,156,65\r\n");
+    assert!(second.events.iter().any(|e| matches!(
+        e,
+        Event::Refused {
+            refusal: Refusal::EditInFlight,
+            ..
+        }
+    )));
+    // The server acknowledges both (in the numbering it received): the
+    // acknowledgement passes as it is, and the next PORT moves the point.
+    let ack = c.server_says(&mut gw, b"200 ok\r\n200 ok\r\n");
+    assert_eq!(ack.verdict, Verdict::Accept, "the kernel moves it back");
+    let third = c.client_says(&mut gw, b"PORT 192,0,2,10,156,66\r\n");
+    // Positions are the sender's: two 24-byte lines, then "PORT ".
+    let pos = 1001 + 24 + 24 + 5;
+    assert_eq!(
+        third.commands.first(),
+        Some(&Command::SetSeqAdj {
+            orig: c.c2s,
+            dir: Dir::Orig,
+            adj: SeqAdj {
+                correction_pos: pos,
+                offset_before: 2,
+                offset_after: 4,
+            }
+        })
+    );
+}
