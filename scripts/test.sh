@@ -2,7 +2,8 @@
 # The one command that sets up and runs every test on a fresh machine:
 # installs what is missing (Debian packages for the lab), then formatting,
 # lints, unit/property/golden/differential tests, the fuzz corpora, the
-# kernel tests in network namespaces, the end-to-end matrix, the hostile
+# kernel tests in network namespaces, the end-to-end matrix, the gateway
+# failover matrix (conntrackd), the hostile
 # input and fault suites and a short soak (see RELIABILITY.md).
 # Needs root (network namespaces, NFQUEUE, conntrack). Works with no stdin.
 set -euo pipefail
@@ -41,6 +42,9 @@ scripts/ops-test.sh
 
 step "end-to-end matrix"
 scripts/e2e.sh
+
+step "gateway failover with conntrackd (the kernel's helper as the control, and ftpct)"
+scripts/failover.sh
 
 step "hostile protocol input (ftpct and the kernel's helper)"
 scripts/abuse-protocol.sh
