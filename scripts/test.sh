@@ -3,8 +3,8 @@
 # installs what is missing (Debian packages for the lab), then formatting,
 # lints, unit/property/golden/differential tests, the fuzz corpora, the
 # kernel tests in network namespaces, the end-to-end matrix, the gateway
-# failover matrix (conntrackd), the hostile
-# input and fault suites and a short soak (see RELIABILITY.md).
+# failover matrix (conntrackd), the hostile input and fault suites and a
+# short soak (see RELIABILITY.md).
 # Needs root (network namespaces, NFQUEUE, conntrack). Works with no stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
