@@ -757,6 +757,11 @@ fn metrics_and_status_of_a_live_daemon() {
         metrics.contains("# TYPE ftpct_netlink_errors_total counter"),
         "{metrics}"
     );
+    // Lookups that find nothing and set tests that say "not in it" are answers.
+    assert!(
+        !metrics.contains("ftpct_netlink_errors_total{"),
+        "{metrics}"
+    );
     let missing = lab.gw.output(&[
         "curl",
         "-sS",

@@ -1,11 +1,13 @@
 //! How many netlink requests failed, by operation and by cause, since the
 //! start: every request goes through `NlSocket::transact`, which counts
-//! its failures here (the metrics endpoint shows them). The table holds
+//! its failures here (the metrics endpoint shows them), except refusals
+//! that answer the question (no such entry, not in the set). The table holds
 //! one entry per operation and cause: a few dozen at most.
 
 use std::sync::{Mutex, PoisonError};
 
 use super::error::{Error, Op};
+use super::ipset::IPSET_ERR_EXIST;
 
 /// Failures by (operation, cause), in order of first failure.
 static FAILURES: Mutex<Vec<(Op, Cause, u64)>> = Mutex::new(Vec::new());
@@ -39,14 +41,29 @@ impl Cause {
     }
 }
 
-/// Counts a failed request.
+/// Counts a failed request, unless the refusal is the answer its caller
+/// asked for (no such entry, not in the set).
 pub fn count(op: Op, e: &Error) {
+    if is_an_answer(op, e) {
+        return;
+    }
     let cause = Cause::of(e);
     let mut t = FAILURES.lock().unwrap_or_else(PoisonError::into_inner);
     match t.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
         Some((_, _, n)) => *n += 1,
         None => t.push((op, cause, 1)),
     }
+}
+
+/// Refusals that mean "no": a lookup that finds no entry, a set test or
+/// removal of an element not in it, the removal of a set that is gone.
+fn is_an_answer(op: Op, e: &Error) -> bool {
+    matches!(
+        (op, e.errno()),
+        (Op::CtGet, Some(libc::ENOENT))
+            | (Op::IpsetTest | Op::IpsetDel, Some(IPSET_ERR_EXIST))
+            | (Op::IpsetDestroy, Some(libc::ENOENT))
+    )
 }
 
 /// Every (operation, cause) that failed, and how often.
@@ -79,6 +96,18 @@ mod tests {
             .find(|(op, c, _)| *op == Op::IpsetTest && *c == Cause::Refused(4101))
             .map_or(0, |s| s.2);
         assert_eq!(after - before, 2);
+        let not_member = Error::Kernel {
+            op: Op::IpsetTest,
+            target: crate::netfilter::error::Target::None,
+            errno: IPSET_ERR_EXIST,
+        };
+        count(Op::IpsetTest, &not_member);
+        assert!(
+            !snapshot()
+                .iter()
+                .any(|(_, c, _)| *c == Cause::Refused(IPSET_ERR_EXIST)),
+            "a test's 'not in the set' is an answer"
+        );
         assert_eq!(Cause::Refused(2).label(), "2");
     }
 }
