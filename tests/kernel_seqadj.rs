@@ -7,7 +7,10 @@
 //!   its NAT and carries the connection on;
 //! - on the re-created entry the kernel applies the adjustment to every
 //!   packet: the client's segments move, the server's acknowledgements move
-//!   back, the connection goes on.
+//!   back, the connection goes on;
+//! - label bits can be set on an entry only while some rule uses labels
+//!   (ftpct's rules have one): they are where ftpct keeps a session's
+//!   pending expectation, and they survive the entry's re-creation.
 //!
 //! The adjustment used is -5 on every client segment (before = after):
 //! the server then takes the first 5 bytes of the next segment for bytes it
@@ -18,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use ftpct::netfilter::ctnetlink::{Ctnetlink, IPS_SRC_NAT};
+use ftpct::netfilter::Error;
 use ftpct_engine::command::SeqAdj;
 use ftpct_engine::tuple::{Dir, Tuple};
 
@@ -165,4 +169,46 @@ fn an_adopted_entry_keeps_its_nat_and_the_kernel_applies_its_seqadj() {
     // acknowledged, and the connection carries on both ways.
     assert_eq!(say(&mut server, &mut client, b"ack"), b"ack");
     assert_eq!(say(&mut client, &mut server, b"abcdefghij"), b"abcdefghij");
+}
+
+#[test]
+fn labels_need_a_rule_that_uses_them_and_survive_adoption() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Gateway::new("sqc");
+    let mut mask = [0u8; 16];
+    mask[8..].fill(0xff);
+    let mut labels = [0u8; 16];
+    labels[8..12].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let (orig, _c, _s) = lab.connect();
+    let refused = lab.ctnetlink(|ct| ct.set_labels(&orig, &labels, &mask));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Kernel {
+                errno: libc::ENOSPC,
+                ..
+            })
+        ),
+        "no rule uses labels yet: no room in the entry ({refused:?})"
+    );
+    lab.gw.sh(&[
+        "iptables",
+        "-t",
+        "raw",
+        "-A",
+        "PREROUTING",
+        "-m",
+        "connlabel",
+        "--label",
+        "127",
+    ]);
+    let (orig, _c, _s) = lab.connect();
+    let kept = lab.ctnetlink(|ct| {
+        ct.set_labels(&orig, &labels, &mask).expect("set labels");
+        ct.adopt(&orig).expect("adopt");
+        ct.get_info(&orig, Dir::Orig).expect("get").expect("entry")
+    });
+    assert_eq!(kept.labels, Some(labels));
 }

@@ -39,6 +39,7 @@ const CTA_TUPLE_MASTER: u16 = 14;
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_SEQ_ADJ_REPLY: u16 = 16;
 const CTA_LABELS: u16 = 22;
+const CTA_LABELS_MASK: u16 = 23;
 
 // enum ctattr_seqadj
 const CTA_SEQADJ_CORRECTION_POS: u16 = 1;
@@ -309,6 +310,24 @@ pub fn encode_set_seqadj(orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<Vec<u8>
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
     put_tuple(&mut b, CTA_TUPLE_ORIG, orig);
     put_seqadj(&mut b, dir, adj);
+    Ok(b.finish())
+}
+
+/// IPCTNL_MSG_CT_NEW setting the label bits under `mask` of the entry
+/// whose original tuple is `orig` to those of `labels` (the other bits
+/// stay). Refused with ENOSPC when the entry has no room for labels (no
+/// rule used labels when it was made).
+pub fn encode_set_labels(
+    orig: &Tuple,
+    labels: &[u8; 16],
+    mask: &[u8; 16],
+) -> Result<Vec<u8>, BadRequest> {
+    check_tuple(orig)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW);
+    let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(orig));
+    put_tuple(&mut b, CTA_TUPLE_ORIG, orig);
+    b.put(CTA_LABELS, labels);
+    b.put(CTA_LABELS_MASK, mask);
     Ok(b.finish())
 }
 
@@ -586,6 +605,18 @@ impl Ctnetlink {
     pub fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
         let msg = encode_set_seqadj(orig, dir, adj)?;
         self.request(Op::CtSetSeqAdj, || Target::Conn(*orig), msg)
+            .map(drop)
+    }
+
+    /// Sets the label bits under `mask` (see [`encode_set_labels`]).
+    pub fn set_labels(
+        &mut self,
+        orig: &Tuple,
+        labels: &[u8; 16],
+        mask: &[u8; 16],
+    ) -> Result<(), Error> {
+        let msg = encode_set_labels(orig, labels, mask)?;
+        self.request(Op::CtSetLabels, || Target::Conn(*orig), msg)
             .map(drop)
     }
 

@@ -43,6 +43,8 @@ pub enum Op {
     CtSetSeqAdj,
     /// Re-create an entry through ctnetlink (same tuples, NAT, state).
     CtAdopt,
+    /// Set some of an entry's label bits.
+    CtSetLabels,
     /// Ask which ipset protocol versions the kernel speaks.
     IpsetProtocol,
     /// Ask which revisions of `hash:ip,port` the kernel has.
@@ -65,7 +67,8 @@ impl Op {
             | Op::CtDelete
             | Op::CtSetLiberal
             | Op::CtSetSeqAdj
-            | Op::CtAdopt => Subsystem::Ctnetlink,
+            | Op::CtAdopt
+            | Op::CtSetLabels => Subsystem::Ctnetlink,
             _ => Subsystem::Ipset,
         }
     }
@@ -76,7 +79,7 @@ impl Op {
             Op::CtGet => "get",
             Op::CtCreate | Op::IpsetCreate => "create",
             Op::CtDelete => "delete",
-            Op::CtSetLiberal | Op::CtSetSeqAdj => "update",
+            Op::CtSetLiberal | Op::CtSetSeqAdj | Op::CtSetLabels => "update",
             Op::CtAdopt => "re-create",
             Op::IpsetProtocol => "protocol",
             Op::IpsetType => "type",

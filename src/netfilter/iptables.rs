@@ -388,12 +388,12 @@ mod tests {
         let rs = ruleset(Families::V4);
         let mut fw = FakeIptables::new("nf_tables");
         let log = change_rules(&mut fw, &rs, Action::Apply).expect("apply");
-        // conntrack on; per chain: handshakes within and over the budget,
-        // the control channel, the expected SYNs.
-        assert_eq!(fw.rules.len(), 9, "{log:?}");
+        // conntrack on, labels on; per chain: handshakes within and over
+        // the budget, the control channel, the expected SYNs.
+        assert_eq!(fw.rules.len(), 10, "{log:?}");
         assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT_CREATED));
         change_rules(&mut fw, &rs, Action::Apply).expect("again");
-        assert_eq!(fw.rules.len(), 9, "applied twice, added once");
+        assert_eq!(fw.rules.len(), 10, "applied twice, added once");
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
         assert!(fw.rules.is_empty());
         assert!(fw.nft_deleted, "the table ftpct created is removed");

@@ -43,6 +43,11 @@ const COMMENT_HANDSHAKE_EXCESS: &str =
 pub const HANDSHAKE_BUDGET: &str = "2000/sec";
 const HANDSHAKE_BURST: &str = "4000";
 const COMMENT_SYN: &str = "ftpct: expected FTP data connections";
+const COMMENT_LABELS: &str = "ftpct: conntrack labels on (pending expectations kept in conntrack)";
+/// A label bit the rule names: a rule that uses labels is what makes the
+/// kernel give conntrack entries room for them (`labels_used`); it matches
+/// nothing ftpct relies on and has no target.
+pub const LABELS_RULE_BIT: &str = "127";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -155,6 +160,8 @@ pub fn parse_balance(s: &str) -> Result<QueueTarget, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     ConntrackOn,
+    /// Makes conntrack entries carry labels.
+    Labels,
     /// Control handshakes, queued within a rate budget.
     Handshake,
     /// Control handshakes over the budget, accepted unqueued.
@@ -208,10 +215,30 @@ pub(crate) fn conntrack_on(table_created: bool) -> Rule {
     }
 }
 
+/// A rule that only uses a conntrack label: while it exists, new entries
+/// (those packets make and those ctnetlink makes) have room for labels,
+/// where ftpct keeps each session's pending expectation.
+pub(crate) fn labels_on() -> Rule {
+    Rule {
+        chain: "PREROUTING",
+        role: Role::Labels,
+        spec: words(&[
+            "-m",
+            "connlabel",
+            "--label",
+            LABELS_RULE_BIT,
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT_LABELS,
+        ]),
+    }
+}
+
 impl RuleSet {
     /// The rules of one family, in the order they are appended.
     pub fn rules(&self, family: Family, table_created: bool) -> Vec<Rule> {
-        let mut rules = vec![conntrack_on(table_created)];
+        let mut rules = vec![conntrack_on(table_created), labels_on()];
         for chain in ["PREROUTING", "OUTPUT"] {
             for ports in self.control_ports.chunks(MULTIPORT_MAX) {
                 let list: Vec<String> = ports.iter().map(u16::to_string).collect();

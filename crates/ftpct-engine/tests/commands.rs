@@ -191,7 +191,9 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
         9000,
     );
     let [_, syn_ack, _] = c.handshake(&mut gw);
-    assert!(syn_ack.commands.contains(&Command::AdoptControl { orig: c.c2s }));
+    assert!(syn_ack
+        .commands
+        .contains(&Command::AdoptControl { orig: c.c2s }));
     gw.engine.adopted(&c.c2s);
     c.server_says(&mut gw, b"220 ready\r\n");
     // Client data starts at 1001: "PORT " is 5 bytes, the address at 1006.
@@ -209,7 +211,10 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
             adj: set
         })
     );
-    assert!(!port.commands.iter().any(|c| matches!(c, Command::SetLiberal { .. })));
+    assert!(!port
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::SetLiberal { .. })));
     let Verdict::Replace(bytes) = &port.verdict else {
         panic!("rewritten");
     };
