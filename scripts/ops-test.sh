@@ -7,8 +7,8 @@
 #      $WORK/ftpct.toml reach both (`rules` prints --queue-balance 3:4,
 #      `run` binds queues [3, 4]); a malformed file exits 78 with its line
 #      and column; no CAP_NET_ADMIN exits 77; a queue already bound exits 69;
-#   2. `ftpct run` as the user nobody with only CAP_NET_ADMIN (setpriv,
-#      ambient), and without /proc (a tmpfs over it): READY=1 reaches the
+#   2. `ftpct run` as the user nobody with only CAP_NET_ADMIN and CAP_NET_RAW
+#      (setpriv, ambient), and without /proc (a tmpfs over it): READY=1 reaches the
 #      NOTIFY_SOCKET after the queues are bound, the 16 MiB queue buffer is
 #      set (SO_RCVBUFFORCE), an active download through the SNAT gateway
 #      works; SIGHUP with min_data_port = 65535 in the file reloads the
@@ -108,6 +108,8 @@ gw() { ip netns exec "$FTPCT_LAB_NS_GW" "$@"; }
 gw "$FTPCT" rules --apply --config "$CONF" >"$WORK/apply.log" 2>&1 || { cat "$WORK/apply.log" >&2; die "rules --apply"; }
 
 # --- 2. non-root, no /proc, notify, SIGHUP --------------------------------
+# CAP_NET_RAW too, as the unit gives: iptables-save opens a raw socket for
+# the ipset match of ftpct's rules (the rule watch reads them).
 timeout 60 python3 "$HERE/dgram-listen.py" "$WORK/notify.sock" 50 >"$WORK/notify.log" &
 LISTEN_PID=$!
 for ((i = 0; i < 30; i++)); do [[ -S $WORK/notify.sock ]] && break; sleep 0.1; done
@@ -116,7 +118,7 @@ FTPCT_LOG=$WORK/run.log
 # the socket buffer must not need /proc.
 NO_COLOR=1 NOTIFY_SOCKET=$WORK/notify.sock ip netns exec "$FTPCT_LAB_NS_GW" unshare -m sh -c \
     'mount -t tmpfs none /proc && exec setpriv --reuid=nobody --regid=nogroup --clear-groups \
-        --inh-caps=+net_admin --ambient-caps=+net_admin "$0" run -v --config "$1"' \
+        --inh-caps=+net_admin,+net_raw --ambient-caps=+net_admin,+net_raw "$0" run -v --config "$1"' \
     "$FTPCT" "$CONF" </dev/null >"$FTPCT_LOG" 2>&1 &
 FTPCT_PID=$!
 wait_running
@@ -126,7 +128,8 @@ wait_log "$WORK/notify.log" 'READY=1' 30 || die "no READY=1 on NOTIFY_SOCKET"
 ok "READY=1 after the queues are bound: $(head -n1 "$WORK/notify.log")"
 grep -q 'not enlarged' "$FTPCT_LOG" && die "queue buffer not set: $(grep 'not enlarged' "$FTPCT_LOG")"
 grep -q 'socket receive buffer: [0-9]\{8,\} bytes' "$FTPCT_LOG" || die "no buffer size in the log"
-ok "as nobody with CAP_NET_ADMIN, no /proc: $(grep -o 'socket receive buffer.*' "$FTPCT_LOG" | head -n1)"
+grep -q 'cannot read the raw table' "$FTPCT_LOG" && die "rule watch as nobody: $(grep 'raw table' "$FTPCT_LOG")"
+ok "as nobody with CAP_NET_ADMIN and CAP_NET_RAW, no /proc: $(grep -o 'socket receive buffer.*' "$FTPCT_LOG" | head -n1); rules readable"
 
 download() { # LABEL: an active download of 1k.bin; true when it arrives whole
     local out=$WORK/$1.bin

@@ -67,15 +67,23 @@ impl RuleWatch {
         self.next = now + CHECK_EVERY;
         let mut fed = Vec::new();
         let mut looked = false;
+        let mut why = String::new();
         for tool in ["iptables-save", "ip6tables-save"] {
-            if let Ok(ran) = exec.exec(tool, &["-t".into(), "raw".into()]) {
-                looked |= ran.ok;
-                fed.extend(queues_fed(&ran.stdout));
+            match exec.exec(tool, &["-t".into(), "raw".into()]) {
+                Ok(ran) => {
+                    looked |= ran.ok;
+                    fed.extend(queues_fed(&ran.stdout));
+                    if !ran.ok && why.is_empty() {
+                        why = ran.stderr.lines().next().unwrap_or_default().to_string();
+                    }
+                }
+                Err(e) if why.is_empty() => why = e.to_string(),
+                Err(_) => {}
             }
         }
         if !looked {
             if self.unfed.is_none() {
-                warn!("cannot read the raw table (iptables-save): ftpct cannot tell whether its rules are in place");
+                warn!("cannot read the raw table (iptables-save: {why}): ftpct cannot tell whether its rules are in place; without root it needs CAP_NET_RAW besides CAP_NET_ADMIN (iptables opens a raw socket for the ipset match)");
             }
             self.unfed = Some(Vec::new());
             return;
