@@ -5,7 +5,8 @@ and the NAT binding and expect function of expectations (CTA_EXPECT_NAT,
 CTA_EXPECT_FN). Used by scripts/failover.sh to say what a gateway holds.
 Usage: ctstate.py [--port PORT]   TCP entries with PORT on either side (default:
                                   all), one a line, e.g.
-         192.0.2.10:52976 -> 198.51.100.20:21 helper=ftp seqadj orig=(pos 1234, 0 -> 2) reply=-
+         192.0.2.10:52976 -> 198.51.100.20:21 helper=ftp seqadj orig=(pos 1234, 0 -> 2) reply=- labels=-
+                                  (labels: the connlabel bits set, e.g. 5,64)
        ctstate.py --summary PORT  for the entry whose original source port is
                                   PORT, the shifts it holds: "orig+2",
                                   "reply+2", "orig+2,reply-1", or "-" for none
@@ -21,7 +22,7 @@ NETLINK_NETFILTER = 12
 MSG = (1 << 8) | 1  # NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_DONE, NLMSG_ERROR = 3, 2
-CTA_TUPLE_ORIG, CTA_STATUS, CTA_HELP, CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY = 1, 3, 5, 15, 16
+CTA_TUPLE_ORIG, CTA_STATUS, CTA_HELP, CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY, CTA_LABELS = 1, 3, 5, 15, 16, 22
 EXP_GET = (2 << 8) | 1  # NFNL_SUBSYS_CTNETLINK_EXP, IPCTNL_MSG_EXP_GET
 CTA_EXPECT_NAT, CTA_EXPECT_FN = 10, 11
 
@@ -114,9 +115,17 @@ def main(argv):
                 found.append(",".join("%s%+d" % (k, v) for k, v in (("orig", o), ("reply", r)) if v) or "-")
         elif port is None or port in ports:
             helper = attrs(a[CTA_HELP]).get(1, b"").rstrip(b"\0").decode() if CTA_HELP in a else "-"
+            labels = a.get(CTA_LABELS)
+            bits = int.from_bytes(labels, "little") if labels else 0
             print(
-                "%s helper=%s seqadj orig=%s reply=%s"
-                % (text, helper, seqadj_str(a.get(CTA_SEQ_ADJ_ORIG)), seqadj_str(a.get(CTA_SEQ_ADJ_REPLY)))
+                "%s helper=%s seqadj orig=%s reply=%s labels=%s"
+                % (
+                    text,
+                    helper,
+                    seqadj_str(a.get(CTA_SEQ_ADJ_ORIG)),
+                    seqadj_str(a.get(CTA_SEQ_ADJ_REPLY)),
+                    ",".join(str(b) for b in range(128) if bits >> b & 1) or "-",
+                )
             )
 
     for family in (socket.AF_INET, socket.AF_INET6):
