@@ -65,6 +65,18 @@ conffiles=$(dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f='${Conffiles}' ftpc
 [[ $conffiles == *"/etc/ftpct/ftpct.toml"* ]] || die "ftpct.toml is not a conffile: $conffiles"
 ok "installed into $ROOT: binary, unit, conffile /etc/ftpct/ftpct.toml, man pages, completions"
 
+# The completions complete, the man pages render.
+words=$(bash -c 'source "$1"; COMP_WORDS=(ftpct run --con); COMP_CWORD=2
+    COMP_LINE="ftpct run --con"; COMP_POINT=${#COMP_LINE}
+    _ftpct ftpct --con run; echo "${COMPREPLY[*]}"' _ "$ROOT/usr/share/bash-completion/completions/ftpct")
+[[ $words == *--config* ]] || die "bash completion of 'ftpct run --con' gave: $words"
+ok "bash completion of 'ftpct run --con': $words"
+if command -v man >/dev/null; then
+    page=$(ls "$ROOT"/usr/share/man/man1/ftpct-run.1*)
+    man -l "$page" 2>/dev/null | grep -q -- '--config <PATH>' || die "man -l $page does not show --config"
+    ok "man -l $(basename "$page") renders, with --config"
+fi
+
 # Only the dynamic loader and the libraries the binary links, copied in.
 while read -r lib; do
     [[ -n $lib ]] && install -D -m 0755 "$lib" "$ROOT$lib"
