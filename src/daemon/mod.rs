@@ -418,7 +418,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 queue,
                 path: PacketPath::new(Arc::clone(&shared), exec, nat),
                 stop: Arc::clone(&stop),
-                metrics: shared.metrics().clone(),
+                metrics: shared.metrics().for_queue(num),
             })
         })
         .collect::<Result<Vec<_>, DaemonError>>()?;

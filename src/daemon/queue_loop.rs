@@ -13,7 +13,7 @@ use nfq::{Message, Queue};
 use tracing::{debug, error, warn};
 
 use super::kernel::LiveKernel;
-use super::metrics::Metrics;
+use super::metrics::QueueMetrics;
 use super::packet_path::PacketPath;
 use super::{signals, DaemonError};
 use crate::netfilter::conntrack_lookup::{LiveNat, LookupStats};
@@ -32,7 +32,7 @@ pub struct Worker {
     pub queue: Queue,
     pub path: LivePath,
     pub stop: Arc<AtomicBool>,
-    pub metrics: Metrics,
+    pub metrics: QueueMetrics,
 }
 
 impl Worker {
@@ -75,7 +75,7 @@ impl Worker {
         } else {
             self.path.verdict(self.num, msg.get_payload(), hook)
         };
-        self.metrics.packet(self.num, &verdict, arrived.elapsed());
+        self.metrics.packet(&verdict, arrived.elapsed());
         match verdict {
             Verdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
             Verdict::Replace(bytes) => {

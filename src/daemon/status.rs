@@ -1,7 +1,8 @@
 //! `ftpct status`: what the daemon holds now, over a unix socket (root
 //! only: mode 0600). The daemon writes one JSON snapshot to each client
 //! and closes; `ftpct status` prints it as tables (or passes the JSON).
-//! The snapshot is taken under the engine's lock, without kernel calls.
+//! The snapshot is copied under the engine's lock (no kernel call, no
+//! string made there) and written out after.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -11,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ftpct_engine::event::Stats;
+use ftpct_engine::expect::Expectation;
 use ftpct_engine::flow::Flow;
+use ftpct_engine::nat::CtMapping;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::Engine;
 use serde::{Deserialize, Serialize};
@@ -77,46 +81,90 @@ pub struct PendingExpectation {
     pub expires_in: f64,
 }
 
-/// The snapshot of `engine` at engine time `now`.
-pub fn snapshot(engine: &Engine, now: Duration) -> Snapshot {
-    Snapshot {
-        uptime: now.as_secs_f64(),
-        control_connections: engine.flows().map(|f| control(f, now)).collect(),
-        expectations: engine
-            .expectations()
-            .iter()
-            .map(|e| PendingExpectation {
-                peer: e.peer.to_string(),
-                dst: e.dst.to_string(),
-                nat_src: e.nat.src.map(|a| a.to_string()),
-                nat_dst: e.nat.dst.map(|a| a.to_string()),
-                kind: format!("{:?}", e.kind),
-                master: e.master.to_string(),
-                expires_in: e.expires.saturating_sub(now).as_secs_f64(),
-            })
-            .collect(),
-        counters: counters(&engine.stats().to_string()),
+/// What the snapshot is made of, copied under the engine's lock (plain
+/// values: the strings are made after the lock is released, so that a
+/// large table holds up the packets for a copy only).
+pub struct Taken {
+    now: Duration,
+    flows: Vec<FlowFacts>,
+    expectations: Vec<Expectation>,
+    stats: Stats,
+}
+
+#[derive(Clone, Copy)]
+struct FlowFacts {
+    mapping: CtMapping,
+    established: bool,
+    closing: bool,
+    inspecting: bool,
+    liberal: bool,
+    last_seen: Duration,
+    /// Edits kept and total shift, client to server then server to client.
+    edits: [(usize, i32); 2],
+}
+
+/// Copies what a snapshot shows from `engine` at engine time `now`.
+pub fn take(engine: &Engine, now: Duration) -> Taken {
+    Taken {
+        now,
+        flows: engine.flows().map(facts).collect(),
+        expectations: engine.expectations(),
+        stats: engine.stats().clone(),
     }
 }
 
-fn control(f: &Flow, now: Duration) -> ControlConnection {
+fn facts(f: &Flow) -> FlowFacts {
     let edits = |dir| {
         let adj = f.stream(dir).adj();
-        Edits {
-            kept: adj.edit_count(),
-            shift: adj.total_shift(),
-        }
+        (adj.edit_count(), adj.total_shift())
     };
-    ControlConnection {
-        orig: f.mapping.orig.to_string(),
-        reply: f.mapping.reply.to_string(),
-        natted: f.mapping.is_natted(),
+    FlowFacts {
+        mapping: f.mapping,
         established: f.is_established(),
         closing: f.closing_at.is_some(),
         inspecting: f.inspecting,
         liberal: f.liberal,
-        idle: now.saturating_sub(f.last_seen).as_secs_f64(),
+        last_seen: f.last_seen,
         edits: [edits(Dir::Orig), edits(Dir::Reply)],
+    }
+}
+
+impl Taken {
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.now;
+        Snapshot {
+            uptime: now.as_secs_f64(),
+            control_connections: self.flows.iter().map(|f| control(f, now)).collect(),
+            expectations: self
+                .expectations
+                .iter()
+                .map(|e| PendingExpectation {
+                    peer: e.peer.to_string(),
+                    dst: e.dst.to_string(),
+                    nat_src: e.nat.src.map(|a| a.to_string()),
+                    nat_dst: e.nat.dst.map(|a| a.to_string()),
+                    kind: format!("{:?}", e.kind),
+                    master: e.master.to_string(),
+                    expires_in: e.expires.saturating_sub(now).as_secs_f64(),
+                })
+                .collect(),
+            counters: counters(&self.stats.to_string()),
+        }
+    }
+}
+
+fn control(f: &FlowFacts, now: Duration) -> ControlConnection {
+    let edits = |(kept, shift)| Edits { kept, shift };
+    ControlConnection {
+        orig: f.mapping.orig.to_string(),
+        reply: f.mapping.reply.to_string(),
+        natted: f.mapping.is_natted(),
+        established: f.established,
+        closing: f.closing,
+        inspecting: f.inspecting,
+        liberal: f.liberal,
+        idle: now.saturating_sub(f.last_seen).as_secs_f64(),
+        edits: f.edits.map(edits),
     }
 }
 
@@ -182,7 +230,9 @@ fn accept_loop(listener: &UnixListener, shared: &Shared) {
     for conn in listener.incoming() {
         let sent = conn.and_then(|mut stream| {
             stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-            let snap = shared.with_engine(|e| snapshot(e, shared.now()));
+            let snap = shared
+                .with_engine(|e| take(e, shared.now()))
+                .map(|t| t.snapshot());
             let json = serde_json::to_string(&snap).map_err(io::Error::other)?;
             stream.write_all(json.as_bytes())
         });
