@@ -178,11 +178,13 @@ FTPCT_PID=''
 
 # --- 4. journald -----------------------------------------------------------
 # stderr is a file; JOURNAL_STREAM names it; the journal's socket is a
-# listener on a tmpfs over /run/systemd in a mount namespace of our own.
+# listener on a tmpfs in a mount namespace of our own.
 : >"$WORK/journal.err"
 stream=$(stat -c '%d:%i' "$WORK/journal.err")
 ip netns exec "$FTPCT_LAB_NS_GW" unshare -m sh -c '
-    mount -t tmpfs none /run/systemd 2>/dev/null || { mkdir -p /run/systemd && mount -t tmpfs none /run/systemd; }
+    # Over /run/systemd, or over all of /run where it is missing (nothing
+    # is created on the host either way).
+    if [ -d /run/systemd ]; then mount -t tmpfs none /run/systemd; else mount -t tmpfs none /run; fi || exit 1
     mkdir -p /run/systemd/journal
     timeout 20 python3 "$1" /run/systemd/journal/socket 6 journal >"$2/journal.log" &
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
