@@ -394,6 +394,27 @@ mod tests {
     }
 
     #[test]
+    fn translations_unused_for_the_idle_timeout_are_forgotten() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pcaps/lab/snat-v4-port-curl-vsftpd-download.inside.pcap");
+        let capture = crate::offline::capture::read(&path).expect("lab capture");
+        let snat = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+        let mut gw = Gateway::new(vec![snat], Vec::new(), Config::default());
+        let mut last = Duration::ZERO;
+        for frame in &capture.frames {
+            gw.frame(frame);
+            last = frame.time;
+        }
+        // The control connection and its data connection, four tuples each.
+        assert_eq!(gw.far.len(), 8);
+        gw.tick(last + Duration::from_secs(60));
+        assert_eq!(gw.far.len(), 8, "in use within the idle timeout");
+        let idle = Config::default().idle_timeout;
+        gw.tick(last + idle + PRUNE_EVERY + Duration::from_secs(1));
+        assert!(gw.far.is_empty(), "{} left", gw.far.len());
+    }
+
+    #[test]
     fn a_verdict_that_differs_from_the_capture_is_a_mismatch() {
         let captured = reply(1001, b"200 ok\r\n");
         let c = TcpPacket::parse(&captured).expect("tcp");
