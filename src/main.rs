@@ -86,6 +86,7 @@ enum Command {
     /// (min_data_port, allow_fxp, expect_timeout, max_expect_per_session)
     /// from the configuration file. Under systemd: Type=notify, logs to
     /// the journal with their priorities.
+    #[command(after_help = exit::HELP)]
     Run {
         #[command(flatten)]
         config: ConfigPath,
@@ -102,6 +103,7 @@ enum Command {
     ///
     /// Without --apply or --delete, prints the commands (a shell script).
     /// The rules go in the raw table, after your own raw rules.
+    #[command(after_help = exit::HELP)]
     Rules {
         /// Address family
         #[arg(long, value_enum, default_value_t = Families::All)]
