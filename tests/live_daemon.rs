@@ -773,3 +773,57 @@ fn metrics_and_status_of_a_live_daemon() {
     ]);
     assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
 }
+
+/// `ftpct monitor` runs as an unprivileged user given CAP_NET_RAW alone,
+/// and says what it needs without it.
+#[test]
+fn monitor_needs_only_cap_net_raw() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = Netns::new("caps");
+    // A copy that the unprivileged user can reach whatever the checkout's path.
+    let dir = TempDir::new("caps");
+    let bin = dir.path("ftpct");
+    fs::copy(FTPCT, &bin).expect("copy ftpct");
+    let bin_arg = bin.to_string_lossy().into_owned();
+    let as_nobody = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+    ];
+    let mut refused = as_nobody.to_vec();
+    refused.extend([bin_arg.as_str(), "monitor", "--interface", "lo"]);
+    let out = ns.output(&refused);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs CAP_NET_RAW"), "{err}");
+
+    let mut args = as_nobody.to_vec();
+    args.extend(["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]);
+    args.extend([bin_arg.as_str(), "monitor", "--interface", "lo"]);
+    let err_path = dir.path("monitor.err");
+    let child = ns
+        .cmd(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("start ftpct monitor as nobody");
+    let mut monitor = Proc {
+        child,
+        what: "ftpct monitor as nobody",
+    };
+    let started = wait_until(WAIT, || {
+        fs::read_to_string(&err_path).is_ok_and(|s| s.contains("monitoring lo"))
+            || !matches!(monitor.child.try_wait(), Ok(None))
+    });
+    let status = monitor.terminate();
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(started && err.contains("monitoring lo"), "{err}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}: {err}"
+    );
+}
