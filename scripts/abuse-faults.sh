@@ -50,10 +50,9 @@
 #                      (two PORT, two PASV) transfer; restarted 2 s later;
 #                      each session then makes a second transfer. Expected:
 #                      no session hangs (each ends by itself, clients have 10 s
-#                      timeouts), PASV sessions finish both transfers (README:
-#                      sessions without a rewrite carry on), new sessions work
-#                      after the restart. What PORT sessions (rewritten, state
-#                      in memory) do is reported. ftpct only.
+#                      timeouts), every session finishes both transfers (the
+#                      PORT sessions' fix-ups are in the kernel: 5c), new
+#                      sessions work after the restart. ftpct only.
 #   5c-kill9-rewrite   a PORT session whose PORT was rewritten (its lengths
 #                      changed); ftpct killed (SIGKILL) right after; three
 #                      NOOPs during the outage; ftpct restarted; the same
@@ -64,6 +63,14 @@
 #                      With fix-ups kept in ftpct's memory the NOOPs reach the
 #                      server 2 bytes off and fail. (Kernel: the same session,
 #                      nothing killed.)
+#   5d-kill9-pending   a PORT and a PASV session each announce their data
+#                      connection (PORT rewritten, expectation pending); ftpct
+#                      killed (SIGKILL); restarted 1 s later; then both
+#                      transfer. Expected: both SHA-256 ok: the restarted
+#                      ftpct took the sessions up from their conntrack labels
+#                      (pending expectations and ipset entries rebuilt). With
+#                      expectations only in memory the data connections are
+#                      not RELATED and the strict gateway drops them.
 #   6-second-instance  `ftpct run --queue 1` started while the first instance
 #                      has pending expectations. Expected: the second refuses
 #                      with a clear error or uses its own sets; `ipset list
@@ -123,7 +130,7 @@ BG_RATE=3000000 # bytes/s of the background downloads (50 MiB: ~17 s at most)
 FLOOD_CLI=45000
 FLOOD_SRV=75000
 FLOOD_SECS=4
-ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 6-second-instance 7a-ipset-flush 7b-rules-delete"
+ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete"
 
 ONLY=''
 MODES=ftpct,kernel
@@ -413,9 +420,10 @@ declare -A EXPECT=(
     [2-nat-reuse]="greeting <2s on the reused port; PASV+PORT ok"
     [3-queue-overflow]="NOOPs <2s after resume; PASV+PORT after ok"
     [4-ct-full]="retried SYNs helped; failure logged, no RELATED"
-    [5a-kill9]="no hang; PASV sessions carry on; new sessions ok"
-    [5b-sigterm]="no hang; PASV sessions carry on; new sessions ok"
+    [5a-kill9]="no hang; PORT+PASV sessions carry on; new ok"
+    [5b-sigterm]="no hang; PORT+PASV sessions carry on; new ok"
     [5c-kill9-rewrite]="NOOPs 200 during the outage; next+new transfers ok"
+    [5d-kill9-pending]="announced before the kill, transfers after it ok"
     [6-second-instance]="1st's ipset entries kept; 2nd refuses/own sets"
     [7a-ipset-flush]="flush noticed in the log; pending PASV+PORT ok"
     [7b-rules-delete]="warning logged"
@@ -661,7 +669,8 @@ case_kill() { # MODE SIGNAL
         s=$(client_summary "$name" "$rc")
         d+="$name: $s; "
         [[ $s == hung* ]] && p+="$name hung; "
-        if [[ $name == *pasv && $s != ok ]]; then p+="$name (no rewrite) did not carry on; "; fi
+        # PORT sessions too: their fix-ups are in the kernel (5c).
+        [[ $s == ok ]] || p+="$name did not carry on; "
         if [[ $s != ok ]] && grep -q 'reply=none' "$CDIR/$name.log"; then
             d+="  ($name: data $(kv step=get bytes "$CDIR/$name.log") bytes, SHA-256 $(kv step=get sha "$CDIR/$name.log"), then no 226); "
         fi
@@ -699,6 +708,30 @@ case_kill_after_rewrite() { # MODE
     run_wait 25 new-port
     ((ALL_OK)) || p+="a new session after the restart failed; "
     d+="new session: ${SUMMARY%; }; "
+    [[ $mode == ftpct ]] && FTPCT_LOG=$CDIR/ftpct-restarted.log
+    conclude
+}
+
+case_kill_with_pending() { # MODE
+    local mode=$1 p='' d='' name
+    for name in port pasv; do
+        client "pend-$name" "$name" announce touch "$CDIR/$name.announced" wait "$CDIR/restarted" \
+            get 1k.bin quit
+    done
+    wait_file "$CDIR/port.announced" 15 && wait_file "$CDIR/pasv.announced" 15 ||
+        p+="setup: the announcements did not happen in 15 s; "
+    if [[ $mode == ftpct ]]; then
+        kill -KILL "$FTPCT_PID"
+        wait_bounded "$FTPCT_PID" 5 || true
+        FTPCT_PID=''
+        sleep 1
+        ftpct_start "$CDIR/ftpct-restarted.log"
+        d+="restarted: $(grep -o 'took up [^,]*, [0-9]* with a pending data connection' "$CDIR/ftpct-restarted.log" | head -n1); "
+    fi
+    touch "$CDIR/restarted"
+    run_wait 25 pend-port pend-pasv
+    ((ALL_OK)) || p+="a transfer announced before the kill failed; "
+    d+="${SUMMARY%; }; "
     [[ $mode == ftpct ]] && FTPCT_LOG=$CDIR/ftpct-restarted.log
     conclude
 }
@@ -833,6 +866,7 @@ run_case() {
         5a-kill9) case_kill "$mode" KILL ;;
         5b-sigterm) case_kill "$mode" TERM ;;
         5c-kill9-rewrite) case_kill_after_rewrite "$mode" ;;
+        5d-kill9-pending) case_kill_with_pending "$mode" ;;
         6-second-instance) case_second_instance "$mode" ;;
         7a-ipset-flush) case_ipset_flush "$mode" ;;
         7b-rules-delete) case_rules_delete "$mode" ;;

@@ -82,6 +82,7 @@ impl<K: Kernel> Executor<K> {
                 return self.adopt(orig).then_some(Feedback::Adopted(*orig));
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
+            Command::SetLabels { orig, labels, mask } => self.set_labels(orig, labels, mask),
         }
         None
     }
@@ -98,6 +99,17 @@ impl<K: Kernel> Executor<K> {
                 warn!(flow = %orig, "re-creating the control connection's entry failed: {e}: ftpct keeps its fix-ups (they end if ftpct stops)");
                 false
             }
+        }
+    }
+
+    fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16]) {
+        match self.kernel.set_labels(orig, labels, mask) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENOSPC) => warn!(
+                flow = %orig,
+                "conntrack has no room for this session's labels (no rule uses labels: ftpct rules --apply): a restarted ftpct will not take it up"
+            ),
+            Err(e) => warn!(flow = %orig, "setting the session's conntrack labels failed: {e}"),
         }
     }
 

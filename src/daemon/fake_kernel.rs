@@ -88,6 +88,12 @@ impl Kernel for FakeKernel {
         }
     }
 
+    fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], _: &[u8; 16]) -> Result<(), Error> {
+        self.calls
+            .push(format!("labels {orig} {:x}", u128::from_le_bytes(*labels)));
+        Ok(())
+    }
+
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
         self.calls.push(format!(
             "seqadj {orig} {dir:?} {} {} {}",

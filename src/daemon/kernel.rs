@@ -8,7 +8,7 @@ use ftpct_engine::command::{DataConnection, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
-use crate::netfilter::ctnetlink::Ctnetlink;
+use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::ipset::Ipset;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
@@ -30,6 +30,8 @@ pub trait Kernel {
     /// Re-creates the entry `orig` through ctnetlink (see `Ctnetlink::adopt`).
     fn adopt(&mut self, orig: &Tuple) -> Result<(), Error>;
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error>;
+    fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16])
+        -> Result<(), Error>;
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
@@ -74,6 +76,15 @@ impl Kernel for LiveKernel {
         self.ct.set_seqadj(orig, dir, adj)
     }
 
+    fn set_labels(
+        &mut self,
+        orig: &Tuple,
+        labels: &[u8; 16],
+        mask: &[u8; 16],
+    ) -> Result<(), Error> {
+        self.ct.set_labels(orig, labels, mask)
+    }
+
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {
         for dir in [Dir::Orig, Dir::Reply] {
             if let Some(info) = self.ct.get_info(tuple, dir)? {
@@ -97,6 +108,12 @@ impl Kernel for LiveKernel {
 }
 
 impl LiveKernel {
+    /// Every TCP entry of the conntrack table, labels and corrections
+    /// included (to take sessions up again at start).
+    pub fn ct_dump(&mut self) -> Result<Vec<CtInfo>, Error> {
+        self.ct.dump()
+    }
+
     /// Opens both sockets and checks that the kernel answers.
     pub fn open() -> Result<Self, DaemonError> {
         let ct = open_ctnetlink()?;

@@ -22,6 +22,7 @@ mod kernel;
 mod metrics;
 mod packet_path;
 mod queue_loop;
+mod resume;
 mod service;
 mod shared;
 pub(crate) mod signals;
@@ -34,6 +35,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ftpct_engine::engine::{Config, Engine};
+use ftpct_engine::kept::DEFAULT_LABEL_BASE;
 use tracing::{debug, info, warn};
 
 pub use executor::Executor;
@@ -405,7 +407,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Live, the kernel keeps each NATed session's fix-ups (they survive a
     // restart of ftpct); only the replay applies them itself.
     config.kernel_fixups = true;
+    config.label_base = Some(DEFAULT_LABEL_BASE);
     let shared = Arc::new(Shared::new(Engine::new(config.clone())));
+    let mut exec = Executor::new(kernel, sets.clone());
+    resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
     let workers = queues
@@ -443,7 +448,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     );
     let mut timers = Timers {
         shared,
-        exec: Executor::new(kernel, sets),
+        exec,
         expect_timeout: config.expect_timeout,
     };
     let mut rules = RuleWatch::new(&queues_wanted);

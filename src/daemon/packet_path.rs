@@ -72,7 +72,10 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             match self.exec.run(c) {
                 None => {}
                 Some(Feedback::Adopted(orig)) => {
-                    self.shared.with_engine(|e| e.adopted(&orig));
+                    let keep = self.shared.with_engine(|e| e.adopted(&orig));
+                    for c in keep.unwrap_or_default() {
+                        self.exec.run(&c);
+                    }
                 }
                 Some(Feedback::GiveBack(exp)) => {
                     let again = self.shared.with_engine(|e| e.reinstate(exp));

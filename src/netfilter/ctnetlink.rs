@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
     self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLM_F_ACK,
-    NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 };
 use ftpct_engine::command::{DataConnection, NatBinding, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -201,6 +201,12 @@ pub fn encode_get(tuple: &Tuple, dir: Dir) -> Result<Vec<u8>, BadRequest> {
     let mut b = MsgBuilder::new(ty, NLM_F_ACK, family_of(tuple));
     put_tuple(&mut b, dir_attr(dir), tuple);
     Ok(b.finish())
+}
+
+/// IPCTNL_MSG_CT_GET of every entry, of every family.
+pub fn encode_dump() -> Vec<u8> {
+    let ty = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET);
+    MsgBuilder::new(ty, NLM_F_DUMP, 0).finish()
 }
 
 /// IPCTNL_MSG_CT_DELETE of the entry whose original tuple is `orig`.
@@ -606,6 +612,15 @@ impl Ctnetlink {
         let msg = encode_set_seqadj(orig, dir, adj)?;
         self.request(Op::CtSetSeqAdj, || Target::Conn(*orig), msg)
             .map(drop)
+    }
+
+    /// Every TCP entry of the table (others are skipped).
+    pub fn dump(&mut self) -> Result<Vec<CtInfo>, Error> {
+        let replies = self.request(Op::CtDump, || Target::None, encode_dump())?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| m.nf_attrs().and_then(decode_entry).ok())
+            .collect())
     }
 
     /// Sets the label bits under `mask` (see [`encode_set_labels`]).

@@ -45,6 +45,8 @@ pub enum Op {
     CtAdopt,
     /// Set some of an entry's label bits.
     CtSetLabels,
+    /// List every entry.
+    CtDump,
     /// Ask which ipset protocol versions the kernel speaks.
     IpsetProtocol,
     /// Ask which revisions of `hash:ip,port` the kernel has.
@@ -68,7 +70,8 @@ impl Op {
             | Op::CtSetLiberal
             | Op::CtSetSeqAdj
             | Op::CtAdopt
-            | Op::CtSetLabels => Subsystem::Ctnetlink,
+            | Op::CtSetLabels
+            | Op::CtDump => Subsystem::Ctnetlink,
             _ => Subsystem::Ipset,
         }
     }
@@ -81,6 +84,7 @@ impl Op {
             Op::CtDelete => "delete",
             Op::CtSetLiberal | Op::CtSetSeqAdj | Op::CtSetLabels => "update",
             Op::CtAdopt => "re-create",
+            Op::CtDump => "list",
             Op::IpsetProtocol => "protocol",
             Op::IpsetType => "type",
             Op::IpsetHeader => "header",

@@ -25,6 +25,8 @@ pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_EXCL: u16 = 0x200;
+/// NLM_F_ROOT | NLM_F_MATCH: every entry.
+pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_CREATE: u16 = 0x400;
 
 pub const NLA_F_NESTED: u16 = 0x8000;

@@ -45,6 +45,14 @@ pub enum Command {
     /// connection whose original tuple is `orig` (an adopted one), before
     /// the verdict on the rewritten segment.
     SetSeqAdj { orig: Tuple, dir: Dir, adj: SeqAdj },
+    /// Set the label bits under `mask` of the control connection `orig` to
+    /// `labels`: what conntrack keeps of the session for a restarted ftpct
+    /// or a standby gateway (see [`crate::kept`]).
+    SetLabels {
+        orig: Tuple,
+        labels: [u8; 16],
+        mask: [u8; 16],
+    },
 }
 
 /// Conntrack's sequence adjustment of one direction (struct

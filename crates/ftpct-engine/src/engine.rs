@@ -10,12 +10,13 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::command::{Command, DataConnection, Mark, Related};
+use crate::command::{Command, DataConnection, Mark, Related, SeqAdj};
 use crate::dialogue::{Asked, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Fixups, Flow, FlowId, FlowTable};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
+use crate::kept::{self, Kept};
 use crate::nat::{plan, CtMapping, NatLookup};
 use crate::policy::{Policy, Refusal};
 use crate::stream::{Arrival, DropReason, Fate, GapFate, Line};
@@ -128,6 +129,9 @@ pub struct Config {
     /// ([`Command::AdoptControl`], [`Command::SetSeqAdj`]) instead of
     /// applying them to every packet (the live daemon; never the replay).
     pub kernel_fixups: bool,
+    /// Keep each session's state in its conntrack labels from this bit on
+    /// (see `kept`; the live daemon), or not at all (None: the replay).
+    pub label_base: Option<u8>,
 }
 
 impl Default for Config {
@@ -147,6 +151,7 @@ impl Default for Config {
             report_lines: false,
             data_mark: None,
             kernel_fixups: false,
+            label_base: None,
         }
     }
 }
@@ -281,7 +286,7 @@ impl Engine {
     /// The kernel took the fix-ups of control connection `orig`
     /// ([`Command::AdoptControl`] worked): from now on ftpct only edits
     /// payloads and sets correction points.
-    pub fn adopted(&mut self, orig: &Tuple) {
+    pub fn adopted(&mut self, orig: &Tuple) -> Vec<Command> {
         if let Some(flow) = self
             .flows
             .locate(orig)
@@ -289,6 +294,7 @@ impl Engine {
         {
             flow.fixups = Fixups::Kernel;
         }
+        self.keep_in_labels(orig).into_iter().collect()
     }
 
     /// Every destination some expectation wants: what the kernel's ipset
@@ -362,7 +368,96 @@ impl Engine {
                 _ => {}
             }
         }
+        for e in events {
+            if let Event::ExpectationAdded(exp)
+            | Event::ExpectationRemoved { exp, .. }
+            | Event::DataMatched { exp, .. } = e
+            {
+                commands.extend(self.keep_in_labels(&exp.master));
+            }
+        }
         commands
+    }
+
+    /// Labels for the control connection `orig` when what they keep
+    /// changed (see `kept`).
+    fn keep_in_labels(&mut self, orig: &Tuple) -> Option<Command> {
+        let base = self.cfg.label_base?;
+        let (id, _) = self.flows.locate(orig)?;
+        let flow = self.flows.get(id)?;
+        let pending = self
+            .expects
+            .latest_of(id, flow.mapping.orig)
+            .and_then(|exp| kept::keep(&flow.mapping, &exp));
+        let kept = Kept {
+            kernel_fixups: flow.fixups == Fixups::Kernel,
+            pending,
+        };
+        let bits = kept.to_bits();
+        let flow = self.flows.get_mut(id)?;
+        if std::mem::replace(&mut flow.kept, bits) == bits {
+            return None;
+        }
+        let (labels, mask) = kept.labels(base);
+        Some(Command::SetLabels {
+            orig: *orig,
+            labels,
+            mask,
+        })
+    }
+
+    /// Takes up again a session that conntrack kept for ftpct (at start:
+    /// a restart, or a standby gateway taking over): its mapping, the
+    /// kernel's sequence corrections, and its label bits. Returns the
+    /// commands its pending expectation needs (its ipset entry).
+    pub fn resume(
+        &mut self,
+        mapping: CtMapping,
+        seqadj: [Option<SeqAdj>; 2],
+        labels: &[u8; 16],
+        now: Duration,
+    ) -> Vec<Command> {
+        let Some(kept) = self
+            .cfg
+            .label_base
+            .and_then(|base| Kept::from_labels(labels, base))
+        else {
+            return Vec::new();
+        };
+        if self.flows.locate(&mapping.orig).is_some() {
+            return Vec::new();
+        }
+        let Some(id) = self.flows.insert(Flow::new(mapping, true, now)) else {
+            return Vec::new();
+        };
+        self.stats.flows += 1;
+        // Established: it is past its handshake.
+        self.flows.spoke(id, Dir::Orig, false);
+        self.flows.spoke(id, Dir::Reply, false);
+        let Some(flow) = self.flows.get_mut(id) else {
+            return Vec::new();
+        };
+        flow.kept = kept.to_bits();
+        flow.adopt_asked = true;
+        if kept.kernel_fixups {
+            flow.fixups = Fixups::Kernel;
+            flow.liberal = true;
+            for (dir, adj) in [Dir::Orig, Dir::Reply].into_iter().zip(seqadj) {
+                let offset = adj.map_or(0, |a| a.offset_after);
+                flow.streams[dir.index()].resume_offset(offset);
+            }
+        }
+        let Some(p) = kept.pending else {
+            return Vec::new();
+        };
+        let exp = kept::restore(&mapping, &p, now + self.cfg.expect_timeout);
+        match self.expects.insert(&exp, id) {
+            Ok(_) => {
+                self.stats.expectations += 1;
+                vec![self.expect_dst(exp.dst)]
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     fn forget_dst(&self, exp: &Expectation, commands: &mut Vec<Command>) {
@@ -822,6 +917,9 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     // What the segment may grow by: its receiver's MSS, less its options
     // (TCP timestamps...) and any held line head that leaves in front of it.
     let leaving = stream.held_len() + payload.len() + pkt.option_bytes();
+    // What leaves starts with the held head of an incomplete line, if any:
+    // the kernel's correction point must cover an edit inside it.
+    ctx.segment_start = data_seq.wrapping_sub(stream.held_len() as u32);
     ctx.room = flow.mss[other(dir).index()].map(|mss| usize::from(mss).saturating_sub(leaving));
     let fate = match stream.classify(data_seq, payload.len()) {
         Arrival::Empty => Fate::Forward {

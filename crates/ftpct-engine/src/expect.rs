@@ -279,6 +279,13 @@ impl ExpectTable {
         self.dst_refs.len()
     }
 
+    /// The most recent pending expectation of `owner`, whose control
+    /// connection's original tuple is `master`.
+    pub fn latest_of(&self, owner: Owner, master: Tuple) -> Option<Expectation> {
+        let key = self.by_owner.get(&owner)?.last()?;
+        Some(self.entries.get(key)?.pending.with_master(master))
+    }
+
     /// Every destination some expectation wants, sorted.
     pub fn dsts(&self) -> Vec<SocketAddr> {
         let mut dsts: Vec<SocketAddr> = self.dst_refs.keys().copied().collect();

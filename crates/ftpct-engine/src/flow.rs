@@ -72,6 +72,8 @@ pub struct Flow {
     pub fixups: Fixups,
     /// The kernel was asked to take this connection's fix-ups.
     pub adopt_asked: bool,
+    /// What its conntrack labels keep (see `kept`), as last set.
+    pub kept: u64,
     /// Tells this flow from a later one in the same slot.
     generation: u64,
 }
@@ -95,6 +97,7 @@ impl Flow {
             liberal: false,
             fixups: Fixups::Own,
             adopt_asked: false,
+            kept: 0,
             generation: 0,
         }
     }

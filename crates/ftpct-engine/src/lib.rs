@@ -18,6 +18,7 @@ pub mod event;
 pub mod expect;
 pub mod flow;
 pub mod grammar;
+pub mod kept;
 pub mod nat;
 pub mod policy;
 pub mod seqadj;

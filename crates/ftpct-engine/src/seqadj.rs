@@ -74,6 +74,14 @@ impl SeqAdjust {
         }
     }
 
+    /// A history that starts `offset` bytes off: what the kernel's
+    /// correction of a session taken up again already does.
+    pub fn resume(&mut self, offset: i32) {
+        if self.edits.is_empty() {
+            self.base = offset;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.edits.is_empty() && self.base == 0
     }

@@ -180,6 +180,14 @@ impl Stream {
         self.busy.as_ref().map_or(&NO_EDITS, |b| &b.adj)
     }
 
+    /// This direction already moves by `offset` (the kernel's correction
+    /// of a session taken up again): later edits add to it.
+    pub fn resume_offset(&mut self, offset: i32) {
+        if offset != 0 {
+            self.busy().adj.resume(offset);
+        }
+    }
+
     /// Records an edit of original bytes `start..end`.
     pub fn record_edit(&mut self, start: u32, end: u32, replacement: Vec<u8>) {
         self.busy().adj.record(start, end, replacement);

@@ -251,3 +251,99 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
         })
     );
 }
+
+/// Labels keep the session's state; a fresh engine takes it up from them.
+#[test]
+fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
+    use ftpct_engine::kept::Kept;
+    use ftpct_engine::nat::CtMapping;
+
+    let cfg = Config {
+        kernel_fixups: true,
+        label_base: Some(64),
+        ..Config::default()
+    };
+    let (mut gw, mut c) = session(cfg.clone());
+    let commands = gw.engine.adopted(&c.c2s);
+    let Some(Command::SetLabels { labels, .. }) = commands.first() else {
+        panic!("adoption is kept: {commands:?}");
+    };
+    assert_eq!(
+        Kept::from_labels(labels, 64).map(|k| (k.kernel_fixups, k.pending.is_none())),
+        Some((true, true))
+    );
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    let Some(Command::SetLabels { labels, mask, .. }) = port
+        .commands
+        .iter()
+        .find(|c| matches!(c, Command::SetLabels { .. }))
+        .cloned()
+    else {
+        panic!("the expectation is kept: {:?}", port.commands);
+    };
+    assert_eq!(u128::from_le_bytes(mask).trailing_zeros(), 64);
+    // ftpct restarts: a new engine, the entry's mapping and labels.
+    let mapping = CtMapping {
+        orig: c.c2s,
+        reply: c.s2c,
+    };
+    let mut fresh = Gateway::new(cfg, snat());
+    let resumed = fresh
+        .engine
+        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    assert_eq!(
+        resumed,
+        [Command::ExpectDst {
+            dst: addr("198.51.100.1:40000"),
+            timeout: EXPECT,
+        }]
+    );
+    // The server's data SYN finds the expectation, NAT as before.
+    let out = fresh.send(&data_syn(40000));
+    let Some(Command::CreateRelated(r)) = out.commands.first() else {
+        panic!("matched: {:?}", out.commands);
+    };
+    assert_eq!(
+        r.conn.translated(),
+        tuple("198.51.100.20:20", "192.0.2.10:40000")
+    );
+    let cleared = out.commands.iter().find_map(|c| match c {
+        Command::SetLabels { labels, .. } => Kept::from_labels(labels, 64),
+        _ => None,
+    });
+    assert_eq!(
+        cleared.map(|k| k.pending),
+        Some(None),
+        "matched: no longer pending"
+    );
+}
+
+/// A line split over two segments: its edit lies in the held first part,
+/// which leaves in front of the second; the correction point covers it.
+#[test]
+fn with_kernel_fixups_an_edit_in_a_held_line_head_gets_its_correction_point() {
+    use ftpct_engine::command::SeqAdj;
+    use ftpct_engine::tuple::Dir;
+
+    let cfg = Config {
+        kernel_fixups: true,
+        ..Config::default()
+    };
+    let (mut gw, mut c) = session(cfg);
+    gw.engine.adopted(&c.c2s);
+    c.client_says(&mut gw, b"PORT 192,0,2");
+    let rest = c.client_says(&mut gw, b",10,156,64\r\n");
+    assert!(
+        rest.commands.contains(&Command::SetSeqAdj {
+            orig: c.c2s,
+            dir: Dir::Orig,
+            adj: SeqAdj {
+                correction_pos: 1006,
+                offset_before: 0,
+                offset_after: 2,
+            }
+        }),
+        "{:?}",
+        rest.commands
+    );
+}
