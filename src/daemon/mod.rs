@@ -280,7 +280,12 @@ fn supervise(
             }
         }
         match (signals.wait(TICK), reload) {
-            (Some(libc::SIGHUP), Some(r)) => timers.reload(r),
+            (Some(libc::SIGHUP), Some(r)) => {
+                timers.reload(r);
+                // A standby gateway taking over: conntrackd brought the
+                // sessions' entries; take up those ftpct does not track.
+                resume::resume_sessions(&timers.shared, &mut timers.exec);
+            }
             (Some(sig), _) => {
                 info!("signal {sig}: stopping");
                 service::notify_stopping();
