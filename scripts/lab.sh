@@ -582,6 +582,10 @@ build_ha() {
 # primary-backup.sh (commit the external cache, flush the caches, resync
 # with the kernel, send a bulk update), and the other gateway what its
 # notify_backup would do (purge its table soon, ask for a resync).
+# Connections are committed before expectations (these need their master).
+# conntrackd 1.4.7 then logs "ignoring flush command, commit still in
+# progress" for -f (the expectation commit never marks itself done); the
+# commit itself is complete, and later commits still work.
 cmd_failover() {
     [[ $(state_get topo) == ha ]] || die "failover: the lab is not ha (scripts/lab.sh ha up)"
     local to=$1 from
