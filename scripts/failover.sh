@@ -26,6 +26,12 @@
 # conntrack holds for that control connection after the commit ("-" none).
 #
 # Usage: scripts/failover.sh [--modes kernel,ftpct] [--keep] [--verbose]
+#   --modes LIST  gateway modes to run, comma-separated (default: both)
+#   --keep        keep the work directory: per mode, each session's transcript
+#                 and files, ftpct's log on each gateway, state-before.txt and
+#                 state-after.txt (sequence adjustments and expectations on A
+#                 and B, B's external cache)
+#   --verbose     print every session's transcript, not only unexpected ones
 # Needs root, conntrackd (scripts/install-deps.sh) and, for mode ftpct, the
 # release build. Namespaces ftpct-ha-* (FTPCT_LAB_PREFIX overrides).
 set -euo pipefail

@@ -469,10 +469,11 @@ $( ((HA_POLL_SECS > 0)) && printf '    PollSecs %s\n' "$HA_POLL_SECS")
 EOF
 }
 
-# ctd a|b ARGS...: a conntrackd client command for that gateway's daemon.
+# ctd a|b ARGS...: a conntrackd client command for that gateway's daemon
+# (10 s at most).
 ctd() {
     local g=$1; shift
-    nsx "$(ha_ns "$g")" conntrackd -C "$(state_get root)/etc/conntrackd-$g.conf" "$@"
+    nsx "$(ha_ns "$g")" timeout 10 conntrackd -C "$(state_get root)/etc/conntrackd-$g.conf" "$@"
 }
 
 start_conntrackd() { # a|b
