@@ -85,6 +85,13 @@
 #                      ERROR line within 5 s). The pending transfers after the
 #                      re-apply are reported, not judged. Kernel analog:
 #                      `helper off`, then on.
+#   8-ct-destroyed     a session with a pending PORT expectation; its control
+#                      connection's conntrack entry is deleted (`conntrack -D`,
+#                      as a timeout or a flush would remove it), no FIN or RST
+#                      ever seen. Expected: within 5 s ftpct holds no flow,
+#                      no expectation and no ipset entry for it (its `state:`
+#                      line and `ipset list`). Kernel: the expectation goes
+#                      with its master (`conntrack -L expect`).
 #
 # conntrack table full: nf_conntrack_max is global on this kernel (read-only
 # outside the initial namespace) but the count it limits is per namespace, so
@@ -130,7 +137,7 @@ BG_RATE=3000000 # bytes/s of the background downloads (50 MiB: ~17 s at most)
 FLOOD_CLI=45000
 FLOOD_SRV=75000
 FLOOD_SECS=4
-ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete"
+ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete 8-ct-destroyed"
 
 ONLY=''
 MODES=ftpct,kernel
@@ -427,6 +434,7 @@ declare -A EXPECT=(
     [6-second-instance]="1st's ipset entries kept; 2nd refuses/own sets"
     [7a-ipset-flush]="flush noticed in the log; pending PASV+PORT ok"
     [7b-rules-delete]="warning logged"
+    [8-ct-destroyed]="flow, expectation, ipset entry gone in 5 s"
 )
 
 # The kernel's helper where it differs (its analog of the fault, or no log).
@@ -736,6 +744,31 @@ case_kill_with_pending() { # MODE
     conclude
 }
 
+case_ct_destroyed() { # MODE
+    local mode=$1 p='' d='' i held=''
+    client gone port announce touch "$CDIR/announced" hold 20
+    wait_file "$CDIR/announced" 15 || p+="setup: no announcement in 15 s; "
+    sleep 0.5
+    if [[ $mode == ftpct ]]; then
+        [[ -n $(ipset_members ftpct) ]] || p+="setup: no ipset entry for the pending PORT; "
+    fi
+    gw conntrack -D -p tcp --dport 21 >/dev/null 2>&1 || p+="setup: conntrack -D deleted nothing; "
+    for ((i = 0; i < 50; i++)); do
+        if [[ $mode == ftpct ]]; then
+            # The held figures, not the counters later on the same line.
+            held=$(tail -n 5 "$FTPCT_LOG" | grep -o 'state: flows=[0-9]* expectations=[0-9]*' | tail -n1 || true)
+            [[ $held == 'state: flows=0 expectations=0' && -z $(ipset_members ftpct) ]] && break
+        else
+            held=$(gw conntrack -L expect 2>/dev/null | grep -c . || true)
+            [[ $held == 0 ]] && break
+        fi
+        sleep 0.1
+    done
+    d+="after $((i / 10)).$((i % 10)) s: ${held:-?}; ipset: $(ipset_members ftpct | oneline); "
+    ((i < 50)) || p+="still held 5 s after the entry went; "
+    conclude
+}
+
 case_second_instance() { # MODE
     local mode=$1 p='' d='' before during after rc=running i msg
     pending_start
@@ -870,6 +903,7 @@ run_case() {
         6-second-instance) case_second_instance "$mode" ;;
         7a-ipset-flush) case_ipset_flush "$mode" ;;
         7b-rules-delete) case_rules_delete "$mode" ;;
+        8-ct-destroyed) case_ct_destroyed "$mode" ;;
     esac
     undo_all
     local pid

@@ -212,3 +212,32 @@ fn labels_need_a_rule_that_uses_them_and_survive_adoption() {
     });
     assert_eq!(kept.labels, Some(labels));
 }
+
+#[test]
+fn a_deleted_entry_comes_as_a_destroy_event() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    use ftpct::netfilter::ct_events::DestroyEvents;
+    let lab = Gateway::new("sqd");
+    // Entries made while someone listens carry the event extension (the
+    // kernel's default, nf_conntrack_events = 2): ftpct listens from its
+    // start, before the sessions it tracks.
+    let mut events = lab.gw.run(|| DestroyEvents::open().expect("events"));
+    let (orig, _c, _s) = lab.connect();
+    let gone = lab.gw.run(|| {
+        Ctnetlink::open()
+            .expect("ct")
+            .delete(&orig)
+            .expect("delete");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.extend(events.destroyed().expect("events"));
+            if seen.contains(&orig) {
+                break;
+            }
+        }
+        seen
+    });
+    assert!(gone.contains(&orig), "{gone:?}");
+}

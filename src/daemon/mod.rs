@@ -13,6 +13,7 @@
 //! but it is installed without SA_RESTART, so a `recv` that blocks returns
 //! EINTR (nfq 0.2.5 gives no access to its socket to poll).
 
+mod conntrack_watch;
 pub(crate) mod event_log;
 mod executor;
 #[cfg(test)]
@@ -446,6 +447,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         let shared = Arc::clone(&shared);
         move |why: String| shared.set_failure(why)
     };
+    // Listening before the first packet: only entries made while someone
+    // listens report their end.
+    let watch = conntrack_watch::spawn(Arc::clone(&shared), sets.clone(), Arc::clone(&stop))?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     info!(
         "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}",
@@ -466,6 +470,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         opts.reload.as_ref(),
     );
     let lookups = stop_workers(running, &stop, &done_rx);
+    // It sees the stop flag within a second (its receive timeout).
+    let _ = watch.join();
     timers.finish(lookups);
     match failure {
         Some(why) => Err(DaemonError::QueueFailed(why)),

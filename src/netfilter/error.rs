@@ -47,6 +47,8 @@ pub enum Op {
     CtSetLabels,
     /// List every entry.
     CtDump,
+    /// Receive conntrack's destroy events.
+    CtEvents,
     /// Ask which ipset protocol versions the kernel speaks.
     IpsetProtocol,
     /// Ask which revisions of `hash:ip,port` the kernel has.
@@ -71,7 +73,8 @@ impl Op {
             | Op::CtSetSeqAdj
             | Op::CtAdopt
             | Op::CtSetLabels
-            | Op::CtDump => Subsystem::Ctnetlink,
+            | Op::CtDump
+            | Op::CtEvents => Subsystem::Ctnetlink,
             _ => Subsystem::Ipset,
         }
     }
@@ -85,6 +88,7 @@ impl Op {
             Op::CtSetLiberal | Op::CtSetSeqAdj | Op::CtSetLabels => "update",
             Op::CtAdopt => "re-create",
             Op::CtDump => "list",
+            Op::CtEvents => "events",
             Op::IpsetProtocol => "protocol",
             Op::IpsetType => "type",
             Op::IpsetHeader => "header",

@@ -2,6 +2,7 @@
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
 pub mod conntrack_lookup;
+pub mod ct_events;
 pub mod ctnetlink;
 pub mod error;
 pub mod helper_watch;

@@ -7,6 +7,7 @@
 //! inside netfilter attributes are big-endian (network order).
 
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -378,6 +379,56 @@ impl NlSocket {
             });
         }
         Ok(())
+    }
+
+    /// Joins multicast group `group` (NFNLGRP_*): the kernel's events of
+    /// that group then arrive on this socket, read with [`Self::events`].
+    pub fn join_group(&mut self, group: u32) -> Result<(), Error> {
+        const SOL_NETLINK: libc::c_int = 270;
+        const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+        let failed = |source| Error::Socket {
+            subsystem: self.subsystem,
+            source,
+        };
+        // SAFETY: a zeroed sockaddr_nl is valid (pid 0: the kernel picks the
+        // port id); bind reads exactly its size from it.
+        let rc = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            libc::bind(
+                self.sock.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        // SAFETY: the option value is a u32 that outlives the call, and its
+        // size is given; the descriptor belongs to this socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_ADD_MEMBERSHIP,
+                (&group as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        // A burst of events must not overflow it (1 MiB: thousands).
+        self.sock.set_recv_buffer_size(1 << 20).map_err(failed)
+    }
+
+    /// The next messages the kernel sent on its own (events), waiting at
+    /// most the socket's timeout: an empty list when none came.
+    pub fn events(&mut self, op: Op) -> Result<Vec<Message>, Error> {
+        match self.recv(op) {
+            Err(Error::Timeout { .. }) => Ok(Vec::new()),
+            other => other,
+        }
     }
 
     fn recv(&mut self, op: Op) -> Result<Vec<Message>, Error> {

@@ -297,6 +297,27 @@ impl Engine {
         self.keep_in_labels(orig).into_iter().collect()
     }
 
+    /// Conntrack removed the entry whose original tuple is `orig` (it timed
+    /// out, was deleted or flushed): the control connection is gone even
+    /// if ftpct never saw its FIN or RST. True if it was tracked.
+    pub fn conntrack_destroyed(&mut self, orig: &Tuple) -> (bool, Effects) {
+        let mut events = Vec::new();
+        let tracked = match self.flows.locate(orig) {
+            Some((id, Dir::Orig)) => {
+                self.close_flow(id, &mut events);
+                true
+            }
+            _ => false,
+        };
+        let commands = self.commands_for(&events);
+        (tracked, Effects { events, commands })
+    }
+
+    /// True when `orig` is the original tuple of a tracked control connection.
+    pub fn tracks(&self, orig: &Tuple) -> bool {
+        matches!(self.flows.locate(orig), Some((_, Dir::Orig)))
+    }
+
     /// Every destination some expectation wants: what the kernel's ipset
     /// must hold (checked against it, removed at exit).
     pub fn pending_dsts(&self) -> Vec<std::net::SocketAddr> {

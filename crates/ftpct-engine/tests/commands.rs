@@ -347,3 +347,26 @@ fn with_kernel_fixups_an_edit_in_a_held_line_head_gets_its_correction_point() {
         rest.commands
     );
 }
+
+/// Conntrack destroyed the entry: the flow goes, and its expectations'
+/// ipset entries with it.
+#[test]
+fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
+    let (mut gw, mut c) = session(Config::default());
+    c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(gw.engine.tracks(&c.c2s));
+    assert!(!gw.engine.tracks(&c.s2c), "by its original tuple only");
+    let (tracked, effects) = gw.engine.conntrack_destroyed(&c.c2s);
+    assert!(tracked);
+    assert_eq!(
+        effects.commands,
+        [Command::ForgetDst {
+            dst: addr("198.51.100.1:40000")
+        }]
+    );
+    assert_eq!(
+        (gw.engine.flow_count(), gw.engine.expectation_count()),
+        (0, 0)
+    );
+    assert!(!gw.engine.conntrack_destroyed(&c.c2s).0, "already gone");
+}

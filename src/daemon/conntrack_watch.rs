@@ -1,0 +1,102 @@
+//! Forgets control connections whose conntrack entry is gone (a thread of
+//! its own reading conntrack's destroy events): a session that vanished
+//! without FIN or RST no longer holds a flow, its expectations or their
+//! ipset entries until the idle timeout (hours).
+//!
+//! An event is acted on a second after it came, and only if no entry of
+//! that tuple exists then: ftpct itself deletes and re-creates the entry of
+//! every NATed control connection it adopts.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ftpct_engine::tuple::Tuple;
+use tracing::{debug, warn};
+
+use super::executor::Executor;
+use super::kernel::{Kernel, LiveKernel};
+use super::shared::Shared;
+use super::DaemonError;
+use crate::netfilter::ct_events::DestroyEvents;
+use crate::netfilter::sets::SetNames;
+
+/// How long an event waits before it is believed.
+const SETTLE: Duration = Duration::from_secs(1);
+/// Events held at most; beyond, the oldest are dropped (the idle timeout
+/// still forgets their flows).
+const MAX_HELD: usize = 65_536;
+
+struct Watch {
+    shared: Arc<Shared>,
+    exec: Executor<LiveKernel>,
+    events: DestroyEvents,
+    held: VecDeque<(Instant, Tuple)>,
+}
+
+pub fn spawn(
+    shared: Arc<Shared>,
+    sets: SetNames,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, DaemonError> {
+    let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
+    let exec = Executor::new(LiveKernel::open()?, sets);
+    let mut watch = Watch {
+        shared,
+        exec,
+        events,
+        held: VecDeque::new(),
+    };
+    std::thread::Builder::new()
+        .name("ct-events".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                watch.step();
+            }
+        })
+        .map_err(|source| DaemonError::Thread { queue: 0, source })
+}
+
+impl Watch {
+    fn step(&mut self) {
+        match self.events.destroyed() {
+            Ok(gone) => {
+                let now = Instant::now();
+                for orig in gone {
+                    if self.shared.with_engine(|e| e.tracks(&orig)) == Some(true) {
+                        if self.held.len() >= MAX_HELD {
+                            self.held.pop_front();
+                        }
+                        self.held.push_back((now, orig));
+                    }
+                }
+            }
+            // ENOBUFS (a burst of events overflowed the socket) among them.
+            Err(e) => warn!("conntrack destroy events: {e}: flows that vanished meanwhile go at their idle timeout"),
+        }
+        while let Some(&(at, orig)) = self.held.front() {
+            if at.elapsed() < SETTLE {
+                break;
+            }
+            self.held.pop_front();
+            self.forget(&orig);
+        }
+    }
+
+    fn forget(&mut self, orig: &Tuple) {
+        // Re-created meanwhile (an adoption): the connection lives on.
+        if matches!(self.exec.kernel_mut().ct_entry(orig), Ok(Some(_))) {
+            return;
+        }
+        let Some((true, effects)) = self.shared.with_engine(|e| e.conntrack_destroyed(orig)) else {
+            return;
+        };
+        debug!(flow = %orig, "its conntrack entry is gone: forgotten");
+        for c in &effects.commands {
+            self.exec.run(c);
+        }
+        effects.events.iter().for_each(|e| self.shared.log_event(e));
+    }
+}

@@ -1,0 +1,41 @@
+//! Conntrack's destroy events (multicast group NFNLGRP_CONNTRACK_DESTROY):
+//! a control connection whose entry conntrack removed (timed out, deleted
+//! by `conntrack -D`, flushed) is forgotten even when ftpct never saw its
+//! FIN or RST.
+
+use ftpct_engine::tuple::Tuple;
+
+use crate::netfilter::ctnetlink::decode_tuple;
+use crate::netfilter::error::{Error, Op, Subsystem};
+use crate::netfilter::netlink::NlSocket;
+
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+const CTA_TUPLE_ORIG: u16 = 1;
+
+/// A socket that receives destroy events.
+pub struct DestroyEvents {
+    sock: NlSocket,
+}
+
+impl DestroyEvents {
+    pub fn open() -> Result<Self, Error> {
+        let mut sock = NlSocket::open(Subsystem::Ctnetlink)?;
+        sock.join_group(NFNLGRP_CONNTRACK_DESTROY)?;
+        sock.set_timeout(std::time::Duration::from_secs(1))?;
+        Ok(DestroyEvents { sock })
+    }
+
+    /// The original tuples of the TCP entries destroyed since the last
+    /// call, waiting at most a second for the first.
+    pub fn destroyed(&mut self) -> Result<Vec<Tuple>, Error> {
+        let messages = self.sock.events(Op::CtEvents)?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| {
+                let attrs = m.nf_attrs().ok()?;
+                let orig = attrs.find(CTA_TUPLE_ORIG).ok()??;
+                decode_tuple(orig.nested()).ok()?
+            })
+            .collect())
+    }
+}
