@@ -73,3 +73,14 @@ drop_work() {
     [[ -n ${WORK:-} ]] || return 0
     if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
 }
+
+# wait_log FILE REGEX TENTHS: true once REGEX (extended) matches a line of
+# FILE, waiting TENTHS tenths of a second at most.
+wait_log() {
+    local i
+    for ((i = 0; i < $3; i++)); do
+        grep -Eqs -- "$2" "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}

@@ -76,15 +76,6 @@ expect_rc() {
     ((rc == want)) || { cat "$WORK/rc.err" >&2; die "$* exited $rc, not $want"; }
 }
 
-# wait_log FILE PATTERN TENTHS: true once PATTERN is in FILE.
-wait_log() {
-    local i
-    for ((i = 0; i < $3; i++)); do
-        grep -qs -- "$2" "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # --- 1. one configuration, exit codes -------------------------------------
 write_conf 1024

@@ -460,6 +460,8 @@ impl Engine {
         };
         flow.kept = kept.to_bits();
         flow.adopt_asked = true;
+        // Past its greeting: the next final reply answers the next command.
+        flow.dialogue.lost_track();
         if kept.kernel_fixups {
             flow.fixups = Fixups::Kernel;
             flow.liberal = true;

@@ -370,3 +370,43 @@ fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
     );
     assert!(!gw.engine.conntrack_destroyed(&c.c2s).0, "already gone");
 }
+
+/// A resumed session is past its greeting: a PASV's 227 is its answer.
+#[test]
+fn a_resumed_session_answers_its_next_pasv() {
+    use ftpct_engine::kept::{Kept, PendingKept};
+    use ftpct_engine::nat::{CtMapping, DnatRule};
+    use ftpct_engine::Verdict;
+
+    let rule: DnatRule = "198.51.100.1=192.0.2.20".parse().expect("rule");
+    let cfg = Config {
+        kernel_fixups: true,
+        label_base: Some(64),
+        ..Config::default()
+    };
+    let mut gw = Gateway::new(cfg, StaticNat::new(Vec::new(), vec![rule]));
+    let mapping = CtMapping {
+        orig: tuple("198.51.100.10:40000", "198.51.100.1:21"),
+        reply: tuple("192.0.2.20:21", "198.51.100.10:40000"),
+    };
+    let kept = Kept {
+        kernel_fixups: true,
+        pending: None::<PendingKept>,
+    };
+    let (labels, _) = kept.labels(64);
+    gw.engine
+        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    let mut c = Control::new(mapping.orig, mapping.reply, 5000, 8000);
+    c.client.next = 5100;
+    c.server.next = 8100;
+    c.client_says(&mut gw, b"PASV\r\n");
+    let reply = c.server_says(
+        &mut gw,
+        b"227 Entering Passive Mode (192,0,2,20,195,80).\r\n",
+    );
+    assert!(
+        matches!(reply.verdict, Verdict::Replace(_)),
+        "{:?}",
+        reply.events
+    );
+}
