@@ -396,6 +396,10 @@ impl Engine {
             {
                 commands.extend(self.keep_in_labels(&exp.master));
             }
+            // ftpct's own fix-ups moved: a restart must go on with them.
+            if let Event::Rewritten { flow, .. } = e {
+                commands.extend(self.keep_in_labels(flow));
+            }
         }
         commands
     }
@@ -410,10 +414,21 @@ impl Engine {
             .expects
             .latest_of(id, flow.mapping.orig)
             .and_then(|exp| kept::keep(&flow.mapping, &exp));
-        let kept = Kept {
-            kernel_fixups: flow.fixups == Fixups::Kernel,
-            pending,
+        let kernel = flow.fixups == Fixups::Kernel;
+        let own_shift = if kernel {
+            [0, 0]
+        } else {
+            [Dir::Orig, Dir::Reply].map(|d| flow.stream(d).adj().total_shift())
         };
+        let mut kept = Kept {
+            kernel_fixups: kernel,
+            pending,
+            own_shift,
+        };
+        if !kept.fits() {
+            // Too far for its bits: a restart will not shift it.
+            kept.own_shift = [0, 0];
+        }
         let bits = kept.to_bits();
         let flow = self.flows.get_mut(id)?;
         if std::mem::replace(&mut flow.kept, bits) == bits {
@@ -462,13 +477,17 @@ impl Engine {
         flow.adopt_asked = true;
         // Past its greeting: the next final reply answers the next command.
         flow.dialogue.lost_track();
-        if kept.kernel_fixups {
+        // Shifted so far: by the kernel (its seqadj), or by ftpct itself
+        // (the labels), and from now on by the same.
+        let shifts = if kept.kernel_fixups {
             flow.fixups = Fixups::Kernel;
-            flow.liberal = true;
-            for (dir, adj) in [Dir::Orig, Dir::Reply].into_iter().zip(seqadj) {
-                let offset = adj.map_or(0, |a| a.offset_after);
-                flow.streams[dir.index()].resume_offset(offset);
-            }
+            seqadj.map(|a| a.map_or(0, |a| a.offset_after))
+        } else {
+            kept.own_shift
+        };
+        flow.liberal = kept.kernel_fixups || shifts != [0, 0];
+        for dir in [Dir::Orig, Dir::Reply] {
+            flow.streams[dir.index()].resume_offset(shifts[dir.index()]);
         }
         let Some(p) = kept.pending else {
             return Vec::new();

@@ -3,16 +3,23 @@
 //! whose conntrack conntrackd keeps in step, takes the session up again:
 //! whether the kernel has its sequence fix-ups, and its most recent pending
 //! expectation (kind, announced and public port). The expectation itself
-//! is rebuilt from the entry's NAT mapping ([`restore`]).
+//! is rebuilt from the entry's NAT mapping ([`restore`]). A session whose
+//! entry the kernel could not take keeps ftpct's own fix-ups: then the
+//! labels keep how far each direction has moved, so that a restarted ftpct
+//! goes on shifting it.
 //!
 //! Not kept: a third-party address (FXP: the expectation is not restored),
 //! more than one pending expectation per session (only the most recent),
-//! its deadline (a restored one gets a full timeout).
+//! its deadline (a restored one gets a full timeout), ftpct's own shifts
+//! beyond ±8191 bytes, and which byte each of its edits changed (a segment
+//! sent again from before the last edit, after a restart, is shifted as if
+//! after it).
 //!
-//! The bits, from bit `base` of the 128 label bits (the kernel's layout:
-//! bit n is bit n % 8 of byte n / 8): 0 fix-ups in the kernel; 1 an
-//! expectation follows; 2-3 its kind; 4-19 the announced port; 20-35 the
-//! public port.
+//! The bits, from bit `base` (at most 64) of the 128 label bits (the
+//! kernel's layout: bit n is bit n % 8 of byte n / 8): 0 fix-ups in the
+//! kernel; 1 an expectation follows; 2-3 its kind; 4-19 the announced
+//! port; 20-35 the public port; 36-49 and 50-63 ftpct's own shift of the
+//! original and the reply direction (two's complement, 14 bits).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,7 +30,10 @@ use crate::nat::CtMapping;
 use crate::tuple::Dir;
 
 /// How many label bits ftpct uses.
-pub const LABEL_BITS: u32 = 36;
+pub const LABEL_BITS: u32 = 64;
+/// ftpct's own shifts are kept within ±2^13.
+const SHIFT_BITS: u32 = 14;
+const SHIFT_MAX: i32 = (1 << (SHIFT_BITS - 1)) - 1;
 /// Where they start by default: the upper half is left to the others.
 pub const DEFAULT_LABEL_BASE: u8 = 64;
 
@@ -36,6 +46,9 @@ pub struct Kept {
     /// The kernel keeps its sequence fix-ups (its entry was adopted).
     pub kernel_fixups: bool,
     pub pending: Option<PendingKept>,
+    /// ftpct's own shift of each direction (by `Dir::index`), when it
+    /// does the fix-ups itself.
+    pub own_shift: [i32; 2],
 }
 
 /// A pending expectation as labels keep it.
@@ -57,12 +70,17 @@ impl Kept {
                 | (u64::from(p.announced_port) << 4)
                 | (u64::from(p.public_port) << 20);
         }
-        bits
+        let field = |shift: i32| u64::from(shift as u32) & ((1 << SHIFT_BITS) - 1);
+        bits | (field(self.own_shift[0]) << 36) | (field(self.own_shift[1]) << 50)
+    }
+
+    /// False when a shift is too large for its bits.
+    pub fn fits(&self) -> bool {
+        self.own_shift.iter().all(|s| s.abs() <= SHIFT_MAX)
     }
 
     /// None when no bit is set: nothing of ftpct's.
     pub fn from_bits(bits: u64) -> Option<Kept> {
-        let bits = bits & ((1 << LABEL_BITS) - 1);
         if bits == 0 {
             return None;
         }
@@ -72,16 +90,20 @@ impl Kept {
             announced_port: port(4),
             public_port: port(20),
         });
+        // Sign-extended from 14 bits.
+        let shift =
+            |at: u32| (((bits >> at) << (64 - SHIFT_BITS)) as i64 >> (64 - SHIFT_BITS)) as i32;
         Some(Kept {
             kernel_fixups: bits & KERNEL_FIXUPS != 0,
             pending,
+            own_shift: [shift(36), shift(50)],
         })
     }
 
     /// The 128 label bits with these at `base`, and the mask of ftpct's.
     pub fn labels(self, base: u8) -> ([u8; 16], [u8; 16]) {
         let place = |v: u64| -> [u8; 16] { (u128::from(v) << base).to_le_bytes() };
-        (place(self.to_bits()), place((1 << LABEL_BITS) - 1))
+        (place(self.to_bits()), place(u64::MAX))
     }
 
     /// What the 128 label bits of an entry keep at `base`.
@@ -184,9 +206,22 @@ mod tests {
                 announced_port: 50001,
                 public_port: 65535,
             }),
+            own_shift: [0, 0],
         };
         assert_eq!(Kept::from_bits(k.to_bits()), Some(k));
-        for base in [0, 64, 92] {
+        let own = Kept {
+            kernel_fixups: false,
+            pending: None,
+            own_shift: [-8191, 8191],
+        };
+        assert!(own.fits());
+        assert_eq!(Kept::from_bits(own.to_bits()), Some(own));
+        assert!(!Kept {
+            own_shift: [8192, 0],
+            ..own
+        }
+        .fits());
+        for base in [0, 32, 64] {
             let (labels, mask) = k.labels(base);
             assert_eq!(Kept::from_labels(&labels, base), Some(k));
             assert_eq!(u128::from_le_bytes(mask).count_ones(), LABEL_BITS);

@@ -392,6 +392,7 @@ fn a_resumed_session_answers_its_next_pasv() {
     let kept = Kept {
         kernel_fixups: true,
         pending: None::<PendingKept>,
+        own_shift: [0, 0],
     };
     let (labels, _) = kept.labels(64);
     gw.engine
@@ -408,5 +409,57 @@ fn a_resumed_session_answers_its_next_pasv() {
         matches!(reply.verdict, Verdict::Replace(_)),
         "{:?}",
         reply.events
+    );
+}
+
+/// A session the kernel could not take keeps ftpct's own fix-ups; its
+/// labels keep how far each direction moved, and a restarted ftpct goes on
+/// shifting it.
+#[test]
+fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
+    use ftpct_engine::kept::Kept;
+    use ftpct_engine::nat::CtMapping;
+    use ftpct_engine::wire::TcpPacket;
+    use ftpct_engine::Verdict;
+
+    let cfg = Config {
+        kernel_fixups: true,
+        label_base: Some(64),
+        ..Config::default()
+    };
+    // No `adopted`: the entry could not be re-created.
+    let (mut gw, mut c) = session(cfg.clone());
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    let labels = port
+        .commands
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::SetLabels { labels, .. } => Some(*labels),
+            _ => None,
+        })
+        .expect("labels set");
+    let kept = Kept::from_labels(&labels, 64).expect("kept");
+    assert_eq!((kept.kernel_fixups, kept.own_shift), (false, [2, 0]));
+    let mapping = CtMapping {
+        orig: c.c2s,
+        reply: c.s2c,
+    };
+    let mut fresh = Gateway::new(cfg, snat());
+    fresh
+        .engine
+        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    // The client's next command, in its own numbering, leaves 2 further.
+    let seq = c.client.next;
+    let noop = Segment::new(c.c2s, seq)
+        .ack(c.server.next)
+        .payload(b"NOOP\r\n");
+    let out = fresh.send(&noop);
+    let Verdict::Replace(bytes) = &out.verdict else {
+        panic!("shifted: {:?}", out.verdict);
+    };
+    assert_eq!(
+        TcpPacket::parse(bytes).expect("tcp").seq,
+        seq.wrapping_add(2)
     );
 }
