@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ftpct_engine::command::Mark;
 use ftpct_engine::engine::Config;
+use ftpct_engine::kept::DEFAULT_LABEL_BASE;
 use ftpct_engine::policy::Policy;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -177,6 +178,9 @@ pub struct Settings {
     pub realtime_priority: u8,
     /// Longest control line parsed, in bytes.
     pub max_line: usize,
+    /// First of the 64 conntrack label bits where `run` keeps each
+    /// session's state (0 to 64).
+    pub label_bit: u8,
     pub policy: PolicySettings,
 }
 
@@ -192,6 +196,7 @@ impl Default for Settings {
             metrics: None,
             realtime_priority: 0,
             max_line: c.max_line,
+            label_bit: DEFAULT_LABEL_BASE,
             policy: PolicySettings::default(),
         }
     }
@@ -204,6 +209,7 @@ impl Settings {
             control_ports: self.control_ports.clone(),
             max_line: self.max_line,
             data_mark: self.mark,
+            label_base: Some(self.label_bit),
             ..Config::default()
         }
         .with_policy(&self.policy)
@@ -273,6 +279,8 @@ pub enum ConfigError {
     Queues(String),
     /// The ipset name is not one ipset takes.
     SetName(String),
+    /// ftpct's 64 label bits would not fit in conntrack's 128.
+    LabelBit(u8),
 }
 
 impl fmt::Display for ConfigError {
@@ -291,6 +299,10 @@ impl fmt::Display for ConfigError {
                 "queues {q}: the rules can only spread over consecutive queues (write FIRST:LAST)"
             ),
             ConfigError::SetName(e) => write!(f, "ipset: {e}"),
+            ConfigError::LabelBit(b) => write!(
+                f,
+                "label_bit {b}: ftpct keeps 64 bits from there and conntrack has 128 (0 to 64)"
+            ),
         }
     }
 }
@@ -489,6 +501,9 @@ impl Reload {
 pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     crate::netfilter::sets::SetNames::new(&s.ipset)
         .map_err(|e| ConfigError::SetName(e.to_string()))?;
+    if s.label_bit > 64 {
+        return Err(ConfigError::LabelBit(s.label_bit));
+    }
     Ok(())
 }
 
@@ -505,6 +520,7 @@ state_interval = 60
 metrics = "127.0.0.1:9641"
 realtime_priority = 10
 max_line = 2048
+label_bit = 32
 
 [policy]
 min_data_port = 2000
@@ -605,5 +621,16 @@ max_expect_per_session = 4
         assert_eq!(c.expect_timeout, Duration::from_secs(120));
         assert_eq!(c.max_line, 2048);
         assert_eq!(c.data_mark, s.mark);
+        assert_eq!(c.label_base, Some(32));
+    }
+
+    #[test]
+    fn label_bits_must_fit_conntracks_128() {
+        let s = Settings {
+            label_bit: 65,
+            ..Settings::default()
+        };
+        assert!(matches!(validate(&s), Err(ConfigError::LabelBit(65))));
+        assert!(validate(&Settings::default()).is_ok());
     }
 }

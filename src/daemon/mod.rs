@@ -413,7 +413,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Live, the kernel keeps each NATed session's fix-ups (they survive a
     // restart of ftpct); only the replay applies them itself.
     config.kernel_fixups = true;
-    config.label_base = Some(DEFAULT_LABEL_BASE);
+    config.label_base.get_or_insert(DEFAULT_LABEL_BASE);
     let shared = Arc::new(Shared::new(Engine::new(config.clone())));
     let mut exec = Executor::new(kernel, sets.clone());
     resume::resume_sessions(&shared, &mut exec);

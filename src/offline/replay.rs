@@ -136,6 +136,9 @@ impl Gateway {
     /// A gateway doing this NAT; every line is reported.
     pub fn new(snat: Vec<SnatRule>, dnat: Vec<DnatRule>, mut cfg: Config) -> Self {
         cfg.report_lines = true;
+        // Offline: ftpct's own fix-ups, nothing kept in conntrack.
+        cfg.kernel_fixups = false;
+        cfg.label_base = None;
         Gateway {
             engine: Engine::new(cfg),
             nat: StaticNat::new(snat, dnat),
