@@ -56,7 +56,10 @@ pub fn spawn(
                 watch.step();
             }
         })
-        .map_err(|source| DaemonError::Thread { queue: 0, source })
+        .map_err(|source| DaemonError::Thread {
+            what: "conntrack's destroy events".into(),
+            source,
+        })
 }
 
 impl Watch {

@@ -118,8 +118,8 @@ pub enum DaemonError {
     Ctnetlink(netfilter::Error),
     /// conntrack does not answer over netlink.
     Conntrack(netfilter::Error),
-    /// A queue's thread could not start.
-    Thread { queue: u16, source: io::Error },
+    /// A thread (a queue's, the conntrack events') could not start.
+    Thread { what: String, source: io::Error },
     /// A queue thread stopped on this failure.
     QueueFailed(String),
     /// The metrics endpoint could not listen.
@@ -167,8 +167,8 @@ impl fmt::Display for DaemonError {
                 f,
                 "conntrack does not answer over netlink ({e}): load it with `modprobe nf_conntrack_netlink`"
             ),
-            DaemonError::Thread { queue, source } => {
-                write!(f, "cannot start the thread of queue {queue}: {source}")
+            DaemonError::Thread { what, source } => {
+                write!(f, "cannot start the thread of {what}: {source}")
             }
             DaemonError::QueueFailed(why) => f.write_str(why),
             DaemonError::Metrics { addr, source } => {

@@ -123,7 +123,10 @@ pub fn spawn_workers(
                 let _report = report;
                 worker.run(failure)
             })
-            .map_err(|source| DaemonError::Thread { queue: num, source })?;
+            .map_err(|source| DaemonError::Thread {
+                what: format!("queue {num}"),
+                source,
+            })?;
         handles.insert(num, handle);
     }
     Ok(handles)
