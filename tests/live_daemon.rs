@@ -753,6 +753,11 @@ fn metrics_and_status_of_a_live_daemon() {
     );
     assert!(value("ftpct_packet_handling_seconds_count") > 10.0);
     assert!(value("ftpct_flows") >= 1.0);
+    assert_eq!(
+        value("ftpct_queues_without_rule"),
+        0.0,
+        "its rules are in place"
+    );
     assert!(
         metrics.contains("# TYPE ftpct_netlink_errors_total counter"),
         "{metrics}"

@@ -13,7 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +30,8 @@ pub struct Metrics {
     handling: Histogram,
     refusals: Family<Labels, Counter>,
     evicted: Counter,
+    /// This run's queues that no raw-table rule feeds (-1: unknown).
+    unfed_queues: Gauge,
 }
 
 impl Default for Metrics {
@@ -41,6 +43,7 @@ impl Default for Metrics {
             handling: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             refusals: Family::default(),
             evicted: Counter::default(),
+            unfed_queues: Gauge::default(),
         }
     }
 }
@@ -108,6 +111,13 @@ impl Metrics {
         }
     }
 
+    /// What the last look at the rules found: how many of this run's
+    /// queues no rule feeds (None: the rules could not be read).
+    pub fn queues_without_rule(&self, unfed: Option<usize>) {
+        let n = unfed.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.unfed_queues.set(n);
+    }
+
     fn received_by(&self, queue: u16) -> u64 {
         self.received
             .get_or_create(&[("queue", queue.to_string())])
@@ -139,6 +149,11 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
         "ftpct_refusals",
         "Announcements refused, by rule",
         m.refusals.clone(),
+    );
+    r.register(
+        "ftpct_queues_without_rule",
+        "This run's queues that no raw-table rule feeds: their packets never reach ftpct (ftpct rules --apply); -1 while the rules cannot be read",
+        m.unfed_queues.clone(),
     );
     r.register(
         "ftpct_expectations_evicted",

@@ -273,6 +273,7 @@ fn supervise(
             next_trim += TRIM_EVERY;
         }
         rules.check(&mut iptables::System, Instant::now());
+        timers.shared.metrics().queues_without_rule(rules.unfed());
         helpers.check(&mut iptables::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {

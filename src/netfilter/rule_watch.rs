@@ -47,6 +47,8 @@ pub struct RuleWatch {
     queues: Vec<u16>,
     /// The queues found unfed at the last check (None before the first).
     unfed: Option<Vec<u16>>,
+    /// The last check could read the raw table.
+    readable: bool,
     next: Instant,
 }
 
@@ -55,8 +57,15 @@ impl RuleWatch {
         RuleWatch {
             queues: queues.to_vec(),
             unfed: None,
+            readable: false,
             next: Instant::now(),
         }
+    }
+
+    /// How many of the queues no rule fed at the last check; None before
+    /// it, or when the rules could not be read.
+    pub fn unfed(&self) -> Option<usize> {
+        self.unfed.as_ref().filter(|_| self.readable).map(Vec::len)
     }
 
     /// Looks at the rules when a check is due; logs what changed.
@@ -81,6 +90,7 @@ impl RuleWatch {
                 Err(_) => {}
             }
         }
+        self.readable = looked;
         if !looked {
             if self.unfed.is_none() {
                 warn!("cannot read the raw table (iptables-save: {why}): ftpct cannot tell whether its rules are in place; without root it needs CAP_NET_RAW besides CAP_NET_ADMIN (iptables opens a raw socket for the ipset match)");
@@ -137,14 +147,17 @@ mod tests {
         let rule = "-A PREROUTING -p tcp -j NFQUEUE --queue-num 0 --queue-bypass\n";
         let mut exec = Saved(rule.into());
         let mut w = RuleWatch::new(&[0]);
+        assert_eq!(w.unfed(), None, "not looked yet");
         let t0 = Instant::now();
         w.check(&mut exec, t0);
         assert_eq!(w.unfed, Some(vec![]));
+        assert_eq!(w.unfed(), Some(0));
         exec.0 = "*raw\nCOMMIT\n".into();
         w.check(&mut exec, t0 + Duration::from_secs(1));
         assert_eq!(w.unfed, Some(vec![]), "not due yet");
         w.check(&mut exec, t0 + CHECK_EVERY);
         assert_eq!(w.unfed, Some(vec![0]));
+        assert_eq!(w.unfed(), Some(1), "what the metric shows");
         exec.0 = rule.into();
         w.check(&mut exec, t0 + 2 * CHECK_EVERY);
         assert_eq!(w.unfed, Some(vec![]));
