@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use ftpct_engine::command::{DataConnection, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
-use super::kernel::Kernel;
+use super::kernel::{KeptState, Kernel};
 use crate::netfilter::error::{Op, Target};
 use crate::netfilter::Error;
 
@@ -25,6 +25,8 @@ pub struct FakeKernel {
     pub delete_errno: Option<i32>,
     /// errno of every adopt.
     pub adopt_errno: Option<i32>,
+    /// Labels and corrections of entries, by original tuple.
+    pub kept: HashMap<Tuple, KeptState>,
     /// Sets that exist, and their entries.
     pub sets: HashMap<String, HashSet<SocketAddr>>,
     /// When set, a create says it started, then waits for a message: a
@@ -92,6 +94,11 @@ impl Kernel for FakeKernel {
         self.calls
             .push(format!("labels {orig} {:x}", u128::from_le_bytes(*labels)));
         Ok(())
+    }
+
+    fn kept_state(&mut self, orig: &Tuple) -> Result<Option<KeptState>, Error> {
+        self.calls.push(format!("kept {orig}"));
+        Ok(self.kept.get(orig).copied())
     }
 
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {

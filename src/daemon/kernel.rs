@@ -32,6 +32,9 @@ pub trait Kernel {
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error>;
     fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16])
         -> Result<(), Error>;
+    /// The labels and sequence corrections of the entry whose original
+    /// tuple is `orig` (None: no entry, or no labels).
+    fn kept_state(&mut self, orig: &Tuple) -> Result<Option<KeptState>, Error>;
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
@@ -40,6 +43,10 @@ pub trait Kernel {
     fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error>;
     fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error>;
 }
+
+/// What an entry keeps for a session: its labels and the kernel's
+/// sequence corrections by direction.
+pub type KeptState = ([u8; 16], [Option<SeqAdj>; 2]);
 
 /// The real kernel.
 pub struct LiveKernel {
@@ -83,6 +90,13 @@ impl Kernel for LiveKernel {
         mask: &[u8; 16],
     ) -> Result<(), Error> {
         self.ct.set_labels(orig, labels, mask)
+    }
+
+    fn kept_state(&mut self, orig: &Tuple) -> Result<Option<KeptState>, Error> {
+        Ok(self
+            .ct
+            .get_info(orig, Dir::Orig)?
+            .and_then(|info| Some((info.labels?, info.seqadj))))
     }
 
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {

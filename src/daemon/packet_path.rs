@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ftpct_engine::nat::NatLookup;
+use ftpct_engine::nat::{CtMapping, NatLookup};
 use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
 
 use super::event_log::log_packet;
@@ -49,6 +49,9 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             Some(Step::NeedMapping(q)) => {
                 // Conntrack is asked with the engine unlocked.
                 let answer = q.answer_with(&mut self.nat);
+                if let Some(m) = answer.filter(|_| !q.first_syn) {
+                    self.take_up(m, now);
+                }
                 self.shared
                     .with_engine(|e| e.step(bytes, now, hook, Known::Answer(answer)))
             }
@@ -62,6 +65,27 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 events: Vec::new(),
                 commands: Vec::new(),
             },
+        }
+    }
+
+    /// A running connection ftpct does not track (it restarted, or took
+    /// over from another gateway without a SIGHUP): if its entry keeps
+    /// ftpct's labels, the session is taken up from them before its packet
+    /// is decided (fix-up offsets, pending expectation). New connections
+    /// are tracked from their SYN and cost no lookup here.
+    fn take_up(&mut self, m: CtMapping, now: Duration) {
+        if self.shared.with_engine(|e| e.tracks(&m.orig)) != Some(false) {
+            return;
+        }
+        let Ok(Some((labels, seqadj))) = self.exec.kernel_mut().kept_state(&m.orig) else {
+            return;
+        };
+        let commands = self
+            .shared
+            .with_engine(|e| e.resume(m, seqadj, &labels, now))
+            .unwrap_or_default();
+        for c in &commands {
+            self.exec.run(c);
         }
     }
 
@@ -192,5 +216,65 @@ mod tests {
         assert_eq!(stuck.join().expect("queue 0"), Verdict::Accept);
         let matched = shared.with_engine(|e| e.stats().data_matched);
         assert_eq!(matched, Some(1));
+    }
+
+    /// A session running before ftpct started, whose entry keeps ftpct's
+    /// labels, is taken up at its first packet: its pending expectation
+    /// and ipset entry come back without a SIGHUP.
+    #[test]
+    fn a_running_session_with_labels_is_taken_up_at_its_first_packet() {
+        use ftpct_engine::grammar::AnnounceKind;
+        use ftpct_engine::kept::{Kept, PendingKept};
+        use ftpct_engine::nat::{SnatRule, StaticNat};
+        use ftpct_engine::tuple::Tuple;
+
+        let cfg = Config {
+            kernel_fixups: true,
+            label_base: Some(64),
+            ..Config::default()
+        };
+        let shared = Arc::new(Shared::new(Engine::new(cfg)));
+        let client = SocketAddrV4::new(CLIENT, 40000);
+        let server = SocketAddrV4::new(SERVER, 21);
+        let orig = Tuple::new(client.into(), server.into());
+        let kept = Kept {
+            kernel_fixups: true,
+            pending: Some(PendingKept {
+                kind: AnnounceKind::Port,
+                announced_port: 40001,
+                public_port: 40001,
+            }),
+            own_shift: [0, 0],
+        };
+        let mut kernel = FakeKernel::default();
+        kernel.kept.insert(orig, (kept.labels(64).0, [None, None]));
+        let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+        let sets = SetNames::new("ftpct").expect("names");
+        let mut path = PacketPath::new(
+            Arc::clone(&shared),
+            Executor::new(kernel, sets),
+            StaticNat::new(vec![rule], Vec::new()),
+        );
+        let noop = segment(client, server, 5000, Some(9000), false, b"NOOP\r\n");
+        assert_eq!(path.verdict(0, &noop, Hook::Prerouting), Verdict::Accept);
+        let held = shared.with_engine(|e| (e.flow_count(), e.expectation_count()));
+        assert_eq!(held, Some((1, 1)));
+        let calls = &path.exec.kernel().calls;
+        assert!(calls.contains(&format!("kept {orig}")), "{calls:?}");
+        assert!(
+            calls.contains(&"add ftpct 198.51.100.1:40001 300".to_string()),
+            "{calls:?}"
+        );
+        // Tracked now: its next packet asks nothing more of conntrack.
+        let again = segment(client, server, 5006, Some(9000), false, b"NOOP\r\n");
+        path.verdict(0, &again, Hook::Prerouting);
+        let kept_calls = path
+            .exec
+            .kernel()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("kept"))
+            .count();
+        assert_eq!(kept_calls, 1);
     }
 }
