@@ -160,8 +160,6 @@ parse_args() {
     done
     check_modes ftpct kernel
 }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 gw() { ip netns exec "$NS_GW" "$@"; }
 cli() { ip netns exec "$NS_CLI" "$@"; }
 srv() { ip netns exec "$NS_SRV" "$@"; }
@@ -933,9 +931,7 @@ print_table() {
 
 main() {
     parse_args "$@"
-    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
-    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
-    if has_mode ftpct; then [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"; fi
+    lab_prerequisites
     local selected='' c
     for c in $ALL_CASES; do
         [[ -z $ONLY || $c =~ $ONLY ]] && selected+="$c "

@@ -547,9 +547,7 @@ print_table() {
 
 main() {
     parse_args "$@"
-    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
-    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
-    if has_mode ftpct; then [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"; fi
+    lab_prerequisites
     local -a sel=()
     local name topo server runner args
     while read -r name topo server runner args; do

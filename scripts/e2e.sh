@@ -85,8 +85,6 @@ parse_args() {
 
 has_tag() { [[ ,$1, == *,$2,* ]]; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # --- state and clean-up -----------------------------------------------------
 
@@ -559,11 +557,7 @@ run_matrix() {
 
 main() {
     parse_args "$@"
-    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
-    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
-    if has_mode ftpct; then
-        [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"
-    fi
+    lab_prerequisites
     load_cases
     trap cleanup EXIT
     trap 'log "interrupted"; exit 130' INT TERM

@@ -97,8 +97,6 @@ parse_args() {
     check_modes kernel ftpct
 }
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # --- state and clean-up -----------------------------------------------------
@@ -321,9 +319,7 @@ print_table() {
 
 main() {
     parse_args "$@"
-    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
-    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
-    if has_mode ftpct; then [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"; fi
+    lab_prerequisites
     trap cleanup EXIT
     trap 'log "interrupted"; exit 130' INT TERM
     WORK=$(mktemp -d /tmp/ftpct-failover.XXXXXX)

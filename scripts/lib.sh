@@ -84,3 +84,15 @@ wait_log() {
     done
     return 1
 }
+
+# Timestamps and the seconds since one (one decimal).
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# lab_prerequisites: root, the lab's packages, and the release build when
+# the ftpct mode is asked for (HERE, FTPCT and MODES set by the caller).
+lab_prerequisites() {
+    [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces)"
+    "$HERE/install-deps.sh" --check >/dev/null 2>&1 || die "missing packages: run scripts/install-deps.sh"
+    if has_mode ftpct; then [[ -x $FTPCT ]] || die "$FTPCT missing: cargo build --release"; fi
+}
