@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::daemon::status::ExpectationView;
+
 use ftpct_engine::event::Event;
-use ftpct_engine::expect::Expectation;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
 
@@ -61,30 +62,6 @@ pub fn table_row(names: &mut FlowNames, start: Duration, time: Duration, e: &Eve
     row
 }
 
-/// An expectation in a JSON event.
-#[derive(Serialize)]
-struct ExpectationRecord {
-    peer: String,
-    dst: String,
-    nat_src: Option<String>,
-    nat_dst: Option<String>,
-    kind: String,
-    master: String,
-}
-
-impl From<&Expectation> for ExpectationRecord {
-    fn from(e: &Expectation) -> Self {
-        ExpectationRecord {
-            peer: e.peer.to_string(),
-            dst: e.dst.to_string(),
-            nat_src: e.nat.src.map(|a| a.to_string()),
-            nat_dst: e.nat.dst.map(|a| a.to_string()),
-            kind: format!("{:?}", e.kind),
-            master: e.master.to_string(),
-        }
-    }
-}
-
 /// One event as a JSON object: what every event has, then the fields of
 /// its kind (absent when they do not apply).
 #[derive(Serialize, Default)]
@@ -96,7 +73,7 @@ pub struct EventRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     dir: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    expectation: Option<ExpectationRecord>,
+    expectation: Option<ExpectationView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -130,11 +130,12 @@ fn control_line(c: &crate::daemon::status::ControlConnection) -> String {
 
 /// `conntrack -L expect`'s layout: timeout, protocol, the expected tuple
 /// (any source port), the master, then where NAT sends it.
-fn expect_line(e: &crate::daemon::status::PendingExpectation) -> String {
+fn expect_line(pending: &crate::daemon::status::PendingExpectation) -> String {
+    let e = &pending.expectation;
     let (dst_ip, dport) = split(&e.dst);
     let mut line = format!(
         "{:.0} proto=6 src={} dst={dst_ip} sport=0 dport={dport} master: {} kind={}",
-        e.expires_in.ceil(),
+        pending.expires_in.ceil(),
         e.peer,
         endpoints(&e.master),
         e.kind
@@ -167,7 +168,7 @@ fn split(addr: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::status::{ControlConnection, Edits, PendingExpectation};
+    use crate::daemon::status::{ControlConnection, Edits, ExpectationView, PendingExpectation};
 
     #[test]
     fn lines_in_the_layout_of_conntrack() {
@@ -185,12 +186,14 @@ mod tests {
                 edits: [Edits { kept: 1, shift: 2 }, Edits { kept: 0, shift: 0 }],
             }],
             expectations: vec![PendingExpectation {
-                peer: "198.51.100.20".into(),
-                dst: "198.51.100.1:34927".into(),
-                nat_src: Some("198.51.100.20".into()),
-                nat_dst: Some("192.0.2.10:34927".into()),
-                kind: "Port".into(),
-                master: "192.0.2.10:40000 -> 198.51.100.20:21".into(),
+                expectation: ExpectationView {
+                    peer: "198.51.100.20".into(),
+                    dst: "198.51.100.1:34927".into(),
+                    nat_src: Some("198.51.100.20".into()),
+                    nat_dst: Some("192.0.2.10:34927".into()),
+                    kind: "Port".into(),
+                    master: "192.0.2.10:40000 -> 198.51.100.20:21".into(),
+                },
                 expires_in: 299.2,
             }],
             counters: [("packets".to_string(), 9)].into_iter().collect(),

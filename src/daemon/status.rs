@@ -66,9 +66,10 @@ pub struct Edits {
     pub shift: i32,
 }
 
-/// A data connection expected: from `peer` (any port) to `dst`.
+/// An expectation as text, for `ftpct status` and the JSON events: a data
+/// connection expected from `peer` (any port) to `dst`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PendingExpectation {
+pub struct ExpectationView {
     pub peer: String,
     pub dst: String,
     pub nat_src: Option<String>,
@@ -77,7 +78,26 @@ pub struct PendingExpectation {
     pub kind: String,
     /// Its control connection's original tuple.
     pub master: String,
-    /// Seconds until it expires.
+}
+
+impl From<&Expectation> for ExpectationView {
+    fn from(e: &Expectation) -> Self {
+        ExpectationView {
+            peer: e.peer.to_string(),
+            dst: e.dst.to_string(),
+            nat_src: e.nat.src.map(|a| a.to_string()),
+            nat_dst: e.nat.dst.map(|a| a.to_string()),
+            kind: format!("{:?}", e.kind),
+            master: e.master.to_string(),
+        }
+    }
+}
+
+/// A pending expectation and the seconds until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingExpectation {
+    #[serde(flatten)]
+    pub expectation: ExpectationView,
     pub expires_in: f64,
 }
 
@@ -139,12 +159,7 @@ impl Taken {
                 .expectations
                 .iter()
                 .map(|e| PendingExpectation {
-                    peer: e.peer.to_string(),
-                    dst: e.dst.to_string(),
-                    nat_src: e.nat.src.map(|a| a.to_string()),
-                    nat_dst: e.nat.dst.map(|a| a.to_string()),
-                    kind: format!("{:?}", e.kind),
-                    master: e.master.to_string(),
+                    expectation: e.into(),
                     expires_in: e.expires.saturating_sub(now).as_secs_f64(),
                 })
                 .collect(),

@@ -12,6 +12,15 @@ use ftpct_testkit::{addr, tuple, Control, Gateway, Segment};
 
 const EXPECT: Duration = Duration::from_secs(300);
 
+/// The live daemon's settings: kernel fix-ups, state kept in labels.
+fn live() -> Config {
+    Config {
+        kernel_fixups: true,
+        label_base: Some(64),
+        ..Config::default()
+    }
+}
+
 fn snat() -> StaticNat {
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     StaticNat::new(vec![rule], Vec::new())
@@ -179,10 +188,7 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
     use ftpct_engine::wire::TcpPacket;
     use ftpct_engine::{event::Event, Verdict};
 
-    let cfg = Config {
-        kernel_fixups: true,
-        ..Config::default()
-    };
+    let cfg = live();
     let mut gw = Gateway::new(cfg, snat());
     let mut c = Control::new(
         tuple("192.0.2.10:40000", "198.51.100.20:21"),
@@ -258,11 +264,7 @@ fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
     use ftpct_engine::kept::Kept;
     use ftpct_engine::nat::CtMapping;
 
-    let cfg = Config {
-        kernel_fixups: true,
-        label_base: Some(64),
-        ..Config::default()
-    };
+    let cfg = live();
     let (mut gw, mut c) = session(cfg.clone());
     let commands = gw.engine.adopted(&c.c2s);
     let Some(Command::SetLabels { labels, .. }) = commands.first() else {
@@ -325,10 +327,7 @@ fn with_kernel_fixups_an_edit_in_a_held_line_head_gets_its_correction_point() {
     use ftpct_engine::command::SeqAdj;
     use ftpct_engine::tuple::Dir;
 
-    let cfg = Config {
-        kernel_fixups: true,
-        ..Config::default()
-    };
+    let cfg = live();
     let (mut gw, mut c) = session(cfg);
     gw.engine.adopted(&c.c2s);
     c.client_says(&mut gw, b"PORT 192,0,2");
@@ -379,11 +378,7 @@ fn a_resumed_session_answers_its_next_pasv() {
     use ftpct_engine::Verdict;
 
     let rule: DnatRule = "198.51.100.1=192.0.2.20".parse().expect("rule");
-    let cfg = Config {
-        kernel_fixups: true,
-        label_base: Some(64),
-        ..Config::default()
-    };
+    let cfg = live();
     let mut gw = Gateway::new(cfg, StaticNat::new(Vec::new(), vec![rule]));
     let mapping = CtMapping {
         orig: tuple("198.51.100.10:40000", "198.51.100.1:21"),
@@ -422,11 +417,7 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
     use ftpct_engine::wire::TcpPacket;
     use ftpct_engine::Verdict;
 
-    let cfg = Config {
-        kernel_fixups: true,
-        label_base: Some(64),
-        ..Config::default()
-    };
+    let cfg = live();
     // No `adopted`: the entry could not be re-created.
     let (mut gw, mut c) = session(cfg.clone());
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
