@@ -340,6 +340,7 @@ fn run_rules(
         queue: s.queues.target()?,
         control_ports: s.control_ports.clone(),
         sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
+        queue_all: s.queue_all,
     };
     let kernel = |e: Box<dyn std::error::Error>| Failure::new(exit::KERNEL, e);
     let log = match action {

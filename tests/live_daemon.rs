@@ -494,9 +494,27 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
-    assert_eq!(listed.matches("ftpct: FTP control channel").count(), 1);
+    // Selective queueing by default: one queue rule for followed directions.
+    assert_eq!(
+        listed
+            .matches("ftpct: FTP control directions ftpct follows")
+            .count(),
+        1
+    );
+    assert!(!listed.contains("ftpct: FTP control channel"), "{listed}");
     assert!(listed.contains("--ports 21,2121"), "{listed}");
-    rules(&["--delete", "--control-ports", "21,2121"]);
+    // --queue-all replaces the selection by the one queue-everything rule.
+    rules(&["--apply", "--control-ports", "21,2121", "--queue-all"]);
+    let all = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    assert_eq!(
+        all.matches("ftpct: FTP control channel").count(),
+        1,
+        "{all}"
+    );
+    assert!(!all.contains("--add-set"), "{all}");
+    // --delete takes out the rules of either mode.
+    rules(&["--apply", "--control-ports", "21,2121"]);
+    rules(&["--delete", "--control-ports", "21,2121", "--queue-all"]);
     assert_eq!(save4(ns), before4);
     assert_eq!(save6(ns), before6);
 }
@@ -740,18 +758,20 @@ fn metrics_and_status_of_a_live_daemon() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
     };
-    assert!(value("ftpct_verdicts_total{kind=\"accept\"}") > 10.0);
+    // Selective queueing: handshakes, the announcements, their replies and
+    // the data SYNs cross, the rest stays in the kernel.
+    assert!(value("ftpct_verdicts_total{kind=\"accept\"}") >= 1.0);
     assert!(value("ftpct_verdicts_total{kind=\"rewritten\"}") >= 2.0);
     assert_eq!(value("ftpct_rewrites_total"), 2.0);
     assert_eq!(value("ftpct_expectations_created_total"), 2.0);
     assert_eq!(value("ftpct_expectations_matched_total"), 1.0);
-    assert!(value("ftpct_queue_received_total{queue=\"0\"}") > 10.0);
+    assert!(value("ftpct_queue_received_total{queue=\"0\"}") >= 6.0);
     assert_eq!(value("ftpct_queue_dropped_total{queue=\"0\"}"), 0.0);
     assert_eq!(
         value("ftpct_queue_fail_open_passes_total{queue=\"0\"}"),
         0.0
     );
-    assert!(value("ftpct_packet_handling_seconds_count") > 10.0);
+    assert!(value("ftpct_packet_handling_seconds_count") >= 6.0);
     assert!(value("ftpct_flows") >= 1.0);
     assert_eq!(
         value("ftpct_queues_without_rule"),

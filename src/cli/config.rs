@@ -181,6 +181,9 @@ pub struct Settings {
     /// First of the 64 conntrack label bits where `run` keeps each
     /// session's state (0 to 64).
     pub label_bit: u8,
+    /// Queue every control packet instead of only those that can hold an
+    /// announcement (the rules and `run` must agree).
+    pub queue_all: bool,
     pub policy: PolicySettings,
 }
 
@@ -197,6 +200,7 @@ impl Default for Settings {
             realtime_priority: 0,
             max_line: c.max_line,
             label_bit: DEFAULT_LABEL_BASE,
+            queue_all: false,
             policy: PolicySettings::default(),
         }
     }
@@ -210,6 +214,7 @@ impl Settings {
             max_line: self.max_line,
             data_mark: self.mark,
             label_base: Some(self.label_bit),
+            selective: !self.queue_all,
             ..Config::default()
         }
         .with_policy(&self.policy)
@@ -374,10 +379,18 @@ pub struct QueueFlags {
     /// Control-channel ports, comma-separated [file: control_ports; default: 21]
     #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
     pub control_ports: Option<Vec<u16>>,
-    /// ipset of expected data connections, NAME for IPv4 and NAME6 for IPv6
+    /// ipsets: NAME (IPv4) and NAME6 (IPv6) of expected data connections,
+    /// NAME-guard and NAME-guard6 of the directions ftpct follows
     /// [file: ipset; default: ftpct]
     #[arg(long, value_name = "NAME")]
     pub ipset: Option<String>,
+    /// Queue every control-channel packet, as before selective queueing
+    /// (for comparison; slower). By default only the segments that can hold
+    /// part of an announcement, AUTH or a multi-line reply, or that end
+    /// inside a line, are queued. `rules` and `run` must be given the same
+    /// [file: queue_all; default: false]
+    #[arg(long)]
+    pub queue_all: bool,
 }
 
 impl QueueFlags {
@@ -393,6 +406,9 @@ impl QueueFlags {
         }
         if let Some(i) = &self.ipset {
             s.ipset = i.clone();
+        }
+        if self.queue_all {
+            s.queue_all = true;
         }
     }
 }
@@ -605,8 +621,12 @@ max_expect_per_session = 4
             queues: vec!["4".parse().expect("q"), "5".parse().expect("q")],
             control_ports: None,
             ipset: Some("other".into()),
+            queue_all: true,
         };
+        assert!(!s.queue_all, "selective unless told");
         q.apply(&mut s);
+        assert!(s.queue_all);
+        assert!(!s.engine_config().selective);
         PolicyFlags {
             min_data_port: Some(1024),
             ..PolicyFlags::default()

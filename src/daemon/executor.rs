@@ -8,16 +8,17 @@
 //! and its own sockets, so a slow kernel answer holds up only the packet
 //! that asked for it.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ftpct_engine::command::{secs, Command, Related, SeqAdj};
+use ftpct_engine::command::{secs, Command, GuardKey, Related, SeqAdj};
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
-use crate::netfilter::sets::SetNames;
+use crate::netfilter::sets::{SetNames, GUARD_TIMEOUT_SECS};
 use crate::netfilter::Error;
 
 /// Pending destinations checked against the kernel's sets per call of
@@ -29,6 +30,9 @@ pub struct Executor<K: Kernel> {
     sets: SetNames,
     /// Where the round-robin check of pending destinations goes on.
     check_cursor: usize,
+    /// Guard entries to take out once this thread's queue holds no more
+    /// packets ([`Command::Guard`]).
+    releases: HashSet<GuardKey>,
 }
 
 /// What the engine must learn from a command's outcome.
@@ -55,6 +59,7 @@ impl<K: Kernel> Executor<K> {
             kernel,
             sets,
             check_cursor: 0,
+            releases: HashSet::new(),
         }
     }
 
@@ -83,8 +88,41 @@ impl<K: Kernel> Executor<K> {
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
             Command::SetLabels { orig, labels, mask } => self.set_labels(orig, labels, mask),
+            Command::Guard { key, needed: true } => {
+                self.releases.remove(key);
+            }
+            Command::Guard { key, needed: false } => {
+                self.releases.insert(*key);
+            }
+            Command::GuardOn { key } => self.guard(key, GUARD_TIMEOUT_SECS),
+            Command::GuardAlways { key } => self.guard(key, 0),
         }
         None
+    }
+
+    /// True when guard entries wait to be taken out.
+    pub fn has_releases(&self) -> bool {
+        !self.releases.is_empty()
+    }
+
+    /// Takes the waiting guard entries out. Called only when this thread's
+    /// queue is empty: a packet of a released direction still in the queue
+    /// could be overtaken by an unqueued one.
+    pub fn release_guards(&mut self) {
+        for key in std::mem::take(&mut self.releases) {
+            let set = self.sets.guard_for(key.src.ip());
+            if let Err(e) = self.kernel.guard_del(set, &key) {
+                warn!("ipset del {key} from {set} failed: {e}: that direction stays queued until the entry times out");
+            }
+        }
+    }
+
+    fn guard(&mut self, key: &GuardKey, timeout_secs: u32) {
+        self.releases.remove(key);
+        let set = self.sets.guard_for(key.src.ip());
+        if let Err(e) = self.kernel.guard_add(set, key, timeout_secs) {
+            warn!("ipset add {key} to {set} failed: {e}: ftpct may not see every segment of that direction");
+        }
     }
 
     /// True when the kernel now holds the connection's entry with room for

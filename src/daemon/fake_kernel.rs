@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 
-use ftpct_engine::command::{DataConnection, SeqAdj};
+use ftpct_engine::command::{DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::kernel::{KeptState, Kernel};
@@ -29,6 +29,8 @@ pub struct FakeKernel {
     pub kept: HashMap<Tuple, KeptState>,
     /// Sets that exist, and their entries.
     pub sets: HashMap<String, HashSet<SocketAddr>>,
+    /// Guard sets' entries, with their timeouts.
+    pub guards: HashMap<String, HashMap<GuardKey, u32>>,
     /// When set, a create says it started, then waits for a message: a
     /// kernel that does not answer.
     pub create_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
@@ -44,6 +46,21 @@ impl Kernel for FakeKernel {
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         self.calls.push(format!("del {set} {dst}"));
         self.sets.entry(set.into()).or_default().remove(&dst);
+        Ok(())
+    }
+
+    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout: u32) -> Result<(), Error> {
+        self.calls.push(format!("guard {set} {key} {timeout}"));
+        self.guards
+            .entry(set.into())
+            .or_default()
+            .insert(*key, timeout);
+        Ok(())
+    }
+
+    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+        self.calls.push(format!("unguard {set} {key}"));
+        self.guards.entry(set.into()).or_default().remove(key);
         Ok(())
     }
 

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use ftpct_engine::command::{DataConnection, SeqAdj};
+use ftpct_engine::command::{DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
-use crate::netfilter::ipset::Ipset;
+use crate::netfilter::ipset::{Element, Ipset};
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -22,6 +22,9 @@ pub const TCP_CLOSE: u8 = 8;
 pub trait Kernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error>;
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error>;
+    /// Puts a direction in guard set `set` (timeout 0: for good).
+    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error>;
+    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
@@ -61,6 +64,15 @@ impl Kernel for LiveKernel {
 
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         self.ipset.del(set, dst.ip(), dst.port())
+    }
+
+    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error> {
+        self.ipset
+            .add_element(set, &guard_element(key), timeout_secs)
+    }
+
+    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+        self.ipset.del_element(set, &guard_element(key))
     }
 
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {
@@ -136,14 +148,20 @@ impl LiveKernel {
     }
 
     /// Makes sure the sets exist (created if missing) and start empty:
-    /// entries left by an earlier run expect nothing any more.
+    /// entries left by an earlier run expect nothing any more, and ftpct
+    /// follows no direction yet.
     pub fn prepare_sets(&mut self, sets: &SetNames) -> Result<(), DaemonError> {
-        for (name, v6) in sets.both() {
-            sets::ensure_set(&mut self.ipset, name, v6).map_err(|source| {
-                DaemonError::SetUnusable {
-                    name: name.to_string(),
-                    source,
-                }
+        let dst = sets.both().map(|(name, v6)| (name, v6, false));
+        let guard = sets.guards().map(|(name, v6)| (name, v6, true));
+        for (name, v6, is_guard) in dst.into_iter().chain(guard) {
+            let ensure = if is_guard {
+                sets::ensure_guard_set
+            } else {
+                sets::ensure_set
+            };
+            ensure(&mut self.ipset, name, v6).map_err(|source| DaemonError::SetUnusable {
+                name: name.to_string(),
+                source,
             })?;
             self.ipset
                 .flush(name)
@@ -153,6 +171,15 @@ impl LiveKernel {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// The guard set element of a direction: source address, port, destination.
+fn guard_element(key: &GuardKey) -> Element {
+    Element {
+        addr: key.src.ip(),
+        port: key.src.port(),
+        addr2: Some(key.dst),
     }
 }
 

@@ -452,8 +452,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // listens report their end.
     let watch = conntrack_watch::spawn(Arc::clone(&shared), sets.clone(), Arc::clone(&stop))?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
+    let queueing = if config.selective {
+        format!(
+            "selective (directions followed in ipsets {} and {})",
+            sets.guard_v4, sets.guard_v6
+        )
+    } else {
+        "every control packet (--queue-all)".to_string()
+    };
     info!(
-        "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}",
+        "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}, queueing {queueing}",
         config.control_ports, sets.v4, sets.v6
     );
     let mut timers = Timers {
@@ -461,7 +469,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         exec,
         expect_timeout: config.expect_timeout,
     };
-    let mut rules = RuleWatch::new(&queues_wanted);
+    let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
     service::notify_ready(&queues_wanted);
     let failure = supervise(
         &mut timers,

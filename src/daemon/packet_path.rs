@@ -31,6 +31,16 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         &self.nat
     }
 
+    /// Guard entries wait to be taken out (see `release_guards`).
+    pub fn has_releases(&self) -> bool {
+        self.exec.has_releases()
+    }
+
+    /// Takes waiting guard entries out: only when this queue is empty.
+    pub fn release_guards(&mut self) {
+        self.exec.release_guards();
+    }
+
     /// The verdict on a packet queued from `queue` at `hook`.
     pub fn verdict(&mut self, queue: u16, bytes: &[u8], hook: Hook) -> Verdict {
         let now = self.shared.now();

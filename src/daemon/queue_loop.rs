@@ -44,6 +44,7 @@ impl Worker {
                 Ok(msg) => {
                     errors = 0;
                     self.handle(msg);
+                    self.release_guards_when_drained();
                 }
                 // The wake-up signal, or any other: look at the stop flag.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -64,6 +65,30 @@ impl Worker {
             debug!(queue = self.num, "unbind: {e}");
         }
         self.path.nat().stats()
+    }
+
+    /// Selective queueing: guard entries go only once the queue holds no
+    /// packet ftpct has not decided (one of a released direction could be
+    /// overtaken by the next, unqueued, segment). Packets that come
+    /// meanwhile are handled here.
+    fn release_guards_when_drained(&mut self) {
+        if !self.path.has_releases() {
+            return;
+        }
+        self.queue.set_nonblocking(true);
+        let drained = loop {
+            if self.stop.load(Ordering::Acquire) {
+                break false;
+            }
+            match self.queue.recv() {
+                Ok(msg) => self.handle(msg),
+                Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
+            }
+        };
+        self.queue.set_nonblocking(false);
+        if drained {
+            self.path.release_guards();
+        }
     }
 
     fn handle(&mut self, mut msg: Message) {

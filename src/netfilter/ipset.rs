@@ -1,6 +1,8 @@
 //! ipset over netlink (NFNL_SUBSYS_IPSET): the `hash:ip,port` sets with
 //! timeouts that scope ftpct's raw-table queue rule to the data connections
-//! it expects. Protocol 6 or 7, negotiated when the socket opens.
+//! it expects, and the `hash:ip,port,ip` guard sets that keep one direction
+//! of a control connection queued (selective queueing). Protocol 6 or 7,
+//! negotiated when the socket opens.
 //!
 //! Kernel rules this module follows (ip_set_core.c):
 //! - every message carries IPSET_ATTR_PROTOCOL;
@@ -52,6 +54,8 @@ const IPSET_ATTR_IP: u16 = 1;
 const IPSET_ATTR_PORT: u16 = 4;
 const IPSET_ATTR_TIMEOUT: u16 = 6;
 const IPSET_ATTR_PROTO: u16 = 7;
+// ADT attributes after IPSET_ATTR_CADT_MAX (16): ETHER, NAME, NAMEREF, IP2
+const IPSET_ATTR_IP2: u16 = 20;
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
 
@@ -69,6 +73,45 @@ pub const IPSET_ERR_REFERENCED: i32 = 4108;
 pub const IPSET_ERR_HASH_FULL: i32 = 4352;
 
 pub const SET_TYPE: &str = "hash:ip,port";
+pub const GUARD_SET_TYPE: &str = "hash:ip,port,ip";
+
+/// The two kinds of set ftpct keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetType {
+    /// Destinations of expected data connections (`hash:ip,port`).
+    Dst,
+    /// Directions of control connections queued whole (`hash:ip,port,ip`).
+    Guard,
+}
+
+impl SetType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SetType::Dst => SET_TYPE,
+            SetType::Guard => GUARD_SET_TYPE,
+        }
+    }
+}
+
+/// One element: an address and TCP port, and for a guard set the second
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub addr2: Option<IpAddr>,
+}
+
+impl Element {
+    /// An element of a `hash:ip,port` set.
+    pub fn dst(addr: IpAddr, port: u16) -> Self {
+        Element {
+            addr,
+            port,
+            addr2: None,
+        }
+    }
+}
 /// The longest set name, in bytes (IPSET_MAXNAMELEN less the NUL).
 pub const MAX_NAME_LEN: usize = 31;
 const IPPROTO_TCP: u8 = 6;
@@ -111,24 +154,24 @@ pub fn encode_protocol() -> Vec<u8> {
     start(IPSET_CMD_PROTOCOL, PROTOCOL_MAX).finish()
 }
 
-/// IPSET_CMD_TYPE: asks which revisions of `hash:ip,port` the kernel has.
-pub fn encode_type(protocol: u8, ipv6: bool) -> Vec<u8> {
+/// IPSET_CMD_TYPE: asks which revisions of the set type the kernel has.
+pub fn encode_type(protocol: u8, ipv6: bool, set_type: SetType) -> Vec<u8> {
     let mut b = start(IPSET_CMD_TYPE, protocol);
-    b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
+    b.put_strz(IPSET_ATTR_TYPENAME, set_type.name());
     b.put_u8(IPSET_ATTR_FAMILY, family(ipv6));
     b.finish()
 }
 
-/// IPSET_CMD_CREATE of a `hash:ip,port` set with the timeout option.
+/// IPSET_CMD_CREATE of a set of `set_type` with the timeout option.
 pub fn encode_create(
     protocol: u8,
     name: &str,
-    ipv6: bool,
+    (ipv6, set_type): (bool, SetType),
     revision: u8,
     default_timeout_secs: u32,
 ) -> Result<Vec<u8>, BadRequest> {
     let mut b = start_named(IPSET_CMD_CREATE, protocol, name)?;
-    b.put_strz(IPSET_ATTR_TYPENAME, SET_TYPE);
+    b.put_strz(IPSET_ATTR_TYPENAME, set_type.name());
     b.put_u8(IPSET_ATTR_REVISION, revision);
     b.put_u8(IPSET_ATTR_FAMILY, family(ipv6));
     let data = b.nest_start(IPSET_ATTR_DATA);
@@ -140,25 +183,31 @@ pub fn encode_create(
     Ok(b.finish())
 }
 
-/// IPSET_CMD_ADD, DEL or TEST of the element `addr,tcp:port`.
-fn encode_element(
-    cmd: u8,
-    protocol: u8,
-    name: &str,
-    addr: IpAddr,
-    port: u16,
-    timeout_secs: Option<u32>,
-) -> Result<Vec<u8>, BadRequest> {
-    let mut b = start_named(cmd, protocol, name)?;
-    let data = b.nest_start(IPSET_ATTR_DATA);
-    let ip = b.nest_start(IPSET_ATTR_IP);
+fn put_addr(b: &mut MsgBuilder, attr: u16, addr: IpAddr) {
+    let ip = b.nest_start(attr);
     match addr {
         IpAddr::V4(a) => b.put(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &a.octets()),
         IpAddr::V6(a) => b.put(IPSET_ATTR_IPADDR_IPV6 | NLA_F_NET_BYTEORDER, &a.octets()),
     };
     b.nest_end(ip);
-    b.put_be16(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, port);
+}
+
+/// IPSET_CMD_ADD, DEL or TEST of the element `addr,tcp:port[,addr2]`.
+fn encode_element(
+    cmd: u8,
+    protocol: u8,
+    name: &str,
+    e: &Element,
+    timeout_secs: Option<u32>,
+) -> Result<Vec<u8>, BadRequest> {
+    let mut b = start_named(cmd, protocol, name)?;
+    let data = b.nest_start(IPSET_ATTR_DATA);
+    put_addr(&mut b, IPSET_ATTR_IP, e.addr);
+    b.put_be16(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, e.port);
     b.put_u8(IPSET_ATTR_PROTO, IPPROTO_TCP);
+    if let Some(addr2) = e.addr2 {
+        put_addr(&mut b, IPSET_ATTR_IP2, addr2);
+    }
     if let Some(t) = timeout_secs {
         b.put_be32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, t);
     }
@@ -166,39 +215,22 @@ fn encode_element(
     Ok(b.finish())
 }
 
+/// Timeout 0: the element never times out.
 pub fn encode_add(
     protocol: u8,
     name: &str,
-    addr: IpAddr,
-    port: u16,
+    e: &Element,
     timeout_secs: u32,
 ) -> Result<Vec<u8>, BadRequest> {
-    encode_element(
-        IPSET_CMD_ADD,
-        protocol,
-        name,
-        addr,
-        port,
-        Some(timeout_secs),
-    )
+    encode_element(IPSET_CMD_ADD, protocol, name, e, Some(timeout_secs))
 }
 
-pub fn encode_del(
-    protocol: u8,
-    name: &str,
-    addr: IpAddr,
-    port: u16,
-) -> Result<Vec<u8>, BadRequest> {
-    encode_element(IPSET_CMD_DEL, protocol, name, addr, port, None)
+pub fn encode_del(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
+    encode_element(IPSET_CMD_DEL, protocol, name, e, None)
 }
 
-pub fn encode_test(
-    protocol: u8,
-    name: &str,
-    addr: IpAddr,
-    port: u16,
-) -> Result<Vec<u8>, BadRequest> {
-    encode_element(IPSET_CMD_TEST, protocol, name, addr, port, None)
+pub fn encode_test(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
+    encode_element(IPSET_CMD_TEST, protocol, name, e, None)
 }
 
 pub fn encode_flush(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
@@ -264,7 +296,9 @@ pub(crate) fn explain(op: Op, errno: i32, target: &Target) -> String {
         IPSET_ERR_PROTOCOL => format!(
             "the kernel rejected the {op} message for set {name} (protocol error: wrong address family for the set?)"
         ),
-        IPSET_ERR_FIND_TYPE => format!("set type {SET_TYPE} is not available in the kernel"),
+        IPSET_ERR_FIND_TYPE => format!(
+            "set type {SET_TYPE} or {GUARD_SET_TYPE} is not available in the kernel"
+        ),
         IPSET_ERR_MAX_SETS => "the kernel's maximal number of sets is reached".into(),
         IPSET_ERR_BUSY | IPSET_ERR_REFERENCED => format!("set {name} is in use by a rule"),
         IPSET_ERR_TYPE_MISMATCH => format!("set {name} has a different type"),
@@ -329,18 +363,29 @@ impl Ipset {
         ipv6: bool,
         default_timeout_secs: u32,
     ) -> Result<(), Error> {
+        self.create_of(name, (ipv6, SetType::Dst), default_timeout_secs)
+    }
+
+    /// Creates a set of `set_type`, as [`Self::create`].
+    pub fn create_of(
+        &mut self,
+        name: &str,
+        (ipv6, set_type): (bool, SetType),
+        default_timeout_secs: u32,
+    ) -> Result<(), Error> {
         let revision = self.query(
             Op::IpsetType,
-            SET_TYPE,
-            encode_type(self.protocol, ipv6),
+            set_type.name(),
+            encode_type(self.protocol, ipv6, set_type),
             decode_type_revision,
         )?;
-        let msg = encode_create(self.protocol, name, ipv6, revision, default_timeout_secs)?;
+        let kind = (ipv6, set_type);
+        let msg = encode_create(self.protocol, name, kind, revision, default_timeout_secs)?;
         self.run(Op::IpsetCreate, name, msg)?;
         // The kernel's "same set" check ignores the family: check it here.
         let header = encode_header(self.protocol, name)?;
         let (type_name, fam) = self.query(Op::IpsetHeader, name, header, decode_header)?;
-        if type_name != SET_TYPE || fam != family(ipv6) {
+        if type_name != set_type.name() || fam != family(ipv6) {
             return Err(Error::SetMismatch {
                 name: name.to_string(),
                 type_name,
@@ -358,13 +403,23 @@ impl Ipset {
         port: u16,
         timeout_secs: u32,
     ) -> Result<(), Error> {
-        let msg = encode_add(self.protocol, name, addr, port, timeout_secs)?;
+        self.add_element(name, &Element::dst(addr, port), timeout_secs)
+    }
+
+    /// Adds an element of any type; timeout 0: it never times out.
+    pub fn add_element(&mut self, name: &str, e: &Element, timeout_secs: u32) -> Result<(), Error> {
+        let msg = encode_add(self.protocol, name, e, timeout_secs)?;
         self.run(Op::IpsetAdd, name, msg).map(drop)
     }
 
     /// Removes `addr,tcp:port`; an element not in the set is not an error.
     pub fn del(&mut self, name: &str, addr: IpAddr, port: u16) -> Result<(), Error> {
-        let msg = encode_del(self.protocol, name, addr, port)?;
+        self.del_element(name, &Element::dst(addr, port))
+    }
+
+    /// Removes an element of any type; one not in the set is not an error.
+    pub fn del_element(&mut self, name: &str, e: &Element) -> Result<(), Error> {
+        let msg = encode_del(self.protocol, name, e)?;
         match self.run(Op::IpsetDel, name, msg) {
             Ok(_)
             | Err(Error::Kernel {
@@ -396,7 +451,12 @@ impl Ipset {
 
     /// Whether `addr,tcp:port` is in the set (and not timed out).
     pub fn test(&mut self, name: &str, addr: IpAddr, port: u16) -> Result<bool, Error> {
-        let msg = encode_test(self.protocol, name, addr, port)?;
+        self.test_element(name, &Element::dst(addr, port))
+    }
+
+    /// Whether an element of any type is in the set (and not timed out).
+    pub fn test_element(&mut self, name: &str, e: &Element) -> Result<bool, Error> {
+        let msg = encode_test(self.protocol, name, e)?;
         match self.run(Op::IpsetTest, name, msg) {
             Ok(_) => Ok(true),
             Err(Error::Kernel {
@@ -440,7 +500,7 @@ mod tests {
 
     #[test]
     fn create_v6_with_timeout() {
-        let msg = encode_create(7, "ftpct-pasv6", true, 6, 300).unwrap();
+        let msg = encode_create(7, "ftpct-pasv6", (true, SetType::Dst), 6, 300).unwrap();
         assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0602);
         let a = attrs(&msg);
         assert_eq!(
@@ -475,7 +535,13 @@ mod tests {
 
     #[test]
     fn add_v4_element_bytes() {
-        let msg = encode_add(6, "s", "192.0.2.1".parse().unwrap(), 2121, 60).unwrap();
+        let msg = encode_add(
+            6,
+            "s",
+            &Element::dst("192.0.2.1".parse().unwrap(), 2121),
+            60,
+        )
+        .unwrap();
         assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), 0x0609);
         let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap();
         let mut want = Vec::new();
@@ -511,8 +577,8 @@ mod tests {
     fn del_and_test_v6_have_no_timeout() {
         let addr: IpAddr = "2001:db8::1".parse().unwrap();
         for msg in [
-            encode_del(7, "s", addr, 21).unwrap(),
-            encode_test(7, "s", addr, 21).unwrap(),
+            encode_del(7, "s", &Element::dst(addr, 21)).unwrap(),
+            encode_test(7, "s", &Element::dst(addr, 21)).unwrap(),
         ] {
             let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap().nested();
             assert!(data.find(IPSET_ATTR_TIMEOUT).unwrap().is_none());
@@ -526,10 +592,40 @@ mod tests {
         }
         assert_eq!(
             u16::from_ne_bytes([
-                encode_test(7, "s", addr, 21).unwrap()[4],
-                encode_test(7, "s", addr, 21).unwrap()[5]
+                encode_test(7, "s", &Element::dst(addr, 21)).unwrap()[4],
+                encode_test(7, "s", &Element::dst(addr, 21)).unwrap()[5]
             ]),
             0x060b
+        );
+    }
+
+    #[test]
+    fn guard_elements_carry_the_second_address() {
+        let e = Element {
+            addr: "192.0.2.10".parse().unwrap(),
+            port: 40000,
+            addr2: Some("198.51.100.20".parse().unwrap()),
+        };
+        let msg = encode_add(7, "g", &e, 0).unwrap();
+        let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap().nested();
+        let ip2 = data.require(IPSET_ATTR_IP2, "ip2").unwrap().nested();
+        let v4 = ip2.require(IPSET_ATTR_IPADDR_IPV4, "v4").unwrap();
+        assert_eq!(v4.data, &[198, 51, 100, 20]);
+        assert_eq!(
+            data.require(IPSET_ATTR_TIMEOUT, "t")
+                .unwrap()
+                .be32()
+                .unwrap(),
+            0,
+            "never times out"
+        );
+        let create = encode_create(7, "g", (false, SetType::Guard), 4, 30).unwrap();
+        assert_eq!(
+            attrs(&create)
+                .require(IPSET_ATTR_TYPENAME, "t")
+                .unwrap()
+                .data,
+            b"hash:ip,port,ip\0"
         );
     }
 
@@ -540,7 +636,7 @@ mod tests {
         assert_eq!(encode_destroy(7, &"x".repeat(32)), bad(&"x".repeat(32)));
         assert!(encode_destroy(7, &"x".repeat(31)).is_ok());
         assert_eq!(
-            encode_add(7, "a\0b", "192.0.2.1".parse().unwrap(), 1, 1),
+            encode_add(7, "a\0b", &Element::dst("192.0.2.1".parse().unwrap(), 1), 1),
             bad("a\0b")
         );
     }

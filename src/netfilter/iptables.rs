@@ -130,11 +130,18 @@ impl<'a, E: Exec> Tables<'a, E> {
         Ok(())
     }
 
-    /// Appends each rule that is not there yet.
+    /// Appends each rule that is not there yet, after taking out those of
+    /// the other queueing mode.
     fn apply(&mut self, rs: &RuleSet) -> Result<(), RulesError> {
         // Before any -C: with legacy, -C itself instantiates the table.
         let created = !has_table(&self.save()?);
-        for rule in rs.rules(self.family, created) {
+        let wanted = rs.rules(self.family, created);
+        for rule in other_mode_rules(rs, self.family) {
+            if !wanted.contains(&rule) {
+                self.remove_every_copy(&rule)?;
+            }
+        }
+        for rule in wanted {
             let present = if rule.role == Role::ConntrackOn {
                 self.has(&conntrack_on(false))? || self.has(&conntrack_on(true))?
             } else {
@@ -158,14 +165,10 @@ impl<'a, E: Exec> Tables<'a, E> {
         }
         let mut created = false;
         let mut rules = rs.rules(self.family, false);
+        rules.extend(other_mode_rules(rs, self.family));
         rules.push(conntrack_on(true));
         for rule in rules.iter().rev() {
-            // Bounded: a rule appended N times is removed N times.
-            for _ in 0..64 {
-                if !self.has(rule)? {
-                    break;
-                }
-                self.change("-D", rule)?;
+            if self.remove_every_copy(rule)? {
                 created |= rule.spec.iter().any(|w| w == COMMENT_CT_CREATED);
             }
         }
@@ -173,6 +176,20 @@ impl<'a, E: Exec> Tables<'a, E> {
             self.drop_created_table()?;
         }
         Ok(())
+    }
+
+    /// Deletes a rule as often as it is there; true if it was.
+    fn remove_every_copy(&mut self, rule: &Rule) -> Result<bool, RulesError> {
+        let mut found = false;
+        // Bounded: a rule appended N times is removed N times.
+        for _ in 0..64 {
+            if !self.has(rule)? {
+                break;
+            }
+            self.change("-D", rule)?;
+            found = true;
+        }
+        Ok(found)
     }
 
     fn drop_created_table(&mut self) -> Result<(), RulesError> {
@@ -229,6 +246,15 @@ impl<'a, E: Exec> Tables<'a, E> {
 }
 
 /// True if the save output has a raw table.
+/// The rules only the other queueing mode has (`--queue-all` or not).
+fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
+    rs.with_queue_all(!rs.queue_all)
+        .rules(family, false)
+        .into_iter()
+        .filter(|r| matches!(r.role, Role::Control | Role::Select | Role::Guarded))
+        .collect()
+}
+
 fn has_table(save: &str) -> bool {
     save.lines().any(|l| l.trim() == format!("*{TABLE}"))
 }

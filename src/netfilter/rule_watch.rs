@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::netfilter::iptables::Exec;
+use crate::netfilter::rules::{COMMENT_CONTROL, COMMENT_GUARDED};
 
 /// How often the rules are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -49,16 +50,61 @@ pub struct RuleWatch {
     unfed: Option<Vec<u16>>,
     /// The last check could read the raw table.
     readable: bool,
+    /// `run --queue-all`: the engine expects every control packet.
+    queue_all: bool,
+    /// The queueing mode of the rules as last said (None: not said).
+    mode_said: Option<RulesMode>,
     next: Instant,
 }
 
+/// How the rules found in the raw table queue the control channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesMode {
+    Selective,
+    All,
+    /// Neither kind of ftpct rule (their absence is said as unfed queues).
+    None,
+}
+
+impl RulesMode {
+    /// The mode of ftpct's rules in an `iptables-save` output.
+    pub fn of(save: &str) -> RulesMode {
+        if save.contains(COMMENT_CONTROL) {
+            RulesMode::All
+        } else if save.contains(COMMENT_GUARDED) {
+            RulesMode::Selective
+        } else {
+            RulesMode::None
+        }
+    }
+}
+
 impl RuleWatch {
-    pub fn new(queues: &[u16]) -> Self {
+    pub fn new(queues: &[u16], queue_all: bool) -> Self {
         RuleWatch {
             queues: queues.to_vec(),
             unfed: None,
             readable: false,
+            queue_all,
+            mode_said: None,
             next: Instant::now(),
+        }
+    }
+
+    /// Says when the rules' queueing mode and `run`'s disagree.
+    fn check_mode(&mut self, mode: RulesMode) {
+        if self.mode_said == Some(mode) {
+            return;
+        }
+        self.mode_said = Some(mode);
+        match (mode, self.queue_all) {
+            (RulesMode::Selective, true) => warn!(
+                "the rules queue only the control segments that can matter, but ftpct runs with --queue-all and expects every one: it will drop and wait for segments it never gets; run it without --queue-all, or apply the rules with `ftpct rules --apply --queue-all`"
+            ),
+            (RulesMode::All, false) => info!(
+                "the rules queue every control packet (ftpct rules --queue-all): ftpct follows them all; `ftpct rules --apply` without --queue-all queues far fewer"
+            ),
+            _ => {}
         }
     }
 
@@ -77,11 +123,15 @@ impl RuleWatch {
         let mut fed = Vec::new();
         let mut looked = false;
         let mut why = String::new();
+        let mut mode = RulesMode::None;
         for tool in ["iptables-save", "ip6tables-save"] {
             match exec.exec(tool, &["-t".into(), "raw".into()]) {
                 Ok(ran) => {
                     looked |= ran.ok;
                     fed.extend(queues_fed(&ran.stdout));
+                    if mode == RulesMode::None {
+                        mode = RulesMode::of(&ran.stdout);
+                    }
                     if !ran.ok && why.is_empty() {
                         why = ran.stderr.lines().next().unwrap_or_default().to_string();
                     }
@@ -91,6 +141,9 @@ impl RuleWatch {
             }
         }
         self.readable = looked;
+        if looked {
+            self.check_mode(mode);
+        }
         if !looked {
             if self.unfed.is_none() {
                 warn!("cannot read the raw table (iptables-save: {why}): ftpct cannot tell whether its rules are in place; without root it needs CAP_NET_RAW besides CAP_NET_ADMIN (iptables opens a raw socket for the ipset match)");
@@ -146,7 +199,7 @@ mod tests {
     fn vanished_rules_are_noticed_at_the_next_check() {
         let rule = "-A PREROUTING -p tcp -j NFQUEUE --queue-num 0 --queue-bypass\n";
         let mut exec = Saved(rule.into());
-        let mut w = RuleWatch::new(&[0]);
+        let mut w = RuleWatch::new(&[0], false);
         assert_eq!(w.unfed(), None, "not looked yet");
         let t0 = Instant::now();
         w.check(&mut exec, t0);
@@ -161,6 +214,19 @@ mod tests {
         exec.0 = rule.into();
         w.check(&mut exec, t0 + 2 * CHECK_EVERY);
         assert_eq!(w.unfed, Some(vec![]));
+    }
+
+    #[test]
+    fn the_rules_queueing_mode_is_read_from_their_comments() {
+        let rs = crate::netfilter::rules::tests::ruleset(crate::netfilter::rules::Families::V4);
+        let save =
+            |rs: &crate::netfilter::rules::RuleSet| crate::netfilter::rules::render_apply(rs);
+        assert_eq!(RulesMode::of(&save(&rs)), RulesMode::All);
+        assert_eq!(
+            RulesMode::of(&save(&rs.with_queue_all(false))),
+            RulesMode::Selective
+        );
+        assert_eq!(RulesMode::of("*raw\nCOMMIT\n"), RulesMode::None);
     }
 
     #[test]

@@ -10,7 +10,14 @@
 //!   run conntrack in this namespace (a fresh one runs none until a rule
 //!   needs it). Its comment also records whether ftpct created the raw
 //!   table, so `--delete` can remove an empty table it created;
-//! - PREROUTING and OUTPUT: TCP from or to a control port -> NFQUEUE;
+//! - PREROUTING and OUTPUT, selective queueing (the default): a control
+//!   segment that can hold part of an announcement, AUTH or a multi-line
+//!   opener (xt_string), or that does not end a line (xt_bpf), puts its
+//!   direction (source address and port, destination address) in the guard
+//!   ipset; every packet of a direction in the guard set -> NFQUEUE. ftpct
+//!   takes the direction out again once it has seen what it needed (see
+//!   docs/DESIGN.md, "Selective queueing");
+//! - with `--queue-all` instead: TCP from or to a control port -> NFQUEUE;
 //! - PREROUTING and OUTPUT: a SYN whose destination address and port are in
 //!   the ipset of expected data connections -> NFQUEUE.
 //!
@@ -21,7 +28,7 @@ use std::io;
 use std::net::IpAddr;
 
 // The sets the rules match: reachable where the RuleSet is.
-use crate::netfilter::sets::SET_TIMEOUT_SECS;
+use crate::netfilter::sets::{create_command, family_sets};
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 use crate::netfilter::Error;
 
@@ -31,7 +38,20 @@ const MULTIPORT_MAX: usize = 15;
 pub(crate) const COMMENT_CT: &str = "ftpct: turns conntrack on";
 pub(crate) const COMMENT_CT_CREATED: &str =
     "ftpct: turns conntrack on (raw table created by ftpct)";
-const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
+pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
+const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
+pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
+/// Where xt_string starts looking: after the smallest IP and TCP headers
+/// (a match in TCP options only queues a segment more).
+const STRING_FROM_V4: &str = "40";
+const STRING_FROM_V6: &str = "60";
+/// What a client line that matters starts with (any case: FTP commands
+/// are case-insensitive).
+const CLIENT_WORDS: [&str; 5] = ["PORT", "EPRT", "PASV", "EPSV", "AUTH"];
+/// What a server line that matters holds: the announcements, AUTH's
+/// answer, and the hyphen of a multi-line reply's first line (its end and
+/// every line it quotes must be seen).
+const SERVER_WORDS: [&str; 4] = ["227", "229", "234", "-"];
 const COMMENT_HANDSHAKE: &str = "ftpct: FTP control handshakes, within the budget";
 const COMMENT_HANDSHAKE_EXCESS: &str =
     "ftpct: FTP control handshakes over the budget (a flood) pass unqueued";
@@ -167,6 +187,11 @@ pub enum Role {
     /// Control handshakes over the budget, accepted unqueued.
     HandshakeExcess,
     Control,
+    /// Selective queueing: a segment that can matter puts its direction in
+    /// the guard set.
+    Select,
+    /// Selective queueing: every packet of a guarded direction is queued.
+    Guarded,
     ExpectedSyn,
 }
 
@@ -186,6 +211,8 @@ pub struct RuleSet {
     pub queue: QueueTarget,
     pub control_ports: Vec<u16>,
     pub sets: SetNames,
+    /// `--queue-all`: every control packet is queued (no selection).
+    pub queue_all: bool,
 }
 
 pub(crate) fn words(s: &[&str]) -> Vec<String> {
@@ -264,9 +291,17 @@ impl RuleSet {
                 for (role, spec) in [
                     (Role::Handshake, within),
                     (Role::HandshakeExcess, handshake),
-                    (Role::Control, control),
                 ] {
                     rules.push(Rule { chain, role, spec });
+                }
+                if self.queue_all {
+                    rules.push(Rule {
+                        chain,
+                        role: Role::Control,
+                        spec: control,
+                    });
+                } else {
+                    rules.extend(self.selective(family, chain, &list.join(",")));
                 }
             }
             let mut spec = words(&["-p", "tcp", "--syn", "-m", "set", "--match-set"]);
@@ -288,6 +323,82 @@ impl RuleSet {
         rules
     }
 
+    /// Selective queueing for the control ports `ports` in `chain`: the
+    /// selectors that guard a direction, then the guarded directions'
+    /// queue rule.
+    fn selective(&self, family: Family, chain: &'static str, ports: &str) -> Vec<Rule> {
+        let guard = self.sets.guard_of(family);
+        let from = match family {
+            Family::V4 => STRING_FROM_V4,
+            Family::V6 => STRING_FROM_V6,
+        };
+        let select = |side: &str, matches: Vec<String>| {
+            let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            spec.extend(words(&[
+                "-m",
+                "set",
+                "!",
+                "--match-set",
+                guard,
+                "src,src,dst",
+            ]));
+            spec.extend(matches);
+            spec.extend(words(&["-m", "comment", "--comment", COMMENT_SELECT]));
+            spec.extend(words(&[
+                "-j",
+                "SET",
+                "--add-set",
+                guard,
+                "src,src,dst",
+                "--exist",
+            ]));
+            Rule {
+                chain,
+                role: Role::Select,
+                spec,
+            }
+        };
+        let string = |word: &str, icase: bool| {
+            let mut m = words(&[
+                "-m", "string", "--algo", "bm", "--from", from, "--string", word,
+            ]);
+            if icase {
+                m.push("--icase".into());
+            }
+            m
+        };
+        let mut rules: Vec<Rule> = CLIENT_WORDS
+            .iter()
+            .map(|w| select("--dports", string(w, true)))
+            .collect();
+        rules.extend(
+            SERVER_WORDS
+                .iter()
+                .map(|w| select("--sports", string(w, false))),
+        );
+        let bpf = words(&["-m", "bpf", "--bytecode", &not_ending_a_line(family)]);
+        rules.push(select("--ports", bpf));
+        let mut guarded = words(&["-p", "tcp", "-m", "multiport", "--ports", ports]);
+        guarded.extend(words(&["-m", "set", "--match-set", guard, "src,src,dst"]));
+        guarded.extend(words(&["-m", "comment", "--comment", COMMENT_GUARDED]));
+        guarded.extend(self.target());
+        rules.push(Rule {
+            chain,
+            role: Role::Guarded,
+            spec: guarded,
+        });
+        rules
+    }
+
+    /// The same rules in both queueing modes (what `--delete` removes, and
+    /// what `--apply` takes away from the other mode).
+    pub fn with_queue_all(&self, queue_all: bool) -> RuleSet {
+        RuleSet {
+            queue_all,
+            ..self.clone()
+        }
+    }
+
     fn target(&self) -> Vec<String> {
         let mut t = words(&["-j", "NFQUEUE"]);
         t.extend(self.queue.args());
@@ -298,6 +409,59 @@ impl RuleSet {
         let list: Vec<String> = self.control_ports.iter().map(u16::to_string).collect();
         list.join(",")
     }
+}
+
+/// A classic BPF program (xt_bpf `--bytecode`, as `nfbpf_compile` writes
+/// it) that matches a TCP segment with payload whose last byte is not a
+/// line feed: it ends inside a line, so the line's rest must be seen too.
+/// xt_bpf runs it on the packet from its IP header. IPv6: a TCP header
+/// behind extension headers is not looked for; such a packet matches.
+pub fn not_ending_a_line(family: Family) -> String {
+    // (code, jt, jf, k) of struct sock_filter.
+    const LDXB_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf)
+    const LDX_IMM: u16 = 0x01; // X = k
+    const LDB_ABS: u16 = 0x30; // A = P[k]
+    const LDB_IND: u16 = 0x50; // A = P[X + k]
+    const AND_K: u16 = 0x54;
+    const RSH_K: u16 = 0x74;
+    const ADD_X: u16 = 0x0c;
+    const SUB_K: u16 = 0x14;
+    const TAX: u16 = 0x07;
+    const LD_LEN: u16 = 0x80; // A = packet length
+    const JGT_X: u16 = 0x2d;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const IPPROTO_TCP: u32 = 6;
+    let mut prog: Vec<(u16, u8, u8, u32)> = match family {
+        // X = IP header length.
+        Family::V4 => vec![(LDXB_MSH, 0, 0, 0)],
+        // Next header TCP, else match; X = 40.
+        Family::V6 => vec![
+            (LDB_ABS, 0, 0, 6),
+            (JEQ_K, 0, 12, IPPROTO_TCP),
+            (LDX_IMM, 0, 0, 40),
+        ],
+    };
+    prog.extend([
+        (LDB_IND, 0, 0, 12), // TCP data offset byte
+        (AND_K, 0, 0, 0xf0), //
+        (RSH_K, 0, 0, 2),    // TCP header length
+        (ADD_X, 0, 0, 0),    // both headers
+        (TAX, 0, 0, 0),      //
+        (LD_LEN, 0, 0, 0),   //
+        (JGT_X, 0, 5, 0),    // no payload: no match
+        (SUB_K, 0, 0, 1),    //
+        (TAX, 0, 0, 0),      //
+        (LDB_IND, 0, 0, 0),  // the last byte
+        (JEQ_K, 1, 0, 0x0a), // a line feed: no match
+        (RET_K, 0, 0, 1),    // match
+        (RET_K, 0, 0, 0),    // no match
+    ]);
+    let mut out = prog.len().to_string();
+    for (code, jt, jf, k) in prog {
+        let _ = write!(out, ",{code} {jt} {jf} {k}");
+    }
+    out
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
@@ -336,12 +500,9 @@ pub fn render_apply(rs: &RuleSet) -> String {
     );
     for &f in &rs.families {
         let _ = writeln!(s, "\n# {}", f.name());
-        let _ = writeln!(
-            s,
-            "ipset create {} hash:ip,port family {} timeout {SET_TIMEOUT_SECS} -exist",
-            shell_word(rs.sets.of(f)),
-            f.ipset_family()
-        );
+        for (name, set_type, timeout) in family_sets(&rs.sets, f) {
+            let _ = writeln!(s, "{} -exist", create_command(name, set_type, f, timeout));
+        }
         for rule in rs.rules(f, false) {
             let _ = writeln!(s, "{}", command_line(f.tool(), &rule_args("-A", &rule)));
         }
@@ -358,7 +519,9 @@ pub fn render_delete(rs: &RuleSet) -> String {
         for rule in rs.rules(f, false).iter().rev() {
             let _ = writeln!(s, "{}", command_line(f.tool(), &rule_args("-D", rule)));
         }
-        let _ = writeln!(s, "ipset destroy {}", shell_word(rs.sets.of(f)));
+        for (name, _, _) in family_sets(&rs.sets, f) {
+            let _ = writeln!(s, "ipset destroy {}", shell_word(name));
+        }
     }
     s
 }
@@ -465,6 +628,7 @@ pub(crate) mod tests {
             queue: QueueTarget::Num(0),
             control_ports: vec![21],
             sets: SetNames::new("ftpct").expect("names"),
+            queue_all: true,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::netfilter::ipset::{self, Ipset};
+use crate::netfilter::ipset::{self, Element, Ipset, SetType};
 use crate::netfilter::rules::{shell_word, Family, RuleSet, RulesError};
 use crate::netfilter::Error;
 
@@ -13,11 +13,19 @@ pub const SET_TIMEOUT_SECS: u32 = 300;
 /// Default base name of the sets.
 pub const DEFAULT_SET: &str = "ftpct";
 
-/// The two sets: `NAME` (IPv4) and `NAME6` (IPv6).
+/// Default timeout of the guard sets. ftpct takes a direction out once it
+/// has seen what it needed; an entry it could not take out (ftpct
+/// stopped) goes after this.
+pub const GUARD_TIMEOUT_SECS: u32 = 600;
+
+/// The sets: expected data connections `NAME` (IPv4) and `NAME6` (IPv6),
+/// and the guard sets of selective queueing `NAME-guard`, `NAME-guard6`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetNames {
     pub v4: String,
     pub v6: String,
+    pub guard_v4: String,
+    pub guard_v6: String,
 }
 
 impl SetNames {
@@ -25,10 +33,31 @@ impl SetNames {
         let names = SetNames {
             v4: base.to_string(),
             v6: format!("{base}6"),
+            guard_v4: format!("{base}-guard"),
+            guard_v6: format!("{base}-guard6"),
         };
-        ipset::check_name(&names.v4)?;
-        ipset::check_name(&names.v6)?;
+        for name in [&names.v4, &names.v6, &names.guard_v4, &names.guard_v6] {
+            ipset::check_name(name)?;
+        }
         Ok(names)
+    }
+
+    /// The guard set for a direction from an address of that family.
+    pub fn guard_for(&self, ip: IpAddr) -> &str {
+        self.guard_of(Family::of(ip))
+    }
+
+    /// The guard set of a family.
+    pub fn guard_of(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.guard_v4,
+            Family::V6 => &self.guard_v6,
+        }
+    }
+
+    /// Both guard set names, with "is IPv6".
+    pub fn guards(&self) -> [(&str, bool); 2] {
+        [(&self.guard_v4, false), (&self.guard_v6, true)]
     }
 
     /// The set for a destination address of that family.
@@ -51,18 +80,37 @@ impl SetNames {
 
 /// Makes sure the `hash:ip,port` set `name` exists; true if created here.
 pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> Result<bool, Error> {
+    ensure_set_of(ipset, name, (v6, SetType::Dst))
+}
+
+/// Makes sure the guard set `name` exists; true if created here.
+pub fn ensure_guard_set(ipset: &mut Ipset, name: &str, v6: bool) -> Result<bool, Error> {
+    ensure_set_of(ipset, name, (v6, SetType::Guard))
+}
+
+fn ensure_set_of(ipset: &mut Ipset, name: &str, kind: (bool, SetType)) -> Result<bool, Error> {
+    let (v6, set_type) = kind;
     let probe: IpAddr = if v6 {
         IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
     } else {
         IpAddr::from([192, 0, 2, 0])
     };
-    match ipset.test(name, probe, 9) {
+    let probe = Element {
+        addr: probe,
+        port: 9,
+        addr2: (set_type == SetType::Guard).then_some(probe),
+    };
+    match ipset.test_element(name, &probe) {
         Ok(_) => Ok(false),
         Err(Error::Kernel {
             errno: libc::ENOENT,
             ..
         }) => {
-            ipset.create(name, v6, SET_TIMEOUT_SECS)?;
+            let timeout = match set_type {
+                SetType::Dst => SET_TIMEOUT_SECS,
+                SetType::Guard => GUARD_TIMEOUT_SECS,
+            };
+            ipset.create_of(name, kind, timeout)?;
             Ok(true)
         }
         Err(e) => Err(e),
@@ -83,26 +131,43 @@ fn ipset_unusable(e: Error) -> RulesError {
     }
 }
 
+/// The sets of a family: name, type, default timeout.
+pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 2] {
+    [
+        (names.of(f), SetType::Dst, SET_TIMEOUT_SECS),
+        (names.guard_of(f), SetType::Guard, GUARD_TIMEOUT_SECS),
+    ]
+}
+
+/// The `ipset create` command of a set, as printed.
+pub fn create_command(name: &str, set_type: SetType, f: Family, timeout: u32) -> String {
+    format!(
+        "ipset create {} {} family {} timeout {timeout}",
+        shell_word(name),
+        set_type.name(),
+        f.ipset_family()
+    )
+}
+
 /// Creates the sets that do not exist yet (before the rules naming them).
 pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
     let mut ipset = open_ipset()?;
     let mut log = Vec::new();
     for &f in &rs.families {
-        let name = rs.sets.of(f);
-        let created =
-            ensure_set(&mut ipset, name, f == Family::V6).map_err(|source| RulesError::Set {
-                name: name.to_string(),
-                source,
-            })?;
-        log.push(if created {
-            format!(
-                "ipset create {} hash:ip,port family {} timeout {SET_TIMEOUT_SECS}",
-                shell_word(name),
-                f.ipset_family()
-            )
-        } else {
-            format!("# already there: ipset {}", shell_word(name))
-        });
+        for (name, set_type, timeout) in family_sets(&rs.sets, f) {
+            let created =
+                ensure_set_of(&mut ipset, name, (f == Family::V6, set_type)).map_err(|source| {
+                    RulesError::Set {
+                        name: name.to_string(),
+                        source,
+                    }
+                })?;
+            log.push(if created {
+                create_command(name, set_type, f, timeout)
+            } else {
+                format!("# already there: ipset {}", shell_word(name))
+            });
+        }
     }
     Ok(log)
 }
@@ -113,10 +178,11 @@ pub fn delete_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
     let mut ipset = open_ipset()?;
     let mut log = Vec::new();
     for &f in &rs.families {
-        let name = rs.sets.of(f);
-        match destroy_set(&mut ipset, name) {
-            Ok(()) => log.push(format!("ipset destroy {}", shell_word(name))),
-            Err(e) => log.push(format!("# ipset {name} kept: {e}")),
+        for (name, _, _) in family_sets(&rs.sets, f) {
+            match destroy_set(&mut ipset, name) {
+                Ok(()) => log.push(format!("ipset destroy {}", shell_word(name))),
+                Err(e) => log.push(format!("# ipset {name} kept: {e}")),
+            }
         }
     }
     Ok(log)

@@ -53,6 +53,49 @@ pub enum Command {
         labels: [u8; 16],
         mask: [u8; 16],
     },
+    /// Selective queueing: whether ftpct still needs to see every segment
+    /// of one direction (the kernel put `key` in the guard ipset when it
+    /// queued the segment). `needed: false` lets the entry go, but only
+    /// after the verdict and once the queue holds no more packets: an
+    /// unqueued segment must never overtake a queued one of its direction
+    /// (it would leave with the sequence adjustment of before the edit).
+    /// `needed: true` cancels a pending release.
+    Guard { key: GuardKey, needed: bool },
+    /// Selective queueing: queue every segment of this direction from now
+    /// on, before the verdict (the guard entry, with the set's timeout;
+    /// released by a later `Guard { needed: false }`).
+    GuardOn { key: GuardKey },
+    /// Selective queueing: every segment of this direction must cross
+    /// (ftpct applies the connection's fix-ups itself): a guard entry
+    /// without timeout, released with `Guard { needed: false }` when the
+    /// connection goes.
+    GuardAlways { key: GuardKey },
+}
+
+/// A guard ipset entry: one direction of a control connection as its
+/// packets show it in the raw table (before NAT): source address and port,
+/// destination address (`hash:ip,port,ip`; the destination port is the
+/// control port or the client's, the same for all its packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GuardKey {
+    pub src: SocketAddr,
+    pub dst: IpAddr,
+}
+
+impl GuardKey {
+    /// The direction a packet with tuple `seen` belongs to.
+    pub fn of(seen: &Tuple) -> Self {
+        GuardKey {
+            src: seen.src,
+            dst: seen.dst.ip(),
+        }
+    }
+}
+
+impl fmt::Display for GuardKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.src, self.dst)
+    }
 }
 
 /// Conntrack's sequence adjustment of one direction (struct

@@ -10,6 +10,13 @@
 //! Replies answer commands in order; `1xy` replies are preliminary and the
 //! command waits for its final reply; the greeting answers nothing.
 //!
+//! When the kernel queues only the segments that can matter (selective
+//! queueing), most commands and replies pass unseen, so replies cannot be
+//! paired with commands by counting. There a `227`/`229` counts only as a
+//! single-line reply while the client's latest seen PASV/EPSV of that kind
+//! has had no announcement yet (every PASV/EPSV is queued; multi-line
+//! openers are queued and their blocks followed to the end).
+//!
 //! Limits: a client that pipelines a PASV behind a command whose reply
 //! quotes attacker-chosen text (STAT of a crafted file name) can still be
 //! answered by a forged single-line 227 inside that text, when the name
@@ -49,6 +56,12 @@ pub enum ReplyLine {
 /// The dialogue state of one control connection.
 #[derive(Debug, Default)]
 pub struct Dialogue {
+    /// Only some lines are seen (selective queueing): replies answer the
+    /// latest passive request instead of commands in order.
+    partial: bool,
+    /// Selective queueing: the latest PASV/EPSV not yet answered by an
+    /// announcement.
+    asked: Option<Asked>,
     outstanding: VecDeque<Asked>,
     /// Commands sent beyond `MAX_OUTSTANDING`, in order after the stored ones.
     uncounted: u32,
@@ -59,8 +72,27 @@ pub struct Dialogue {
 }
 
 impl Dialogue {
+    /// A dialogue of which only some lines are seen: see the module doc.
+    pub fn partial() -> Self {
+        Dialogue {
+            partial: true,
+            ..Dialogue::default()
+        }
+    }
+
+    /// True inside a multi-line reply: its end must be seen.
+    pub fn in_block(&self) -> bool {
+        self.block.is_some()
+    }
+
     /// The client sent a complete command line.
     pub fn command(&mut self, asked: Asked) {
+        if self.partial {
+            if asked != Asked::Other {
+                self.asked = Some(asked);
+            }
+            return;
+        }
         if self.uncounted == 0 && self.outstanding.len() < MAX_OUTSTANDING {
             self.outstanding.push_back(asked);
         } else {
@@ -92,7 +124,11 @@ impl Dialogue {
         if multi {
             self.block = Some(code);
         }
-        let answers = self.answered();
+        let answers = if self.partial {
+            self.announcement_answers(code)
+        } else {
+            self.answered()
+        };
         if multi {
             ReplyLine::NotSingle
         } else {
@@ -116,10 +152,23 @@ impl Dialogue {
         None
     }
 
+    /// Selective queueing: the passive request a `227`/`229` answers,
+    /// taken; other replies answer nothing known and take nothing (the
+    /// replies to unseen commands are mostly unseen too).
+    fn announcement_answers(&mut self, code: [u8; 3]) -> Option<Asked> {
+        let wanted = match &code {
+            b"227" => Asked::Pasv,
+            b"229" => Asked::Epsv,
+            _ => return None,
+        };
+        self.asked.take_if(|a| *a == wanted)
+    }
+
     /// Bytes of the connection passed unseen: which command a reply answers
     /// is no longer known, so no reply answers anything recorded before.
     pub fn lost_track(&mut self) {
         self.outstanding.clear();
+        self.asked = None;
         self.uncounted = 0;
         self.block = None;
         self.greeted = true;
@@ -236,6 +285,32 @@ mod tests {
         d.lost_track();
         assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
         d.command(Asked::Epsv);
+        assert_eq!(
+            d.reply(b"229 (|||5000|)\r\n"),
+            ReplyLine::Single(Some(Asked::Epsv))
+        );
+    }
+
+    #[test]
+    fn partial_view_announcements_answer_the_latest_passive_request() {
+        let mut d = Dialogue::partial();
+        // No greeting seen, unseen replies before: nothing asked yet.
+        assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
+        d.command(Asked::Pasv);
+        // A seen reply to an unseen command takes nothing.
+        assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
+        assert_eq!(d.reply(b"229 (|||5000|)\r\n"), ReplyLine::Single(None));
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Single(Some(Asked::Pasv))
+        );
+        assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
+        d.command(Asked::Epsv);
+        assert_eq!(d.reply(b"213-status\r\n"), ReplyLine::NotSingle);
+        assert!(d.in_block());
+        assert_eq!(d.reply(b"229 (|||5000|)\r\n"), ReplyLine::NotSingle);
+        assert_eq!(d.reply(b"213 end\r\n"), ReplyLine::NotSingle);
+        assert!(!d.in_block());
         assert_eq!(
             d.reply(b"229 (|||5000|)\r\n"),
             ReplyLine::Single(Some(Asked::Epsv))

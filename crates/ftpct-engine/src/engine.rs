@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::command::{Command, DataConnection, Mark, Related, SeqAdj};
-use crate::dialogue::{Asked, ReplyLine};
+use crate::command::{Command, DataConnection, GuardKey, Mark, Related, SeqAdj};
+use crate::dialogue::{Asked, Dialogue, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Fixups, Flow, FlowId, FlowTable};
@@ -132,6 +132,15 @@ pub struct Config {
     /// Keep each session's state in its conntrack labels from this bit on
     /// (see `kept`; the live daemon), or not at all (None: the replay).
     pub label_base: Option<u8>,
+    /// Selective queueing (the live default): the kernel queues only the
+    /// segments that can hold part of an announcement, AUTH or a
+    /// multi-line opener, and those that do not end a line and their
+    /// continuations (the guard ipset, [`Command::Guard`]). Bytes that pass
+    /// unseen between two queued segments are complete lines, so a gap
+    /// met between lines is no loss; replies are paired with the latest
+    /// passive request (see `dialogue`). False: every control packet is
+    /// queued (`--queue-all`, the replay).
+    pub selective: bool,
 }
 
 impl Default for Config {
@@ -152,6 +161,7 @@ impl Default for Config {
             data_mark: None,
             kernel_fixups: false,
             label_base: None,
+            selective: false,
         }
     }
 }
@@ -180,6 +190,9 @@ pub struct Engine {
     next_idle_scan: Duration,
     /// Flows that saw FIN both ways or RST, with the time they go.
     closing: Vec<(Duration, FlowId)>,
+    /// Guard entries without timeout of flows that went: released with
+    /// the next commands.
+    unguard: Vec<GuardKey>,
 }
 
 /// What the per-packet work needs besides the flow itself (borrowed
@@ -213,6 +226,7 @@ impl Engine {
             next_tick: Duration::ZERO,
             next_idle_scan: IDLE_SCAN,
             closing: Vec::new(),
+            unguard: Vec::new(),
         }
     }
 
@@ -368,7 +382,11 @@ impl Engine {
     /// port), a matched data SYN gets its entry, and a rewrite turns off
     /// window checks on its control connection (once per connection).
     fn commands_for(&mut self, events: &[Event]) -> Vec<Command> {
-        let mut commands = Vec::new();
+        let mut commands: Vec<Command> = self
+            .unguard
+            .drain(..)
+            .map(|key| Command::Guard { key, needed: false })
+            .collect();
         for e in events {
             match e {
                 Event::ExpectationAdded(exp) => commands.push(self.expect_dst(exp.dst)),
@@ -381,11 +399,7 @@ impl Engine {
                     })));
                     self.forget_dst(exp, &mut commands);
                 }
-                Event::Rewritten { flow, .. } => {
-                    if let Some(c) = self.first_rewrite(flow) {
-                        commands.push(c);
-                    }
-                }
+                Event::Rewritten { flow, .. } => commands.extend(self.first_rewrite(flow)),
                 _ => {}
             }
         }
@@ -463,7 +477,7 @@ impl Engine {
         if self.flows.locate(&mapping.orig).is_some() {
             return Vec::new();
         }
-        let Some(id) = self.flows.insert(Flow::new(mapping, true, now)) else {
+        let Some(id) = self.flows.insert(self.new_flow(mapping, true, now)) else {
             return Vec::new();
         };
         self.stats.flows += 1;
@@ -489,17 +503,20 @@ impl Engine {
         for dir in [Dir::Orig, Dir::Reply] {
             flow.streams[dir.index()].resume_offset(shifts[dir.index()]);
         }
+        let mut commands = if shifts != [0, 0] && flow.fixups == Fixups::Own {
+            guard_always(flow, self.cfg.selective)
+        } else {
+            Vec::new()
+        };
         let Some(p) = kept.pending else {
-            return Vec::new();
+            return commands;
         };
         let exp = kept::restore(&mapping, &p, now + self.cfg.expect_timeout);
-        match self.expects.insert(&exp, id) {
-            Ok(_) => {
-                self.stats.expectations += 1;
-                vec![self.expect_dst(exp.dst)]
-            }
-            Err(_) => Vec::new(),
+        if self.expects.insert(&exp, id).is_ok() {
+            self.stats.expectations += 1;
+            commands.push(self.expect_dst(exp.dst));
         }
+        commands
     }
 
     fn forget_dst(&self, exp: &Expectation, commands: &mut Vec<Command>) {
@@ -509,14 +526,21 @@ impl Engine {
         }
     }
 
-    fn first_rewrite(&mut self, orig: &Tuple) -> Option<Command> {
-        let (id, _) = self.flows.locate(orig)?;
-        let flow = self.flows.get_mut(id)?;
+    fn first_rewrite(&mut self, orig: &Tuple) -> Vec<Command> {
+        let Some(flow) = self
+            .flows
+            .locate(orig)
+            .and_then(|(id, _)| self.flows.get_mut(id))
+        else {
+            return Vec::new();
+        };
         // An adopted entry was made liberal.
         if std::mem::replace(&mut flow.liberal, true) || flow.fixups == Fixups::Kernel {
-            return None;
+            return Vec::new();
         }
-        Some(Command::SetLiberal { orig: *orig })
+        let mut commands = guard_always(flow, self.cfg.selective);
+        commands.push(Command::SetLiberal { orig: *orig });
+        commands
     }
 
     fn run_timers(&mut self, now: Duration, events: &mut Vec<Event>) {
@@ -558,6 +582,9 @@ impl Engine {
             return;
         };
         let orig = flow.mapping.orig;
+        if flow.guard_always {
+            self.unguard.extend(guard_keys(&flow.mapping));
+        }
         for e in self.expects.remove_owner(id, orig) {
             events.push(Event::ExpectationRemoved {
                 exp: e,
@@ -675,7 +702,10 @@ impl Engine {
             commands: Vec::new(),
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
-        let commands = ctx.commands;
+        let mut commands = ctx.commands;
+        if cfg.selective && !pkt.flags.syn && !flow.guard_always {
+            commands.extend(guard_commands(flow, dir, &pkt.tuple));
+        }
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
             closing.push((t, id));
         }
@@ -867,7 +897,10 @@ impl Engine {
             });
             return None;
         }
-        let Some(id) = self.flows.insert(Flow::new(mapping, mapping_known, now)) else {
+        let Some(id) = self
+            .flows
+            .insert(self.new_flow(mapping, mapping_known, now))
+        else {
             // A stray packet whose guessed tuples belong to a tracked flow.
             self.stats.flows_untracked += 1;
             return None;
@@ -878,6 +911,14 @@ impl Engine {
             local: hook == Hook::Output,
         });
         Some((id, dir))
+    }
+
+    fn new_flow(&self, mapping: CtMapping, mapping_known: bool, now: Duration) -> Flow {
+        let mut flow = Flow::new(mapping, mapping_known, now);
+        if self.cfg.selective {
+            flow.dialogue = Dialogue::partial();
+        }
+        flow
     }
 
     /// Evicts the oldest unestablished flow when they are at their limit
@@ -976,6 +1017,12 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             }
             fate
         }
+        // Selective queueing: complete lines passed unseen in between.
+        Arrival::Gap if ctx.cfg.selective && stream.at_rest() => {
+            stream.skip_to(data_seq);
+            stream.classify(data_seq, payload.len());
+            new_data(flow, dir, data_seq, payload, 0, ctx)
+        }
         Arrival::Gap => {
             let gap = stream.on_gap(data_seq);
             if gap == GapFate::Wait {
@@ -1016,6 +1063,54 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     verdict
 }
 
+/// Selective queueing, after a packet of `dir` (seen as `seen`): whether
+/// ftpct still needs every segment of that direction, and the server's
+/// segments queued while a client command's edit is unacknowledged.
+fn guard_commands(flow: &Flow, dir: Dir, seen: &Tuple) -> Vec<Command> {
+    let mut commands = vec![Command::Guard {
+        key: GuardKey::of(seen),
+        needed: needs_every_segment(flow, dir),
+    }];
+    if dir == Dir::Orig && flow.stream(Dir::Orig).adj().has_unacked_edits() {
+        commands.push(Command::GuardOn {
+            key: GuardKey::of(&flow.mapping.reply),
+        });
+    }
+    commands
+}
+
+/// Selective queueing: true while ftpct must see every segment of `dir`:
+/// a line is incomplete (or held, or being skipped); for the server, a
+/// multi-line reply is open (its end and what it quotes must be seen), or
+/// the client's latest edit is unacknowledged (its acknowledgement, which
+/// the server's reply carries, lets the next edit of the client's
+/// direction have the kernel's one correction point; the next 227/229
+/// needs no such help: the PASV/EPSV before it carries the client's
+/// acknowledgement and is queued).
+fn needs_every_segment(flow: &Flow, dir: Dir) -> bool {
+    let server_must_be_seen = dir == Dir::Reply
+        && (flow.dialogue.in_block() || flow.stream(Dir::Orig).adj().has_unacked_edits());
+    !flow.stream(dir).at_rest() || server_must_be_seen
+}
+
+/// The guard entries of both directions of a connection, as its packets
+/// show them before NAT.
+fn guard_keys(m: &CtMapping) -> [GuardKey; 2] {
+    [GuardKey::of(&m.orig), GuardKey::of(&m.reply)]
+}
+
+/// Selective queueing on a connection whose fix-ups ftpct applies itself:
+/// from now on every packet of it must cross.
+fn guard_always(flow: &mut Flow, selective: bool) -> Vec<Command> {
+    if !selective || std::mem::replace(&mut flow.guard_always, true) {
+        return Vec::new();
+    }
+    guard_keys(&flow.mapping)
+        .into_iter()
+        .map(|key| Command::GuardAlways { key })
+        .collect()
+}
+
 /// A NATed control connection's SYN-ACK, before conntrack sees it: the
 /// moment to hand its fix-ups to the kernel (once).
 fn ask_kernel_to_adopt(flow: &mut Flow, ctx: &mut Ctx<'_>) {
@@ -1037,8 +1132,11 @@ fn skip_unseen(flow: &mut Flow, dir: Dir, ack: u32, ctx: &mut Ctx<'_>) {
     if !stream.acked_unseen(acked) {
         return;
     }
+    let expected = ctx.cfg.selective && stream.at_rest();
     stream.skip_to(acked);
-    resynced(flow, dir, acked, ResyncReason::UnseenBytes, ctx);
+    if !expected {
+        resynced(flow, dir, acked, ResyncReason::UnseenBytes, ctx);
+    }
 }
 
 /// A direction is followed again from `seq`: counted and said; replies

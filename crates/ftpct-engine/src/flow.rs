@@ -72,6 +72,9 @@ pub struct Flow {
     pub fixups: Fixups,
     /// The kernel was asked to take this connection's fix-ups.
     pub adopt_asked: bool,
+    /// Selective queueing: every packet of this connection is queued (its
+    /// guard entries have no timeout), because ftpct applies its fix-ups.
+    pub guard_always: bool,
     /// What its conntrack labels keep (see `kept`), as last set.
     pub kept: u64,
     /// Tells this flow from a later one in the same slot.
@@ -97,6 +100,7 @@ impl Flow {
             liberal: false,
             fixups: Fixups::Own,
             adopt_asked: false,
+            guard_always: false,
             kept: 0,
             generation: 0,
         }

@@ -148,6 +148,13 @@ impl SeqAdjust {
             .is_none_or(|e| self.acked.is_some_and(|a| !seq_after(e.end, a)))
     }
 
+    /// True while the receiver has not acknowledged the latest edit.
+    pub fn has_unacked_edits(&self) -> bool {
+        self.edits
+            .back()
+            .is_some_and(|e| self.acked.is_none_or(|a| seq_after(e.end, a)))
+    }
+
     /// The edits from `since` on as the kernel's one correction point:
     /// segments starting after the first of them move by the total, the
     /// others by what came before it. None without such edits.

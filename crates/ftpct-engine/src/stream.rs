@@ -121,6 +121,10 @@ struct Busy {
 }
 
 impl Busy {
+    fn is_at_rest(&self) -> bool {
+        self.line.is_empty() && self.held.is_none() && self.gap.is_none()
+    }
+
     fn is_idle(&self) -> bool {
         self.line.is_empty() && self.held.is_none() && self.gap.is_none() && self.adj.is_empty()
     }
@@ -154,6 +158,14 @@ impl Stream {
 
     pub fn is_started(&self) -> bool {
         self.started
+    }
+
+    /// Between lines: nothing incomplete, held or skipped, no gap open.
+    /// Under selective queueing, bytes that pass unseen from here are
+    /// complete lines (the kernel queues every segment that does not end
+    /// a line, and the continuation of one).
+    pub fn at_rest(&self) -> bool {
+        self.started && !self.skipping && self.busy.as_ref().is_none_or(|b| b.is_at_rest())
     }
 
     pub fn has_fin(&self) -> bool {

@@ -1,0 +1,194 @@
+//! Selective queueing: the kernel queues only the segments that can hold
+//! part of an announcement, and the continuations of lines (the guard
+//! ipset). The engine follows a session from those alone and says, after
+//! each packet, whether it still needs every segment of its direction.
+
+use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::engine::Config;
+use ftpct_engine::event::Event;
+use ftpct_engine::nat::{SnatRule, StaticNat};
+use ftpct_engine::policy::Refusal;
+use ftpct_engine::stream::DropReason;
+use ftpct_engine::{Outcome, Verdict};
+use ftpct_testkit::{addr, tuple, Control, Gateway, Side};
+
+fn selective(kernel_fixups: bool) -> Config {
+    Config {
+        kernel_fixups,
+        label_base: Some(64),
+        selective: true,
+        ..Config::default()
+    }
+}
+
+/// A client behind SNAT past its handshake; its greeting and login passed
+/// unseen (they hold nothing the kernel queues).
+fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
+    let kernel = cfg.kernel_fixups;
+    let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+    let mut gw = Gateway::new(cfg, StaticNat::new(vec![rule], Vec::new()));
+    let mut c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40000"),
+        1000,
+        9000,
+    );
+    c.handshake(&mut gw);
+    if kernel {
+        gw.engine.adopted(&c.c2s);
+    }
+    c.passed_unseen(Side::Server, b"220 ready\r\n");
+    c.passed_unseen(Side::Client, b"USER anonymous\r\n");
+    c.passed_unseen(Side::Server, b"331 password\r\n");
+    c.passed_unseen(Side::Client, b"PASS x\r\n");
+    c.passed_unseen(Side::Server, b"230 in\r\n");
+    (gw, c)
+}
+
+fn client_key() -> GuardKey {
+    GuardKey {
+        src: addr("192.0.2.10:40000"),
+        dst: addr("198.51.100.20:21").ip(),
+    }
+}
+
+fn server_key() -> GuardKey {
+    GuardKey {
+        src: addr("198.51.100.20:21"),
+        dst: addr("198.51.100.1:40000").ip(),
+    }
+}
+
+fn guard(out: &Outcome, key: GuardKey) -> Option<bool> {
+    out.commands.iter().find_map(|c| match c {
+        Command::Guard { key: k, needed } if *k == key => Some(*needed),
+        _ => None,
+    })
+}
+
+fn resynced(out: &Outcome) -> bool {
+    out.events
+        .iter()
+        .any(|e| matches!(e, Event::Resynced { .. }))
+}
+
+fn refused(out: &Outcome, refusal: Refusal) -> bool {
+    out.events
+        .iter()
+        .any(|e| matches!(e, Event::Refused { refusal: r, .. } if *r == refusal))
+}
+
+fn expects(out: &Outcome) -> bool {
+    out.commands
+        .iter()
+        .any(|c| matches!(c, Command::ExpectDst { .. }))
+}
+
+#[test]
+fn announcements_after_unseen_lines_are_followed_and_the_server_reply_is_queued_for_its_ack() {
+    let (mut gw, mut c) = session(selective(true));
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(!resynced(&port), "unseen lines before it are no loss");
+    let Verdict::Replace(_) = port.verdict else {
+        panic!("rewritten: {port:?}");
+    };
+    assert!(expects(&port));
+    assert_eq!(
+        guard(&port, client_key()),
+        Some(false),
+        "the line is complete"
+    );
+    assert!(
+        port.commands
+            .contains(&Command::GuardOn { key: server_key() }),
+        "the reply that acknowledges the edit must be seen"
+    );
+    let ok = c.server_says(&mut gw, b"200 ok\r\n");
+    assert_eq!(guard(&ok, server_key()), Some(false), "acknowledged");
+    c.passed_unseen(Side::Client, b"RETR f\r\n");
+    c.passed_unseen(Side::Server, b"150 go\r\n226 done\r\n");
+    let again = c.client_says(&mut gw, b"PORT 192,0,2,10,156,65\r\n");
+    assert!(!refused(&again, Refusal::EditInFlight), "{again:?}");
+    assert!(matches!(again.verdict, Verdict::Replace(_)));
+}
+
+#[test]
+fn a_split_line_keeps_its_direction_queued_until_it_ends() {
+    let (mut gw, mut c) = session(selective(true));
+    let head = c.client_says(&mut gw, b"PO");
+    assert_eq!(guard(&head, client_key()), Some(true));
+    let tail = c.client_says(&mut gw, b"RT 192,0,2,10,156,64\r\n");
+    assert!(matches!(tail.verdict, Verdict::Replace(_)), "{tail:?}");
+    assert!(expects(&tail));
+    assert_eq!(guard(&tail, client_key()), Some(false));
+}
+
+#[test]
+fn a_gap_inside_a_line_is_a_loss_not_a_line_start() {
+    let (mut gw, mut c) = session(selective(true));
+    c.client_says(&mut gw, b"NOOP x");
+    c.passed_unseen(Side::Client, b"\r\n");
+    let after = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert_eq!(after.verdict, Verdict::Drop, "waits for the missing bytes");
+    assert!(after.events.iter().any(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::OutOfOrder,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_227_counts_only_after_a_seen_pasv() {
+    let (mut gw, mut c) = session(selective(true));
+    let unsolicited = c.server_says(
+        &mut gw,
+        b"227 Entering Passive Mode (198,51,100,20,200,10)\r\n",
+    );
+    assert!(refused(&unsolicited, Refusal::Unsolicited));
+    assert!(!expects(&unsolicited));
+    c.client_says(&mut gw, b"PASV\r\n");
+    let answer = c.server_says(
+        &mut gw,
+        b"227 Entering Passive Mode (198,51,100,20,200,11)\r\n",
+    );
+    assert!(!refused(&answer, Refusal::Unsolicited), "{answer:?}");
+    assert!(expects(&answer));
+}
+
+#[test]
+fn a_multi_line_reply_is_followed_to_its_end() {
+    let (mut gw, mut c) = session(selective(true));
+    c.client_says(&mut gw, b"PASV\r\n");
+    let open = c.server_says(&mut gw, b"213-status\r\n");
+    assert_eq!(guard(&open, server_key()), Some(true), "the block is open");
+    let inside = c.server_says(
+        &mut gw,
+        b"227 Entering Passive Mode (198,51,100,20,200,10)\r\n",
+    );
+    assert!(refused(&inside, Refusal::Unsolicited));
+    assert_eq!(guard(&inside, server_key()), Some(true));
+    let end = c.server_says(&mut gw, b"213 end\r\n");
+    assert_eq!(guard(&end, server_key()), Some(false));
+}
+
+#[test]
+fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
+    let (mut gw, mut c) = session(selective(false));
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    for key in [client_key(), server_key()] {
+        assert!(
+            port.commands.contains(&Command::GuardAlways { key }),
+            "{port:?}"
+        );
+    }
+    let ok = c.server_says(&mut gw, b"200 ok\r\n");
+    assert_eq!(guard(&ok, server_key()), None, "always queued now");
+    let (_, gone) = gw.engine.conntrack_destroyed(&c.c2s);
+    for key in [client_key(), server_key()] {
+        assert!(gone
+            .commands
+            .contains(&Command::Guard { key, needed: false }));
+    }
+}
