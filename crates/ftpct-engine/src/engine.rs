@@ -729,7 +729,8 @@ impl Engine {
         let forget = match self.flows.locate(&seen) {
             None => None,
             Some((id, dir)) => match self.reuse_of(id, dir, pkt) {
-                Reuse::Same => return Ok(Some((id, dir))),
+                Reuse::Same if !self.learns_mapping(id, pkt) => return Ok(Some((id, dir))),
+                Reuse::Same => None,
                 Reuse::Reopened { .. } => return Ok(None),
                 Reuse::Stale => self.flows.get(id).map(|f| f.mapping),
             },
@@ -766,6 +767,9 @@ impl Engine {
         if let Some((id, dir)) = self.flows.locate(&seen) {
             match self.reuse_of(id, dir, pkt) {
                 Reuse::Same => {
+                    if self.learns_mapping(id, pkt) {
+                        self.learn_mapping(id, known);
+                    }
                     self.note_syn(id, dir, pkt);
                     return Some((id, dir));
                 }
@@ -801,6 +805,31 @@ impl Engine {
             None => (CtMapping::identity(seen), false),
         };
         self.track(m, mapping_known, now, hook, events, Dir::Orig)
+    }
+
+    /// A flow tracked from its SYN, before conntrack had an entry, learns
+    /// its NAT mapping from the next packet of either direction: usually
+    /// the SYN-ACK, whose reply tuple is unknown until then; with selective
+    /// queueing (or a SYN-ACK over the handshake budget) the next queued
+    /// packet may be the client's announcement itself.
+    fn learns_mapping(&self, id: FlowId, pkt: &TcpPacket<'_>) -> bool {
+        let first_syn = pkt.flags.syn && !pkt.flags.ack;
+        !first_syn && self.flows.get(id).is_some_and(|f| !f.mapping_known)
+    }
+
+    /// Takes conntrack's answer for a located flow (none: the connection is
+    /// not NATed, or conntrack lost it; asked once all the same).
+    fn learn_mapping(&mut self, id: FlowId, answer: Option<CtMapping>) {
+        let Some(flow) = self.flows.get_mut(id) else {
+            return;
+        };
+        let orig = flow.mapping.orig;
+        match answer.filter(|m| m.orig == orig) {
+            Some(m) => {
+                self.flows.set_mapping(id, m);
+            }
+            None => flow.mapping_known = true,
+        }
     }
 
     /// Port reuse. A SYN on a tracked flow is remembered; the flow is

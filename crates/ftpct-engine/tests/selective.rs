@@ -192,3 +192,64 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
             .contains(&Command::Guard { key, needed: false }));
     }
 }
+
+#[test]
+fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announcement() {
+    use ftpct_engine::engine::{Known, Step};
+    use ftpct_engine::nat::CtMapping;
+    use ftpct_engine::Hook;
+    use std::time::Duration;
+
+    let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+    let mut gw = Gateway::new(selective(true), StaticNat::new(vec![rule], Vec::new()));
+    let mut c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40000"),
+        1000,
+        9000,
+    );
+    let now = Duration::from_secs(1);
+    // The SYN crosses before conntrack has an entry: no mapping yet.
+    let syn = c.syn(Side::Client, &gw.engine).build();
+    let Step::Decided(_) = gw
+        .engine
+        .step(&syn, now, Hook::Prerouting, Known::Answer(None))
+    else {
+        panic!("decided");
+    };
+    // The SYN-ACK (over the handshake budget) and the login pass unseen.
+    c.passed_unseen(Side::Server, b"220 ready\r\n");
+    let port = c
+        .segment(Side::Client, &gw.engine)
+        .payload(b"PORT 192,0,2,10,156,64\r\n")
+        .build();
+    let Step::NeedMapping(q) = gw
+        .engine
+        .step(&port, now, Hook::Prerouting, Known::NotAsked)
+    else {
+        panic!("the flow asks for the mapping it never learned");
+    };
+    assert!(!q.first_syn);
+    let nat = CtMapping {
+        orig: c.c2s,
+        reply: c.s2c,
+    };
+    let Step::Decided(out) = gw
+        .engine
+        .step(&port, now, Hook::Prerouting, Known::Answer(Some(nat)))
+    else {
+        panic!("decided");
+    };
+    let Verdict::Replace(bytes) = &out.verdict else {
+        panic!("rewritten for the NAT: {out:?}");
+    };
+    let leaving = ftpct_engine::wire::TcpPacket::parse(bytes).expect("tcp");
+    assert_eq!(leaving.payload(), b"PORT 198,51,100,1,156,64\r\n");
+    // Asked once: the next packet needs no question.
+    let next = c.segment(Side::Client, &gw.engine).build();
+    assert!(matches!(
+        gw.engine
+            .step(&next, now, Hook::Prerouting, Known::NotAsked),
+        Step::Decided(_)
+    ));
+}

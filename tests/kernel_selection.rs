@@ -1,0 +1,184 @@
+//! Selective queueing in the kernel: `ftpct rules --apply` in a namespace,
+//! real TCP connections to port 21 over loopback, each writing one segment
+//! shape; the guard ipset then says whether the kernel picked the
+//! direction (no ftpct runs: with --queue-bypass the packets pass, and
+//! nobody takes the entries out again). Every shape that can hold part of
+//! an announcement, AUTH or a multi-line opener, or that ends inside a
+//! line, must be picked; plain complete lines must not. A picked direction
+//! stays queued: the continuation of a split line is queued too.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::sleep;
+use std::time::Duration;
+
+mod root;
+use root::kernel_tests_enabled;
+use root::netns::{accept, connect_from, Netns};
+
+const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
+const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
+/// Time for a written segment to cross loopback before the next write, so
+/// that each write is a segment of its own.
+const GAP: Duration = Duration::from_millis(30);
+
+struct Family {
+    client: &'static str,
+    server: &'static str,
+    guard: &'static str,
+    ip6: bool,
+}
+
+const V4: Family = Family {
+    client: "192.0.2.10",
+    server: "198.51.100.20",
+    guard: "ftpct-guard",
+    ip6: false,
+};
+
+const V6: Family = Family {
+    client: "2001:db8::10",
+    server: "2001:db8:2::20",
+    guard: "ftpct-guard6",
+    ip6: true,
+};
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("address"), port)
+}
+
+/// One connection: the client writes `from_client` segments, then the
+/// server writes `from_server` ones. Returns the client's port.
+fn exchange(
+    ns: &Netns,
+    f: &Family,
+    port: u16,
+    from_client: &[&[u8]],
+    from_server: &[&[u8]],
+) -> u16 {
+    ns.run(|| {
+        let listener = TcpListener::bind(sock(f.server, 21)).expect("listen on 21");
+        let mut client: TcpStream =
+            connect_from(sock(f.client, port), sock(f.server, 21)).expect("connect");
+        client.set_nodelay(true).expect("nodelay");
+        let (mut server, _) = accept(&listener);
+        server.set_nodelay(true).expect("nodelay");
+        for seg in from_client {
+            client.write_all(seg).expect("client writes");
+            sleep(GAP);
+        }
+        for seg in from_server {
+            server.write_all(seg).expect("server writes");
+            sleep(GAP);
+        }
+    });
+    port
+}
+
+/// Whether the guard set holds the direction src:sport -> dst.
+fn guarded(ns: &Netns, f: &Family, src: &str, sport: u16, dst: &str) -> bool {
+    let element = format!("{src},tcp:{sport},{dst}");
+    ns.try_sh(&["ipset", "test", f.guard, &element])
+}
+
+fn lab(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    for cidr in ["192.0.2.10/32", "198.51.100.20/32"] {
+        ns.add_addr(cidr);
+    }
+    for cidr in ["2001:db8::10/128", "2001:db8:2::20/128"] {
+        ns.sh(&["ip", "addr", "add", cidr, "dev", "lo", "nodad"]);
+    }
+    ns.sh(&[FTPCT, "rules", "--apply"]);
+    ns
+}
+
+fn client_shapes(ns: &Netns, f: &Family) {
+    let cases: [(&str, &[&[u8]], bool); 8] = [
+        ("a plain command", &[b"NOOP\r\n"], false),
+        ("PORT", &[b"PORT 192,0,2,10,156,64\r\n"], true),
+        ("port in lower case", &[b"port 192,0,2,10,156,64\r\n"], true),
+        ("EPRT", &[b"EPRT |1|192.0.2.10|40000|\r\n"], true),
+        ("EPSV behind another command", &[b"NOOP\r\nEPSV\r\n"], true),
+        ("PASV", &[b"PASV\r\n"], true),
+        ("AUTH", &[b"AUTH TLS\r\n"], true),
+        ("a command without its newline", &[b"NOOP"], true),
+    ];
+    for (i, (what, segments, picked)) in cases.into_iter().enumerate() {
+        let port = exchange(ns, f, 41000 + i as u16, segments, &[]);
+        assert_eq!(
+            guarded(ns, f, f.client, port, f.server),
+            picked,
+            "client direction, {what} ({})",
+            f.guard
+        );
+    }
+}
+
+fn server_shapes(ns: &Netns, f: &Family) {
+    let cases: [(&str, &[&[u8]], bool); 6] = [
+        ("a plain reply", &[b"200 ok\r\n"], false),
+        (
+            "227",
+            &[b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n"],
+            true,
+        ),
+        (
+            "229",
+            &[b"229 Entering Extended Passive Mode (|||40000|)\r\n"],
+            true,
+        ),
+        ("234", &[b"234 AUTH TLS ok\r\n"], true),
+        ("a multi-line opener", &[b"213-status\r\n"], true),
+        ("a reply without its newline", &[b"150 opening"], true),
+    ];
+    for (i, (what, segments, picked)) in cases.into_iter().enumerate() {
+        exchange(ns, f, 42000 + i as u16, &[], segments);
+        assert_eq!(
+            guarded(ns, f, f.server, 21, f.client),
+            picked,
+            "server direction, {what} ({})",
+            f.guard
+        );
+        // The server's key is the same in every case: start the next empty.
+        ns.sh(&["ipset", "flush", f.guard]);
+    }
+}
+
+#[test]
+fn the_kernel_queues_the_segment_shapes_that_can_matter_and_not_the_others() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("select");
+    for f in [&V4, &V6] {
+        client_shapes(&ns, f);
+        server_shapes(&ns, f);
+    }
+}
+
+#[test]
+fn a_split_line_keeps_its_direction_queued_for_its_rest() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("split");
+    for f in [&V4, &V6] {
+        let before = ns.counter(f.ip6, "raw", "OUTPUT", GUARDED);
+        // "PO" ends inside a line: picked; "RT ...\r\n" alone holds no
+        // keyword and ends a line, yet is queued as the direction's rest.
+        exchange(
+            &ns,
+            f,
+            43000,
+            &[b"PO", b"RT 192,0,2,10,156,64\r\n", b"NOOP\r\n"],
+            &[],
+        );
+        let queued = ns.counter(f.ip6, "raw", "OUTPUT", GUARDED) - before;
+        assert!(
+            queued >= 3,
+            "{queued} client segments queued, want the head, its rest and what follows ({})",
+            f.guard
+        );
+    }
+}
