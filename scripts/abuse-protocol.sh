@@ -43,11 +43,28 @@
 #       LOG_MAX: its logs must be rate-limited). vsftpd and pure-ftpd close
 #       the session on a 100 KB line (500 Input line too long / 421 Line too
 #       long): the long-line cases use the fake server.
+#   b2b-*   legitimate transfers (hostile.py b2b) whose control traffic
+#       leaves in segments sent back to back (TCP_NODELAY, one send() each,
+#       no wait between; TCP_INFO checks that each write left as a segment of
+#       its own, else the case is `broken`):
+#       b2b-split-port-snat-vsftpd       "PO" | "RT 192,0,2,10,p1,p2\r\n", RETR
+#       b2b-split-port-addr-snat-vsftpd  "PORT 192,0," | "2,10,p1,p2\r\n", RETR
+#       b2b-port-retr-one-snat-vsftpd    "PORT ...\r\nRETR 1k.bin\r\n" in one
+#       b2b-port-retr-two-snat-vsftpd    "PORT ...\r\n" | "RETR 1k.bin\r\n"
+#       b2b-split-eprt-snat-vsftpd       IPv6: "EPRT |2|2001:db" |
+#                                        "8:1::10|port|\r\n", RETR
+#       b2b-227-more-dnat-fake           the client pipelines "PASV\r\nRETR
+#           1k.bin\r\n"; the fake server's 227 and 150 leave back to back
+#       b2b-split-227-dnat-fake          the fake server's 227 in two
+#           segments back to back, cut inside the address
+#       the client gets 1k.bin over the announced data connection.
 # Expected (the secure outcome, also printed for the kernel): no probe
 # passes and no listener is reached, ftpct logs no expectation for the
 # hostile session and logs a `refused [...]` line for it (all but the forged
 # client lines, which are no announcement at all), the session still answers
-# NOOP, the legitimate transfer is intact, ftpct is still running. Kernel
+# NOOP, the legitimate transfer is intact, ftpct is still running. For the
+# b2b cases: the transfer works with the server's SHA-256, ftpct logs an
+# expectation for the session and no refusal, and is still running. Kernel
 # results are information: the run fails only when an ftpct case differs.
 #
 # Usage: scripts/abuse-protocol.sh [--only REGEX] [--modes ftpct,kernel] [--keep] [--tsv FILE]
@@ -58,6 +75,10 @@
 # Results: a table on stdout and WORK/results.tsv (case, mode, expected,
 # result, verdict, details). Needs root, the release build and the lab's
 # packages. Namespaces ftpct-abp-* (FTPCT_ABUSE_LAB_PREFIX overrides).
+# Environment: FTPCT_RULES_ARGS, words added after `ftpct rules --apply`
+# and `ftpct rules --delete`; FTPCT_RUN_ARGS, words added after `ftpct run`
+# (both empty by default; e.g. FTPCT_RULES_ARGS=--queue-all); FTPCT_BIN, the
+# ftpct binary (default target/release/ftpct).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -67,6 +88,8 @@ REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
 FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
 HOSTILE=$REPO/tests/abuse/hostile.py
+read -r -a RULES_ARGS <<<"${FTPCT_RULES_ARGS:-}" # words after `ftpct rules --apply|--delete`
+read -r -a RUN_ARGS <<<"${FTPCT_RUN_ARGS:-}"     # words after `ftpct run`
 export FTPCT_LAB_PREFIX=${FTPCT_ABUSE_LAB_PREFIX:-ftpct-abp-}
 NS_CLI=${FTPCT_LAB_PREFIX}cli
 NS_GW=${FTPCT_LAB_PREFIX}gw
@@ -115,6 +138,8 @@ longline-client-dnat-fake      dnat fake      send longline 100000
 longline-server-dnat-fake      dnat fake      srvsend LONGLINE 100000
 garbage-server-dnat-fake       dnat fake      srvsend GARBAGE 65536
 logflood-server-dnat-fake      dnat fake      srvsend FLOOD 1000
+b2b-227-more-dnat-fake         dnat fake      b2b pasv-more
+b2b-split-227-dnat-fake        dnat fake      b2b split-227
 listing-227-snat-vsftpd        snat vsftpd    listing 227
 listing-229-snat-vsftpd        snat vsftpd    listing 229
 bounce-port25-port-snat-vsftpd snat vsftpd    bounce port25 PORT
@@ -123,6 +148,11 @@ portflood-burst-snat-vsftpd    snat vsftpd    portflood pipelined
 portflood-seq-snat-vsftpd      snat vsftpd    portflood sequential
 garbage-client-snat-vsftpd     snat vsftpd    send binary 65536
 logflood-client-snat-vsftpd    snat vsftpd    send flood 1000
+b2b-split-port-snat-vsftpd     snat vsftpd    b2b split-port-verb
+b2b-split-port-addr-snat-vsftpd snat vsftpd   b2b split-port-addr
+b2b-port-retr-one-snat-vsftpd  snat vsftpd    b2b port-retr-one
+b2b-port-retr-two-snat-vsftpd  snat vsftpd    b2b port-retr-two
+b2b-split-eprt-snat-vsftpd     snat vsftpd    b2b split-eprt 6
 listing-227-snat-pure-ftpd     snat pure-ftpd listing 227
 listing-229-snat-pure-ftpd     snat pure-ftpd listing 229
 garbage-client-snat-pure-ftpd  snat pure-ftpd send binary 65536
@@ -158,12 +188,13 @@ gw_up() { [[ -e /run/netns/$NS_GW ]]; }
 
 rules_delete() {
     gw_up && [[ -x $FTPCT ]] || return 0
-    gw "$FTPCT" rules --delete >>"${WORK:-/tmp}/rules.log" 2>&1 || log "warning: ftpct rules --delete failed"
+    gw "$FTPCT" rules --delete "${RULES_ARGS[@]}" >>"${WORK:-/tmp}/rules.log" 2>&1 ||
+        log "warning: ftpct rules --delete failed"
 }
 
 ftpct_start() {
     FTPCT_LOG=$WORK/ftpct-$LAB_TOPO-$LAB_SERVER-$(date +%H%M%S%N).log
-    ip netns exec "$NS_GW" "$FTPCT" run </dev/null >"$FTPCT_LOG" 2>&1 &
+    ip netns exec "$NS_GW" "$FTPCT" run "${RUN_ARGS[@]}" </dev/null >"$FTPCT_LOG" 2>&1 &
     FTPCT_PID=$!
     wait_running
 }
@@ -182,7 +213,8 @@ gw_mode() { # ftpct | kernel
     case $1 in
         kernel) "$LAB" helper on >/dev/null ;;
         ftpct)
-            gw "$FTPCT" rules --apply >>"$WORK/rules.log" 2>&1 || die "ftpct rules --apply failed"
+            gw "$FTPCT" rules --apply "${RULES_ARGS[@]}" >>"$WORK/rules.log" 2>&1 ||
+                die "ftpct rules --apply ${RULES_ARGS[*]} failed: $(tail -n 3 "$WORK/rules.log" | tr '\n' ' ')"
             ftpct_start
             ;;
     esac
@@ -323,7 +355,7 @@ ftpct_counts() { # SLICE FLOW -> F_LINES F_EXPECT F_REFUSED F_REWRITE
 # --- the hostile actions ---------------------------------------------------------------------
 # Each runner runs the hostile part in the client namespace, output in $OUT,
 # and sets EXPECT (the secure outcome, words), NEED (what the ftpct log
-# must show: noexpect | refused | bounded) and may add to DETAILS.
+# must show: noexpect | refused | bounded | expect) and may add to DETAILS.
 
 # In the background and waited for, so that a signal is handled at once.
 hostile() {
@@ -428,6 +460,16 @@ run_srvsend() { # LONGLINE|GARBAGE|FLOOD N
     hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE $1 $2" --until '^200 abuse-done' --noop --timeout 10
 }
 
+# A legitimate transfer, its control traffic in segments back to back.
+run_b2b() { # SHAPE [6]
+    local sha target=$FTPCT_LAB_TARGET4
+    [[ ${2:-} == 6 ]] && target=$FTPCT_LAB_TARGET6
+    sha=$(awk '$2 == "1k.bin" { print $1 }' "$FTPCT_LAB_ANON/SHA256SUMS")
+    EXPECT="file ok, expect logged"
+    NEED=expect
+    hostile b2b "$target" --shape "$1" --file 1k.bin --sha "$sha" --timeout 10
+}
+
 # --- one case ----------------------------------------------------------------------------------
 
 R_NAME=() R_MODE=() R_EXPECT=() R_RESULT=() R_VERDICT=() R_DETAILS=()
@@ -468,6 +510,7 @@ run_case() { # NAME MODE RUNNER ARGS...
     else
         result=closed
         [[ $NEED == bounded ]] && result=usable
+        [[ $NEED == expect ]] && result=file-ok
     fi
     [[ -n $EXTRA_FAIL ]] && problems+=$EXTRA_FAIL
     if [[ $mode == ftpct ]]; then
@@ -483,6 +526,10 @@ run_case() { # NAME MODE RUNNER ARGS...
                 ((F_REFUSED >= 1)) || problems+="ftpct logged no refusal; "
                 ((F_EXPECT == 0)) || problems+="ftpct logged $F_EXPECT expectation(s); "
                 ;;
+            expect)
+                ((F_EXPECT >= 1)) || problems+="ftpct logged no expectation for it; "
+                ((F_REFUSED == 0)) || problems+="ftpct logged $F_REFUSED refusal(s) for it; "
+                ;;
         esac
         if [[ $runner == send || $runner == srvsend ]] && ((F_LINES > LOG_MAX)); then
             problems+="ftpct logged $F_LINES lines for one session (max $LOG_MAX: not rate-limited); "
@@ -497,7 +544,7 @@ run_case() { # NAME MODE RUNNER ARGS...
     DETAILS+="$(grep -E '^(noop|detail|received)' "$OUT" | head -n 4 | tr '\n\t' '; ' || true)"
     DETAILS+="legit: $LEGIT_WHY"
     local good=0
-    case $result in closed | usable) [[ -z $problems ]] && good=1 ;; esac
+    case $result in closed | usable | file-ok) [[ -z $problems ]] && good=1 ;; esac
     if [[ $mode == kernel ]]; then
         if ((good)); then verdict=info-ok; else verdict=info-differs; fi
     else

@@ -34,6 +34,25 @@ Subcommands:
       a normal ftplib session (tests/e2e/ftpc.py): RETR NAME again and
       again (SHA-256 checked) until the file --stop exists, then once more.
       Touches --ready after the first good transfer.
+  b2b HOST --shape SHAPE --file NAME --sha HEX [--timeout S]
+      a legitimate transfer whose control traffic leaves in segments sent
+      back to back (TCP_NODELAY, one send() per segment, no wait between):
+        split-port-verb   "PO" | "RT a,b,c,d,p1,p2\r\n", then RETR (active)
+        split-port-addr   "PORT a,b," | "c,d,p1,p2\r\n", then RETR (active)
+        split-eprt        "EPRT |2|<half the address>" | "<rest>|port|\r\n",
+                          then RETR (active; connect to an IPv6 HOST)
+        port-retr-one     "PORT ...\r\nRETR NAME\r\n" in one segment
+        port-retr-two     "PORT ...\r\n" | "RETR NAME\r\n"
+        pasv-more         (fake server) SITE B2B MORE, then "PASV\r\nRETR
+                          NAME\r\n" in one segment: the 227 and the 150
+                          leave the server in two segments back to back
+        split-227         (fake server) SITE B2B SPLIT227, then PASV: the
+                          227 leaves in two segments, cut inside the address
+      The data connection goes where the (possibly rewritten) PORT/EPRT or
+      227 says; the data's SHA-256 must be HEX. TCP_INFO counts the data
+      segments each side sent (retransmissions apart): anything but one
+      segment per write means the kernel joined or cut them and the case
+      did not test its shape (exit 3).
   fakeserver --root DIR --log FILE [--secs N]
       a small FTP server on [::]:21 serving DIR (anonymous login, TYPE,
       PASV, EPSV, PORT, EPRT, RETR, SIZE, NOOP, QUIT) that also misbehaves
@@ -41,8 +60,11 @@ Subcommands:
       that no PASV/EPSV asked for; SITE MULTI227 P / SITE MULTI229 P with
       a multi-line 213 reply holding a 227/229 line in a segment of its own; SITE LONGLINE N, SITE GARBAGE N SEED,
       SITE FLOOD N answer with an N-byte line, N random bytes, N malformed
-      227/229 lines (each then `200 abuse-done`); lines of any length and
-      content from the client get a 500 and the session goes on.
+      227/229 lines (each then `200 abuse-done`); SITE B2B MORE / SITE B2B
+      SPLIT227 shape the session's next 227 (see b2b; the 226 that ends the
+      transfer then says how many writes and data segments left since the
+      227); lines of any length and content from the client get a 500 and
+      the session goes on.
 """
 
 import argparse
@@ -69,6 +91,11 @@ def out(*a):
     print(*a, flush=True)
 
 
+def hostport(addr):
+    """ADDR:PORT as ftpct's log writes it ([v6]:port)."""
+    return ("[%s]:%d" if ":" in addr[0] else "%s:%d") % (addr[0], addr[1])
+
+
 # --- the control connection ---------------------------------------------------
 
 
@@ -84,7 +111,7 @@ class Ctl:
         self.buf = b""
         self.lines = []  # every reply line read, for --want and announcements
         loc, peer = self.sock.getsockname(), self.sock.getpeername()
-        out("control %s:%d -> %s:%d" % (loc[0], loc[1], peer[0], peer[1]))
+        out("control %s -> %s" % (hostport(loc), hostport(peer)))
         self.local = loc
 
     def send(self, data):
@@ -515,6 +542,207 @@ def cmd_legit(a):
     return 0
 
 
+# --- segments sent back to back ---------------------------------------------------
+
+
+def tcp_counters(sock):
+    """(data segments sent, segments retransmitted) so far, from TCP_INFO:
+    tcpi_data_segs_out (offset 156) and tcpi_total_retrans (offset 100)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return struct.unpack_from("I", info, 156)[0], struct.unpack_from("I", info, 100)[0]
+
+
+class Burst:
+    """Writes sent back to back, one send() each with TCP_NODELAY, and the
+    data segments they left in (retransmissions apart)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.writes = []
+        self.mark = tcp_counters(sock)
+
+    def send(self, *parts):
+        for p in parts:
+            p = p if isinstance(p, bytes) else p.encode("latin-1")
+            self.sock.sendall(p)
+            self.writes.append(p)
+
+    def segments(self):
+        """(original data segments, retransmitted ones) since the mark."""
+        segs, retrans = tcp_counters(self.sock)
+        retrans -= self.mark[1]
+        return segs - self.mark[0] - retrans, retrans
+
+    def shown(self):
+        return " | ".join('"%s"' % p.decode("latin-1").replace("\r", "\\r").replace("\n", "\\n")
+                          for p in self.writes)
+
+
+def b2b_cut(line, shape):
+    """Where SHAPE cuts the announcement LINE (str)."""
+    if shape == "split-port-verb":
+        return 2  # "PO" | "RT ..."
+    if shape == "split-port-addr":
+        return line.index(",", line.index(",") + 1) + 1  # "PORT a,b," | "c,d,..."
+    if shape == "split-eprt":
+        start = len("EPRT |2|")
+        return start + (line.index("|", start) - start) // 2  # half the address
+    return None
+
+
+def read_data(d, timeout):
+    h = hashlib.sha256()
+    n = 0
+    d.settimeout(timeout)
+    with d:
+        while True:
+            b = d.recv(1 << 16)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+    return h.hexdigest(), n
+
+
+class B2BError(Exception):
+    pass
+
+
+def expect_code(c, want, what, timeout):
+    code, lines = c.reply(timeout)
+    if not code.startswith(want):
+        raise B2BError("%s answered %s" % (what, show(lines[-1])))
+    return code, lines
+
+
+def b2b_active(c, a, steps):
+    """PORT/EPRT in the shape asked for, then RETR over the active data
+    connection: (burst, its segments, digest, size, None)."""
+    fam = c.sock.family
+    with socket.create_server((c.local[0], 0), family=fam, backlog=1) as ls:
+        port = ls.getsockname()[1]
+        if a.shape == "split-eprt":
+            if fam != socket.AF_INET6:
+                raise SystemExit(b2b_setup_failed("split-eprt needs an IPv6 control connection"))
+            line = "EPRT |2|%s|%d|\r\n" % (c.local[0], port)
+        else:
+            line = "PORT %s,%d,%d\r\n" % (c.local[0].replace(".", ","), port >> 8, port & 255)
+        retr = "RETR %s\r\n" % a.file
+        b = Burst(c.sock)
+        if a.shape == "port-retr-one":
+            b.send(line + retr)
+        elif a.shape == "port-retr-two":
+            b.send(line, retr)
+        else:
+            cut = b2b_cut(line, a.shape)
+            b.send(line[:cut], line[cut:])
+        code, _ = expect_code(c, "2", line.split()[0], a.timeout)
+        steps.append(code)
+        segs = b.segments()  # everything of the burst has left by now
+        if a.shape not in ("port-retr-one", "port-retr-two"):
+            c.cmd(retr.strip())
+        code, _ = expect_code(c, "1", "RETR", a.timeout)
+        steps.append(code)
+        ls.settimeout(a.timeout)
+        try:
+            d, _ = ls.accept()
+        except socket.timeout:
+            raise B2BError("no data connection from the server in %g s" % a.timeout)
+    digest, n = read_data(d, a.timeout)
+    code, _ = expect_code(c, "2", "the transfer", a.timeout)
+    steps.append(code)
+    return b, segs, digest, n, None
+
+
+def b2b_passive(c, a, steps):
+    """SITE B2B ..., then PASV (pipelined with the RETR for pasv-more) and
+    RETR over the passive data connection: (burst, its segments, digest,
+    size, the server's (writes, segments, retransmitted))."""
+    mode = "MORE" if a.shape == "pasv-more" else "SPLIT227"
+    c.cmd("SITE B2B " + mode)
+    code, lines = c.reply(a.timeout)
+    if code != "200":
+        raise SystemExit(b2b_setup_failed("SITE B2B %s answered %s" % (mode, show(lines[-1]))))
+    b = Burst(c.sock)
+    if mode == "MORE":
+        b.send("PASV\r\nRETR %s\r\n" % a.file)
+    else:
+        b.send("PASV\r\n")
+    code, lines = expect_code(c, "227", "PASV", a.timeout)
+    steps.append(code)
+    segs = b.segments()
+    out("received %s" % show(lines[-1]))
+    where = announced(lines[-1:], a.host)
+    if not where:
+        raise B2BError("no address in %s" % show(lines[-1]))
+    host, _, port = where[0].rpartition(":")
+    try:
+        d = socket.create_connection((host.strip("[]"), int(port)), a.timeout)
+    except OSError as e:
+        raise B2BError("data connection to %s: %s" % (where[0], e))
+    if mode != "MORE":
+        c.cmd("RETR " + a.file)
+    try:
+        expect_code(c, "1", "RETR", a.timeout)
+    except BaseException:
+        d.close()
+        raise
+    steps.append("150")
+    digest, n = read_data(d, a.timeout)
+    code, lines = expect_code(c, "2", "the transfer", a.timeout)
+    steps.append(code)
+    m = re.search(rb"b2b writes=(\d+) segments=(\d+) retransmitted=(\d+)", lines[-1])
+    server = tuple(int(x) for x in m.groups()) if m else None
+    return b, segs, digest, n, server
+
+
+def b2b_setup_failed(why):
+    out("detail %s" % why)
+    out("summary: opened=0 transfer=not-tried")
+    return 3
+
+
+def cmd_b2b(a):
+    c = Ctl(a.host, timeout=a.timeout)
+    c.login()
+    c.cmd("TYPE I")
+    code, lines = c.reply(a.timeout)
+    if code != "200":
+        return b2b_setup_failed("TYPE I answered %s" % show(lines[-1]))
+    steps = []
+    try:
+        fn = b2b_passive if a.shape in ("pasv-more", "split-227") else b2b_active
+        b, (segs, retrans), digest, n, server = fn(c, a, steps)
+    except (B2BError, TimeoutError, ConnectionError, ValueError, OSError) as e:
+        got = ("after the replies " + " ".join(steps)) if steps else "with no reply to the shaped writes"
+        out("detail transfer failed %s: %s" % (got, e))
+        out("summary: opened=0 transfer=failed")
+        return 1
+    ok = digest == a.sha
+    out("detail client: %d write(s) back to back (%s) left in %d data segment(s), %d retransmitted" % (
+        len(b.writes), b.shown(), segs, retrans))
+    if server:
+        out("detail server: %d write(s) back to back from its 227 on left in %d data segment(s), %d retransmitted"
+            % server)
+    out("detail transfer: %s, %d bytes, SHA-256 %s" % (
+        " ".join(steps), n, "ok" if ok else "MISMATCH %s" % digest))
+    try:
+        c.cmd("QUIT")
+    except OSError:
+        pass
+    joined = segs != len(b.writes) or (server is not None and server[1] != server[0])
+    if a.shape in ("pasv-more", "split-227") and server is None:
+        joined = True
+        out("detail the fake server's 226 did not say how its writes left")
+    if joined:
+        out("detail the writes did not leave as one segment each: not the shape under test")
+        out("summary: opened=0 transfer=%s shape=lost" % ("ok" if ok else "bad"))
+        return 3
+    out("summary: opened=0 transfer=%s" % ("ok" if ok else "bad"))
+    return 0 if ok else 1
+
+
 # --- the fake server ------------------------------------------------------------
 
 
@@ -525,9 +753,48 @@ class FakeSession(threading.Thread):
         self.pasv = None
         self.port_addr = None
         self.buf = b""
+        self.b2b = None  # SITE B2B: how the next 227 leaves
+        self.burst = None  # from a shaped 227 to the 226: the writes, counted
 
     def w(self, data):
-        self.c.sendall(data if isinstance(data, bytes) else data.encode("latin-1"))
+        data = data if isinstance(data, bytes) else data.encode("latin-1")
+        if self.burst:
+            self.burst.send(data)
+        else:
+            self.c.sendall(data)
+
+    def wait_line(self, secs):
+        """Reads until a whole line is buffered (at most SECS)."""
+        end = time.monotonic() + secs
+        try:
+            while b"\n" not in self.buf and time.monotonic() < end:
+                self.c.settimeout(max(0.01, end - time.monotonic()))
+                chunk = self.c.recv(1 << 16)
+                if not chunk:
+                    break
+                self.buf += chunk
+        except socket.timeout:
+            pass
+        finally:
+            self.c.settimeout(120)
+
+    def reply_227(self, text):
+        """The 227, shaped as SITE B2B asked: MORE sends it and the reply
+        to the command pipelined behind it back to back (that command read
+        first), SPLIT227 cuts it inside the address, two writes back to
+        back."""
+        mode, self.b2b = self.b2b, None
+        if not mode:
+            self.w(text)
+            return
+        if mode == "MORE":
+            self.wait_line(2.0)
+        self.burst = Burst(self.c)
+        if mode == "SPLIT227":
+            cut = text.index(",", text.index(",") + 1) + 1  # "227 ... (a,b," | "c,d,p1,p2)"
+            self.burst.send(text[:cut], text[cut:])
+        else:
+            self.burst.send(text)
 
     def line(self):
         while b"\n" not in self.buf:
@@ -582,13 +849,22 @@ class FakeSession(threading.Thread):
                 if not b:
                     break
                 d.sendall(b)
-        self.w("226 done\r\n")
+        if self.burst:
+            writes, (segs, retrans) = len(self.burst.writes), self.burst.segments()
+            self.burst = None
+            self.w("226 done (b2b writes=%d segments=%d retransmitted=%d)\r\n" % (writes, segs, retrans))
+        else:
+            self.w("226 done\r\n")
 
     def site(self, args):
         words = args.split()
         what = words[0].upper() if words else ""
         n = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
-        if what in ("MULTI227", "MULTI229"):
+        if what == "B2B" and len(words) > 1 and words[1].upper() in ("MORE", "SPLIT227"):
+            self.b2b = words[1].upper()
+            self.c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.w("200 b2b %s: the next 227 is shaped\r\n" % self.b2b)
+        elif what in ("MULTI227", "MULTI229"):
             # The listing trick, each line its own segment: a helper that
             # reads segments, not replies, sees a 227/229 at a line start.
             self.c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -642,7 +918,7 @@ class FakeSession(threading.Thread):
                     self.w('257 "/"\r\n')
                 elif verb == "PASV":
                     p = self.open_pasv()
-                    self.w("227 Entering Passive Mode (%s,%d,%d)\r\n" % (
+                    self.reply_227("227 Entering Passive Mode (%s,%d,%d)\r\n" % (
                         self.own_addr().replace(".", ","), p >> 8, p & 255))
                 elif verb == "EPSV":
                     self.w("229 Entering Extended Passive Mode (|||%d|)\r\n" % self.open_pasv())
@@ -762,6 +1038,16 @@ def main(argv):
     s.add_argument("--max-secs", type=float, default=90)
     s.add_argument("--max-count", type=int, default=2000)
     s.set_defaults(fn=cmd_legit)
+
+    s = sub.add_parser("b2b")
+    s.add_argument("host")
+    s.add_argument("--shape", required=True, choices=[
+        "split-port-verb", "split-port-addr", "split-eprt", "port-retr-one", "port-retr-two",
+        "pasv-more", "split-227"])
+    s.add_argument("--file", required=True)
+    s.add_argument("--sha", required=True)
+    s.add_argument("--timeout", type=float, default=10)
+    s.set_defaults(fn=cmd_b2b)
 
     s = sub.add_parser("fakeserver")
     s.add_argument("--root", required=True)
