@@ -2,7 +2,8 @@
 # Gateway benchmarks: ftpct against the kernel's FTP helper and against no
 # helper at all, in the same run, on the snat lab (scripts/lab.sh).
 #
-# Usage: sudo scripts/bench.sh [--quick] [--rounds N] [--no-vsftpd] [--out DIR]
+# Usage: sudo scripts/bench.sh [--quick] [--rounds N] [--no-vsftpd] [--no-nfq]
+#                              [--queue-all-too] [--only LIST] [--out DIR]
 #
 #   --quick       ~3 minutes: 2 rounds, shorter tests (the NOOP session keeps
 #                 its 10,000 commands)
@@ -10,6 +11,7 @@
 #                 gateway, the gateways in a rotating order
 #   --no-vsftpd   skip the vsftpd tests (sessions and bulk)
 #   --no-nfq      skip gateway (d)
+#   --queue-all-too  add gateway (e) ftpctall
 #   --only LIST   run only these tests (comma-separated: rtt,sessions,bulk,stream)
 #   --out DIR     keep the raw results (results.jsonl), logs and table there
 #                 (default: a fresh /tmp/ftpct-bench.XXXXXX, kept)
@@ -21,6 +23,8 @@
 #   nfq     (d) ftpct's rules, but a do-nothing queue program (`ftpload
 #           nfq-null`: recv, accept) and permissive forwarding: the cost of
 #           crossing to userspace alone, for rtt, sessions (ftpload) and stream
+#   ftpctall (e, with --queue-all-too) as (c), with `--queue-all` added to both
+#           `ftpct rules --apply` and `ftpct run` (fails if ftpct rejects it)
 #
 # Tests (client in ${PREFIX}cli, servers in ${PREFIX}srv, NAT gateway between):
 #   rtt       NOOP, PASV+227 and PORT+200 round trips in one session, client,
@@ -28,7 +32,10 @@
 #             program on CPU 1
 #   sessions  K = 1, 16, 128 clients (vsftpd: 1, 16): login, PASV/EPSV/PORT/EPRT in turn,
 #             RETR 1k.bin (SHA-256 checked), QUIT; sessions per second, with
-#             the CPU of server, ftpct and client (cpuacct cgroups)
+#             the CPU of server, ftpct and client (cpuacct cgroups); then one
+#             client, sessions one after the other for a second or two (at
+#             least 20), passive (PASV/EPSV) then active (PORT/EPRT): packets
+#             queued per session
 #   bulk      RETR of 1 GiB, SHA-256 checked
 #   stream    one control connection streams "NOOP\r\n" lines in small
 #             segments to a sink; packets per second through the gateway,
@@ -36,6 +43,11 @@
 #             ftpct's CPU per packet
 # Servers: ftpload's own (tools/ftpload, fast) for every test, vsftpd
 # (forks per session, realistic) for sessions and bulk.
+# Packets queued: every test reads the packet counters of all the NFQUEUE
+# rules of the gateway's raw table (any chain, iptables and ip6tables)
+# before and after; a gateway without such rules counts 0. Per NOOP round
+# trip: the NOOP session's count less that of a 1-NOOP session (the same
+# login, warm-up and QUIT), over the NOOPs between them.
 #
 # Scale (RSS per tracked connection and expectation, lookup time) is the
 # engine benchmark's job: `cargo bench -p ftpct-engine --bench engine`, see BENCHMARKS.md.
@@ -56,6 +68,7 @@ ROUNDS=5
 QUICK=0
 VSFTPD=1
 NFQ=1
+QUEUE_ALL=0
 ONLY=,rtt,sessions,bulk,stream,
 OUT=''
 while (($#)); do
@@ -64,6 +77,7 @@ while (($#)); do
         --rounds) ROUNDS=${2:?--rounds N}; shift ;;
         --no-vsftpd) VSFTPD=0 ;;
         --no-nfq) NFQ=0 ;;
+        --queue-all-too) QUEUE_ALL=1 ;;
         --only) ONLY=,${2:?--only LIST},; shift ;;
         --out) OUT=${2:?--out DIR}; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -78,6 +92,8 @@ NOOP_COUNT=10000
 CMD_COUNT=3000
 SESS_SECS=4
 VS_SESS_SECS=3
+# Sequential sessions (one client) for the packets queued per session.
+QSESS_SECS=2
 CLIENTS=(1 16 128)
 # vsftpd listens with a backlog of 32: 128 clients at once lose connections.
 VS_CLIENTS=(1 16)
@@ -89,6 +105,7 @@ if ((QUICK)); then
     CMD_COUNT=1000
     SESS_SECS=2
     VS_SESS_SECS=1.5
+    QSESS_SECS=1
     STREAM_SECS=2
 fi
 
@@ -275,16 +292,23 @@ server_stop() {
 
 queue_bound() { gw cat /proc/net/netfilter/nfnetlink_queue | awk '$1 == 0 && $2 != 0 { f = 1 } END { exit !f }'; }
 
-# qprog_start ftpct|null: the queue program, in the gw cgroup.
+# qprog_start ftpct|ftpctall|null: the queue program, in the gw cgroup.
 qprog_start() {
     QPROG=$1
     QPROG_LOG=$WORK/$1-r$ROUND-$(date +%H%M%S%N).log
+    local cmd
     case $1 in
-        ftpct) "${IN_CG[@]}" "$CG/gw/cgroup.procs" ip netns exec "$NS_GW" "$FTPCT" run </dev/null >"$QPROG_LOG" 2>&1 & ;;
-        null) "${IN_CG[@]}" "$CG/gw/cgroup.procs" ip netns exec "$NS_GW" "$FTPLOAD" nfq-null </dev/null >"$QPROG_LOG" 2>&1 & ;;
+        ftpct) cmd=("$FTPCT" run) ;;
+        ftpctall) cmd=("$FTPCT" run --queue-all) ;;
+        null) cmd=("$FTPLOAD" nfq-null) ;;
     esac
+    "${IN_CG[@]}" "$CG/gw/cgroup.procs" ip netns exec "$NS_GW" "${cmd[@]}" </dev/null >"$QPROG_LOG" 2>&1 &
     QPROG_PID=$!
-    wait_for 50 queue_bound || { tail -n 20 "$QPROG_LOG" >&2; die "$1 did not bind queue 0"; }
+    if ! wait_for 50 queue_bound; then
+        tail -n 20 "$QPROG_LOG" >&2
+        kill -0 "$QPROG_PID" 2>/dev/null || QPROG_PID=''
+        die "gateway $GW_MODE: \`${cmd[*]#"$TOP/"}\` did not bind queue 0 (log above, $QPROG_LOG)"
+    fi
 }
 
 # qprog_stop: stops it; QPROG_PACKETS = packets ftpct's engine saw (ftpct only).
@@ -293,7 +317,7 @@ qprog_stop() {
     [[ -n $QPROG_PID ]] || return 0
     stop_pid "$QPROG_PID" 100 || log "warning: $QPROG did not stop in 10 s: killed"
     QPROG_PID=''
-    if [[ $QPROG == ftpct ]]; then
+    if [[ $QPROG == ftpct* ]]; then
         QPROG_PACKETS=$(sed -n 's/.*stopped:.* packets=\([0-9]*\).*/\1/p' "$QPROG_LOG" | tail -n 1)
         QPROG_PACKETS=${QPROG_PACKETS:-0}
     fi
@@ -318,18 +342,43 @@ permissive() { # -I|-D
     done
 }
 
-rules() { # --apply|--delete
-    gw "$FTPCT" rules "$1" >>"$WORK/rules.log" 2>&1 || die "ftpct rules $1 failed (see $WORK/rules.log)"
+rules() { # --apply|--delete [FLAG...]
+    echo "# ftpct rules $*" >>"$WORK/rules.log"
+    gw "$FTPCT" rules "$@" >>"$WORK/rules.log" 2>&1 ||
+        die "gateway ${GW_MODE:-?}: \`ftpct rules $*\` failed: $(grep -v '^ *$' "$WORK/rules.log" | tail -n 4 | tr '\n' ' ')(see $WORK/rules.log)"
+}
+
+# queue_counters: "PACKETS RULES" of the NFQUEUE rules of the gateway's raw
+# table, every chain (built-in or not), iptables and ip6tables summed:
+# packets those rules sent to a queue since they were added, and how many
+# rules there are. Fails if a table cannot be listed.
+queue_counters() {
+    local ipt out p=0 n=0 dp dn
+    for ipt in iptables ip6tables; do
+        # (iptables-nft prints a NUL byte in the description of a bpf match.)
+        out=$(gw "$ipt" -t raw -n -v -x -L 2>/dev/null | tr -d '\0') || return 1
+        # Rule lines: pkts bytes target prot ...; chain and column headers
+        # have "(policy", "(N" or "target" there.
+        read -r dp dn < <(awk '$3 == "NFQUEUE" && $1 ~ /^[0-9]+$/ { p += $1; n++ } END { print p + 0, n + 0 }' <<<"$out")
+        p=$((p + dp)) n=$((n + dn))
+    done
+    echo "$p $n"
+}
+
+queued_packets() { # PACKETS of queue_counters, or "null"
+    local c
+    c=$(queue_counters) && echo "${c% *}" || echo null
 }
 
 mode_on() {
+    GW_MODE=$1
     case $1 in
         none) permissive -I ;;
         kernel) "$LAB" helper on >/dev/null ;;
         ftpct) rules --apply && qprog_start ftpct ;;
+        ftpctall) rules --apply --queue-all && qprog_start ftpctall ;;
         nfq) permissive -I && rules --apply && qprog_start null ;;
     esac
-    GW_MODE=$1
     flush_conntrack
 }
 
@@ -337,9 +386,13 @@ mode_off() {
     case $GW_MODE in
         none) permissive -D ;;
         kernel) "$LAB" helper off >/dev/null ;;
-        ftpct) qprog_stop && rules --delete ;;
+        ftpct | ftpctall) qprog_stop && rules --delete ;;
         nfq) qprog_stop && rules --delete && permissive -D ;;
     esac
+    # A queue rule left behind would queue the next gateways' packets.
+    local c
+    c=$(queue_counters) || die "cannot list the gateway's raw table (iptables -t raw -nvxL)"
+    [[ ${c#* } == 0 ]] || die "gateway $GW_MODE: ${c#* } NFQUEUE rule(s) left in the gateway's raw table after \`ftpct rules --delete\`"
     GW_MODE=''
     flush_conntrack
 }
@@ -353,11 +406,13 @@ record() {
 }
 
 # measure TEST PARAM TIMEOUT CMD...: runs the client, records its JSON with
-# the CPU used meanwhile by server, ftpct, client and the whole machine.
+# the CPU used meanwhile by server, ftpct, client and the whole machine, and
+# the packets queued meanwhile ("queued", null if the rules could not be read).
 measure() {
     local test=$1 param=$2 tmo=$3
     shift 3
-    local s0 g0 c0 s1 g1 c1 b0 t0 b1 t1 w0 w1 out rc=0 cpu
+    local s0 g0 c0 s1 g1 c1 b0 t0 b1 t1 w0 w1 out rc=0 cpu q0 q1 queued=null
+    q0=$(queued_packets)
     s0=$(cg_usage srv) g0=$(cg_usage gw) c0=$(cg_usage cli)
     read -r b0 t0 < <(sys_ticks)
     w0=$(date +%s%N)
@@ -371,13 +426,18 @@ measure() {
         -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN {
             printf "{\"wall_s\":%.3f,\"srv_pct\":%.1f,\"ftpct_pct\":%.1f,\"cli_pct\":%.1f,\"ftpct_cpu_s\":%.4f,\"machine_busy_pct\":%.1f}",
                 w / 1e9, 100 * s / w, 100 * g / w, 100 * c / w, g / 1e9, (t ? 100 * b / t : 0) }')
+    # The client's last FIN and its ACK may cross after the client exits.
+    sleep 0.1
+    q1=$(queued_packets)
+    [[ $q0 != null && $q1 != null ]] && queued=$((q1 - q0))
+    cpu="${cpu%\}},\"queued\":$queued}"
     if ((rc)) || [[ -z $out ]]; then
         log "  $GW_MODE $test $param: FAILED (exit $rc): $(tail -n 2 "$WORK/client.log" | tr '\n' ' ')"
         record "$test" "$param" "$cpu" "{\"failed\":true,\"exit\":$rc}"
         return 0
     fi
     record "$test" "$param" "$cpu" "$out"
-    log "  $GW_MODE $test $param: $(summary "$out")"
+    log "  $GW_MODE $test $param: $(summary "$out"); $queued packets queued"
 }
 
 summary() {
@@ -472,6 +532,19 @@ pin() {
     done
 }
 
+# queued_sessions SERVER: one client, sessions one after the other, passive
+# (PASV, EPSV in turn) then active (PORT, EPRT): the packets queued per
+# session.
+queued_sessions() {
+    local kind modes
+    for kind in passive active; do
+        [[ $kind == passive ]] && modes=pasv,epsv || modes=port,eprt
+        measure queued-sessions "$1-$kind" $((${QSESS_SECS%.*} + 60)) sessions --target "$TARGET:21" \
+            --clients 1 --duration "$QSESS_SECS" --modes "$modes" --file 1k.bin --size 1024 --sha256 "$SHA_1K"
+        flush_conntrack
+    done
+}
+
 # Round trips: where the processes run decides more than anything else on
 # a VM (a wake-up on the other CPU costs ~25 us here). Client, server and
 # queue program all on CPU 0 measures what crossing to userspace costs in
@@ -481,6 +554,9 @@ rtt_tests() {
     CLIENT_CPUS=0
     pin 0 "$SERVER_PID" "$QPROG_PID"
     measure rtt NOOP 120 rtt --target "$TARGET:21" --cmd noop --count "$NOOP_COUNT"
+    # The same session with 1 NOOP instead: what the NOOP session queues
+    # besides its NOOPs (handshake, login, warm-up, QUIT, close).
+    measure rtt NOOP-base 60 rtt --target "$TARGET:21" --cmd noop --count 1
     measure rtt PASV 120 rtt --target "$TARGET:21" --cmd pasv --count "$CMD_COUNT"
     measure rtt PORT 120 rtt --target "$TARGET:21" --cmd port --count "$CMD_COUNT"
     if [[ -n $QPROG_PID ]]; then
@@ -503,6 +579,7 @@ run_mode() {
                 --clients "$k" --duration "$SESS_SECS" --file 1k.bin --size 1024 --sha256 "$SHA_1K"
             flush_conntrack
         done
+        queued_sessions ftpload
     fi
     if want bulk && [[ $1 != nfq ]]; then
         measure bulk ftpload 300 bulk --target "$TARGET:21" --file "$BULK_NAME" --size "$BULK_SIZE" --sha256 "$SHA_BULK"
@@ -516,6 +593,7 @@ run_mode() {
                     --clients "$k" --duration "$VS_SESS_SECS" --file 1k.bin --size 1024 --sha256 "$SHA_1K"
                 flush_conntrack
             done
+            queued_sessions vsftpd
         fi
         if want bulk; then
             measure bulk vsftpd 300 bulk --target "$TARGET:21" --file "$BULK_NAME" --size "$BULK_SIZE" --sha256 "$SHA_BULK"
@@ -542,6 +620,13 @@ command -v python3 >/dev/null || die "python3 missing"
 log "build (release)"
 cargo build --release --locked -p ftpct -p ftpload >"$WORK/build.log" 2>&1 ||
     { tail -n 20 "$WORK/build.log" >&2; die "cargo build failed"; }
+if ((QUEUE_ALL)); then
+    # Fail now, not after the first rounds, if this ftpct has no --queue-all.
+    for sub in rules run; do
+        [[ $("$FTPCT" "$sub" --help 2>&1) == *--queue-all* ]] ||
+            die "--queue-all-too: this ftpct does not know \`ftpct $sub --queue-all\` (not in \`ftpct $sub --help\`)"
+    done
+fi
 
 cg_setup
 log "lab up (snat, namespaces ${PREFIX}cli/gw/srv)"
@@ -579,6 +664,7 @@ wait_quiet
 
 MODES=(none kernel ftpct)
 ((NFQ)) && MODES+=(nfq)
+((QUEUE_ALL)) && MODES+=(ftpctall)
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
         run_mode "${MODES[(i + ROUND - 1) % ${#MODES[@]}]}"
@@ -590,7 +676,7 @@ ROUND=0
 
 {
     echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-    echo "command: scripts/bench.sh$( ((QUICK)) && echo ' --quick') --rounds $ROUNDS$( ((VSFTPD)) || echo ' --no-vsftpd')$( ((NFQ)) || echo ' --no-nfq')$([[ $ONLY == ,rtt,sessions,bulk,stream, ]] || echo " --only ${ONLY:1:-1}")"
+    echo "command: scripts/bench.sh$( ((QUICK)) && echo ' --quick') --rounds $ROUNDS$( ((VSFTPD)) || echo ' --no-vsftpd')$( ((NFQ)) || echo ' --no-nfq')$( ((QUEUE_ALL)) && echo ' --queue-all-too')$([[ $ONLY == ,rtt,sessions,bulk,stream, ]] || echo " --only ${ONLY:1:-1}")"
     echo "code: $(git -C "$TOP" log -1 --format='%h %s' | cut -c1-72)$(git -C "$TOP" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
     echo "run: $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - START)) s; ${BUSY_NOTE:-no other heavy process seen at the start}"
     python3 "$TOP/scripts/bench/table.py" "$WORK/results.jsonl"

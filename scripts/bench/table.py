@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The table of scripts/bench.sh: medians over rounds of each figure for the
 gateways (a) none, (b) kernel, (c) ftpct and (d) nfq (a do-nothing queue
-program), ratios c/b, c/a and c/d, and the targets of issue 4.
+program), and (e) ftpctall (ftpct with --queue-all) when the results have it;
+ratios c/b, c/a and c/d, and the targets of issue 4.
 
 Usage: scripts/bench/table.py results.jsonl
 """
@@ -9,7 +10,13 @@ import json
 import statistics
 import sys
 
-MODES = ("none", "kernel", "ftpct", "nfq")
+MODES = ("none", "kernel", "ftpct", "nfq", "ftpctall")
+# Column (e) is printed only when the results have it (--queue-all-too).
+OPTIONAL = ("ftpctall",)
+# Gateways with a queue program.
+QUEUED = ("ftpct", "nfq", "ftpctall")
+# Sequential sessions of the packets-queued rows: at least this many.
+MIN_QUEUED_SESSIONS = 20
 
 
 def load(path):
@@ -30,6 +37,8 @@ def median(xs):
 class Table:
     def __init__(self, rows):
         self.rows = rows
+        present = {r["mode"] for r in rows}
+        self.modes = tuple(m for m in MODES if m not in OPTIONAL or m in present)
         self.lines = []
         self.misses = []
         self.problems = []
@@ -53,11 +62,12 @@ class Table:
 
     def add(self, label, unit, vals, fmt="{:.0f}", target=None):
         """target: (kind, limit) with kind 'min_cb' (c/b >= limit),
-        'max_cb' (c/b <= limit) or 'min_c' (c >= limit)."""
-        med = {m: median(vals[m]) for m in MODES}
-        if all(med[m] is None for m in MODES):
+        'max_cb' (c/b <= limit), 'min_c' (c >= limit) or 'max_c' (c <= limit,
+        c as printed: fmt's rounding is the tolerance)."""
+        med = {m: median(vals[m]) for m in self.modes}
+        if all(med[m] is None for m in self.modes):
             return
-        a, b, c, d = (med[m] for m in MODES)
+        a, b, c, d = (med[m] for m in MODES[:4])
         cb = c / b if c is not None and b else None
         ca = c / a if c is not None and a else None
         cd = c / d if c is not None and d else None
@@ -73,6 +83,9 @@ class Table:
             elif kind == "min_c" and c is not None:
                 ok = c >= limit
                 verdict = f">= {limit:,.0f}: " + ("ok" if ok else "MISS")
+            elif kind == "max_c" and c is not None:
+                ok = float(fmt.format(c)) <= limit
+                verdict = f"<= {limit:,.0f}: " + ("ok" if ok else "MISS")
             else:
                 ok = True
             if not ok:
@@ -84,19 +97,22 @@ class Table:
         def r(x):
             return "-" if x is None else f"{x:.2f}"
 
-        n = max(len([v for v in vals[m] if v is not None]) for m in MODES)
-        self.lines.append((label, unit, f(a), f(b), f(c), f(d), r(cb), r(ca), r(cd), verdict, n))
+        n = max(len([v for v in vals[m] if v is not None]) for m in self.modes)
+        self.lines.append((label, unit, *(f(med[m]) for m in self.modes),
+                           r(cb), r(ca), r(cd), verdict, n))
 
     def render(self):
-        head = ("figure (median over rounds)", "unit", "(a) none", "(b) kernel",
-                "(c) ftpct", "(d) nfq", "c/b", "c/a", "c/d", "target", "n")
+        names = {"none": "(a) none", "kernel": "(b) kernel", "ftpct": "(c) ftpct",
+                 "nfq": "(d) nfq", "ftpctall": "(e) ftpctall"}
+        head = ("figure (median over rounds)", "unit", *(names[m] for m in self.modes),
+                "c/b", "c/a", "c/d", "target", "n")
         rows = [head] + [tuple(str(x) for x in l) for l in self.lines]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         out = []
         for i, r in enumerate(rows):
             cells = []
             for j, cell in enumerate(r):
-                left = j in (0, 1, 9)
+                left = j in (0, 1, len(head) - 2)
                 cells.append(cell.ljust(widths[j]) if left else cell.rjust(widths[j]))
             out.append("  ".join(cells).rstrip())
             if i == 0:
@@ -124,6 +140,45 @@ def main():
             t.add("NOOP round trip, median, queue program on the other CPU", "us", other, "{:.1f}",
                   ("max_cb", 1.2))
 
+    # Packets queued: the NFQUEUE rules' counters (a gateway without queue
+    # rules counts 0). Per NOOP: the NOOP session less the 1-NOOP session of
+    # the same round and gateway, over the NOOPs between them.
+    def queued_of(r):
+        return (r.get("cpu") or {}).get("queued")
+
+    base = {(r["mode"], r["round"]): r for r in rows
+            if r["test"] == "rtt" and r["param"] == "NOOP-base"}
+
+    def per_noop(r):
+        b = base.get((r["mode"], r["round"]))
+        if b is None or (b.get("result") or {}).get("failed"):
+            t.problem(f"{r['mode']} rtt NOOP round {r['round']}: no 1-NOOP session to subtract")
+            return None
+        n = r["result"]["count"] - b["result"]["count"]
+        if queued_of(r) is None or queued_of(b) is None or n <= 0:
+            return None
+        return (queued_of(r) - queued_of(b)) / n
+
+    t.add("packets queued per NOOP round trip", "pkt", t.values("rtt", "NOOP", per_noop), "{:.2f}",
+          ("max_c", 0))
+
+    def per_session(r):
+        res = r["result"]
+        done = res["ok"] + res["failed"]
+        if res["failed"] or done < MIN_QUEUED_SESSIONS:
+            t.problem(f"{r['mode']} queued-sessions {r['param']} round {r['round']}: "
+                      f"{res['ok']} sessions ok, {res['failed']} failed (the figure needs "
+                      f">= {MIN_QUEUED_SESSIONS}, none failed)")
+            return None
+        return queued_of(r) / res["ok"] if queued_of(r) is not None else None
+
+    qparams = {r["param"] for r in rows if r["test"] == "queued-sessions"}
+    for srv in sorted({p.rsplit("-", 1)[0] for p in qparams}, key=lambda s: (s != "ftpload", s)):
+        for kind, what, limit in (("passive", "PASV/EPSV", 4), ("active", "PORT/EPRT", 5)):
+            t.add(f"packets queued per {kind} session ({what}), {srv}", "pkt",
+                  t.values("queued-sessions", f"{srv}-{kind}", per_session), "{:.1f}",
+                  ("max_c", limit))
+
     servers = sorted({r["param"].split("-K")[0] for r in rows if r["test"] == "sessions"},
                      key=lambda s: (s != "ftpload", s))
     ks = sorted({int(r["param"].split("-K")[1]) for r in rows if r["test"] == "sessions"})
@@ -141,9 +196,9 @@ def main():
         for k in ks:
             p = f"{srv}-K{k}"
             fails = t.values("sessions", p, res("failed"))
-            if any(v for m in MODES for v in fails[m] if v):
+            if any(v for m in t.modes for v in fails[m] if v):
                 t.problem(f"sessions {p}: failed sessions per round "
-                                  + ", ".join(f"{m} {fails[m]}" for m in MODES))
+                                  + ", ".join(f"{m} {fails[m]}" for m in t.modes))
 
     for srv in ("ftpload", "vsftpd"):
         v = t.values("bulk", srv, res("mib_s"))
@@ -162,7 +217,7 @@ def main():
         t.add("stream: lines/s delivered", "lines/s",
               t.values("stream", p, lambda r: r["result"]["lines_received"] / r["result"]["secs"]))
 
-        queued = ("ftpct", "nfq")
+        queued = QUEUED
 
         def per_pkt(r):
             n = r["cpu"]["seen"]
