@@ -62,6 +62,11 @@ enum Command {
         /// Control-channel ports (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "21")]
         control_ports: Vec<u16>,
+        /// Show only what the live gateway's engine sees under selective
+        /// queueing: segments the kernel's rules would not queue pass
+        /// without a decision (by default the engine sees every packet)
+        #[arg(long)]
+        selective: bool,
         #[command(flatten)]
         policy: PolicyFlags,
     },
@@ -185,10 +190,12 @@ fn main() -> ExitCode {
             out,
             json,
             control_ports,
+            selective,
             policy,
         } => {
             let mut s = Settings {
                 control_ports,
+                queue_all: !selective,
                 ..Settings::default()
             };
             policy.apply(&mut s);

@@ -41,17 +41,42 @@ pub(crate) const COMMENT_CT_CREATED: &str =
 pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
-/// Where xt_string starts looking: after the smallest IP and TCP headers
-/// (a match in TCP options only queues a segment more).
-const STRING_FROM_V4: &str = "40";
-const STRING_FROM_V6: &str = "60";
+/// The TCP header with the timestamps option, as Linux and most stacks
+/// send every segment of a connection: 32 bytes.
+pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
+
+/// Where xt_string starts looking in a packet of `family` whose TCP header
+/// is `timestamps`-long (32 bytes) or not: where the payload starts (IPv4
+/// without options, IPv6 without extension headers), else after the
+/// smallest headers (a match in TCP options only queues a segment more;
+/// the timestamps change with every segment and would hit now and then).
+pub fn string_from(family: Family, timestamps: bool) -> usize {
+    let ip = match family {
+        Family::V4 => 20,
+        Family::V6 => 40,
+    };
+    ip + if timestamps {
+        TCP_HEADER_WITH_TIMESTAMPS
+    } else {
+        20
+    }
+}
+
+/// u32 test: the TCP header is 32 bytes (data offset 8).
+fn tcp_header_is_32(family: Family) -> &'static str {
+    match family {
+        // The IP header's length, then the data offset at TCP byte 12.
+        Family::V4 => "0>>22&0x3C@12>>26&0x3C=32",
+        Family::V6 => "52>>26&0x3C=32",
+    }
+}
 /// What a client line that matters starts with (any case: FTP commands
 /// are case-insensitive).
-const CLIENT_WORDS: [&str; 5] = ["PORT", "EPRT", "PASV", "EPSV", "AUTH"];
+pub const CLIENT_WORDS: [&str; 5] = ["PORT", "EPRT", "PASV", "EPSV", "AUTH"];
 /// What a server line that matters holds: the announcements, AUTH's
 /// answer, and the hyphen of a multi-line reply's first line (its end and
 /// every line it quotes must be seen).
-const SERVER_WORDS: [&str; 4] = ["227", "229", "234", "-"];
+pub const SERVER_WORDS: [&str; 4] = ["227", "229", "234", "-"];
 const COMMENT_HANDSHAKE: &str = "ftpct: FTP control handshakes, within the budget";
 const COMMENT_HANDSHAKE_EXCESS: &str =
     "ftpct: FTP control handshakes over the budget (a flood) pass unqueued";
@@ -328,10 +353,6 @@ impl RuleSet {
     /// queue rule.
     fn selective(&self, family: Family, chain: &'static str, ports: &str) -> Vec<Rule> {
         let guard = self.sets.guard_of(family);
-        let from = match family {
-            Family::V4 => STRING_FROM_V4,
-            Family::V6 => STRING_FROM_V6,
-        };
         let select = |side: &str, matches: Vec<String>| {
             let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
             spec.extend(words(&[
@@ -358,24 +379,31 @@ impl RuleSet {
                 spec,
             }
         };
-        let string = |word: &str, icase: bool| {
-            let mut m = words(&[
-                "-m", "string", "--algo", "bm", "--from", from, "--string", word,
-            ]);
+        // One rule for segments with timestamps (searched from their
+        // payload), one for the others.
+        let string = |word: &str, icase: bool, timestamps: bool| {
+            let mut m = words(&["-m", "u32"]);
+            if !timestamps {
+                m.push("!".into());
+            }
+            m.extend(words(&["--u32", tcp_header_is_32(family)]));
+            let from = string_from(family, timestamps).to_string();
+            m.extend(words(&["-m", "string", "--algo", "bm", "--from", &from]));
+            m.extend(words(&["--string", word]));
             if icase {
                 m.push("--icase".into());
             }
             m
         };
-        let mut rules: Vec<Rule> = CLIENT_WORDS
-            .iter()
-            .map(|w| select("--dports", string(w, true)))
-            .collect();
-        rules.extend(
-            SERVER_WORDS
-                .iter()
-                .map(|w| select("--sports", string(w, false))),
-        );
+        let mut rules = Vec::new();
+        for timestamps in [true, false] {
+            for w in CLIENT_WORDS {
+                rules.push(select("--dports", string(w, true, timestamps)));
+            }
+            for w in SERVER_WORDS {
+                rules.push(select("--sports", string(w, false, timestamps)));
+            }
+        }
         let bpf = words(&["-m", "bpf", "--bytecode", &not_ending_a_line(family)]);
         rules.push(select("--ports", bpf));
         let mut guarded = words(&["-p", "tcp", "-m", "multiport", "--ports", ports]);

@@ -21,6 +21,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::offline::capture::{Capture, Frame};
+use crate::offline::selection::Selection;
 use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
@@ -87,6 +88,9 @@ pub struct Gateway {
     /// it was last used.
     far: HashMap<Tuple, (Tuple, Duration)>,
     next_prune: Duration,
+    /// Selective queueing emulated (`Config::selective`): the engine sees
+    /// only what the kernel's rules would queue.
+    selection: Option<Selection>,
 }
 
 /// What one frame gave.
@@ -139,11 +143,13 @@ impl Gateway {
         // Offline: ftpct's own fix-ups, nothing kept in conntrack.
         cfg.kernel_fixups = false;
         cfg.label_base = None;
+        let selection = cfg.selective.then(|| Selection::new(&cfg.control_ports));
         Gateway {
             engine: Engine::new(cfg),
             nat: StaticNat::new(snat, dnat),
             far: HashMap::new(),
             next_prune: PRUNE_EVERY,
+            selection,
         }
     }
 
@@ -183,10 +189,30 @@ impl Gateway {
         self.nat.is_inside(t.dst.ip()) && !self.nat.is_inside(t.src.ip())
     }
 
-    fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
+    /// The engine's decision on `ip`, or an accept the engine never made
+    /// when the kernel's rules would not queue the packet.
+    fn decide(&mut self, ip: &[u8], now: Duration) -> Outcome {
+        if let Some(sel) = &mut self.selection {
+            let queued = TcpPacket::parse(ip).map_or(true, |pkt| sel.queues(ip, &pkt));
+            if !queued {
+                return Outcome {
+                    verdict: Verdict::Accept,
+                    events: Vec::new(),
+                    commands: Vec::new(),
+                };
+            }
+        }
         let outcome = self
             .engine
-            .process(&frame.ip, frame.time, Hook::Prerouting, &mut self.nat);
+            .process(ip, now, Hook::Prerouting, &mut self.nat);
+        if let Some(sel) = &mut self.selection {
+            sel.follow(&outcome.commands);
+        }
+        outcome
+    }
+
+    fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
+        let outcome = self.decide(&frame.ip, frame.time);
         self.learn(&outcome, frame.time);
         let dropped = Passed {
             events: outcome.events.clone(),
@@ -235,9 +261,7 @@ impl Gateway {
             decrement_ttl: false,
             mss: None,
         });
-        let outcome = self
-            .engine
-            .process(&arriving, frame.time, Hook::Prerouting, &mut self.nat);
+        let outcome = self.decide(&arriving, frame.time);
         self.learn(&outcome, frame.time);
         let delivered = match &outcome.verdict {
             Verdict::Accept => Some(arriving.as_slice()),

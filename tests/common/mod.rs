@@ -66,6 +66,31 @@ pub fn far_payloads(r: &Replayed) -> Vec<String> {
         .collect()
 }
 
+/// Every direction's bytes on the far side, by position, whatever the
+/// segments that carried them.
+pub fn far_streams(r: &Replayed) -> Vec<(Tuple, Vec<u8>)> {
+    let mut received: HashMap<Tuple, (Received, u32)> = HashMap::new();
+    let parsed = r
+        .far_side
+        .iter()
+        .filter_map(|f| TcpPacket::parse(&f.ip).ok());
+    for p in parsed.filter(|p| !p.payload().is_empty()) {
+        let (bytes, first) = received
+            .entry(p.tuple)
+            .or_insert((Received::default(), p.seq));
+        if seq_after(*first, p.seq) {
+            *first = p.seq;
+        }
+        let _ = bytes.record(p.seq, p.payload());
+    }
+    let mut streams: Vec<(Tuple, Vec<u8>)> = received
+        .into_iter()
+        .map(|(t, (bytes, first))| (t, bytes.stream_from(first)))
+        .collect();
+    streams.sort_by_key(|(t, _)| (t.src, t.dst));
+    streams
+}
+
 pub fn far_text(r: &Replayed) -> String {
     far_payloads(r).concat()
 }

@@ -1011,6 +1011,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     if pkt.flags.syn && pkt.flags.ack && dir == Dir::Reply {
         ask_kernel_to_adopt(flow, ctx);
     }
+    let partial_view = sees_part(flow, ctx.cfg);
     let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
         if dir == Dir::Orig && !pkt.flags.ack && flow.client_isn.is_none() {
@@ -1047,7 +1048,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
             fate
         }
         // Selective queueing: complete lines passed unseen in between.
-        Arrival::Gap if ctx.cfg.selective && stream.at_rest() => {
+        Arrival::Gap if partial_view && stream.at_rest() => {
             stream.skip_to(data_seq);
             stream.classify(data_seq, payload.len());
             new_data(flow, dir, data_seq, payload, 0, ctx)
@@ -1090,6 +1091,13 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         peer.forget_acked(acked);
     }
     verdict
+}
+
+/// True when the kernel queues only part of the flow's segments (selective
+/// queueing, and not a connection queued whole): bytes passing unseen
+/// between lines are then no loss.
+fn sees_part(flow: &Flow, cfg: &Config) -> bool {
+    cfg.selective && !flow.guard_always
 }
 
 /// Selective queueing, after a packet of `dir` (seen as `seen`): whether
@@ -1156,12 +1164,13 @@ fn ask_kernel_to_adopt(flow: &mut Flow, ctx: &mut Ctx<'_>) {
 /// come again, so waiting for them would stall the session: follow the
 /// stream from there at once.
 fn skip_unseen(flow: &mut Flow, dir: Dir, ack: u32, ctx: &mut Ctx<'_>) {
+    let partial_view = sees_part(flow, ctx.cfg);
     let stream = &mut flow.streams[dir.index()];
     let acked = stream.adj().unshift(ack);
     if !stream.acked_unseen(acked) {
         return;
     }
-    let expected = ctx.cfg.selective && stream.at_rest();
+    let expected = partial_view && stream.at_rest();
     stream.skip_to(acked);
     if !expected {
         resynced(flow, dir, acked, ResyncReason::UnseenBytes, ctx);

@@ -148,6 +148,11 @@ impl<'a> TcpPacket<'a> {
         self.bytes.first().map(|b| b >> 4) == Some(6)
     }
 
+    /// The TCP header's length, options included.
+    pub fn tcp_header_len(&self) -> usize {
+        self.payload_offset - self.tcp_offset
+    }
+
     /// Header bytes beyond the fixed IP and TCP headers (IP and TCP
     /// options, IPv6 extension headers): what an MSS does not cover.
     pub fn option_bytes(&self) -> usize {

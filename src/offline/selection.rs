@@ -1,0 +1,122 @@
+//! The kernel's selective queueing (the raw-table rules of `ftpct rules`),
+//! emulated for the replay: which control segments the rules queue, and
+//! the guard set that the rules' SET target fills and the engine's
+//! `Guard` commands empty. A segment the rules would not queue passes the
+//! gateway as it is, unseen by the engine. Offline the queue is empty after
+//! every verdict, so a release takes effect at once.
+
+use std::collections::HashSet;
+
+use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::wire::TcpPacket;
+
+use crate::netfilter::rules::{
+    string_from, Family, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
+};
+
+pub struct Selection {
+    control_ports: Vec<u16>,
+    guarded: HashSet<GuardKey>,
+}
+
+impl Selection {
+    pub fn new(control_ports: &[u16]) -> Self {
+        Selection {
+            control_ports: control_ports.to_vec(),
+            guarded: HashSet::new(),
+        }
+    }
+
+    /// Whether the rules queue the packet `ip` (as it reaches the raw
+    /// table); a selected segment's direction is guarded from then on.
+    pub fn queues(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> bool {
+        let to_control = self.control_ports.contains(&pkt.tuple.dst.port());
+        let from_control = self.control_ports.contains(&pkt.tuple.src.port());
+        // Handshakes have their own rule; other ports are not this
+        // emulation's business (the engine lets them pass).
+        if !(to_control || from_control) || pkt.flags.syn {
+            return true;
+        }
+        let key = GuardKey::of(&pkt.tuple);
+        if self.guarded.contains(&key) {
+            return true;
+        }
+        let payload = pkt.payload();
+        let timestamps = pkt.tcp_header_len() == TCP_HEADER_WITH_TIMESTAMPS;
+        let from = string_from(Family::of(pkt.tuple.src.ip()), timestamps);
+        let searched = ip.get(from..).unwrap_or_default();
+        let selected = (to_control && CLIENT_WORDS.iter().any(|w| holds(searched, w, true)))
+            || (from_control && SERVER_WORDS.iter().any(|w| holds(searched, w, false)))
+            || payload.last().is_some_and(|&b| b != b'\n');
+        if selected {
+            self.guarded.insert(key);
+        }
+        selected
+    }
+
+    /// Carries out the engine's guard commands.
+    pub fn follow(&mut self, commands: &[Command]) {
+        for c in commands {
+            match c {
+                Command::Guard { key, needed: false } => {
+                    self.guarded.remove(key);
+                }
+                Command::GuardOn { key } | Command::GuardAlways { key } => {
+                    self.guarded.insert(*key);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// xt_string: `word` anywhere in `bytes`, in any case when `icase`.
+fn holds(bytes: &[u8], word: &str, icase: bool) -> bool {
+    let word = word.as_bytes();
+    bytes.windows(word.len()).any(|w| {
+        if icase {
+            w.eq_ignore_ascii_case(word)
+        } else {
+            w == word
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftpct_testkit::{tuple, Segment};
+
+    fn shown(sel: &mut Selection, seg: Segment<'_>) -> bool {
+        let ip = seg.build();
+        let pkt = TcpPacket::parse(&ip).expect("tcp");
+        sel.queues(&ip, &pkt)
+    }
+
+    #[test]
+    fn the_shapes_the_rules_queue() {
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let s2c = tuple("198.51.100.20:21", "192.0.2.10:40000");
+        let mut sel = Selection::new(&[21]);
+        let seg = |t, p: &'static [u8]| Segment::new(t, 1).ack(1).payload(p);
+        assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));
+        assert!(
+            !shown(&mut sel, seg(s2c, b"200 PORT ok\r\n")),
+            "PORT in a reply"
+        );
+        assert!(shown(&mut sel, seg(c2s, b"noop\r\nepsv\r\n")));
+        // Guarded now: anything of that direction, until released.
+        assert!(shown(&mut sel, seg(c2s, b"NOOP\r\n")));
+        sel.follow(&[Command::Guard {
+            key: GuardKey::of(&c2s),
+            needed: false,
+        }]);
+        assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));
+        assert!(shown(&mut sel, seg(c2s, b"NO")), "ends inside a line");
+        assert!(shown(&mut sel, seg(s2c, b"213-status\r\n")));
+        assert!(
+            shown(&mut sel, Segment::new(c2s, 3).ack(1)),
+            "a bare ACK of a guarded direction"
+        );
+    }
+}
