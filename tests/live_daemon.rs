@@ -494,12 +494,13 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
-    // Selective queueing by default: one queue rule for followed directions.
+    // Selective queueing by default: a queue rule for the followed
+    // directions of clients, one for those of servers.
     assert_eq!(
         listed
             .matches("ftpct: FTP control directions ftpct follows")
             .count(),
-        1
+        2
     );
     assert!(!listed.contains("ftpct: FTP control channel"), "{listed}");
     assert!(listed.contains("--ports 21,2121"), "{listed}");

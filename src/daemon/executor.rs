@@ -110,7 +110,7 @@ impl<K: Kernel> Executor<K> {
     /// could be overtaken by an unqueued one.
     pub fn release_guards(&mut self) {
         for key in std::mem::take(&mut self.releases) {
-            let set = self.sets.guard_for(key.src.ip());
+            let set = self.sets.guard_for(key.client.ip());
             if let Err(e) = self.kernel.guard_del(set, &key) {
                 warn!("ipset del {key} from {set} failed: {e}: that direction stays queued until the entry times out");
             }
@@ -119,7 +119,7 @@ impl<K: Kernel> Executor<K> {
 
     fn guard(&mut self, key: &GuardKey, timeout_secs: u32) {
         self.releases.remove(key);
-        let set = self.sets.guard_for(key.src.ip());
+        let set = self.sets.guard_for(key.client.ip());
         if let Err(e) = self.kernel.guard_add(set, key, timeout_secs) {
             warn!("ipset add {key} to {set} failed: {e}: ftpct may not see every segment of that direction");
         }

@@ -174,12 +174,12 @@ impl LiveKernel {
     }
 }
 
-/// The guard set element of a direction: source address, port, destination.
+/// The guard set element: client address and port, server address.
 fn guard_element(key: &GuardKey) -> Element {
     Element {
-        addr: key.src.ip(),
-        port: key.src.port(),
-        addr2: Some(key.dst),
+        addr: key.client.ip(),
+        port: key.client.port(),
+        addr2: Some(key.server),
     }
 }
 

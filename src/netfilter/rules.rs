@@ -350,34 +350,20 @@ impl RuleSet {
 
     /// Selective queueing for the control ports `ports` in `chain`: the
     /// selectors that guard a direction, then the guarded directions'
-    /// queue rule.
+    /// queue rules. The guard entry is the client's address and port and
+    /// the server's address: `src,src,dst` of a client segment (to a
+    /// control port), `dst,dst,src` of a server segment.
     fn selective(&self, family: Family, chain: &'static str, ports: &str) -> Vec<Rule> {
         let guard = self.sets.guard_of(family);
-        let select = |side: &str, matches: Vec<String>| {
+        let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
+        let rule = |role, spec| Rule { chain, role, spec };
+        let select = |(side, key): (&str, &str), matches: Vec<String>| {
             let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
-            spec.extend(words(&[
-                "-m",
-                "set",
-                "!",
-                "--match-set",
-                guard,
-                "src,src,dst",
-            ]));
+            spec.extend(words(&["-m", "set", "!", "--match-set", guard, key]));
             spec.extend(matches);
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_SELECT]));
-            spec.extend(words(&[
-                "-j",
-                "SET",
-                "--add-set",
-                guard,
-                "src,src,dst",
-                "--exist",
-            ]));
-            Rule {
-                chain,
-                role: Role::Select,
-                spec,
-            }
+            spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
+            rule(Role::Select, spec)
         };
         // One rule for segments with timestamps (searched from their
         // payload), one for the others.
@@ -395,26 +381,27 @@ impl RuleSet {
             }
             m
         };
+        let [client, server] = sides;
         let mut rules = Vec::new();
         for timestamps in [true, false] {
             for w in CLIENT_WORDS {
-                rules.push(select("--dports", string(w, true, timestamps)));
+                rules.push(select(client, string(w, true, timestamps)));
             }
             for w in SERVER_WORDS {
-                rules.push(select("--sports", string(w, false, timestamps)));
+                rules.push(select(server, string(w, false, timestamps)));
             }
         }
         let bpf = words(&["-m", "bpf", "--bytecode", &not_ending_a_line(family)]);
-        rules.push(select("--ports", bpf));
-        let mut guarded = words(&["-p", "tcp", "-m", "multiport", "--ports", ports]);
-        guarded.extend(words(&["-m", "set", "--match-set", guard, "src,src,dst"]));
-        guarded.extend(words(&["-m", "comment", "--comment", COMMENT_GUARDED]));
-        guarded.extend(self.target());
-        rules.push(Rule {
-            chain,
-            role: Role::Guarded,
-            spec: guarded,
-        });
+        for side in sides {
+            rules.push(select(side, bpf.clone()));
+        }
+        for (side, key) in sides {
+            let mut guarded = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            guarded.extend(words(&["-m", "set", "--match-set", guard, key]));
+            guarded.extend(words(&["-m", "comment", "--comment", COMMENT_GUARDED]));
+            guarded.extend(self.target());
+            rules.push(rule(Role::Guarded, guarded));
+        }
         rules
     }
 

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 
 use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
 use crate::netfilter::rules::{
@@ -37,7 +38,8 @@ impl Selection {
         if !(to_control || from_control) || pkt.flags.syn {
             return true;
         }
-        let key = GuardKey::of(&pkt.tuple);
+        let dir = if to_control { Dir::Orig } else { Dir::Reply };
+        let key = GuardKey::of(&pkt.tuple, dir);
         if self.guarded.contains(&key) {
             return true;
         }
@@ -108,7 +110,7 @@ mod tests {
         // Guarded now: anything of that direction, until released.
         assert!(shown(&mut sel, seg(c2s, b"NOOP\r\n")));
         sel.follow(&[Command::Guard {
-            key: GuardKey::of(&c2s),
+            key: GuardKey::of(&c2s, Dir::Orig),
             needed: false,
         }]);
         assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));

@@ -72,29 +72,40 @@ pub enum Command {
     GuardAlways { key: GuardKey },
 }
 
-/// A guard ipset entry: one direction of a control connection as its
-/// packets show it in the raw table (before NAT): source address and port,
-/// destination address (`hash:ip,port,ip`; the destination port is the
-/// control port or the client's, the same for all its packets).
+/// A guard ipset entry (`hash:ip,port,ip`): a control connection's
+/// client address and port and its server's address, as the packets of one
+/// direction show them in the raw table, before NAT (the client's segments
+/// match `src,src,dst`, the server's `dst,dst,src`). The client's port
+/// tells connections apart: keyed on the server's side, every connection
+/// of one NATed client to one server would share an entry, and one
+/// session's release would stop another's queueing. Without NAT both
+/// directions have the same key, and it goes only when neither needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GuardKey {
-    pub src: SocketAddr,
-    pub dst: IpAddr,
+    pub client: SocketAddr,
+    pub server: IpAddr,
 }
 
 impl GuardKey {
-    /// The direction a packet with tuple `seen` belongs to.
-    pub fn of(seen: &Tuple) -> Self {
-        GuardKey {
-            src: seen.src,
-            dst: seen.dst.ip(),
+    /// The key of a packet with tuple `seen` going in direction `dir`
+    /// (Orig: from the client).
+    pub fn of(seen: &Tuple, dir: Dir) -> Self {
+        match dir {
+            Dir::Orig => GuardKey {
+                client: seen.src,
+                server: seen.dst.ip(),
+            },
+            Dir::Reply => GuardKey {
+                client: seen.dst,
+                server: seen.src.ip(),
+            },
         }
     }
 }
 
 impl fmt::Display for GuardKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.src, self.dst)
+        write!(f, "client {} server {}", self.client, self.server)
     }
 }
 

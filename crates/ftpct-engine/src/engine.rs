@@ -1104,14 +1104,16 @@ fn sees_part(flow: &Flow, cfg: &Config) -> bool {
 /// ftpct still needs every segment of that direction, and the server's
 /// segments queued while a client command's edit is unacknowledged.
 fn guard_commands(flow: &Flow, dir: Dir, seen: &Tuple) -> Vec<Command> {
+    let key = GuardKey::of(seen, dir);
+    // Without NAT the other direction has the same entry.
+    let [orig, reply] = guard_keys(&flow.mapping);
+    let shared = orig == reply && needs_every_segment(flow, other(dir));
     let mut commands = vec![Command::Guard {
-        key: GuardKey::of(seen),
-        needed: needs_every_segment(flow, dir),
+        key,
+        needed: needs_every_segment(flow, dir) || shared,
     }];
     if dir == Dir::Orig && flow.stream(Dir::Orig).adj().has_unacked_edits() {
-        commands.push(Command::GuardOn {
-            key: GuardKey::of(&flow.mapping.reply),
-        });
+        commands.push(Command::GuardOn { key: reply });
     }
     commands
 }
@@ -1133,7 +1135,10 @@ fn needs_every_segment(flow: &Flow, dir: Dir) -> bool {
 /// The guard entries of both directions of a connection, as its packets
 /// show them before NAT.
 fn guard_keys(m: &CtMapping) -> [GuardKey; 2] {
-    [GuardKey::of(&m.orig), GuardKey::of(&m.reply)]
+    [
+        GuardKey::of(&m.orig, Dir::Orig),
+        GuardKey::of(&m.reply, Dir::Reply),
+    ]
 }
 
 /// Selective queueing on a connection whose fix-ups ftpct applies itself:

@@ -47,15 +47,16 @@ fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
 
 fn client_key() -> GuardKey {
     GuardKey {
-        src: addr("192.0.2.10:40000"),
-        dst: addr("198.51.100.20:21").ip(),
+        client: addr("192.0.2.10:40000"),
+        server: addr("198.51.100.20:21").ip(),
     }
 }
 
+/// The server's packets go to the client's public address and port.
 fn server_key() -> GuardKey {
     GuardKey {
-        src: addr("198.51.100.20:21"),
-        dst: addr("198.51.100.1:40000").ip(),
+        client: addr("198.51.100.1:40000"),
+        server: addr("198.51.100.20:21").ip(),
     }
 }
 
@@ -252,4 +253,54 @@ fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announceme
             .step(&next, now, Hook::Prerouting, Known::NotAsked),
         Step::Decided(_)
     ));
+}
+
+#[test]
+fn without_nat_both_directions_share_one_entry_kept_while_either_needs_it() {
+    let mut gw = Gateway::new(selective(true), StaticNat::new(Vec::new(), Vec::new()));
+    let mut c = Control::new(
+        tuple("192.0.2.10:40000", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "192.0.2.10:40000"),
+        1000,
+        9000,
+    );
+    c.handshake(&mut gw);
+    c.passed_unseen(Side::Server, b"220 ready\r\n");
+    let key = client_key();
+    let open = c.server_says(&mut gw, b"213-status\r\n");
+    assert_eq!(guard(&open, key), Some(true));
+    // The client's line is complete, but the server's reply is still open.
+    let pasv = c.client_says(&mut gw, b"PASV\r\n");
+    assert_eq!(guard(&pasv, key), Some(true), "{pasv:?}");
+    let end = c.server_says(&mut gw, b"213 end\r\n");
+    assert_eq!(guard(&end, key), Some(false));
+}
+
+#[test]
+fn two_sessions_of_one_nated_client_have_entries_of_their_own() {
+    let (mut gw, mut first) = session(selective(true));
+    let mut second = Control::new(
+        tuple("192.0.2.10:40001", "198.51.100.20:21"),
+        tuple("198.51.100.20:21", "198.51.100.1:40001"),
+        5000,
+        7000,
+    );
+    second.handshake(&mut gw);
+    gw.engine.adopted(&second.c2s);
+    let edit = first.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(edit
+        .commands
+        .contains(&Command::GuardOn { key: server_key() }));
+    // The other session's server, at rest, releases only its own entry.
+    second.passed_unseen(Side::Server, b"220 ready\r\n");
+    let other = second.server_says(
+        &mut gw,
+        b"227 Entering Passive Mode (198,51,100,20,200,10)\r\n",
+    );
+    let other_key = GuardKey {
+        client: addr("198.51.100.1:40001"),
+        server: addr("198.51.100.20:21").ip(),
+    };
+    assert_eq!(guard(&other, other_key), Some(false));
+    assert_ne!(other_key, server_key());
 }
