@@ -20,9 +20,10 @@
 #   none    (a) no helper, permissive forwarding (FORWARD -j ACCEPT first): the floor
 #   kernel  (b) nf_conntrack_ftp + nf_nat_ftp (`lab.sh helper on`), RELATED accepted
 #   ftpct   (c) `ftpct rules --apply`, `ftpct run`
-#   nfq     (d) ftpct's rules, but a do-nothing queue program (`ftpload
-#           nfq-null`: recv, accept) and permissive forwarding: the cost of
-#           crossing to userspace alone, for rtt, sessions (ftpload) and stream
+#   nfq     (d) ftpct's rules with --queue-all (every control packet queued),
+#           but a do-nothing queue program (`ftpload nfq-null`: recv, accept)
+#           and permissive forwarding: the cost of crossing to userspace
+#           alone, for rtt, sessions (ftpload) and stream
 #   ftpctall (e, with --queue-all-too) as (c), with `--queue-all` added to both
 #           `ftpct rules --apply` and `ftpct run` (fails if ftpct rejects it)
 #
@@ -377,7 +378,9 @@ mode_on() {
         kernel) "$LAB" helper on >/dev/null ;;
         ftpct) rules --apply && qprog_start ftpct ;;
         ftpctall) rules --apply --queue-all && qprog_start ftpctall ;;
-        nfq) permissive -I && rules --apply && qprog_start null ;;
+        # Every control packet crosses (a do-nothing program never takes a
+        # connection out of the guard set): the cost of queueing it all.
+        nfq) permissive -I && rules --apply --queue-all && qprog_start null ;;
     esac
     flush_conntrack
 }
@@ -639,11 +642,12 @@ TARGET=$FTPCT_LAB_TARGET4
 mkdir -p "$WORK/empty"
 
 # Thousands of sessions per second, the same settings for every gateway:
-# short conntrack TIME_WAIT in the gateway; at the ends, wide port ranges
-# and at most 2048 TIME_WAIT sockets (the servers close first: 60 s of
-# TIME_WAIT would pile up 100,000 sockets, slow every connect() and bind()
-# down and penalise whichever gateway comes later in a round).
-gw sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=5 net.netfilter.nf_conntrack_tcp_timeout_close=5
+# the kernel's default conntrack timeouts in the gateway (TIME_WAIT 120 s:
+# new sessions reuse tuples conntrack still holds, as on a busy gateway;
+# the table is flushed between measurements); at the ends, wide port
+# ranges and at most 2048 TIME_WAIT sockets (the servers close first: 60 s
+# of TIME_WAIT would pile up 100,000 sockets, slow every connect() and
+# bind() down and penalise whichever gateway comes later in a round).
 for ns in "$NS_CLI" "$NS_SRV"; do
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 \
         net.ipv4.tcp_max_tw_buckets=2048 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
