@@ -34,6 +34,9 @@ struct Watch {
     exec: Executor<LiveKernel>,
     events: DestroyEvents,
     held: VecDeque<(Instant, Tuple)>,
+    /// Only entries to these ports can be control connections: the others
+    /// (most of a busy gateway's) never take the engine lock.
+    control_ports: Vec<u16>,
 }
 
 pub fn spawn(
@@ -43,11 +46,15 @@ pub fn spawn(
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
     let exec = Executor::new(LiveKernel::open()?, sets);
+    let control_ports = shared
+        .with_engine(|e| e.config().control_ports.clone())
+        .unwrap_or_default();
     let mut watch = Watch {
         shared,
         exec,
         events,
         held: VecDeque::new(),
+        control_ports,
     };
     std::thread::Builder::new()
         .name("ct-events".into())
@@ -67,7 +74,8 @@ impl Watch {
         match self.events.destroyed() {
             Ok(gone) => {
                 let now = Instant::now();
-                for orig in gone {
+                let to_control = |t: &Tuple| self.control_ports.contains(&t.dst.port());
+                for orig in gone.into_iter().filter(to_control) {
                     if self.shared.with_engine(|e| e.tracks(&orig)) == Some(true) {
                         if self.held.len() >= MAX_HELD {
                             self.held.pop_front();

@@ -148,6 +148,11 @@ impl<K: Kernel> Executor<K> {
     fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16]) {
         match self.kernel.set_labels(orig, labels, mask) {
             Ok(()) => {}
+            // The session ended (its entry went) before its last labels:
+            // there is nothing left to keep.
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                debug!(flow = %orig, "session's labels not set: its conntrack entry is gone");
+            }
             Err(e) if e.errno() == Some(libc::ENOSPC) => warn!(
                 flow = %orig,
                 "conntrack has no room for this session's labels (no rule uses labels: ftpct rules --apply): a restarted ftpct will not take it up"

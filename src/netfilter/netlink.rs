@@ -7,7 +7,7 @@
 //! inside netfilter attributes are big-endian (network order).
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -418,8 +418,14 @@ impl NlSocket {
         if rc != 0 {
             return Err(failed(io::Error::last_os_error()));
         }
-        // A burst of events must not overflow it (1 MiB: thousands).
-        self.sock.set_recv_buffer_size(1 << 20).map_err(failed)
+        // A burst of events must not overflow it: 16 MiB (a busy gateway's
+        // table turns over tens of thousands of entries a second), above
+        // net.core.rmem_max with CAP_NET_ADMIN, else what rmem_max allows.
+        let fd = self.sock.as_raw_fd();
+        if sockopt(fd, libc::SO_RCVBUFFORCE, Some(EVENT_BUFFER)).is_err() {
+            self.sock.set_recv_buffer_size(1 << 20).map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// The next messages the kernel sent on its own (events), waiting at
@@ -451,6 +457,31 @@ impl NlSocket {
             }
         }
     }
+}
+
+/// Receive buffer of an event socket, in bytes.
+const EVENT_BUFFER: libc::c_int = 16 << 20;
+
+/// Reads (`value` None) or sets a SOL_SOCKET option of `fd`.
+pub(crate) fn sockopt(
+    fd: RawFd,
+    opt: libc::c_int,
+    value: Option<libc::c_int>,
+) -> io::Result<libc::c_int> {
+    let mut v = value.unwrap_or(0);
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let p = (&mut v as *mut libc::c_int).cast();
+    // SAFETY: `v` is a c_int that outlives the call, and `len` its size.
+    let rc = unsafe {
+        match value {
+            Some(_) => libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, len),
+            None => libc::getsockopt(fd, libc::SOL_SOCKET, opt, p, &mut len),
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use ftpct_engine::Hook;
 use nfq::Queue;
 use tracing::{debug, warn};
 
+use crate::netfilter::netlink::sockopt;
+
 /// Kernel queue length per queue (packets waiting for a verdict).
 const QUEUE_MAX_LEN: u32 = 4096;
 /// Receive buffer asked for each queue's netlink socket (the kernel doubles
@@ -176,23 +178,6 @@ fn netlink_portid(fd: RawFd) -> Option<u32> {
         let rc = libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_nl).cast(), &mut len);
         (rc == 0 && i32::from(sa.nl_family) == libc::AF_NETLINK).then_some(sa.nl_pid)
     }
-}
-
-fn sockopt(fd: RawFd, opt: libc::c_int, value: Option<libc::c_int>) -> io::Result<libc::c_int> {
-    let mut v = value.unwrap_or(0);
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let p = (&mut v as *mut libc::c_int).cast();
-    // SAFETY: `v` is a c_int that outlives the call, and `len` its size.
-    let rc = unsafe {
-        match value {
-            Some(_) => libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, len),
-            None => libc::getsockopt(fd, libc::SOL_SOCKET, opt, p, &mut len),
-        }
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 /// The descriptor number the next socket or file will get.
