@@ -437,16 +437,9 @@ def active_retr(c, addr, name, timeout=20):
             return None, "RETR answered %s" % code
         ls.settimeout(timeout)
         d, _ = ls.accept()
-    h = hashlib.sha256()
-    d.settimeout(timeout)
-    with d:
-        while True:
-            b = d.recv(1 << 16)
-            if not b:
-                break
-            h.update(b)
+    digest, _ = read_data(d, timeout)
     code, _ = c.reply(timeout)
-    return h.hexdigest(), "RETR done %s" % code
+    return digest, "RETR done %s" % code
 
 
 def cmd_portflood(a):

@@ -29,12 +29,7 @@ fn snat() -> StaticNat {
 /// A client behind SNAT, logged in far enough to announce.
 fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
     let mut gw = Gateway::new(cfg, snat());
-    let mut c = Control::new(
-        tuple("192.0.2.10:40000", "198.51.100.20:21"),
-        tuple("198.51.100.20:21", "198.51.100.1:40000"),
-        1000,
-        9000,
-    );
+    let mut c = Control::snat_session();
     c.handshake(&mut gw);
     c.server_says(&mut gw, b"220 ready\r\n");
     (gw, c)
@@ -144,12 +139,7 @@ fn an_expired_expectation_forgets_its_destination() {
 #[test]
 fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
     let mut gw = Gateway::new(Config::default(), NoNat);
-    let c = Control::new(
-        tuple("192.0.2.10:40000", "198.51.100.20:21"),
-        tuple("198.51.100.20:21", "198.51.100.1:40000"),
-        1000,
-        9000,
-    );
+    let c = Control::snat_session();
     let syn = c.syn(ftpct_testkit::Side::Client, &gw.engine).build();
     let now = Duration::from_secs(1);
     let Step::NeedMapping(q) = gw.engine.step(&syn, now, Hook::Prerouting, Known::NotAsked) else {
@@ -190,12 +180,7 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
 
     let cfg = live();
     let mut gw = Gateway::new(cfg, snat());
-    let mut c = Control::new(
-        tuple("192.0.2.10:40000", "198.51.100.20:21"),
-        tuple("198.51.100.20:21", "198.51.100.1:40000"),
-        1000,
-        9000,
-    );
+    let mut c = Control::snat_session();
     let [_, syn_ack, _] = c.handshake(&mut gw);
     assert!(syn_ack
         .commands

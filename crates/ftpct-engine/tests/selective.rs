@@ -27,12 +27,7 @@ fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
     let kernel = cfg.kernel_fixups;
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(cfg, StaticNat::new(vec![rule], Vec::new()));
-    let mut c = Control::new(
-        tuple("192.0.2.10:40000", "198.51.100.20:21"),
-        tuple("198.51.100.20:21", "198.51.100.1:40000"),
-        1000,
-        9000,
-    );
+    let mut c = Control::snat_session();
     c.handshake(&mut gw);
     if kernel {
         gw.engine.adopted(&c.c2s);
@@ -203,12 +198,7 @@ fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announceme
 
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(selective(true), StaticNat::new(vec![rule], Vec::new()));
-    let mut c = Control::new(
-        tuple("192.0.2.10:40000", "198.51.100.20:21"),
-        tuple("198.51.100.20:21", "198.51.100.1:40000"),
-        1000,
-        9000,
-    );
+    let mut c = Control::snat_session();
     let now = Duration::from_secs(1);
     // The SYN crosses before conntrack has an entry: no mapping yet.
     let syn = c.syn(Side::Client, &gw.engine).build();

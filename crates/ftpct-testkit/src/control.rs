@@ -84,6 +84,17 @@ impl Control {
     }
 
     /// Both ends announce `mss` in their SYNs.
+    /// The tests' usual session: client 192.0.2.10:40000 behind SNAT to
+    /// 198.51.100.1, server 198.51.100.20:21, ISNs 1000 and 9000.
+    pub fn snat_session() -> Self {
+        Control::new(
+            crate::packet::tuple("192.0.2.10:40000", "198.51.100.20:21"),
+            crate::packet::tuple("198.51.100.20:21", "198.51.100.1:40000"),
+            1000,
+            9000,
+        )
+    }
+
     pub fn with_mss(self, mss: u16) -> Self {
         Control {
             mss: Some(mss),
