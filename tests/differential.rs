@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fs;
 
 use ftpct::offline::capture;
+use ftpct_engine::engine::Config;
 use ftpct_engine::grammar::{parse_client_line, ClientLine};
 use ftpct_engine::seqadj::seq_after;
 use ftpct_engine::tuple::Tuple;
@@ -175,18 +176,24 @@ fn replay_reproduces_the_kernel_helper_far_side() {
         "expected the lab captures, found {}",
         all.len()
     );
-    for s in &all {
-        let snat: Vec<&str> = s.snat.iter().map(String::as_str).collect();
-        let dnat: Vec<&str> = s.dnat.iter().map(String::as_str).collect();
-        let r = common::run(&format!("lab/{}.inside.pcap", s.name), &snat, &dnat);
-        let ours: Vec<Vec<u8>> = r.far_side.iter().map(|f| f.ip.clone()).collect();
-        let kernel = outside_packets(&s.name);
-        compare(
-            &s.name,
-            &control_segments(&ours),
-            &control_segments(&kernel),
-        );
-        common::assert_far_side_consistent(&r.far_side);
+    // Every packet through the engine, and selective queueing emulated
+    // (what the live gateway does by default).
+    for selective in [false, true] {
+        let cfg = Config {
+            selective,
+            ..Config::default()
+        };
+        for s in &all {
+            let snat: Vec<&str> = s.snat.iter().map(String::as_str).collect();
+            let dnat: Vec<&str> = s.dnat.iter().map(String::as_str).collect();
+            let inside = format!("lab/{}.inside.pcap", s.name);
+            let r = common::run_with(&inside, &snat, &dnat, cfg.clone());
+            let ours: Vec<Vec<u8>> = r.far_side.iter().map(|f| f.ip.clone()).collect();
+            let kernel = outside_packets(&s.name);
+            let name = format!("{} (selective: {selective})", s.name);
+            compare(&name, &control_segments(&ours), &control_segments(&kernel));
+            common::assert_far_side_consistent(&r.far_side);
+        }
     }
 }
 
