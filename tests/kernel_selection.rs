@@ -18,6 +18,7 @@ use root::netns::{accept, connect_from, Netns};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
+const CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
 /// Time for a written segment to cross loopback before the next write, so
 /// that each write is a segment of its own.
 const GAP: Duration = Duration::from_millis(30);
@@ -166,6 +167,18 @@ fn the_kernel_queues_the_segment_shapes_that_can_matter_and_not_the_others() {
     }
 }
 
+/// Packets of the FIN and RST rules (raw OUTPUT), summed.
+fn ends_queued(ns: &Netns, f: &Family) -> u64 {
+    let cmd = if f.ip6 { "ip6tables" } else { "iptables" };
+    let listed = ns.sh(&[cmd, "-t", "raw", "-nvxL", "OUTPUT"]);
+    let marker = format!("/* {CLOSE} */");
+    listed
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn a_split_line_keeps_its_direction_queued_for_its_rest() {
     if !kernel_tests_enabled() {
@@ -174,6 +187,7 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
     let ns = lab("split");
     for f in [&V4, &V6] {
         let before = ns.counter(f.ip6, "raw", "OUTPUT", GUARDED);
+        let ends_before = ends_queued(&ns, f);
         // "PO" ends inside a line: picked; "RT ...\r\n" alone holds no
         // keyword and ends a line, yet is queued as the direction's rest.
         exchange(
@@ -189,5 +203,10 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
             "{queued} client segments queued, want the head, its rest and what follows ({})",
             f.guard
         );
+        // The connection's end is queued (here an RST: the server closes
+        // with unread data): ftpct forgets the session then.
+        sleep(10 * GAP);
+        let ends = ends_queued(&ns, f) - ends_before;
+        assert!(ends >= 1, "{ends} FIN/RST queued ({})", f.guard);
     }
 }

@@ -251,7 +251,12 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
     rs.with_queue_all(!rs.queue_all)
         .rules(family, false)
         .into_iter()
-        .filter(|r| matches!(r.role, Role::Control | Role::Select | Role::Guarded))
+        .filter(|r| {
+            matches!(
+                r.role,
+                Role::Control | Role::Select | Role::Guarded | Role::Close
+            )
+        })
         .collect()
 }
 

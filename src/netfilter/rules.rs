@@ -41,6 +41,7 @@ pub(crate) const COMMENT_CT_CREATED: &str =
 pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
+const COMMENT_CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
 /// The TCP header with the timestamps option, as Linux and most stacks
 /// send every segment of a connection: 32 bytes.
 pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
@@ -215,6 +216,9 @@ pub enum Role {
     /// Selective queueing: a segment that can matter puts its direction in
     /// the guard set.
     Select,
+    /// Selective queueing: FIN and RST of control connections, within a
+    /// rate budget.
+    Close,
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
     ExpectedSyn,
@@ -357,6 +361,20 @@ impl RuleSet {
         let guard = self.sets.guard_of(family);
         let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
         let rule = |role, spec| Rule { chain, role, spec };
+        // A session's end: ftpct forgets it 10 s later, not when conntrack
+        // drops its TIME_WAIT entry (2 minutes: a busy gateway's sessions
+        // would fill the flow table). Budgeted as the handshakes are: a
+        // flood of FIN or RST passes on to the rules below.
+        let close = |flag: &str| {
+            let mut spec = words(&["-p", "tcp", "--tcp-flags", flag, flag]);
+            spec.extend(words(&["-m", "multiport", "--ports", ports]));
+            spec.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
+            spec.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
+            spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLOSE]));
+            spec.extend(self.target());
+            rule(Role::Close, spec)
+        };
+        let mut rules = vec![close("FIN"), close("RST")];
         let select = |(side, key): (&str, &str), matches: Vec<String>| {
             let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
             spec.extend(words(&["-m", "set", "!", "--match-set", guard, key]));
@@ -382,7 +400,6 @@ impl RuleSet {
             m
         };
         let [client, server] = sides;
-        let mut rules = Vec::new();
         for timestamps in [true, false] {
             for w in CLIENT_WORDS {
                 rules.push(select(client, string(w, true, timestamps)));

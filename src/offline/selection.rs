@@ -33,9 +33,11 @@ impl Selection {
     pub fn queues(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> bool {
         let to_control = self.control_ports.contains(&pkt.tuple.dst.port());
         let from_control = self.control_ports.contains(&pkt.tuple.src.port());
-        // Handshakes have their own rule; other ports are not this
-        // emulation's business (the engine lets them pass).
-        if !(to_control || from_control) || pkt.flags.syn {
+        // Handshakes and ends have their own rules (budgets are not
+        // emulated); other ports are not this emulation's business (the
+        // engine lets them pass).
+        let own_rule = pkt.flags.syn || pkt.flags.fin || pkt.flags.rst;
+        if !(to_control || from_control) || own_rule {
             return true;
         }
         let dir = if to_control { Dir::Orig } else { Dir::Reply };
