@@ -361,20 +361,22 @@ impl RuleSet {
         let guard = self.sets.guard_of(family);
         let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
         let rule = |role, spec| Rule { chain, role, spec };
-        // A session's end: ftpct forgets it 10 s later, not when conntrack
+        // A session's end (the client's FIN, or an RST of either side):
+        // ftpct forgets it 10 s later, not when conntrack
         // drops its TIME_WAIT entry (2 minutes: a busy gateway's sessions
         // would fill the flow table). Budgeted as the handshakes are: a
         // flood of FIN or RST passes on to the rules below.
-        let close = |flag: &str| {
+        let close = |flag: &str, side: &str| {
             let mut spec = words(&["-p", "tcp", "--tcp-flags", flag, flag]);
-            spec.extend(words(&["-m", "multiport", "--ports", ports]));
+            spec.extend(words(&["-m", "multiport", side, ports]));
             spec.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
             spec.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLOSE]));
             spec.extend(self.target());
             rule(Role::Close, spec)
         };
-        let mut rules = vec![close("FIN"), close("RST")];
+        // The client's FIN is enough (the server's adds nothing).
+        let mut rules = vec![close("FIN", "--dports"), close("RST", "--ports")];
         let select = |(side, key): (&str, &str), matches: Vec<String>| {
             let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
             spec.extend(words(&["-m", "set", "!", "--match-set", guard, key]));

@@ -36,7 +36,7 @@ impl Selection {
         // Handshakes and ends have their own rules (budgets are not
         // emulated); other ports are not this emulation's business (the
         // engine lets them pass).
-        let own_rule = pkt.flags.syn || pkt.flags.fin || pkt.flags.rst;
+        let own_rule = pkt.flags.syn || (to_control && pkt.flags.fin) || pkt.flags.rst;
         if !(to_control || from_control) || own_rule {
             return true;
         }

@@ -1071,7 +1071,7 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         }
         Arrival::New { skip } => new_data(flow, dir, data_seq, payload, skip, ctx),
     };
-    track_close(flow, dir, pkt, ctx.now, ctx.cfg.close_linger);
+    track_close(flow, dir, pkt, ctx);
     let verdict = match fate {
         Fate::Drop(reason) => {
             ctx.stats.dropped += 1;
@@ -1484,12 +1484,17 @@ fn announcer_matches(kind: AnnounceKind, who: Dir) -> bool {
 
 /// FIN and RST bookkeeping: a flow closes after FIN both ways or an RST.
 /// The first closing time stays (the engine's closing list holds it).
-fn track_close(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, now: Duration, linger: Duration) {
+fn track_close(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &Ctx<'_>) {
     if pkt.flags.fin {
         let after_payload = pkt.seq.wrapping_add(pkt.payload().len() as u32);
         flow.streams_mut(dir).0.fin_at(after_payload);
     }
-    let closing = pkt.flags.rst || flow.streams.iter().all(|s| s.has_fin());
+    // Under selective queueing only the client's FIN is queued (the
+    // server's may pass unseen): it ends the session for ftpct; whatever
+    // the server still sends holds no announcement anyone will use.
+    let client_done = sees_part(flow, ctx.cfg) && dir == Dir::Orig && pkt.flags.fin;
+    let closing = pkt.flags.rst || client_done || flow.streams.iter().all(|s| s.has_fin());
+    let (now, linger) = (ctx.now, ctx.cfg.close_linger);
     if closing && flow.closing_at.is_none() {
         let wait = if pkt.flags.rst {
             linger.min(Duration::from_secs(1))

@@ -294,3 +294,15 @@ fn two_sessions_of_one_nated_client_have_entries_of_their_own() {
     assert_eq!(guard(&other, other_key), Some(false));
     assert_ne!(other_key, server_key());
 }
+
+#[test]
+fn the_clients_fin_alone_ends_the_session() {
+    let (mut gw, c) = session(selective(true));
+    assert_eq!(gw.engine.flow_count(), 1);
+    // QUIT, 221 and the server's FIN pass unseen; the client's FIN is queued.
+    let fin = c.segment(Side::Client, &gw.engine).fin().build();
+    gw.process(&fin);
+    let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
+    gw.engine.tick(later);
+    assert_eq!(gw.engine.flow_count(), 0);
+}
