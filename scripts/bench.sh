@@ -462,7 +462,9 @@ count_rule() {
         -m comment --comment ftpctb-count
 }
 counted_packets() {
-    gw iptables -t raw -L PREROUTING -v -x -n | awk '/ftpctb-count/ { print $1; exit }'
+    # awk reads to the end: leaving early would kill iptables with SIGPIPE
+    # (the selective rules make the listing long), and pipefail the run.
+    gw iptables -t raw -L PREROUTING -v -x -n | awk '/ftpctb-count/ && !f { print $1; f = 1 }'
 }
 # queue 0: "total dropped user_dropped id_sequence" (0s when unbound)
 queue_stats() {
