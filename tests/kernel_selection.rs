@@ -18,6 +18,7 @@ use root::netns::{accept, connect_from, Netns};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
+const PICKED: &str = "ftpct: FTP control segments just picked";
 const CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
 /// Time for a written segment to cross loopback before the next write, so
 /// that each write is a segment of its own.
@@ -167,14 +168,14 @@ fn the_kernel_queues_the_segment_shapes_that_can_matter_and_not_the_others() {
     }
 }
 
-/// Packets of the FIN and RST rules (raw OUTPUT), summed.
-fn ends_queued(ns: &Netns, f: &Family) -> u64 {
+/// Packets of the rules with one of these comments (raw OUTPUT), summed.
+fn queued_by(ns: &Netns, f: &Family, comments: &[&str]) -> u64 {
     let cmd = if f.ip6 { "ip6tables" } else { "iptables" };
     let listed = ns.sh(&[cmd, "-t", "raw", "-nvxL", "OUTPUT"]);
-    let marker = format!("/* {CLOSE} */");
+    let markers: Vec<String> = comments.iter().map(|c| format!("/* {c} */")).collect();
     listed
         .lines()
-        .filter(|l| l.contains(&marker))
+        .filter(|l| markers.iter().any(|m| l.contains(m)))
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
@@ -186,8 +187,8 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
     }
     let ns = lab("split");
     for f in [&V4, &V6] {
-        let before = ns.counter(f.ip6, "raw", "OUTPUT", GUARDED);
-        let ends_before = ends_queued(&ns, f);
+        let before = queued_by(&ns, f, &[GUARDED, PICKED]);
+        let ends_before = queued_by(&ns, f, &[CLOSE]);
         // "PO" ends inside a line: picked; "RT ...\r\n" alone holds no
         // keyword and ends a line, yet is queued as the direction's rest.
         exchange(
@@ -197,7 +198,7 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
             &[b"PO", b"RT 192,0,2,10,156,64\r\n", b"NOOP\r\n"],
             &[],
         );
-        let queued = ns.counter(f.ip6, "raw", "OUTPUT", GUARDED) - before;
+        let queued = queued_by(&ns, f, &[GUARDED, PICKED]) - before;
         assert!(
             queued >= 3,
             "{queued} client segments queued, want the head, its rest and what follows ({})",
@@ -206,7 +207,7 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
         // The connection's end is queued (here an RST: the server closes
         // with unread data): ftpct forgets the session then.
         sleep(10 * GAP);
-        let ends = ends_queued(&ns, f) - ends_before;
+        let ends = queued_by(&ns, f, &[CLOSE]) - ends_before;
         assert!(ends >= 1, "{ends} FIN/RST queued ({})", f.guard);
     }
 }

@@ -254,7 +254,7 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
         .filter(|r| {
             matches!(
                 r.role,
-                Role::Control | Role::Select | Role::Guarded | Role::Close
+                Role::Control | Role::Select | Role::Guarded | Role::Close | Role::Empty
             )
         })
         .collect()

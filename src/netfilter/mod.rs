@@ -1,6 +1,7 @@
 //! The kernel's interfaces ftpct uses: netlink sockets, conntrack
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
+pub mod bpf;
 pub mod conntrack_lookup;
 pub mod ct_events;
 pub mod ctnetlink;

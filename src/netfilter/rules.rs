@@ -28,6 +28,7 @@ use std::io;
 use std::net::IpAddr;
 
 // The sets the rules match: reachable where the RuleSet is.
+use crate::netfilter::bpf;
 use crate::netfilter::sets::{create_command, family_sets};
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 use crate::netfilter::Error;
@@ -42,6 +43,8 @@ pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const COMMENT_CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
+const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
+const COMMENT_EMPTY: &str = "ftpct: other FTP control segments without payload pass unqueued";
 /// The TCP header with the timestamps option, as Linux and most stacks
 /// send every segment of a connection: 32 bytes.
 pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
@@ -219,6 +222,9 @@ pub enum Role {
     /// Selective queueing: FIN and RST of control connections, within a
     /// rate budget.
     Close,
+    /// Selective queueing: segments without payload of connections not
+    /// followed leave the chain.
+    Empty,
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
     ExpectedSyn,
@@ -352,20 +358,23 @@ impl RuleSet {
         rules
     }
 
-    /// Selective queueing for the control ports `ports` in `chain`: the
-    /// selectors that guard a direction, then the guarded directions'
-    /// queue rules. The guard entry is the client's address and port and
-    /// the server's address: `src,src,dst` of a client segment (to a
-    /// control port), `dst,dst,src` of a server segment.
+    /// Selective queueing for the control ports `ports` in `chain`, in
+    /// order: the session's ends; every packet of a followed connection;
+    /// any other segment without payload leaves (cheap: most packets are
+    /// ACKs); the selectors put a connection in the guard set; the queue
+    /// rules again, for what the selectors just picked. The guard entry is
+    /// the client's address and port and the server's address:
+    /// `src,src,dst` of a client segment (to a control port), `dst,dst,src`
+    /// of a server segment.
     fn selective(&self, family: Family, chain: &'static str, ports: &str) -> Vec<Rule> {
         let guard = self.sets.guard_of(family);
         let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
         let rule = |role, spec| Rule { chain, role, spec };
         // A session's end (the client's FIN, or an RST of either side):
-        // ftpct forgets it 10 s later, not when conntrack
-        // drops its TIME_WAIT entry (2 minutes: a busy gateway's sessions
-        // would fill the flow table). Budgeted as the handshakes are: a
-        // flood of FIN or RST passes on to the rules below.
+        // ftpct forgets it 10 s later, not when conntrack drops its
+        // TIME_WAIT entry (2 minutes: a busy gateway's sessions would fill
+        // the flow table). Budgeted as the handshakes are: a flood of FIN
+        // or RST passes on to the rules below.
         let close = |flag: &str, side: &str| {
             let mut spec = words(&["-p", "tcp", "--tcp-flags", flag, flag]);
             spec.extend(words(&["-m", "multiport", side, ports]));
@@ -375,11 +384,15 @@ impl RuleSet {
             spec.extend(self.target());
             rule(Role::Close, spec)
         };
-        // The client's FIN is enough (the server's adds nothing).
-        let mut rules = vec![close("FIN", "--dports"), close("RST", "--ports")];
+        let guarded = |comment: &str, (side, key): (&str, &str)| {
+            let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            spec.extend(words(&["-m", "set", "--match-set", guard, key]));
+            spec.extend(words(&["-m", "comment", "--comment", comment]));
+            spec.extend(self.target());
+            rule(Role::Guarded, spec)
+        };
         let select = |(side, key): (&str, &str), matches: Vec<String>| {
             let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
-            spec.extend(words(&["-m", "set", "!", "--match-set", guard, key]));
             spec.extend(matches);
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_SELECT]));
             spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
@@ -401,6 +414,19 @@ impl RuleSet {
             }
             m
         };
+        // The client's FIN is enough (the server's adds nothing).
+        let mut rules = vec![close("FIN", "--dports"), close("RST", "--ports")];
+        rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
+        let mut empty = words(&["-p", "tcp", "-m", "multiport", "--ports", ports]);
+        empty.extend(words(&[
+            "-m",
+            "bpf",
+            "--bytecode",
+            &bpf::without_payload(family),
+        ]));
+        empty.extend(words(&["-m", "comment", "--comment", COMMENT_EMPTY]));
+        empty.extend(words(&["-j", "ACCEPT"]));
+        rules.push(rule(Role::Empty, empty));
         let [client, server] = sides;
         for timestamps in [true, false] {
             for w in CLIENT_WORDS {
@@ -410,17 +436,11 @@ impl RuleSet {
                 rules.push(select(server, string(w, false, timestamps)));
             }
         }
-        let bpf = words(&["-m", "bpf", "--bytecode", &not_ending_a_line(family)]);
+        let open_line = words(&["-m", "bpf", "--bytecode", &bpf::not_ending_a_line(family)]);
         for side in sides {
-            rules.push(select(side, bpf.clone()));
+            rules.push(select(side, open_line.clone()));
         }
-        for (side, key) in sides {
-            let mut guarded = words(&["-p", "tcp", "-m", "multiport", side, ports]);
-            guarded.extend(words(&["-m", "set", "--match-set", guard, key]));
-            guarded.extend(words(&["-m", "comment", "--comment", COMMENT_GUARDED]));
-            guarded.extend(self.target());
-            rules.push(rule(Role::Guarded, guarded));
-        }
+        rules.extend(sides.map(|side| guarded(COMMENT_PICKED, side)));
         rules
     }
 
@@ -443,59 +463,6 @@ impl RuleSet {
         let list: Vec<String> = self.control_ports.iter().map(u16::to_string).collect();
         list.join(",")
     }
-}
-
-/// A classic BPF program (xt_bpf `--bytecode`, as `nfbpf_compile` writes
-/// it) that matches a TCP segment with payload whose last byte is not a
-/// line feed: it ends inside a line, so the line's rest must be seen too.
-/// xt_bpf runs it on the packet from its IP header. IPv6: a TCP header
-/// behind extension headers is not looked for; such a packet matches.
-pub fn not_ending_a_line(family: Family) -> String {
-    // (code, jt, jf, k) of struct sock_filter.
-    const LDXB_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf)
-    const LDX_IMM: u16 = 0x01; // X = k
-    const LDB_ABS: u16 = 0x30; // A = P[k]
-    const LDB_IND: u16 = 0x50; // A = P[X + k]
-    const AND_K: u16 = 0x54;
-    const RSH_K: u16 = 0x74;
-    const ADD_X: u16 = 0x0c;
-    const SUB_K: u16 = 0x14;
-    const TAX: u16 = 0x07;
-    const LD_LEN: u16 = 0x80; // A = packet length
-    const JGT_X: u16 = 0x2d;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const IPPROTO_TCP: u32 = 6;
-    let mut prog: Vec<(u16, u8, u8, u32)> = match family {
-        // X = IP header length.
-        Family::V4 => vec![(LDXB_MSH, 0, 0, 0)],
-        // Next header TCP, else match; X = 40.
-        Family::V6 => vec![
-            (LDB_ABS, 0, 0, 6),
-            (JEQ_K, 0, 12, IPPROTO_TCP),
-            (LDX_IMM, 0, 0, 40),
-        ],
-    };
-    prog.extend([
-        (LDB_IND, 0, 0, 12), // TCP data offset byte
-        (AND_K, 0, 0, 0xf0), //
-        (RSH_K, 0, 0, 2),    // TCP header length
-        (ADD_X, 0, 0, 0),    // both headers
-        (TAX, 0, 0, 0),      //
-        (LD_LEN, 0, 0, 0),   //
-        (JGT_X, 0, 5, 0),    // no payload: no match
-        (SUB_K, 0, 0, 1),    //
-        (TAX, 0, 0, 0),      //
-        (LDB_IND, 0, 0, 0),  // the last byte
-        (JEQ_K, 1, 0, 0x0a), // a line feed: no match
-        (RET_K, 0, 0, 1),    // match
-        (RET_K, 0, 0, 0),    // no match
-    ]);
-    let mut out = prog.len().to_string();
-    for (code, jt, jf, k) in prog {
-        let _ = write!(out, ",{code} {jt} {jf} {k}");
-    }
-    out
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
