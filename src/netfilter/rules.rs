@@ -402,7 +402,8 @@ impl RuleSet {
             rule(Role::Select, spec)
         };
         // One rule for segments with timestamps (searched from their
-        // payload), one for the others.
+        // payload), one for the others. KMP, not Boyer-Moore: the kernel's
+        // Boyer-Moore misses a word that spans two fragments of a packet.
         let string = |word: &str, icase: bool, timestamps: bool| {
             let mut m = words(&["-m", "u32"]);
             if !timestamps {
@@ -410,7 +411,7 @@ impl RuleSet {
             }
             m.extend(words(&["--u32", tcp_header_is_32(family)]));
             let from = string_from(family, timestamps).to_string();
-            m.extend(words(&["-m", "string", "--algo", "bm", "--from", &from]));
+            m.extend(words(&["-m", "string", "--algo", "kmp", "--from", &from]));
             m.extend(words(&["--string", word]));
             if icase {
                 m.push("--icase".into());
