@@ -19,7 +19,7 @@
 # Gateways, alternated within each round:
 #   none    (a) no helper, permissive forwarding (FORWARD -j ACCEPT first): the floor
 #   kernel  (b) nf_conntrack_ftp + nf_nat_ftp (`lab.sh helper on`), RELATED accepted
-#   ftpct   (c) `ftpct rules --apply`, `ftpct run`
+#   ftpct   (c) `ftpct rules --apply --selective`, `ftpct run --selective`
 #   nfq     (d) ftpct's rules with --queue-all (every control packet queued),
 #           but a do-nothing queue program (`ftpload nfq-null`: recv, accept)
 #           and permissive forwarding: the cost of crossing to userspace
@@ -299,7 +299,7 @@ qprog_start() {
     QPROG_LOG=$WORK/$1-r$ROUND-$(date +%H%M%S%N).log
     local cmd
     case $1 in
-        ftpct) cmd=("$FTPCT" run) ;;
+        ftpct) cmd=("$FTPCT" run --selective) ;;
         ftpctall) cmd=("$FTPCT" run --queue-all) ;;
         null) cmd=("$FTPLOAD" nfq-null) ;;
     esac
@@ -376,7 +376,7 @@ mode_on() {
     case $1 in
         none) permissive -I ;;
         kernel) "$LAB" helper on >/dev/null ;;
-        ftpct) rules --apply && qprog_start ftpct ;;
+        ftpct) rules --apply --selective && qprog_start ftpct ;;
         ftpctall) rules --apply --queue-all && qprog_start ftpctall ;;
         # Every control packet crosses (a do-nothing program never takes a
         # connection out of the guard set): the cost of queueing it all.

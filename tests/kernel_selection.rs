@@ -93,7 +93,7 @@ fn lab(tag: &str) -> Netns {
     for cidr in ["2001:db8::10/128", "2001:db8:2::20/128"] {
         ns.sh(&["ip", "addr", "add", cidr, "dev", "lo", "nodad"]);
     }
-    ns.sh(&[FTPCT, "rules", "--apply"]);
+    ns.sh(&[FTPCT, "rules", "--apply", "--selective"]);
     ns
 }
 

@@ -488,14 +488,14 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     let save4 = |ns: &Netns| saved_with(ns, &env_path, "iptables-save");
     let save6 = |ns: &Netns| saved_with(ns, &env_path, "ip6tables-save");
     let (before4, before6) = (save4(ns), save6(ns));
-    let applied = rules(&["--apply", "--control-ports", "21,2121"]);
+    let applied = rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
     assert!(applied.contains(expect_backend), "{applied}");
-    rules(&["--apply", "--control-ports", "21,2121"]);
+    rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
     let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
-    // Selective queueing by default: a queue rule for the followed
-    // directions of clients, one for those of servers.
+    // Selective queueing: a queue rule for the followed directions of
+    // clients, one for those of servers.
     assert_eq!(
         listed
             .matches("ftpct: FTP control directions ftpct follows")
@@ -514,8 +514,8 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     );
     assert!(!all.contains("--add-set"), "{all}");
     // --delete takes out the rules of either mode.
-    rules(&["--apply", "--control-ports", "21,2121"]);
-    rules(&["--delete", "--control-ports", "21,2121", "--queue-all"]);
+    rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
+    rules(&["--delete", "--control-ports", "21,2121"]);
     assert_eq!(save4(ns), before4);
     assert_eq!(save6(ns), before6);
 }
