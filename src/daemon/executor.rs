@@ -265,7 +265,14 @@ impl<K: Kernel> Executor<K> {
     /// (the engine's, sorted): a `rules --delete`, `ipset destroy` or
     /// `ipset flush` under a running ftpct is noticed, said, and repaired
     /// (a part of the pending destinations is checked on each call).
-    pub fn check_sets(&mut self, pending: &[SocketAddr], timeout: Duration) {
+    /// `still_expected` asks the engine again: `pending` is a snapshot, and
+    /// a queue thread may match and forget a destination meanwhile.
+    pub fn check_sets(
+        &mut self,
+        pending: &[SocketAddr],
+        timeout: Duration,
+        still_expected: &dyn Fn(SocketAddr) -> bool,
+    ) {
         let sets = self.sets.clone();
         for (set, v6) in sets.both() {
             match self.kernel.ensure_set(set, v6) {
@@ -297,11 +304,22 @@ impl<K: Kernel> Executor<K> {
             })
             .collect();
         if !missing.is_empty() {
+            let gone: Vec<SocketAddr> = missing
+                .into_iter()
+                .filter(|dst| still_expected(*dst))
+                .collect();
+            if gone.is_empty() {
+                return;
+            }
             warn!(
                 "{} pending data connection(s) were missing from the ipsets (ipset flush?): added again",
-                missing.len()
+                gone.len()
             );
-            self.restore(missing.iter(), timeout);
+            self.restore(gone.iter(), timeout);
+            // Matched and forgotten while being restored: take it out again.
+            for dst in gone.into_iter().filter(|d| !still_expected(*d)) {
+                self.forget(dst);
+            }
         }
     }
 
@@ -492,17 +510,31 @@ mod tests {
         x.kernel_mut().sets.insert("ftpct6".into(), HashSet::new());
         let dst: SocketAddr = "198.51.100.1:47201".parse().expect("a");
         x.run(&Command::ExpectDst { dst, timeout });
-        x.check_sets(&[dst], timeout);
+        x.check_sets(&[dst], timeout, &|_| true);
         assert_eq!(x.kernel().calls.len(), 1, "nothing to repair");
         // ipset flush
         x.kernel_mut().sets.insert("ftpct".into(), HashSet::new());
-        x.check_sets(&[dst], timeout);
+        x.check_sets(&[dst], timeout, &|_| true);
         assert!(x.kernel().sets["ftpct"].contains(&dst));
         // ipset destroy (ftpct rules --delete)
         x.kernel_mut().sets.remove("ftpct");
-        x.check_sets(&[dst], timeout);
+        x.check_sets(&[dst], timeout, &|_| true);
         assert!(x.kernel().calls.contains(&"create set ftpct".to_string()));
         assert!(x.kernel().sets["ftpct"].contains(&dst));
+    }
+
+    #[test]
+    fn a_destination_matched_meanwhile_is_not_restored() {
+        let mut x = executor();
+        let timeout = Duration::from_secs(300);
+        x.kernel_mut().sets.insert("ftpct".into(), HashSet::new());
+        x.kernel_mut().sets.insert("ftpct6".into(), HashSet::new());
+        let dst: SocketAddr = "198.51.100.1:47201".parse().expect("a");
+        // The snapshot still lists it; the engine no longer expects it (a
+        // queue thread matched its SYN and took its entry out).
+        x.check_sets(&[dst], timeout, &|_| false);
+        assert!(!x.kernel().sets["ftpct"].contains(&dst));
+        assert!(x.kernel().calls.iter().all(|c| !c.starts_with("add")));
     }
 
     #[test]

@@ -219,7 +219,10 @@ impl Timers {
         for c in &effects.commands {
             self.exec.run(c);
         }
-        self.exec.check_sets(&pending, self.expect_timeout);
+        let shared = Arc::clone(&self.shared);
+        let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
+        self.exec
+            .check_sets(&pending, self.expect_timeout, &still_expected);
         effects.events.iter().for_each(|e| self.shared.log_event(e));
         self.shared.report_held_back();
     }
