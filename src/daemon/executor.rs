@@ -105,11 +105,15 @@ impl<K: Kernel> Executor<K> {
         !self.releases.is_empty()
     }
 
-    /// Takes the waiting guard entries out. Called only when this thread's
-    /// queue is empty: a packet of a released direction still in the queue
-    /// could be overtaken by an unqueued one.
-    pub fn release_guards(&mut self) {
-        for key in std::mem::take(&mut self.releases) {
+    /// Takes the waiting guard entries out, but those of `busy`: directions
+    /// with a packet still in this thread's queue (it could be overtaken by
+    /// an unqueued one); they wait for the next call.
+    pub fn release_guards_except(&mut self, busy: &HashSet<GuardKey>) {
+        let (wait, go): (HashSet<GuardKey>, HashSet<GuardKey>) = std::mem::take(&mut self.releases)
+            .into_iter()
+            .partition(|key| busy.contains(key));
+        self.releases = wait;
+        for key in go {
             let set = self.sets.guard_for(key.client.ip());
             if let Err(e) = self.kernel.guard_del(set, &key) {
                 warn!("ipset del {key} from {set} failed: {e}: that direction stays queued until the entry times out");

@@ -4,9 +4,11 @@
 //! Commands run before the verdict: the expected SYN must find its ipset
 //! entry, the data connection its conntrack entry.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ftpct_engine::command::GuardKey;
 use ftpct_engine::nat::{CtMapping, NatLookup};
 use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
 
@@ -20,11 +22,22 @@ pub struct PacketPath<K: Kernel, N: NatLookup> {
     shared: Arc<Shared>,
     exec: Executor<K>,
     nat: N,
+    /// The engine's control ports (fixed while it runs): which guard entry
+    /// a packet matches.
+    control_ports: Vec<u16>,
 }
 
 impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     pub fn new(shared: Arc<Shared>, exec: Executor<K>, nat: N) -> Self {
-        PacketPath { shared, exec, nat }
+        let control_ports = shared
+            .with_engine(|e| e.config().control_ports.clone())
+            .unwrap_or_default();
+        PacketPath {
+            shared,
+            exec,
+            nat,
+            control_ports,
+        }
     }
 
     pub fn nat(&self) -> &N {
@@ -36,9 +49,17 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         self.exec.has_releases()
     }
 
-    /// Takes waiting guard entries out: only when this queue is empty.
-    pub fn release_guards(&mut self) {
-        self.exec.release_guards();
+    /// Takes out the waiting guard entries of the directions that have no
+    /// packet among `undecided`: every packet of this queue still without
+    /// a verdict (read from a queue just found empty). One of them left
+    /// in the queue could be overtaken by its direction's next, unqueued,
+    /// segment.
+    pub fn release_guards(&mut self, undecided: &[&[u8]]) {
+        let busy: HashSet<GuardKey> = undecided
+            .iter()
+            .flat_map(|bytes| GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p)))
+            .collect();
+        self.exec.release_guards_except(&busy);
     }
 
     /// The verdict on a packet queued from `queue` at `hook`.

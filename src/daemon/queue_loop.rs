@@ -21,6 +21,9 @@ use crate::netfilter::nfqueue::hook_of;
 
 /// Consecutive `recv` failures after which a queue is given up.
 const MAX_RECV_ERRORS: u32 = 1000;
+/// Packets read ahead of their verdicts while looking for an empty queue
+/// (the kernel's default queue length).
+const MAX_UNDECIDED: usize = 1024;
 /// How long the queue threads get to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,28 +70,47 @@ impl Worker {
         self.path.nat().stats()
     }
 
-    /// Selective queueing: guard entries go only once the queue holds no
-    /// packet ftpct has not decided (one of a released direction could be
-    /// overtaken by the next, unqueued, segment). Packets that come
-    /// meanwhile are handled here.
+    /// Selective queueing: a guard entry goes only while its direction has
+    /// no packet in the queue (one left there could be overtaken by the
+    /// next, unqueued, segment). What waits in the queue is read without
+    /// deciding it until the queue is found empty; the entries of the
+    /// directions with nothing among it go, then it is decided, and again
+    /// while releases wait. Under load the queue is seldom empty after a
+    /// decision, so waiting for that (as a first version did) kept every
+    /// session's entry until the load stopped: the set overflowed and the
+    /// kernel's adds failed (an announcement passed unqueued).
     fn release_guards_when_drained(&mut self) {
-        if !self.path.has_releases() {
-            return;
+        while self.path.has_releases() {
+            let (undecided, drained) = self.read_waiting();
+            if drained {
+                let packets: Vec<&[u8]> = undecided.iter().map(Message::get_payload).collect();
+                self.path.release_guards(&packets);
+            }
+            let done = undecided.is_empty() || !drained;
+            undecided.into_iter().for_each(|m| self.handle(m));
+            if done {
+                return;
+            }
         }
+    }
+
+    /// The packets waiting in the queue, read without a verdict, and
+    /// whether the queue was then found empty (not when stopping, nor past
+    /// `MAX_UNDECIDED`).
+    fn read_waiting(&mut self) -> (Vec<Message>, bool) {
+        let mut undecided = Vec::new();
         self.queue.set_nonblocking(true);
         let drained = loop {
-            if self.stop.load(Ordering::Acquire) {
+            if self.stop.load(Ordering::Acquire) || undecided.len() >= MAX_UNDECIDED {
                 break false;
             }
             match self.queue.recv() {
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => undecided.push(msg),
                 Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
             }
         };
         self.queue.set_nonblocking(false);
-        if drained {
-            self.path.release_guards();
-        }
+        (undecided, drained)
     }
 
     fn handle(&mut self, mut msg: Message) {

@@ -54,6 +54,8 @@ const IPSET_ATTR_IP: u16 = 1;
 const IPSET_ATTR_PORT: u16 = 4;
 const IPSET_ATTR_TIMEOUT: u16 = 6;
 const IPSET_ATTR_PROTO: u16 = 7;
+/// Create only.
+const IPSET_ATTR_HASHSIZE: u16 = 18;
 // ADT attributes after IPSET_ATTR_CADT_MAX (16): ETHER, NAME, NAMEREF, IP2
 const IPSET_ATTR_IP2: u16 = 20;
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
@@ -84,11 +86,28 @@ pub enum SetType {
     Guard,
 }
 
+/// Buckets of a guard set. The SET target's adds never grow a hash set
+/// (only an add from user space does): once a bucket holds `bucketsize`
+/// (12) entries, an add from a rule fails and its packet is not queued.
+/// Sized for tens of thousands of directions followed at once, so no
+/// bucket of a set that never grows fills by chance (the key is hashed
+/// with a random seed: a client cannot aim at one bucket); 128 KiB of
+/// bucket pointers.
+pub const GUARD_HASHSIZE: u32 = 16384;
+
 impl SetType {
     pub fn name(self) -> &'static str {
         match self {
             SetType::Dst => SET_TYPE,
             SetType::Guard => GUARD_SET_TYPE,
+        }
+    }
+
+    /// The hash size it is created with (None: the kernel's default).
+    pub fn hashsize(self) -> Option<u32> {
+        match self {
+            SetType::Dst => None,
+            SetType::Guard => Some(GUARD_HASHSIZE),
         }
     }
 }
@@ -179,6 +198,9 @@ pub fn encode_create(
         IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER,
         default_timeout_secs,
     );
+    if let Some(size) = set_type.hashsize() {
+        b.put_be32(IPSET_ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, size);
+    }
     b.nest_end(data);
     Ok(b.finish())
 }
@@ -531,6 +553,14 @@ mod tests {
             vec![IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER]
         );
         assert!(raw_types(&msg[20..]).contains(&(IPSET_ATTR_DATA | NLA_F_NESTED)));
+    }
+
+    #[test]
+    fn guard_sets_are_created_with_their_hash_size() {
+        let msg = encode_create(7, "g", (false, SetType::Guard), 6, 600).unwrap();
+        let data = attrs(&msg).require(IPSET_ATTR_DATA, "d").unwrap();
+        let size = data.nested().require(IPSET_ATTR_HASHSIZE, "h").unwrap();
+        assert_eq!(size.be32().unwrap(), GUARD_HASHSIZE);
     }
 
     #[test]

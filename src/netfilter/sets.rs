@@ -141,12 +141,16 @@ pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 2] {
 
 /// The `ipset create` command of a set, as printed.
 pub fn create_command(name: &str, set_type: SetType, f: Family, timeout: u32) -> String {
-    format!(
+    let mut command = format!(
         "ipset create {} {} family {} timeout {timeout}",
         shell_word(name),
         set_type.name(),
         f.ipset_family()
-    )
+    );
+    if let Some(size) = set_type.hashsize() {
+        command.push_str(&format!(" hashsize {size}"));
+    }
+    command
 }
 
 /// Creates the sets that do not exist yet (before the rules naming them).

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::expect::Expectation;
 use crate::tuple::{Dir, Tuple};
+use crate::wire::TcpPacket;
 
 /// Conntrack timeout of a data connection's entry made at its SYN;
 /// conntrack's TCP tracking takes over from the first answer.
@@ -100,6 +101,21 @@ impl GuardKey {
                 server: seen.src.ip(),
             },
         }
+    }
+
+    /// The guard entries a raw packet matches in the kernel's rules: as a
+    /// client segment when it goes to a control port, as a server segment
+    /// when it comes from one (both when both ports are).
+    pub fn of_packet(bytes: &[u8], is_control_port: impl Fn(u16) -> bool) -> Vec<GuardKey> {
+        let Ok(pkt) = TcpPacket::parse(bytes) else {
+            return Vec::new();
+        };
+        let seen = pkt.tuple;
+        [(seen.dst.port(), Dir::Orig), (seen.src.port(), Dir::Reply)]
+            .into_iter()
+            .filter(|&(port, _)| is_control_port(port))
+            .map(|(_, dir)| GuardKey::of(&seen, dir))
+            .collect()
     }
 }
 

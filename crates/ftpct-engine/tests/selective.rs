@@ -306,3 +306,25 @@ fn the_clients_fin_alone_ends_the_session() {
     gw.engine.tick(later);
     assert_eq!(gw.engine.flow_count(), 0);
 }
+
+#[test]
+fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
+    use ftpct_testkit::Segment;
+    let control = |p: u16| p == 21;
+    let from_client = Segment::new(tuple("192.0.2.10:40000", "198.51.100.20:21"), 1)
+        .payload(b"PASV\r\n")
+        .build();
+    assert_eq!(
+        GuardKey::of_packet(&from_client, control),
+        vec![client_key()]
+    );
+    let from_server = Segment::new(tuple("198.51.100.20:21", "198.51.100.1:40000"), 1)
+        .payload(b"227 x\r\n")
+        .build();
+    assert_eq!(
+        GuardKey::of_packet(&from_server, control),
+        vec![server_key()]
+    );
+    assert!(GuardKey::of_packet(&from_server, |p| p == 2121).is_empty());
+    assert!(GuardKey::of_packet(b"not a packet", control).is_empty());
+}
