@@ -20,6 +20,11 @@ const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const PICKED: &str = "ftpct: FTP control segments just picked";
 const CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
+const PLAIN: &str =
+    "ftpct: a segment that is one line with no announcement, AUTH or multi-line opener passes unqueued";
+/// A plain command longer than the plain-line programs vouch for: the
+/// string searches decide it.
+const LONG: &[u8] = b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
 /// Time for a written segment to cross loopback before the next write, so
 /// that each write is a segment of its own.
 const GAP: Duration = Duration::from_millis(30);
@@ -98,8 +103,15 @@ fn lab(tag: &str) -> Netns {
 }
 
 fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 8] = [
+    let cases: [(&str, &[&[u8]], bool); 11] = [
         ("a plain command", &[b"NOOP\r\n"], false),
+        ("a keyword inside one line", &[b"NOOP PORT\r\n"], false),
+        ("a long plain command", &[LONG], false),
+        (
+            "PORT behind a long command",
+            &[b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nPORT 192,0,2,10,156,64\r\n"],
+            true,
+        ),
         ("PORT", &[b"PORT 192,0,2,10,156,64\r\n"], true),
         ("port in lower case", &[b"port 192,0,2,10,156,64\r\n"], true),
         ("EPRT", &[b"EPRT |1|192.0.2.10|40000|\r\n"], true),
@@ -120,8 +132,9 @@ fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
 }
 
 fn server_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 6] = [
+    let cases: [(&str, &[&[u8]], bool); 7] = [
         ("a plain reply", &[b"200 ok\r\n"], false),
+        ("a hyphen inside one line", &[b"226 done - ok\r\n"], false),
         (
             "227",
             &[b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n"],
@@ -209,5 +222,30 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
         sleep(10 * GAP);
         let ends = queued_by(&ns, f, &[CLOSE]) - ends_before;
         assert!(ends >= 1, "{ends} FIN/RST queued ({})", f.guard);
+    }
+}
+
+#[test]
+fn plain_lines_leave_by_the_cheap_rule() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("plain");
+    for f in [&V4, &V6] {
+        let before = queued_by(&ns, f, &[PLAIN]);
+        let port = exchange(
+            &ns,
+            f,
+            44000,
+            &[b"NOOP\r\n", b"RETR 1k.bin\r\n"],
+            &[b"200 NOOP ok.\r\n", b"226 Transfer complete.\r\n"],
+        );
+        let plain = queued_by(&ns, f, &[PLAIN]) - before;
+        assert!(
+            plain >= 4,
+            "{plain} segments left by the plain-line rule ({})",
+            f.guard
+        );
+        assert!(!guarded(&ns, f, port));
     }
 }

@@ -1,154 +1,379 @@
 //! The classic BPF programs of the selective-queueing rules (xt_bpf
 //! `--bytecode`, written as `nfbpf_compile` writes them). xt_bpf runs them
-//! on the packet from its IP header; `len` is the IP packet's length. Both
+//! on the packet from its IP header; `len` is the IP packet's length. They
 //! find where the TCP payload starts (IPv4: the header length field; IPv6:
 //! a TCP header right after the fixed header, else the program says what
-//! it says for other packets).
+//! it says for other packets). A read past the packet's end stops a
+//! program with "no match". xt_bpf takes at most 64 instructions a
+//! program.
 
 use std::fmt::Write as _;
 
 use crate::netfilter::rules::Family;
 
-/// (code, jt, jf, k) of struct sock_filter.
-type Insn = (u16, u8, u8, u32);
-
 const LDXB_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf)
 const LDX_IMM: u16 = 0x01; // X = k
 const LDB_ABS: u16 = 0x30; // A = P[k]
 const LDB_IND: u16 = 0x50; // A = P[X + k]
+const LDW_IND: u16 = 0x40; // A = P[X + k .. X + k + 4], big-endian
+const LD_MEM: u16 = 0x60; // A = M[k]
+const ST: u16 = 0x02; // M[k] = A
 const AND_K: u16 = 0x54;
+const OR_K: u16 = 0x44;
 const RSH_K: u16 = 0x74;
 const ADD_X: u16 = 0x0c;
 const SUB_K: u16 = 0x14;
+const SUB_X: u16 = 0x1c;
 const TAX: u16 = 0x07;
 const LD_LEN: u16 = 0x80; // A = packet length
 const JGT_X: u16 = 0x2d;
+const JGT_K: u16 = 0x25;
+const JGE_K: u16 = 0x35;
 const JEQ_K: u16 = 0x15;
 const RET_K: u16 = 0x06;
 const IPPROTO_TCP: u32 = 6;
-const MATCH: Insn = (RET_K, 0, 0, 1);
-const NO_MATCH: Insn = (RET_K, 0, 0, 0);
+const LINE_FEED: u32 = 0x0a;
+/// xt_bpf's limit (XT_BPF_MAX_NUM_INSTR).
+const MAX_INSNS: usize = 64;
+
+/// Where a jump goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum To {
+    Next,
+    Match,
+    NoMatch,
+    /// The scan step that reads payload byte N.
+    Scan(u32),
+}
+
+/// One instruction, its jumps still named; `scan`: the scan step that
+/// reads payload byte N (a jump target).
+#[derive(Debug, Clone, Copy)]
+struct Insn {
+    code: u16,
+    jt: To,
+    jf: To,
+    k: u32,
+    scan: Option<u32>,
+}
+
+fn op(code: u16, k: u32) -> Insn {
+    jump(code, k, To::Next, To::Next)
+}
+
+fn jump(code: u16, k: u32, jt: To, jf: To) -> Insn {
+    Insn {
+        code,
+        jt,
+        jf,
+        k,
+        scan: None,
+    }
+}
+
+/// A = payload byte `at` (X: where the payload starts).
+fn scan_step(at: u32) -> Insn {
+    Insn {
+        scan: Some(at),
+        ..op(LDB_IND, at)
+    }
+}
+
+/// A program ending in MATCH, NO_MATCH, written out with its jumps
+/// resolved.
+fn assemble(mut body: Vec<Insn>) -> String {
+    body.push(op(RET_K, 1));
+    body.push(op(RET_K, 0));
+    assert!(body.len() <= MAX_INSNS, "{} instructions", body.len());
+    let at = |to: To, here: usize| -> u8 {
+        let target = match to {
+            To::Next => here + 1,
+            To::Match => body.len() - 2,
+            To::NoMatch => body.len() - 1,
+            To::Scan(n) => body
+                .iter()
+                .position(|i| i.scan == Some(n))
+                .expect("scan step"),
+        };
+        u8::try_from(target - here - 1).expect("forward jump")
+    };
+    let mut out = body.len().to_string();
+    for (here, i) in body.iter().enumerate() {
+        let _ = write!(
+            out,
+            ",{} {} {} {}",
+            i.code,
+            at(i.jt, here),
+            at(i.jf, here),
+            i.k
+        );
+    }
+    out
+}
+
+/// X = where the payload starts, A = the packet's length; `other`: where
+/// an IPv6 packet whose next header is not TCP goes.
+fn find_payload(family: Family, other: To) -> Vec<Insn> {
+    let mut prog = match family {
+        Family::V4 => vec![op(LDXB_MSH, 0)],
+        Family::V6 => vec![
+            op(LDB_ABS, 6),
+            jump(JEQ_K, IPPROTO_TCP, To::Next, other),
+            op(LDX_IMM, 40),
+        ],
+    };
+    prog.extend([
+        op(LDB_IND, 12), // TCP data offset byte
+        op(AND_K, 0xf0), //
+        op(RSH_K, 2),    // TCP header length
+        op(ADD_X, 0),    // both headers
+        op(TAX, 0),      //
+        op(LD_LEN, 0),   //
+    ]);
+    prog
+}
 
 /// Matches a segment with payload whose last byte is not a line feed: it
 /// ends inside a line, whose rest must be seen too. IPv6 behind extension
 /// headers: matches.
 pub fn not_ending_a_line(family: Family) -> String {
-    let tail = [
-        (JGT_X, 0, 5, 0),    // no payload: no match
-        (SUB_K, 0, 0, 1),    //
-        (TAX, 0, 0, 0),      //
-        (LDB_IND, 0, 0, 0),  // the last byte
-        (JEQ_K, 1, 0, 0x0a), // a line feed: no match
-        MATCH,
-        NO_MATCH,
-    ];
-    program(family, &tail, true)
+    let mut prog = find_payload(family, To::Match);
+    prog.extend([
+        jump(JGT_X, 0, To::Next, To::NoMatch), // no payload
+        op(SUB_K, 1),
+        op(TAX, 0),
+        op(LDB_IND, 0), // the last byte
+        jump(JEQ_K, LINE_FEED, To::NoMatch, To::Match),
+    ]);
+    assemble(prog)
 }
 
 /// Matches a segment without payload (an ACK, a window update). IPv6
 /// behind extension headers: no match.
 pub fn without_payload(family: Family) -> String {
-    let tail = [
-        (JGT_X, 1, 0, 0), // payload: no match
-        MATCH,
-        NO_MATCH,
-    ];
-    program(family, &tail, false)
+    let mut prog = find_payload(family, To::NoMatch);
+    prog.push(jump(JGT_X, 0, To::NoMatch, To::Match));
+    assemble(prog)
 }
 
-/// A = packet length, X = where the payload starts, then `tail`, which
-/// ends with MATCH then NO_MATCH; `other`: the verdict for an IPv6 packet
-/// whose next header is not TCP.
-fn program(family: Family, tail: &[Insn], other: bool) -> String {
-    let mut prog: Vec<Insn> = match family {
-        Family::V4 => vec![(LDXB_MSH, 0, 0, 0)],
-        Family::V6 => vec![
-            (LDB_ABS, 0, 0, 6),
-            (JEQ_K, 0, 0, IPPROTO_TCP),
-            (LDX_IMM, 0, 0, 40),
-        ],
+/// Which end of the control connection sent a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// The longest payload the plain-line programs can vouch for.
+pub const PLAIN_MAX: usize = 1 + FIRST_SCAN + NEXT_SCAN * NEXT_PROGRAMS;
+/// Payload bytes the first program scans for a line feed; each of the
+/// next programs scans `NEXT_SCAN` more (what fits in 64 instructions).
+const FIRST_SCAN: usize = 10;
+const NEXT_SCAN: usize = 17;
+const NEXT_PROGRAMS: usize = 4;
+
+/// What the plain-line programs match, all of them on one packet: a
+/// payload of at most `PLAIN_MAX` bytes that is one whole line (its only
+/// line feed is its last byte) and cannot matter to ftpct: from a client,
+/// a line whose first four bytes are none of PORT, EPRT, PASV, EPSV, AUTH
+/// in any case (the engine reads a command's keyword there and nowhere
+/// else); from a server, a line that does not start with 227, 229 or 234
+/// and does not open a multi-line reply (`xyz-`). Shorter than four bytes:
+/// no match (the programs do not prove it). The segment starts a line: one
+/// whose direction last ended inside a line is guarded and queued before
+/// these rules.
+pub fn is_plain_line(payload: &[u8], side: Side) -> bool {
+    let Some((&last, body)) = payload.split_last() else {
+        return false;
     };
-    prog.extend([
-        (LDB_IND, 0, 0, 12), // TCP data offset byte
-        (AND_K, 0, 0, 0xf0), //
-        (RSH_K, 0, 0, 2),    // TCP header length
-        (ADD_X, 0, 0, 0),    // both headers
-        (TAX, 0, 0, 0),      //
-        (LD_LEN, 0, 0, 0),   //
+    let Some(head) = payload.get(..4) else {
+        return false;
+    };
+    let head = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    payload.len() <= PLAIN_MAX
+        && last == b'\n'
+        && !body.contains(&b'\n')
+        && match side {
+            Side::Client => !client_keywords().contains(&(head | CASE_BITS)),
+            Side::Server => {
+                !server_codes().contains(&(head >> 8)) && head & 0xff != u32::from(b'-')
+            }
+        }
+}
+
+/// The bit that tells an ASCII letter's cases apart, in each byte.
+const CASE_BITS: u32 = 0x2020_2020;
+
+fn client_keywords() -> [u32; 5] {
+    crate::netfilter::rules::CLIENT_WORDS
+        .map(|w| u32::from_be_bytes(word4(w.to_ascii_lowercase().as_bytes())))
+}
+
+fn server_codes() -> [u32; 3] {
+    [b"227", b"229", b"234"].map(|c| u32::from_be_bytes([0, c[0], c[1], c[2]]))
+}
+
+fn word4(b: &[u8]) -> [u8; 4] {
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// The xt_bpf programs that together compute [`is_plain_line`] for a
+/// segment of `side` (each scans part of the payload for a line feed).
+pub fn plain_line(family: Family, side: Side) -> Vec<String> {
+    let mut first = vec![
+        op(LD_LEN, 0),
+        op(SUB_K, 1),
+        op(TAX, 0),
+        op(LDB_IND, 0), // the packet's last byte
+        jump(JEQ_K, LINE_FEED, To::Next, To::NoMatch),
+    ];
+    first.extend(find_payload(family, To::NoMatch));
+    first.extend([
+        op(SUB_X, 0), // A = payload length
+        jump(JEQ_K, 0, To::NoMatch, To::Next),
+        jump(JGT_K, PLAIN_MAX as u32, To::NoMatch, To::Next),
+        op(ST, 0),
+        op(LDW_IND, 0), // the first four bytes
     ]);
-    prog.extend_from_slice(tail);
-    if family == Family::V6 {
-        // The JEQ at 1 jumps, when false, to the last (NO_MATCH) or the
-        // one before (MATCH).
-        let target = prog.len() - if other { 2 } else { 1 };
-        prog[1].2 = u8::try_from(target - 2).unwrap_or(u8::MAX);
+    match side {
+        Side::Client => {
+            first.push(op(OR_K, CASE_BITS));
+            first.extend(client_keywords().map(|w| jump(JEQ_K, w, To::NoMatch, To::Next)));
+        }
+        Side::Server => {
+            first.push(op(RSH_K, 8));
+            first.extend(server_codes().map(|c| jump(JEQ_K, c, To::NoMatch, To::Next)));
+            first.extend([
+                op(LDW_IND, 0),
+                op(AND_K, 0xff),
+                jump(JEQ_K, u32::from(b'-'), To::NoMatch, To::Next),
+            ]);
+        }
     }
-    let mut out = prog.len().to_string();
-    for (code, jt, jf, k) in prog {
-        let _ = write!(out, ",{code} {jt} {jf} {k}");
+    first.push(op(LD_MEM, 0));
+    first.extend(scan_for_line_feed(0, FIRST_SCAN as u32));
+    let mut programs = vec![assemble(first)];
+    for n in 0..NEXT_PROGRAMS as u32 {
+        let from = FIRST_SCAN as u32 + n * NEXT_SCAN as u32;
+        let mut next = find_payload(family, To::NoMatch);
+        next.push(op(SUB_X, 0));
+        next.extend(scan_for_line_feed(from, from + NEXT_SCAN as u32));
+        programs.push(assemble(next));
     }
-    out
+    programs
+}
+
+/// With A = the payload length P and X = where it starts: no match if a
+/// payload byte in `from..to` before the last (0-based, under P - 1) is a
+/// line feed. Jumps into an unrolled scan at the highest such byte.
+fn scan_for_line_feed(from: u32, to: u32) -> Vec<Insn> {
+    let mut prog = vec![
+        jump(JGE_K, from + 2, To::Next, To::Match), // no byte of this range
+        jump(JGT_K, to, To::Scan(to - 1), To::Next), // the whole range
+    ];
+    // P - 1 = top + 1 bytes before the last: scan from `top` down.
+    for top in (from..to - 1).rev() {
+        let last_choice = top == from;
+        let otherwise = if last_choice { To::NoMatch } else { To::Next };
+        prog.push(jump(JEQ_K, top + 2, To::Scan(top), otherwise));
+    }
+    for at in (from..to).rev() {
+        prog.push(scan_step(at));
+        prog.push(jump(JEQ_K, LINE_FEED, To::NoMatch, To::Next));
+    }
+    prog
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A classic BPF interpreter for the instructions above, on `packet`.
+    /// A classic BPF interpreter for the instructions above, on `packet`;
+    /// a read past its end stops with "no match", as in the kernel.
     fn run(prog: &str, packet: &[u8]) -> bool {
         let insns: Vec<Vec<u32>> = prog
             .split(',')
             .skip(1)
             .map(|i| i.split(' ').map(|w| w.parse().expect("number")).collect())
             .collect();
+        assert!(insns.len() <= MAX_INSNS);
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        let byte = |at: u32| u32::from(packet[at as usize]);
+        let mut mem = [0u32; 16];
+        let byte = |at: u32| packet.get(at as usize).map(|&b| u32::from(b));
+        let word = |at: u32| {
+            let at = at as usize;
+            let b = packet.get(at..at + 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
         loop {
             let (code, jt, jf, k) = (
                 insns[pc][0] as u16,
-                insns[pc][1],
-                insns[pc][2],
+                insns[pc][1] as usize,
+                insns[pc][2] as usize,
                 insns[pc][3],
             );
             pc += 1;
+            let jump = |taken: bool| if taken { jt } else { jf };
             match code {
-                LDXB_MSH => x = 4 * (byte(k) & 0xf),
+                LDXB_MSH => match byte(k) {
+                    Some(b) => x = 4 * (b & 0xf),
+                    None => return false,
+                },
                 LDX_IMM => x = k,
-                LDB_ABS => a = byte(k),
-                LDB_IND => a = byte(x + k),
+                LDB_ABS | LDB_IND | LDW_IND => {
+                    let at = if code == LDB_ABS {
+                        k
+                    } else {
+                        x.wrapping_add(k)
+                    };
+                    let read = if code == LDW_IND { word(at) } else { byte(at) };
+                    match read {
+                        Some(v) => a = v,
+                        None => return false,
+                    }
+                }
+                LD_MEM => a = mem[k as usize],
+                ST => mem[k as usize] = a,
                 AND_K => a &= k,
+                OR_K => a |= k,
                 RSH_K => a >>= k,
-                ADD_X => a += x,
-                SUB_K => a -= k,
+                ADD_X => a = a.wrapping_add(x),
+                SUB_K => a = a.wrapping_sub(k),
+                SUB_X => a = a.wrapping_sub(x),
                 TAX => x = a,
                 LD_LEN => a = packet.len() as u32,
-                JGT_X => pc += if a > x { jt } else { jf } as usize,
-                JEQ_K => pc += if a == k { jt } else { jf } as usize,
+                JGT_X => pc += jump(a > x),
+                JGT_K => pc += jump(a > k),
+                JGE_K => pc += jump(a >= k),
+                JEQ_K => pc += jump(a == k),
                 RET_K => return k != 0,
                 other => panic!("instruction {other}"),
             }
         }
     }
 
+    fn segment(family: Family, timestamps: bool, side: Side, payload: &[u8]) -> Vec<u8> {
+        let (client, server) = match family {
+            Family::V4 => ("192.0.2.10:40000", "198.51.100.20:21"),
+            Family::V6 => ("[2001:db8::10]:40000", "[2001:db8:2::20]:21"),
+        };
+        let t = match side {
+            Side::Client => ftpct_testkit::tuple(client, server),
+            Side::Server => ftpct_testkit::tuple(server, client),
+        };
+        let seg = ftpct_testkit::Segment::new(t, 1).ack(1).payload(payload);
+        if timestamps {
+            seg.timestamps(1, 2).build()
+        } else {
+            seg.build()
+        }
+    }
+
     fn v4(payload: &[u8]) -> Vec<u8> {
-        ftpct_testkit::Segment::new(
-            ftpct_testkit::tuple("192.0.2.10:40000", "198.51.100.20:21"),
-            1,
-        )
-        .ack(1)
-        .timestamps(1, 2)
-        .payload(payload)
-        .build()
+        segment(Family::V4, true, Side::Client, payload)
     }
 
     fn v6(payload: &[u8]) -> Vec<u8> {
-        ftpct_testkit::Segment::new(
-            ftpct_testkit::tuple("[2001:db8::10]:40000", "[2001:db8:2::20]:21"),
-            1,
-        )
-        .ack(1)
-        .payload(payload)
-        .build()
+        segment(Family::V6, false, Side::Client, payload)
     }
 
     #[test]
@@ -169,5 +394,85 @@ mod tests {
         odd[6] = 0;
         assert!(run(&not_ending_a_line(Family::V6), &odd));
         assert!(!run(&without_payload(Family::V6), &odd));
+    }
+
+    fn plain_by_programs(family: Family, side: Side, packet: &[u8]) -> bool {
+        plain_line(family, side).iter().all(|p| run(p, packet))
+    }
+
+    #[test]
+    fn plain_lines_by_example() {
+        use Side::{Client, Server};
+        let plain = |side, p: &[u8]| is_plain_line(p, side);
+        assert!(plain(Client, b"NOOP\r\n"));
+        assert!(plain(Client, b"RETR 1k.bin\r\n"));
+        assert!(
+            plain(Client, b"NOOP PORT\r\n"),
+            "the keyword is read at the start"
+        );
+        assert!(!plain(Client, b"port 1,2,3,4,5,6\r\n"));
+        assert!(!plain(Client, b"Epsv\r\n"));
+        assert!(!plain(Client, b"AUTH TLS\r\n"));
+        assert!(!plain(Client, b"NOOP\r\nPASV\r\n"), "two lines");
+        assert!(!plain(Client, b"NOOP"), "inside a line");
+        assert!(!plain(Client, b"\r\n"), "too short to read");
+        assert!(!plain(Client, &[b'x'; PLAIN_MAX + 1]));
+        assert!(plain(Server, b"200 NOOP ok.\r\n"));
+        assert!(plain(Server, b"226 Transfer complete - 1024 bytes\r\n"));
+        assert!(!plain(
+            Server,
+            b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"
+        ));
+        assert!(!plain(Server, b"229 (|||5000|)\r\n"));
+        assert!(!plain(Server, b"234 go\r\n"));
+        assert!(!plain(Server, b"211-Features\r\n"));
+        assert!(plain(Server, b"PASV\r\n"), "client words mean nothing here");
+    }
+
+    /// Every payload length up to past the limit, line feeds at every
+    /// place, keywords and near-keywords: the programs compute exactly
+    /// `is_plain_line`, in both families, with and without timestamps.
+    #[test]
+    fn the_plain_line_programs_compute_is_plain_line() {
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        for len in 1..=PLAIN_MAX + 2 {
+            let mut line = vec![b'a'; len];
+            line[len - 1] = b'\n';
+            payloads.push(line.clone());
+            for lf in 0..len - 1 {
+                let mut two = line.clone();
+                two[lf] = b'\n';
+                payloads.push(two);
+            }
+            let mut open = line.clone();
+            open[len - 1] = b'x';
+            payloads.push(open);
+        }
+        for head in [
+            "PORT", "port", "PoRt", "EPRT", "PASV", "EPSV", "AUTH", "auth", "P0RT", "PORS", "227 ",
+            "229 ", "234 ", "227-", "200-", "200 ", "22 7", "2277",
+        ] {
+            for tail in ["\r\n", " x\r\n", " 1,2,3,4,5,6\r\n"] {
+                payloads.push(format!("{head}{tail}").into_bytes());
+            }
+        }
+        for payload in &payloads {
+            for side in [Side::Client, Side::Server] {
+                for family in [Family::V4, Family::V6] {
+                    for timestamps in [true, false] {
+                        let packet = segment(family, timestamps, side, payload);
+                        assert_eq!(
+                            plain_by_programs(family, side, &packet),
+                            is_plain_line(payload, side),
+                            "{family:?} {side:?} ts={timestamps} {:?}",
+                            String::from_utf8_lossy(payload)
+                        );
+                    }
+                }
+            }
+        }
+        let mut odd = v6(b"NOOP\r\n");
+        odd[6] = 0;
+        assert!(!plain_by_programs(Family::V6, Side::Client, &odd));
     }
 }

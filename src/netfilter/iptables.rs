@@ -141,17 +141,50 @@ impl<'a, E: Exec> Tables<'a, E> {
                 self.remove_every_copy(&rule)?;
             }
         }
-        for rule in wanted {
-            let present = if rule.role == Role::ConntrackOn {
+        let mut present = Vec::with_capacity(wanted.len());
+        for rule in &wanted {
+            present.push(if rule.role == Role::ConntrackOn {
                 self.has(&conntrack_on(false))? || self.has(&conntrack_on(true))?
             } else {
-                self.has(&rule)?
-            };
+                self.has(rule)?
+            });
+        }
+        self.reorder(&wanted, &mut present)?;
+        for (rule, present) in wanted.into_iter().zip(present) {
             if present {
                 let line = command_line(self.family.tool(), &rule_args("-A", &rule));
                 self.log.push(format!("# already there: {line}"));
             } else {
                 self.change("-A", &rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When some of the queueing rules are there and some not (an older
+    /// ftpct's, or an apply cut short), one appended now would land after
+    /// the others, out of order: those present are taken out, so all go
+    /// in again in order. The rules without a target stay.
+    fn reorder(&mut self, wanted: &[Rule], present: &mut [bool]) -> Result<(), RulesError> {
+        let pairs = || {
+            wanted
+                .iter()
+                .zip(present.iter())
+                .filter(|(r, _)| ordered(r))
+        };
+        let some_missing = pairs().any(|(_, &p)| !p);
+        let some_there = pairs().any(|(_, &p)| p);
+        let out_of_order = !some_missing && !in_order(&self.save()?, wanted);
+        if !(some_missing && some_there || out_of_order) {
+            return Ok(());
+        }
+        self.log.push(
+            "# ftpct's rules are not all there, or not in order: all go in again, in order".into(),
+        );
+        for (rule, there) in wanted.iter().zip(present.iter_mut()) {
+            if ordered(rule) && *there {
+                self.remove_every_copy(rule)?;
+                *there = false;
             }
         }
         Ok(())
@@ -245,6 +278,50 @@ impl<'a, E: Exec> Tables<'a, E> {
     }
 }
 
+/// The rules whose place matters (all but those without a target).
+fn ordered(rule: &Rule) -> bool {
+    !matches!(rule.role, Role::ConntrackOn | Role::Labels)
+}
+
+/// The comment a rule carries.
+fn comment_of(spec: &[String]) -> Option<&str> {
+    let at = spec.iter().position(|w| w == "--comment")?;
+    spec.get(at + 1).map(String::as_str)
+}
+
+/// Whether the save output lists the `wanted` rules that carry a place in
+/// their order, chain by chain (told apart by their comments, the one part
+/// of a rule iptables prints as given).
+fn in_order(save: &str, wanted: &[Rule]) -> bool {
+    let ours: Vec<&Rule> = wanted.iter().filter(|r| ordered(r)).collect();
+    let comments: Vec<&str> = ours.iter().filter_map(|r| comment_of(&r.spec)).collect();
+    ["PREROUTING", "OUTPUT"].iter().all(|chain| {
+        let want: Vec<&str> = ours
+            .iter()
+            .filter(|r| r.chain == *chain)
+            .filter_map(|r| comment_of(&r.spec))
+            .collect();
+        let prefix = format!("-A {chain} ");
+        let have: Vec<&str> = table_section(save)
+            .into_iter()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(saved_comment)
+            .filter(|c| comments.contains(c))
+            .collect();
+        have == want
+    })
+}
+
+/// The comment of a rule as iptables-save prints it (in double quotes
+/// when it has spaces).
+fn saved_comment(line: &str) -> Option<&str> {
+    let rest = line.split_once("--comment ")?.1;
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"').map(|(c, _)| c),
+        None => rest.split_whitespace().next(),
+    }
+}
+
 /// True if the save output has a raw table.
 /// The rules only the other queueing mode has (`--queue-all` or not).
 fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
@@ -254,7 +331,12 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
         .filter(|r| {
             matches!(
                 r.role,
-                Role::Control | Role::Select | Role::Guarded | Role::Close | Role::Empty
+                Role::Control
+                    | Role::Select
+                    | Role::Guarded
+                    | Role::Close
+                    | Role::Empty
+                    | Role::Plain
             )
         })
         .collect()
@@ -326,7 +408,7 @@ pub fn change_rules<E: Exec>(
 mod tests {
     use super::*;
     use crate::netfilter::rules::tests::ruleset;
-    use crate::netfilter::rules::{Families, COMMENT_CT};
+    use crate::netfilter::rules::{Families, COMMENT_CT, COMMENT_PLAIN};
 
     /// iptables as a list of rules, `iptables-save` printing them.
     struct FakeIptables {
@@ -360,7 +442,18 @@ mod tests {
                 s.push_str("-A PREROUTING -j NOTRACK\n");
             }
             for (chain, spec) in &self.rules {
-                s.push_str(&format!("-A {chain} {}\n", spec.join(" ")));
+                // Quoted as iptables-save quotes.
+                let words: Vec<String> = spec
+                    .iter()
+                    .map(|w| {
+                        if w.contains(' ') {
+                            format!("\"{w}\"")
+                        } else {
+                            w.clone()
+                        }
+                    })
+                    .collect();
+                s.push_str(&format!("-A {chain} {}\n", words.join(" ")));
             }
             s + "COMMIT\n"
         }
@@ -429,6 +522,35 @@ mod tests {
         assert!(fw.rules.is_empty());
         assert!(fw.nft_deleted, "the table ftpct created is removed");
         assert_eq!(fw.save(), "");
+    }
+
+    #[test]
+    fn rules_missing_from_an_older_apply_go_in_in_order() {
+        let mut rs = ruleset(Families::V4);
+        rs.queue_all = false;
+        let mut fw = FakeIptables::new("nf_tables");
+        change_rules(&mut fw, &rs, Action::Apply).expect("apply");
+        let wanted = fw.rules.clone();
+        // An older ftpct had no plain-line rules.
+        fw.rules
+            .retain(|(_, spec)| !spec.iter().any(|w| w == COMMENT_PLAIN));
+        assert!(fw.rules.len() < wanted.len());
+        let log = change_rules(&mut fw, &rs, Action::Apply).expect("again");
+        assert_eq!(fw.rules, wanted, "{log:?}");
+        // Present but appended after the rest (an apply of an older ftpct
+        // put them there).
+        let plain: Vec<_> = fw
+            .rules
+            .iter()
+            .filter(|(_, spec)| spec.iter().any(|w| w == COMMENT_PLAIN))
+            .cloned()
+            .collect();
+        fw.rules
+            .retain(|(_, spec)| !spec.iter().any(|w| w == COMMENT_PLAIN));
+        fw.rules.extend(plain);
+        assert_ne!(fw.rules, wanted);
+        let log = change_rules(&mut fw, &rs, Action::Apply).expect("once more");
+        assert_eq!(fw.rules, wanted, "{log:?}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!   segment that can hold part of an announcement, AUTH or a multi-line
 //!   opener (xt_string), or that does not end a line (xt_bpf), puts its
 //!   direction (source address and port, destination address) in the guard
-//!   ipset; every packet of a direction in the guard set -> NFQUEUE. ftpct
+//!   ipset; every packet of a direction in the guard set -> NFQUEUE. A
+//!   segment that is one short line whose start cannot matter (xt_bpf,
+//!   `bpf::plain_line`) leaves before the string searches. ftpct
 //!   takes the direction out again once it has seen what it needed (see
 //!   docs/DESIGN.md, "Selective queueing");
 //! - with `--queue-all` instead: TCP from or to a control port -> NFQUEUE;
@@ -45,6 +47,8 @@ pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct fo
 const COMMENT_CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_EMPTY: &str = "ftpct: other FTP control segments without payload pass unqueued";
+pub(crate) const COMMENT_PLAIN: &str =
+    "ftpct: a segment that is one line with no announcement, AUTH or multi-line opener passes unqueued";
 /// The TCP header with the timestamps option, as Linux and most stacks
 /// send every segment of a connection: 32 bytes.
 pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
@@ -228,6 +232,9 @@ pub enum Role {
     /// Selective queueing: segments without payload of connections not
     /// followed leave the chain.
     Empty,
+    /// Selective queueing: a segment that is one line that cannot matter
+    /// leaves the chain (cheaper than the selectors' string searches).
+    Plain,
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
     ExpectedSyn,
@@ -431,6 +438,18 @@ impl RuleSet {
         empty.extend(words(&["-m", "comment", "--comment", COMMENT_EMPTY]));
         empty.extend(words(&["-j", "ACCEPT"]));
         rules.push(rule(Role::Empty, empty));
+        for ((side, _), who) in sides
+            .into_iter()
+            .zip([bpf::Side::Client, bpf::Side::Server])
+        {
+            let mut plain = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            for program in bpf::plain_line(family, who) {
+                plain.extend(words(&["-m", "bpf", "--bytecode", &program]));
+            }
+            plain.extend(words(&["-m", "comment", "--comment", COMMENT_PLAIN]));
+            plain.extend(words(&["-j", "ACCEPT"]));
+            rules.push(rule(Role::Plain, plain));
+        }
         let [client, server] = sides;
         for timestamps in [true, false] {
             for w in CLIENT_WORDS {

@@ -11,6 +11,7 @@ use ftpct_engine::command::{Command, GuardKey};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
+use crate::netfilter::bpf::{is_plain_line, Side};
 use crate::netfilter::rules::{
     string_from, Family, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
 };
@@ -46,6 +47,14 @@ impl Selection {
             return true;
         }
         let payload = pkt.payload();
+        let side = if to_control {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        if is_plain_line(payload, side) {
+            return false;
+        }
         let timestamps = pkt.tcp_header_len() == TCP_HEADER_WITH_TIMESTAMPS;
         let from = string_from(Family::of(pkt.tuple.src.ip()), timestamps);
         let searched = ip.get(from..).unwrap_or_default();
