@@ -200,7 +200,7 @@ impl Default for Settings {
             realtime_priority: 0,
             max_line: c.max_line,
             label_bit: DEFAULT_LABEL_BASE,
-            queue_all: true,
+            queue_all: false,
             policy: PolicySettings::default(),
         }
     }
@@ -384,15 +384,15 @@ pub struct QueueFlags {
     /// [file: ipset; default: ftpct]
     #[arg(long, value_name = "NAME")]
     pub ipset: Option<String>,
-    /// Queue every control-channel packet (the default, as long as
-    /// selective queueing has known issues under load: see the README)
-    /// [file: queue_all; default: true]
+    /// Queue every control-channel packet, as before selective queueing
+    /// (for comparison, or a kernel without xt_string, xt_bpf or u32)
+    /// [file: queue_all = true; default: false]
     #[arg(long, conflicts_with = "selective")]
     pub queue_all: bool,
     /// Queue only the segments that can hold part of an announcement, AUTH
-    /// or a multi-line reply, or that end inside a line: far fewer packets
-    /// cross to ftpct (known issue: see the README). `rules` and `run` must
-    /// be given the same [file: queue_all = false]
+    /// or a multi-line reply, or that end inside a line, and every segment
+    /// of a connection while ftpct needs it (the default). `rules` and `run`
+    /// must agree [file: queue_all = false]
     #[arg(long)]
     pub selective: bool,
 }
@@ -628,13 +628,14 @@ max_expect_per_session = 4
             queues: vec!["4".parse().expect("q"), "5".parse().expect("q")],
             control_ports: None,
             ipset: Some("other".into()),
-            queue_all: false,
-            selective: true,
+            queue_all: true,
+            selective: false,
         };
-        assert!(s.queue_all, "every packet unless told");
-        q.apply(&mut s);
-        assert!(!s.queue_all);
+        assert!(!s.queue_all, "selective unless told");
         assert!(s.engine_config().selective);
+        q.apply(&mut s);
+        assert!(s.queue_all);
+        assert!(!s.engine_config().selective);
         PolicyFlags {
             min_data_port: Some(1024),
             ..PolicyFlags::default()
