@@ -427,7 +427,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .into_iter()
         .map(|(num, queue)| {
             let exec = Executor::new(LiveKernel::open()?, sets.clone());
-            let nat = LiveNat::new(kernel::open_ctnetlink()?);
+            let nat = LiveNat::new(kernel::open_ctnetlink()?, &config.control_ports);
             Ok(Worker {
                 num,
                 queue,

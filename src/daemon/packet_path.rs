@@ -25,6 +25,9 @@ pub struct PacketPath<K: Kernel, N: NatLookup> {
     /// The engine's control ports (fixed while it runs): which guard entry
     /// a packet matches.
     control_ports: Vec<u16>,
+    /// Commands carried out once the verdict is sent
+    /// ([`Command::may_follow_verdict`]).
+    after_verdict: Vec<Command>,
 }
 
 impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
@@ -37,6 +40,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             exec,
             nat,
             control_ports,
+            after_verdict: Vec::new(),
         }
     }
 
@@ -120,25 +124,28 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         }
     }
 
-    /// Runs commands in order; a data connection that could not be made
-    /// goes back to the engine, whose answer (its ipset entry) runs too.
+    /// Carries out what waited for the verdict (see `after_verdict`).
+    pub fn after_verdict(&mut self) {
+        for c in std::mem::take(&mut self.after_verdict) {
+            self.exec.run(&c);
+        }
+    }
+
+    /// Runs commands in order, but those that may wait for the verdict; a
+    /// data connection that could not be made goes back to the engine,
+    /// whose answer (its ipset entry) runs too.
     fn carry_out(&mut self, commands: &[Command]) {
         for c in commands {
-            match self.exec.run(c) {
-                None => {}
-                Some(Feedback::Adopted(orig)) => {
-                    let keep = self.shared.with_engine(|e| e.adopted(&orig));
-                    for c in keep.unwrap_or_default() {
-                        self.exec.run(&c);
-                    }
-                }
-                Some(Feedback::GiveBack(exp)) => {
-                    let again = self.shared.with_engine(|e| e.reinstate(exp));
-                    for c in again.unwrap_or_default() {
-                        self.exec.run(&c);
-                    }
-                }
+            if c.may_follow_verdict() {
+                self.after_verdict.push(c.clone());
+                continue;
             }
+            let answer = match self.exec.run(c) {
+                None => None,
+                Some(Feedback::Adopted(orig)) => self.shared.with_engine(|e| e.adopted(&orig)),
+                Some(Feedback::GiveBack(exp)) => self.shared.with_engine(|e| e.reinstate(exp)),
+            };
+            self.carry_out(&answer.unwrap_or_default());
         }
     }
 }
@@ -307,5 +314,26 @@ mod tests {
             .filter(|c| c.starts_with("kept"))
             .count();
         assert_eq!(kept_calls, 1);
+        // A new announcement's labels are written after its verdict.
+        let labels = |path: &PacketPath<FakeKernel, StaticNat>| {
+            let calls = &path.exec.kernel().calls;
+            calls.iter().filter(|c| c.starts_with("labels")).count()
+        };
+        let before = labels(&path);
+        let port = segment(
+            client,
+            server,
+            5012,
+            Some(9000),
+            false,
+            b"PORT 192,0,2,10,156,66\r\n",
+        );
+        assert!(matches!(
+            path.verdict(0, &port, Hook::Prerouting),
+            Verdict::Replace(_)
+        ));
+        assert_eq!(labels(&path), before, "not before the verdict");
+        path.after_verdict();
+        assert_eq!(labels(&path), before + 1, "after it");
     }
 }

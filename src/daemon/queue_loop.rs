@@ -134,6 +134,7 @@ impl Worker {
         if let Err(e) = self.queue.verdict(msg) {
             warn!(queue = self.num, "verdict failed: {e}");
         }
+        self.path.after_verdict();
     }
 }
 

@@ -61,14 +61,18 @@ pub struct LiveNat<C: CtGet = Ctnetlink> {
     ct: C,
     cache: HashMap<Tuple, Cached>,
     stats: LookupStats,
+    /// A packet from one of these ports is a server's: its tuple is its
+    /// entry's reply, asked first.
+    control_ports: Vec<u16>,
 }
 
 impl<C: CtGet> LiveNat<C> {
-    pub fn new(ct: C) -> Self {
+    pub fn new(ct: C, control_ports: &[u16]) -> Self {
         LiveNat {
             ct,
             cache: HashMap::new(),
             stats: LookupStats::default(),
+            control_ports: control_ports.to_vec(),
         }
     }
 
@@ -87,9 +91,16 @@ impl<C: CtGet> LiveNat<C> {
         answer
     }
 
-    /// The entry having `seen` as its original tuple, else as its reply.
+    /// The entry having `seen` as its original tuple, else as its reply
+    /// (in the other order for a server's packet: one question, not two,
+    /// for each control connection's SYN-ACK).
     fn query(&mut self, seen: &Tuple) -> Option<CtMapping> {
-        for dir in [Dir::Orig, Dir::Reply] {
+        let dirs = if self.control_ports.contains(&seen.src.port()) {
+            [Dir::Reply, Dir::Orig]
+        } else {
+            [Dir::Orig, Dir::Reply]
+        };
+        for dir in dirs {
             self.stats.queries += 1;
             match self.ct.get(seen, dir) {
                 Ok(Some(e)) => {
@@ -197,11 +208,14 @@ mod tests {
     }
 
     fn fake(entry: Option<CtEntry>) -> LiveNat<FakeCt> {
-        LiveNat::new(FakeCt {
-            entry,
-            calls: 0,
-            fail: false,
-        })
+        LiveNat::new(
+            FakeCt {
+                entry,
+                calls: 0,
+                fail: false,
+            },
+            &[21],
+        )
     }
 
     #[test]
@@ -211,10 +225,20 @@ mod tests {
         let now = Instant::now();
         let m = nat.lookup_at(&e.reply, now).expect("by reply");
         assert_eq!((m.orig, m.reply), (e.orig, e.reply));
-        assert_eq!(nat.ct.calls, 2, "orig tried first, then reply");
+        assert_eq!(
+            nat.ct.calls, 1,
+            "a server's packet: its reply tuple asked first"
+        );
         let m2 = nat.lookup_at(&e.orig, now).expect("by orig, cached");
         assert_eq!(m, m2);
-        assert_eq!(nat.ct.calls, 2, "the other direction came from the cache");
+        assert_eq!(nat.ct.calls, 1, "the other direction came from the cache");
+        let mut nat = fake(Some(e));
+        let client_side = t("198.51.100.1:40000", "198.51.100.20:21");
+        assert_eq!(nat.lookup_at(&client_side, now), None);
+        assert_eq!(nat.ct.calls, 2, "a client's packet: orig, then reply");
+        let mut nat = fake(Some(e));
+        assert!(nat.lookup_at(&e.orig, now).is_some());
+        assert_eq!(nat.ct.calls, 1, "found as orig at once");
     }
 
     #[test]

@@ -73,6 +73,17 @@ pub enum Command {
     GuardAlways { key: GuardKey },
 }
 
+impl Command {
+    /// True when no packet needs it carried out before its verdict: the
+    /// labels are what a restarted ftpct or a standby gateway reads, not
+    /// what the packet's path through the kernel depends on. A driver may
+    /// run these after the verdict (in order, before the next packet), so
+    /// the packet waits for fewer kernel round trips.
+    pub fn may_follow_verdict(&self) -> bool {
+        matches!(self, Command::SetLabels { .. })
+    }
+}
+
 /// A guard ipset entry (`hash:ip,port,ip`): a control connection's
 /// client address and port and its server's address, as the packets of one
 /// direction show them in the raw table, before NAT (the client's segments
