@@ -2,7 +2,10 @@
 """The table of scripts/bench.sh: medians over rounds of each figure for the
 gateways (a) none, (b) kernel, (c) ftpct and (d) nfq (a do-nothing queue
 program), and (e) ftpctall (ftpct with --queue-all) when the results have it;
-ratios c/b, c/a and c/d, and the targets of issue 4.
+ratios c/b, c/a and c/d, and the targets of issue 10 (queue only what can
+matter): NOOP round trip c/b <= 1.05, sessions/s c/b >= 0.95, bulk >= 0.98,
+packets queued per NOOP 0, per session 4 (passive) and 5 (active); the
+stream's queue capacity is issue 4's.
 
 Usage: scripts/bench/table.py results.jsonl
 """
@@ -129,7 +132,7 @@ def main():
     for cmd, what in (("NOOP", "NOOP"), ("PASV", "PASV+227"), ("PORT", "PORT+200")):
         label = f"{what} round trip, median" + (", all on one CPU" if cmd == "NOOP" else "")
         t.add(label, "us", t.values("rtt", cmd, res("median_us")), "{:.1f}",
-              ("max_cb", 1.2) if cmd == "NOOP" else None)
+              ("max_cb", 1.05) if cmd == "NOOP" else None)
         t.add(f"{what} round trip, p99", "us", t.values("rtt", cmd, res("p99_us")), "{:.1f}")
         if cmd == "NOOP":
             # The queue program on the other CPU; (a) and (b) have none: their
@@ -138,7 +141,7 @@ def main():
             other = t.values("rtt", "NOOP-other-cpu", res("median_us"))
             other["none"], other["kernel"] = same["none"], same["kernel"]
             t.add("NOOP round trip, median, queue program on the other CPU", "us", other, "{:.1f}",
-                  ("max_cb", 1.2))
+                  ("max_cb", 1.05))
 
     # Packets queued: the NFQUEUE rules' counters (a gateway without queue
     # rules counts 0). Per NOOP: the NOOP session less the 1-NOOP session of
@@ -186,7 +189,7 @@ def main():
         for k in ks:
             p = f"{srv}-K{k}"
             t.add(f"sessions/s, {srv}, K={k}", "1/s", t.values("sessions", p, res("per_s")),
-                  target=("min_cb", 0.9))
+                  target=("min_cb", 0.95))
         for k in ks:
             p = f"{srv}-K{k}"
             t.add(f"  server CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("srv_pct")))
