@@ -108,6 +108,7 @@ impl Watch {
         for c in &effects.commands {
             self.exec.run(c);
         }
+        self.exec.release_all_guards();
         effects.events.iter().for_each(|e| self.shared.log_event(e));
     }
 }

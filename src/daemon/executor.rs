@@ -121,6 +121,14 @@ impl<K: Kernel> Executor<K> {
         }
     }
 
+    /// Takes every waiting guard entry out: for the executors that serve
+    /// no queue (timers, conntrack events), whose releases are those of
+    /// sessions that ended. Without it an entry without timeout (a
+    /// connection queued whole) would stay for good.
+    pub fn release_all_guards(&mut self) {
+        self.release_guards_except(&HashSet::new());
+    }
+
     fn guard(&mut self, key: &GuardKey, timeout_secs: u32) {
         self.releases.remove(key);
         let set = self.sets.guard_for(key.client.ip());
@@ -565,6 +573,38 @@ mod tests {
             ["add ftpct 198.51.100.1:47201 1"],
             "0 would mean forever"
         );
+    }
+
+    #[test]
+    fn guard_entries_go_when_their_direction_has_nothing_in_the_queue() {
+        let mut x = executor();
+        let key = |port| GuardKey {
+            client: format!("192.0.2.10:{port}").parse().expect("addr"),
+            server: "198.51.100.20".parse().expect("addr"),
+        };
+        let (a, b, c) = (key(40000), key(40001), key(40002));
+        x.run(&Command::GuardAlways { key: a });
+        for k in [a, b, c] {
+            x.run(&Command::Guard {
+                key: k,
+                needed: false,
+            });
+        }
+        x.run(&Command::Guard {
+            key: c,
+            needed: true,
+        });
+        x.release_guards_except(&HashSet::from([b]));
+        let unguarded = |x: &Executor<FakeKernel>| {
+            let calls = &x.kernel().calls;
+            calls.iter().filter(|c| c.starts_with("unguard")).count()
+        };
+        assert_eq!(unguarded(&x), 1, "{:?}", x.kernel().calls);
+        assert!(x.kernel().calls.iter().any(|c| c.contains("40000")));
+        assert!(x.has_releases(), "the busy one waits");
+        x.release_all_guards();
+        assert_eq!(unguarded(&x), 2, "c was needed again: kept");
+        assert!(!x.has_releases());
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl Timers {
         for c in &effects.commands {
             self.exec.run(c);
         }
+        self.exec.release_all_guards();
         let shared = Arc::clone(&self.shared);
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec

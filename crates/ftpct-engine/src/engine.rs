@@ -582,8 +582,15 @@ impl Engine {
             return;
         };
         let orig = flow.mapping.orig;
-        if flow.guard_always {
-            self.unguard.extend(guard_keys(&flow.mapping));
+        // The guard entries of directions still queued whole go with the
+        // flow: left to the set's timeout (or none, for a connection queued
+        // whole), a client that opens lines and leaves would fill the set.
+        let queued_whole = [Dir::Orig, Dir::Reply]
+            .map(|dir| flow.guard_always || self.cfg.selective && needs_every_segment(&flow, dir));
+        for (key, whole) in guard_keys(&flow.mapping).into_iter().zip(queued_whole) {
+            if whole {
+                self.unguard.push(key);
+            }
         }
         for e in self.expects.remove_owner(id, orig) {
             events.push(Event::ExpectationRemoved {

@@ -308,6 +308,31 @@ fn the_clients_fin_alone_ends_the_session() {
 }
 
 #[test]
+fn a_direction_still_queued_whole_is_released_when_its_session_goes() {
+    let (mut gw, mut c) = session(selective(true));
+    let head = c.client_says(&mut gw, b"PO");
+    assert_eq!(guard(&head, client_key()), Some(true));
+    let fin = c.segment(Side::Client, &gw.engine).fin().build();
+    gw.process(&fin);
+    let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
+    let effects = gw.engine.tick(later);
+    assert_eq!(gw.engine.flow_count(), 0);
+    let released = Command::Guard {
+        key: client_key(),
+        needed: false,
+    };
+    assert!(effects.commands.contains(&released), "{effects:?}");
+    let server_released = Command::Guard {
+        key: server_key(),
+        needed: false,
+    };
+    assert!(
+        !effects.commands.contains(&server_released),
+        "the server's direction was not queued: no kernel call for it"
+    );
+}
+
+#[test]
 fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
     use ftpct_testkit::Segment;
     let control = |p: u16| p == 21;
