@@ -163,13 +163,19 @@ pub enum Side {
     Server,
 }
 
-/// The longest payload the plain-line programs can vouch for.
-pub const PLAIN_MAX: usize = 1 + FIRST_SCAN + NEXT_SCAN * NEXT_PROGRAMS;
+/// The most programs a plain-line rule has, and the longest payload they
+/// vouch for.
+pub const PLAIN_PROGRAMS: usize = 5;
+pub const PLAIN_MAX: usize = plain_max(PLAIN_PROGRAMS);
 /// Payload bytes the first program scans for a line feed; each of the
 /// next programs scans `NEXT_SCAN` more (what fits in 64 instructions).
 const FIRST_SCAN: usize = 10;
 const NEXT_SCAN: usize = 17;
-const NEXT_PROGRAMS: usize = 4;
+
+/// The longest payload `programs` plain-line programs vouch for.
+pub const fn plain_max(programs: usize) -> usize {
+    1 + FIRST_SCAN + NEXT_SCAN * (programs - 1)
+}
 
 /// What the plain-line programs match, all of them on one packet: a
 /// payload of at most `PLAIN_MAX` bytes that is one whole line (its only
@@ -216,9 +222,12 @@ fn word4(b: &[u8]) -> [u8; 4] {
     [b[0], b[1], b[2], b[3]]
 }
 
-/// The xt_bpf programs that together compute [`is_plain_line`] for a
-/// segment of `side` (each scans part of the payload for a line feed).
-pub fn plain_line(family: Family, side: Side) -> Vec<String> {
+/// The `programs` xt_bpf programs (1 to [`PLAIN_PROGRAMS`]) that together
+/// compute [`is_plain_line`] for a segment of `side` whose payload is at
+/// most [`plain_max`]`(programs)` bytes (each scans part of the payload for
+/// a line feed; each match costs about as much as the next, whatever its
+/// length, so short lines get a rule of fewer).
+pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
     let mut first = vec![
         op(LD_LEN, 0),
         op(SUB_K, 1),
@@ -230,7 +239,7 @@ pub fn plain_line(family: Family, side: Side) -> Vec<String> {
     first.extend([
         op(SUB_X, 0), // A = payload length
         jump(JEQ_K, 0, To::NoMatch, To::Next),
-        jump(JGT_K, PLAIN_MAX as u32, To::NoMatch, To::Next),
+        jump(JGT_K, plain_max(programs) as u32, To::NoMatch, To::Next),
         op(ST, 0),
         op(LDW_IND, 0), // the first four bytes
     ]);
@@ -251,15 +260,15 @@ pub fn plain_line(family: Family, side: Side) -> Vec<String> {
     }
     first.push(op(LD_MEM, 0));
     first.extend(scan_for_line_feed(0, FIRST_SCAN as u32));
-    let mut programs = vec![assemble(first)];
-    for n in 0..NEXT_PROGRAMS as u32 {
+    let mut assembled = vec![assemble(first)];
+    for n in 0..programs.saturating_sub(1) as u32 {
         let from = FIRST_SCAN as u32 + n * NEXT_SCAN as u32;
         let mut next = find_payload(family, To::NoMatch);
         next.push(op(SUB_X, 0));
         next.extend(scan_for_line_feed(from, from + NEXT_SCAN as u32));
-        programs.push(assemble(next));
+        assembled.push(assemble(next));
     }
-    programs
+    assembled
 }
 
 /// With A = the payload length P and X = where it starts: no match if a
@@ -396,8 +405,10 @@ mod tests {
         assert!(!run(&without_payload(Family::V6), &odd));
     }
 
-    fn plain_by_programs(family: Family, side: Side, packet: &[u8]) -> bool {
-        plain_line(family, side).iter().all(|p| run(p, packet))
+    fn plain_by_programs(family: Family, side: Side, packet: &[u8], programs: usize) -> bool {
+        plain_line(family, side, programs)
+            .iter()
+            .all(|p| run(p, packet))
     }
 
     #[test]
@@ -459,12 +470,12 @@ mod tests {
         for payload in &payloads {
             for side in [Side::Client, Side::Server] {
                 for family in [Family::V4, Family::V6] {
-                    for timestamps in [true, false] {
+                    for (timestamps, programs) in [(true, PLAIN_PROGRAMS), (false, 2), (true, 1)] {
                         let packet = segment(family, timestamps, side, payload);
                         assert_eq!(
-                            plain_by_programs(family, side, &packet),
-                            is_plain_line(payload, side),
-                            "{family:?} {side:?} ts={timestamps} {:?}",
+                            plain_by_programs(family, side, &packet, programs),
+                            is_plain_line(payload, side) && payload.len() <= plain_max(programs),
+                            "{family:?} {side:?} ts={timestamps} {programs} programs {:?}",
                             String::from_utf8_lossy(payload)
                         );
                     }
@@ -473,6 +484,11 @@ mod tests {
         }
         let mut odd = v6(b"NOOP\r\n");
         odd[6] = 0;
-        assert!(!plain_by_programs(Family::V6, Side::Client, &odd));
+        assert!(!plain_by_programs(
+            Family::V6,
+            Side::Client,
+            &odd,
+            PLAIN_PROGRAMS
+        ));
     }
 }

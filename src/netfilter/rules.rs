@@ -70,6 +70,25 @@ pub fn string_from(family: Family, timestamps: bool) -> usize {
     }
 }
 
+/// Programs of the plain-line rule for short lines (up to 28 bytes).
+const SHORT_PLAIN_PROGRAMS: usize = 2;
+
+/// The match of the control ports on `side` (`--dports`, `--sports` or
+/// `--ports`): one port by the tcp match (iptables-nft makes it a plain
+/// payload comparison, where multiport is an xtables call), else
+/// multiport.
+fn port_match(side: &str, ports: &str) -> Vec<String> {
+    let single = match side {
+        "--dports" => Some("--dport"),
+        "--sports" => Some("--sport"),
+        _ => None,
+    };
+    match single {
+        Some(flag) if !ports.contains(',') => words(&[flag, ports]),
+        _ => words(&["-m", "multiport", side, ports]),
+    }
+}
+
 /// u32 test: the TCP header is 32 bytes (data offset 8).
 fn tcp_header_is_32(family: Family) -> &'static str {
     match family {
@@ -387,7 +406,7 @@ impl RuleSet {
         // or RST passes on to the rules below.
         let close = |flag: &str, side: &str| {
             let mut spec = words(&["-p", "tcp", "--tcp-flags", flag, flag]);
-            spec.extend(words(&["-m", "multiport", side, ports]));
+            spec.extend(port_match(side, ports));
             spec.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
             spec.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLOSE]));
@@ -395,14 +414,16 @@ impl RuleSet {
             rule(Role::Close, spec)
         };
         let guarded = |comment: &str, (side, key): (&str, &str)| {
-            let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            let mut spec = words(&["-p", "tcp"]);
+            spec.extend(port_match(side, ports));
             spec.extend(words(&["-m", "set", "--match-set", guard, key]));
             spec.extend(words(&["-m", "comment", "--comment", comment]));
             spec.extend(self.target());
             rule(Role::Guarded, spec)
         };
         let select = |(side, key): (&str, &str), matches: Vec<String>| {
-            let mut spec = words(&["-p", "tcp", "-m", "multiport", side, ports]);
+            let mut spec = words(&["-p", "tcp"]);
+            spec.extend(port_match(side, ports));
             spec.extend(matches);
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_SELECT]));
             spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
@@ -428,27 +449,41 @@ impl RuleSet {
         // The client's FIN is enough (the server's adds nothing).
         let mut rules = vec![close("FIN", "--dports"), close("RST", "--ports")];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
-        let mut empty = words(&["-p", "tcp", "-m", "multiport", "--ports", ports]);
-        empty.extend(words(&[
-            "-m",
-            "bpf",
-            "--bytecode",
-            &bpf::without_payload(family),
-        ]));
-        empty.extend(words(&["-m", "comment", "--comment", COMMENT_EMPTY]));
-        empty.extend(words(&["-j", "ACCEPT"]));
-        rules.push(rule(Role::Empty, empty));
-        for ((side, _), who) in sides
-            .into_iter()
-            .zip([bpf::Side::Client, bpf::Side::Server])
-        {
-            let mut plain = words(&["-p", "tcp", "-m", "multiport", side, ports]);
-            for program in bpf::plain_line(family, who) {
-                plain.extend(words(&["-m", "bpf", "--bytecode", &program]));
+        let empty_sides: &[&str] = if ports.contains(',') {
+            &["--ports"]
+        } else {
+            &["--dports", "--sports"]
+        };
+        for side in empty_sides {
+            let mut empty = words(&["-p", "tcp"]);
+            empty.extend(port_match(side, ports));
+            empty.extend(words(&[
+                "-m",
+                "bpf",
+                "--bytecode",
+                &bpf::without_payload(family),
+            ]));
+            empty.extend(words(&["-m", "comment", "--comment", COMMENT_EMPTY]));
+            empty.extend(words(&["-j", "ACCEPT"]));
+            rules.push(rule(Role::Empty, empty));
+        }
+        // Short lines (most commands and replies) leave by a rule of two
+        // programs, longer ones by one of all five (each xt_bpf match costs
+        // about the same, whatever its program).
+        for programs in [SHORT_PLAIN_PROGRAMS, bpf::PLAIN_PROGRAMS] {
+            for ((side, _), who) in sides
+                .into_iter()
+                .zip([bpf::Side::Client, bpf::Side::Server])
+            {
+                let mut plain = words(&["-p", "tcp"]);
+                plain.extend(port_match(side, ports));
+                for program in bpf::plain_line(family, who, programs) {
+                    plain.extend(words(&["-m", "bpf", "--bytecode", &program]));
+                }
+                plain.extend(words(&["-m", "comment", "--comment", COMMENT_PLAIN]));
+                plain.extend(words(&["-j", "ACCEPT"]));
+                rules.push(rule(Role::Plain, plain));
             }
-            plain.extend(words(&["-m", "comment", "--comment", COMMENT_PLAIN]));
-            plain.extend(words(&["-j", "ACCEPT"]));
-            rules.push(rule(Role::Plain, plain));
         }
         let [client, server] = sides;
         for timestamps in [true, false] {
