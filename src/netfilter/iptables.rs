@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::netfilter::rules::{
     command_line, conntrack_on, rule_args, words, Action, Family, Role, Rule, RuleSet, RulesError,
-    COMMENT_CT_CREATED, TABLE,
+    COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS, TABLE,
 };
 
 /// What a command did.
@@ -149,7 +149,7 @@ impl<'a, E: Exec> Tables<'a, E> {
                 self.has(rule)?
             });
         }
-        self.reorder(&wanted, &mut present)?;
+        self.reorder(&Owner::of(rs, self.family), &wanted, &mut present)?;
         for (rule, present) in wanted.into_iter().zip(present) {
             if present {
                 let line = command_line(self.family.tool(), &rule_args("-A", &rule));
@@ -162,32 +162,61 @@ impl<'a, E: Exec> Tables<'a, E> {
     }
 
     /// When some of the queueing rules are there and some not (an older
-    /// ftpct's, or an apply cut short), one appended now would land after
-    /// the others, out of order: those present are taken out, so all go
-    /// in again in order. The rules without a target stay.
-    fn reorder(&mut self, wanted: &[Rule], present: &mut [bool]) -> Result<(), RulesError> {
-        let pairs = || {
-            wanted
-                .iter()
-                .zip(present.iter())
-                .filter(|(r, _)| ordered(r))
-        };
-        let some_missing = pairs().any(|(_, &p)| !p);
-        let some_there = pairs().any(|(_, &p)| p);
-        let out_of_order = !some_missing && !in_order(&self.save()?, wanted);
-        if !(some_missing && some_there || out_of_order) {
+    /// ftpct's, or an apply cut short), or ftpct's rules are not exactly
+    /// the wanted ones in order (an older ftpct wrote them otherwise, or
+    /// twice), one appended now would land after the others: every rule
+    /// carrying one of ftpct's comments is taken out (by its number: an
+    /// older spelling is not found by its spec), so all go in again in
+    /// order. The rules without a target stay.
+    fn reorder(
+        &mut self,
+        owner: &Owner<'_>,
+        wanted: &[Rule],
+        present: &mut [bool],
+    ) -> Result<(), RulesError> {
+        let some_missing = wanted
+            .iter()
+            .zip(present.iter())
+            .any(|(r, &p)| ordered(r) && !p);
+        let save = self.save()?;
+        let queueing = |line: &str| owner.queueing(line);
+        if !some_missing && in_order(&save, wanted, &queueing) {
+            return Ok(());
+        }
+        if ours_in(&save, &queueing).is_empty() {
             return Ok(());
         }
         self.log.push(
-            "# ftpct's rules are not all there, or not in order: all go in again, in order".into(),
+            "# ftpct's rules are not all there, or not as this ftpct writes them: all go in again, in order".into(),
         );
+        self.remove_ours(&save, &queueing)?;
         for (rule, there) in wanted.iter().zip(present.iter_mut()) {
-            if ordered(rule) && *there {
-                self.remove_every_copy(rule)?;
+            if ordered(rule) {
                 *there = false;
             }
         }
         Ok(())
+    }
+
+    /// Takes out, by number, every rule of the save output that `pick`
+    /// takes (last first, so the numbers hold); true if one said ftpct
+    /// created the raw table.
+    fn remove_ours(&mut self, save: &str, pick: &dyn Fn(&str) -> bool) -> Result<bool, RulesError> {
+        let mut created = false;
+        for (chain, number, line) in ours_in(save, pick).into_iter().rev() {
+            created |= saved_comment(line) == Some(COMMENT_CT_CREATED);
+            let args = words(&["-t", TABLE, "-D", chain, &number.to_string()]);
+            let line = command_line(self.family.tool(), &args);
+            let r = self.run(&args)?;
+            if !r.ok {
+                return Err(RulesError::Refused {
+                    command: line,
+                    stderr: r.stderr,
+                });
+            }
+            self.log.push(line);
+        }
+        Ok(created)
     }
 
     /// Removes our rules (every copy), then the raw table if we created
@@ -205,6 +234,10 @@ impl<'a, E: Exec> Tables<'a, E> {
                 created |= rule.spec.iter().any(|w| w == COMMENT_CT_CREATED);
             }
         }
+        // Those an older ftpct wrote otherwise.
+        let save = self.save()?;
+        let owner = Owner::of(rs, self.family);
+        created |= self.remove_ours(&save, &|line: &str| owner.any(line))?;
         if created {
             self.drop_created_table()?;
         }
@@ -289,27 +322,99 @@ fn comment_of(spec: &[String]) -> Option<&str> {
     spec.get(at + 1).map(String::as_str)
 }
 
-/// Whether the save output lists the `wanted` rules that carry a place in
-/// their order, chain by chain (told apart by their comments, the one part
-/// of a rule iptables prints as given).
-fn in_order(save: &str, wanted: &[Rule]) -> bool {
-    let ours: Vec<&Rule> = wanted.iter().filter(|r| ordered(r)).collect();
-    let comments: Vec<&str> = ours.iter().filter_map(|r| comment_of(&r.spec)).collect();
+/// Whether this ftpct's queueing rules in the save output are the
+/// `wanted` ones in their order, chain by chain (told apart by their
+/// comments, the one part of a rule iptables prints as given): none
+/// missing, none more.
+fn in_order(save: &str, wanted: &[Rule], queueing: &dyn Fn(&str) -> bool) -> bool {
     ["PREROUTING", "OUTPUT"].iter().all(|chain| {
-        let want: Vec<&str> = ours
+        let want: Vec<&str> = wanted
             .iter()
-            .filter(|r| r.chain == *chain)
+            .filter(|r| ordered(r) && r.chain == *chain)
             .filter_map(|r| comment_of(&r.spec))
             .collect();
-        let prefix = format!("-A {chain} ");
-        let have: Vec<&str> = table_section(save)
-            .into_iter()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(saved_comment)
-            .filter(|c| comments.contains(c))
+        let have: Vec<&str> = chain_rules(save, chain)
+            .filter(|(_, line)| queueing(line))
+            .filter_map(|(_, line)| saved_comment(line))
             .collect();
         have == want
     })
+}
+
+/// The rules of `chain` in the save output, numbered from 1.
+fn chain_rules<'a>(save: &'a str, chain: &'a str) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    let prefix = format!("-A {chain} ");
+    table_section(save)
+        .into_iter()
+        .filter(move |l| l.starts_with(&prefix))
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+}
+
+/// What every comment of ftpct's rules starts with.
+const COMMENT_PREFIX: &str = "ftpct: ";
+
+/// Which rules of a save output are this ftpct's, whatever version wrote
+/// them: one of ftpct's comments, and this ftpct's control ports (or its
+/// set of expected destinations). Another ftpct in the namespace, with
+/// its own ports and sets, keeps its rules.
+struct Owner<'a> {
+    ports: &'a [u16],
+    dst_set: &'a str,
+}
+
+impl<'a> Owner<'a> {
+    fn of(rs: &'a RuleSet, family: Family) -> Self {
+        Owner {
+            ports: &rs.control_ports,
+            dst_set: rs.sets.of(family),
+        }
+    }
+
+    /// Any rule of this ftpct's (the two without a target included).
+    fn any(&self, line: &str) -> bool {
+        let Some(comment) = saved_comment(line) else {
+            return false;
+        };
+        let untargeted = [COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS].contains(&comment);
+        comment.starts_with(COMMENT_PREFIX) && (untargeted || self.names_its_ports_or_set(line))
+    }
+
+    /// One of this ftpct's queueing rules (those whose place matters).
+    fn queueing(&self, line: &str) -> bool {
+        let untargeted = saved_comment(line)
+            .is_some_and(|c| [COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS].contains(&c));
+        self.any(line) && !untargeted
+    }
+
+    fn names_its_ports_or_set(&self, line: &str) -> bool {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flags: &[&str]| {
+            words
+                .windows(2)
+                .find(|w| flags.contains(&w[0]))
+                .map(|w| w[1].trim_matches('"'))
+        };
+        match after(&["--dport", "--sport", "--dports", "--sports", "--ports"]) {
+            Some(list) => list
+                .split(',')
+                .all(|p| p.parse::<u16>().is_ok_and(|p| self.ports.contains(&p))),
+            None => after(&["--match-set"]) == Some(self.dst_set),
+        }
+    }
+}
+
+/// The rules of the save output that `pick` takes: chain, number, line.
+fn ours_in<'s>(save: &'s str, pick: &dyn Fn(&str) -> bool) -> Vec<(&'static str, usize, &'s str)> {
+    ["PREROUTING", "OUTPUT"]
+        .into_iter()
+        .flat_map(|chain| {
+            chain_rules(save, chain)
+                .filter(|(_, line)| pick(line))
+                .map(move |(n, line)| (chain, n, line))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The comment of a rule as iptables-save prints it (in double quotes
@@ -408,7 +513,7 @@ pub fn change_rules<E: Exec>(
 mod tests {
     use super::*;
     use crate::netfilter::rules::tests::ruleset;
-    use crate::netfilter::rules::{Families, COMMENT_CT, COMMENT_PLAIN};
+    use crate::netfilter::rules::{Families, SetNames, COMMENT_CT, COMMENT_PLAIN};
 
     /// iptables as a list of rules, `iptables-save` printing them.
     struct FakeIptables {
@@ -487,7 +592,16 @@ mod tests {
                     ..Ran::default()
                 });
             }
-            let pos = self.rules.iter().position(|r| r.0 == chain && r.1 == spec);
+            // -D CHAIN N: the chain's Nth rule.
+            let numbered = match spec.as_slice() {
+                [n] => n.parse::<usize>().ok().and_then(|n| {
+                    let mut in_chain = self.rules.iter().enumerate().filter(|r| r.1 .0 == chain);
+                    in_chain.nth(n.checked_sub(1)?).map(|(i, _)| i)
+                }),
+                _ => None,
+            };
+            let pos =
+                numbered.or_else(|| self.rules.iter().position(|r| r.0 == chain && r.1 == spec));
             let done = match (op.as_str(), pos) {
                 ("-C", p) => p.is_some(),
                 ("-A", _) => {
@@ -551,6 +665,51 @@ mod tests {
         assert_ne!(fw.rules, wanted);
         let log = change_rules(&mut fw, &rs, Action::Apply).expect("once more");
         assert_eq!(fw.rules, wanted, "{log:?}");
+    }
+
+    #[test]
+    fn an_older_ftpcts_rules_written_otherwise_are_replaced_and_deleted() {
+        let mut rs = ruleset(Families::V4);
+        rs.queue_all = false;
+        let mut fw = FakeIptables::new("nf_tables");
+        // Another ftpct in the namespace, with its own port and sets.
+        let mut other = rs.clone();
+        other.control_ports = vec![2121];
+        other.sets = SetNames::new("other").expect("names");
+        change_rules(&mut fw, &other, Action::Apply).expect("the other");
+        let theirs = fw.rules.clone();
+        fw.rules.clear();
+        change_rules(&mut fw, &rs, Action::Apply).expect("apply");
+        let wanted = fw.rules.clone();
+        fw.rules = theirs.iter().chain(&wanted).cloned().collect();
+        let both = fw.rules.clone();
+        change_rules(&mut fw, &rs, Action::Apply).expect("again");
+        assert_eq!(fw.rules, both, "all there in order: nothing moves");
+        fw.rules = wanted.clone();
+        // The same rules as an older ftpct spelled them.
+        for (_, spec) in fw.rules.iter_mut() {
+            for w in spec.iter_mut() {
+                if w == "--dport" {
+                    *w = "--dports".into();
+                }
+            }
+        }
+        assert_ne!(fw.rules, wanted);
+        let log = change_rules(&mut fw, &rs, Action::Apply).expect("upgrade");
+        assert_eq!(fw.rules, wanted, "{log:?}");
+        fw.rules.push(wanted[5].clone());
+        change_rules(&mut fw, &rs, Action::Apply).expect("a copy too many");
+        assert_eq!(fw.rules, wanted);
+        for (_, spec) in fw.rules.iter_mut() {
+            spec.push("-m".into());
+        }
+        fw.rules.extend(theirs.iter().skip(2).cloned());
+        change_rules(&mut fw, &rs, Action::Delete).expect("delete");
+        let left: Vec<_> = theirs.iter().skip(2).cloned().collect();
+        assert_eq!(
+            fw.rules, left,
+            "only the other ftpct's queueing rules are left"
+        );
     }
 
     #[test]

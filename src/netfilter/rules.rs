@@ -118,7 +118,8 @@ const COMMENT_HANDSHAKE_EXCESS: &str =
 pub const HANDSHAKE_BUDGET: &str = "10000/sec";
 const HANDSHAKE_BURST: &str = "10000";
 const COMMENT_SYN: &str = "ftpct: expected FTP data connections";
-const COMMENT_LABELS: &str = "ftpct: conntrack labels on (pending expectations kept in conntrack)";
+pub(crate) const COMMENT_LABELS: &str =
+    "ftpct: conntrack labels on (pending expectations kept in conntrack)";
 /// A label bit the rule names: a rule that uses labels is what makes the
 /// kernel give conntrack entries room for them (`labels_used`); it matches
 /// nothing ftpct relies on and has no target.
