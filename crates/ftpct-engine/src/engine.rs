@@ -1006,6 +1006,13 @@ fn other(dir: Dir) -> Dir {
 /// The segment's fate in its stream, the lines it completes handled, and
 /// the verdict with fix-ups.
 fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> Verdict {
+    if !plausible(flow, dir, pkt) {
+        // Seen here, in the raw table, before conntrack's window check
+        // marks it INVALID: it must not move a stream (a gap skipped to a
+        // spoofed PORT, an acknowledgement far ahead) nor end the session.
+        ctx.stats.implausible += 1;
+        return Verdict::Accept;
+    }
     flow.last_seen = ctx.now;
     if pkt.flags.ack {
         skip_unseen(flow, other(dir), pkt.ack, ctx);
@@ -1098,6 +1105,14 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
         peer.forget_acked(acked);
     }
     verdict
+}
+
+/// True when the segment's sequence number is near its direction's stream
+/// and its acknowledgement near the other's (`stream::MAX_UNSEEN`).
+fn plausible(flow: &Flow, dir: Dir, pkt: &TcpPacket<'_>) -> bool {
+    let peer = flow.stream(other(dir));
+    flow.stream(dir).plausible(pkt.seq)
+        && (!pkt.flags.ack || peer.plausible(peer.adj().unshift(pkt.ack)))
 }
 
 /// True when the kernel queues only part of the flow's segments (selective

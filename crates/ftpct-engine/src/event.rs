@@ -256,6 +256,9 @@ pub struct Stats {
     pub flows_stale: u64,
     /// SYNs and SYN-ACKs whose MSS was lowered by the rewrite headroom.
     pub mss_clamped: u64,
+    /// Segments of a tracked connection whose sequence or acknowledgement
+    /// number is far from its stream (spoofed): passed without a look.
+    pub implausible: u64,
     pub expectations: u64,
     pub expectations_expired: u64,
     pub data_matched: u64,
@@ -277,7 +280,7 @@ impl fmt::Display for Stats {
         let s = self;
         write!(
             f,
-            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={}",
+            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={} implausible={}",
             s.packets,
             s.flows,
             s.expectations,
@@ -296,6 +299,7 @@ impl fmt::Display for Stats {
             s.flows_evicted,
             s.flows_stale,
             s.mss_clamped,
+            s.implausible,
         )
     }
 }

@@ -59,6 +59,13 @@ pub enum Arrival {
     Gap,
 }
 
+/// The most bytes a direction plausibly sends past what ftpct saw of it
+/// (complete lines passing unseen under selective queueing, segments lost
+/// to a queue overflow): a sequence number further from the stream, either
+/// way, is not its own. A spoofed segment that guesses the connection's
+/// addresses and ports but not its numbers lands within it once in 2,048.
+pub const MAX_UNSEEN: u32 = 1 << 20;
+
 /// What to do with a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate<'a> {
@@ -228,6 +235,14 @@ impl Stream {
             b.gap = None;
         }
         self.tidy();
+    }
+
+    /// True when `seq` is within [`MAX_UNSEEN`] of where this direction is,
+    /// either way (anything, before it started).
+    pub fn plausible(&self, seq: u32) -> bool {
+        !self.started
+            || seq.wrapping_sub(self.next) <= MAX_UNSEEN
+            || self.next.wrapping_sub(seq) <= MAX_UNSEEN
     }
 
     pub fn classify(&mut self, seq: u32, len: usize) -> Arrival {

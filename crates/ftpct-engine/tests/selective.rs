@@ -353,3 +353,42 @@ fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
     assert!(GuardKey::of_packet(&from_server, |p| p == 2121).is_empty());
     assert!(GuardKey::of_packet(b"not a packet", control).is_empty());
 }
+
+/// A segment that guesses the connection's addresses and ports but not its
+/// numbers, before conntrack's window check can mark it INVALID.
+fn spoofed(
+    c: &Control,
+    side: Side,
+    gw: &Gateway<StaticNat>,
+    shift: u32,
+) -> ftpct_testkit::Segment<'static> {
+    let next = c.peer(side).next.wrapping_add(shift);
+    ftpct_testkit::Segment::new(c.tuple(side), next).ack(c.acknowledges(side, &gw.engine))
+}
+
+#[test]
+fn a_spoofed_segment_far_from_the_stream_changes_nothing() {
+    let (mut gw, mut c) = session(selective(true));
+    // A PORT at a guessed sequence number: not a line start ftpct skips to.
+    let port = spoofed(&c, Side::Client, &gw, 1 << 24).payload(b"PORT 192,0,2,10,156,64\r\n");
+    let out = gw.send(&port);
+    assert_eq!(out.verdict, Verdict::Accept);
+    assert!(!expects(&out), "{out:?}");
+    assert_eq!(gw.engine.stats().implausible, 1);
+    // An acknowledgement far ahead does not move the client's stream.
+    let ack =
+        spoofed(&c, Side::Server, &gw, 0).ack(c.peer(Side::Client).next.wrapping_add(1 << 24));
+    gw.send(&ack);
+    // A FIN far ahead does not end the session.
+    let fin = spoofed(&c, Side::Client, &gw, 1 << 30).fin();
+    gw.send(&fin);
+    let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
+    gw.engine.tick(later);
+    assert_eq!(gw.engine.flow_count(), 1);
+    assert_eq!(gw.engine.stats().implausible, 3);
+    // The real client, after unseen lines, is followed as before.
+    c.passed_unseen(Side::Client, b"TYPE I\r\n");
+    let real = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(matches!(real.verdict, Verdict::Replace(_)), "{real:?}");
+    assert!(expects(&real));
+}
