@@ -259,6 +259,11 @@ impl Scrape {
                 "Directions followed again after unseen bytes",
                 stats.resyncs,
             ),
+            (
+                "ftpct_segments_implausible",
+                "Segments of a followed connection whose numbers were far from its stream (spoofed?), passed without a look",
+                stats.implausible,
+            ),
         ];
         for (name, help, v) in counters {
             counter(enc, name, help, v)?;
