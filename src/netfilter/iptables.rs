@@ -117,9 +117,13 @@ impl<'a, E: Exec> Tables<'a, E> {
     }
 
     fn change(&mut self, op: &str, rule: &Rule) -> Result<(), RulesError> {
-        let args = rule_args(op, rule);
-        let line = command_line(self.family.tool(), &args);
-        let r = self.run(&args)?;
+        self.must(&rule_args(op, rule))
+    }
+
+    /// Runs a command that must succeed, and logs it.
+    fn must(&mut self, args: &[String]) -> Result<(), RulesError> {
+        let line = command_line(self.family.tool(), args);
+        let r = self.run(args)?;
         if !r.ok {
             return Err(RulesError::Refused {
                 command: line,
@@ -205,16 +209,7 @@ impl<'a, E: Exec> Tables<'a, E> {
         let mut created = false;
         for (chain, number, line) in ours_in(save, pick).into_iter().rev() {
             created |= saved_comment(line) == Some(COMMENT_CT_CREATED);
-            let args = words(&["-t", TABLE, "-D", chain, &number.to_string()]);
-            let line = command_line(self.family.tool(), &args);
-            let r = self.run(&args)?;
-            if !r.ok {
-                return Err(RulesError::Refused {
-                    command: line,
-                    stderr: r.stderr,
-                });
-            }
-            self.log.push(line);
+            self.must(&words(&["-t", TABLE, "-D", chain, &number.to_string()]))?;
         }
         Ok(created)
     }
