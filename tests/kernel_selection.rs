@@ -19,7 +19,7 @@ use root::netns::{accept, connect_from, Netns};
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const PICKED: &str = "ftpct: FTP control segments just picked";
-const CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
+const CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
 const PLAIN: &str =
     "ftpct: a segment that is one line with no announcement, AUTH or multi-line opener passes unqueued";
 /// A plain command longer than the plain-line programs vouch for: the
@@ -33,6 +33,7 @@ struct Family {
     client: &'static str,
     server: &'static str,
     guard: &'static str,
+    fin: &'static str,
     ip6: bool,
 }
 
@@ -40,6 +41,7 @@ const V4: Family = Family {
     client: "192.0.2.10",
     server: "198.51.100.20",
     guard: "ftpct-guard",
+    fin: "ftpct-fin",
     ip6: false,
 };
 
@@ -47,6 +49,7 @@ const V6: Family = Family {
     client: "2001:db8::10",
     server: "2001:db8:2::20",
     guard: "ftpct-guard6",
+    fin: "ftpct-fin6",
     ip6: true,
 };
 
@@ -86,8 +89,13 @@ fn exchange(
 /// (the entry is the client's address and port, the server's address,
 /// whichever side's segment put it there).
 fn guarded(ns: &Netns, f: &Family, port: u16) -> bool {
+    in_set(ns, f.guard, f, port)
+}
+
+/// Whether `set` holds the connection from the client's `port`.
+fn in_set(ns: &Netns, set: &str, f: &Family, port: u16) -> bool {
     let element = format!("{},tcp:{port},{}", f.client, f.server);
-    ns.try_sh(&["ipset", "test", f.guard, &element])
+    ns.try_sh(&["ipset", "test", set, &element])
 }
 
 fn lab(tag: &str) -> Netns {
@@ -246,6 +254,24 @@ fn plain_lines_leave_by_the_cheap_rule() {
             "{plain} segments left by the plain-line rule ({})",
             f.guard
         );
+        assert!(!guarded(&ns, f, port));
+    }
+}
+
+#[test]
+fn a_clean_close_puts_the_session_in_the_fin_set_unqueued() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("fin");
+    for f in [&V4, &V6] {
+        let queued_before = queued_by(&ns, f, &[GUARDED, PICKED, CLOSE]);
+        // Nothing unread: both sides close with a FIN, the server first.
+        let port = exchange(&ns, f, 45000, &[], &[]);
+        sleep(10 * GAP);
+        assert!(in_set(&ns, f.fin, f, port), "the client's FIN ({})", f.fin);
+        let queued = queued_by(&ns, f, &[GUARDED, PICKED, CLOSE]) - queued_before;
+        assert_eq!(queued, 0, "nothing of a clean close is queued ({})", f.fin);
         assert!(!guarded(&ns, f, port));
     }
 }

@@ -788,6 +788,32 @@ fn metrics_and_status_of_a_live_daemon() {
         !metrics.contains("ftpct_netlink_errors_total{"),
         "{metrics}"
     );
+    // The download's client closed its control connection: its FIN was
+    // not queued but put in the FIN set, which ftpct reads every second.
+    let fins = || {
+        let now = lab.gw.sh(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9641/metrics",
+        ]);
+        let count = |name: &str| {
+            now.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        (
+            count("ftpct_session_fins_total"),
+            count("ftpct_session_fins_refused_total"),
+        )
+    };
+    let mut seen = (None, None);
+    let ended = wait_until(WAIT, || {
+        seen = fins();
+        seen.0.is_some_and(|n| n >= 1.0)
+    });
+    assert!(ended, "{seen:?}\n{}", lab.log("ftpct.log"));
+    assert_eq!(seen.1, Some(0.0), "no FIN refused");
     let missing = lab.gw.output(&[
         "curl",
         "-sS",

@@ -10,6 +10,7 @@ use ftpct_engine::tuple::{Dir, Tuple};
 use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::ipset::{Element, Ipset};
+use crate::netfilter::rules::Family;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -147,28 +148,35 @@ impl LiveKernel {
         Ok(LiveKernel { ct, ipset })
     }
 
+    /// What the rules put in set `live` so far: `live` is swapped with the
+    /// empty set `read` (the rules fill that one from then on), which is
+    /// listed and emptied.
+    pub fn take_set(&mut self, live: &str, read: &str) -> Result<Vec<Element>, Error> {
+        self.ipset.swap(live, read)?;
+        let taken = self.ipset.list(read)?;
+        self.ipset.flush(read)?;
+        Ok(taken)
+    }
+
     /// Makes sure the sets exist (created if missing) and start empty:
     /// entries left by an earlier run expect nothing any more, and ftpct
     /// follows no direction yet.
     pub fn prepare_sets(&mut self, sets: &SetNames) -> Result<(), DaemonError> {
-        let dst = sets.both().map(|(name, v6)| (name, v6, false));
-        let guard = sets.guards().map(|(name, v6)| (name, v6, true));
-        for (name, v6, is_guard) in dst.into_iter().chain(guard) {
-            let ensure = if is_guard {
-                sets::ensure_guard_set
-            } else {
-                sets::ensure_set
-            };
-            ensure(&mut self.ipset, name, v6).map_err(|source| DaemonError::SetUnusable {
-                name: name.to_string(),
-                source,
-            })?;
-            self.ipset
-                .flush(name)
-                .map_err(|source| DaemonError::SetFlush {
+        for family in [Family::V4, Family::V6] {
+            for (name, set_type, timeout) in sets::family_sets(sets, family) {
+                let kind = (family == Family::V6, set_type);
+                let unusable = |source| DaemonError::SetUnusable {
                     name: name.to_string(),
                     source,
-                })?;
+                };
+                sets::ensure_set_of(&mut self.ipset, name, kind, timeout).map_err(unusable)?;
+                self.ipset
+                    .flush(name)
+                    .map_err(|source| DaemonError::SetFlush {
+                        name: name.to_string(),
+                        source,
+                    })?;
+            }
         }
         Ok(())
     }

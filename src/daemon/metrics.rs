@@ -30,6 +30,11 @@ pub struct Metrics {
     handling: Histogram,
     refusals: Family<Labels, Counter>,
     evicted: Counter,
+    /// Sessions ended by their client's FIN, read from the FIN sets.
+    fins_believed: Counter,
+    /// FIN set entries of followed sessions whose conntrack entry had not
+    /// taken a FIN (out of its window: spoofed, or a guess).
+    fins_refused: Counter,
     /// This run's queues that no raw-table rule feeds (-1: unknown).
     unfed_queues: Gauge,
 }
@@ -43,6 +48,8 @@ impl Default for Metrics {
             handling: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             refusals: Family::default(),
             evicted: Counter::default(),
+            fins_believed: Counter::default(),
+            fins_refused: Counter::default(),
             unfed_queues: Gauge::default(),
         }
     }
@@ -111,6 +118,16 @@ impl Metrics {
         }
     }
 
+    /// A FIN set entry of a followed session: believed (conntrack took the
+    /// FIN) or not.
+    pub fn fin(&self, believed: bool) {
+        if believed {
+            self.fins_believed.inc();
+        } else {
+            self.fins_refused.inc();
+        }
+    }
+
     /// What the last look at the rules found: how many of this run's
     /// queues no rule feeds (None: the rules could not be read).
     pub fn queues_without_rule(&self, unfed: Option<usize>) {
@@ -159,6 +176,16 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
         "ftpct_expectations_evicted",
         "Pending data connections evicted to make room at the per-session limit",
         m.evicted.clone(),
+    );
+    r.register(
+        "ftpct_session_fins",
+        "Sessions ended by their client's FIN, which the kernel's rule put in the FIN set unqueued",
+        m.fins_believed.clone(),
+    );
+    r.register(
+        "ftpct_session_fins_refused",
+        "FIN set entries of followed sessions whose conntrack entry took no FIN (outside the window: spoofed): the session goes on",
+        m.fins_refused.clone(),
     );
     r.register_collector(Box::new(Scrape { shared, queues }));
     r

@@ -25,6 +25,7 @@ mod packet_path;
 mod queue_loop;
 mod resume;
 mod service;
+mod session_ends;
 mod shared;
 pub(crate) mod signals;
 pub mod status;
@@ -207,10 +208,15 @@ struct Timers {
     shared: Arc<Shared>,
     exec: Executor<LiveKernel>,
     expect_timeout: Duration,
+    /// The FIN sets to read (selective queueing), None with --queue-all.
+    fin_sets: Option<SetNames>,
 }
 
 impl Timers {
     fn tick(&mut self) {
+        if let Some(sets) = &self.fin_sets {
+            session_ends::end_finished_sessions(&self.shared, &mut self.exec, sets);
+        }
         let now = self.shared.now();
         let Some((effects, pending)) = self.shared.with_engine(|e| (e.tick(now), e.pending_dsts()))
         else {
@@ -472,6 +478,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         shared,
         exec,
         expect_timeout: config.expect_timeout,
+        fin_sets: config.selective.then(|| sets.clone()),
     };
     let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
     service::notify_ready(&queues_wanted);

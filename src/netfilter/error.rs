@@ -61,6 +61,10 @@ pub enum Op {
     IpsetTest,
     IpsetFlush,
     IpsetDestroy,
+    /// Exchange two sets (the rules' references follow the names).
+    IpsetSwap,
+    /// List a set's elements.
+    IpsetList,
 }
 
 impl Op {
@@ -97,6 +101,8 @@ impl Op {
             Op::IpsetTest => "test",
             Op::IpsetFlush => "flush",
             Op::IpsetDestroy => "destroy",
+            Op::IpsetSwap => "swap",
+            Op::IpsetList => "list",
         }
     }
 }

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
-    self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLA_F_NET_BYTEORDER,
-    NLM_F_ACK,
+    self, first_attrs, nfnl_msg_type, Attr, Attrs, Message, MsgBuilder, NlSocket,
+    NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP,
 };
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
@@ -34,6 +34,8 @@ const IPSET_CMD_PROTOCOL: u8 = 1;
 const IPSET_CMD_CREATE: u8 = 2;
 const IPSET_CMD_DESTROY: u8 = 3;
 const IPSET_CMD_FLUSH: u8 = 4;
+const IPSET_CMD_SWAP: u8 = 6;
+const IPSET_CMD_LIST: u8 = 7;
 const IPSET_CMD_ADD: u8 = 9;
 const IPSET_CMD_DEL: u8 = 10;
 const IPSET_CMD_TEST: u8 = 11;
@@ -44,9 +46,13 @@ const IPSET_CMD_TYPE: u8 = 13;
 const IPSET_ATTR_PROTOCOL: u16 = 1;
 const IPSET_ATTR_SETNAME: u16 = 2;
 const IPSET_ATTR_TYPENAME: u16 = 3;
+/// The second set of a swap (the same number as the type name).
+const IPSET_ATTR_SETNAME2: u16 = 3;
 const IPSET_ATTR_REVISION: u16 = 4;
 const IPSET_ATTR_FAMILY: u16 = 5;
 const IPSET_ATTR_DATA: u16 = 7;
+/// A listing's elements, each an IPSET_ATTR_DATA.
+const IPSET_ATTR_ADT: u16 = 8;
 const IPSET_ATTR_REVISION_MIN: u16 = 10;
 
 // attributes inside IPSET_ATTR_DATA
@@ -263,6 +269,71 @@ pub fn encode_destroy(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
     Ok(start_named(IPSET_CMD_DESTROY, protocol, name)?.finish())
 }
 
+/// IPSET_CMD_SWAP: `name` and `name2` exchange contents; a rule naming
+/// one fills, from then on, what the other held.
+pub fn encode_swap(protocol: u8, name: &str, name2: &str) -> Result<Vec<u8>, BadRequest> {
+    check_name(name2)?;
+    let mut b = start_named(IPSET_CMD_SWAP, protocol, name)?;
+    b.put_strz(IPSET_ATTR_SETNAME2, name2);
+    Ok(b.finish())
+}
+
+/// IPSET_CMD_LIST of one set: a dump, answered by messages whose
+/// IPSET_ATTR_ADT holds the elements.
+pub fn encode_list(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
+    check_name(name)?;
+    let ty = nfnl_msg_type(NFNL_SUBSYS_IPSET, IPSET_CMD_LIST);
+    let mut b = MsgBuilder::new(ty, NLM_F_DUMP, netlink::AF_INET);
+    b.put_u8(IPSET_ATTR_PROTOCOL, protocol);
+    b.put_strz(IPSET_ATTR_SETNAME, name);
+    Ok(b.finish())
+}
+
+/// The elements of a listing (the answers to [`encode_list`]), in the
+/// order the kernel gave them. Elements of another shape (not TCP, no
+/// port) are skipped.
+pub fn decode_listing(answer: &[Message]) -> Result<Vec<Element>, Malformed> {
+    let mut elements = Vec::new();
+    for m in answer {
+        let Some(adt) = m.nf_attrs()?.find(IPSET_ATTR_ADT)? else {
+            continue; // the header message
+        };
+        for data in adt.nested() {
+            let data = data?;
+            if data.kind == IPSET_ATTR_DATA {
+                elements.extend(decode_element(data.nested())?);
+            }
+        }
+    }
+    Ok(elements)
+}
+
+fn decode_element(attrs: Attrs<'_>) -> Result<Option<Element>, Malformed> {
+    let proto = attrs.find(IPSET_ATTR_PROTO)?.map(|a| a.u8()).transpose()?;
+    let (Some(ip), Some(port), Some(IPPROTO_TCP)) = (
+        attrs.find(IPSET_ATTR_IP)?,
+        attrs.find(IPSET_ATTR_PORT)?,
+        proto,
+    ) else {
+        return Ok(None);
+    };
+    let addr2 = attrs.find(IPSET_ATTR_IP2)?.map(decode_addr).transpose()?;
+    Ok(Some(Element {
+        addr: decode_addr(ip)?,
+        port: port.be16()?,
+        addr2,
+    }))
+}
+
+fn decode_addr(nest: Attr<'_>) -> Result<IpAddr, Malformed> {
+    let inner = nest.nested();
+    if let Some(v4) = inner.find(IPSET_ATTR_IPADDR_IPV4)? {
+        return Ok(IpAddr::from(v4.array::<4>()?));
+    }
+    let v6 = inner.require(IPSET_ATTR_IPADDR_IPV6, "IPSET_ATTR_IPADDR_IPV6")?;
+    Ok(IpAddr::from(v6.array::<16>()?))
+}
+
 /// IPSET_CMD_HEADER: the type and family of an existing set.
 pub fn encode_header(protocol: u8, name: &str) -> Result<Vec<u8>, BadRequest> {
     Ok(start_named(IPSET_CMD_HEADER, protocol, name)?.finish())
@@ -469,6 +540,19 @@ impl Ipset {
             }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Exchanges the contents of two sets of the same type and family.
+    pub fn swap(&mut self, name: &str, name2: &str) -> Result<(), Error> {
+        let msg = encode_swap(self.protocol, name, name2)?;
+        self.run(Op::IpsetSwap, name, msg).map(drop)
+    }
+
+    /// The elements of set `name`.
+    pub fn list(&mut self, name: &str) -> Result<Vec<Element>, Error> {
+        let msg = encode_list(self.protocol, name)?;
+        let answer = self.run(Op::IpsetList, name, msg)?;
+        decode_listing(&answer).map_err(|w| w.at(Op::IpsetList))
     }
 
     /// Whether `addr,tcp:port` is in the set (and not timed out).
@@ -726,5 +810,62 @@ mod tests {
             refused(Op::IpsetAdd, 4200).to_string(),
             "ipset: add on set pasv failed: ipset error 4200"
         );
+    }
+
+    /// A listing as the kernel sends it: a header message, then one with
+    /// the elements under IPSET_ATTR_ADT (a UDP element among them).
+    #[test]
+    fn a_listing_gives_its_tcp_elements() {
+        let header = {
+            let mut b = start_named(IPSET_CMD_LIST, 7, "ftpct-finx").unwrap();
+            b.put_strz(IPSET_ATTR_TYPENAME, GUARD_SET_TYPE);
+            b.finish()
+        };
+        let element = |b: &mut MsgBuilder, client: IpAddr, port: u16, proto: u8, server: IpAddr| {
+            let data = b.nest_start(IPSET_ATTR_DATA);
+            put_addr(b, IPSET_ATTR_IP, client);
+            b.put_be16(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, port);
+            b.put_u8(IPSET_ATTR_PROTO, proto);
+            put_addr(b, IPSET_ATTR_IP2, server);
+            b.put_be32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, 59);
+            b.nest_end(data);
+        };
+        let (c4, s4): (IpAddr, IpAddr) = ([192, 0, 2, 10].into(), [198, 51, 100, 20].into());
+        let (c6, s6): (IpAddr, IpAddr) = (
+            "2001:db8::10".parse().unwrap(),
+            "2001:db8::20".parse().unwrap(),
+        );
+        let elements = {
+            let mut b = start_named(IPSET_CMD_LIST, 7, "ftpct-finx").unwrap();
+            let adt = b.nest_start(IPSET_ATTR_ADT);
+            element(&mut b, c4, 40000, IPPROTO_TCP, s4);
+            element(&mut b, c4, 53, 17, s4);
+            element(&mut b, c6, 40001, IPPROTO_TCP, s6);
+            b.nest_end(adt);
+            b.finish()
+        };
+        let mut wire = header;
+        wire.extend(elements);
+        let answer = netlink::parse_messages(&wire).unwrap();
+        let guard = |addr, port, addr2| Element {
+            addr,
+            port,
+            addr2: Some(addr2),
+        };
+        assert_eq!(
+            decode_listing(&answer).unwrap(),
+            vec![guard(c4, 40000, s4), guard(c6, 40001, s6)]
+        );
+        let swap = encode_swap(7, "ftpct-fin", "ftpct-finx").unwrap();
+        let a = attrs(&swap);
+        assert_eq!(
+            a.require(IPSET_ATTR_SETNAME, "n").unwrap().data,
+            b"ftpct-fin\0"
+        );
+        assert_eq!(
+            a.require(IPSET_ATTR_SETNAME2, "n2").unwrap().data,
+            b"ftpct-finx\0"
+        );
+        assert!(encode_swap(7, "ftpct-fin", &"x".repeat(32)).is_err());
     }
 }

@@ -435,6 +435,7 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
                     | Role::Select
                     | Role::Guarded
                     | Role::Close
+                    | Role::Fin
                     | Role::Empty
                     | Role::Plain
             )

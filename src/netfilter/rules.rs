@@ -44,7 +44,8 @@ pub(crate) const COMMENT_CT_CREATED: &str =
 pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
-const COMMENT_CLOSE: &str = "ftpct: FTP control connections' ends (FIN, RST), within the budget";
+const COMMENT_CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
+const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_EMPTY: &str = "ftpct: other FTP control segments without payload pass unqueued";
 pub(crate) const COMMENT_PLAIN: &str =
@@ -246,9 +247,12 @@ pub enum Role {
     /// Selective queueing: a segment that can matter puts its direction in
     /// the guard set.
     Select,
-    /// Selective queueing: FIN and RST of control connections, within a
-    /// rate budget.
+    /// Selective queueing: RSTs of control connections, within a rate
+    /// budget.
     Close,
+    /// Selective queueing: a client's FIN puts its session in the FIN set
+    /// (read by ftpct every second), and goes on through the chain.
+    Fin,
     /// Selective queueing: segments without payload of connections not
     /// followed leave the chain.
     Empty,
@@ -400,14 +404,26 @@ impl RuleSet {
         let guard = self.sets.guard_of(family);
         let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
         let rule = |role, spec| Rule { chain, role, spec };
-        // A session's end (the client's FIN, or an RST of either side):
-        // ftpct forgets it 10 s later, not when conntrack drops its
-        // TIME_WAIT entry (2 minutes: a busy gateway's sessions would fill
-        // the flow table). Budgeted as the handshakes are: a flood of FIN
-        // or RST passes on to the rules below.
-        let close = |flag: &str, side: &str| {
-            let mut spec = words(&["-p", "tcp", "--tcp-flags", flag, flag]);
-            spec.extend(port_match(side, ports));
+        // A session's end. The client's FIN (the server's adds nothing)
+        // is not queued: it puts the session in the FIN set, which ftpct
+        // reads every second and forgets it 10 s later (not when conntrack
+        // drops its TIME_WAIT entry, 2 minutes on: a busy gateway's
+        // sessions would fill the flow table). The segment goes on through
+        // the rules below (it may carry a line). An RST, rare, is queued,
+        // within a budget as the handshakes are: a flood of RSTs passes on
+        // to the rules below.
+        let fin = {
+            let (fin_set, _) = self.sets.fin_of(family);
+            let mut spec = words(&["-p", "tcp", "--tcp-flags", "FIN", "FIN"]);
+            spec.extend(port_match("--dports", ports));
+            spec.extend(words(&["-m", "comment", "--comment", COMMENT_FIN]));
+            spec.extend(words(&["-j", "SET", "--add-set", fin_set, "src,src,dst"]));
+            spec.push("--exist".into());
+            rule(Role::Fin, spec)
+        };
+        let reset = {
+            let mut spec = words(&["-p", "tcp", "--tcp-flags", "RST", "RST"]);
+            spec.extend(port_match("--ports", ports));
             spec.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
             spec.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLOSE]));
@@ -447,8 +463,7 @@ impl RuleSet {
             }
             m
         };
-        // The client's FIN is enough (the server's adds nothing).
-        let mut rules = vec![close("FIN", "--dports"), close("RST", "--ports")];
+        let mut rules = vec![fin, reset];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
         let empty_sides: &[&str] = if ports.contains(',') {
             &["--ports"]

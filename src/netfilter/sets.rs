@@ -18,14 +18,25 @@ pub const DEFAULT_SET: &str = "ftpct";
 /// stopped) goes after this.
 pub const GUARD_TIMEOUT_SECS: u32 = 600;
 
+/// Default timeout of the sets of ended sessions. ftpct empties them every
+/// second; what a stopped ftpct leaves goes after this.
+pub const FIN_TIMEOUT_SECS: u32 = 60;
+
 /// The sets: expected data connections `NAME` (IPv4) and `NAME6` (IPv6),
-/// and the guard sets of selective queueing `NAME-guard`, `NAME-guard6`.
+/// the guard sets of selective queueing `NAME-guard`, `NAME-guard6`, and
+/// the sessions whose client sent its FIN, `NAME-fin`, `NAME-fin6` (filled
+/// by a rule) with the sets they are swapped with to be read,
+/// `NAME-finx`, `NAME-finx6`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetNames {
     pub v4: String,
     pub v6: String,
     pub guard_v4: String,
     pub guard_v6: String,
+    pub fin_v4: String,
+    pub fin_v6: String,
+    pub fin_read_v4: String,
+    pub fin_read_v6: String,
 }
 
 impl SetNames {
@@ -35,11 +46,26 @@ impl SetNames {
             v6: format!("{base}6"),
             guard_v4: format!("{base}-guard"),
             guard_v6: format!("{base}-guard6"),
+            fin_v4: format!("{base}-fin"),
+            fin_v6: format!("{base}-fin6"),
+            fin_read_v4: format!("{base}-finx"),
+            fin_read_v6: format!("{base}-finx6"),
         };
-        for name in [&names.v4, &names.v6, &names.guard_v4, &names.guard_v6] {
-            ipset::check_name(name)?;
+        for f in [Family::V4, Family::V6] {
+            for (name, _, _) in family_sets(&names, f) {
+                ipset::check_name(name)?;
+            }
         }
         Ok(names)
+    }
+
+    /// The set the FIN rule fills, and the one it is swapped with to be
+    /// read, of a family.
+    pub fn fin_of(&self, family: Family) -> (&str, &str) {
+        match family {
+            Family::V4 => (&self.fin_v4, &self.fin_read_v4),
+            Family::V6 => (&self.fin_v6, &self.fin_read_v6),
+        }
     }
 
     /// The guard set for a direction from an address of that family.
@@ -80,15 +106,17 @@ impl SetNames {
 
 /// Makes sure the `hash:ip,port` set `name` exists; true if created here.
 pub fn ensure_set(ipset: &mut Ipset, name: &str, v6: bool) -> Result<bool, Error> {
-    ensure_set_of(ipset, name, (v6, SetType::Dst))
+    ensure_set_of(ipset, name, (v6, SetType::Dst), SET_TIMEOUT_SECS)
 }
 
-/// Makes sure the guard set `name` exists; true if created here.
-pub fn ensure_guard_set(ipset: &mut Ipset, name: &str, v6: bool) -> Result<bool, Error> {
-    ensure_set_of(ipset, name, (v6, SetType::Guard))
-}
-
-fn ensure_set_of(ipset: &mut Ipset, name: &str, kind: (bool, SetType)) -> Result<bool, Error> {
+/// Makes sure the set `name` of `kind` (is IPv6, type) exists, created
+/// with the default timeout `timeout`; true if created here.
+pub fn ensure_set_of(
+    ipset: &mut Ipset,
+    name: &str,
+    kind: (bool, SetType),
+    timeout: u32,
+) -> Result<bool, Error> {
     let (v6, set_type) = kind;
     let probe: IpAddr = if v6 {
         IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
@@ -106,10 +134,6 @@ fn ensure_set_of(ipset: &mut Ipset, name: &str, kind: (bool, SetType)) -> Result
             errno: libc::ENOENT,
             ..
         }) => {
-            let timeout = match set_type {
-                SetType::Dst => SET_TIMEOUT_SECS,
-                SetType::Guard => GUARD_TIMEOUT_SECS,
-            };
             ipset.create_of(name, kind, timeout)?;
             Ok(true)
         }
@@ -131,11 +155,16 @@ fn ipset_unusable(e: Error) -> RulesError {
     }
 }
 
-/// The sets of a family: name, type, default timeout.
-pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 2] {
+/// The sets of a family: name, type, default timeout. The FIN sets are
+/// `hash:ip,port,ip` as the guard sets are (client address and port,
+/// server address), and sized as they are: a rule's add never grows them.
+pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 4] {
+    let (fin, fin_read) = names.fin_of(f);
     [
         (names.of(f), SetType::Dst, SET_TIMEOUT_SECS),
         (names.guard_of(f), SetType::Guard, GUARD_TIMEOUT_SECS),
+        (fin, SetType::Guard, FIN_TIMEOUT_SECS),
+        (fin_read, SetType::Guard, FIN_TIMEOUT_SECS),
     ]
 }
 
@@ -159,13 +188,13 @@ pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
     let mut log = Vec::new();
     for &f in &rs.families {
         for (name, set_type, timeout) in family_sets(&rs.sets, f) {
-            let created =
-                ensure_set_of(&mut ipset, name, (f == Family::V6, set_type)).map_err(|source| {
-                    RulesError::Set {
-                        name: name.to_string(),
-                        source,
-                    }
-                })?;
+            let kind = (f == Family::V6, set_type);
+            let created = ensure_set_of(&mut ipset, name, kind, timeout).map_err(|source| {
+                RulesError::Set {
+                    name: name.to_string(),
+                    source,
+                }
+            })?;
             log.push(if created {
                 create_command(name, set_type, f, timeout)
             } else {
@@ -243,12 +272,15 @@ mod tests {
         let s = SetNames::new("ftpct").expect("names");
         assert_eq!(s.for_ip("2001:db8::1".parse().expect("ip")), "ftpct6");
         assert_eq!(s.for_ip("192.0.2.1".parse().expect("ip")), "ftpct");
+        assert_eq!(s.fin_of(Family::V6), ("ftpct-fin6", "ftpct-finx6"));
+        // The longest suffix is "-guard6": 24 bytes of base at most.
+        assert!(SetNames::new(&"x".repeat(24)).is_ok());
         assert!(
             matches!(
-                SetNames::new(&"x".repeat(31)),
-                Err(Error::BadRequest(BadRequest::SetName(n))) if n.len() == 32
+                SetNames::new(&"x".repeat(25)),
+                Err(Error::BadRequest(BadRequest::SetName(n))) if n.len() > 31
             ),
-            "no room for the 6"
+            "no room for the suffixes"
         );
     }
 }

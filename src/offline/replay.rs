@@ -193,7 +193,14 @@ impl Gateway {
     /// when the kernel's rules would not queue the packet.
     fn decide(&mut self, ip: &[u8], now: Duration) -> Outcome {
         if let Some(sel) = &mut self.selection {
-            let queued = TcpPacket::parse(ip).map_or(true, |pkt| sel.queues(ip, &pkt));
+            let (queued, fin) = TcpPacket::parse(ip).map_or((true, None), |pkt| {
+                let fin = sel.ends_session(&pkt).then_some(pkt.tuple);
+                (sel.queues(ip, &pkt), fin)
+            });
+            if let (false, Some(orig)) = (queued, fin) {
+                // Read from the FIN set a moment later, live.
+                self.engine.client_finished(&orig, now);
+            }
             if !queued {
                 return Outcome {
                     verdict: Verdict::Accept,

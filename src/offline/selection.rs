@@ -34,10 +34,11 @@ impl Selection {
     pub fn queues(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> bool {
         let to_control = self.control_ports.contains(&pkt.tuple.dst.port());
         let from_control = self.control_ports.contains(&pkt.tuple.src.port());
-        // Handshakes and ends have their own rules (budgets are not
+        // Handshakes and resets have their own rules (budgets are not
         // emulated); other ports are not this emulation's business (the
-        // engine lets them pass).
-        let own_rule = pkt.flags.syn || (to_control && pkt.flags.fin) || pkt.flags.rst;
+        // engine lets them pass). A client's FIN goes on through the rules
+        // (see [`Self::ends_session`]).
+        let own_rule = pkt.flags.syn || pkt.flags.rst;
         if !(to_control || from_control) || own_rule {
             return true;
         }
@@ -65,6 +66,14 @@ impl Selection {
             self.guarded.insert(key);
         }
         selected
+    }
+
+    /// Whether the FIN rule puts the packet's session in the FIN set: a
+    /// client's FIN, queued or not (ftpct reads the set and ends the
+    /// session; conntrack's window check, which it asks first, is not
+    /// emulated).
+    pub fn ends_session(&self, pkt: &TcpPacket<'_>) -> bool {
+        pkt.flags.fin && self.control_ports.contains(&pkt.tuple.dst.port())
     }
 
     /// Carries out the engine's guard commands.

@@ -327,6 +327,26 @@ impl Engine {
         (tracked, Effects { events, commands })
     }
 
+    /// The client of control connection `orig` sent its FIN, seen by the
+    /// kernel's rules instead of queued (selective queueing): the session
+    /// ends for ftpct after the linger, as when the engine sees that FIN.
+    /// True if `orig` is tracked and was not closing yet.
+    pub fn client_finished(&mut self, orig: &Tuple, now: Duration) -> bool {
+        let Some((id, Dir::Orig)) = self.flows.locate(orig) else {
+            return false;
+        };
+        let Some(flow) = self.flows.get_mut(id) else {
+            return false;
+        };
+        if flow.closing_at.is_some() {
+            return false;
+        }
+        let at = now + self.cfg.close_linger;
+        flow.closing_at = Some(at);
+        self.closing.push((at, id));
+        true
+    }
+
     /// True when `orig` is the original tuple of a tracked control connection.
     pub fn tracks(&self, orig: &Tuple) -> bool {
         matches!(self.flows.locate(orig), Some((_, Dir::Orig)))

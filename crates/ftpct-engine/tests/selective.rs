@@ -392,3 +392,25 @@ fn a_spoofed_segment_far_from_the_stream_changes_nothing() {
     assert!(matches!(real.verdict, Verdict::Replace(_)), "{real:?}");
     assert!(expects(&real));
 }
+
+#[test]
+fn a_fin_the_kernel_saw_ends_the_session_after_the_linger() {
+    let (mut gw, c) = session(selective(true));
+    let linger = gw.engine.config().close_linger;
+    let server_side = tuple("198.51.100.20:21", "198.51.100.1:40000");
+    assert!(
+        !gw.engine.client_finished(&server_side, gw.now),
+        "only the client's direction names a session"
+    );
+    assert!(gw.engine.client_finished(&c.c2s, gw.now));
+    assert!(
+        !gw.engine.client_finished(&c.c2s, gw.now + linger),
+        "the first end stays"
+    );
+    gw.engine.tick(gw.now + linger / 2);
+    assert_eq!(gw.engine.flow_count(), 1, "still within the linger");
+    gw.engine
+        .tick(gw.now + linger + std::time::Duration::from_secs(1));
+    assert_eq!(gw.engine.flow_count(), 0);
+    assert!(!gw.engine.client_finished(&c.c2s, gw.now), "gone");
+}
