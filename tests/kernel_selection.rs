@@ -34,6 +34,7 @@ struct Family {
     server: &'static str,
     guard: &'static str,
     fin: &'static str,
+    passive: &'static str,
     ip6: bool,
 }
 
@@ -42,6 +43,7 @@ const V4: Family = Family {
     server: "198.51.100.20",
     guard: "ftpct-guard",
     fin: "ftpct-fin",
+    passive: "ftpct-pasv",
     ip6: false,
 };
 
@@ -50,6 +52,7 @@ const V6: Family = Family {
     server: "2001:db8:2::20",
     guard: "ftpct-guard6",
     fin: "ftpct-fin6",
+    passive: "ftpct-pasv6",
     ip6: true,
 };
 
@@ -111,7 +114,7 @@ fn lab(tag: &str) -> Netns {
 }
 
 fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 11] = [
+    let cases: [(&str, &[&[u8]], bool); 12] = [
         ("a plain command", &[b"NOOP\r\n"], false),
         ("a keyword inside one line", &[b"NOOP PORT\r\n"], false),
         ("a long plain command", &[LONG], false),
@@ -124,7 +127,8 @@ fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
         ("port in lower case", &[b"port 192,0,2,10,156,64\r\n"], true),
         ("EPRT", &[b"EPRT |1|192.0.2.10|40000|\r\n"], true),
         ("EPSV behind another command", &[b"NOOP\r\nEPSV\r\n"], true),
-        ("PASV", &[b"PASV\r\n"], true),
+        ("PASV behind another command", &[b"NOOP\r\nPASV\r\n"], true),
+        ("PASV with more on its line", &[b"PASV xxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"], true),
         ("AUTH", &[b"AUTH TLS\r\n"], true),
         ("a command without its newline", &[b"NOOP"], true),
     ];
@@ -273,5 +277,33 @@ fn a_clean_close_puts_the_session_in_the_fin_set_unqueued() {
         let queued = queued_by(&ns, f, &[GUARDED, PICKED, CLOSE]) - queued_before;
         assert_eq!(queued, 0, "nothing of a clean close is queued ({})", f.fin);
         assert!(!guarded(&ns, f, port));
+    }
+}
+
+#[test]
+fn a_lone_passive_request_is_noted_not_queued() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("pasv");
+    let lone: [&[u8]; 4] = [b"PASV\r\n", b"epsv\r\n", b"EPSV ALL\r\n", b"EPSV 2\r\n"];
+    for f in [&V4, &V6] {
+        for (i, request) in lone.into_iter().enumerate() {
+            let before = queued_by(&ns, f, &[GUARDED, PICKED]);
+            let port = exchange(&ns, f, 46000 + i as u16, &[request], &[]);
+            let what = String::from_utf8_lossy(request);
+            assert!(
+                in_set(&ns, f.passive, f, port),
+                "{what:?} noted ({})",
+                f.passive
+            );
+            assert!(!guarded(&ns, f, port), "{what:?} not followed");
+            let queued = queued_by(&ns, f, &[GUARDED, PICKED]) - before;
+            assert_eq!(queued, 0, "{what:?} not queued ({})", f.passive);
+        }
+        // Behind another command it is queued, and not noted.
+        let port = exchange(&ns, f, 46010, &[b"NOOP\r\nPASV\r\n"], &[]);
+        assert!(!in_set(&ns, f.passive, f, port));
+        assert!(guarded(&ns, f, port));
     }
 }

@@ -788,8 +788,15 @@ fn metrics_and_status_of_a_live_daemon() {
         !metrics.contains("ftpct_netlink_errors_total{"),
         "{metrics}"
     );
-    // The download's client closed its control connection: its FIN was
-    // not queued but put in the FIN set, which ftpct reads every second.
+    // A passive download: its PASV alone in its segment was not queued
+    // but noted by the kernel's rule, and the note taken for the 227.
+    assert_eq!(
+        lab.download(SERVER, PASSIVE, "pasv.bin").as_deref(),
+        Ok(want.as_str())
+    );
+    // The downloads' clients closed their control connections: the FINs
+    // were not queued but put in the FIN set, which ftpct reads every
+    // second.
     let fins = || {
         let now = lab.gw.sh(&[
             "curl",
@@ -805,15 +812,17 @@ fn metrics_and_status_of_a_live_daemon() {
         (
             count("ftpct_session_fins_total"),
             count("ftpct_session_fins_refused_total"),
+            count("ftpct_passive_notes_total"),
         )
     };
-    let mut seen = (None, None);
+    let mut seen = (None, None, None);
     let ended = wait_until(WAIT, || {
         seen = fins();
-        seen.0.is_some_and(|n| n >= 1.0)
+        seen.0.is_some_and(|n| n >= 2.0)
     });
     assert!(ended, "{seen:?}\n{}", lab.log("ftpct.log"));
     assert_eq!(seen.1, Some(0.0), "no FIN refused");
+    assert_eq!(seen.2, Some(1.0), "the PASV's note taken");
     let missing = lab.gw.output(&[
         "curl",
         "-sS",

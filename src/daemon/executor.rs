@@ -129,6 +129,19 @@ impl<K: Kernel> Executor<K> {
         self.release_guards_except(&HashSet::new());
     }
 
+    /// Takes the kernel's note of a passive request the client of `key`
+    /// sent unqueued; true if there was one.
+    pub fn take_passive_note(&mut self, key: &GuardKey) -> bool {
+        let set = self.sets.passive_for(key.client.ip());
+        match self.kernel.guard_take(set, key) {
+            Ok(noted) => noted,
+            Err(e) => {
+                warn!("ipset del {key} from {set} failed: {e}: an announcement answering it is refused as unsolicited");
+                false
+            }
+        }
+    }
+
     fn guard(&mut self, key: &GuardKey, timeout_secs: u32) {
         self.releases.remove(key);
         let set = self.sets.guard_for(key.client.ip());

@@ -64,6 +64,16 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
+    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
+        self.calls.push(format!("take {set} {key}"));
+        Ok(self
+            .guards
+            .entry(set.into())
+            .or_default()
+            .remove(key)
+            .is_some())
+    }
+
     fn ct_mark(&mut self, _: &Tuple) -> Result<Option<u32>, Error> {
         Ok(self.master_mark)
     }

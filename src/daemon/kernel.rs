@@ -26,6 +26,8 @@ pub trait Kernel {
     /// Puts a direction in guard set `set` (timeout 0: for good).
     fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error>;
     fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
+    /// Takes a direction's entry out of set `set`; true if it was there.
+    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
@@ -74,6 +76,10 @@ impl Kernel for LiveKernel {
 
     fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
         self.ipset.del_element(set, &guard_element(key))
+    }
+
+    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
+        self.ipset.take_element(set, &guard_element(key))
     }
 
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {

@@ -291,6 +291,11 @@ impl Scrape {
                 "Segments of a followed connection whose numbers were far from its stream (spoofed?), passed without a look",
                 stats.implausible,
             ),
+            (
+                "ftpct_passive_notes",
+                "PASV/EPSV requests the kernel's rule let pass unqueued and noted, taken for the announcement answering them",
+                stats.passive_notes,
+            ),
         ];
         for (name, help, v) in counters {
             counter(enc, name, help, v)?;

@@ -77,6 +77,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     }
 
     fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {
+        self.take_passive_note(bytes);
         let first = self
             .shared
             .with_engine(|e| e.step(bytes, now, hook, Known::NotAsked));
@@ -100,6 +101,19 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 events: Vec::new(),
                 commands: Vec::new(),
             },
+        }
+    }
+
+    /// A server segment that may hold an announcement no seen request
+    /// asked for: the kernel's note of a PASV or EPSV it let pass, taken
+    /// (one note, one announcement) and told to the engine.
+    fn take_passive_note(&mut self, bytes: &[u8]) {
+        let Some(Some((key, orig))) = self.shared.with_engine(|e| e.passive_note_wanted(bytes))
+        else {
+            return;
+        };
+        if self.exec.take_passive_note(&key) {
+            self.shared.with_engine(|e| e.passive_noted(&orig));
         }
     }
 

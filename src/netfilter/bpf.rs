@@ -42,6 +42,8 @@ enum To {
     Next,
     Match,
     NoMatch,
+    /// Over the next N instructions.
+    Skip(u32),
     /// The scan step that reads payload byte N.
     Scan(u32),
 }
@@ -90,6 +92,7 @@ fn assemble(mut body: Vec<Insn>) -> String {
             To::Next => here + 1,
             To::Match => body.len() - 2,
             To::NoMatch => body.len() - 1,
+            To::Skip(n) => here + 1 + n as usize,
             To::Scan(n) => body
                 .iter()
                 .position(|i| i.scan == Some(n))
@@ -188,22 +191,37 @@ pub const fn plain_max(programs: usize) -> usize {
 /// whose direction last ended inside a line is guarded and queued before
 /// these rules.
 pub fn is_plain_line(payload: &[u8], side: Side) -> bool {
-    let Some((&last, body)) = payload.split_last() else {
+    let Some(head) = one_whole_line(payload, PLAIN_MAX) else {
         return false;
     };
-    let Some(head) = payload.get(..4) else {
-        return false;
-    };
-    let head = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    payload.len() <= PLAIN_MAX
-        && last == b'\n'
-        && !body.contains(&b'\n')
-        && match side {
-            Side::Client => !client_keywords().contains(&(head | CASE_BITS)),
-            Side::Server => {
-                !server_codes().contains(&(head >> 8)) && head & 0xff != u32::from(b'-')
-            }
-        }
+    match side {
+        Side::Client => !client_keywords().contains(&(head | CASE_BITS)),
+        Side::Server => !server_codes().contains(&(head >> 8)) && head & 0xff != u32::from(b'-'),
+    }
+}
+
+/// The longest passive request line the passive-request program vouches
+/// for ("EPSV ALL\r\n" is 10 bytes).
+pub const PASSIVE_MAX: usize = plain_max(1);
+
+/// What the passive-request program matches: a client segment that is one
+/// whole line of at most [`PASSIVE_MAX`] bytes starting with PASV or EPSV
+/// in any case (the engine reads a command's keyword there). The segment
+/// starts a line: one whose direction last ended inside a line is guarded
+/// and queued before this rule.
+pub fn is_passive_request(payload: &[u8]) -> bool {
+    one_whole_line(payload, PASSIVE_MAX)
+        .is_some_and(|head| passive_keywords().contains(&(head | CASE_BITS)))
+}
+
+/// The first four bytes, big-endian, of a payload of at most `max` bytes
+/// whose only line feed is its last byte; None otherwise, and for fewer
+/// than four bytes (the programs do not prove those).
+fn one_whole_line(payload: &[u8], max: usize) -> Option<u32> {
+    let (&last, body) = payload.split_last()?;
+    let head = payload.get(..4)?;
+    let whole = payload.len() <= max && last == b'\n' && !body.contains(&b'\n');
+    whole.then(|| u32::from_be_bytes([head[0], head[1], head[2], head[3]]))
 }
 
 /// The bit that tells an ASCII letter's cases apart, in each byte.
@@ -212,6 +230,10 @@ const CASE_BITS: u32 = 0x2020_2020;
 fn client_keywords() -> [u32; 5] {
     crate::netfilter::rules::CLIENT_WORDS
         .map(|w| u32::from_be_bytes(word4(w.to_ascii_lowercase().as_bytes())))
+}
+
+fn passive_keywords() -> [u32; 2] {
+    [b"pasv", b"epsv"].map(|w| u32::from_be_bytes(*w))
 }
 
 fn server_codes() -> [u32; 3] {
@@ -228,21 +250,7 @@ fn word4(b: &[u8]) -> [u8; 4] {
 /// a line feed; each match costs about as much as the next, whatever its
 /// length, so short lines get a rule of fewer).
 pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
-    let mut first = vec![
-        op(LD_LEN, 0),
-        op(SUB_K, 1),
-        op(TAX, 0),
-        op(LDB_IND, 0), // the packet's last byte
-        jump(JEQ_K, LINE_FEED, To::Next, To::NoMatch),
-    ];
-    first.extend(find_payload(family, To::NoMatch));
-    first.extend([
-        op(SUB_X, 0), // A = payload length
-        jump(JEQ_K, 0, To::NoMatch, To::Next),
-        jump(JGT_K, plain_max(programs) as u32, To::NoMatch, To::Next),
-        op(ST, 0),
-        op(LDW_IND, 0), // the first four bytes
-    ]);
+    let mut first = line_start(family, plain_max(programs));
     match side {
         Side::Client => {
             first.push(op(OR_K, CASE_BITS));
@@ -269,6 +277,43 @@ pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
         assembled.push(assemble(next));
     }
     assembled
+}
+
+/// The xt_bpf program that computes [`is_passive_request`].
+pub fn passive_request(family: Family) -> String {
+    let [pasv, epsv] = passive_keywords();
+    let mut prog = line_start(family, PASSIVE_MAX);
+    prog.extend([
+        op(OR_K, CASE_BITS),
+        jump(JEQ_K, pasv, To::Skip(1), To::Next),
+        jump(JEQ_K, epsv, To::Next, To::NoMatch),
+        op(LD_MEM, 0),
+    ]);
+    prog.extend(scan_for_line_feed(0, FIRST_SCAN as u32));
+    assemble(prog)
+}
+
+/// The start of a program that reads one line: no match unless the last
+/// byte is a line feed and the payload is 1 to `max` bytes; then M[0] =
+/// the payload length, X = where it starts, A = its first four bytes (a
+/// read past the end: no match).
+fn line_start(family: Family, max: usize) -> Vec<Insn> {
+    let mut prog = vec![
+        op(LD_LEN, 0),
+        op(SUB_K, 1),
+        op(TAX, 0),
+        op(LDB_IND, 0), // the packet's last byte
+        jump(JEQ_K, LINE_FEED, To::Next, To::NoMatch),
+    ];
+    prog.extend(find_payload(family, To::NoMatch));
+    prog.extend([
+        op(SUB_X, 0), // A = payload length
+        jump(JEQ_K, 0, To::NoMatch, To::Next),
+        jump(JGT_K, max as u32, To::NoMatch, To::Next),
+        op(ST, 0),
+        op(LDW_IND, 0), // the first four bytes
+    ]);
+    prog
 }
 
 /// With A = the payload length P and X = where it starts: no match if a
@@ -440,6 +485,24 @@ mod tests {
         assert!(plain(Server, b"PASV\r\n"), "client words mean nothing here");
     }
 
+    /// Payloads of `len` bytes starting with `head` (padded): one line,
+    /// with a line feed at each place before the last as well, and one
+    /// that ends inside a line.
+    fn line_feeds_everywhere(head: &[u8], len: usize) -> Vec<Vec<u8>> {
+        let padded = head.iter().copied().chain(std::iter::repeat(b'a'));
+        let mut line: Vec<u8> = padded.take(len).collect();
+        line[len - 1] = b'\n';
+        let mut out = vec![line.clone()];
+        for lf in 0..len - 1 {
+            let mut two = line.clone();
+            two[lf] = b'\n';
+            out.push(two);
+        }
+        line[len - 1] = b'x';
+        out.push(line);
+        out
+    }
+
     /// Every payload length up to past the limit, line feeds at every
     /// place, keywords and near-keywords: the programs compute exactly
     /// `is_plain_line`, in both families, with and without timestamps.
@@ -447,17 +510,7 @@ mod tests {
     fn the_plain_line_programs_compute_is_plain_line() {
         let mut payloads: Vec<Vec<u8>> = Vec::new();
         for len in 1..=PLAIN_MAX + 2 {
-            let mut line = vec![b'a'; len];
-            line[len - 1] = b'\n';
-            payloads.push(line.clone());
-            for lf in 0..len - 1 {
-                let mut two = line.clone();
-                two[lf] = b'\n';
-                payloads.push(two);
-            }
-            let mut open = line.clone();
-            open[len - 1] = b'x';
-            payloads.push(open);
+            payloads.extend(line_feeds_everywhere(b"", len));
         }
         for head in [
             "PORT", "port", "PoRt", "EPRT", "PASV", "EPSV", "AUTH", "auth", "P0RT", "PORS", "227 ",
@@ -490,5 +543,44 @@ mod tests {
             &odd,
             PLAIN_PROGRAMS
         ));
+    }
+
+    /// Every length up to past the limit with line feeds at every place,
+    /// and the keywords in any case beside near misses: the program
+    /// computes exactly `is_passive_request`.
+    #[test]
+    fn the_passive_request_program_computes_is_passive_request() {
+        assert!(is_passive_request(b"PASV\r\n"));
+        assert!(is_passive_request(b"epsv ALL\r\n"));
+        assert!(is_passive_request(b"EpSv 2\r\n"));
+        assert!(!is_passive_request(b"PORT 1,2,3,4,5,6\r\n"));
+        assert!(!is_passive_request(b"PASV\r\nRETR x\r\n"), "two lines");
+        assert!(!is_passive_request(b"PASV"), "inside a line");
+        assert!(
+            !is_passive_request(b"PASV xxxxxxx\r\n"),
+            "longer than vouched for"
+        );
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        for len in 1..=PASSIVE_MAX + 2 {
+            for head in [
+                "PASV", "pasv", "EPSV", "ePsV", "PASW", "EPRT", "PORT", "xxxx",
+            ] {
+                payloads.extend(line_feeds_everywhere(head.as_bytes(), len));
+            }
+        }
+        for payload in &payloads {
+            for family in [Family::V4, Family::V6] {
+                let program = passive_request(family);
+                for timestamps in [true, false] {
+                    let packet = segment(family, timestamps, Side::Client, payload);
+                    assert_eq!(
+                        run(&program, &packet),
+                        is_passive_request(payload),
+                        "{family:?} ts={timestamps} {:?}",
+                        String::from_utf8_lossy(payload)
+                    );
+                }
+            }
+        }
     }
 }

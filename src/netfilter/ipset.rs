@@ -523,6 +523,20 @@ impl Ipset {
         }
     }
 
+    /// Removes an element of any type; true if it was in the set (the
+    /// test and the removal in one step).
+    pub fn take_element(&mut self, name: &str, e: &Element) -> Result<bool, Error> {
+        let msg = encode_del(self.protocol, name, e)?;
+        match self.run(Op::IpsetDel, name, msg) {
+            Ok(_) => Ok(true),
+            Err(Error::Kernel {
+                errno: IPSET_ERR_EXIST,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes every element of the set.
     pub fn flush(&mut self, name: &str) -> Result<(), Error> {
         let msg = encode_flush(self.protocol, name)?;

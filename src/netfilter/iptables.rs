@@ -436,6 +436,7 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
                     | Role::Guarded
                     | Role::Close
                     | Role::Fin
+                    | Role::Passive
                     | Role::Empty
                     | Role::Plain
             )

@@ -45,6 +45,8 @@ pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const COMMENT_CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
+const COMMENT_PASSIVE: &str =
+    "ftpct: a PASV or EPSV alone in its segment: noted in the passive set, not queued";
 const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_EMPTY: &str = "ftpct: other FTP control segments without payload pass unqueued";
@@ -259,6 +261,9 @@ pub enum Role {
     /// Selective queueing: a segment that is one line that cannot matter
     /// leaves the chain (cheaper than the selectors' string searches).
     Plain,
+    /// Selective queueing: a PASV or EPSV alone in its segment is noted
+    /// in the passive set, and leaves the chain.
+    Passive,
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
     ExpectedSyn,
@@ -502,6 +507,20 @@ impl RuleSet {
             }
         }
         let [client, server] = sides;
+        // A PASV or EPSV alone in its segment is not queued: it is noted in
+        // the passive set (ftpct takes the note when the 227 or 229 comes:
+        // an announcement counts only when asked for) and leaves the chain.
+        let passive = words(&["-m", "bpf", "--bytecode", &bpf::passive_request(family)]);
+        let (passive_set, (client_side, client_key)) = (self.sets.passive_of(family), client);
+        let note = words(&["-j", "SET", "--add-set", passive_set, client_key, "--exist"]);
+        for target in [note, words(&["-j", "ACCEPT"])] {
+            let mut spec = words(&["-p", "tcp"]);
+            spec.extend(port_match(client_side, ports));
+            spec.extend(passive.clone());
+            spec.extend(words(&["-m", "comment", "--comment", COMMENT_PASSIVE]));
+            spec.extend(target);
+            rules.push(rule(Role::Passive, spec));
+        }
         for timestamps in [true, false] {
             for w in CLIENT_WORDS {
                 rules.push(select(client, string(w, true, timestamps)));

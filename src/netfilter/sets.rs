@@ -22,11 +22,16 @@ pub const GUARD_TIMEOUT_SECS: u32 = 600;
 /// second; what a stopped ftpct leaves goes after this.
 pub const FIN_TIMEOUT_SECS: u32 = 60;
 
+/// Default timeout of the passive sets: a PASV or EPSV not answered by a
+/// 227 or 229 is forgotten after this.
+pub const PASSIVE_TIMEOUT_SECS: u32 = 60;
+
 /// The sets: expected data connections `NAME` (IPv4) and `NAME6` (IPv6),
 /// the guard sets of selective queueing `NAME-guard`, `NAME-guard6`, and
 /// the sessions whose client sent its FIN, `NAME-fin`, `NAME-fin6` (filled
 /// by a rule) with the sets they are swapped with to be read,
-/// `NAME-finx`, `NAME-finx6`.
+/// `NAME-finx`, `NAME-finx6`, and the sessions whose client asked for a
+/// passive data connection unqueued, `NAME-pasv`, `NAME-pasv6`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetNames {
     pub v4: String,
@@ -37,6 +42,8 @@ pub struct SetNames {
     pub fin_v6: String,
     pub fin_read_v4: String,
     pub fin_read_v6: String,
+    pub passive_v4: String,
+    pub passive_v6: String,
 }
 
 impl SetNames {
@@ -50,6 +57,8 @@ impl SetNames {
             fin_v6: format!("{base}-fin6"),
             fin_read_v4: format!("{base}-finx"),
             fin_read_v6: format!("{base}-finx6"),
+            passive_v4: format!("{base}-pasv"),
+            passive_v6: format!("{base}-pasv6"),
         };
         for f in [Family::V4, Family::V6] {
             for (name, _, _) in family_sets(&names, f) {
@@ -57,6 +66,19 @@ impl SetNames {
             }
         }
         Ok(names)
+    }
+
+    /// The passive set for a session whose client has address `ip`.
+    pub fn passive_for(&self, ip: IpAddr) -> &str {
+        self.passive_of(Family::of(ip))
+    }
+
+    /// The passive set of a family.
+    pub fn passive_of(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.passive_v4,
+            Family::V6 => &self.passive_v6,
+        }
     }
 
     /// The set the FIN rule fills, and the one it is swapped with to be
@@ -155,12 +177,14 @@ fn ipset_unusable(e: Error) -> RulesError {
     }
 }
 
-/// The sets of a family: name, type, default timeout. The FIN sets are
-/// `hash:ip,port,ip` as the guard sets are (client address and port,
-/// server address), and sized as they are: a rule's add never grows them.
-pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 4] {
+/// The sets of a family: name, type, default timeout. The passive and FIN
+/// sets are `hash:ip,port,ip` as the guard sets are (client address and
+/// port, server address), and sized as they are: a rule's add never grows
+/// them.
+pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 5] {
     let (fin, fin_read) = names.fin_of(f);
     [
+        (names.passive_of(f), SetType::Guard, PASSIVE_TIMEOUT_SECS),
         (names.of(f), SetType::Dst, SET_TIMEOUT_SECS),
         (names.guard_of(f), SetType::Guard, GUARD_TIMEOUT_SECS),
         (fin, SetType::Guard, FIN_TIMEOUT_SECS),

@@ -209,6 +209,13 @@ impl Gateway {
                 };
             }
         }
+        if let Some(sel) = &mut self.selection {
+            if let Some((key, orig)) = self.engine.passive_note_wanted(ip) {
+                if sel.take_passive_note(&key) {
+                    self.engine.passive_noted(&orig);
+                }
+            }
+        }
         let outcome = self
             .engine
             .process(ip, now, Hook::Prerouting, &mut self.nat);

@@ -11,7 +11,7 @@ use ftpct_engine::command::{Command, GuardKey};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
-use crate::netfilter::bpf::{is_plain_line, Side};
+use crate::netfilter::bpf::{is_passive_request, is_plain_line, Side};
 use crate::netfilter::rules::{
     string_from, Family, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
 };
@@ -19,6 +19,8 @@ use crate::netfilter::rules::{
 pub struct Selection {
     control_ports: Vec<u16>,
     guarded: HashSet<GuardKey>,
+    /// The passive set: sessions with a PASV or EPSV let pass unqueued.
+    passive: HashSet<GuardKey>,
 }
 
 impl Selection {
@@ -26,6 +28,7 @@ impl Selection {
         Selection {
             control_ports: control_ports.to_vec(),
             guarded: HashSet::new(),
+            passive: HashSet::new(),
         }
     }
 
@@ -56,6 +59,10 @@ impl Selection {
         if is_plain_line(payload, side) {
             return false;
         }
+        if to_control && is_passive_request(payload) {
+            self.passive.insert(key);
+            return false;
+        }
         let timestamps = pkt.tcp_header_len() == TCP_HEADER_WITH_TIMESTAMPS;
         let from = string_from(Family::of(pkt.tuple.src.ip()), timestamps);
         let searched = ip.get(from..).unwrap_or_default();
@@ -74,6 +81,12 @@ impl Selection {
     /// emulated).
     pub fn ends_session(&self, pkt: &TcpPacket<'_>) -> bool {
         pkt.flags.fin && self.control_ports.contains(&pkt.tuple.dst.port())
+    }
+
+    /// Takes the note of a passive request of the session `key` names;
+    /// true if there was one.
+    pub fn take_passive_note(&mut self, key: &GuardKey) -> bool {
+        self.passive.remove(key)
     }
 
     /// Carries out the engine's guard commands.

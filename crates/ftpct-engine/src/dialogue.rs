@@ -37,6 +37,9 @@ pub enum Asked {
     Pasv,
     /// EPSV: may be answered by a 229.
     Epsv,
+    /// PASV or EPSV, unseen: the kernel's rule noted a segment holding
+    /// just one of them (selective queueing); either announcement answers.
+    Passive,
     Other,
 }
 
@@ -161,7 +164,20 @@ impl Dialogue {
             b"229" => Asked::Epsv,
             _ => return None,
         };
-        self.asked.take_if(|a| *a == wanted)
+        self.asked
+            .take_if(|a| *a == wanted || *a == Asked::Passive)
+            .map(|_| wanted)
+    }
+
+    /// Selective queueing: whether a passive request, seen or noted, waits
+    /// for its announcement.
+    pub fn passive_asked(&self) -> bool {
+        self.asked.is_some()
+    }
+
+    /// Selective queueing: the kernel noted a PASV or EPSV it let pass.
+    pub fn passive_noted(&mut self) {
+        self.asked = Some(Asked::Passive);
     }
 
     /// Bytes of the connection passed unseen: which command a reply answers
@@ -192,6 +208,21 @@ mod tests {
         let mut d = Dialogue::default();
         assert_eq!(d.reply(b"220 ready\r\n"), ReplyLine::Single(None));
         d
+    }
+
+    #[test]
+    fn a_noted_passive_request_is_answered_by_either_announcement_once() {
+        for (code, kind) in [("227", Asked::Pasv), ("229", Asked::Epsv)] {
+            let mut d = Dialogue::partial();
+            assert!(!d.passive_asked());
+            d.passive_noted();
+            assert!(d.passive_asked());
+            assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
+            let line = format!("{code} x\r\n");
+            assert_eq!(d.reply(line.as_bytes()), ReplyLine::Single(Some(kind)));
+            assert_eq!(d.reply(line.as_bytes()), ReplyLine::Single(None), "once");
+            assert!(!d.passive_asked());
+        }
     }
 
     #[test]

@@ -347,6 +347,40 @@ impl Engine {
         true
     }
 
+    /// Selective queueing: the kernel's rule lets a segment holding just a
+    /// PASV or EPSV pass unqueued and notes its session in the passive set
+    /// instead. A server segment of a followed session that may hold an
+    /// announcement, with no passive request seen or noted, needs that
+    /// note: the guard key of the client's direction to take it by, and the
+    /// session's original tuple for [`Engine::passive_noted`].
+    pub fn passive_note_wanted(&self, bytes: &[u8]) -> Option<(GuardKey, Tuple)> {
+        if !self.cfg.selective {
+            return None;
+        }
+        let pkt = TcpPacket::parse(bytes).ok()?;
+        let (id, Dir::Reply) = self.flows.locate(&pkt.tuple)? else {
+            return None;
+        };
+        let flow = self.flows.get(id)?;
+        if !flow.inspecting || flow.dialogue.passive_asked() {
+            return None;
+        }
+        let unfinished = flow.stream(Dir::Reply).unfinished_line();
+        may_hold_an_announcement(unfinished, pkt.payload())
+            .then(|| (guard_keys(&flow.mapping)[0], flow.mapping.orig))
+    }
+
+    /// The kernel had noted a passive request of session `orig` (taken
+    /// from its set): the next 227 or 229 answers it.
+    pub fn passive_noted(&mut self, orig: &Tuple) {
+        if let Some((id, Dir::Orig)) = self.flows.locate(orig) {
+            if let Some(flow) = self.flows.get_mut(id) {
+                flow.dialogue.passive_noted();
+                self.stats.passive_notes += 1;
+            }
+        }
+    }
+
     /// True when `orig` is the original tuple of a tracked control connection.
     pub fn tracks(&self, orig: &Tuple) -> bool {
         matches!(self.flows.locate(orig), Some((_, Dir::Orig)))
@@ -1143,8 +1177,9 @@ fn sees_part(flow: &Flow, cfg: &Config) -> bool {
 }
 
 /// Selective queueing, after a packet of `dir` (seen as `seen`): whether
-/// ftpct still needs every segment of that direction, and the server's
-/// segments queued while a client command's edit is unacknowledged.
+/// ftpct still needs every segment of that direction, and the other
+/// direction's segments queued while an edit of this one is
+/// unacknowledged.
 fn guard_commands(flow: &Flow, dir: Dir, seen: &Tuple) -> Vec<Command> {
     let key = GuardKey::of(seen, dir);
     // Without NAT the other direction has the same entry.
@@ -1154,24 +1189,25 @@ fn guard_commands(flow: &Flow, dir: Dir, seen: &Tuple) -> Vec<Command> {
         key,
         needed: needs_every_segment(flow, dir) || shared,
     }];
-    if dir == Dir::Orig && flow.stream(Dir::Orig).adj().has_unacked_edits() {
-        commands.push(Command::GuardOn { key: reply });
+    if flow.stream(dir).adj().has_unacked_edits() {
+        let acknowledger = if dir == Dir::Orig { reply } else { orig };
+        commands.push(Command::GuardOn { key: acknowledger });
     }
     commands
 }
 
 /// Selective queueing: true while ftpct must see every segment of `dir`:
 /// a line is incomplete (or held, or being skipped); for the server, a
-/// multi-line reply is open (its end and what it quotes must be seen), or
-/// the client's latest edit is unacknowledged (its acknowledgement, which
-/// the server's reply carries, lets the next edit of the client's
-/// direction have the kernel's one correction point; the next 227/229
-/// needs no such help: the PASV/EPSV before it carries the client's
-/// acknowledgement and is queued).
+/// multi-line reply is open (its end and what it quotes must be seen);
+/// and while the other direction's latest edit is unacknowledged (the
+/// acknowledgement, which this direction carries, lets the next edit of
+/// the other one have the kernel's one correction point: the server's 200
+/// after a rewritten PORT, the client's ACK or next command after a
+/// rewritten 227, whose PASV the kernel's rule notes unqueued).
 fn needs_every_segment(flow: &Flow, dir: Dir) -> bool {
-    let server_must_be_seen = dir == Dir::Reply
-        && (flow.dialogue.in_block() || flow.stream(Dir::Orig).adj().has_unacked_edits());
-    !flow.stream(dir).at_rest() || server_must_be_seen
+    let in_block = dir == Dir::Reply && flow.dialogue.in_block();
+    let acknowledges_an_edit = flow.stream(other(dir)).adj().has_unacked_edits();
+    !flow.stream(dir).at_rest() || in_block || acknowledges_an_edit
 }
 
 /// The guard entries of both directions of a connection, as its packets
@@ -1181,6 +1217,26 @@ fn guard_keys(m: &CtMapping) -> [GuardKey; 2] {
         GuardKey::of(&m.orig, Dir::Orig),
         GuardKey::of(&m.reply, Dir::Reply),
     ]
+}
+
+/// Whether a line starting with 227 or 229 may start in `payload`, or go
+/// on there after the `unfinished` start of a line: a complete line
+/// starting with the code, or an unfinished one that may still.
+fn may_hold_an_announcement(unfinished: &[u8], payload: &[u8]) -> bool {
+    let pieces: Vec<&[u8]> = payload.split(|&b| b == b'\n').collect();
+    let last = pieces.len() - 1;
+    pieces.iter().enumerate().any(|(i, piece)| {
+        let before: &[u8] = if i == 0 { unfinished } else { &[] };
+        let head: Vec<u8> = before.iter().chain(piece.iter()).take(3).copied().collect();
+        let may_be = |code: &[u8]| {
+            if i < last || head.len() == 3 {
+                head == code
+            } else {
+                !head.is_empty() && code.starts_with(&head)
+            }
+        };
+        may_be(b"227") || may_be(b"229")
+    })
 }
 
 /// Selective queueing on a connection whose fix-ups ftpct applies itself:
@@ -1628,4 +1684,26 @@ pub fn printable(bytes: &[u8]) -> String {
         .map(|b| b.strip_suffix(b"\r").unwrap_or(b))
         .unwrap_or(bytes);
     trimmed.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold_an_announcement as may;
+
+    #[test]
+    fn what_may_hold_an_announcement() {
+        assert!(may(b"", b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"));
+        assert!(may(b"", b"200 ok\r\n229 (|||5000|)\r\n"));
+        assert!(may(b"", b"200 ok\r\n22"), "may still become one");
+        assert!(may(b"22", b"7 Entering"), "goes on from the last segment");
+        assert!(may(b"", b"227"));
+        assert!(!may(b"", b"200 ok\r\n"));
+        assert!(
+            !may(b"", b"213 2270\r\n"),
+            "the code is read at the line's start"
+        );
+        assert!(!may(b"", b"22\r\n"));
+        assert!(!may(b"200", b" 227\r\n"));
+        assert!(!may(b"", b""));
+    }
 }

@@ -259,6 +259,9 @@ pub struct Stats {
     /// Segments of a tracked connection whose sequence or acknowledgement
     /// number is far from its stream (spoofed): passed without a look.
     pub implausible: u64,
+    /// Passive requests the kernel's rule noted unqueued, taken for the
+    /// announcement that answered them.
+    pub passive_notes: u64,
     pub expectations: u64,
     pub expectations_expired: u64,
     pub data_matched: u64,
@@ -280,7 +283,7 @@ impl fmt::Display for Stats {
         let s = self;
         write!(
             f,
-            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={} implausible={}",
+            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={} implausible={} passive_notes={}",
             s.packets,
             s.flows,
             s.expectations,
@@ -300,6 +303,7 @@ impl fmt::Display for Stats {
             s.flows_stale,
             s.mss_clamped,
             s.implausible,
+            s.passive_notes,
         )
     }
 }

@@ -194,6 +194,11 @@ impl Stream {
         self.busy.as_ref().map_or(&[], |b| &b.line)
     }
 
+    /// The start of a line whose end has not come yet (empty between lines).
+    pub fn unfinished_line(&self) -> &[u8] {
+        self.line()
+    }
+
     /// The edit history of this direction.
     pub fn adj(&self) -> &SeqAdjust {
         self.busy.as_ref().map_or(&NO_EDITS, |b| &b.adj)

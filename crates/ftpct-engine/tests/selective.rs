@@ -414,3 +414,60 @@ fn a_fin_the_kernel_saw_ends_the_session_after_the_linger() {
     assert_eq!(gw.engine.flow_count(), 0);
     assert!(!gw.engine.client_finished(&c.c2s, gw.now), "gone");
 }
+
+/// A server behind DNAT (198.51.100.1 to 192.0.2.20), kernel fix-ups; the
+/// client's PASV lines pass unqueued, noted by the kernel's rule.
+#[test]
+fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
+    use ftpct_engine::nat::DnatRule;
+    let rule: DnatRule = "198.51.100.1=192.0.2.20".parse().expect("rule");
+    let mut gw = Gateway::new(selective(true), StaticNat::new(Vec::new(), vec![rule]));
+    let mut c = Control::new(
+        tuple("203.0.113.5:40000", "198.51.100.1:21"),
+        tuple("192.0.2.20:21", "203.0.113.5:40000"),
+        1000,
+        9000,
+    );
+    c.handshake(&mut gw);
+    gw.engine.adopted(&c.c2s);
+    c.passed_unseen(Side::Server, b"220 ready\r\n");
+    let client = GuardKey {
+        client: addr("203.0.113.5:40000"),
+        server: addr("198.51.100.1:21").ip(),
+    };
+    for round in 0..2u8 {
+        c.passed_unseen(Side::Client, b"PASV\r\n");
+        let reply = format!(
+            "227 Entering Passive Mode (192,0,2,20,156,{})\r\n",
+            64 + round
+        );
+        let bytes = c
+            .segment(Side::Server, &gw.engine)
+            .payload(reply.as_bytes())
+            .build();
+        let (key, orig) = gw
+            .engine
+            .passive_note_wanted(&bytes)
+            .expect("a note is wanted");
+        assert_eq!((key, orig), (client, c.c2s));
+        gw.engine.passive_noted(&orig);
+        assert_eq!(gw.engine.passive_note_wanted(&bytes), None, "noted already");
+        let announced = c.server_says(&mut gw, reply.as_bytes());
+        assert!(
+            matches!(announced.verdict, Verdict::Replace(_)),
+            "round {round}: {announced:?}"
+        );
+        assert!(
+            announced
+                .commands
+                .contains(&Command::GuardOn { key: client }),
+            "the client's acknowledgement must be seen: {:?}",
+            announced.commands
+        );
+        let ack = c.segment(Side::Client, &gw.engine).build();
+        let acked = gw.process(&ack);
+        assert_eq!(guard(&acked, client), Some(false), "{acked:?}");
+    }
+    assert_eq!(gw.engine.stats().passive_notes, 2);
+    assert_eq!(gw.engine.stats().refused, 0);
+}
