@@ -8,8 +8,8 @@ use std::io;
 use std::process::Command;
 
 use crate::netfilter::rules::{
-    command_line, conntrack_on, rule_args, words, Action, Family, Role, Rule, RuleSet, RulesError,
-    COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS, TABLE,
+    command_line, conntrack_on, labels_on, rule_args, words, Action, Family, Role, Rule, RuleSet,
+    RulesError, COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS, TABLE,
 };
 
 /// What a command did.
@@ -161,6 +161,51 @@ impl<'a, E: Exec> Tables<'a, E> {
             } else {
                 self.change("-A", &rule)?;
             }
+        }
+        self.move_untargeted_last(&Owner::of(rs, self.family))
+    }
+
+    /// The rules without a target belong after the queueing rules (see
+    /// `RuleSet::rules`). One found before a queueing rule (an older ftpct
+    /// put them first, or the queueing rules went in again after them)
+    /// gets a copy at the end first, then goes: conntrack never stops
+    /// meanwhile.
+    fn move_untargeted_last(&mut self, owner: &Owner<'_>) -> Result<(), RulesError> {
+        for kind in [&[COMMENT_CT, COMMENT_CT_CREATED][..], &[COMMENT_LABELS][..]] {
+            let save = self.save()?;
+            let chain: Vec<(usize, &str)> = chain_rules(&save, "PREROUTING").collect();
+            let Some(last) = chain
+                .iter()
+                .filter(|(_, l)| owner.queueing(l))
+                .map(|(n, _)| *n)
+                .max()
+            else {
+                continue;
+            };
+            let of_kind: Vec<(usize, &str)> = chain
+                .iter()
+                .filter(|(_, l)| saved_comment(l).is_some_and(|c| kind.contains(&c)))
+                .copied()
+                .collect();
+            // One after them is enough (another ftpct's, before them, stays).
+            let Some(&(early, line)) = of_kind
+                .first()
+                .filter(|_| of_kind.iter().all(|(n, _)| *n < last))
+            else {
+                continue;
+            };
+            let rule = match saved_comment(line) {
+                Some(COMMENT_LABELS) => labels_on(),
+                comment => conntrack_on(comment == Some(COMMENT_CT_CREATED)),
+            };
+            self.change("-A", &rule)?;
+            self.must(&words(&[
+                "-t",
+                TABLE,
+                "-D",
+                "PREROUTING",
+                &early.to_string(),
+            ]))?;
         }
         Ok(())
     }
@@ -626,7 +671,10 @@ mod tests {
         // conntrack on, labels on; per chain: handshakes within and over
         // the budget, the control channel, the expected SYNs.
         assert_eq!(fw.rules.len(), 10, "{log:?}");
-        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT_CREATED));
+        assert!(
+            fw.rules[8].1.iter().any(|w| w == COMMENT_CT_CREATED),
+            "last"
+        );
         change_rules(&mut fw, &rs, Action::Apply).expect("again");
         assert_eq!(fw.rules.len(), 10, "applied twice, added once");
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
@@ -700,13 +748,33 @@ mod tests {
         for (_, spec) in fw.rules.iter_mut() {
             spec.push("-m".into());
         }
-        fw.rules.extend(theirs.iter().skip(2).cloned());
+        let untargeted = |(_, spec): &&(String, Vec<String>)| !spec.iter().any(|w| w == "-j");
+        let their_queueing: Vec<_> = theirs.iter().filter(|r| !untargeted(r)).cloned().collect();
+        fw.rules.extend(their_queueing.iter().cloned());
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
-        let left: Vec<_> = theirs.iter().skip(2).cloned().collect();
+        let left = their_queueing;
         assert_eq!(
             fw.rules, left,
             "only the other ftpct's queueing rules are left"
         );
+    }
+
+    #[test]
+    fn rules_without_a_target_move_after_the_queueing_rules() {
+        let mut rs = ruleset(Families::V4);
+        rs.queue_all = false;
+        let mut fw = FakeIptables::new("nf_tables");
+        change_rules(&mut fw, &rs, Action::Apply).expect("apply");
+        let wanted = fw.rules.clone();
+        let untargeted = |(_, spec): &(String, Vec<String>)| !spec.iter().any(|w| w == "-j");
+        assert!(wanted.iter().rev().take(2).all(untargeted), "the last two");
+        // An older ftpct put them first.
+        let (first, rest): (Vec<_>, Vec<_>) = wanted.iter().cloned().partition(untargeted);
+        fw.rules = first.into_iter().chain(rest).collect();
+        let log = change_rules(&mut fw, &rs, Action::Apply).expect("upgrade");
+        assert_eq!(fw.rules, wanted, "{log:?}");
+        change_rules(&mut fw, &rs, Action::Apply).expect("again");
+        assert_eq!(fw.rules, wanted, "nothing moves");
     }
 
     #[test]
@@ -717,7 +785,7 @@ mod tests {
         fw.user_rule = true;
         let before = fw.save();
         change_rules(&mut fw, &rs, Action::Apply).expect("apply");
-        assert!(fw.rules[0].1.iter().any(|w| w == COMMENT_CT));
+        assert!(fw.rules.iter().any(|r| r.1.iter().any(|w| w == COMMENT_CT)));
         change_rules(&mut fw, &rs, Action::Delete).expect("delete");
         assert!(!fw.nft_deleted);
         assert_eq!(fw.save(), before);

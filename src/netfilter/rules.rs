@@ -6,10 +6,14 @@
 //! after the user's own raw rules: an NFQUEUE accept resumes the packet at
 //! the next hook, so rules after ours in the same chain never see it.
 //! Per family:
-//! - a rule with a conntrack match and no target: it only makes the kernel
-//!   run conntrack in this namespace (a fresh one runs none until a rule
-//!   needs it). Its comment also records whether ftpct created the raw
-//!   table, so `--delete` can remove an empty table it created;
+//! - last in PREROUTING, a rule with a conntrack match and one with a
+//!   connlabel match, no target: they only make the kernel run conntrack
+//!   in this namespace (a fresh one runs none until a rule needs it) and
+//!   give its entries room for labels, when loaded; after the others, a
+//!   control packet queued or accepted before them does not pay for their
+//!   matches. The conntrack rule's comment also records whether ftpct
+//!   created the raw table, so `--delete` can remove an empty table it
+//!   created;
 //! - PREROUTING and OUTPUT, selective queueing (the default): a control
 //!   segment that can hold part of an announcement, AUTH or a multi-line
 //!   opener (xt_string), or that does not end a line (xt_bpf), puts its
@@ -339,7 +343,7 @@ pub(crate) fn labels_on() -> Rule {
 impl RuleSet {
     /// The rules of one family, in the order they are appended.
     pub fn rules(&self, family: Family, table_created: bool) -> Vec<Rule> {
-        let mut rules = vec![conntrack_on(table_created), labels_on()];
+        let mut rules = Vec::new();
         for chain in ["PREROUTING", "OUTPUT"] {
             for ports in self.control_ports.chunks(MULTIPORT_MAX) {
                 let list: Vec<String> = ports.iter().map(u16::to_string).collect();
@@ -394,6 +398,10 @@ impl RuleSet {
                 spec,
             });
         }
+        // Last: the rules without a target act when they are loaded, not
+        // on packets, and a control packet queued or accepted before them
+        // never pays for their matches.
+        rules.extend([conntrack_on(table_created), labels_on()]);
         rules
     }
 
