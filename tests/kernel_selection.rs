@@ -21,7 +21,7 @@ const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const PICKED: &str = "ftpct: FTP control segments just picked";
 const CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
 const PLAIN: &str =
-    "ftpct: a segment that is one line with no announcement, AUTH or multi-line opener passes unqueued";
+    "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
 /// A plain command longer than the plain-line programs vouch for: the
 /// string searches decide it.
 const LONG: &[u8] = b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";

@@ -17,6 +17,7 @@ const LDB_ABS: u16 = 0x30; // A = P[k]
 const LDB_IND: u16 = 0x50; // A = P[X + k]
 const LDW_IND: u16 = 0x40; // A = P[X + k .. X + k + 4], big-endian
 const LD_MEM: u16 = 0x60; // A = M[k]
+const LDX_MEM: u16 = 0x61; // X = M[k]
 const ST: u16 = 0x02; // M[k] = A
 const AND_K: u16 = 0x54;
 const OR_K: u16 = 0x44;
@@ -151,14 +152,6 @@ pub fn not_ending_a_line(family: Family) -> String {
     assemble(prog)
 }
 
-/// Matches a segment without payload (an ACK, a window update). IPv6
-/// behind extension headers: no match.
-pub fn without_payload(family: Family) -> String {
-    let mut prog = find_payload(family, To::NoMatch);
-    prog.push(jump(JGT_X, 0, To::NoMatch, To::Match));
-    assemble(prog)
-}
-
 /// Which end of the control connection sent a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -250,7 +243,19 @@ fn word4(b: &[u8]) -> [u8; 4] {
 /// a line feed; each match costs about as much as the next, whatever its
 /// length, so short lines get a rule of fewer).
 pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
-    let mut first = line_start(family, plain_max(programs));
+    plain_line_or(family, side, programs, To::NoMatch)
+}
+
+/// [`plain_line`], but the programs also match a segment without payload
+/// (an ACK): one rule for both, two matches fewer for a plain line.
+pub fn empty_or_plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
+    plain_line_or(family, side, programs, To::Match)
+}
+
+/// The plain-line programs; a segment without payload goes to `empty`
+/// (the later programs match it: they find no line feed).
+fn plain_line_or(family: Family, side: Side, programs: usize, empty: To) -> Vec<String> {
+    let mut first = line_start(family, plain_max(programs), empty);
     match side {
         Side::Client => {
             first.push(op(OR_K, CASE_BITS));
@@ -282,7 +287,7 @@ pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
 /// The xt_bpf program that computes [`is_passive_request`].
 pub fn passive_request(family: Family) -> String {
     let [pasv, epsv] = passive_keywords();
-    let mut prog = line_start(family, PASSIVE_MAX);
+    let mut prog = line_start(family, PASSIVE_MAX, To::NoMatch);
     prog.extend([
         op(OR_K, CASE_BITS),
         jump(JEQ_K, pasv, To::Skip(1), To::Next),
@@ -293,24 +298,26 @@ pub fn passive_request(family: Family) -> String {
     assemble(prog)
 }
 
-/// The start of a program that reads one line: no match unless the last
-/// byte is a line feed and the payload is 1 to `max` bytes; then M[0] =
-/// the payload length, X = where it starts, A = its first four bytes (a
-/// read past the end: no match).
-fn line_start(family: Family, max: usize) -> Vec<Insn> {
-    let mut prog = vec![
-        op(LD_LEN, 0),
-        op(SUB_K, 1),
-        op(TAX, 0),
-        op(LDB_IND, 0), // the packet's last byte
-        jump(JEQ_K, LINE_FEED, To::Next, To::NoMatch),
-    ];
-    prog.extend(find_payload(family, To::NoMatch));
+/// The start of a program that reads one line: no match unless the
+/// payload is 1 to `max` bytes (an empty one goes to `empty`) and its last
+/// byte is a line feed; then M[0] = the payload length, X = where it
+/// starts, A = its first four bytes (a read past the end: no match).
+fn line_start(family: Family, max: usize, empty: To) -> Vec<Insn> {
+    let mut prog = find_payload(family, To::NoMatch);
     prog.extend([
         op(SUB_X, 0), // A = payload length
-        jump(JEQ_K, 0, To::NoMatch, To::Next),
+        jump(JEQ_K, 0, empty, To::Next),
         jump(JGT_K, max as u32, To::NoMatch, To::Next),
         op(ST, 0),
+        op(SUB_K, 1),
+        op(ADD_X, 0),
+        op(TAX, 0),
+        op(LDB_IND, 0), // the payload's last byte
+        jump(JEQ_K, LINE_FEED, To::Next, To::NoMatch),
+        op(LDX_MEM, 0), //
+        op(LD_LEN, 0),  //
+        op(SUB_X, 0),   //
+        op(TAX, 0),     // X = where the payload starts again
         op(LDW_IND, 0), // the first four bytes
     ]);
     prog
@@ -386,6 +393,7 @@ mod tests {
                     }
                 }
                 LD_MEM => a = mem[k as usize],
+                LDX_MEM => x = mem[k as usize],
                 ST => mem[k as usize] = a,
                 AND_K => a &= k,
                 OR_K => a |= k,
@@ -434,20 +442,15 @@ mod tests {
     fn the_programs_find_the_payload_and_its_last_byte() {
         for (family, build) in [(Family::V4, v4 as fn(&[u8]) -> Vec<u8>), (Family::V6, v6)] {
             let open = not_ending_a_line(family);
-            let empty = without_payload(family);
             assert!(run(&open, &build(b"PO")), "{family:?}");
             assert!(run(&open, &build(b"NOOP\r")));
             assert!(!run(&open, &build(b"NOOP\r\n")));
             assert!(!run(&open, &build(b"")));
-            assert!(run(&empty, &build(b"")));
-            assert!(!run(&empty, &build(b"x")));
         }
-        // IPv6 with a hop-by-hop header first: not provably empty, and
-        // maybe inside a line.
+        // IPv6 with a hop-by-hop header first: maybe inside a line.
         let mut odd = v6(b"");
         odd[6] = 0;
         assert!(run(&not_ending_a_line(Family::V6), &odd));
-        assert!(!run(&without_payload(Family::V6), &odd));
     }
 
     fn plain_by_programs(family: Family, side: Side, packet: &[u8], programs: usize) -> bool {
@@ -525,16 +528,40 @@ mod tests {
                 for family in [Family::V4, Family::V6] {
                     for (timestamps, programs) in [(true, PLAIN_PROGRAMS), (false, 2), (true, 1)] {
                         let packet = segment(family, timestamps, side, payload);
+                        let plain =
+                            is_plain_line(payload, side) && payload.len() <= plain_max(programs);
                         assert_eq!(
                             plain_by_programs(family, side, &packet, programs),
-                            is_plain_line(payload, side) && payload.len() <= plain_max(programs),
+                            plain,
                             "{family:?} {side:?} ts={timestamps} {programs} programs {:?}",
+                            String::from_utf8_lossy(payload)
+                        );
+                        let empty_or_plain = empty_or_plain_line(family, side, programs);
+                        assert_eq!(
+                            empty_or_plain.iter().all(|p| run(p, &packet)),
+                            plain,
+                            "with the empty case: {family:?} {side:?} {programs} {:?}",
                             String::from_utf8_lossy(payload)
                         );
                     }
                 }
             }
         }
+        for family in [Family::V4, Family::V6] {
+            for timestamps in [true, false] {
+                let ack = segment(family, timestamps, Side::Server, b"");
+                let programs = empty_or_plain_line(family, Side::Server, 2);
+                assert!(programs.iter().all(|p| run(p, &ack)), "an ACK");
+                assert!(!plain_by_programs(family, Side::Server, &ack, 2));
+            }
+        }
+        let mut odd = v6(b"");
+        odd[6] = 0;
+        let programs = empty_or_plain_line(Family::V6, Side::Client, 2);
+        assert!(
+            !programs.iter().all(|p| run(p, &odd)),
+            "behind extension headers: not provably empty"
+        );
         let mut odd = v6(b"NOOP\r\n");
         odd[6] = 0;
         assert!(!plain_by_programs(

@@ -482,7 +482,6 @@ fn other_mode_rules(rs: &RuleSet, family: Family) -> Vec<Rule> {
                     | Role::Close
                     | Role::Fin
                     | Role::Passive
-                    | Role::Empty
                     | Role::Plain
             )
         })

@@ -53,9 +53,8 @@ const COMMENT_PASSIVE: &str =
     "ftpct: a PASV or EPSV alone in its segment: noted in the passive set, not queued";
 const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
-const COMMENT_EMPTY: &str = "ftpct: other FTP control segments without payload pass unqueued";
 pub(crate) const COMMENT_PLAIN: &str =
-    "ftpct: a segment that is one line with no announcement, AUTH or multi-line opener passes unqueued";
+    "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
 /// The TCP header with the timestamps option, as Linux and most stacks
 /// send every segment of a connection: 32 bytes.
 pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
@@ -259,11 +258,9 @@ pub enum Role {
     /// Selective queueing: a client's FIN puts its session in the FIN set
     /// (read by ftpct every second), and goes on through the chain.
     Fin,
-    /// Selective queueing: segments without payload of connections not
-    /// followed leave the chain.
-    Empty,
-    /// Selective queueing: a segment that is one line that cannot matter
-    /// leaves the chain (cheaper than the selectors' string searches).
+    /// Selective queueing: a segment without payload, or that is one line
+    /// that cannot matter, leaves the chain (cheaper than the selectors'
+    /// string searches).
     Plain,
     /// Selective queueing: a PASV or EPSV alone in its segment is noted
     /// in the passive set, and leaves the chain.
@@ -478,27 +475,10 @@ impl RuleSet {
         };
         let mut rules = vec![fin, reset];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
-        let empty_sides: &[&str] = if ports.contains(',') {
-            &["--ports"]
-        } else {
-            &["--dports", "--sports"]
-        };
-        for side in empty_sides {
-            let mut empty = words(&["-p", "tcp"]);
-            empty.extend(port_match(side, ports));
-            empty.extend(words(&[
-                "-m",
-                "bpf",
-                "--bytecode",
-                &bpf::without_payload(family),
-            ]));
-            empty.extend(words(&["-m", "comment", "--comment", COMMENT_EMPTY]));
-            empty.extend(words(&["-j", "ACCEPT"]));
-            rules.push(rule(Role::Empty, empty));
-        }
-        // Short lines (most commands and replies) leave by a rule of two
-        // programs, longer ones by one of all five (each xt_bpf match costs
-        // about the same, whatever its program).
+        // Segments without payload (most are ACKs) and short lines (most
+        // commands and replies) leave by a rule of two programs, longer
+        // lines by one of all five (each xt_bpf match costs about the same,
+        // whatever its program).
         for programs in [SHORT_PLAIN_PROGRAMS, bpf::PLAIN_PROGRAMS] {
             for ((side, _), who) in sides
                 .into_iter()
@@ -506,7 +486,12 @@ impl RuleSet {
             {
                 let mut plain = words(&["-p", "tcp"]);
                 plain.extend(port_match(side, ports));
-                for program in bpf::plain_line(family, who, programs) {
+                let programs = if programs == SHORT_PLAIN_PROGRAMS {
+                    bpf::empty_or_plain_line(family, who, programs)
+                } else {
+                    bpf::plain_line(family, who, programs)
+                };
+                for program in programs {
                     plain.extend(words(&["-m", "bpf", "--bytecode", &program]));
                 }
                 plain.extend(words(&["-m", "comment", "--comment", COMMENT_PLAIN]));
