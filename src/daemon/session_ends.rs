@@ -26,26 +26,28 @@ const AFTER_A_FIN: std::ops::RangeInclusive<u8> = 4..=8;
 
 /// Reads both FIN sets and ends the sessions they name.
 pub fn end_finished_sessions(shared: &Shared, exec: &mut Executor<LiveKernel>, sets: &SetNames) {
+    let ports = shared
+        .with_engine(|e| e.config().control_ports.clone())
+        .unwrap_or_default();
     for family in [Family::V4, Family::V6] {
         let (fin, read) = sets.fin_of(family);
         match exec.kernel_mut().take_set(fin, read) {
-            Ok(entries) => entries.iter().for_each(|e| end_session(shared, exec, e)),
+            Ok(entries) => entries
+                .iter()
+                .for_each(|e| end_session(shared, exec, e, &ports)),
             Err(e) => warn!("reading the FIN set {fin}: {e}: sessions that ended meanwhile are forgotten when conntrack drops them"),
         }
     }
 }
 
-/// The session `entry` names (one per control port it could be on), ended
-/// if conntrack took its FIN.
-fn end_session(shared: &Shared, exec: &mut Executor<LiveKernel>, entry: &Element) {
+/// The session `entry` names (on one of the control `ports`), ended if
+/// conntrack took its FIN.
+fn end_session(shared: &Shared, exec: &mut Executor<LiveKernel>, entry: &Element, ports: &[u16]) {
     let Some(server) = entry.addr2 else {
         return;
     };
     let client = std::net::SocketAddr::new(entry.addr, entry.port);
-    let ports = shared
-        .with_engine(|e| e.config().control_ports.clone())
-        .unwrap_or_default();
-    for port in ports {
+    for &port in ports {
         let orig = Tuple::new(client, std::net::SocketAddr::new(server, port));
         if shared.with_engine(|e| e.tracks(&orig)) != Some(true) {
             continue;
