@@ -14,7 +14,7 @@ use ftpct::netfilter::ctnetlink::{
     Ctnetlink, IPS_DST_NAT, IPS_EXPECTED, IPS_SEEN_REPLY, IPS_SRC_NAT,
 };
 use ftpct::netfilter::error::{Op, Target};
-use ftpct::netfilter::ipset::{self, Ipset};
+use ftpct::netfilter::ipset::{self, Element, Ipset, SetType};
 use ftpct::netfilter::Error;
 use ftpct_engine::command::{DataConnection, NatBinding};
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -468,6 +468,57 @@ fn ipset_lifecycle(lab: Lab, tag: &str) {
         );
     });
     assert!(!ns.try_sh(&["ipset", "list", &name]));
+}
+
+/// The sets of sessions (`hash:ip,port,ip`): a take says whether the
+/// element was there (the passive note), a swap and a listing read what a
+/// rule put in a set (the FIN set).
+#[test]
+fn session_sets_take_swap_and_list() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = Netns::new("sessets");
+    ns.run(|| {
+        let mut set = Ipset::open().expect("open ipset");
+        let kind = (false, SetType::Guard);
+        let (live, read) = ("ftpct-t-fin", "ftpct-t-finx");
+        for name in [live, read] {
+            set.create_of(name, kind, 60).expect("create");
+        }
+        let session = |port| Element {
+            addr: "192.0.2.10".parse().expect("ip"),
+            port,
+            addr2: Some("198.51.100.20".parse().expect("ip")),
+        };
+        assert!(
+            !set.take_element(live, &session(40000)).expect("take"),
+            "not there"
+        );
+        set.add_element(live, &session(40000), 0).expect("add");
+        assert!(
+            set.take_element(live, &session(40000)).expect("take"),
+            "there"
+        );
+        assert!(
+            !set.take_element(live, &session(40000)).expect("take"),
+            "taken"
+        );
+
+        set.add_element(live, &session(40001), 0).expect("add");
+        set.add_element(live, &session(40002), 0).expect("add");
+        set.swap(live, read).expect("swap");
+        assert!(
+            set.list(live).expect("list").is_empty(),
+            "the rules fill an empty one"
+        );
+        let mut taken = set.list(read).expect("list");
+        taken.sort_by_key(|e| e.port);
+        assert_eq!(taken, vec![session(40001), session(40002)]);
+        for name in [live, read] {
+            set.destroy(name).expect("destroy");
+        }
+    });
 }
 
 /// Servers that open data connections from port 20 reuse 5-tuples: the

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
     self, first_attrs, nfnl_msg_type, Attr, Attrs, Message, MsgBuilder, NlSocket,
-    NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP,
+    NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL,
 };
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
@@ -161,15 +161,22 @@ pub fn check_name(name: &str) -> Result<(), BadRequest> {
 
 /// Header plus IPSET_ATTR_PROTOCOL, which every ipset message carries.
 fn start(cmd: u8, protocol: u8) -> MsgBuilder {
+    start_with(cmd, protocol, NLM_F_ACK)
+}
+
+fn start_with(cmd: u8, protocol: u8, flags: u16) -> MsgBuilder {
     let ty = nfnl_msg_type(NFNL_SUBSYS_IPSET, cmd);
-    let mut b = MsgBuilder::new(ty, NLM_F_ACK, netlink::AF_INET);
+    let mut b = MsgBuilder::new(ty, flags, netlink::AF_INET);
     b.put_u8(IPSET_ATTR_PROTOCOL, protocol);
     b
 }
 
 fn start_named(cmd: u8, protocol: u8, name: &str) -> Result<MsgBuilder, BadRequest> {
+    named(start(cmd, protocol), name)
+}
+
+fn named(mut b: MsgBuilder, name: &str) -> Result<MsgBuilder, BadRequest> {
     check_name(name)?;
-    let mut b = start(cmd, protocol);
     b.put_strz(IPSET_ATTR_SETNAME, name);
     Ok(b)
 }
@@ -228,7 +235,14 @@ fn encode_element(
     e: &Element,
     timeout_secs: Option<u32>,
 ) -> Result<Vec<u8>, BadRequest> {
-    let mut b = start_named(cmd, protocol, name)?;
+    element_into(start_named(cmd, protocol, name)?, e, timeout_secs)
+}
+
+fn element_into(
+    mut b: MsgBuilder,
+    e: &Element,
+    timeout_secs: Option<u32>,
+) -> Result<Vec<u8>, BadRequest> {
     let data = b.nest_start(IPSET_ATTR_DATA);
     put_addr(&mut b, IPSET_ATTR_IP, e.addr);
     b.put_be16(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, e.port);
@@ -255,6 +269,16 @@ pub fn encode_add(
 
 pub fn encode_del(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
     encode_element(IPSET_CMD_DEL, protocol, name, e, None)
+}
+
+/// IPSET_CMD_DEL with NLM_F_EXCL: the kernel refuses it (IPSET_ERR_EXIST)
+/// when the element is not in the set, where a plain DEL succeeds.
+pub fn encode_take(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
+    let b = named(
+        start_with(IPSET_CMD_DEL, protocol, NLM_F_ACK | NLM_F_EXCL),
+        name,
+    )?;
+    element_into(b, e, None)
 }
 
 pub fn encode_test(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
@@ -526,7 +550,7 @@ impl Ipset {
     /// Removes an element of any type; true if it was in the set (the
     /// test and the removal in one step).
     pub fn take_element(&mut self, name: &str, e: &Element) -> Result<bool, Error> {
-        let msg = encode_del(self.protocol, name, e)?;
+        let msg = encode_take(self.protocol, name, e)?;
         match self.run(Op::IpsetDel, name, msg) {
             Ok(_) => Ok(true),
             Err(Error::Kernel {
