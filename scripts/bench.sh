@@ -4,7 +4,7 @@
 #
 # Usage: sudo scripts/bench.sh [--quick] [--rounds N] [--no-vsftpd] [--no-nfq]
 #                              [--queue-all-too] [--ftpct-queues SPEC]
-#                              [--only LIST] [--out DIR]
+#                              [--ftpct-busy-poll USEC] [--only LIST] [--out DIR]
 #
 #   --quick       ~3 minutes: 2 rounds, shorter tests (the NOOP session keeps
 #                 its 10,000 commands)
@@ -15,6 +15,8 @@
 #   --queue-all-too  add gateway (e) ftpctall
 #   --ftpct-queues SPEC  ftpct's queues for (c) and (e) (`ftpct rules` and
 #                 `ftpct run --queues SPEC`, e.g. 0:1: one per CPU); default 0
+#   --ftpct-busy-poll USEC  `ftpct run --busy-poll USEC` for (c) and (e)
+#                 (default 0: the queue threads sleep at once)
 #   --only LIST   run only these tests (comma-separated: rtt,sessions,bulk,stream)
 #   --out DIR     keep the raw results (results.jsonl), logs and table there
 #                 (default: a fresh /tmp/ftpct-bench.XXXXXX, kept)
@@ -74,6 +76,7 @@ VSFTPD=1
 NFQ=1
 QUEUE_ALL=0
 FTPCT_QUEUES=0
+FTPCT_BUSY_POLL=0
 ONLY=,rtt,sessions,bulk,stream,
 OUT=''
 while (($#)); do
@@ -84,6 +87,7 @@ while (($#)); do
         --no-nfq) NFQ=0 ;;
         --queue-all-too) QUEUE_ALL=1 ;;
         --ftpct-queues) FTPCT_QUEUES=${2:?--ftpct-queues SPEC}; shift ;;
+        --ftpct-busy-poll) FTPCT_BUSY_POLL=${2:?--ftpct-busy-poll USEC}; shift ;;
         --only) ONLY=,${2:?--only LIST},; shift ;;
         --out) OUT=${2:?--out DIR}; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -304,8 +308,8 @@ qprog_start() {
     QPROG_LOG=$WORK/$1-r$ROUND-$(date +%H%M%S%N).log
     local cmd
     case $1 in
-        ftpct) cmd=("$FTPCT" run --selective --queues "$FTPCT_QUEUES") ;;
-        ftpctall) cmd=("$FTPCT" run --queue-all --queues "$FTPCT_QUEUES") ;;
+        ftpct) cmd=("$FTPCT" run --selective --queues "$FTPCT_QUEUES" --busy-poll "$FTPCT_BUSY_POLL") ;;
+        ftpctall) cmd=("$FTPCT" run --queue-all --queues "$FTPCT_QUEUES" --busy-poll "$FTPCT_BUSY_POLL") ;;
         null) cmd=("$FTPLOAD" nfq-null) ;;
     esac
     "${IN_CG[@]}" "$CG/gw/cgroup.procs" ip netns exec "$NS_GW" "${cmd[@]}" </dev/null >"$QPROG_LOG" 2>&1 &
@@ -687,7 +691,7 @@ ROUND=0
 
 {
     echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-    echo "command: scripts/bench.sh$( ((QUICK)) && echo ' --quick') --rounds $ROUNDS$( ((VSFTPD)) || echo ' --no-vsftpd')$( ((NFQ)) || echo ' --no-nfq')$( ((QUEUE_ALL)) && echo ' --queue-all-too')$([[ $FTPCT_QUEUES == 0 ]] || echo " --ftpct-queues $FTPCT_QUEUES")$([[ $ONLY == ,rtt,sessions,bulk,stream, ]] || echo " --only ${ONLY:1:-1}")"
+    echo "command: scripts/bench.sh$( ((QUICK)) && echo ' --quick') --rounds $ROUNDS$( ((VSFTPD)) || echo ' --no-vsftpd')$( ((NFQ)) || echo ' --no-nfq')$( ((QUEUE_ALL)) && echo ' --queue-all-too')$([[ $FTPCT_QUEUES == 0 ]] || echo " --ftpct-queues $FTPCT_QUEUES")$([[ $FTPCT_BUSY_POLL == 0 ]] || echo " --ftpct-busy-poll $FTPCT_BUSY_POLL")$([[ $ONLY == ,rtt,sessions,bulk,stream, ]] || echo " --only ${ONLY:1:-1}")"
     echo "code: $(git -C "$TOP" log -1 --format='%h %s' | cut -c1-72)$(git -C "$TOP" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
     echo "run: $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - START)) s; ${BUSY_NOTE:-no other heavy process seen at the start}"
     python3 "$TOP/scripts/bench/table.py" "$WORK/results.jsonl"

@@ -281,6 +281,7 @@ fn run_daemon(
         ipset: s.ipset.clone(),
         state_interval: s.state_every(),
         realtime_priority: s.realtime_priority,
+        busy_poll: std::time::Duration::from_micros(s.busy_poll),
         reload: Some(config::Reload {
             path: path.path.clone(),
             flags: policy.clone(),

@@ -666,9 +666,17 @@ fn metrics_and_status_of_a_live_daemon() {
     lab.gw.sh(&[FTPCT, "rules", "--apply"]);
     let socket = lab.dir.path("status.sock");
     let socket_arg = socket.to_string_lossy().into_owned();
+    // Its queue thread polls an empty queue 200 us before it sleeps.
     let _ftpct = lab.start_ftpct_with(
         "ftpct.log",
-        &["--metrics", "127.0.0.1:9641", "--socket", &socket_arg],
+        &[
+            "--metrics",
+            "127.0.0.1:9641",
+            "--socket",
+            &socket_arg,
+            "--busy-poll",
+            "200",
+        ],
     );
     let mode =
         fs::metadata(&socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));

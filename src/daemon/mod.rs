@@ -71,6 +71,8 @@ pub struct Options {
     pub state_interval: Option<Duration>,
     /// SCHED_RR priority of ftpct's threads (0: the normal scheduler).
     pub realtime_priority: u8,
+    /// How long a queue thread polls its empty queue before it sleeps.
+    pub busy_poll: Duration,
     /// Where SIGHUP reads the policy again (None: SIGHUP stops).
     pub reload: Option<crate::cli::config::Reload>,
     /// Serve Prometheus metrics over HTTP here (None: no endpoint).
@@ -441,6 +443,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
                 path: PacketPath::new(Arc::clone(&shared), exec, nat),
                 stop: Arc::clone(&stop),
                 metrics: shared.metrics().for_queue(num),
+                busy_poll: opts.busy_poll,
             })
         })
         .collect::<Result<Vec<_>, DaemonError>>()?;

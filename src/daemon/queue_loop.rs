@@ -1,5 +1,6 @@
 //! One thread per NFQUEUE queue, blocking in `recv` (a sleep-and-poll loop
-//! would delay every packet), and how they are started and stopped.
+//! would delay every packet; `--busy-poll` polls an empty queue a while
+//! first), and how they are started and stopped.
 
 use std::collections::HashMap;
 use std::io;
@@ -36,6 +37,8 @@ pub struct Worker {
     pub path: LivePath,
     pub stop: Arc<AtomicBool>,
     pub metrics: QueueMetrics,
+    /// How long an empty queue is polled before `recv` blocks.
+    pub busy_poll: Duration,
 }
 
 impl Worker {
@@ -43,7 +46,7 @@ impl Worker {
     fn run(mut self, failure: impl Fn(String)) -> LookupStats {
         let mut errors = 0;
         while !self.stop.load(Ordering::Acquire) {
-            match self.queue.recv() {
+            match self.next_message() {
                 Ok(msg) => {
                     errors = 0;
                     self.handle(msg);
@@ -68,6 +71,28 @@ impl Worker {
             debug!(queue = self.num, "unbind: {e}");
         }
         self.path.nat().stats()
+    }
+
+    /// The next packet: polled for while `busy_poll` lasts, then waited for.
+    fn next_message(&mut self) -> io::Result<Message> {
+        if self.busy_poll.is_zero() {
+            return self.queue.recv();
+        }
+        let until = Instant::now() + self.busy_poll;
+        self.queue.set_nonblocking(true);
+        let polled = loop {
+            match self.queue.recv() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < until => {
+                    std::hint::spin_loop();
+                }
+                other => break other,
+            }
+        };
+        self.queue.set_nonblocking(false);
+        match polled {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.queue.recv(),
+            other => other,
+        }
     }
 
     /// Selective queueing: a guard entry goes only while its direction has
