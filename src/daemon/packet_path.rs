@@ -77,7 +77,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     }
 
     fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {
-        self.take_passive_note(bytes);
+        self.take_passive_note(bytes, None);
         let first = self
             .shared
             .with_engine(|e| e.step(bytes, now, hook, Known::NotAsked));
@@ -87,6 +87,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 let answer = q.answer_with(&mut self.nat);
                 if let Some(m) = answer.filter(|_| !q.first_syn) {
                     self.take_up(m, now);
+                    self.take_passive_note(bytes, Some(&m));
                 }
                 self.shared
                     .with_engine(|e| e.step(bytes, now, hook, Known::Answer(answer)))
@@ -107,9 +108,11 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     /// A server segment that may hold an announcement no seen request
     /// asked for: the kernel's note of a PASV or EPSV it let pass, taken
     /// (one note, one announcement) and told to the engine.
-    fn take_passive_note(&mut self, bytes: &[u8]) {
-        let Some(Some((key, orig))) = self.shared.with_engine(|e| e.passive_note_wanted(bytes))
-        else {
+    fn take_passive_note(&mut self, bytes: &[u8], known: Option<&CtMapping>) {
+        let wanted = self
+            .shared
+            .with_engine(|e| e.passive_note_wanted(bytes, known));
+        let Some(Some((key, orig))) = wanted else {
             return;
         };
         if self.exec.take_passive_note(&key) {

@@ -210,7 +210,12 @@ impl Gateway {
             }
         }
         if let Some(sel) = &mut self.selection {
-            if let Some((key, orig)) = self.engine.passive_note_wanted(ip) {
+            // As live: the packet's own tuple, else conntrack's (here the
+            // rules') answer about it.
+            let known = TcpPacket::parse(ip)
+                .ok()
+                .and_then(|p| self.nat.lookup(&p.tuple));
+            if let Some((key, orig)) = self.engine.passive_note_wanted(ip, known.as_ref()) {
                 if sel.take_passive_note(&key) {
                     self.engine.passive_noted(&orig);
                 }

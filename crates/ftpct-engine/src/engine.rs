@@ -352,13 +352,25 @@ impl Engine {
     /// instead. A server segment of a followed session that may hold an
     /// announcement, with no passive request seen or noted, needs that
     /// note: the guard key of the client's direction to take it by, and the
-    /// session's original tuple for [`Engine::passive_noted`].
-    pub fn passive_note_wanted(&self, bytes: &[u8]) -> Option<(GuardKey, Tuple)> {
+    /// session's original tuple for [`Engine::passive_noted`]. `known`:
+    /// conntrack's answer about the packet's connection, when it was asked
+    /// ([`Step::NeedMapping`]): a segment whose tuple the engine does not
+    /// know yet (NAT gave a reused client port a new public port) is then
+    /// found by the entry's original tuple.
+    pub fn passive_note_wanted(
+        &self,
+        bytes: &[u8],
+        known: Option<&CtMapping>,
+    ) -> Option<(GuardKey, Tuple)> {
         if !self.cfg.selective {
             return None;
         }
         let pkt = TcpPacket::parse(bytes).ok()?;
-        let (id, Dir::Reply) = self.flows.locate(&pkt.tuple)? else {
+        let by_answer = known
+            .filter(|m| m.reply == pkt.tuple)
+            .and_then(|m| self.flows.locate(&m.orig))
+            .map(|(id, _)| (id, Dir::Reply));
+        let (id, Dir::Reply) = self.flows.locate(&pkt.tuple).or(by_answer)? else {
             return None;
         };
         let flow = self.flows.get(id)?;

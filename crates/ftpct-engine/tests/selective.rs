@@ -447,11 +447,15 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
             .build();
         let (key, orig) = gw
             .engine
-            .passive_note_wanted(&bytes)
+            .passive_note_wanted(&bytes, None)
             .expect("a note is wanted");
         assert_eq!((key, orig), (client, c.c2s));
         gw.engine.passive_noted(&orig);
-        assert_eq!(gw.engine.passive_note_wanted(&bytes), None, "noted already");
+        assert_eq!(
+            gw.engine.passive_note_wanted(&bytes, None),
+            None,
+            "noted already"
+        );
         let announced = c.server_says(&mut gw, reply.as_bytes());
         assert!(
             matches!(announced.verdict, Verdict::Replace(_)),
@@ -470,4 +474,38 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
     }
     assert_eq!(gw.engine.stats().passive_notes, 2);
     assert_eq!(gw.engine.stats().refused, 0);
+}
+
+/// A reused client port that NAT gave another public port: the server's
+/// segment has a tuple the engine does not know yet, and is found by
+/// conntrack's answer (its original tuple) to take the passive note.
+#[test]
+fn a_note_is_wanted_for_a_server_segment_found_by_conntracks_answer() {
+    use ftpct_engine::nat::CtMapping;
+    let (mut gw, c) = session(selective(true));
+    let unknown = tuple("198.51.100.20:21", "198.51.100.1:40999");
+    let bytes = ftpct_testkit::Segment::new(unknown, 1)
+        .ack(1)
+        .payload(b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n")
+        .build();
+    assert_eq!(gw.engine.passive_note_wanted(&bytes, None), None);
+    let answer = CtMapping {
+        orig: c.c2s,
+        reply: unknown,
+    };
+    assert_eq!(
+        gw.engine.passive_note_wanted(&bytes, Some(&answer)),
+        Some((client_key(), c.c2s))
+    );
+    let other = CtMapping {
+        orig: c.c2s,
+        reply: tuple("198.51.100.20:21", "198.51.100.1:41000"),
+    };
+    assert_eq!(
+        gw.engine.passive_note_wanted(&bytes, Some(&other)),
+        None,
+        "an answer about another tuple"
+    );
+    gw.engine.passive_noted(&c.c2s);
+    assert_eq!(gw.engine.passive_note_wanted(&bytes, Some(&answer)), None);
 }
