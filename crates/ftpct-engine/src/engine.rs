@@ -374,7 +374,10 @@ impl Engine {
             return None;
         };
         let flow = self.flows.get(id)?;
-        if !flow.inspecting || flow.dialogue.passive_asked() {
+        // A segment the engine will not read (spoofed, or of an older
+        // connection on the tuple) must not use the note up.
+        let unread = !flow.inspecting || !plausible(flow, Dir::Reply, &pkt);
+        if unread || flow.dialogue.passive_asked() {
             return None;
         }
         let unfinished = flow.stream(Dir::Reply).unfinished_line();

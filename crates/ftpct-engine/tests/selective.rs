@@ -509,3 +509,20 @@ fn a_note_is_wanted_for_a_server_segment_found_by_conntracks_answer() {
     gw.engine.passive_noted(&c.c2s);
     assert_eq!(gw.engine.passive_note_wanted(&bytes, Some(&answer)), None);
 }
+
+#[test]
+fn a_segment_far_from_its_stream_leaves_the_note_for_the_real_one() {
+    let (gw, c) = session(selective(true));
+    let far = spoofed(&c, Side::Server, &gw, 2 << 20)
+        .payload(b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n")
+        .build();
+    assert_eq!(gw.engine.passive_note_wanted(&far, None), None);
+    let real = c
+        .segment(Side::Server, &gw.engine)
+        .payload(b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n")
+        .build();
+    assert_eq!(
+        gw.engine.passive_note_wanted(&real, None),
+        Some((client_key(), c.c2s))
+    );
+}
