@@ -526,3 +526,42 @@ fn a_segment_far_from_its_stream_leaves_the_note_for_the_real_one() {
         Some((client_key(), c.c2s))
     );
 }
+
+/// The benchmark's reused client port: an active session ends (its FIN
+/// is only in the kernel's FIN set, not seen yet), a new session on the
+/// same port starts at once, its PASV passes noted; its 227 must take the
+/// note and count.
+#[test]
+fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
+    let (mut gw, mut a) = session(selective(true));
+    a.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    a.server_says(&mut gw, b"200 PORT command successful.\r\n");
+    a.passed_unseen(Side::Client, b"QUIT\r\n");
+    a.passed_unseen(Side::Server, b"221 Goodbye.\r\n");
+    let mut b = Control::new(a.c2s, a.s2c, 777_000, 555_000);
+    b.handshake(&mut gw);
+    assert_eq!(gw.engine.flow_count(), 1, "the new session took the tuple");
+    b.passed_unseen(Side::Server, b"220 ready\r\n");
+    b.passed_unseen(Side::Client, b"USER anonymous\r\n");
+    b.passed_unseen(Side::Server, b"331 password\r\n");
+    b.passed_unseen(Side::Client, b"PASS x\r\nTYPE I\r\n");
+    b.passed_unseen(Side::Server, b"230 in\r\n200 binary\r\n");
+    b.passed_unseen(Side::Client, b"PASV\r\n");
+    let reply = b"227 Entering Passive Mode (198,51,100,20,156,65)\r\n";
+    let bytes = b.segment(Side::Server, &gw.engine).payload(reply).build();
+    let (_, orig) = gw
+        .engine
+        .passive_note_wanted(&bytes, None)
+        .expect("the new session's 227 asks for its note");
+    gw.engine.passive_noted(&orig);
+    let out = b.server_says(&mut gw, reply);
+    let refused = out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Refused { .. }));
+    assert!(!refused, "{out:?}");
+    assert!(gw.engine.expectation_count() >= 1);
+    // The old session's FIN, read from the FIN set a moment later, names
+    // the same tuple: the new session goes on for the linger at least.
+    assert!(gw.engine.client_finished(&a.c2s, gw.now));
+}
