@@ -690,7 +690,7 @@ fn metrics_and_status_of_a_live_daemon() {
     // A session that announces port 40000 and waits.
     let held = "exec 3<>/dev/tcp/198.51.100.20/21; \
         printf 'USER anonymous\\r\\nPASS x\\r\\nPORT 192,0,2,10,156,64\\r\\n' >&3; \
-        sleep 4; printf 'QUIT\\r\\n' >&3; timeout 3 cat <&3 >/dev/null";
+        sleep 6; printf 'QUIT\\r\\n' >&3; timeout 3 cat <&3 >/dev/null";
     let session = lab
         .client
         .cmd(&["bash", "-c", held])
@@ -748,6 +748,34 @@ fn metrics_and_status_of_a_live_daemon() {
     assert_eq!(
         json["control_connections"][0]["edits"][0]["shift"], 2,
         "{json}"
+    );
+    // A FIN forged for the held session, far outside its window: the FIN
+    // rule notes it, and conntrack's entry (TCP-liberal, as every entry the
+    // kernel took over) goes to FIN_WAIT; the connection never closes
+    // meanwhile, so ftpct keeps the session.
+    let orig = json["control_connections"][0]["orig"]
+        .as_str()
+        .expect("orig")
+        .to_string();
+    spoof_fin(&lab.client, &orig);
+    let sport = orig
+        .split_once(" -> ")
+        .and_then(|(c, _)| c.rsplit_once(':'))
+        .map(|(_, p)| p.to_string())
+        .expect("client port");
+    let entry = lab
+        .gw
+        .sh(&["conntrack", "-L", "-p", "tcp", "--sport", &sport]);
+    let half_closed = ["FIN_WAIT", "CLOSE_WAIT", "LAST_ACK"];
+    assert!(
+        half_closed.iter().any(|s| entry.contains(s)),
+        "the forged FIN reached conntrack and moved its state: {entry}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    assert_eq!(
+        json["control_connections"][0]["closing"], false,
+        "a forged FIN does not end the session: {json}"
     );
 
     assert_eq!(
@@ -829,7 +857,11 @@ fn metrics_and_status_of_a_live_daemon() {
         seen.0.is_some_and(|n| n >= 2.0)
     });
     assert!(ended, "{seen:?}\n{}", lab.log("ftpct.log"));
-    assert_eq!(seen.1, Some(0.0), "no FIN refused");
+    assert_eq!(
+        seen.1,
+        Some(0.0),
+        "the forged FIN was followed by the real end"
+    );
     assert_eq!(seen.2, Some(1.0), "the PASV's note taken");
     let missing = lab.gw.output(&[
         "curl",
@@ -895,4 +927,23 @@ fn monitor_needs_only_cap_net_raw() {
         status.is_some_and(|s| s.success()),
         "exit {status:?}: {err}"
     );
+}
+
+/// Sends, from `ns`, a FIN of the control connection `orig` ("client ->
+/// server", as `ftpct status --json` writes it) whose sequence number is
+/// nowhere near the connection's (a raw socket, by python3).
+fn spoof_fin(ns: &Netns, orig: &str) {
+    let (client, server) = orig.split_once(" -> ").expect("a tuple");
+    let tuple = ftpct_testkit::tuple(client, server);
+    let packet = ftpct_testkit::Segment::new(tuple, 0x5eed_0000)
+        .ack(0x5eed_0000)
+        .fin()
+        .build();
+    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+    let send = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW); \
+         s.sendto(bytes.fromhex('{hex}'), ('{}', 0))",
+        tuple.dst.ip()
+    );
+    ns.sh(&["python3", "-c", &send]);
 }

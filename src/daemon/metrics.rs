@@ -32,8 +32,8 @@ pub struct Metrics {
     evicted: Counter,
     /// Sessions ended by their client's FIN, read from the FIN sets.
     fins_believed: Counter,
-    /// FIN set entries of followed sessions whose conntrack entry had not
-    /// taken a FIN (out of its window: spoofed, or a guess).
+    /// FIN set entries of followed sessions whose connection conntrack did
+    /// not see close (a forged FIN, or a half-close that lasted).
     fins_refused: Counter,
     /// This run's queues that no raw-table rule feeds (-1: unknown).
     unfed_queues: Gauge,
@@ -179,12 +179,12 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
     );
     r.register(
         "ftpct_session_fins",
-        "Sessions ended by their client's FIN, which the kernel's rule put in the FIN set unqueued",
+        "Sessions ended by their client's FIN (noted unqueued in the FIN set) once conntrack saw the connection close",
         m.fins_believed.clone(),
     );
     r.register(
         "ftpct_session_fins_refused",
-        "FIN set entries of followed sessions whose conntrack entry took no FIN (outside the window: spoofed): the session goes on",
+        "FIN set entries of followed sessions whose connection conntrack did not see close (a forged FIN, or the other side never closed within 30 s): the session goes on",
         m.fins_refused.clone(),
     );
     r.register_collector(Box::new(Scrape { shared, queues }));

@@ -212,12 +212,13 @@ struct Timers {
     expect_timeout: Duration,
     /// The FIN sets to read (selective queueing), None with --queue-all.
     fin_sets: Option<SetNames>,
+    session_ends: session_ends::SessionEnds,
 }
 
 impl Timers {
     fn tick(&mut self) {
         if let Some(sets) = &self.fin_sets {
-            session_ends::end_finished_sessions(&self.shared, &mut self.exec, sets);
+            self.session_ends.tick(&self.shared, &mut self.exec, sets);
         }
         let now = self.shared.now();
         let Some((effects, pending)) = self.shared.with_engine(|e| (e.tick(now), e.pending_dsts()))
@@ -482,6 +483,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         exec,
         expect_timeout: config.expect_timeout,
         fin_sets: config.selective.then(|| sets.clone()),
+        session_ends: session_ends::SessionEnds::default(),
     };
     let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
     service::notify_ready(&queues_wanted);
