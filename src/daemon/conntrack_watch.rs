@@ -3,9 +3,11 @@
 //! without FIN or RST no longer holds a flow, its expectations or their
 //! ipset entries until the idle timeout (hours).
 //!
-//! An event is acted on a second after it came, and only if no entry of
-//! that tuple exists then: ftpct itself deletes and re-creates the entry of
-//! every NATed control connection it adopts.
+//! An event is acted on a second after it came, only on the flow that had
+//! the tuple when it came (a new connection's SYN on a tuple in TIME_WAIT
+//! is what ends the old entry), and only if no entry of that tuple exists
+//! then: ftpct itself deletes and re-creates the entry of every NATed
+//! control connection it adopts.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +35,8 @@ struct Watch {
     shared: Arc<Shared>,
     exec: Executor<LiveKernel>,
     events: DestroyEvents,
-    held: VecDeque<(Instant, Tuple)>,
+    /// Events waiting to be believed: when, the tuple, its flow then.
+    held: VecDeque<(Instant, Tuple, u64)>,
     /// Only entries to these ports can be control connections: the others
     /// (most of a busy gateway's) never take the engine lock.
     control_ports: Vec<u16>,
@@ -76,32 +79,39 @@ impl Watch {
                 let now = Instant::now();
                 let to_control = |t: &Tuple| self.control_ports.contains(&t.dst.port());
                 for orig in gone.into_iter().filter(to_control) {
-                    if self.shared.with_engine(|e| e.tracks(&orig)) == Some(true) {
+                    if let Some(Some(flow)) = self.shared.with_engine(|e| e.flow_of(&orig)) {
                         if self.held.len() >= MAX_HELD {
                             self.held.pop_front();
                         }
-                        self.held.push_back((now, orig));
+                        self.held.push_back((now, orig, flow));
                     }
                 }
             }
             // ENOBUFS (a burst of events overflowed the socket) among them.
             Err(e) => warn!("conntrack destroy events: {e}: flows that vanished meanwhile go at their idle timeout"),
         }
-        while let Some(&(at, orig)) = self.held.front() {
+        while let Some(&(at, orig, flow)) = self.held.front() {
             if at.elapsed() < SETTLE {
                 break;
             }
             self.held.pop_front();
-            self.forget(&orig);
+            self.forget(&orig, flow);
         }
     }
 
-    fn forget(&mut self, orig: &Tuple) {
+    fn forget(&mut self, orig: &Tuple, flow: u64) {
+        // A later connection on the tuple has its own flow now.
+        if self.shared.with_engine(|e| e.flow_of(orig)) != Some(Some(flow)) {
+            return;
+        }
         // Re-created meanwhile (an adoption): the connection lives on.
         if matches!(self.exec.kernel_mut().ct_entry(orig), Ok(Some(_))) {
             return;
         }
-        let Some((true, effects)) = self.shared.with_engine(|e| e.conntrack_destroyed(orig)) else {
+        let Some((true, effects)) = self
+            .shared
+            .with_engine(|e| e.conntrack_destroyed(orig, flow))
+        else {
             return;
         };
         debug!(flow = %orig, "its conntrack entry is gone: forgotten");

@@ -87,6 +87,11 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 let answer = q.answer_with(&mut self.nat);
                 if let Some(m) = answer.filter(|_| !q.first_syn) {
                     self.take_up(m, now);
+                    let started = self
+                        .shared
+                        .with_engine(|e| e.track_reply(bytes, &m, now, hook))
+                        .unwrap_or_default();
+                    started.iter().for_each(|e| self.shared.log_event(e));
                     self.take_passive_note(bytes, Some(&m));
                 }
                 self.shared

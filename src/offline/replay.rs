@@ -209,24 +209,30 @@ impl Gateway {
                 };
             }
         }
+        let mut started = Vec::new();
         if let Some(sel) = &mut self.selection {
             // As live: the packet's own tuple, else conntrack's (here the
             // rules') answer about it.
             let known = TcpPacket::parse(ip)
                 .ok()
                 .and_then(|p| self.nat.lookup(&p.tuple));
+            if let Some(m) = &known {
+                started = self.engine.track_reply(ip, m, now, Hook::Prerouting);
+            }
             if let Some((key, orig)) = self.engine.passive_note_wanted(ip, known.as_ref()) {
                 if sel.take_passive_note(&key) {
                     self.engine.passive_noted(&orig);
                 }
             }
         }
-        let outcome = self
+        let mut outcome = self
             .engine
             .process(ip, now, Hook::Prerouting, &mut self.nat);
         if let Some(sel) = &mut self.selection {
             sel.follow(&outcome.commands);
         }
+        started.append(&mut outcome.events);
+        outcome.events = started;
         outcome
     }
 

@@ -311,13 +311,25 @@ impl Engine {
         self.keep_in_labels(orig).into_iter().collect()
     }
 
+    /// The flow whose original tuple is `orig`, as a token that tells it
+    /// from another flow of the same tuple later (see
+    /// [`Engine::conntrack_destroyed`]).
+    pub fn flow_of(&self, orig: &Tuple) -> Option<u64> {
+        match self.flows.locate(orig) {
+            Some((id, Dir::Orig)) => self.flows.get(id).map(Flow::generation),
+            _ => None,
+        }
+    }
+
     /// Conntrack removed the entry whose original tuple is `orig` (it timed
-    /// out, was deleted or flushed): the control connection is gone even
-    /// if ftpct never saw its FIN or RST. True if it was tracked.
-    pub fn conntrack_destroyed(&mut self, orig: &Tuple) -> (bool, Effects) {
+    /// out, was deleted or flushed) while `flow` ([`Engine::flow_of`]) was
+    /// its flow: that control connection is gone even if ftpct never saw
+    /// its FIN or RST. A later connection on the tuple (whose SYN may be
+    /// what ended the old entry) is not touched. True if it was tracked.
+    pub fn conntrack_destroyed(&mut self, orig: &Tuple, flow: u64) -> (bool, Effects) {
         let mut events = Vec::new();
         let tracked = match self.flows.locate(orig) {
-            Some((id, Dir::Orig)) => {
+            Some((id, Dir::Orig)) if self.flows.get(id).map(Flow::generation) == Some(flow) => {
                 self.close_flow(id, &mut events);
                 true
             }
@@ -383,6 +395,39 @@ impl Engine {
         let unfinished = flow.stream(Dir::Reply).unfinished_line();
         may_hold_an_announcement(unfinished, pkt.payload())
             .then(|| (guard_keys(&flow.mapping)[0], flow.mapping.orig))
+    }
+
+    /// Selective queueing: a server segment of a connection the engine does
+    /// not follow (ftpct restarted, or lost the flow), that may hold an
+    /// announcement, and conntrack's answer about it (`known`): the flow is
+    /// started now, as deciding the segment would start it, so that its
+    /// passive note can be taken first (the PASV passed unqueued, and a
+    /// session picked up at its 227 would refuse it). The events to log.
+    pub fn track_reply(
+        &mut self,
+        bytes: &[u8],
+        known: &CtMapping,
+        now: Duration,
+        hook: Hook,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Ok(pkt) = TcpPacket::parse(bytes) else {
+            return events;
+        };
+        let unknown =
+            self.flows.locate(&pkt.tuple).is_none() && self.flows.locate(&known.orig).is_none();
+        let from_server = known.reply == pkt.tuple
+            && self.is_control_port(pkt.tuple.src.port())
+            && !pkt.flags.syn
+            && !pkt.flags.rst;
+        if self.cfg.selective
+            && unknown
+            && from_server
+            && may_hold_an_announcement(&[], pkt.payload())
+        {
+            self.track(*known, true, now, hook, &mut events, Dir::Reply);
+        }
+        events
     }
 
     /// The kernel had noted a passive request of session `orig` (taken

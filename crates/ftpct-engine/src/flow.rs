@@ -119,6 +119,11 @@ impl Flow {
         }
     }
 
+    /// Tells this flow from any other, earlier or later, of the same tuple.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn stream(&self, dir: Dir) -> &Stream {
         &self.streams[dir.index()]
     }

@@ -340,7 +340,12 @@ fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
     c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
     assert!(gw.engine.tracks(&c.c2s));
     assert!(!gw.engine.tracks(&c.s2c), "by its original tuple only");
-    let (tracked, effects) = gw.engine.conntrack_destroyed(&c.c2s);
+    let flow = gw.engine.flow_of(&c.c2s).expect("tracked");
+    assert!(
+        !gw.engine.conntrack_destroyed(&c.c2s, flow + 1).0,
+        "another flow of the tuple is not touched"
+    );
+    let (tracked, effects) = gw.engine.conntrack_destroyed(&c.c2s, flow);
     assert!(tracked);
     assert_eq!(
         effects.commands,
@@ -352,7 +357,10 @@ fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
         (gw.engine.flow_count(), gw.engine.expectation_count()),
         (0, 0)
     );
-    assert!(!gw.engine.conntrack_destroyed(&c.c2s).0, "already gone");
+    assert!(
+        !gw.engine.conntrack_destroyed(&c.c2s, flow).0,
+        "already gone"
+    );
 }
 
 /// A resumed session is past its greeting: a PASV's 227 is its answer.

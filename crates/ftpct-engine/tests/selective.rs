@@ -181,7 +181,8 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
     }
     let ok = c.server_says(&mut gw, b"200 ok\r\n");
     assert_eq!(guard(&ok, server_key()), None, "always queued now");
-    let (_, gone) = gw.engine.conntrack_destroyed(&c.c2s);
+    let flow = gw.engine.flow_of(&c.c2s).expect("tracked");
+    let (_, gone) = gw.engine.conntrack_destroyed(&c.c2s, flow);
     for key in [client_key(), server_key()] {
         assert!(gone
             .commands
@@ -538,9 +539,14 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
     a.server_says(&mut gw, b"200 PORT command successful.\r\n");
     a.passed_unseen(Side::Client, b"QUIT\r\n");
     a.passed_unseen(Side::Server, b"221 Goodbye.\r\n");
+    let old = gw.engine.flow_of(&a.c2s).expect("tracked");
     let mut b = Control::new(a.c2s, a.s2c, 777_000, 555_000);
     b.handshake(&mut gw);
     assert_eq!(gw.engine.flow_count(), 1, "the new session took the tuple");
+    // The old entry's destroy event (the new SYN ended its TIME_WAIT),
+    // acted on now: the new session's flow stays.
+    assert!(!gw.engine.conntrack_destroyed(&a.c2s, old).0);
+    assert!(gw.engine.tracks(&b.c2s));
     b.passed_unseen(Side::Server, b"220 ready\r\n");
     b.passed_unseen(Side::Client, b"USER anonymous\r\n");
     b.passed_unseen(Side::Server, b"331 password\r\n");
@@ -564,4 +570,53 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
     // The old session's FIN, read from the FIN set a moment later, names
     // the same tuple: the new session goes on for the linger at least.
     assert!(gw.engine.client_finished(&a.c2s, gw.now));
+}
+
+/// A session picked up at its 227 (ftpct restarted, or lost the flow): the
+/// flow is started from conntrack's answer first, so the PASV's note is
+/// taken and the 227 counts.
+#[test]
+fn a_session_picked_up_at_its_227_takes_its_note() {
+    use ftpct_engine::nat::CtMapping;
+    use ftpct_engine::Hook;
+    let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+    let mut gw = Gateway::new(selective(false), StaticNat::new(vec![rule], Vec::new()));
+    let c = Control::snat_session();
+    let known = CtMapping {
+        orig: c.c2s,
+        reply: c.s2c,
+    };
+    let reply = b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n";
+    let bytes = c.segment(Side::Server, &gw.engine).payload(reply).build();
+    assert_eq!(gw.engine.passive_note_wanted(&bytes, Some(&known)), None);
+    let started = gw
+        .engine
+        .track_reply(&bytes, &known, gw.now, Hook::Prerouting);
+    assert!(
+        started.iter().any(|e| matches!(e, Event::FlowNew { .. })),
+        "{started:?}"
+    );
+    assert!(gw.engine.tracks(&c.c2s));
+    let (_, orig) = gw
+        .engine
+        .passive_note_wanted(&bytes, Some(&known))
+        .expect("its note is wanted");
+    gw.engine.passive_noted(&orig);
+    let out = gw.process(&bytes);
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, Event::Refused { .. })),
+        "{out:?}"
+    );
+    assert_eq!(gw.engine.expectation_count(), 1);
+    // Not for a segment that holds no announcement, nor twice.
+    let plain = c
+        .segment(Side::Server, &gw.engine)
+        .payload(b"200 ok\r\n")
+        .build();
+    assert!(gw
+        .engine
+        .track_reply(&plain, &known, gw.now, Hook::Prerouting)
+        .is_empty());
 }
