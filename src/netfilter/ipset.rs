@@ -551,7 +551,13 @@ impl Ipset {
     /// test and the removal in one step).
     pub fn take_element(&mut self, name: &str, e: &Element) -> Result<bool, Error> {
         let msg = encode_take(self.protocol, name, e)?;
-        match self.run(Op::IpsetDel, name, msg) {
+        self.was_there(Op::IpsetDel, name, msg)
+    }
+
+    /// Sends a test or a take: true when the element was in the set, false
+    /// when the kernel says it was not (IPSET_ERR_EXIST).
+    fn was_there(&mut self, op: Op, name: &str, msg: Vec<u8>) -> Result<bool, Error> {
+        match self.run(op, name, msg) {
             Ok(_) => Ok(true),
             Err(Error::Kernel {
                 errno: IPSET_ERR_EXIST,
@@ -601,14 +607,7 @@ impl Ipset {
     /// Whether an element of any type is in the set (and not timed out).
     pub fn test_element(&mut self, name: &str, e: &Element) -> Result<bool, Error> {
         let msg = encode_test(self.protocol, name, e)?;
-        match self.run(Op::IpsetTest, name, msg) {
-            Ok(_) => Ok(true),
-            Err(Error::Kernel {
-                errno: IPSET_ERR_EXIST,
-                ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.was_there(Op::IpsetTest, name, msg)
     }
 }
 
