@@ -21,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use ftpct::netfilter::ctnetlink::{Ctnetlink, IPS_SRC_NAT};
+use ftpct::netfilter::error::BadRequest;
 use ftpct::netfilter::Error;
 use ftpct_engine::command::SeqAdj;
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -143,7 +144,7 @@ fn an_adopted_entry_keeps_its_nat_and_the_kernel_applies_its_seqadj() {
     let lab = Gateway::new("sqb");
     let (orig, mut client, mut server) = lab.connect();
     let (before, after) = lab.ctnetlink(|ct| {
-        let before = ct.adopt(&orig).expect("adopt");
+        let before = ct.adopt(&orig, [None, None], None).expect("adopt");
         let after = ct.get_info(&orig, Dir::Orig).expect("get").expect("entry");
         (before, after)
     });
@@ -207,10 +208,60 @@ fn labels_need_a_rule_that_uses_them_and_survive_adoption() {
     let (orig, _c, _s) = lab.connect();
     let kept = lab.ctnetlink(|ct| {
         ct.set_labels(&orig, &labels, &mask).expect("set labels");
-        ct.adopt(&orig).expect("adopt");
+        ct.adopt(&orig, [None, None], None).expect("adopt");
         ct.get_info(&orig, Dir::Orig).expect("get").expect("entry")
     });
     assert_eq!(kept.labels, Some(labels));
+    // Bits given to the adoption replace those under their mask only.
+    let mut more = [0u8; 16];
+    more[15] = 0x80;
+    let mut more_mask = [0u8; 16];
+    more_mask[12..].fill(0xff);
+    let merged = lab.ctnetlink(|ct| {
+        ct.adopt(&orig, [None, None], Some((more, more_mask)))
+            .expect("adopt");
+        ct.get_info(&orig, Dir::Orig).expect("get").expect("entry")
+    });
+    let mut want = labels;
+    want[15] = 0x80;
+    assert_eq!(merged.labels, Some(want));
+}
+
+/// What ftpct does at a session's first rewrite: the entry of a running
+/// connection made anew with its first correction point in the create
+/// message. The kernel applies it from the next segment; an entry that has
+/// one already is not made anew (its offsets would be lost).
+#[test]
+fn an_entry_made_anew_mid_connection_carries_its_first_correction_point() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Gateway::new("sqe");
+    let (orig, mut client, mut server) = lab.connect();
+    assert_eq!(say(&mut client, &mut server, b"hello"), b"hello");
+    assert_eq!(say(&mut server, &mut client, b"ok"), b"ok");
+    let after = lab.ctnetlink(|ct| {
+        ct.adopt(&orig, [Some(MINUS_FIVE), None], None)
+            .expect("adopt");
+        ct.get_info(&orig, Dir::Orig).expect("get").expect("entry")
+    });
+    assert_eq!(after.seqadj, [Some(MINUS_FIVE), None]);
+    assert_eq!(
+        after.entry.reply.dst.ip().to_string(),
+        PUBLIC,
+        "same NAT mapping"
+    );
+    assert_eq!(say(&mut client, &mut server, b"0123456789"), b"56789");
+    assert_eq!(say(&mut server, &mut client, b"ack"), b"ack");
+    let again = lab.ctnetlink(|ct| ct.adopt(&orig, [Some(MINUS_FIVE), None], None));
+    assert!(
+        matches!(
+            again,
+            Err(Error::BadRequest(BadRequest::AlreadyAdjusted(t))) if t == orig
+        ),
+        "{again:?}"
+    );
+    assert_eq!(say(&mut client, &mut server, b"abcdefghij"), b"abcdefghij");
 }
 
 #[test]

@@ -863,6 +863,20 @@ fn metrics_and_status_of_a_live_daemon() {
         "the forged FIN was followed by the real end"
     );
     assert_eq!(seen.2, Some(1.0), "the PASV's note taken");
+    // The entries of the two sessions with a rewritten PORT were made anew
+    // at it; the passive one (its 227 not rewritten: SNAT) kept its own.
+    let adoptions = lab.gw.sh(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:9641/metrics",
+    ]);
+    assert!(
+        adoptions.contains("ftpct_adoptions_total{outcome=\"done\"} 2\n"),
+        "{adoptions}"
+    );
+    assert!(!adoptions.contains("outcome=\"failed\""), "{adoptions}");
     let missing = lab.gw.output(&[
         "curl",
         "-sS",

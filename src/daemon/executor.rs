@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ftpct_engine::command::{secs, Command, GuardKey, Related, SeqAdj};
+use ftpct_engine::command::{secs, Adoption, Command, GuardKey, Related, SeqAdj};
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
@@ -43,6 +43,8 @@ pub enum Feedback {
     GiveBack(Expectation),
     /// The kernel took this control connection's fix-ups (`Engine::adopted`).
     Adopted(Tuple),
+    /// It could not: ftpct keeps them (`Engine::not_adopted`).
+    NotAdopted(Tuple),
 }
 
 /// What an existing entry of a data connection's tuple turned out to be.
@@ -83,8 +85,11 @@ impl<K: Kernel> Executor<K> {
                 }
             }
             Command::SetLiberal { orig } => self.set_liberal(orig),
-            Command::AdoptControl { orig } => {
-                return self.adopt(orig).then_some(Feedback::Adopted(*orig));
+            Command::AdoptControl(a) => {
+                return Some(match self.adopt(a) {
+                    true => Feedback::Adopted(a.orig),
+                    false => Feedback::NotAdopted(a.orig),
+                });
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
             Command::SetLabels { orig, labels, mask } => self.set_labels(orig, labels, mask),
@@ -152,9 +157,10 @@ impl<K: Kernel> Executor<K> {
 
     /// True when the kernel now holds the connection's entry with room for
     /// a sequence adjustment; else ftpct keeps doing its fix-ups.
-    fn adopt(&mut self, orig: &Tuple) -> bool {
+    fn adopt(&mut self, a: &Adoption) -> bool {
+        let orig = &a.orig;
         let started = std::time::Instant::now();
-        match self.kernel.adopt(orig) {
+        match self.kernel.adopt(a) {
             Ok(()) => {
                 debug!(
                     flow = %orig,
@@ -621,15 +627,19 @@ mod tests {
     }
 
     #[test]
-    fn an_adopted_connection_is_reported_and_a_failed_adoption_is_not() {
+    fn an_adoption_is_reported_whether_it_worked_or_not() {
         let mut x = executor();
         let orig = t("192.0.2.10:40000", "198.51.100.20:21");
-        assert_eq!(
-            x.run(&Command::AdoptControl { orig }),
-            Some(Feedback::Adopted(orig))
-        );
+        let key = GuardKey::of(&orig, Dir::Orig);
+        let adopt = Command::AdoptControl(Box::new(Adoption {
+            orig,
+            keys: [key, key],
+            seqadj: [None, None],
+            labels: None,
+        }));
+        assert_eq!(x.run(&adopt), Some(Feedback::Adopted(orig)));
         x.kernel_mut().adopt_errno = Some(libc::ENOENT);
-        assert_eq!(x.run(&Command::AdoptControl { orig }), None);
+        assert_eq!(x.run(&adopt), Some(Feedback::NotAdopted(orig)));
         let adj = SeqAdj {
             correction_pos: 1006,
             offset_before: 0,

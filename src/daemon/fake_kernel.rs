@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 
-use ftpct_engine::command::{DataConnection, GuardKey, SeqAdj};
+use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::kernel::{KeptState, Kernel};
@@ -105,12 +105,12 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error> {
-        self.calls.push(format!("adopt {orig}"));
+    fn adopt(&mut self, a: &Adoption) -> Result<(), Error> {
+        self.calls.push(format!("adopt {}", a.orig));
         match self.adopt_errno {
             Some(errno) => Err(Error::Kernel {
                 op: Op::CtAdopt,
-                target: Target::Conn(*orig),
+                target: Target::Conn(a.orig),
                 errno,
             }),
             None => Ok(()),

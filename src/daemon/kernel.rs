@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use ftpct_engine::command::{DataConnection, GuardKey, SeqAdj};
+use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
@@ -33,8 +33,9 @@ pub trait Kernel {
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
     /// No TCP window checks on the control connection `orig` any more.
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error>;
-    /// Re-creates the entry `orig` through ctnetlink (see `Ctnetlink::adopt`).
-    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error>;
+    /// Re-creates the entry through ctnetlink with its first correction
+    /// point and labels (see `Ctnetlink::adopt`).
+    fn adopt(&mut self, a: &Adoption) -> Result<(), Error>;
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error>;
     fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16])
         -> Result<(), Error>;
@@ -94,8 +95,8 @@ impl Kernel for LiveKernel {
         self.ct.set_liberal(orig)
     }
 
-    fn adopt(&mut self, orig: &Tuple) -> Result<(), Error> {
-        self.ct.adopt(orig).map(drop)
+    fn adopt(&mut self, a: &Adoption) -> Result<(), Error> {
+        self.ct.adopt(&a.orig, a.seqadj, a.labels).map(drop)
     }
 
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {

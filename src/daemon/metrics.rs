@@ -37,6 +37,9 @@ pub struct Metrics {
     fins_refused: Counter,
     /// This run's queues that no raw-table rule feeds (-1: unknown).
     unfed_queues: Gauge,
+    /// Control connections' entries made anew at their first rewrite, by
+    /// outcome (done, failed).
+    adoptions: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,6 +54,7 @@ impl Default for Metrics {
             fins_believed: Counter::default(),
             fins_refused: Counter::default(),
             unfed_queues: Gauge::default(),
+            adoptions: Family::default(),
         }
     }
 }
@@ -128,6 +132,14 @@ impl Metrics {
         }
     }
 
+    /// A control connection's entry made anew (`done`), or not.
+    pub fn adoption(&self, done: bool) {
+        let outcome = if done { "done" } else { "failed" };
+        self.adoptions
+            .get_or_create(&[("outcome", outcome.into())])
+            .inc();
+    }
+
     /// What the last look at the rules found: how many of this run's
     /// queues no rule feeds (None: the rules could not be read).
     pub fn queues_without_rule(&self, unfed: Option<usize>) {
@@ -186,6 +198,11 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
         "ftpct_session_fins_refused",
         "FIN set entries of followed sessions whose connection conntrack did not see close (a forged FIN, or the other side never closed within 30 s): the session goes on",
         m.fins_refused.clone(),
+    );
+    r.register(
+        "ftpct_adoptions",
+        "Control connections whose conntrack entry ftpct made anew at their first rewrite, so that the kernel keeps their fix-ups, by outcome (done; failed: ftpct keeps them)",
+        m.adoptions.clone(),
     );
     r.register_collector(Box::new(Scrape { shared, queues }));
     r

@@ -13,6 +13,7 @@
 //! but it is installed without SA_RESTART, so a `recv` that blocks returns
 //! EINTR (nfq 0.2.5 gives no access to its socket to poll).
 
+mod adoption_gate;
 mod conntrack_watch;
 pub(crate) mod event_log;
 mod executor;

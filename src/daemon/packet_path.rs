@@ -61,9 +61,21 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     pub fn release_guards(&mut self, undecided: &[&[u8]]) {
         let busy: HashSet<GuardKey> = undecided
             .iter()
-            .flat_map(|bytes| GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p)))
+            .flat_map(|bytes| self.guard_keys(bytes))
             .collect();
         self.exec.release_guards_except(&busy);
+    }
+
+    /// The guard entries a packet matches (its direction of a control
+    /// connection).
+    pub fn guard_keys(&self, bytes: &[u8]) -> Vec<GuardKey> {
+        GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p))
+    }
+
+    /// Sends a verdict (`send`) on a packet of the directions `keys` once
+    /// its connection's entry is not being made anew.
+    pub fn send_verdict<T>(&self, keys: &[GuardKey], send: impl FnOnce() -> T) -> T {
+        self.shared.adoptions().pass(keys, send)
     }
 
     /// The verdict on a packet queued from `queue` at `hook`.
@@ -162,9 +174,24 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 self.after_verdict.push(c.clone());
                 continue;
             }
-            let answer = match self.exec.run(c) {
+            let outcome = match c {
+                // Verdicts on the connection's packets wait meanwhile.
+                Command::AdoptControl(a) => {
+                    let exec = &mut self.exec;
+                    self.shared.adoptions().during(&a.keys, || exec.run(c))
+                }
+                _ => self.exec.run(c),
+            };
+            let answer = match outcome {
                 None => None,
-                Some(Feedback::Adopted(orig)) => self.shared.with_engine(|e| e.adopted(&orig)),
+                Some(Feedback::Adopted(orig)) => {
+                    self.shared.metrics().adoption(true);
+                    self.shared.with_engine(|e| e.adopted(&orig))
+                }
+                Some(Feedback::NotAdopted(orig)) => {
+                    self.shared.metrics().adoption(false);
+                    self.shared.with_engine(|e| e.not_adopted(&orig))
+                }
                 Some(Feedback::GiveBack(exp)) => self.shared.with_engine(|e| e.reinstate(exp)),
             };
             self.carry_out(&answer.unwrap_or_default());

@@ -140,6 +140,7 @@ impl Worker {
 
     fn handle(&mut self, mut msg: Message) {
         let hook = hook_of(msg.get_hook());
+        let keys = self.path.guard_keys(msg.get_payload());
         // Never edit a truncated copy (not expected: GSO is not asked for).
         let arrived = Instant::now();
         let verdict = if msg.get_original_len() > msg.get_payload().len() {
@@ -156,7 +157,8 @@ impl Worker {
             }
             Verdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
         }
-        if let Err(e) = self.queue.verdict(msg) {
+        let queue = &mut self.queue;
+        if let Err(e) = self.path.send_verdict(&keys, || queue.verdict(msg)) {
             warn!(queue = self.num, "verdict failed: {e}");
         }
         self.path.after_verdict();

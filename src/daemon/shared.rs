@@ -1,8 +1,8 @@
 //! What the queue threads and the supervisor share: the engine behind one
 //! lock (after NAT the two directions of a control connection can hash to
 //! different queues), the clock, the log rate limit, the metrics, and a
-//! failure that stops the daemon. Only engine calls run under the lock; kernel calls
-//! never do.
+//! failure that stops the daemon, the gate verdicts pass while entries are
+//! made anew. Only engine calls run under the lock; kernel calls never do.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +12,7 @@ use ftpct_engine::event::Event;
 use ftpct_engine::Engine;
 use tracing::{error, warn};
 
+use super::adoption_gate::AdoptionGate;
 use super::event_log::{self, RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
 use super::metrics::Metrics;
 
@@ -23,6 +24,7 @@ pub struct Shared {
     /// Set by a queue thread that gave up: the daemon stops with this.
     failure: Mutex<Option<String>>,
     metrics: Metrics,
+    adoptions: AdoptionGate,
 }
 
 impl Shared {
@@ -33,12 +35,18 @@ impl Shared {
             start: Instant::now(),
             failure: Mutex::new(None),
             metrics: Metrics::default(),
+            adoptions: AdoptionGate::default(),
         }
     }
 
     /// What the packet path and the events count, for `--metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Verdicts wait here while their connection's entry is made anew.
+    pub fn adoptions(&self) -> &AdoptionGate {
+        &self.adoptions
     }
 
     /// The engine's clock: time since the daemon started.

@@ -406,6 +406,11 @@ pub fn encode_adopt(info: &CtInfo) -> Result<Vec<u8>, BadRequest> {
     Ok(b.finish())
 }
 
+/// `old` with the bits under `mask` taken from `value`.
+fn masked_labels(old: [u8; 16], value: [u8; 16], mask: [u8; 16]) -> [u8; 16] {
+    std::array::from_fn(|i| (old[i] & !mask[i]) | (value[i] & mask[i]))
+}
+
 fn decode_ip_pair(ip: Attrs<'_>) -> Result<(IpAddr, IpAddr), Malformed> {
     if let Some(src) = ip.find(CTA_IP_V4_SRC)? {
         let dst = ip.require(CTA_IP_V4_DST, "CTA_IP_V4_DST")?;
@@ -637,10 +642,18 @@ impl Ctnetlink {
 
     /// Replaces the entry whose original tuple is `orig` by the same entry
     /// made through ctnetlink (see [`encode_adopt`]), so that the kernel
-    /// can keep its sequence adjustment. Only while the connection is
-    /// quiet: a packet between the delete and the create would make an
-    /// entry of its own. Returns the entry as it was.
-    pub fn adopt(&mut self, orig: &Tuple) -> Result<CtInfo, Error> {
+    /// can keep its sequence adjustment; the new entry starts with
+    /// `seqadj` (by direction) and the label bits of `labels` (value,
+    /// mask). Only while the connection is quiet: a packet between the
+    /// delete and the create would make an entry of its own. An entry
+    /// that already has an adjustment is left alone. Returns the entry as
+    /// it was.
+    pub fn adopt(
+        &mut self,
+        orig: &Tuple,
+        seqadj: [Option<SeqAdj>; 2],
+        labels: Option<([u8; 16], [u8; 16])>,
+    ) -> Result<CtInfo, Error> {
         let Some(info) = self.get_info(orig, Dir::Orig)? else {
             return Err(Error::Kernel {
                 op: Op::CtAdopt,
@@ -648,7 +661,18 @@ impl Ctnetlink {
                 errno: libc::ENOENT,
             });
         };
-        let msg = encode_adopt(&info)?;
+        let adjusted = seqadj.iter().any(Option::is_some);
+        if adjusted && info.seqadj.iter().any(Option::is_some) {
+            return Err(BadRequest::AlreadyAdjusted(*orig).into());
+        }
+        let mut anew = info;
+        if adjusted {
+            anew.seqadj = seqadj;
+        }
+        if let Some((value, mask)) = labels {
+            anew.labels = Some(masked_labels(info.labels.unwrap_or_default(), value, mask));
+        }
+        let msg = encode_adopt(&anew)?;
         self.delete(orig)?;
         self.request(Op::CtAdopt, || Target::Conn(*orig), msg)?;
         Ok(info)

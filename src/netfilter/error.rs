@@ -219,6 +219,9 @@ pub enum BadRequest {
     SetName(String),
     /// A message shorter than a netlink header.
     NoHeader,
+    /// An entry to re-make with a first sequence adjustment already has
+    /// one (set before ftpct started): the new entry would lose it.
+    AlreadyAdjusted(Tuple),
 }
 
 impl fmt::Display for BadRequest {
@@ -239,6 +242,10 @@ impl fmt::Display for BadRequest {
                 ipset::MAX_NAME_LEN
             ),
             BadRequest::NoHeader => f.write_str("netlink: request shorter than a header"),
+            BadRequest::AlreadyAdjusted(t) => write!(
+                f,
+                "ctnetlink: entry {t} already has a sequence adjustment, which re-making it would lose"
+            ),
         }
     }
 }

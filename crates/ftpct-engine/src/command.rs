@@ -38,10 +38,12 @@ pub enum Command {
     /// Replace the control connection's conntrack entry, which its SYN
     /// made, by the same entry made through ctnetlink, which can carry a
     /// sequence adjustment: the kernel then does the fix-ups of this
-    /// connection. Sent while its SYN-ACK waits in the queue, before
-    /// conntrack sees it (the connection is quiet). Drivers answer with
-    /// [`crate::Engine::adopted`] when it worked.
-    AdoptControl { orig: Tuple },
+    /// connection. Sent at the connection's first rewrite, while the
+    /// rewritten segment waits in the queue (the peer waits for it: the
+    /// connection is quiet), and only then: a session without a rewrite
+    /// keeps the entry its SYN made. Drivers answer with
+    /// [`crate::Engine::adopted`] or [`crate::Engine::not_adopted`].
+    AdoptControl(Box<Adoption>),
     /// Set the sequence adjustment of direction `dir` of the control
     /// connection whose original tuple is `orig` (an adopted one), before
     /// the verdict on the rewritten segment.
@@ -146,6 +148,23 @@ pub struct SeqAdj {
     pub correction_pos: u32,
     pub offset_before: i32,
     pub offset_after: i32,
+}
+
+/// A control connection's entry to make anew through ctnetlink
+/// ([`Command::AdoptControl`]), with what the new entry carries from the
+/// start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub orig: Tuple,
+    /// The guard entries of both directions (the packets' view before
+    /// NAT): verdicts on the connection's other packets wait while the
+    /// entry is gone, or conntrack would make one of its own from them.
+    pub keys: [GuardKey; 2],
+    /// The correction point of the rewrite that asked for the adoption,
+    /// by direction (`Dir::index`).
+    pub seqadj: [Option<SeqAdj>; 2],
+    /// Label bits the new entry gets: value and mask (see [`crate::kept`]).
+    pub labels: Option<([u8; 16], [u8; 16])>,
 }
 
 /// A data connection to create, with what its creation needs from the

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::command::{Command, DataConnection, GuardKey, Mark, Related, SeqAdj};
+use crate::command::{Adoption, Command, DataConnection, GuardKey, Mark, Related, SeqAdj};
 use crate::dialogue::{Asked, Dialogue, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
@@ -301,14 +301,26 @@ impl Engine {
     /// ([`Command::AdoptControl`] worked): from now on ftpct only edits
     /// payloads and sets correction points.
     pub fn adopted(&mut self, orig: &Tuple) -> Vec<Command> {
-        if let Some(flow) = self
-            .flows
-            .locate(orig)
-            .and_then(|(id, _)| self.flows.get_mut(id))
-        {
+        if let Some(flow) = self.flows.by_tuple_mut(orig) {
             flow.fixups = Fixups::Kernel;
+            flow.adopt_asked = true;
         }
         self.keep_in_labels(orig).into_iter().collect()
+    }
+
+    /// The kernel could not take the fix-ups of control connection `orig`
+    /// ([`Command::AdoptControl`] failed): ftpct shifts its packets itself
+    /// from the rewrite that asked (the rewritten segment itself and what
+    /// came before it need no shift either way). Returns what that needs:
+    /// the connection queued whole, no window checks, its labels.
+    pub fn not_adopted(&mut self, orig: &Tuple) -> Vec<Command> {
+        let Some(flow) = self.flows.by_tuple_mut(orig) else {
+            return Vec::new();
+        };
+        flow.fixups = Fixups::Own;
+        let mut commands = self.first_rewrite(orig);
+        commands.extend(self.keep_in_labels(orig));
+        commands
     }
 
     /// The flow whose original tuple is `orig`, as a token that tells it
@@ -602,7 +614,6 @@ impl Engine {
             return Vec::new();
         };
         flow.kept = kept.to_bits();
-        flow.adopt_asked = true;
         // Past its greeting: the next final reply answers the next command.
         flow.dialogue.lost_track();
         // Shifted so far: by the kernel (its seqadj), or by ftpct itself
@@ -614,6 +625,8 @@ impl Engine {
             kept.own_shift
         };
         flow.liberal = kept.kernel_fixups || shifts != [0, 0];
+        // Adopted already, or shifted by ftpct: too late to hand over.
+        flow.adopt_asked = flow.liberal;
         for dir in [Dir::Orig, Dir::Reply] {
             flow.streams[dir.index()].resume_offset(shifts[dir.index()]);
         }
@@ -641,15 +654,11 @@ impl Engine {
     }
 
     fn first_rewrite(&mut self, orig: &Tuple) -> Vec<Command> {
-        let Some(flow) = self
-            .flows
-            .locate(orig)
-            .and_then(|(id, _)| self.flows.get_mut(id))
-        else {
+        let Some(flow) = self.flows.by_tuple_mut(orig) else {
             return Vec::new();
         };
         // An adopted entry was made liberal.
-        if std::mem::replace(&mut flow.liberal, true) || flow.fixups == Fixups::Kernel {
+        if flow.fixups == Fixups::Kernel || std::mem::replace(&mut flow.liberal, true) {
             return Vec::new();
         }
         let mut commands = guard_always(flow, self.cfg.selective);
@@ -764,6 +773,7 @@ impl Engine {
         if !out.events.is_empty() {
             let from_events = self.commands_for(&out.events);
             out.commands.extend(from_events);
+            labels_into_adoption(&mut out.commands);
         }
         out
     }
@@ -823,10 +833,14 @@ impl Engine {
             commands: Vec::new(),
         };
         let verdict = handle(flow, dir, &pkt, &mut ctx);
-        let mut commands = ctx.commands;
-        if cfg.selective && !pkt.flags.syn && !flow.guard_always {
-            commands.extend(guard_commands(flow, dir, &pkt.tuple));
-        }
+        // Guards first: the other direction is queued before an adoption
+        // takes its entry away.
+        let mut commands = if cfg.selective && !pkt.flags.syn && !flow.guard_always {
+            guard_commands(flow, dir, &pkt.tuple)
+        } else {
+            Vec::new()
+        };
+        commands.extend(ctx.commands);
         if let (false, Some(t)) = (was_closing, flow.closing_at) {
             closing.push((t, id));
         }
@@ -1136,9 +1150,6 @@ fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) -> 
     let mss = clamp_mss(flow, dir, pkt, ctx.stats);
     // Data on a SYN starts after the SYN's own number.
     let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
-    if pkt.flags.syn && pkt.flags.ack && dir == Dir::Reply {
-        ask_kernel_to_adopt(flow, ctx);
-    }
     let partial_view = sees_part(flow, ctx.cfg);
     let stream = &mut flow.streams[dir.index()];
     if pkt.flags.syn {
@@ -1311,15 +1322,24 @@ fn guard_always(flow: &mut Flow, selective: bool) -> Vec<Command> {
         .collect()
 }
 
-/// A NATed control connection's SYN-ACK, before conntrack sees it: the
-/// moment to hand its fix-ups to the kernel (once).
-fn ask_kernel_to_adopt(flow: &mut Flow, ctx: &mut Ctx<'_>) {
+/// A NATed control connection's first rewrite, before conntrack sees it:
+/// the moment to hand its fix-ups to the kernel (once). Until then its
+/// entry is the one its SYN made: a session without a rewrite (a passive
+/// one whose server is not behind DNAT, most of them) costs conntrack and
+/// its listeners no re-creation. The rewrite is taken to be the kernel's
+/// from here (a failure turns it back: [`Engine::not_adopted`]).
+fn adopt_at_first_rewrite(flow: &mut Flow, ctx: &mut Ctx<'_>) {
     let worth_it = ctx.cfg.kernel_fixups && flow.mapping_known && flow.mapping.is_natted();
-    if worth_it && !std::mem::replace(&mut flow.adopt_asked, true) {
-        ctx.commands.push(Command::AdoptControl {
-            orig: flow.mapping.orig,
-        });
+    if !worth_it || std::mem::replace(&mut flow.adopt_asked, true) {
+        return;
     }
+    flow.fixups = Fixups::Kernel;
+    ctx.commands.push(Command::AdoptControl(Box::new(Adoption {
+        orig: flow.mapping.orig,
+        keys: guard_keys(&flow.mapping),
+        seqadj: [None, None],
+        labels: None,
+    })));
 }
 
 /// The peer acknowledged bytes of `dir` that never reached ftpct (they
@@ -1577,6 +1597,7 @@ fn on_announce(flow: &mut Flow, dir: Dir, line: &Line<'_>, a: &Announce, ctx: &m
         rewritten.extend_from_slice(&line.bytes[a.span.end..]);
         let end = start.wrapping_add((a.span.end - a.span.start) as u32);
         flow.streams_mut(dir).0.record_edit(start, end, text);
+        adopt_at_first_rewrite(flow, ctx);
         if flow.fixups == Fixups::Kernel {
             set_kernel_point(flow, dir, ctx);
         }
@@ -1597,6 +1618,15 @@ fn set_kernel_point(flow: &Flow, dir: Dir, ctx: &mut Ctx<'_>) {
         return;
     };
     let orig = flow.mapping.orig;
+    // An entry being made anew carries the point from the start.
+    for c in &mut ctx.commands {
+        if let Command::AdoptControl(a) = c {
+            if a.orig == orig {
+                a.seqadj[dir.index()] = Some(adj);
+                return;
+            }
+        }
+    }
     ctx.commands.retain(
         |c| !matches!(c, Command::SetSeqAdj { orig: o, dir: d, .. } if *o == orig && *d == dir),
     );
@@ -1765,5 +1795,30 @@ mod tests {
         assert!(!may(b"", b"22\r\n"));
         assert!(!may(b"200", b" 227\r\n"));
         assert!(!may(b"", b""));
+    }
+}
+
+/// The labels a step sets on a connection whose entry it makes anew ride
+/// in the new entry (one netlink round trip less, and no moment where the
+/// new entry lacks them).
+fn labels_into_adoption(commands: &mut Vec<Command>) {
+    let Some(adopted) = commands.iter().find_map(|c| match c {
+        Command::AdoptControl(a) => Some(a.orig),
+        _ => None,
+    }) else {
+        return;
+    };
+    let mut latest = None;
+    commands.retain(|c| match c {
+        Command::SetLabels { orig, labels, mask } if *orig == adopted => {
+            latest = Some((*labels, *mask));
+            false
+        }
+        _ => true,
+    });
+    for c in commands.iter_mut() {
+        if let Command::AdoptControl(a) = c {
+            a.labels = latest.or(a.labels);
+        }
     }
 }

@@ -212,6 +212,12 @@ impl FlowTable {
         self.index.get(seen).copied()
     }
 
+    /// The flow that has tuple `seen` (either direction).
+    pub fn by_tuple_mut(&mut self, seen: &Tuple) -> Option<&mut Flow> {
+        let (id, _) = self.locate(seen)?;
+        self.get_mut(id)
+    }
+
     pub fn get(&self, id: FlowId) -> Option<&Flow> {
         self.slots.get(id as usize)?.as_ref()
     }

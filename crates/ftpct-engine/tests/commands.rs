@@ -168,11 +168,13 @@ fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
     assert!(matches!(web, Step::Decided(_)));
 }
 
-/// With the kernel's fix-ups: the SYN-ACK asks for the entry to be made
-/// anew, rewrites set correction points instead of shifting packets.
+/// With the kernel's fix-ups: the first rewrite asks for the entry to be
+/// made anew, carrying its correction point and labels; rewrites set
+/// correction points instead of shifting packets.
 #[test]
 fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numbers() {
     use ftpct_engine::command::SeqAdj;
+    use ftpct_engine::kept::Kept;
     use ftpct_engine::policy::Refusal;
     use ftpct_engine::tuple::Dir;
     use ftpct_engine::wire::TcpPacket;
@@ -181,11 +183,15 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
     let cfg = live();
     let mut gw = Gateway::new(cfg, snat());
     let mut c = Control::snat_session();
-    let [_, syn_ack, _] = c.handshake(&mut gw);
-    assert!(syn_ack
-        .commands
-        .contains(&Command::AdoptControl { orig: c.c2s }));
-    gw.engine.adopted(&c.c2s);
+    let [syn, syn_ack, ack] = c.handshake(&mut gw);
+    let adoptions = |cs: &[Command]| {
+        cs.iter()
+            .filter(|c| matches!(c, Command::AdoptControl(_)))
+            .count()
+    };
+    for step in [&syn, &syn_ack, &ack] {
+        assert_eq!(adoptions(&step.commands), 0, "not before a rewrite");
+    }
     c.server_says(&mut gw, b"220 ready\r\n");
     // Client data starts at 1001: "PORT " is 5 bytes, the address at 1006.
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
@@ -194,14 +200,25 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
         offset_before: 0,
         offset_after: 2,
     };
+    let Some(Command::AdoptControl(a)) = port
+        .commands
+        .iter()
+        .find(|c| matches!(c, Command::AdoptControl(_)))
+    else {
+        panic!("the first rewrite asks: {:?}", port.commands);
+    };
+    assert_eq!((a.orig, a.seqadj), (c.c2s, [Some(set), None]));
+    let kept = a.labels.and_then(|(l, _)| Kept::from_labels(&l, 64));
     assert_eq!(
-        port.commands.first(),
-        Some(&Command::SetSeqAdj {
-            orig: c.c2s,
-            dir: Dir::Orig,
-            adj: set
-        })
+        kept.map(|k| (k.kernel_fixups, k.pending.is_some())),
+        Some((true, true)),
+        "the labels ride in the new entry"
     );
+    assert!(!port
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::SetSeqAdj { .. } | Command::SetLabels { .. })));
+    assert_eq!(gw.engine.adopted(&c.c2s), [], "nothing more to set");
     assert!(!port
         .commands
         .iter()
@@ -411,11 +428,19 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
     use ftpct_engine::Verdict;
 
     let cfg = live();
-    // No `adopted`: the entry could not be re-created.
     let (mut gw, mut c) = session(cfg.clone());
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
-    let labels = port
+    assert!(port
         .commands
+        .iter()
+        .any(|c| matches!(c, Command::AdoptControl(_))));
+    // The entry could not be re-created: ftpct keeps the fix-ups.
+    let own = gw.engine.not_adopted(&c.c2s);
+    assert!(
+        own.contains(&Command::SetLiberal { orig: c.c2s }),
+        "{own:?}"
+    );
+    let labels = own
         .iter()
         .rev()
         .find_map(|c| match c {

@@ -24,14 +24,10 @@ fn selective(kernel_fixups: bool) -> Config {
 /// A client behind SNAT past its handshake; its greeting and login passed
 /// unseen (they hold nothing the kernel queues).
 fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
-    let kernel = cfg.kernel_fixups;
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(cfg, StaticNat::new(vec![rule], Vec::new()));
     let mut c = Control::snat_session();
     c.handshake(&mut gw);
-    if kernel {
-        gw.engine.adopted(&c.c2s);
-    }
     c.passed_unseen(Side::Server, b"220 ready\r\n");
     c.passed_unseen(Side::Client, b"USER anonymous\r\n");
     c.passed_unseen(Side::Server, b"331 password\r\n");
@@ -94,11 +90,25 @@ fn announcements_after_unseen_lines_are_followed_and_the_server_reply_is_queued_
         Some(false),
         "the line is complete"
     );
+    let at = |what: fn(&Command) -> bool| port.commands.iter().position(what);
+    let guard_on = at(|c| matches!(c, Command::GuardOn { key } if *key == server_key()));
+    let adoption = at(|c| matches!(c, Command::AdoptControl(_)));
     assert!(
-        port.commands
-            .contains(&Command::GuardOn { key: server_key() }),
+        guard_on.is_some(),
         "the reply that acknowledges the edit must be seen"
     );
+    assert!(
+        guard_on < adoption,
+        "the server's direction is queued before its entry is made anew: {:?}",
+        port.commands
+    );
+    let Some(Command::AdoptControl(a)) = adoption.map(|i| &port.commands[i]) else {
+        panic!(
+            "the first rewrite hands the fix-ups over: {:?}",
+            port.commands
+        );
+    };
+    assert_eq!(a.keys, [client_key(), server_key()]);
     let ok = c.server_says(&mut gw, b"200 ok\r\n");
     assert_eq!(guard(&ok, server_key()), Some(false), "acknowledged");
     c.passed_unseen(Side::Client, b"RETR f\r\n");

@@ -1,0 +1,119 @@
+//! Verdicts wait while their connection's conntrack entry is made anew.
+//!
+//! An adoption deletes a control connection's entry and creates it again
+//! through ctnetlink (`Command::AdoptControl`). A packet of that connection
+//! reaching conntrack in between would make an entry of its own (conntrack
+//! picks connections up mid-stream), without ftpct's NAT bindings, and
+//! the create would then fail. The rewritten segment that asked for the
+//! adoption waits in its queue, and its direction's next segments queue
+//! behind it; the other direction is guarded first, so its segments are
+//! queued too, but another queue thread may decide them. So every verdict
+//! passes this gate: it is sent under a shared lock, and an adoption marks
+//! its connection under the exclusive one, which waits for the verdicts
+//! already being sent; a verdict on a marked connection waits until the
+//! entry is back (bounded: a stuck adoption must not stall the queue).
+
+use std::collections::HashSet;
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use ftpct_engine::command::GuardKey;
+use tracing::warn;
+
+/// How long a verdict waits for an adoption (one takes ~50 µs).
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often a waiting verdict looks again.
+const POLL: Duration = Duration::from_micros(20);
+
+#[derive(Default)]
+pub struct AdoptionGate {
+    /// The guard keys of the connections being adopted.
+    adopting: RwLock<HashSet<GuardKey>>,
+}
+
+impl AdoptionGate {
+    /// Runs `send` (a verdict on a packet of the directions `keys`) once
+    /// none of them is being adopted, or after `MAX_WAIT`.
+    pub fn pass<T>(&self, keys: &[GuardKey], send: impl FnOnce() -> T) -> T {
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            let adopting = self.adopting.read().unwrap_or_else(PoisonError::into_inner);
+            let waits = keys.iter().any(|k| adopting.contains(k));
+            if !waits || Instant::now() >= deadline {
+                if waits {
+                    warn!("a verdict waited {MAX_WAIT:?} for its connection's entry to be made anew: it goes on");
+                }
+                // Sent under the shared lock: an adoption starting now
+                // waits until this packet is through conntrack.
+                return send();
+            }
+            drop(adopting);
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Runs `adopt` with verdicts on the directions `keys` held back.
+    pub fn during<T>(&self, keys: &[GuardKey], adopt: impl FnOnce() -> T) -> T {
+        self.adopting
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(keys.iter().copied());
+        let out = adopt();
+        let mut adopting = self
+            .adopting
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        keys.iter().for_each(|k| {
+            adopting.remove(k);
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+
+    fn key(port: u16) -> GuardKey {
+        GuardKey {
+            client: format!("192.0.2.10:{port}").parse().expect("addr"),
+            server: "198.51.100.20".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn a_verdict_on_a_connection_being_adopted_waits_for_the_entry() {
+        let gate = Arc::new(AdoptionGate::default());
+        let (inside_tx, inside) = mpsc::channel();
+        let (finish_tx, finish) = mpsc::channel::<()>();
+        let adopter = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || {
+                gate.during(&[key(40000)], || {
+                    inside_tx.send(()).expect("send");
+                    finish.recv().expect("recv");
+                    Instant::now()
+                })
+            })
+        };
+        inside.recv().expect("adopting");
+        // Another connection's verdict does not wait.
+        assert!(gate.pass(&[key(40001)], || true));
+        let waiter = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || gate.pass(&[key(40000)], Instant::now))
+        };
+        thread::sleep(Duration::from_millis(5));
+        finish_tx.send(()).expect("finish");
+        let adopted_at = adopter.join().expect("adopter");
+        let sent_at = waiter.join().expect("waiter");
+        assert!(
+            sent_at >= adopted_at,
+            "the verdict went after the entry was back"
+        );
+    }
+}
