@@ -1776,28 +1776,6 @@ pub fn printable(bytes: &[u8]) -> String {
     trimmed.escape_ascii().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::may_hold_an_announcement as may;
-
-    #[test]
-    fn what_may_hold_an_announcement() {
-        assert!(may(b"", b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"));
-        assert!(may(b"", b"200 ok\r\n229 (|||5000|)\r\n"));
-        assert!(may(b"", b"200 ok\r\n22"), "may still become one");
-        assert!(may(b"22", b"7 Entering"), "goes on from the last segment");
-        assert!(may(b"", b"227"));
-        assert!(!may(b"", b"200 ok\r\n"));
-        assert!(
-            !may(b"", b"213 2270\r\n"),
-            "the code is read at the line's start"
-        );
-        assert!(!may(b"", b"22\r\n"));
-        assert!(!may(b"200", b" 227\r\n"));
-        assert!(!may(b"", b""));
-    }
-}
-
 /// The labels a step sets on a connection whose entry it makes anew ride
 /// in the new entry (one netlink round trip less, and no moment where the
 /// new entry lacks them).
@@ -1820,5 +1798,27 @@ fn labels_into_adoption(commands: &mut Vec<Command>) {
         if let Command::AdoptControl(a) = c {
             a.labels = latest.or(a.labels);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold_an_announcement as may;
+
+    #[test]
+    fn what_may_hold_an_announcement() {
+        assert!(may(b"", b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"));
+        assert!(may(b"", b"200 ok\r\n229 (|||5000|)\r\n"));
+        assert!(may(b"", b"200 ok\r\n22"), "may still become one");
+        assert!(may(b"22", b"7 Entering"), "goes on from the last segment");
+        assert!(may(b"", b"227"));
+        assert!(!may(b"", b"200 ok\r\n"));
+        assert!(
+            !may(b"", b"213 2270\r\n"),
+            "the code is read at the line's start"
+        );
+        assert!(!may(b"", b"22\r\n"));
+        assert!(!may(b"200", b" 227\r\n"));
+        assert!(!may(b"", b""));
     }
 }
