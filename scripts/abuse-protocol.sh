@@ -19,7 +19,9 @@
 #       as the line it received names it, and to the server's address.
 #   fake-reply-cmd-dnat-vsftpd
 #       the CLIENT sends "227 ..." and "229 ..." lines as commands.
-#   unsolicited-{227,229}-dnat-fake
+#   unsolicited-{227,229}-dnat-fake (and the 229 over IPv6: -v6; likewise
+#   listing-229-dnat-vsftpd-v6, multiline-229-segs-dnat-fake-v6 and
+#   bounce-port25-eprt-snat-vsftpd-v6)
 #       a fake server on port 21 answers SITE with a 227/229 no PASV/EPSV
 #       asked for.
 #   multiline-{227,229}-segs-dnat-fake
@@ -127,13 +129,16 @@ parse_args() {
 CASES=$(cat <<'EOF'
 listing-227-dnat-vsftpd        dnat vsftpd    listing 227
 listing-229-dnat-vsftpd        dnat vsftpd    listing 229
+listing-229-dnat-vsftpd-v6     dnat vsftpd    listing 229 6
 fake-reply-cmd-dnat-vsftpd     dnat vsftpd    fakecmd
 listing-227-dnat-pure-ftpd     dnat pure-ftpd listing 227
 listing-229-dnat-pure-ftpd     dnat pure-ftpd listing 229
 unsolicited-227-dnat-fake      dnat fake      unsolicited 227
 unsolicited-229-dnat-fake      dnat fake      unsolicited 229
+unsolicited-229-dnat-fake-v6   dnat fake      unsolicited 229 6
 multiline-227-segs-dnat-fake   dnat fake      multiline 227
 multiline-229-segs-dnat-fake   dnat fake      multiline 229
+multiline-229-segs-dnat-fake-v6 dnat fake     multiline 229 6
 longline-client-dnat-fake      dnat fake      send longline 100000
 longline-server-dnat-fake      dnat fake      srvsend LONGLINE 100000
 garbage-server-dnat-fake       dnat fake      srvsend GARBAGE 65536
@@ -144,6 +149,7 @@ listing-227-snat-vsftpd        snat vsftpd    listing 227
 listing-229-snat-vsftpd        snat vsftpd    listing 229
 bounce-port25-port-snat-vsftpd snat vsftpd    bounce port25 PORT
 bounce-port25-eprt-snat-vsftpd snat vsftpd    bounce port25 EPRT
+bounce-port25-eprt-snat-vsftpd-v6 snat vsftpd bounce port25 EPRT 6
 portflood-burst-snat-vsftpd    snat vsftpd    portflood pipelined
 portflood-seq-snat-vsftpd      snat vsftpd    portflood sequential
 garbage-client-snat-vsftpd     snat vsftpd    send binary 65536
@@ -368,15 +374,28 @@ hostile() {
     return "$rc"
 }
 
-run_listing() { # 227|229
+# The lab's addresses of family ${1:-4} (4 or 6): TARGET (where the client
+# connects), SRV, CLI, PUBLIC (the gateway's outside address), and
+# hp HOST PORT, a probe's HOST:PORT ([v6]:PORT).
+family_addrs() { # [4|6]
+    if [[ ${1:-4} == 6 ]]; then
+        TARGET=$FTPCT_LAB_TARGET6 SRV=$FTPCT_LAB_SRV6 CLI=$FTPCT_LAB_CLI6 PUBLIC=2001:db8:2::1
+    else
+        TARGET=$FTPCT_LAB_TARGET4 SRV=$FTPCT_LAB_SRV4 CLI=$FTPCT_LAB_CLI4 PUBLIC=198.51.100.1
+    fi
+}
+hp() { if [[ $1 == *:* ]]; then echo "[$1]:$2"; else echo "$1:$2"; fi; }
+
+run_listing() { # 227|229 [4|6]
     local kind=$1 cmd
+    family_addrs "${2:-4}"
     if [[ $LAB_SERVER == pure-ftpd ]]; then cmd="STAT trick$kind/*"; else cmd="STAT trick$kind"; fi
     local port=$P227
     [[ $kind == 229 ]] && port=$P229
     EXPECT="closed, refused logged"
     NEED=refused
-    hostile session "$FTPCT_LAB_TARGET4" --cmd "$cmd" --want "^$kind Entering" --probe-announced \
-        --probe "$FTPCT_LAB_TARGET4:$port" --probe "$FTPCT_LAB_SRV4:$port" --noop
+    hostile session "$TARGET" --cmd "$cmd" --want "^$kind Entering" --probe-announced \
+        --probe "$(hp "$TARGET" "$port")" --probe "$(hp "$SRV" "$port")" --noop
 }
 
 run_fakecmd() {
@@ -390,29 +409,32 @@ run_fakecmd() {
         --probe "$NS_SRV@$FTPCT_LAB_CLI4:$PFAKE" --noop
 }
 
-run_unsolicited() { # 227|229
+run_unsolicited() { # 227|229 [4|6]
+    family_addrs "${2:-4}"
     EXPECT="closed, refused logged"
     NEED=refused
-    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE UNSOL$1 $PUNSOL" --want "^$1 Entering" \
-        --probe-announced --probe "$FTPCT_LAB_TARGET4:$PUNSOL" --noop
+    hostile session "$TARGET" --cmd "SITE UNSOL$1 $PUNSOL" --want "^$1 Entering" \
+        --probe-announced --probe "$(hp "$TARGET" "$PUNSOL")" --noop
 }
 
 # The listing trick again, from the fake server: each line of the 213
 # reply in a TCP segment of its own (what a helper reading segments sees).
-run_multiline() { # 227|229
+run_multiline() { # 227|229 [4|6]
+    family_addrs "${2:-4}"
     EXPECT="closed, refused logged"
     NEED=refused
-    hostile session "$FTPCT_LAB_TARGET4" --cmd "SITE MULTI$1 $PUNSOL" --want "^$1 Entering" \
-        --probe-announced --probe "$FTPCT_LAB_TARGET4:$PUNSOL" --noop
+    hostile session "$TARGET" --cmd "SITE MULTI$1 $PUNSOL" --want "^$1 Entering" \
+        --probe-announced --probe "$(hp "$TARGET" "$PUNSOL")" --noop
 }
 
-run_bounce() { # port25|third PORT|EPRT
-    local target port probe
+run_bounce() { # port25|third PORT|EPRT [4|6]
+    local target port probe fam=${3:-4}
+    family_addrs "$fam"
     if [[ $1 == port25 ]]; then
-        target=$FTPCT_LAB_CLI4 port=25
+        target=$CLI port=25
         # The data connection would come from the server to the gateway's
         # public address (SNAT), mapped to the client's port 25.
-        probe="$NS_SRV@198.51.100.1:25"
+        probe="$NS_SRV@$(hp "$PUBLIC" 25)"
     else
         target=$FTPCT_LAB_SRV2_4 port=$P3RD
         probe="$NS_SRV@$target:$port"
@@ -421,11 +443,11 @@ run_bounce() { # port25|third PORT|EPRT
     if [[ $2 == PORT ]]; then
         cmd="PORT ${target//./,},$((port >> 8)),$((port & 255))"
     else
-        cmd="EPRT |1|$target|$port|"
+        cmd="EPRT |$((fam == 6 ? 2 : 1))|$target|$port|"
     fi
     EXPECT="closed, refused logged"
     NEED=refused
-    hostile session "$FTPCT_LAB_TARGET4" --cmd "$cmd" --probe "$probe" --probe "$NS_SRV@$target:$port" --noop
+    hostile session "$TARGET" --cmd "$cmd" --probe "$probe" --probe "$NS_SRV@$(hp "$target" "$port")" --noop
 }
 
 run_portflood() { # pipelined|sequential
