@@ -63,6 +63,8 @@
 #                      With fix-ups kept in ftpct's memory the NOOPs reach the
 #                      server 2 bytes off and fail. (Kernel: the same session,
 #                      nothing killed.)
+#   5c6-kill9-rewrite-v6  the same over IPv6: an EPRT rewritten by SNAT
+#                      (one byte shorter), ftpct killed, NOOPs, restart.
 #   5d-kill9-pending   a PORT and a PASV session each announce their data
 #                      connection (PORT rewritten, expectation pending); ftpct
 #                      killed (SIGKILL); restarted 1 s later; then both
@@ -128,6 +130,7 @@ NS_CLI=${FTPCT_LAB_PREFIX}cli
 NS_GW=${FTPCT_LAB_PREFIX}gw
 NS_SRV=${FTPCT_LAB_PREFIX}srv
 SRV4=198.51.100.20
+SRV6=2001:db8:2::20
 PUB4=198.51.100.1
 CLI4=192.0.2.10
 CLI_NEW=192.0.2.11 # case 2: the new inside client
@@ -137,7 +140,7 @@ BG_RATE=3000000 # bytes/s of the background downloads (50 MiB: ~17 s at most)
 FLOOD_CLI=45000
 FLOOD_SRV=75000
 FLOOD_SECS=4
-ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete 8-ct-destroyed"
+ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5c6-kill9-rewrite-v6 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete 8-ct-destroyed"
 
 ONLY=''
 MODES=ftpct,kernel
@@ -294,7 +297,7 @@ wait_file() { # PATH SECS
 declare -A CPID=()
 client() {
     local name=$1 mode=$2; shift 2
-    ip netns exec "$NS_CLI" timeout -k 2 90 python3 -u "$ABUSE/faults_ftp.py" "$SRV4" "$mode" \
+    ip netns exec "$NS_CLI" timeout -k 2 90 python3 -u "$ABUSE/faults_ftp.py" "${CLIENT_SRV:-$SRV4}" "$mode" \
         --sums "$FTPCT_LAB_ANON/SHA256SUMS" --timeout 10 "$@" </dev/null >"$CDIR/$name.log" 2>&1 &
     CPID[$name]=$!
     PIDS+=("$!")
@@ -428,6 +431,7 @@ declare -A EXPECT=(
     [5a-kill9]="no hang; PORT+PASV sessions carry on; new ok"
     [5b-sigterm]="no hang; PORT+PASV sessions carry on; new ok"
     [5c-kill9-rewrite]="NOOPs 200 during the outage; next+new transfers ok"
+    [5c6-kill9-rewrite-v6]="NOOPs 200 during the outage; next+new transfers ok"
     [5d-kill9-pending]="announced before the kill, transfers after it ok"
     [6-second-instance]="1st's ipset entries kept; 2nd refuses/own sets"
     [7a-ipset-flush]="flush noticed in the log; pending PASV+PORT ok"
@@ -690,13 +694,15 @@ case_kill() { # MODE SIGNAL
     conclude
 }
 
-case_kill_after_rewrite() { # MODE
-    local mode=$1 p='' d='' s rc=0
-    client rw port get 1k.bin touch "$CDIR/rewritten" wait "$CDIR/killed" \
+case_kill_after_rewrite() { # MODE [port|eprt (IPv6)]
+    local mode=$1 kind=${2:-port} p='' d='' s rc=0
+    local CLIENT_SRV=$SRV4
+    [[ $kind == eprt ]] && CLIENT_SRV=$SRV6
+    client rw "$kind" get 1k.bin touch "$CDIR/rewritten" wait "$CDIR/killed" \
         noop noop noop touch "$CDIR/nooped" wait "$CDIR/restarted" get 1k.bin quit
     wait_file "$CDIR/rewritten" 15 || p+="setup: the first transfer did not end in 15 s; "
     if [[ $mode == ftpct ]]; then
-        grep -q "rewrite 'PORT" "$FTPCT_LOG" || p+="setup: ftpct logged no PORT rewrite; "
+        grep -qi "rewrite '$kind" "$FTPCT_LOG" || p+="setup: ftpct logged no $kind rewrite; "
         kill -KILL "$FTPCT_PID"
         wait_bounded "$FTPCT_PID" 5 || true
         FTPCT_PID=''
@@ -710,7 +716,7 @@ case_kill_after_rewrite() { # MODE
     s=$(client_summary rw "$rc")
     d+="the session: $s; "
     [[ $s == ok ]] || p+="the rewritten session did not carry on: $s; "
-    client new-port port get 1k.bin quit
+    client new-port "$kind" get 1k.bin quit
     run_wait 25 new-port
     ((ALL_OK)) || p+="a new session after the restart failed; "
     d+="new session: ${SUMMARY%; }; "
@@ -897,6 +903,7 @@ run_case() {
         5a-kill9) case_kill "$mode" KILL ;;
         5b-sigterm) case_kill "$mode" TERM ;;
         5c-kill9-rewrite) case_kill_after_rewrite "$mode" ;;
+        5c6-kill9-rewrite-v6) case_kill_after_rewrite "$mode" eprt ;;
         5d-kill9-pending) case_kill_with_pending "$mode" ;;
         6-second-instance) case_second_instance "$mode" ;;
         7a-ipset-flush) case_ipset_flush "$mode" ;;
