@@ -32,20 +32,28 @@ pub struct AdoptionGate {
 }
 
 impl AdoptionGate {
-    /// Runs `send` (a verdict on a packet of the directions `keys`) once
-    /// none of them is being adopted, or after `MAX_WAIT`.
-    pub fn pass<T>(&self, keys: &[GuardKey], send: impl FnOnce() -> T) -> T {
+    /// Runs `send` on `packet` (its verdict) once none of the directions
+    /// `keys_of` finds in it is being adopted, or after `MAX_WAIT`. The
+    /// packet is looked at only while some adoption runs: most verdicts
+    /// cost a read lock and nothing more.
+    pub fn pass<P, T>(
+        &self,
+        packet: P,
+        keys_of: impl Fn(&P) -> Vec<GuardKey>,
+        send: impl FnOnce(P) -> T,
+    ) -> T {
         let deadline = Instant::now() + MAX_WAIT;
         loop {
             let adopting = self.adopting.read().unwrap_or_else(PoisonError::into_inner);
-            let waits = keys.iter().any(|k| adopting.contains(k));
+            let waits =
+                !adopting.is_empty() && keys_of(&packet).iter().any(|k| adopting.contains(k));
             if !waits || Instant::now() >= deadline {
                 if waits {
                     warn!("a verdict waited {MAX_WAIT:?} for its connection's entry to be made anew: it goes on");
                 }
                 // Sent under the shared lock: an adoption starting now
                 // waits until this packet is through conntrack.
-                return send();
+                return send(packet);
             }
             drop(adopting);
             std::thread::sleep(POLL);
@@ -102,10 +110,10 @@ mod tests {
         };
         inside.recv().expect("adopting");
         // Another connection's verdict does not wait.
-        assert!(gate.pass(&[key(40001)], || true));
+        assert!(gate.pass(key(40001), |k| vec![*k], |_| true));
         let waiter = {
             let gate = Arc::clone(&gate);
-            thread::spawn(move || gate.pass(&[key(40000)], Instant::now))
+            thread::spawn(move || gate.pass(key(40000), |k| vec![*k], |_| Instant::now()))
         };
         thread::sleep(Duration::from_millis(5));
         finish_tx.send(()).expect("finish");

@@ -72,10 +72,16 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p))
     }
 
-    /// Sends a verdict (`send`) on a packet of the directions `keys` once
-    /// its connection's entry is not being made anew.
-    pub fn send_verdict<T>(&self, keys: &[GuardKey], send: impl FnOnce() -> T) -> T {
-        self.shared.adoptions().pass(keys, send)
+    /// Sends the verdict on `packet` (`send`) once its connection's entry
+    /// is not being made anew; `bytes` reads the packet's IP bytes.
+    pub fn send_verdict<P, T>(
+        &self,
+        packet: P,
+        bytes: impl Fn(&P) -> &[u8],
+        send: impl FnOnce(P) -> T,
+    ) -> T {
+        let keys_of = |p: &P| self.guard_keys(bytes(p));
+        self.shared.adoptions().pass(packet, keys_of, send)
     }
 
     /// The verdict on a packet queued from `queue` at `hook`.

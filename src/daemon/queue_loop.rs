@@ -140,7 +140,6 @@ impl Worker {
 
     fn handle(&mut self, mut msg: Message) {
         let hook = hook_of(msg.get_hook());
-        let keys = self.path.guard_keys(msg.get_payload());
         // Never edit a truncated copy (not expected: GSO is not asked for).
         let arrived = Instant::now();
         let verdict = if msg.get_original_len() > msg.get_payload().len() {
@@ -158,7 +157,10 @@ impl Worker {
             Verdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
         }
         let queue = &mut self.queue;
-        if let Err(e) = self.path.send_verdict(&keys, || queue.verdict(msg)) {
+        let sent = self
+            .path
+            .send_verdict(msg, Message::get_payload, |m| queue.verdict(m));
+        if let Err(e) = sent {
             warn!(queue = self.num, "verdict failed: {e}");
         }
         self.path.after_verdict();
