@@ -20,7 +20,9 @@
 //!   direction (source address and port, destination address) in the guard
 //!   ipset; every packet of a direction in the guard set -> NFQUEUE. A
 //!   segment that is one short line whose start cannot matter (xt_bpf,
-//!   `bpf::plain_line`) leaves before the string searches. ftpct
+//!   `bpf::quick_plain_line` first for the common header shape, then
+//!   `bpf::plain_line`) leaves before the handshake rules and the string
+//!   searches. ftpct
 //!   takes the direction out again once it has seen what it needed (see
 //!   docs/DESIGN.md, "Selective queueing");
 //! - with `--queue-all` instead: TCP from or to a control port -> NFQUEUE;
@@ -53,6 +55,8 @@ const COMMENT_PASSIVE: &str =
     "ftpct: a PASV or EPSV alone in its segment: noted in the passive set, not queued";
 const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
+const COMMENT_QUICK: &str =
+    "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued (common shape, one program)";
 pub(crate) const COMMENT_PLAIN: &str =
     "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
 /// The TCP header with the timestamps option, as Linux and most stacks
@@ -363,20 +367,20 @@ impl RuleSet {
                 handshake.extend(words(&["-j", "ACCEPT"]));
                 control.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
                 control.extend(self.target());
-                for (role, spec) in [
+                let handshakes = [
                     (Role::Handshake, within),
                     (Role::HandshakeExcess, handshake),
-                ] {
-                    rules.push(Rule { chain, role, spec });
-                }
+                ]
+                .map(|(role, spec)| Rule { chain, role, spec });
                 if self.queue_all {
+                    rules.extend(handshakes);
                     rules.push(Rule {
                         chain,
                         role: Role::Control,
                         spec: control,
                     });
                 } else {
-                    rules.extend(self.selective(family, chain, &list.join(",")));
+                    rules.extend(self.selective(family, chain, &list.join(","), handshakes));
                 }
             }
             let mut spec = words(&["-p", "tcp", "--syn", "-m", "set", "--match-set"]);
@@ -410,7 +414,13 @@ impl RuleSet {
     /// the client's address and port and the server's address:
     /// `src,src,dst` of a client segment (to a control port), `dst,dst,src`
     /// of a server segment.
-    fn selective(&self, family: Family, chain: &'static str, ports: &str) -> Vec<Rule> {
+    fn selective(
+        &self,
+        family: Family,
+        chain: &'static str,
+        ports: &str,
+        handshakes: [Rule; 2],
+    ) -> Vec<Rule> {
         let guard = self.sets.guard_of(family);
         let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
         let rule = |role, spec| Rule { chain, role, spec };
@@ -473,12 +483,32 @@ impl RuleSet {
             }
             m
         };
-        let mut rules = vec![fin, reset];
+        // What most segments meet, first: the FIN rule (a native flags
+        // test), the guard set, then the quick rule, which lets segments
+        // without payload (most are ACKs) and short lines (most commands
+        // and replies) of the common shape leave; they never reach the
+        // handshake and reset rules (the quick program leaves SYN, FIN and
+        // RST to them). Other short lines leave by a rule of two programs,
+        // longer ones by one of all five (each xt_bpf match costs about
+        // the same, whatever its program, but each byte a general program
+        // reads costs a helper call, where the quick one reads words at
+        // fixed places, inline).
+        let mut rules = vec![fin];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
-        // Segments without payload (most are ACKs) and short lines (most
-        // commands and replies) leave by a rule of two programs, longer
-        // lines by one of all five (each xt_bpf match costs about the same,
-        // whatever its program).
+        for ((side, _), who) in sides
+            .into_iter()
+            .zip([bpf::Side::Client, bpf::Side::Server])
+        {
+            let mut quick = words(&["-p", "tcp"]);
+            quick.extend(port_match(side, ports));
+            let program = bpf::quick_plain_line(family, who);
+            quick.extend(words(&["-m", "bpf", "--bytecode", &program]));
+            quick.extend(words(&["-m", "comment", "--comment", COMMENT_QUICK]));
+            quick.extend(words(&["-j", "ACCEPT"]));
+            rules.push(rule(Role::Plain, quick));
+        }
+        rules.extend(handshakes);
+        rules.push(reset);
         for programs in [SHORT_PLAIN_PROGRAMS, bpf::PLAIN_PROGRAMS] {
             for ((side, _), who) in sides
                 .into_iter()
