@@ -116,8 +116,25 @@ fn lab(tag: &str) -> Netns {
 }
 
 fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 12] = [
+    let cases: [(&str, &[&[u8]], bool); 15] = [
         ("a plain command", &[b"NOOP\r\n"], false),
+        // Up to 16 bytes the quick program reads the payload by words: a
+        // line feed in each of them ends a line, and the next is seen.
+        (
+            "PORT behind a line feed in the first word",
+            &[b"ABC\nPORT 1,2\r\n"],
+            true,
+        ),
+        (
+            "PASV behind a line feed in the second word",
+            &[b"ABCDEF\nPASV\r\n"],
+            true,
+        ),
+        (
+            "AUTH behind a line feed in the third word",
+            &[b"ABCDEFGHI\nAUTH\r\n"],
+            true,
+        ),
         ("a keyword inside one line", &[b"NOOP PORT\r\n"], false),
         ("a long plain command", &[LONG], false),
         (
@@ -146,8 +163,9 @@ fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
 }
 
 fn server_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 7] = [
+    let cases: [(&str, &[&[u8]], bool); 8] = [
         ("a plain reply", &[b"200 ok\r\n"], false),
+        ("227 behind a bare line feed", &[b"200 ok\n227 x\r\n"], true),
         ("a hyphen inside one line", &[b"226 done - ok\r\n"], false),
         (
             "227",
