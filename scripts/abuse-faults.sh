@@ -73,6 +73,10 @@
 #                      (pending expectations and ipset entries rebuilt). With
 #                      expectations only in memory the data connections are
 #                      not RELATED and the strict gateway drops them.
+#   5d6-kill9-pending-v6  the same over IPv6: an EPRT (rewritten by SNAT)
+#                      and an EPSV session, expectations pending, ftpct killed
+#                      and restarted; the restarted ftpct takes them up from
+#                      their IPv6 conntrack entries and the ipset6 entries.
 #   6-second-instance  `ftpct run --queue 1` started while the first instance
 #                      has pending expectations. Expected: the second refuses
 #                      with a clear error or uses its own sets; `ipset list
@@ -140,7 +144,7 @@ BG_RATE=3000000 # bytes/s of the background downloads (50 MiB: ~17 s at most)
 FLOOD_CLI=45000
 FLOOD_SRV=75000
 FLOOD_SECS=4
-ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5c6-kill9-rewrite-v6 5d-kill9-pending 6-second-instance 7a-ipset-flush 7b-rules-delete 8-ct-destroyed"
+ALL_CASES="1-synflood 2-nat-reuse 3-queue-overflow 4-ct-full 5a-kill9 5b-sigterm 5c-kill9-rewrite 5c6-kill9-rewrite-v6 5d-kill9-pending 5d6-kill9-pending-v6 6-second-instance 7a-ipset-flush 7b-rules-delete 8-ct-destroyed"
 
 ONLY=''
 MODES=ftpct,kernel
@@ -433,6 +437,7 @@ declare -A EXPECT=(
     [5c-kill9-rewrite]="NOOPs 200 during the outage; next+new transfers ok"
     [5c6-kill9-rewrite-v6]="NOOPs 200 during the outage; next+new transfers ok"
     [5d-kill9-pending]="announced before the kill, transfers after it ok"
+    [5d6-kill9-pending-v6]="announced before the kill, transfers after it ok"
     [6-second-instance]="1st's ipset entries kept; 2nd refuses/own sets"
     [7a-ipset-flush]="flush noticed in the log; pending PASV+PORT ok"
     [7b-rules-delete]="warning logged"
@@ -724,13 +729,15 @@ case_kill_after_rewrite() { # MODE [port|eprt (IPv6)]
     conclude
 }
 
-case_kill_with_pending() { # MODE
-    local mode=$1 p='' d='' name
-    for name in port pasv; do
+case_kill_with_pending() { # MODE [6 (IPv6: EPRT and EPSV)]
+    local mode=$1 p='' d='' name active=port passive=pasv
+    local CLIENT_SRV=$SRV4
+    if [[ ${2:-} == 6 ]]; then CLIENT_SRV=$SRV6 active=eprt passive=epsv; fi
+    for name in "$active" "$passive"; do
         client "pend-$name" "$name" announce touch "$CDIR/$name.announced" wait "$CDIR/restarted" \
             get 1k.bin quit
     done
-    wait_file "$CDIR/port.announced" 15 && wait_file "$CDIR/pasv.announced" 15 ||
+    wait_file "$CDIR/$active.announced" 15 && wait_file "$CDIR/$passive.announced" 15 ||
         p+="setup: the announcements did not happen in 15 s; "
     if [[ $mode == ftpct ]]; then
         kill -KILL "$FTPCT_PID"
@@ -741,7 +748,7 @@ case_kill_with_pending() { # MODE
         d+="restarted: $({ grep -o 'took up [^,]*, [0-9]* with a pending data connection' "$CDIR/ftpct-restarted.log" || echo 'took up nothing'; } | head -n1); "
     fi
     touch "$CDIR/restarted"
-    run_wait 25 pend-port pend-pasv
+    run_wait 25 "pend-$active" "pend-$passive"
     ((ALL_OK)) || p+="a transfer announced before the kill failed; "
     d+="${SUMMARY%; }; "
     [[ $mode == ftpct ]] && FTPCT_LOG=$CDIR/ftpct-restarted.log
@@ -905,6 +912,7 @@ run_case() {
         5c-kill9-rewrite) case_kill_after_rewrite "$mode" ;;
         5c6-kill9-rewrite-v6) case_kill_after_rewrite "$mode" eprt ;;
         5d-kill9-pending) case_kill_with_pending "$mode" ;;
+        5d6-kill9-pending-v6) case_kill_with_pending "$mode" 6 ;;
         6-second-instance) case_second_instance "$mode" ;;
         7a-ipset-flush) case_ipset_flush "$mode" ;;
         7b-rules-delete) case_rules_delete "$mode" ;;

@@ -5,7 +5,7 @@
 # link), in two gateway modes:
 #   kernel  the kernel's FTP helper on both gateways (the control);
 #   ftpct   `ftpct rules --apply` and `ftpct run` (release build) on both.
-# Cases (vsftpd, IPv4, 1 KiB file, SHA-256 checked):
+# Cases (vsftpd, 1 KiB file, SHA-256 checked):
 #   active-port-snat   client inside, PORT rewritten by SNAT, a transfer before;
 #                      after the failover: NOOP gets its 200, a new PORT + RETR
 #   active-eprt-snat-v6  the same over IPv6 (EPRT, one byte shorter)
@@ -14,6 +14,9 @@
 #   pending-port-snat  as active, then PORT sent (200) before the failover and
 #                      RETR after: the data connection needs the expectation
 #   pending-pasv-dnat  as passive, then PASV (227) before, connect + RETR after
+#   passive-epsv-dnat-v6, pending-eprt-snat-v6, pending-epsv-dnat-v6
+#                      the same over IPv6 (EPSV to the outside virtual address,
+#                      EPRT rewritten by SNAT)
 #   new-after-failover a new active session through gateway B (lab check)
 # The failover does what keepalived's notify scripts would: `scripts/lab.sh ha
 # failover b` (addresses off A, onto B, gratuitous ARP; on B `conntrackd -c ct`,
@@ -47,6 +50,7 @@ set -euo pipefail
 declare -A EXPECT_KERNEL=(
     [active-port-snat]=pass [active-eprt-snat-v6]=pass [passive-pasv-dnat]=pass
     [pending-port-snat]=fail [pending-pasv-dnat]=fail [new-after-failover]=pass
+    [passive-epsv-dnat-v6]=pass [pending-eprt-snat-v6]=fail [pending-epsv-dnat-v6]=fail
 )
 # ftpct: each NATed session's sequence fix-ups are in its conntrack entry
 # (an entry ftpct made through ctnetlink: it carries seqadj) and its state in
@@ -59,8 +63,10 @@ declare -A EXPECT_KERNEL=(
 declare -A EXPECT_FTPCT=(
     [active-port-snat]=pass [active-eprt-snat-v6]=pass [passive-pasv-dnat]=pass
     [pending-port-snat]=pass [pending-pasv-dnat]=pass [new-after-failover]=pass
+    [passive-epsv-dnat-v6]=pass [pending-eprt-snat-v6]=pass [pending-epsv-dnat-v6]=pass
 )
-BEFORE=(active-port-snat active-eprt-snat-v6 passive-pasv-dnat pending-port-snat pending-pasv-dnat)
+BEFORE=(active-port-snat active-eprt-snat-v6 passive-pasv-dnat pending-port-snat pending-pasv-dnat
+    passive-epsv-dnat-v6 pending-eprt-snat-v6 pending-epsv-dnat-v6)
 CASES=("${BEFORE[@]}" new-after-failover)
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -169,6 +175,9 @@ case_client() {
         passive-pasv-dnat) echo "$FTPCT_LAB_NS_CLIOUT $FTPCT_LAB_VIP_OUT4 pasv" ;;
         pending-port-snat) echo "$FTPCT_LAB_NS_CLI $FTPCT_LAB_SRV4 port-pending" ;;
         pending-pasv-dnat) echo "$FTPCT_LAB_NS_CLIOUT $FTPCT_LAB_VIP_OUT4 pasv-pending" ;;
+        passive-epsv-dnat-v6) echo "$FTPCT_LAB_NS_CLIOUT $FTPCT_LAB_VIP_OUT6 pasv" ;;
+        pending-eprt-snat-v6) echo "$FTPCT_LAB_NS_CLI $FTPCT_LAB_SRV6 port-pending" ;;
+        pending-epsv-dnat-v6) echo "$FTPCT_LAB_NS_CLIOUT $FTPCT_LAB_VIP_OUT6 pasv-pending" ;;
         new-after-failover) echo "$FTPCT_LAB_NS_CLI $FTPCT_LAB_SRV4 port" ;;
     esac
 }
