@@ -260,21 +260,8 @@ pub fn empty_or_plain_line(family: Family, side: Side, programs: usize) -> Vec<S
 /// (the later programs match it: they find no line feed).
 fn plain_line_or(family: Family, side: Side, programs: usize, empty: To) -> Vec<String> {
     let mut first = line_start(family, plain_max(programs), empty);
-    match side {
-        Side::Client => {
-            first.push(op(OR_K, CASE_BITS));
-            first.extend(client_keywords().map(|w| jump(JEQ_K, w, To::NoMatch, To::Next)));
-        }
-        Side::Server => {
-            first.push(op(RSH_K, 8));
-            first.extend(server_codes().map(|c| jump(JEQ_K, c, To::NoMatch, To::Next)));
-            first.extend([
-                op(LDW_IND, 0),
-                op(AND_K, 0xff),
-                jump(JEQ_K, u32::from(b'-'), To::NoMatch, To::Next),
-            ]);
-        }
-    }
+    // The fourth byte: the first word again, from X.
+    first.extend(start_tests(side, &[op(LDW_IND, 0), op(AND_K, 0xff)]));
     first.push(op(LD_MEM, 0));
     first.extend(scan_for_line_feed(0, FIRST_SCAN as u32));
     let mut assembled = vec![assemble(first)];
@@ -286,6 +273,26 @@ fn plain_line_or(family: Family, side: Side, programs: usize, empty: To) -> Vec<
         assembled.push(assemble(next));
     }
     assembled
+}
+
+/// With A = a line's first four bytes: no match if the line can matter
+/// (`is_plain_line`'s tests); `fourth_byte` loads its fourth byte into A
+/// (a server's multi-line opener has a hyphen there).
+fn start_tests(side: Side, fourth_byte: &[Insn]) -> Vec<Insn> {
+    let mut prog = Vec::new();
+    match side {
+        Side::Client => {
+            prog.push(op(OR_K, CASE_BITS));
+            prog.extend(client_keywords().map(|w| jump(JEQ_K, w, To::NoMatch, To::Next)));
+        }
+        Side::Server => {
+            prog.push(op(RSH_K, 8));
+            prog.extend(server_codes().map(|c| jump(JEQ_K, c, To::NoMatch, To::Next)));
+            prog.extend_from_slice(fourth_byte);
+            prog.push(jump(JEQ_K, u32::from(b'-'), To::NoMatch, To::Next));
+        }
+    }
+    prog
 }
 
 /// The longest payload the quick plain-line program vouches for.
@@ -308,9 +315,8 @@ const SYN_FIN_RST: u32 = 0x07;
 /// One xt_bpf program that matches a subset of what the short plain-line
 /// rule's two do, on the segments most of a session is made of: a segment
 /// of the common shape ([`common_payload_at`]) without SYN, FIN or RST,
-/// and without payload, or whose
-/// payload is one whole line of 5 to [`QUICK_PLAIN_MAX`] bytes that
-/// [`is_plain_line`] calls plain. It reads the payload by words at fixed
+/// and without payload, or whose payload is one whole line of 5 to
+/// [`QUICK_PLAIN_MAX`] bytes that [`is_plain_line`] calls plain. It reads the payload by words at fixed
 /// offsets, which the kernel loads inline, where the byte-by-byte scan of
 /// the general programs calls a helper for each byte: a NOOP or its reply
 /// costs one match and a handful of loads instead of two matches and
@@ -346,20 +352,7 @@ pub fn quick_plain_line(family: Family, side: Side) -> String {
     ]);
     prog.extend(line_feeds_in_word(LINE_FEED_LAST));
     prog.push(op(LDW_ABS, at));
-    match side {
-        Side::Client => {
-            prog.push(op(OR_K, CASE_BITS));
-            prog.extend(client_keywords().map(|w| jump(JEQ_K, w, To::NoMatch, To::Next)));
-        }
-        Side::Server => {
-            prog.push(op(RSH_K, 8));
-            prog.extend(server_codes().map(|c| jump(JEQ_K, c, To::NoMatch, To::Next)));
-            prog.extend([
-                op(LDB_ABS, at + 3),
-                jump(JEQ_K, u32::from(b'-'), To::NoMatch, To::Next),
-            ]);
-        }
-    }
+    prog.extend(start_tests(side, &[op(LDB_ABS, at + 3)]));
     // Bytes 0 to 4n - 1, n = (L - 1) / 4 words, have no line feed: with
     // the last four bytes, all of the payload but its last byte. Jump to
     // the highest word, fall through to the first.
