@@ -10,6 +10,7 @@ stream's queue capacity is issue 4's.
 Usage: scripts/bench/table.py results.jsonl
 """
 import json
+import os
 import statistics
 import sys
 
@@ -182,6 +183,18 @@ def main():
                   t.values("queued-sessions", f"{srv}-{kind}", per_session), "{:.1f}",
                   ("max_c", limit))
 
+    # Per session done: the steadiest figures of a run (CPU time, not
+    # rates). The machine's: busy share of all its CPUs (this machine's
+    # count: the table is made where the run was) over the wall time.
+    def queue_cpu_per_session(r):
+        ok = r["result"]["ok"]
+        return 1e6 * r["cpu"]["ftpct_cpu_s"] / ok if ok and r["mode"] in QUEUED else None
+
+    def machine_cpu_per_session(r):
+        ok = r["result"]["ok"]
+        c = r["cpu"]
+        return 1e6 * c["machine_busy_pct"] / 100 * os.cpu_count() * c["wall_s"] / ok if ok else None
+
     servers = sorted({r["param"].split("-K")[0] for r in rows if r["test"] == "sessions"},
                      key=lambda s: (s != "ftpload", s))
     ks = sorted({int(r["param"].split("-K")[1]) for r in rows if r["test"] == "sessions"})
@@ -196,6 +209,10 @@ def main():
             t.add(f"  queue program CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("ftpct_pct")))
             t.add(f"  client CPU, {srv}, K={k}", "% core", t.values("sessions", p, cpu("cli_pct")))
             t.add(f"  machine busy, {srv}, K={k}", "% all", t.values("sessions", p, cpu("machine_busy_pct")))
+            t.add(f"  queue program CPU per session, {srv}, K={k}", "us",
+                  t.values("sessions", p, queue_cpu_per_session))
+            t.add(f"  machine CPU per session, {srv}, K={k}", "us",
+                  t.values("sessions", p, machine_cpu_per_session))
         for k in ks:
             p = f"{srv}-K{k}"
             fails = t.values("sessions", p, res("failed"))
