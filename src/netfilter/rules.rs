@@ -493,42 +493,37 @@ impl RuleSet {
         // the same, whatever its program, but each byte a general program
         // reads costs a helper call, where the quick one reads words at
         // fixed places, inline).
-        let mut rules = vec![fin];
-        rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
-        for ((side, _), who) in sides
-            .into_iter()
-            .zip([bpf::Side::Client, bpf::Side::Server])
-        {
-            let mut quick = words(&["-p", "tcp"]);
-            quick.extend(port_match(side, ports));
-            let program = bpf::quick_plain_line(family, who);
-            quick.extend(words(&["-m", "bpf", "--bytecode", &program]));
-            quick.extend(words(&["-m", "comment", "--comment", COMMENT_QUICK]));
-            quick.extend(words(&["-j", "ACCEPT"]));
-            rules.push(rule(Role::Plain, quick));
-        }
-        rules.extend(handshakes);
-        rules.push(reset);
-        for programs in [SHORT_PLAIN_PROGRAMS, bpf::PLAIN_PROGRAMS] {
-            for ((side, _), who) in sides
+        // A rule that lets a segment of either side leave when all its
+        // programs match.
+        let passes = |comment: &str, programs: &dyn Fn(bpf::Side) -> Vec<String>| {
+            sides
                 .into_iter()
                 .zip([bpf::Side::Client, bpf::Side::Server])
-            {
-                let mut plain = words(&["-p", "tcp"]);
-                plain.extend(port_match(side, ports));
-                let programs = if programs == SHORT_PLAIN_PROGRAMS {
-                    bpf::empty_or_plain_line(family, who, programs)
-                } else {
-                    bpf::plain_line(family, who, programs)
-                };
-                for program in programs {
-                    plain.extend(words(&["-m", "bpf", "--bytecode", &program]));
-                }
-                plain.extend(words(&["-m", "comment", "--comment", COMMENT_PLAIN]));
-                plain.extend(words(&["-j", "ACCEPT"]));
-                rules.push(rule(Role::Plain, plain));
-            }
-        }
+                .map(|((side, _), who)| {
+                    let mut spec = words(&["-p", "tcp"]);
+                    spec.extend(port_match(side, ports));
+                    for program in programs(who) {
+                        spec.extend(words(&["-m", "bpf", "--bytecode", &program]));
+                    }
+                    spec.extend(words(&["-m", "comment", "--comment", comment]));
+                    spec.extend(words(&["-j", "ACCEPT"]));
+                    rule(Role::Plain, spec)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut rules = vec![fin];
+        rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
+        rules.extend(passes(COMMENT_QUICK, &|who| {
+            vec![bpf::quick_plain_line(family, who)]
+        }));
+        rules.extend(handshakes);
+        rules.push(reset);
+        rules.extend(passes(COMMENT_PLAIN, &|who| {
+            bpf::empty_or_plain_line(family, who, SHORT_PLAIN_PROGRAMS)
+        }));
+        rules.extend(passes(COMMENT_PLAIN, &|who| {
+            bpf::plain_line(family, who, bpf::PLAIN_PROGRAMS)
+        }));
         let [client, server] = sides;
         // A PASV or EPSV alone in its segment is not queued: it is noted in
         // the passive set (ftpct takes the note when the 227 or 229 comes:
