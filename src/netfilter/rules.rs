@@ -483,16 +483,6 @@ impl RuleSet {
             }
             m
         };
-        // What most segments meet, first: the FIN rule (a native flags
-        // test), the guard set, then the quick rule, which lets segments
-        // without payload (most are ACKs) and short lines (most commands
-        // and replies) of the common shape leave; they never reach the
-        // handshake and reset rules (the quick program leaves SYN, FIN and
-        // RST to them). Other short lines leave by a rule of two programs,
-        // longer ones by one of all five (each xt_bpf match costs about
-        // the same, whatever its program, but each byte a general program
-        // reads costs a helper call, where the quick one reads words at
-        // fixed places, inline).
         // A rule that lets a segment of either side leave when all its
         // programs match.
         let passes = |comment: &str, programs: &dyn Fn(bpf::Side) -> Vec<String>| {
@@ -511,6 +501,16 @@ impl RuleSet {
                 })
                 .collect::<Vec<_>>()
         };
+        // What most segments meet, first: the FIN rule (a native flags
+        // test), the guard set, then the quick rule, which lets segments
+        // without payload (most are ACKs) and short lines (most commands
+        // and replies) of the common shape leave; they never reach the
+        // handshake and reset rules (the quick program leaves SYN, FIN and
+        // RST to them). Other short lines leave by a rule of two programs,
+        // longer ones by one of all five (an xt_bpf match costs the same
+        // before its program reads anything, then each byte a general
+        // program reads costs a helper call, where the quick one reads
+        // words at fixed places, inline).
         let mut rules = vec![fin];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
         rules.extend(passes(COMMENT_QUICK, &|who| {
