@@ -59,7 +59,8 @@ enum Command {
         /// One JSON object per event instead of a table
         #[arg(long)]
         json: bool,
-        /// Control-channel ports (comma-separated)
+        /// Control-channel ports, comma-separated: 1 to 64 ports, each 1 to
+        /// 65535, none twice
         #[arg(long, value_delimiter = ',', default_value = "21")]
         control_ports: Vec<u16>,
         /// Show only what the live gateway's engine sees under selective
@@ -199,15 +200,19 @@ fn main() -> ExitCode {
                 ..Settings::default()
             };
             policy.apply(&mut s);
-            run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
-                .map_err(|e| Failure::new(exit::FAILURE, e))
+            config::validate(&s).map_err(Failure::from).and_then(|()| {
+                run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
+                    .map_err(|e| Failure::new(exit::FAILURE, e))
+            })
         }
         Command::Status(args) => {
             ftpct::cli::status::run(&args).map_err(|e| Failure::new(exit::FAILURE, e))
         }
-        Command::Monitor(args) => {
-            ftpct::cli::monitor::run(args).map_err(|e| Failure::new(exit::FAILURE, e))
-        }
+        Command::Monitor(args) => config::validate(&args.settings())
+            .map_err(Failure::from)
+            .and_then(|()| {
+                ftpct::cli::monitor::run(args).map_err(|e| Failure::new(exit::FAILURE, e))
+            }),
         Command::Run {
             config,
             queues,
@@ -258,7 +263,7 @@ fn main() -> ExitCode {
 
 /// The file at `path`, then the flags over it, checked.
 fn settings(path: &ConfigPath, flags: impl FnOnce(&mut Settings)) -> Result<Settings, ConfigError> {
-    let mut s = path.load()?;
+    let mut s = path.file().load()?;
     flags(&mut s);
     config::validate(&s)?;
     Ok(s)
@@ -283,7 +288,7 @@ fn run_daemon(
         realtime_priority: s.realtime_priority,
         busy_poll: std::time::Duration::from_micros(s.busy_poll),
         reload: Some(config::Reload {
-            path: path.path.clone(),
+            file: path.file(),
             flags: policy.clone(),
         }),
         metrics: s.metrics,

@@ -1,9 +1,17 @@
 //! The one configuration of `ftpct rules` and `ftpct run`:
 //! `/etc/ftpct/ftpct.toml` (or `--config PATH`), then the flags over it.
 //!
-//! An absent file means the defaults; a malformed one is an error that
-//! names the file, the line and the column. `ftpct config check` prints
+//! An absent default file means the defaults, an absent `--config PATH`
+//! is an error; a malformed file is an error that names the file, the
+//! line, the column and the key; every number has a range (`ranges`),
+//! checked once the flags are over the file. `ftpct config check` prints
 //! the configuration in force, in the file's own syntax.
+
+mod describe;
+mod error;
+pub mod ranges;
+
+pub use error::ConfigError;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -157,7 +165,8 @@ impl Default for PolicySettings {
     }
 }
 
-/// Everything the file may say; also the configuration in force.
+/// Everything the file may say; also the configuration in force. Every
+/// number has its range in [`ranges`] ([`validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -272,61 +281,50 @@ mod mark_text {
     }
 }
 
-/// Why the configuration cannot be used. `ftpct` exits with
-/// [`crate::cli::exit::CONFIG`] on these.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// The file exists but cannot be read.
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has a wrong key or value; the message
-    /// carries the line and column.
-    Parse { path: PathBuf, message: String },
-    /// The queues of the rules must be consecutive.
-    Queues(String),
-    /// The ipset name is not one ipset takes.
-    SetName(String),
-    /// ftpct's 64 label bits would not fit in conntrack's 128.
-    LabelBit(u8),
+/// The file a configuration is read from, and whether it must exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    /// Named with `--config`: its absence is an error. The default path
+    /// may be absent (the defaults then).
+    pub explicit: bool,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => write!(
-                f,
-                "cannot read the configuration {}: {source} (give another with --config PATH)",
-                path.display()
-            ),
-            ConfigError::Parse { path, message } => {
-                write!(f, "configuration {}: {message}", path.display())
-            }
-            ConfigError::Queues(q) => write!(
-                f,
-                "queues {q}: the rules can only spread over consecutive queues (write FIRST:LAST)"
-            ),
-            ConfigError::SetName(e) => write!(f, "ipset: {e}"),
-            ConfigError::LabelBit(b) => write!(
-                f,
-                "label_bit {b}: ftpct keeps 64 bits from there and conntrack has 128 (0 to 64)"
-            ),
+impl Default for ConfigFile {
+    fn default() -> Self {
+        ConfigFile {
+            path: PathBuf::from(DEFAULT_PATH),
+            explicit: false,
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-/// Reads the file at `path`; an absent file gives the defaults.
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-        Err(source) => Err(ConfigError::Read {
+impl ConfigFile {
+    /// A file named on the command line.
+    pub fn explicit(path: &Path) -> Self {
+        ConfigFile {
             path: path.to_path_buf(),
-            source,
-        }),
+            explicit: true,
+        }
+    }
+
+    /// Reads and parses the file (unchecked: the flags come over it, then
+    /// [`validate`]).
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        let path = &self.path;
+        match std::fs::read_to_string(path) {
+            Ok(text) => parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.explicit => {
+                Ok(Settings::default())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::Missing {
+                path: path.to_path_buf(),
+            }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 }
 
@@ -334,44 +332,35 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: describe(&e, text),
+        message: describe::describe(&e, text),
     })
-}
-
-/// "line L, column C: what" from toml's error and the text.
-fn describe(e: &toml::de::Error, text: &str) -> String {
-    let what = e.message();
-    match e.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {what}")
-        }
-        None => what.to_string(),
-    }
 }
 
 /// `--config PATH`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConfigPath {
-    /// Configuration file (TOML; an absent file means the defaults);
-    /// the flags override what it says
-    #[arg(long = "config", value_name = "PATH", default_value = DEFAULT_PATH)]
-    pub path: PathBuf,
+    /// Configuration file (TOML) [default: /etc/ftpct/ftpct.toml, which
+    /// may be absent: the defaults then; a PATH given must exist]; the
+    /// flags override what it says
+    #[arg(long = "config", value_name = "PATH")]
+    pub path: Option<PathBuf>,
 }
 
 impl ConfigPath {
-    pub fn load(&self) -> Result<Settings, ConfigError> {
-        load(&self.path)
+    /// The file named, or the default one.
+    pub fn file(&self) -> ConfigFile {
+        self.path
+            .as_deref()
+            .map_or_else(ConfigFile::default, ConfigFile::explicit)
     }
 }
 
 /// Flags shared by `rules` and `run`: where the packets go.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct QueueFlags {
-    /// NFQUEUE queues: N, FIRST:LAST or N,M,... [file: queues; default: 0]
-    /// (`--queue` and `--queue-balance` are the same flag; repeatable)
+    /// NFQUEUE queues: N, FIRST:LAST or N,M,..., 1 to 64 queues (a thread
+    /// each) [file: queues; default: 0] (`--queue` and `--queue-balance`
+    /// are the same flag; repeatable)
     #[arg(
         long = "queues",
         visible_alias = "queue",
@@ -380,7 +369,8 @@ pub struct QueueFlags {
         action = clap::ArgAction::Append
     )]
     pub queues: Vec<Queues>,
-    /// Control-channel ports, comma-separated [file: control_ports; default: 21]
+    /// Control-channel ports, comma-separated: 1 to 64 ports, each 1 to
+    /// 65535, none twice [file: control_ports; default: 21]
     #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
     pub control_ports: Option<Vec<u16>>,
     /// ipsets: NAME (IPv4) and NAME6 (IPv6) of expected data connections,
@@ -431,19 +421,21 @@ pub struct PolicyFlags {
     /// [file: policy.allow_fxp]
     #[arg(long = "allow-fxp", value_name = "CIDR")]
     pub allow_fxp: Vec<IpNet>,
-    /// Refuse data ports below this (bounce attacks on 25 and friends)
-    /// [file: policy.min_data_port; default: 1024]
+    /// Refuse data ports below this (bounce attacks on 25 and friends),
+    /// 1024 to 65535 [file: policy.min_data_port; default: 1024]
     #[arg(long, value_name = "PORT")]
     pub min_data_port: Option<u16>,
-    /// Seconds a pending data connection is expected
+    /// Seconds a pending data connection is expected, 1 to 3600
     /// [file: policy.expect_timeout; default: 300]
     #[arg(long, value_name = "SECS")]
     pub expect_timeout: Option<u64>,
-    /// Pending data connections per control connection (beyond it the
-    /// oldest makes room, as in the kernel) [file: policy.max_expect_per_session; default: 16]
+    /// Pending data connections per control connection, 1 to 1024 (beyond
+    /// it the oldest makes room, as in the kernel)
+    /// [file: policy.max_expect_per_session; default: 16]
     #[arg(long, value_name = "N")]
     pub max_expect_per_session: Option<usize>,
-    /// Longest control line parsed, in bytes; longer lines pass unchanged
+    /// Longest control line parsed, 128 to 8192 bytes (each direction of
+    /// each session buffers up to this much); longer lines pass unchanged
     /// [file: max_line; default: 1024]
     #[arg(long, value_name = "BYTES")]
     pub max_line: Option<usize>,
@@ -470,24 +462,25 @@ pub struct RunFlags {
     #[arg(long, value_name = "VALUE[/MASK]")]
     pub mark: Option<Mark>,
     /// Log a `state:` line every SECS seconds: flows, pending
-    /// expectations, ipset entries and the counters (0: never)
+    /// expectations, ipset entries and the counters; 0 to 86400 (0: never)
     /// [file: state_interval; default: 0]
     #[arg(long, value_name = "SECS")]
     pub state_interval: Option<u64>,
-    /// Real-time (SCHED_RR) priority of ftpct's threads, 1-99, so that
+    /// Real-time (SCHED_RR) priority of ftpct's threads, 0 to 99, so that
     /// queued packets do not wait behind busy processes on a gateway
     /// whose CPUs are saturated (the kernel's helper runs ahead of every
     /// process); 0 keeps the normal scheduler [file: realtime_priority; default: 0]
-    #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u8).range(0..=99))]
+    #[arg(long, value_name = "PRIO")]
     pub realtime_priority: Option<u8>,
     /// Microseconds a queue thread keeps polling its empty queue before it
-    /// sleeps, up to 10000: the next packet then needs no wake-up (on a
+    /// sleeps, 0 to 10000: the next packet then needs no wake-up (on a
     /// virtual machine a wake-up on another CPU can cost ~100 us per
     /// crossing), at the price of a CPU kept busy meanwhile; 0 sleeps at
     /// once [file: busy_poll; default: 0]
-    #[arg(long, value_name = "USEC", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, value_name = "USEC")]
     pub busy_poll: Option<u64>,
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [file: metrics]
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT 1 to
+    /// 65535) [file: metrics]
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
     /// The unix socket `ftpct status` asks (mode 0600)
@@ -519,31 +512,34 @@ fn set<T>(slot: &mut T, flag: Option<T>) {
 /// line over it again (a flag keeps winning over the file).
 #[derive(Debug, Clone)]
 pub struct Reload {
-    pub path: PathBuf,
+    pub file: ConfigFile,
     pub flags: PolicyFlags,
 }
 
 impl Reload {
-    /// The policy now in the file, with the flags over it.
+    /// The policy now in the file, with the flags over it, if the whole
+    /// is still valid.
     pub fn policy(&self) -> Result<PolicySettings, ConfigError> {
-        let mut s = load(&self.path)?;
+        let mut s = self.file.load()?;
         self.flags.apply(&mut s);
+        validate(&s)?;
         Ok(s.policy)
     }
 }
 
-/// Checks what the file cannot check by its syntax alone.
+/// Checks what the file cannot check by its syntax alone: the ranges of
+/// every number (`ranges`), the ipset names. The one check for the file
+/// and the flags alike: call it once the flags are over the file.
 pub fn validate(s: &Settings) -> Result<(), ConfigError> {
+    ranges::check(s)?;
     crate::netfilter::sets::SetNames::new(&s.ipset)
         .map_err(|e| ConfigError::SetName(e.to_string()))?;
-    if s.label_bit > 64 {
-        return Err(ConfigError::LabelBit(s.label_bit));
-    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::ranges::RangeError;
     use super::*;
 
     const FULL: &str = r#"
@@ -595,10 +591,30 @@ max_expect_per_session = 4
     }
 
     #[test]
-    fn empty_and_absent_files_are_the_defaults() {
+    fn empty_and_absent_default_files_are_the_defaults() {
         assert_eq!(parse(p(), "").expect("empty"), Settings::default());
-        let absent = load(Path::new("/nonexistent/ftpct.toml")).expect("absent");
-        assert_eq!(absent, Settings::default());
+        let absent = ConfigFile {
+            path: PathBuf::from("/nonexistent/ftpct.toml"),
+            explicit: false,
+        };
+        assert_eq!(absent.load().expect("absent"), Settings::default());
+    }
+
+    #[test]
+    fn an_explicit_file_must_exist() {
+        let path = Path::new("/nonexistent/ftpct.toml");
+        let e = ConfigFile::explicit(path).load().expect_err("missing");
+        assert!(matches!(&e, ConfigError::Missing { path: p } if p == path));
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/ftpct.toml: no such file"),
+            "{e}"
+        );
+        let flag = ConfigPath {
+            path: Some(path.to_path_buf()),
+        };
+        assert!(flag.file().explicit);
+        assert_eq!(ConfigPath { path: None }.file(), ConfigFile::default());
     }
 
     #[test]
@@ -672,7 +688,187 @@ max_expect_per_session = 4
             label_bit: 65,
             ..Settings::default()
         };
-        assert!(matches!(validate(&s), Err(ConfigError::LabelBit(65))));
+        assert!(matches!(
+            validate(&s),
+            Err(ConfigError::Range(RangeError::Outside {
+                bounds: ranges::LABEL_BIT,
+                value: 65
+            }))
+        ));
         assert!(validate(&Settings::default()).is_ok());
+    }
+
+    /// The hostile values of issue 20, in the file: each refused, by the
+    /// range check (or, when the type cannot hold it, by the parser), the
+    /// message naming the key.
+    #[test]
+    fn hostile_values_in_the_file_are_refused() {
+        let cases: [(&str, &str); 13] = [
+            ("max_line = 4294967295", "max_line"),
+            ("max_line = 0", "max_line"),
+            ("[policy]\nexpect_timeout = 0", "policy.expect_timeout"),
+            (
+                "[policy]\nexpect_timeout = 18446744073709551615",
+                "policy.expect_timeout",
+            ),
+            ("[policy]\nmin_data_port = 0", "policy.min_data_port"),
+            (
+                "[policy]\nmax_expect_per_session = 0",
+                "policy.max_expect_per_session",
+            ),
+            (
+                "[policy]\nmax_expect_per_session = 1e8",
+                "policy.max_expect_per_session",
+            ),
+            (
+                "[policy]\nmax_expect_per_session = 100000000",
+                "policy.max_expect_per_session",
+            ),
+            ("control_ports = [21, 21, 0]", "control_ports"),
+            ("control_ports = [21, 2121, 21]", "control_ports"),
+            ("realtime_priority = 150", "realtime_priority"),
+            ("busy_poll = 20000", "busy_poll"),
+            ("queues = \"0:65535\"", "queues"),
+        ];
+        for (text, key) in cases {
+            let e = parse(p(), text)
+                .and_then(|s| validate(&s).map(|()| s))
+                .expect_err(text);
+            let msg = e.to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+            assert!(
+                matches!(e, ConfigError::Range(_) | ConfigError::Parse { .. }),
+                "{text}: {e:?}"
+            );
+        }
+    }
+
+    /// The same values given as flags: the same check, the same error.
+    #[test]
+    fn hostile_values_as_flags_are_refused() {
+        let policy = |f: PolicyFlags| {
+            let mut s = Settings::default();
+            f.apply(&mut s);
+            validate(&s)
+        };
+        let run = |f: RunFlags| {
+            let mut s = Settings::default();
+            f.apply(&mut s);
+            validate(&s)
+        };
+        let ports = |p: Vec<u16>| {
+            let mut s = Settings::default();
+            QueueFlags {
+                control_ports: Some(p),
+                ..QueueFlags::default()
+            }
+            .apply(&mut s);
+            validate(&s)
+        };
+        let outside = |r: Result<(), ConfigError>, want: ranges::Bounds, value: u64| {
+            assert!(
+                matches!(&r, Err(ConfigError::Range(RangeError::Outside { bounds, value: v }))
+                    if *bounds == want && *v == value),
+                "{} {value}: {r:?}",
+                want.key
+            );
+        };
+        let max_line = |n| PolicyFlags {
+            max_line: Some(n),
+            ..PolicyFlags::default()
+        };
+        outside(
+            policy(max_line(4_294_967_295)),
+            ranges::MAX_LINE,
+            4_294_967_295,
+        );
+        outside(policy(max_line(0)), ranges::MAX_LINE, 0);
+        let timeout = PolicyFlags {
+            expect_timeout: Some(0),
+            ..PolicyFlags::default()
+        };
+        outside(policy(timeout), ranges::EXPECT_TIMEOUT, 0);
+        let port = PolicyFlags {
+            min_data_port: Some(0),
+            ..PolicyFlags::default()
+        };
+        outside(policy(port), ranges::MIN_DATA_PORT, 0);
+        for n in [0, 100_000_000] {
+            let per = PolicyFlags {
+                max_expect_per_session: Some(n),
+                ..PolicyFlags::default()
+            };
+            outside(policy(per), ranges::MAX_EXPECT_PER_SESSION, n as u64);
+        }
+        outside(ports(vec![21, 0]), ranges::CONTROL_PORT, 0);
+        assert!(matches!(
+            ports(vec![21, 21]),
+            Err(ConfigError::Range(RangeError::Repeated { value: 21, .. }))
+        ));
+        let prio = RunFlags {
+            realtime_priority: Some(150),
+            ..RunFlags::default()
+        };
+        outside(run(prio), ranges::REALTIME_PRIORITY, 150);
+        let poll = RunFlags {
+            busy_poll: Some(20_000),
+            ..RunFlags::default()
+        };
+        outside(run(poll), ranges::BUSY_POLL, 20_000);
+    }
+
+    /// A value in the file that a flag corrects is no error: the check
+    /// runs on what is in force.
+    #[test]
+    fn a_flag_may_correct_the_file() {
+        let mut s = parse(p(), "max_line = 0\n").expect("parses");
+        PolicyFlags {
+            max_line: Some(2048),
+            ..PolicyFlags::default()
+        }
+        .apply(&mut s);
+        assert!(validate(&s).is_ok());
+    }
+
+    /// SIGHUP: a file with a value out of range keeps the policy in force.
+    #[test]
+    fn a_reload_checks_the_ranges() {
+        let dir = std::env::temp_dir().join(format!("ftpct-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ftpct.toml");
+        std::fs::write(&path, "[policy]\nexpect_timeout = 0\n").expect("write");
+        let reload = Reload {
+            file: ConfigFile::explicit(&path),
+            flags: PolicyFlags::default(),
+        };
+        let e = reload.policy().expect_err("out of range");
+        assert!(e.to_string().contains("policy.expect_timeout"), "{e}");
+        std::fs::write(&path, "[policy]\nexpect_timeout = 60\n").expect("write");
+        assert_eq!(reload.policy().expect("valid").expect_timeout, 60);
+        std::fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    /// The help of every flag and the shipped file state the table's
+    /// ranges (they are written by hand: this keeps them true).
+    #[test]
+    fn help_and_shipped_file_state_the_ranges() {
+        use clap::Args as _;
+        let cmd = RunFlags::augment_args(PolicyFlags::augment_args(QueueFlags::augment_args(
+            clap::Command::new("t"),
+        )));
+        let shipped = include_str!("../../scripts/ftpct.toml");
+        for b in ranges::TABLE {
+            if let Some(flag) = b.flag {
+                let long = flag.trim_start_matches("--");
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(long))
+                    .unwrap_or_else(|| panic!("no flag {flag}"));
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(help.contains(&b.span()), "{flag}: {help}");
+            }
+            assert!(shipped.contains(&b.span()), "scripts/ftpct.toml: {}", b.key);
+        }
     }
 }

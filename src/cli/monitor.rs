@@ -7,6 +7,7 @@ use ftpct_engine::nat::{DnatRule, SnatRule};
 use ftpct_engine::policy::Policy;
 use tracing::info;
 
+use crate::cli::config::Settings;
 use crate::cli::logging::{self, LogFormat};
 use crate::monitor::{self, MonitorError};
 
@@ -30,13 +31,15 @@ pub struct MonitorArgs {
     /// Only frames to and from this host (no promiscuous mode)
     #[arg(long)]
     pub no_promiscuous: bool,
-    /// Control-channel ports (comma-separated)
+    /// Control-channel ports, comma-separated: 1 to 64 ports, each 1 to
+    /// 65535, none twice
     #[arg(long, value_delimiter = ',', default_value = "21")]
     pub control_ports: Vec<u16>,
     /// Announcements of third-party addresses in CIDR are not alerts (FXP); repeatable
     #[arg(long = "allow-fxp", value_name = "CIDR")]
     pub allow_fxp: Vec<ipnet::IpNet>,
-    /// Data ports below this are refused (bounce attacks on 25 and friends)
+    /// Data ports below this are refused (bounce attacks on 25 and
+    /// friends), 1024 to 65535
     #[arg(long, default_value_t = 1024)]
     pub min_data_port: u16,
     /// Log format of the alerts (standard error)
@@ -45,6 +48,18 @@ pub struct MonitorArgs {
 }
 
 impl MonitorArgs {
+    /// What these flags set, over the defaults: what `config::validate`
+    /// checks before the monitor starts.
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings {
+            control_ports: self.control_ports.clone(),
+            ..Settings::default()
+        };
+        s.policy.min_data_port = self.min_data_port;
+        s.policy.allow_fxp = self.allow_fxp.clone();
+        s
+    }
+
     fn options(self) -> monitor::Options {
         monitor::Options {
             interface: self.interface,

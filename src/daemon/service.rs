@@ -48,7 +48,7 @@ impl Timers {
                     self.expect_timeout = timeout;
                     info!(
                         "SIGHUP: policy reloaded from {}: min_data_port={} allow_fxp={:?} expect_timeout={}s max_expect_per_session={}",
-                        reload.path.display(),
+                        reload.file.path.display(),
                         p.min_data_port,
                         p.allow_fxp,
                         p.expect_timeout,
