@@ -17,11 +17,22 @@
 //! has had no announcement yet (every PASV/EPSV is queued; multi-line
 //! openers are queued and their blocks followed to the end).
 //!
-//! Limits: a client that pipelines a PASV behind a command whose reply
-//! quotes attacker-chosen text (STAT of a crafted file name) can still be
-//! answered by a forged single-line 227 inside that text, when the name
-//! also forges the end of the block. The announced address must then still
-//! be the server's own and the port unprivileged (the policy checks both).
+//! A passive request that the client pipelines behind commands still
+//! waiting for their replies is answered by no announcement: a reply to
+//! one of those may quote text that is not the server's (a listing of a
+//! file named `x\r\n213 End\r\n227 Entering Passive Mode (...)` forges
+//! the end of its block and then the 227, every line framed by CR LF).
+//! Whether a PASV was pipelined shows in the replies: a reply (final,
+//! preliminary or a block's opener) that comes while it waits for its
+//! announcement answers an earlier command. Clients send one command at a
+//! time (lftp's default sync mode, curl, ftplib); a pipelining client's
+//! passive transfer fails and is reported, a pinhole is never opened.
+//!
+//! Limit: under selective queueing a single-line reply that quotes a
+//! stored name holding CR LF (`257 "/x\r\n227 ..."` for PWD), cut by an
+//! attacker-chosen MSS so that the forged line starts a segment, may pass
+//! unseen; the announced address must then still be the server's own and
+//! the port unprivileged (the policy checks both).
 
 use std::collections::VecDeque;
 
@@ -54,6 +65,17 @@ pub enum ReplyLine {
     /// Any line of a multi-line reply (first, inside, last), or a line
     /// that is no reply at all: never an announcement.
     NotSingle,
+    /// A single-line final reply to a PASV/EPSV that was pipelined behind
+    /// other commands (see the module doc): never an announcement.
+    Pipelined(Asked),
+}
+
+/// A command waiting for its final reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiting {
+    asked: Asked,
+    /// A reply to an earlier command came while this one waited.
+    pipelined: bool,
 }
 
 /// The dialogue state of one control connection.
@@ -64,8 +86,8 @@ pub struct Dialogue {
     partial: bool,
     /// Selective queueing: the latest PASV/EPSV not yet answered by an
     /// announcement.
-    asked: Option<Asked>,
-    outstanding: VecDeque<Asked>,
+    asked: Option<Waiting>,
+    outstanding: VecDeque<Waiting>,
     /// Commands sent beyond `MAX_OUTSTANDING`, in order after the stored ones.
     uncounted: u32,
     /// Inside a multi-line reply with this code.
@@ -90,14 +112,18 @@ impl Dialogue {
 
     /// The client sent a complete command line.
     pub fn command(&mut self, asked: Asked) {
+        let waiting = Waiting {
+            asked,
+            pipelined: false,
+        };
         if self.partial {
             if asked != Asked::Other {
-                self.asked = Some(asked);
+                self.asked = Some(waiting);
             }
             return;
         }
         if self.uncounted == 0 && self.outstanding.len() < MAX_OUTSTANDING {
-            self.outstanding.push_back(asked);
+            self.outstanding.push_back(waiting);
         } else {
             self.uncounted = self.uncounted.saturating_add(1);
         }
@@ -117,6 +143,7 @@ impl Dialogue {
             return ReplyLine::NotSingle;
         };
         let multi = line.get(3) == Some(&b'-');
+        self.note_pipelining(code, multi);
         if code[0] == b'1' {
             if multi {
                 self.block = Some(code);
@@ -132,25 +159,46 @@ impl Dialogue {
         } else {
             self.answered()
         };
-        if multi {
-            ReplyLine::NotSingle
-        } else {
-            ReplyLine::Single(answers)
+        match answers {
+            _ if multi => ReplyLine::NotSingle,
+            Some(w) if w.pipelined => ReplyLine::Pipelined(w.asked),
+            _ => ReplyLine::Single(answers.map(|w| w.asked)),
+        }
+    }
+
+    /// A reply (final, preliminary or a block's opener) that answers a
+    /// command sent before a passive request still waiting for its
+    /// announcement: that request was pipelined.
+    fn note_pipelining(&mut self, code: [u8; 3], multi: bool) {
+        if self.partial {
+            let announces = !multi && announcement_kind(&code).is_some();
+            if let Some(w) = self.asked.as_mut().filter(|_| !announces) {
+                w.pipelined = true;
+            }
+            return;
+        }
+        let final_reply = code[0] != b'1' || multi;
+        let skip = usize::from(final_reply && self.greeted);
+        for w in self.outstanding.iter_mut().skip(skip) {
+            w.pipelined |= w.asked != Asked::Other;
         }
     }
 
     /// The command a final reply answers, taken off the list.
-    fn answered(&mut self) -> Option<Asked> {
+    fn answered(&mut self) -> Option<Waiting> {
         if !self.greeted {
             self.greeted = true;
             return None;
         }
-        if let Some(asked) = self.outstanding.pop_front() {
-            return Some(asked);
+        if let Some(waiting) = self.outstanding.pop_front() {
+            return Some(waiting);
         }
         if self.uncounted > 0 {
             self.uncounted -= 1;
-            return Some(Asked::Other);
+            return Some(Waiting {
+                asked: Asked::Other,
+                pipelined: false,
+            });
         }
         None
     }
@@ -158,15 +206,11 @@ impl Dialogue {
     /// Selective queueing: the passive request a `227`/`229` answers,
     /// taken; other replies answer nothing known and take nothing (the
     /// replies to unseen commands are mostly unseen too).
-    fn announcement_answers(&mut self, code: [u8; 3]) -> Option<Asked> {
-        let wanted = match &code {
-            b"227" => Asked::Pasv,
-            b"229" => Asked::Epsv,
-            _ => return None,
-        };
+    fn announcement_answers(&mut self, code: [u8; 3]) -> Option<Waiting> {
+        let wanted = announcement_kind(&code)?;
         self.asked
-            .take_if(|a| *a == wanted || *a == Asked::Passive)
-            .map(|_| wanted)
+            .take_if(|w| w.asked == wanted || w.asked == Asked::Passive)
+            .map(|w| Waiting { asked: wanted, ..w })
     }
 
     /// Selective queueing: whether a passive request, seen or noted, waits
@@ -177,7 +221,10 @@ impl Dialogue {
 
     /// Selective queueing: the kernel noted a PASV or EPSV it let pass.
     pub fn passive_noted(&mut self) {
-        self.asked = Some(Asked::Passive);
+        self.asked = Some(Waiting {
+            asked: Asked::Passive,
+            pipelined: false,
+        });
     }
 
     /// Bytes of the connection passed unseen: which command a reply answers
@@ -188,6 +235,15 @@ impl Dialogue {
         self.uncounted = 0;
         self.block = None;
         self.greeted = true;
+    }
+}
+
+/// The passive request a reply code announces the answer to.
+fn announcement_kind(code: &[u8; 3]) -> Option<Asked> {
+    match code {
+        b"227" => Some(Asked::Pasv),
+        b"229" => Some(Asked::Epsv),
+        _ => None,
     }
 }
 
@@ -217,7 +273,6 @@ mod tests {
             assert!(!d.passive_asked());
             d.passive_noted();
             assert!(d.passive_asked());
-            assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
             let line = format!("{code} x\r\n");
             assert_eq!(d.reply(line.as_bytes()), ReplyLine::Single(Some(kind)));
             assert_eq!(d.reply(line.as_bytes()), ReplyLine::Single(None), "once");
@@ -229,11 +284,11 @@ mod tests {
     fn replies_answer_commands_in_order() {
         let mut d = greeted();
         d.command(Asked::Other);
-        d.command(Asked::Pasv);
         assert_eq!(
             d.reply(b"200 ok\r\n"),
             ReplyLine::Single(Some(Asked::Other))
         );
+        d.command(Asked::Pasv);
         assert_eq!(
             d.reply(b"227 (1,2,3,4,5,6)\r\n"),
             ReplyLine::Single(Some(Asked::Pasv))
@@ -242,15 +297,44 @@ mod tests {
     }
 
     #[test]
+    fn a_passive_request_pipelined_behind_a_command_announces_nothing() {
+        // Behind a final reply, a preliminary one, or a block whose quoted
+        // text forges its end and a 227.
+        let replies: [&[&[u8]]; 3] = [
+            &[b"200 ok\r\n"],
+            &[b"150 opening\r\n", b"226 done\r\n"],
+            &[b"213-status\r\n", b" x\r\n", b"213 End\r\n"],
+        ];
+        for before in replies {
+            let mut d = greeted();
+            d.command(Asked::Other);
+            d.command(Asked::Pasv);
+            for line in before {
+                assert_ne!(d.reply(line), ReplyLine::Single(Some(Asked::Pasv)));
+            }
+            assert_eq!(
+                d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+                ReplyLine::Pipelined(Asked::Pasv)
+            );
+            // The next one, sent alone, counts again.
+            d.command(Asked::Epsv);
+            assert_eq!(
+                d.reply(b"229 (|||5000|)\r\n"),
+                ReplyLine::Single(Some(Asked::Epsv))
+            );
+        }
+    }
+
+    #[test]
     fn preliminary_replies_keep_the_command_waiting() {
         let mut d = greeted();
         d.command(Asked::Other);
-        d.command(Asked::Epsv);
         assert_eq!(d.reply(b"150 opening\r\n"), ReplyLine::Preliminary);
         assert_eq!(
             d.reply(b"226 done\r\n"),
             ReplyLine::Single(Some(Asked::Other))
         );
+        d.command(Asked::Epsv);
         assert_eq!(
             d.reply(b"229 (|||5000|)\r\n"),
             ReplyLine::Single(Some(Asked::Epsv))
@@ -260,7 +344,6 @@ mod tests {
     #[test]
     fn nothing_inside_a_multi_line_reply_is_single() {
         let mut d = greeted();
-        d.command(Asked::Other);
         d.command(Asked::Pasv);
         assert_eq!(d.reply(b"213-status follows\r\n"), ReplyLine::NotSingle);
         assert_eq!(
@@ -269,18 +352,15 @@ mod tests {
         );
         assert_eq!(d.reply(b"213-not the end\r\n"), ReplyLine::NotSingle);
         assert_eq!(d.reply(b"213 end\r\n"), ReplyLine::NotSingle);
-        assert_eq!(
-            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
-            ReplyLine::Single(Some(Asked::Pasv))
-        );
+        assert!(!d.in_block());
     }
 
     #[test]
     fn a_multi_line_greeting_answers_nothing() {
         let mut d = Dialogue::default();
-        d.command(Asked::Pasv);
         assert_eq!(d.reply(b"220-welcome\r\n"), ReplyLine::NotSingle);
         assert_eq!(d.reply(b"220 ready\r\n"), ReplyLine::NotSingle);
+        d.command(Asked::Pasv);
         assert_eq!(
             d.reply(b"227 (1,2,3,4,5,6)\r\n"),
             ReplyLine::Single(Some(Asked::Pasv))
@@ -328,14 +408,20 @@ mod tests {
         // No greeting seen, unseen replies before: nothing asked yet.
         assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
         d.command(Asked::Pasv);
-        // A seen reply to an unseen command takes nothing.
-        assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
-        assert_eq!(d.reply(b"229 (|||5000|)\r\n"), ReplyLine::Single(None));
         assert_eq!(
             d.reply(b"227 (1,2,3,4,5,6)\r\n"),
             ReplyLine::Single(Some(Asked::Pasv))
         );
         assert_eq!(d.reply(b"227 (1,2,3,4,5,6)\r\n"), ReplyLine::Single(None));
+        // A seen reply to an unseen command takes nothing, and shows that
+        // the PASV was pipelined behind that command.
+        d.command(Asked::Pasv);
+        assert_eq!(d.reply(b"200 ok\r\n"), ReplyLine::Single(None));
+        assert_eq!(d.reply(b"229 (|||5000|)\r\n"), ReplyLine::Single(None));
+        assert_eq!(
+            d.reply(b"227 (1,2,3,4,5,6)\r\n"),
+            ReplyLine::Pipelined(Asked::Pasv)
+        );
         d.command(Asked::Epsv);
         assert_eq!(d.reply(b"213-status\r\n"), ReplyLine::NotSingle);
         assert!(d.in_block());
@@ -344,7 +430,7 @@ mod tests {
         assert!(!d.in_block());
         assert_eq!(
             d.reply(b"229 (|||5000|)\r\n"),
-            ReplyLine::Single(Some(Asked::Epsv))
+            ReplyLine::Pipelined(Asked::Epsv)
         );
     }
 

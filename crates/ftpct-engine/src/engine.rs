@@ -1425,8 +1425,14 @@ fn on_line(flow: &mut Flow, dir: Dir, line: &Line<'_>, ctx: &mut Ctx<'_>) {
     if line.overlong {
         ctx.stats.overlong_lines += 1;
         ctx.events.push(Event::Overlong { flow: orig, dir });
-        if dir == Dir::Orig {
-            flow.dialogue.command(Asked::Other);
+        // Not parsed, but still a command or a reply line: a multi-line
+        // reply it opens or closes is followed all the same.
+        match dir {
+            Dir::Orig => flow.dialogue.command(Asked::Other),
+            Dir::Reply if !line.bytes.is_empty() => {
+                flow.dialogue.reply(&line.bytes);
+            }
+            Dir::Reply => {}
         }
         return;
     }
@@ -1473,17 +1479,19 @@ fn on_command(flow: &mut Flow, line: &Line<'_>, ctx: &mut Ctx<'_>) -> Option<Ann
 fn on_reply(flow: &mut Flow, line: &Line<'_>, ctx: &mut Ctx<'_>) -> Option<Announce> {
     let orig = flow.mapping.orig;
     let position = flow.dialogue.reply(&line.bytes);
-    let single = matches!(position, ReplyLine::Single(_));
+    let single = matches!(position, ReplyLine::Single(_) | ReplyLine::Pipelined(_));
     match grammar::parse_server_line(&line.bytes) {
         Ok(ServerLine::Announce(a)) => {
             let asked = match a.kind {
                 AnnounceKind::Pasv227 => Asked::Pasv,
                 _ => Asked::Epsv,
             };
-            if position == ReplyLine::Single(Some(asked)) {
-                return Some(a);
-            }
-            refuse(flow, Dir::Reply, line, Refusal::Unsolicited, ctx);
+            let refusal = match position {
+                ReplyLine::Single(Some(answers)) if answers == asked => return Some(a),
+                ReplyLine::Pipelined(answers) if answers == asked => Refusal::Pipelined,
+                _ => Refusal::Unsolicited,
+            };
+            refuse(flow, Dir::Reply, line, refusal, ctx);
             None
         }
         Ok(ServerLine::AuthAccepted) if single && flow.auth_requested => {

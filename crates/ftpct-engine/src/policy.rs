@@ -57,6 +57,10 @@ pub enum Refusal {
     /// a PASV/EPSV still waiting for its answer (e.g. a line inside a
     /// multi-line listing that quotes a crafted file name).
     Unsolicited,
+    /// A 227/229 answering a PASV/EPSV that the client pipelined behind
+    /// commands still waiting for their replies, one of which may quote
+    /// text that forges it (see `dialogue`).
+    Pipelined,
     /// Too many rewrites of this direction not yet acknowledged.
     TooManyEdits,
     /// The rewrite would make the segment longer than its receiver accepts.
@@ -80,6 +84,7 @@ impl Refusal {
             Refusal::SplitLine => "split-line",
             Refusal::FamilyMismatch => "family-mismatch",
             Refusal::Unsolicited => "unsolicited-reply",
+            Refusal::Pipelined => "pipelined-passive",
             Refusal::TooManyEdits => "too-many-edits-in-flight",
             Refusal::SegmentTooLong => "segment-too-long",
             Refusal::EditInFlight => "edit-while-unacknowledged",
@@ -129,6 +134,10 @@ impl fmt::Display for Refusal {
             Refusal::EditInFlight => write!(
                 f,
                 "an earlier rewrite of this direction is not acknowledged yet and the kernel keeps one correction point; left unchanged"
+            ),
+            Refusal::Pipelined => write!(
+                f,
+                "answers a PASV/EPSV pipelined behind other commands, whose replies may quote forged text; no data connection"
             ),
             Refusal::Unsolicited => write!(
                 f,

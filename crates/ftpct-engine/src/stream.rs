@@ -5,6 +5,19 @@
 //! reassembled across segments, several lines per segment are found, and a
 //! line is acted on only once it is complete.
 //!
+//! A line ends where its sender framed it: at CR LF, RFC 959's Telnet end
+//! of line. A bare LF or CR is part of the line: servers echo client text
+//! in their replies (`550 /x<LF>227 Entering Passive Mode (...)`), and a
+//! line feed the client chose must not start a reply line. One exception,
+//! explicit: a direction followed from its very first byte whose first
+//! line ends with a bare LF is a bare-LF sender, and each of its line
+//! feeds ends a line (the peer chose that, before any other text could be
+//! quoted). A direction picked up later is taken to frame with CR LF.
+//!
+//! A line longer than the limit is not parsed, but its first bytes (a
+//! reply's code and its `-`) are kept, so that a multi-line reply opened
+//! or closed by an overlong line is still followed.
+//!
 //! Policy for segments that are not simply the next bytes:
 //! - a retransmission (data already seen) is never parsed again; it leaves
 //!   with exactly the edits the first copy got (see `seqadj`);
@@ -37,13 +50,66 @@ const MAX_GAP_DROPS: u8 = 8;
 /// Drops of a retransmitted held line head before letting it pass.
 const MAX_HOLD_REDROPS: u8 = 2;
 
+/// Bytes kept of an overlong line: a reply's code and the `-` or space
+/// after it.
+pub const OVERLONG_HEAD: usize = 4;
+
 /// A complete line and the sequence number of its first byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line<'a> {
     pub start: u32,
+    /// The whole line with its terminator; of an overlong line, only its
+    /// first [`OVERLONG_HEAD`] bytes (none when its start was not seen).
     pub bytes: Cow<'a, [u8]>,
-    /// Longer than the limit: not parsed, never rewritten.
+    /// Longer than the limit (or its start unseen): not parsed, never
+    /// rewritten.
     pub overlong: bool,
+}
+
+/// How a direction ends its lines (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// Followed from its first byte, no line ended yet: the first line
+    /// end decides.
+    #[default]
+    Learning,
+    /// CR LF ends a line; a bare LF does not.
+    Crlf,
+    /// The sender ends its lines with a bare LF.
+    BareLf,
+}
+
+impl Framing {
+    /// Whether a line feed ends a line, given whether a CR came just
+    /// before it; the first one decides while learning.
+    fn ends_line(&mut self, after_cr: bool) -> bool {
+        if *self == Framing::Learning {
+            *self = if after_cr {
+                Framing::Crlf
+            } else {
+                Framing::BareLf
+            };
+        }
+        after_cr || *self == Framing::BareLf
+    }
+
+    /// Picked up where its first byte was not seen: CR LF.
+    fn settle(&mut self) {
+        if *self == Framing::Learning {
+            *self = Framing::Crlf;
+        }
+    }
+}
+
+/// A line being passed over rather than parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Skip {
+    #[default]
+    No,
+    /// Longer than the limit: its head is kept, the rest passed over.
+    Overlong,
+    /// Its start was not seen (a resync in the middle of a line).
+    Unframed,
 }
 
 /// Where a segment's data lies relative to what was already seen.
@@ -147,7 +213,10 @@ pub struct Stream {
     forwarded_upto: u32,
     started: bool,
     /// Inside a line we do not parse (overlong, or after a resync).
-    skipping: bool,
+    skip: Skip,
+    framing: Framing,
+    /// The last byte seen was a CR (a line end may straddle segments).
+    after_cr: bool,
     fin: bool,
     busy: Option<Box<Busy>>,
 }
@@ -160,7 +229,13 @@ impl Stream {
     pub fn syn(&mut self, seq: u32) {
         if !self.started {
             self.resync(seq.wrapping_add(1), false);
+            self.framing = Framing::Learning;
         }
+    }
+
+    /// How this direction ends its lines, as far as known.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     pub fn is_started(&self) -> bool {
@@ -172,7 +247,7 @@ impl Stream {
     /// complete lines (the kernel queues every segment that does not end
     /// a line, and the continuation of one).
     pub fn at_rest(&self) -> bool {
-        self.started && !self.skipping && self.busy.as_ref().is_none_or(|b| b.is_at_rest())
+        self.started && self.skip == Skip::No && self.busy.as_ref().is_none_or(|b| b.is_at_rest())
     }
 
     pub fn has_fin(&self) -> bool {
@@ -228,11 +303,19 @@ impl Stream {
         }
     }
 
+    /// Follows the stream from `seq`; its first byte unseen, the direction
+    /// frames its lines with CR LF unless it was learned otherwise.
     fn resync(&mut self, seq: u32, skip_to_newline: bool) {
         self.started = true;
         self.next = seq;
         self.line_start = seq;
-        self.skipping = skip_to_newline;
+        self.skip = if skip_to_newline {
+            Skip::Unframed
+        } else {
+            Skip::No
+        };
+        self.framing.settle();
+        self.after_cr = false;
         self.forwarded_upto = seq;
         if let Some(b) = self.busy.as_mut() {
             b.line.clear();
@@ -321,42 +404,86 @@ impl Stream {
     pub fn take_lines<'a>(&mut self, new: &'a [u8], max_line: usize) -> Vec<Line<'a>> {
         let mut lines = Vec::new();
         let mut pos = 0;
-        let mut seq = self.next;
-        while let Some(nl) = new[pos..].iter().position(|&b| b == b'\n') {
-            let piece = &new[pos..pos + nl + 1];
-            let pending = self.line().len();
-            let overlong = self.skipping || pending + piece.len() > max_line;
-            let bytes = if pending == 0 {
-                Cow::Borrowed(piece)
-            } else {
-                let mut whole = std::mem::take(&mut self.busy().line);
-                whole.extend_from_slice(piece);
-                Cow::Owned(whole)
-            };
+        for end in self.line_ends(new) {
+            let piece = &new[pos..end];
+            let start = self.line_start;
+            let bytes = self.complete_line(piece, max_line);
             lines.push(Line {
-                start: self.line_start,
+                start,
+                overlong: self.skip != Skip::No,
                 bytes,
-                overlong,
             });
-            seq = seq.wrapping_add(piece.len() as u32);
-            self.line_start = seq;
-            self.skipping = false;
-            pos += nl + 1;
+            self.next = self.next.wrapping_add(piece.len() as u32);
+            self.line_start = self.next;
+            self.skip = Skip::No;
+            pos = end;
         }
         let rest = &new[pos..];
-        if self.line().len() + rest.len() > max_line {
-            self.skipping = true;
-            self.busy().line = Vec::new();
-        } else if !self.skipping && !rest.is_empty() {
-            self.busy().line.extend_from_slice(rest);
-        }
-        self.next = seq.wrapping_add(rest.len() as u32);
+        self.keep_unfinished(rest, max_line);
+        self.next = self.next.wrapping_add(rest.len() as u32);
+        self.after_cr = new.last().map_or(self.after_cr, |&b| b == b'\r');
         // The gap, if any, is filled now that bytes came in order.
         if let Some(b) = self.busy.as_mut() {
             b.gap = None;
         }
         self.tidy();
         lines
+    }
+
+    /// The offsets just past each line end in `new`, as the sender frames
+    /// its lines (see [`Framing`]).
+    fn line_ends(&mut self, new: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        for (i, _) in new.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            let after_cr = match i {
+                0 => self.after_cr,
+                _ => new[i - 1] == b'\r',
+            };
+            if self.framing.ends_line(after_cr) {
+                ends.push(i + 1);
+            }
+        }
+        ends
+    }
+
+    /// The line that `piece` (its last bytes, terminator included)
+    /// completes: whole, or the kept head of an overlong one.
+    fn complete_line<'a>(&mut self, piece: &'a [u8], max_line: usize) -> Cow<'a, [u8]> {
+        if self.skip == Skip::No && self.line().len() + piece.len() > max_line {
+            self.keep_head_only(piece);
+        }
+        let pending = self
+            .busy
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.line))
+            .unwrap_or_default();
+        match self.skip {
+            Skip::No if pending.is_empty() => Cow::Borrowed(piece),
+            Skip::No => {
+                let mut whole = pending;
+                whole.extend_from_slice(piece);
+                Cow::Owned(whole)
+            }
+            Skip::Overlong | Skip::Unframed => Cow::Owned(pending),
+        }
+    }
+
+    /// The bytes of a line that has not ended yet.
+    fn keep_unfinished(&mut self, rest: &[u8], max_line: usize) {
+        if self.skip == Skip::No && self.line().len() + rest.len() > max_line {
+            self.keep_head_only(rest);
+        } else if self.skip == Skip::No && !rest.is_empty() {
+            self.busy().line.extend_from_slice(rest);
+        }
+    }
+
+    /// The current line is overlong: only its first bytes stay.
+    fn keep_head_only(&mut self, more: &[u8]) {
+        let line = &mut self.busy().line;
+        let missing = OVERLONG_HEAD.saturating_sub(line.len());
+        line.extend_from_slice(&more[..missing.min(more.len())]);
+        line.truncate(OVERLONG_HEAD);
+        self.skip = Skip::Overlong;
     }
 
     /// Bytes of a held segment waiting for the rest of its line.
@@ -369,7 +496,7 @@ impl Stream {
 
     /// The incomplete line, if it could still be rewritten.
     pub fn pending_line(&self) -> Option<&[u8]> {
-        let rewritable = !self.skipping && !seq_after(self.forwarded_upto, self.line_start);
+        let rewritable = self.skip == Skip::No && !seq_after(self.forwarded_upto, self.line_start);
         let line = self.line();
         (rewritable && !line.is_empty()).then_some(line)
     }
@@ -481,7 +608,7 @@ impl Stream {
             b.held = None;
         }
         self.tidy();
-        self.skipping = true;
+        self.skip = Skip::Unframed;
     }
 }
 
@@ -512,7 +639,7 @@ mod tests {
     }
 
     #[test]
-    fn overlong_lines_are_marked_and_skipped_to_newline() {
+    fn overlong_lines_are_marked_and_skipped_to_their_end() {
         let mut s = Stream::default();
         s.syn(0);
         let long = vec![b'A'; 40];
@@ -520,6 +647,69 @@ mod tests {
         let lines = s.take_lines(b"AAA\r\nNOOP\r\n", 32);
         assert!(lines[0].overlong);
         assert!(!lines[1].overlong);
+    }
+
+    #[test]
+    fn a_bare_lf_ends_no_line_of_a_crlf_sender() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 8);
+        let lines = s.take_lines(b"220 hi\r\n", 1024);
+        assert_eq!(s.framing(), Framing::Crlf);
+        assert_eq!(texts(&lines), ["220 hi\r\n"]);
+        let echo = b"550 /x\n227 Entering Passive Mode (1,2,3,4,5,6)\r\n227 ok\r";
+        s.classify(9, echo.len());
+        let lines = s.take_lines(echo, 1024);
+        assert_eq!(
+            texts(&lines),
+            ["550 /x\n227 Entering Passive Mode (1,2,3,4,5,6)\r\n"]
+        );
+        // A CR LF straddling two segments ends the line; a bare CR does not.
+        let lines = s.take_lines(b"\n2\r3\r\n", 1024);
+        assert_eq!(texts(&lines), ["227 ok\r\n", "2\r3\r\n"]);
+    }
+
+    #[test]
+    fn a_sender_whose_first_line_ends_with_a_bare_lf_frames_with_lf() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 20);
+        let lines = s.take_lines(b"220 hi\n227 x\r\n", 1024);
+        assert_eq!(s.framing(), Framing::BareLf);
+        assert_eq!(texts(&lines), ["220 hi\n", "227 x\r\n"]);
+    }
+
+    #[test]
+    fn a_direction_picked_up_midway_frames_with_crlf() {
+        let mut s = Stream::default();
+        s.classify(500, 10);
+        let lines = s.take_lines(b"550 /x\n227 (1)\r\n", 1024);
+        assert_eq!(s.framing(), Framing::Crlf);
+        assert_eq!(texts(&lines), ["550 /x\n227 (1)\r\n"]);
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 5);
+        s.take_lines(b"220 ", 1024);
+        s.skip_to(100);
+        s.classify(100, 5);
+        assert!(s.take_lines(b"1\n2\r\n", 1024).len() == 1);
+    }
+
+    #[test]
+    fn an_overlong_line_keeps_its_head_across_segments() {
+        let mut s = Stream::default();
+        s.syn(0);
+        s.classify(1, 2);
+        s.take_lines(b"21", 16);
+        let mut long = b"1-".to_vec();
+        long.extend(vec![b'A'; 40]);
+        assert!(s.take_lines(&long, 16).is_empty());
+        assert_eq!(s.pending_line(), None, "never rewritten");
+        let lines = s.take_lines(b"AAA\r\n211 End\r\n", 16);
+        assert_eq!(texts(&lines), ["211-", "211 End\r\n"]);
+        assert!(lines[0].overlong);
+        assert!(!lines[1].overlong);
+        assert_eq!(lines[1].start, 1 + 2 + 42 + 5);
     }
 
     #[test]
