@@ -3,9 +3,15 @@
 #
 # Idempotent and non-interactive: safe under CI=true with no standard input.
 # Debian's FTP servers conflict as packages (each provides ftp-server), so
-# vsftpd is installed with apt and pure-ftpd is unpacked with `dpkg -x` into
-# $FTPCT_LAB_OPT/pure-ftpd (default /opt/ftpct-lab/pure-ftpd), its binary at
-# .../usr/sbin/pure-ftpd. `apt-get update` runs only when something is missing.
+# vsftpd is installed with apt and the others are unpacked with `dpkg -x`
+# beside it: pure-ftpd into $FTPCT_LAB_OPT/pure-ftpd (default
+# /opt/ftpct-lab/pure-ftpd), its binary at .../usr/sbin/pure-ftpd; proftpd
+# (proftpd-core and the libraries it links that Debian's proftpd package set
+# would bring) into $FTPCT_LAB_OPT/proftpd, run as
+# `LD_LIBRARY_PATH=$FTPCT_LAB_OPT/proftpd/usr/lib/x86_64-linux-gnu
+# $FTPCT_LAB_OPT/proftpd/usr/sbin/proftpd`. pyftpdlib is Debian's
+# python3-pyftpdlib, for /usr/bin/python3 (the hostile suite's echo cases
+# run it). `apt-get update` runs only when something is missing.
 #
 # Usage: scripts/install-deps.sh [--check]
 #   --check   install nothing; exit 1 when something is missing.
@@ -15,6 +21,12 @@ export DEBIAN_FRONTEND=noninteractive
 LAB_OPT=${FTPCT_LAB_OPT:-/opt/ftpct-lab}
 PURE_DIR=$LAB_OPT/pure-ftpd
 PURE_BIN=$PURE_DIR/usr/sbin/pure-ftpd
+PROFTPD_DIR=$LAB_OPT/proftpd
+PROFTPD_BIN=$PROFTPD_DIR/usr/sbin/proftpd
+PROFTPD_LIBS=$PROFTPD_DIR/usr/lib/x86_64-linux-gnu
+# proftpd-core, and the libraries it links that are not in Debian's base
+# system (they come unpacked beside it, not installed).
+PROFTPD_DEBS=(proftpd-core libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 libhashkit2)
 CHECK_ONLY=0
 [[ ${1:-} == --check ]] && CHECK_ONLY=1
 
@@ -35,6 +47,7 @@ PKGS=(
     nftables:nft
     conntrackd:conntrackd
     iputils-arping:arping
+    python3-pyftpdlib:/usr/bin/python3
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -73,6 +86,10 @@ for entry in "${PKGS[@]}"; do
         missing+=("$pkg")
     fi
 done
+# Debian's pyftpdlib is for Debian's python3, which PATH may not name first.
+if ! /usr/bin/python3 -c 'import pyftpdlib' >/dev/null 2>&1 && [[ " ${missing[*]} " != *" python3-pyftpdlib "* ]]; then
+    missing+=(python3-pyftpdlib)
+fi
 if ((${#missing[@]})); then
     ((CHECK_ONLY)) && die "missing packages: ${missing[*]}"
     apt_install "${missing[@]}"
@@ -91,42 +108,76 @@ if [[ ! -d $ftp_home ]]; then
     install -d -m 0755 -o root -g ftp "$ftp_home"
 fi
 
-# 3. pure-ftpd, unpacked beside the project.
-pure_ok() {
-    [[ -x $PURE_BIN ]] || return 1
-    ! ldd "$PURE_BIN" 2>&1 | grep -q 'not found'
+# 3. Servers unpacked beside the project: `apt-get download` the packages
+#    into a temporary folder, `dpkg -x` each into DIR; the library packages
+#    their Depends name that the binary still misses are then installed.
+TMP_DEBS=''
+trap '[[ -n $TMP_DEBS ]] && rm -rf "$TMP_DEBS"' EXIT
+
+# runnable BIN [LIBDIR]: BIN exists and finds every library it links.
+runnable() {
+    [[ -x $1 ]] || return 1
+    ! LD_LIBRARY_PATH=${2:-} ldd "$1" 2>&1 | grep -q 'not found'
 }
 
-if ! pure_ok; then
+# unpack DIR BIN PKG...: unpacks the packages into DIR unless BIN is there
+# (DIR/.depends: their Depends; DIR/.version: the first one's version).
+unpack() {
+    local dir=$1 bin=$2 deb pkg
+    shift 2
+    [[ -x $bin ]] && return 0
+    apt_update_once
+    TMP_DEBS=$(mktemp -d /tmp/ftpct-deps.XXXXXX)
+    # _apt needs to write the download directory.
+    chown _apt "$TMP_DEBS" 2>/dev/null || true
+    log "apt-get download $*"
+    (cd "$TMP_DEBS" && apt-get download -qq "$@" </dev/null >/dev/null 2>&1) \
+        || die "apt-get download $* failed"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    : >"$dir/.depends"
+    for pkg in "$@"; do
+        deb=$(ls "$TMP_DEBS/${pkg}"_*.deb)
+        dpkg -x "$deb" "$dir"
+        dpkg-deb -f "$deb" Depends >>"$dir/.depends"
+    done
+    dpkg-deb -f "$(ls "$TMP_DEBS/${1}"_*.deb)" Version >"$dir/.version"
+    rm -rf "$TMP_DEBS"
+    TMP_DEBS=''
+}
+
+# lib_depends DIR BIN [LIBDIR]: installs the lib* packages of DIR/.depends
+# that are neither installed nor unpacked there, when BIN misses a library.
+lib_depends() {
+    local dir=$1 bin=$2 libdir=${3:-} dep
+    local -a libs=()
+    runnable "$bin" "$libdir" && return 0
+    [[ -f $dir/.depends ]] || return 0
+    while read -r dep; do
+        [[ $dep == lib* ]] || continue
+        [[ -e $dir/usr/share/doc/$dep ]] && continue # unpacked beside it
+        pkg_installed "$dep" || libs+=("$dep")
+    done < <(tr ',' '\n' <"$dir/.depends" | sed -e 's/([^)]*)//g' -e 's/|.*//' -e 's/ //g' | sort -u)
+    ((${#libs[@]})) && apt_install "${libs[@]}"
+    return 0
+}
+
+if ! runnable "$PURE_BIN"; then
     ((CHECK_ONLY)) && die "pure-ftpd missing or not runnable at $PURE_BIN"
-    if [[ ! -x $PURE_BIN ]]; then
-        apt_update_once
-        tmp=$(mktemp -d /tmp/ftpct-deps.XXXXXX)
-        trap 'rm -rf "$tmp"' EXIT
-        # _apt needs to write the download directory.
-        chown _apt "$tmp" 2>/dev/null || true
-        log "apt-get download pure-ftpd"
-        (cd "$tmp" && apt-get download -qq pure-ftpd </dev/null >/dev/null 2>&1) \
-            || die "apt-get download pure-ftpd failed"
-        deb=$(ls "$tmp"/pure-ftpd_*.deb)
-        rm -rf "$PURE_DIR"
-        mkdir -p "$PURE_DIR"
-        dpkg -x "$deb" "$PURE_DIR"
-        # Remember the package's library dependencies for step 4.
-        dpkg-deb -f "$deb" Depends >"$PURE_DIR/.depends"
-        dpkg-deb -f "$deb" Version >"$PURE_DIR/.version"
-    fi
-    # 4. Its libraries: install the lib* packages it depends on.
-    if ldd "$PURE_BIN" 2>&1 | grep -q 'not found'; then
-        libs=()
-        if [[ -f $PURE_DIR/.depends ]]; then
-            while read -r dep; do
-                [[ $dep == lib* ]] && ! pkg_installed "$dep" && libs+=("$dep")
-            done < <(tr ',' '\n' <"$PURE_DIR/.depends" | sed -e 's/([^)]*)//g' -e 's/|.*//' -e 's/ //g')
-        fi
-        ((${#libs[@]})) && apt_install "${libs[@]}"
-    fi
-    pure_ok || { ldd "$PURE_BIN" >&2 || true; die "pure-ftpd at $PURE_BIN is not runnable"; }
+    unpack "$PURE_DIR" "$PURE_BIN" pure-ftpd
+    lib_depends "$PURE_DIR" "$PURE_BIN"
+    runnable "$PURE_BIN" || { ldd "$PURE_BIN" >&2 || true; die "pure-ftpd at $PURE_BIN is not runnable"; }
+fi
+
+# 4. proftpd, the same way, with its libraries beside it.
+if ! runnable "$PROFTPD_BIN" "$PROFTPD_LIBS"; then
+    ((CHECK_ONLY)) && die "proftpd missing or not runnable at $PROFTPD_BIN"
+    unpack "$PROFTPD_DIR" "$PROFTPD_BIN" "${PROFTPD_DEBS[@]}"
+    lib_depends "$PROFTPD_DIR" "$PROFTPD_BIN" "$PROFTPD_LIBS"
+    runnable "$PROFTPD_BIN" "$PROFTPD_LIBS" || {
+        LD_LIBRARY_PATH=$PROFTPD_LIBS ldd "$PROFTPD_BIN" >&2 || true
+        die "proftpd at $PROFTPD_BIN is not runnable"
+    }
 fi
 
 # 5. cargo-deb, from the crates registry (scripts/deb-test.sh builds the
@@ -142,5 +193,10 @@ fi
 # 6. Final check: everything runs.
 help=$("$PURE_BIN" --help 2>&1 || true)
 [[ $help == *"pure-ftpd v"* ]] || die "pure-ftpd does not start"
+version=$(LD_LIBRARY_PATH=$PROFTPD_LIBS "$PROFTPD_BIN" -v 2>&1 || true)
+[[ $version == *"ProFTPD Version"* ]] || die "proftpd does not start: $version"
+/usr/bin/python3 -c 'import pyftpdlib.servers' || die "pyftpdlib does not import in /usr/bin/python3"
 log "ok: vsftpd $(dpkg-query -W -f='${Version}' vsftpd), pure-ftpd at $PURE_BIN" \
-    "($(cat "$PURE_DIR/.version" 2>/dev/null || echo '?')), all tools present"
+    "($(cat "$PURE_DIR/.version" 2>/dev/null || echo '?')), proftpd at $PROFTPD_BIN" \
+    "($(cat "$PROFTPD_DIR/.version" 2>/dev/null || echo '?')), pyftpdlib" \
+    "$(dpkg-query -W -f='${Version}' python3-pyftpdlib), all tools present"
