@@ -1,6 +1,6 @@
 //! What a TOML error says to the person who wrote the file: the line, the
-//! column, the key there, toml's message and, for a number of the range
-//! table, its range ("line 3, column 26: policy.max_expect_per_session:
+//! column, the key there, toml's message and, for a wrong value of a
+//! number of the range table, its range ("line 3, column 26: policy.max_expect_per_session:
 //! invalid type: floating point `100000000.0`, expected usize (1 to 1024)").
 
 use super::ranges;
@@ -19,7 +19,8 @@ pub fn describe(e: &toml::de::Error, text: &str) -> String {
         out.push_str(&key);
         out.push_str(": ");
         out.push_str(what);
-        if let Some(b) = ranges::of_key(&key) {
+        let about_the_value = what.starts_with("invalid");
+        if let Some(b) = ranges::of_key(&key).filter(|_| about_the_value) {
             out.push_str(&format!(" ({})", b.of_what()));
         }
     } else {
@@ -86,6 +87,10 @@ mod tests {
     fn lines_without_a_key_say_what_alone() {
         let msg = error_of("queues = [\n");
         assert!(msg.starts_with("line 1"), "{msg}");
+        assert!(
+            !msg.contains("1 to 64"),
+            "a syntax error, not a value: {msg}"
+        );
         let msg = error_of("control_ports = [\n  21,\n  -1,\n]\n");
         assert!(msg.starts_with("line 3, column 3: invalid value"), "{msg}");
     }
