@@ -136,6 +136,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Read the file, apply the defaults and print the result (TOML), or the error
+    ///
+    /// An error names the line, the column and the key; every number has a
+    /// range (e.g. max_line 128 to 8192 bytes; the packaged
+    /// /etc/ftpct/ftpct.toml and the README list them), a value outside it
+    /// names the key, the value and the range. A --config PATH that does not exist is an error. Exit 78
+    /// on any of these.
     Check {
         #[command(flatten)]
         config: ConfigPath,
