@@ -9,7 +9,9 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The configuration file or a value in it is wrong (EX_CONFIG).
 pub const CONFIG: u8 = 78;
-/// Not allowed: CAP_NET_ADMIN is missing (EX_NOPERM).
+/// Not allowed: a capability is missing (CAP_NET_ADMIN for `run` and
+/// `rules --apply/--delete`, CAP_NET_RAW for `monitor`), or the status
+/// socket refuses this user (EX_NOPERM).
 pub const NO_PERMISSION: u8 = 77;
 /// The kernel refused or lacks something: NFQUEUE, conntrack, ipset,
 /// iptables (EX_UNAVAILABLE).
@@ -17,7 +19,8 @@ pub const KERNEL: u8 = 69;
 
 /// The table printed at the end of `--help` and in the README.
 pub const HELP: &str = "Exit codes: 0 success, 1 failure while running, 2 wrong command line, \
-78 configuration error (file or value), 77 no permission (CAP_NET_ADMIN missing), \
+78 configuration error (file or value), 77 no permission (CAP_NET_ADMIN or CAP_NET_RAW \
+missing, or a status socket that refuses this user), \
 69 kernel error (NFQUEUE, conntrack, ipset or iptables unavailable or refusing).";
 
 /// The exit code of a daemon error.
@@ -40,4 +43,29 @@ pub fn of_daemon(e: &crate::daemon::DaemonError) -> u8 {
         | E::Conntrack(_)
         | E::Thread { .. } => KERNEL,
     }
+}
+
+/// The exit code of a monitor error: a capture socket refused for want of
+/// CAP_NET_RAW is a permission matter, the rest a failure.
+pub fn of_monitor(e: &crate::monitor::MonitorError) -> u8 {
+    match e {
+        crate::monitor::MonitorError::Open { source, .. } if is_permission(source) => NO_PERMISSION,
+        _ => FAILURE,
+    }
+}
+
+/// The exit code of `ftpct status`: a socket that refuses this user is a
+/// permission matter, no daemon behind it a failure.
+pub fn of_status(e: &crate::cli::status::StatusError) -> u8 {
+    match e {
+        crate::cli::status::StatusError::Connect { source, .. } if is_permission(source) => {
+            NO_PERMISSION
+        }
+        _ => FAILURE,
+    }
+}
+
+/// EPERM or EACCES.
+fn is_permission(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
 }

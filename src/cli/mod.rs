@@ -6,5 +6,6 @@ pub mod exit;
 pub mod generate;
 pub mod logging;
 pub mod monitor;
+pub mod permission;
 pub mod report;
 pub mod status;
