@@ -6,8 +6,8 @@
 //! `RUST_LOG` overrides the level when set (e.g. `RUST_LOG=ftpct=debug`).
 //!
 //! Under systemd (JOURNAL_STREAM names our stderr), text logs go to the
-//! journal natively instead: each line with its priority (error 3,
-//! warning 4, info 5, debug 6, trace 7; `journalctl -p warning` finds the
+//! journal natively instead: each line with its syslog priority (error 3,
+//! warning 4, info 6, debug and trace 7; `journalctl -p warning` finds the
 //! warnings) and without a second timestamp.
 
 use tracing_subscriber::EnvFilter;
@@ -73,9 +73,23 @@ fn journal() -> Option<tracing_journald::Layer> {
     if !stderr_is_journal() {
         return None;
     }
-    tracing_journald::layer()
-        .ok()
-        .map(|l| l.with_syslog_identifier("ftpct".into()))
+    tracing_journald::layer().ok().map(|l| {
+        l.with_syslog_identifier("ftpct".into())
+            .with_priority_mappings(priorities())
+    })
+}
+
+/// Syslog's meaning of the levels: tracing-journald's default maps info
+/// to notice (5), which `journalctl -p notice` would count as noteworthy.
+fn priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// Installs the global subscriber. A second call (tests) is a no-op.
@@ -112,6 +126,13 @@ mod tests {
         assert_eq!(level_name(0), "info");
         assert_eq!(level_name(1), "debug");
         assert_eq!(level_name(5), "trace");
+    }
+
+    #[test]
+    fn journal_priorities_are_syslogs() {
+        let p = priorities();
+        let values = [p.error, p.warn, p.info, p.debug, p.trace].map(|p| p as u8);
+        assert_eq!(values, [3, 4, 6, 7, 7]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The daemon's log lines about events and packets: one line per
-//! decision at info, the rest at debug; lines that anyone can cause by
-//! sending bytes go through a rate limit.
+//! decision at info, refused attacks and a full table at warning (an
+//! operator's `journalctl -p warning` finds them), the rest at debug;
+//! lines that anyone can cause by sending bytes go through a rate limit.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,7 +28,9 @@ pub fn is_hostile(e: &Event) -> bool {
     )
 }
 
-/// One line per decision at info, the rest at debug.
+/// One line per decision at info, refusals (bounce, foreign address,
+/// privileged port, unsolicited or pipelined replies) and a full table at
+/// warning, the rest at debug.
 pub fn log_event(e: &Event) {
     let flow = e.flow();
     match e {
@@ -40,7 +43,9 @@ pub fn log_event(e: &Event) {
         // The kernel actions say whether the data connection was made.
         | Event::DataMatched { .. }
         | Event::ExpectationRemoved { .. } => debug!(event = e.kind(), flow = %flow, "{e}"),
-        Event::TableFull { .. } => warn!(event = e.kind(), flow = %flow, "{e}"),
+        Event::TableFull { .. } | Event::Refused { .. } => {
+            warn!(event = e.kind(), flow = %flow, "{e}")
+        }
         _ => info!(event = e.kind(), flow = %flow, "{e}"),
     }
 }
