@@ -277,13 +277,14 @@ pub struct Stats {
 }
 
 /// One line, `name=value` pairs: the `state:` and `stopped:` log lines and
-/// the replay summary.
+/// the replay summary. Counts since the start end in `_total`, so that the
+/// `state:` line's `flows=` and `expectations=` (held now) keep one meaning.
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self;
         write!(
             f,
-            "packets={} flows={} expectations={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={} implausible={} passive_notes={}",
+            "packets={} flows_total={} expectations_total={} data_matched={} rewrites={} fixed_up={} refused={} malformed={} overlong={} dropped={} held_given_up={} resyncs={} tls={} expired={} untracked={} evicted={} stale={} mss_clamped={} implausible={} passive_notes={}",
             s.packets,
             s.flows,
             s.expectations,
