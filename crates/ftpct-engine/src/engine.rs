@@ -1775,13 +1775,22 @@ fn clamp_mss(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, stats: &mut Stats) 
     Some(mss.saturating_sub(MSS_HEADROOM).max(MIN_MSS))
 }
 
-/// A line for humans: printable ASCII, the rest escaped, no terminator.
+/// A line for humans: printable ASCII as sent (quotes too: `257 "/"`), the
+/// rest and the backslash escaped (so an escape cannot be forged), no
+/// terminator.
 pub fn printable(bytes: &[u8]) -> String {
     let trimmed = bytes
         .strip_suffix(b"\n")
         .map(|b| b.strip_suffix(b"\r").unwrap_or(b))
         .unwrap_or(bytes);
-    trimmed.escape_ascii().to_string()
+    let mut out = String::with_capacity(trimmed.len());
+    for &b in trimmed {
+        match b {
+            b'"' | b'\'' => out.push(char::from(b)),
+            _ => out.extend(b.escape_ascii().map(char::from)),
+        }
+    }
+    out
 }
 
 /// The labels a step sets on a connection whose entry it makes anew ride
@@ -1828,5 +1837,15 @@ mod tests {
         assert!(!may(b"", b"22\r\n"));
         assert!(!may(b"200", b" 227\r\n"));
         assert!(!may(b"", b""));
+    }
+
+    #[test]
+    fn printable_keeps_quotes_and_escapes_the_rest() {
+        use super::printable;
+        assert_eq!(
+            printable(b"257 \"/\" is the current directory\r\n"),
+            r#"257 "/" is the current directory"#
+        );
+        assert_eq!(printable(b"230 it's\x07\\\n"), r"230 it's\x07\\");
     }
 }
