@@ -11,6 +11,8 @@
 //!   server with their own sequence numbers, that shake hands and say
 //!   lines through a [`Gateway`], each acknowledging what reached it after
 //!   the engine's edits.
+//! - [`reshape`]: a built packet in another header [`Shape`] (IPv4
+//!   options, IPv6 extension headers, a longer TCP header).
 //! - [`Received`]: what one direction delivered, byte by sequence
 //!   position, for checks that the far side never gets two different bytes
 //!   at one position.
@@ -19,8 +21,10 @@ mod control;
 mod gateway;
 mod packet;
 mod received;
+mod shape;
 
 pub use control::{Control, Peer, Side};
 pub use gateway::{leaving, Gateway};
 pub use packet::{addr, set_seq_ack, tuple, Segment, TTL, WINDOW};
 pub use received::{Conflict, Received};
+pub use shape::{reshape, Ipv6Ext, Shape};
