@@ -8,13 +8,17 @@
 //! stays queued: the continuation of a split line is queued too.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::thread::sleep;
 use std::time::Duration;
 
+use ftpct_engine::tuple::Tuple;
+use ftpct_testkit::{Ipv6Ext, Segment, Shape};
+use socket2::{Domain, Socket, Type};
+
 mod root;
 use root::kernel_tests_enabled;
-use root::netns::{accept, connect_from, Netns};
+use root::netns::{accept, connect_from, veth, Netns};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const GUARDED: &str = "ftpct: FTP control directions ftpct follows";
@@ -116,7 +120,7 @@ fn lab(tag: &str) -> Netns {
 }
 
 fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 15] = [
+    let cases: [(&str, &[&[u8]], bool); 18] = [
         ("a plain command", &[b"NOOP\r\n"], false),
         // Up to 16 bytes the quick program reads the payload by words: a
         // line feed in each of them ends a line, and the next is seen.
@@ -150,6 +154,10 @@ fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
         ("PASV with more on its line", &[b"PASV xxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"], true),
         ("AUTH", &[b"AUTH TLS\r\n"], true),
         ("a command without its newline", &[b"NOOP"], true),
+        // A line ends only at CR LF.
+        ("a command ending in a bare line feed", &[b"NOOP\n"], true),
+        ("a command ending in a CR", &[b"NOOP\r"], true),
+        ("a lone line feed", &[b"\n"], true),
     ];
     for (i, (what, segments, picked)) in cases.into_iter().enumerate() {
         let port = exchange(ns, f, base_port + i as u16, segments, &[]);
@@ -163,7 +171,7 @@ fn client_shapes(ns: &Netns, f: &Family, base_port: u16) {
 }
 
 fn server_shapes(ns: &Netns, f: &Family, base_port: u16) {
-    let cases: [(&str, &[&[u8]], bool); 8] = [
+    let cases: [(&str, &[&[u8]], bool); 10] = [
         ("a plain reply", &[b"200 ok\r\n"], false),
         ("227 behind a bare line feed", &[b"200 ok\n227 x\r\n"], true),
         ("a hyphen inside one line", &[b"226 done - ok\r\n"], false),
@@ -180,6 +188,14 @@ fn server_shapes(ns: &Netns, f: &Family, base_port: u16) {
         ("234", &[b"234 AUTH TLS ok\r\n"], true),
         ("a multi-line opener", &[b"213-status\r\n"], true),
         ("a reply without its newline", &[b"150 opening"], true),
+        // An echoed bare line feed ends no line (NAT slipstreaming: the
+        // next segment would be taken for a line's start).
+        ("a reply ending in a bare line feed", &[b"550 /x\n"], true),
+        (
+            "a reply ending in a bare line feed, long",
+            &[b"550 /xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"],
+            true,
+        ),
     ];
     for (i, (what, segments, picked)) in cases.into_iter().enumerate() {
         let port = exchange(ns, f, base_port + i as u16, &[], segments);
@@ -215,8 +231,13 @@ fn the_kernel_queues_the_segment_shapes_that_can_matter_and_not_the_others() {
 
 /// Packets of the rules with one of these comments (raw OUTPUT), summed.
 fn queued_by(ns: &Netns, f: &Family, comments: &[&str]) -> u64 {
+    counted(ns, f, "OUTPUT", comments)
+}
+
+/// Packets of the rules of raw `chain` with one of these comments, summed.
+fn counted(ns: &Netns, f: &Family, chain: &str, comments: &[&str]) -> u64 {
     let cmd = if f.ip6 { "ip6tables" } else { "iptables" };
-    let listed = ns.sh(&[cmd, "-t", "raw", "-nvxL", "OUTPUT"]);
+    let listed = ns.sh(&[cmd, "-t", "raw", "-nvxL", chain]);
     let markers: Vec<String> = comments.iter().map(|c| format!("/* {c} */")).collect();
     listed
         .lines()
@@ -247,6 +268,16 @@ fn a_split_line_keeps_its_direction_queued_for_its_rest() {
         assert!(
             queued >= 3,
             "{queued} client segments queued, want the head, its rest and what follows ({})",
+            f.guard
+        );
+        // A server segment cut right after an echoed bare line feed: the
+        // line goes on in the next segment, which is queued however plain.
+        let before = queued_by(&ns, f, &[GUARDED, PICKED]);
+        exchange(&ns, f, 43002, &[], &[b"550 /x\n", b"200 x) failed.\r\n"]);
+        let queued = queued_by(&ns, f, &[GUARDED, PICKED]) - before;
+        assert!(
+            queued >= 2,
+            "{queued} server segments queued, want both halves ({})",
             f.guard
         );
         // A connection's end is queued (here an RST: the server closes
@@ -337,5 +368,176 @@ fn a_lone_passive_request_is_noted_not_queued() {
         let port = exchange(&ns, f, 46010, &[b"NOOP\r\nPASV\r\n"], &[]);
         assert!(!in_set(&ns, f.passive, f, port));
         assert!(guarded(&ns, f, port));
+    }
+}
+
+/// What the rules do with a crafted segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Its direction guarded, the segment queued.
+    Queued,
+    /// Let pass by the quick plain-line rule.
+    Quick,
+    /// Let pass by a general plain-line rule.
+    Plain,
+}
+
+/// The gateway's raw PREROUTING counters: (queued, quick, plain).
+fn fates(gw: &Netns, f: &Family) -> [u64; 3] {
+    [
+        counted(gw, f, "PREROUTING", &[GUARDED, PICKED]),
+        counted(gw, f, "PREROUTING", &[QUICK]),
+        counted(gw, f, "PREROUTING", &[PLAIN]),
+    ]
+}
+
+/// The segment from the client's `port` (or to it, from the server) with
+/// `payload`, in `shape`, as the IP packet a raw socket sends.
+fn crafted(f: &Family, port: u16, client: bool, shape: Shape, payload: &[u8]) -> Vec<u8> {
+    let (c, s) = (sock(f.client, port), sock(f.server, 21));
+    let t = if client {
+        Tuple::new(c, s)
+    } else {
+        Tuple::new(s, c)
+    };
+    // A first sequence byte of 0x80: where a u32 test that took TCP to
+    // follow the IPv6 header read a 32-byte data offset behind an 8-byte
+    // extension header (it skipped the payload's first 4 bytes).
+    shape.build(Segment::new(t, 0x8000_0001).ack(1).payload(payload))
+}
+
+/// Sends an IP packet, headers included, from a raw socket in `ns`.
+fn send_raw(ns: &Netns, packet: &[u8]) {
+    ns.run(|| {
+        let (domain, dst) = if packet[0] >> 4 == 6 {
+            let b: [u8; 16] = packet[24..40].try_into().expect("16 bytes");
+            (Domain::IPV6, IpAddr::from(b))
+        } else {
+            let b: [u8; 4] = packet[16..20].try_into().expect("4 bytes");
+            (Domain::IPV4, IpAddr::from(b))
+        };
+        // IPPROTO_RAW: the header is ours, options and extension headers
+        // as written (IPv4 fills in its length and checksum).
+        let raw = Socket::new(
+            domain,
+            Type::from(libc::SOCK_RAW),
+            Some(libc::IPPROTO_RAW.into()),
+        )
+        .expect("raw socket");
+        let sent = raw
+            .send_to(packet, &SocketAddr::new(dst, 0).into())
+            .expect("raw send");
+        assert_eq!(sent, packet.len());
+    });
+}
+
+/// Every header shape through the real rules, on a gateway's path:
+/// crafted control segments (a raw socket in a sender namespace, over a
+/// veth) meet `ftpct rules --apply` in raw PREROUTING of the gateway
+/// namespace, which then drops them (not its addresses, forwarding off).
+/// IPv6 extension headers (hop-by-hop, destination options, routing), IPv4
+/// options and TCP headers of 20 to 60 bytes: each segment that holds a
+/// keyword or ends inside a line is queued, plain lines the programs can
+/// read pass by the plain-line rules, those of the common shape by the
+/// quick one, and those behind extension headers are queued (no program
+/// reads them). The rule counters say which rule took each segment.
+#[test]
+fn every_header_shape_is_read_or_queued() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let gw = Netns::new("shapes-gw");
+    let sender = Netns::new("shapes-tx");
+    veth(&sender, "tx0", "10.9.0.1/24", &gw, "gw0", "10.9.0.2/24");
+    sender.sh(&["ip", "addr", "add", "fd09::1/64", "dev", "tx0", "nodad"]);
+    gw.sh(&["ip", "addr", "add", "fd09::2/64", "dev", "gw0", "nodad"]);
+    for net in ["192.0.2.0/24", "198.51.100.0/24"] {
+        sender.sh(&["ip", "route", "add", net, "via", "10.9.0.2"]);
+    }
+    sender.sh(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8::/32",
+        "via",
+        "fd09::2",
+    ]);
+    gw.sh(&[FTPCT, "rules", "--apply", "--selective"]);
+
+    let port_cmd: &[u8] = b"PORT 192,0,2,10,156,64\r\n";
+    let pasv_reply: &[u8] = b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n";
+    // (segment, from the client, fate of a readable shape)
+    let segments: [(&[u8], bool, Fate); 6] = [
+        (port_cmd, true, Fate::Queued),
+        (pasv_reply, false, Fate::Queued),
+        (b"NOOP", true, Fate::Queued),
+        (b"550 /x\n", false, Fate::Queued),
+        (b"NOOP\r\n", true, Fate::Plain),
+        (b"200 NOOP ok.\r\n", false, Fate::Plain),
+    ];
+    let mut shapes: Vec<(&Family, Shape)> = Vec::new();
+    for f in [&V4, &V6] {
+        for tcp_header in [20, 32, 40, 60] {
+            shapes.push((f, Shape::tcp(tcp_header)));
+        }
+    }
+    for (ipv4_options, tcp_header) in [(4, 20), (4, 32), (40, 40), (8, 60)] {
+        let options = Shape {
+            ipv4_options,
+            ..Shape::tcp(tcp_header)
+        };
+        shapes.push((&V4, options));
+    }
+    let exts: [&'static [Ipv6Ext]; 3] = [
+        &[Ipv6Ext::HopByHop],
+        &[Ipv6Ext::DestinationOptions],
+        &[Ipv6Ext::Routing],
+    ];
+    for ext in exts {
+        for tcp_header in [20, 32] {
+            let behind = Shape {
+                ipv6_ext: ext,
+                ..Shape::tcp(tcp_header)
+            };
+            shapes.push((&V6, behind));
+        }
+    }
+    let mut port = 47000;
+    for (f, shape) in shapes {
+        let common = shape.ipv4_options == 0 && shape.ipv6_ext.is_empty();
+        for &(payload, client, readable_fate) in &segments {
+            port += 1;
+            let fate = match readable_fate {
+                // Behind extension headers nothing is read: queued.
+                _ if !shape.ipv6_ext.is_empty() => Fate::Queued,
+                Fate::Plain if common && shape.tcp_header == 32 => Fate::Quick,
+                other => other,
+            };
+            let before = fates(&gw, f);
+            send_raw(&sender, &crafted(f, port, client, shape, payload));
+            // The veth delivers in the background: wait for a counter.
+            let mut after = fates(&gw, f);
+            for _ in 0..100 {
+                if after != before {
+                    break;
+                }
+                sleep(Duration::from_millis(20));
+                after = fates(&gw, f);
+            }
+            let moved: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+            let want = [Fate::Queued, Fate::Quick, Fate::Plain].map(|x| u64::from(x == fate));
+            let what = String::from_utf8_lossy(payload);
+            assert_eq!(
+                moved, want,
+                "{what:?} in {shape:?} ({}): want {fate:?}; [queued, quick, plain] counted",
+                f.guard
+            );
+            assert_eq!(
+                guarded(&gw, f, port),
+                fate == Fate::Queued,
+                "{what:?} in {shape:?}"
+            );
+        }
     }
 }

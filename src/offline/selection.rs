@@ -11,7 +11,9 @@ use ftpct_engine::command::{Command, GuardKey};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
-use crate::netfilter::bpf::{is_passive_request, is_plain_line, Side};
+use crate::netfilter::bpf::{
+    ends_inside_a_line, is_passive_request, is_plain_line, readable_payload, Side,
+};
 use crate::netfilter::rules::{
     string_from, Family, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
 };
@@ -50,13 +52,19 @@ impl Selection {
         if self.guarded.contains(&key) {
             return true;
         }
-        let payload = pkt.payload();
+        // A shape the programs do not read (IPv6 extension headers): no
+        // rule lets it pass, the selector of open lines picks it.
+        let Some(payload) = readable_payload(pkt.bytes()) else {
+            self.guarded.insert(key);
+            return true;
+        };
         let side = if to_control {
             Side::Client
         } else {
             Side::Server
         };
-        if is_plain_line(payload, side) {
+        // The quick and plain-line rules: no payload, or one plain line.
+        if payload.is_empty() || is_plain_line(payload, side) {
             return false;
         }
         if to_control && is_passive_request(payload) {
@@ -68,7 +76,7 @@ impl Selection {
         let searched = ip.get(from..).unwrap_or_default();
         let selected = (to_control && CLIENT_WORDS.iter().any(|w| holds(searched, w, true)))
             || (from_control && SERVER_WORDS.iter().any(|w| holds(searched, w, false)))
-            || payload.last().is_some_and(|&b| b != b'\n');
+            || ends_inside_a_line(payload);
         if selected {
             self.guarded.insert(key);
         }
@@ -153,5 +161,74 @@ mod tests {
             shown(&mut sel, Segment::new(c2s, 3).ack(1)),
             "a bare ACK of a guarded direction"
         );
+    }
+
+    /// A line ends only at CR LF: a segment ending in a bare LF (a server
+    /// echoing a client's), a CR or a lone LF ends inside a line, is
+    /// queued, and its direction stays guarded for what follows.
+    #[test]
+    fn a_segment_ends_a_line_only_with_cr_lf() {
+        let s2c = tuple("198.51.100.20:21", "192.0.2.10:40000");
+        let seg = |p: &'static [u8]| Segment::new(s2c, 1).ack(1).payload(p);
+        for open in [&b"550 /x\n"[..], b"\n", b"550 /x\r", b"550 /x\n\r"] {
+            let mut sel = Selection::new(&[21]);
+            assert!(
+                shown(&mut sel, seg(open)),
+                "{:?}",
+                String::from_utf8_lossy(open)
+            );
+            assert!(shown(&mut sel, seg(b"200 ok\r\n")), "the rest of the line");
+        }
+        let mut sel = Selection::new(&[21]);
+        assert!(!shown(&mut sel, seg(b"550 /x\r\n")));
+        assert!(!shown(&mut sel, seg(b"200 ok\r\n")));
+    }
+
+    /// IPv4 options and TCP headers of every length are read where they
+    /// put the payload, as the programs read them; IPv6 extension headers
+    /// are queued whatever the segment holds, an ACK too, as the kernel's
+    /// selector of open lines picks them.
+    #[test]
+    fn every_header_shape_is_read_or_queued() {
+        use ftpct_testkit::{Ipv6Ext, Shape};
+        let v4 = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let v6 = tuple("[2001:db8::10]:40000", "[2001:db8:2::20]:21");
+        let mut readable = Vec::new();
+        for tcp_header in [20, 32, 40, 60] {
+            let options = Shape {
+                ipv4_options: 8,
+                ..Shape::tcp(tcp_header)
+            };
+            readable.extend([(v4, Shape::tcp(tcp_header)), (v4, options)]);
+            readable.push((v6, Shape::tcp(tcp_header)));
+        }
+        let behind = |ipv6_ext, tcp_header| Shape {
+            ipv6_ext,
+            ..Shape::tcp(tcp_header)
+        };
+        let unreadable = [
+            (v6, behind(&[Ipv6Ext::HopByHop], 32)),
+            (v6, behind(&[Ipv6Ext::DestinationOptions], 20)),
+            (v6, behind(&[Ipv6Ext::Routing], 40)),
+        ];
+        let check = |(t, shape): (ftpct_engine::tuple::Tuple, Shape), payload: &[u8], queued| {
+            let ip = shape.build(Segment::new(t, 0x8000_0001).ack(1).payload(payload));
+            let pkt = TcpPacket::parse(&ip).expect("tcp");
+            let mut sel = Selection::new(&[21]);
+            let what = String::from_utf8_lossy(payload);
+            assert_eq!(sel.queues(&ip, &pkt), queued, "{shape:?} {what:?}");
+        };
+        for case in readable {
+            check(case, b"NOOP\r\n", false);
+            check(case, b"", false);
+            check(case, b"PORT 192,0,2,10,156,64\r\n", true);
+            check(case, b"NOOP", true);
+            check(case, b"NOOP\n", true);
+        }
+        for case in unreadable {
+            for payload in [&b"NOOP\r\n"[..], b"", b"PORT 1,2\r\n", b"NOOP"] {
+                check(case, payload, true);
+            }
+        }
     }
 }
