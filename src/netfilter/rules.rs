@@ -16,13 +16,15 @@
 //!   created;
 //! - PREROUTING and OUTPUT, selective queueing (the default): a control
 //!   segment that can hold part of an announcement, AUTH or a multi-line
-//!   opener (xt_string), or that does not end a line (xt_bpf), puts its
-//!   direction (source address and port, destination address) in the guard
-//!   ipset; every packet of a direction in the guard set -> NFQUEUE. A
-//!   segment that is one short line whose start cannot matter (xt_bpf,
-//!   `bpf::quick_plain_line` first for the common header shape, then
-//!   `bpf::plain_line`) leaves before the handshake rules and the string
-//!   searches. ftpct
+//!   opener (xt_string), or that does not end a line with CR LF or whose
+//!   headers the programs do not read (IPv6 extension headers:
+//!   `bpf::not_ending_a_line`), puts its direction (source address and
+//!   port, destination address) in the guard ipset; every packet of a
+//!   direction in the guard set -> NFQUEUE. A segment that is one short
+//!   line whose start cannot matter (xt_bpf, `bpf::quick_plain_line` first
+//!   for the common header shape, then `bpf::plain_line`, which read IPv4
+//!   options and TCP headers of any length) leaves before the handshake
+//!   rules and the string searches. ftpct
 //!   takes the direction out again once it has seen what it needed (see
 //!   docs/DESIGN.md, "Selective queueing");
 //! - with `--queue-all` instead: TCP from or to a control port -> NFQUEUE;
@@ -64,10 +66,12 @@ pub(crate) const COMMENT_PLAIN: &str =
 pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
 
 /// Where xt_string starts looking in a packet of `family` whose TCP header
-/// is `timestamps`-long (32 bytes) or not: where the payload starts (IPv4
-/// without options, IPv6 without extension headers), else after the
+/// is `timestamps`-long (32 bytes, as [`tcp_header_is_32`] reads it) or
+/// not: where the payload starts (IPv4 without options, IPv6 without
+/// extension headers) or before it (IPv4 options), else after the
 /// smallest headers (a match in TCP options only queues a segment more;
 /// the timestamps change with every segment and would hit now and then).
+/// Never after the payload's start: no keyword is missed.
 pub fn string_from(family: Family, timestamps: bool) -> usize {
     let ip = match family {
         Family::V4 => 20,
@@ -104,7 +108,10 @@ fn tcp_header_is_32(family: Family) -> &'static str {
     match family {
         // The IP header's length, then the data offset at TCP byte 12.
         Family::V4 => "0>>22&0x3C@12>>26&0x3C=32",
-        Family::V6 => "52>>26&0x3C=32",
+        // TCP right after the IPv6 header (next header 6), else byte 52 is
+        // not TCP's: behind extension headers it could say 32 by chance
+        // and start the search past the payload's first bytes.
+        Family::V6 => "6>>24=6&&52>>26&0x3C=32",
     }
 }
 /// What a client line that matters starts with (any case: FTP commands
@@ -787,5 +794,111 @@ pub(crate) mod tests {
         assert_eq!(shell_word("a b"), "'a b'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    /// xt_u32 on `packet`, for the tests this module writes: `&&` between
+    /// tests, each a location (a number, then `&`, `<<`, `>>` or `@`
+    /// numbers) `=` a value.
+    fn u32_matches(expr: &str, packet: &[u8]) -> bool {
+        let word = |at: usize| {
+            let b = packet.get(at..at + 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let number = |n: &str| match n.strip_prefix("0x").or(n.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).expect("hex"),
+            None => n.parse().expect("number"),
+        };
+        expr.split("&&").all(|test| {
+            let (location, value) = test.split_once('=').expect("a value");
+            let mut at = 0usize;
+            let mut rest = location;
+            let split = |r: &str| -> usize { r.find(['&', '<', '>', '@']).unwrap_or(r.len()) };
+            let first = split(rest);
+            let Some(mut a) = word(number(&rest[..first]) as usize) else {
+                return false;
+            };
+            rest = &rest[first..];
+            while !rest.is_empty() {
+                let op_len = if rest.starts_with("<<") || rest.starts_with(">>") {
+                    2
+                } else {
+                    1
+                };
+                let (op, tail) = rest.split_at(op_len);
+                let end = split(tail);
+                let n = number(&tail[..end]);
+                rest = &tail[end..];
+                match op {
+                    "&" => a &= n,
+                    "<<" => a <<= n,
+                    ">>" => a >>= n,
+                    "@" => {
+                        at += a as usize;
+                        let Some(w) = word(at + n as usize) else {
+                            return false;
+                        };
+                        a = w;
+                    }
+                    other => panic!("u32 operator {other}"),
+                }
+            }
+            a == number(value)
+        })
+    }
+
+    /// Every header shape, with sequence numbers whose first byte is each
+    /// value (behind extension headers it sits where the old test read the
+    /// data offset): the u32 test says 32 exactly when the TCP header is
+    /// 32 bytes where the programs read it, and the string searches never
+    /// start after the payload's first byte.
+    #[test]
+    fn the_string_searches_start_at_or_before_the_payload_in_every_shape() {
+        use ftpct_engine::wire::TcpPacket;
+        use ftpct_testkit::{Ipv6Ext, Segment, Shape};
+        let v4 = ftpct_testkit::tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let v6 = ftpct_testkit::tuple("[2001:db8::10]:40000", "[2001:db8:2::20]:21");
+        let exts: [&'static [Ipv6Ext]; 4] = [
+            &[],
+            &[Ipv6Ext::HopByHop],
+            &[Ipv6Ext::DestinationOptions],
+            &[Ipv6Ext::Routing, Ipv6Ext::DestinationOptions],
+        ];
+        let mut shapes = Vec::new();
+        for tcp_header in [20, 24, 32, 40, 60] {
+            for ipv4_options in [0, 4, 40] {
+                let ipv4 = Shape {
+                    ipv4_options,
+                    ..Shape::tcp(tcp_header)
+                };
+                shapes.push((v4, ipv4));
+            }
+            for ipv6_ext in exts {
+                let ipv6 = Shape {
+                    ipv6_ext,
+                    ..Shape::tcp(tcp_header)
+                };
+                shapes.push((v6, ipv6));
+            }
+        }
+        for (t, shape) in shapes {
+            let family = Family::of(t.src.ip());
+            for first in 0..=255u32 {
+                let seg = Segment::new(t, first << 24).ack(1);
+                let packet = shape.build(seg.payload(b"PORT 1,2\r\n"));
+                let pkt = TcpPacket::parse(&packet).expect("parses");
+                let payload_at = packet.len() - pkt.payload().len();
+                let says_32 = u32_matches(tcp_header_is_32(family), &packet);
+                let readable = crate::netfilter::bpf::readable_payload(&packet).is_some();
+                assert_eq!(
+                    says_32,
+                    readable && shape.tcp_header == 32,
+                    "{shape:?} {first}"
+                );
+                assert!(
+                    string_from(family, says_32) <= payload_at,
+                    "{shape:?} {first}"
+                );
+            }
+        }
     }
 }
