@@ -236,8 +236,17 @@ fn queued_by(ns: &Netns, f: &Family, comments: &[&str]) -> u64 {
 
 /// Packets of the rules of raw `chain` with one of these comments, summed.
 fn counted(ns: &Netns, f: &Family, chain: &str, comments: &[&str]) -> u64 {
+    counted_in(&listing(ns, f, chain), comments)
+}
+
+/// Raw `chain`, listed with its counters.
+fn listing(ns: &Netns, f: &Family, chain: &str) -> String {
     let cmd = if f.ip6 { "ip6tables" } else { "iptables" };
-    let listed = ns.sh(&[cmd, "-t", "raw", "-nvxL", chain]);
+    ns.sh(&[cmd, "-t", "raw", "-nvxL", chain])
+}
+
+/// Packets of the rules in `listed` with one of these comments, summed.
+fn counted_in(listed: &str, comments: &[&str]) -> u64 {
     let markers: Vec<String> = comments.iter().map(|c| format!("/* {c} */")).collect();
     listed
         .lines()
@@ -384,11 +393,8 @@ enum Fate {
 
 /// The gateway's raw PREROUTING counters: (queued, quick, plain).
 fn fates(gw: &Netns, f: &Family) -> [u64; 3] {
-    [
-        counted(gw, f, "PREROUTING", &[GUARDED, PICKED]),
-        counted(gw, f, "PREROUTING", &[QUICK]),
-        counted(gw, f, "PREROUTING", &[PLAIN]),
-    ]
+    let listed = listing(gw, f, "PREROUTING");
+    [&[GUARDED, PICKED][..], &[QUICK], &[PLAIN]].map(|rules| counted_in(&listed, rules))
 }
 
 /// The segment from the client's `port` (or to it, from the server) with
@@ -448,6 +454,11 @@ fn every_header_shape_is_read_or_queued() {
     }
     let gw = Netns::new("shapes-gw");
     let sender = Netns::new("shapes-tx");
+    for ns in [&gw, &sender] {
+        // The link-local addresses usable at once: no wait for the first
+        // neighbour solicitation.
+        ns.sh(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+    }
     veth(&sender, "tx0", "10.9.0.1/24", &gw, "gw0", "10.9.0.2/24");
     sender.sh(&["ip", "addr", "add", "fd09::1/64", "dev", "tx0", "nodad"]);
     gw.sh(&["ip", "addr", "add", "fd09::2/64", "dev", "gw0", "nodad"]);
