@@ -298,7 +298,7 @@ fn run_daemon(
             flags: policy.clone(),
         }),
         metrics: s.metrics,
-        status_socket: Some(run.socket.clone()),
+        status_socket: Some(s.status_socket.clone()),
     })
     .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }

@@ -26,6 +26,7 @@ use ftpct_engine::policy::Policy;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::daemon::status_address::StatusAddress;
 use crate::netfilter::rules::{QueueTarget, DEFAULT_SET};
 
 /// Where the configuration is read from unless `--config` says otherwise.
@@ -183,6 +184,9 @@ pub struct Settings {
     /// Address of the metrics endpoint (none: no endpoint).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Where `ftpct status` asks `run`: `@NAME` (abstract: one per
+    /// network namespace) or a file's path.
+    pub status_socket: StatusAddress,
     /// SCHED_RR priority of the queue threads (0: normal scheduler).
     pub realtime_priority: u8,
     /// Microseconds a queue thread polls its empty queue before it sleeps
@@ -209,6 +213,7 @@ impl Default for Settings {
             mark: None,
             state_interval: 0,
             metrics: None,
+            status_socket: StatusAddress::default(),
             realtime_priority: 0,
             busy_poll: 0,
             max_line: c.max_line,
@@ -483,9 +488,11 @@ pub struct RunFlags {
     /// 65535) [file: metrics]
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
-    /// The unix socket `ftpct status` asks (mode 0600)
-    #[arg(long, value_name = "PATH", default_value = crate::daemon::status::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// Where `ftpct status` asks: @NAME, an abstract unix socket (one per
+    /// network namespace; root or ftpct's own user only), or PATH, a file
+    /// (mode 0600) [file: status_socket; default: @ftpct-status]
+    #[arg(long, value_name = "@NAME|PATH")]
+    pub socket: Option<StatusAddress>,
 }
 
 impl RunFlags {
@@ -498,6 +505,9 @@ impl RunFlags {
         set(&mut s.busy_poll, self.busy_poll);
         if self.metrics.is_some() {
             s.metrics = self.metrics;
+        }
+        if let Some(a) = &self.socket {
+            s.status_socket = a.clone();
         }
     }
 }
@@ -549,6 +559,7 @@ ipset = "ftp_exp"
 mark = "0x10/0xff"
 state_interval = 60
 metrics = "127.0.0.1:9641"
+status_socket = "/run/ftpct/ftpct.sock"
 realtime_priority = 10
 busy_poll = 50
 max_line = 2048

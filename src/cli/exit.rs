@@ -55,12 +55,14 @@ pub fn of_monitor(e: &crate::monitor::MonitorError) -> u8 {
 }
 
 /// The exit code of `ftpct status`: a socket that refuses this user is a
-/// permission matter, no daemon behind it a failure.
+/// permission matter, a wrong file a configuration one, no daemon behind
+/// it a failure.
 pub fn of_status(e: &crate::cli::status::StatusError) -> u8 {
+    use crate::cli::status::StatusError as E;
     match e {
-        crate::cli::status::StatusError::Connect { source, .. } if is_permission(source) => {
-            NO_PERMISSION
-        }
+        E::Connect { source, .. } if is_permission(source) => NO_PERMISSION,
+        E::Refused { .. } => NO_PERMISSION,
+        E::Config(_) => CONFIG,
         _ => FAILURE,
     }
 }

@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::daemon::status::{Snapshot, DEFAULT_SOCKET};
+use crate::cli::config::{ConfigError, ConfigPath};
+use crate::daemon::status::{Refusal, Snapshot};
+use crate::daemon::status_address::StatusAddress;
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -18,29 +18,56 @@ pub struct StatusArgs {
     /// The JSON snapshot instead of tables
     #[arg(long)]
     pub json: bool,
-    /// The status socket of `ftpct run` (its --socket)
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// Where `ftpct run` answers: @NAME (abstract, this network
+    /// namespace's) or PATH [default: the configuration's status_socket,
+    /// @ftpct-status]
+    #[arg(long, value_name = "@NAME|PATH")]
+    pub socket: Option<StatusAddress>,
+    #[command(flatten)]
+    pub config: ConfigPath,
+}
+
+impl StatusArgs {
+    /// --socket, else the file's status_socket, else the default.
+    pub fn address(&self) -> Result<StatusAddress, ConfigError> {
+        match &self.socket {
+            Some(a) => Ok(a.clone()),
+            None => Ok(self.config.file().load()?.status_socket),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub enum StatusError {
-    Connect { path: PathBuf, source: io::Error },
-    Read { path: PathBuf, source: io::Error },
+    Config(ConfigError),
+    Connect {
+        address: StatusAddress,
+        source: io::Error,
+    },
+    Read {
+        address: StatusAddress,
+        source: io::Error,
+    },
+    /// The daemon answered but not to this user.
+    Refused {
+        address: StatusAddress,
+        why: String,
+    },
     Json(serde_json::Error),
 }
 
 impl std::fmt::Display for StatusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StatusError::Connect { path, source } => write!(
+            StatusError::Config(e) => write!(f, "{e}"),
+            StatusError::Connect { address, source } => write!(
                 f,
-                "no ftpct run answers at {} ({source}): is it running, with this --socket? (root only)",
-                path.display()
+                "no ftpct run answers at {address} ({source}): is it running in this network namespace, with this status_socket (--socket)? (root only)"
             ),
-            StatusError::Read { path, source } => {
-                write!(f, "{}: no complete answer: {source}", path.display())
+            StatusError::Read { address, source } => {
+                write!(f, "{address}: no complete answer: {source}")
             }
+            StatusError::Refused { address, why } => write!(f, "{address}: refused: {why}"),
             StatusError::Json(e) => write!(f, "the daemon's answer is not a snapshot: {e}"),
         }
     }
@@ -50,7 +77,8 @@ impl std::error::Error for StatusError {}
 
 /// Prints the daemon's snapshot.
 pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
-    let json = fetch(&args.socket)?;
+    let address = args.address().map_err(StatusError::Config)?;
+    let json = fetch(&address)?;
     if args.json {
         println!("{json}");
         return Ok(());
@@ -60,14 +88,14 @@ pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
     Ok(())
 }
 
-/// The snapshot's JSON, as the daemon sent it.
-pub fn fetch(path: &std::path::Path) -> Result<String, StatusError> {
-    let mut stream = UnixStream::connect(path).map_err(|source| StatusError::Connect {
-        path: path.to_path_buf(),
+/// The snapshot's JSON, as the daemon sent it, or its refusal as an error.
+pub fn fetch(address: &StatusAddress) -> Result<String, StatusError> {
+    let mut stream = address.connect().map_err(|source| StatusError::Connect {
+        address: address.clone(),
         source,
     })?;
     let read_err = |source| StatusError::Read {
-        path: path.to_path_buf(),
+        address: address.clone(),
         source,
     };
     stream
@@ -75,6 +103,12 @@ pub fn fetch(path: &std::path::Path) -> Result<String, StatusError> {
         .map_err(read_err)?;
     let mut json = String::new();
     stream.read_to_string(&mut json).map_err(read_err)?;
+    if let Ok(Refusal { refused }) = serde_json::from_str::<Refusal>(&json) {
+        return Err(StatusError::Refused {
+            address: address.clone(),
+            why: refused,
+        });
+    }
     Ok(json)
 }
 
@@ -83,8 +117,9 @@ pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "control connections: {} (up {:.0}s)",
+        "control connections: {} (ftpct run pid {}, up {:.0}s)",
         s.control_connections.len(),
+        s.pid,
         s.uptime
     );
     for c in &s.control_connections {
@@ -173,6 +208,7 @@ mod tests {
     #[test]
     fn lines_in_the_layout_of_conntrack() {
         let snap = Snapshot {
+            pid: 4242,
             uptime: 12.0,
             control_connections: vec![ControlConnection {
                 orig: "192.0.2.10:40000 -> 198.51.100.20:21".into(),

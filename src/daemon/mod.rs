@@ -23,6 +23,7 @@ mod http;
 mod kernel;
 mod metrics;
 mod packet_path;
+mod peer;
 mod queue_loop;
 mod resume;
 mod service;
@@ -30,6 +31,7 @@ mod session_ends;
 mod shared;
 pub(crate) mod signals;
 pub mod status;
+pub mod status_address;
 
 use std::fmt;
 use std::io;
@@ -79,7 +81,7 @@ pub struct Options {
     /// Serve Prometheus metrics over HTTP here (None: no endpoint).
     pub metrics: Option<std::net::SocketAddr>,
     /// The unix socket of `ftpct status` (None: none).
-    pub status_socket: Option<std::path::PathBuf>,
+    pub status_socket: Option<status_address::StatusAddress>,
 }
 
 /// Why the daemon could not start, or stopped on its own: each says what
@@ -380,7 +382,7 @@ fn claim_sets(sets: &SetNames) -> Result<std::os::unix::net::UnixListener, Daemo
 /// socket (without it `ftpct run` still runs: a warning says why).
 fn observe(
     metrics: &Option<std::net::SocketAddr>,
-    socket: &Option<std::path::PathBuf>,
+    socket: &Option<status_address::StatusAddress>,
     shared: &Arc<Shared>,
     queues: &[u16],
 ) -> Result<Option<status::StatusSocket>, DaemonError> {
@@ -388,15 +390,14 @@ fn observe(
         let registry = metrics::registry(Arc::clone(shared), queues.to_vec());
         http::serve(addr, registry).map_err(|source| DaemonError::Metrics { addr, source })?;
     }
-    let Some(path) = socket else {
+    let Some(address) = socket else {
         return Ok(None);
     };
-    match status::serve(path, Arc::clone(shared)) {
+    match status::serve(address, Arc::clone(shared)) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
             warn!(
-                "status socket {}: {e}: `ftpct status` will not answer (another ftpct run? give this one --socket PATH)",
-                path.display()
+                "status socket {address}: {e}: `ftpct status` will not answer (another ftpct run in this network namespace? give this one another status_socket or --socket)"
             );
             Ok(None)
         }

@@ -1,14 +1,16 @@
-//! `ftpct status`: what the daemon holds now, over a unix socket (root
-//! only: mode 0600). The daemon writes one JSON snapshot to each client
-//! and closes; `ftpct status` prints it as tables (or passes the JSON).
+//! `ftpct status`: what the daemon holds now, over a unix socket: an
+//! abstract one by default (one per network namespace), or a file (mode
+//! 0600). Root or the daemon's own user only (SO_PEERCRED); others get a
+//! refusal. The daemon writes one JSON snapshot to each client and
+//! closes; `ftpct status` prints it as tables (or passes the JSON).
 //! The snapshot is copied under the engine's lock (no kernel call, no
 //! string made there) and written out after.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +23,18 @@ use ftpct_engine::Engine;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::peer;
 use super::shared::Shared;
+use super::status_address::StatusAddress;
 
-pub const DEFAULT_SOCKET: &str = "/run/ftpct/ftpct.sock";
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the daemon holds now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
+    /// The process that answered (which daemon, when there are several).
+    #[serde(default)]
+    pub pid: u32,
     /// Seconds since `ftpct run` started (the engine's clock).
     pub uptime: f64,
     pub control_connections: Vec<ControlConnection>,
@@ -153,6 +159,7 @@ impl Taken {
     pub fn snapshot(&self) -> Snapshot {
         let now = self.now;
         Snapshot {
+            pid: std::process::id(),
             uptime: now.as_secs_f64(),
             control_connections: self.flows.iter().map(|f| control(f, now)).collect(),
             expectations: self
@@ -191,64 +198,81 @@ fn counters(line: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// The listening socket; its file goes when the daemon stops (if it is
-/// still this one's).
+/// The listening socket; a socket file goes when the daemon stops (if it
+/// is still this one's); an abstract name goes with the listener.
 pub struct StatusSocket {
-    path: PathBuf,
-    inode: u64,
+    file: Option<(PathBuf, u64)>,
 }
 
 impl Drop for StatusSocket {
     fn drop(&mut self) {
-        let ours = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode);
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
+        let Some((path, inode)) = &self.file else {
+            return;
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.ino() == *inode) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
 
-/// Listens at `path` (mode 0600) and answers from a thread that lives as
-/// long as the process.
-pub fn serve(path: &Path, shared: Arc<Shared>) -> io::Result<StatusSocket> {
-    let listener = bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let inode = std::fs::metadata(path)?.ino();
+/// Listens at `address` (a file: mode 0600) and answers from a thread
+/// that lives as long as the process.
+pub fn serve(address: &StatusAddress, shared: Arc<Shared>) -> io::Result<StatusSocket> {
+    let listener = bind(address)?;
+    let file = match address {
+        StatusAddress::Path(path) => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Some((path.clone(), std::fs::metadata(path)?.ino()))
+        }
+        StatusAddress::Abstract(_) => None,
+    };
     std::thread::Builder::new()
         .name("status".into())
         .spawn(move || accept_loop(&listener, &shared))?;
-    info!("status: {}", path.display());
-    Ok(StatusSocket {
-        path: path.to_path_buf(),
-        inode,
-    })
+    info!("status: {address}");
+    Ok(StatusSocket { file })
 }
 
 /// Binds, replacing a socket file nobody answers on (left by a crash);
-/// a live one is an error (AddrInUse).
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            if UnixStream::connect(path).is_ok() {
+/// a live one is an error (AddrInUse), as is an abstract name in use.
+fn bind(address: &StatusAddress) -> io::Result<UnixListener> {
+    match (address.bind(), address) {
+        (Err(e), StatusAddress::Path(path)) if e.kind() == io::ErrorKind::AddrInUse => {
+            if address.connect().is_ok() {
                 return Err(e);
             }
             std::fs::remove_file(path)?;
-            UnixListener::bind(path)
+            address.bind()
         }
-        other => other,
+        (other, _) => other,
     }
+}
+
+/// A client refused: `{"refused": "why"}`, which `ftpct status` reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Refusal {
+    pub refused: String,
 }
 
 fn accept_loop(listener: &UnixListener, shared: &Shared) {
     for conn in listener.incoming() {
         let sent = conn.and_then(|mut stream| {
             stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-            let snap = shared
-                .with_engine(|e| take(e, shared.now()))
-                .map(|t| t.snapshot());
-            let json = serde_json::to_string(&snap).map_err(io::Error::other)?;
+            let json = match peer::admit(&stream)? {
+                Ok(()) => {
+                    let snap = shared
+                        .with_engine(|e| take(e, shared.now()))
+                        .map(|t| t.snapshot());
+                    serde_json::to_string(&snap)
+                }
+                Err(refused) => {
+                    debug!("status: {refused}");
+                    serde_json::to_string(&Refusal {
+                        refused: refused.to_string(),
+                    })
+                }
+            }
+            .map_err(io::Error::other)?;
             stream.write_all(json.as_bytes())
         });
         if let Err(e) = sent {
@@ -273,10 +297,11 @@ mod tests {
     fn serves_a_snapshot_over_its_socket() {
         use ftpct_engine::Config;
         use std::io::Read as _;
+        use std::os::unix::net::UnixStream;
         let dir = std::env::temp_dir().join(format!("ftpct-status-{}", std::process::id()));
         let path = dir.join("s.sock");
         let shared = Arc::new(Shared::new(Engine::new(Config::default())));
-        let guard = serve(&path, shared).expect("serve");
+        let guard = serve(&StatusAddress::Path(path.clone()), shared).expect("serve");
         let mode = std::fs::metadata(&path)
             .expect("socket")
             .permissions()
@@ -289,6 +314,7 @@ mod tests {
         let snap: Snapshot = serde_json::from_str(&got).expect("json");
         assert!(snap.control_connections.is_empty());
         assert_eq!(snap.counters.get("packets"), Some(&0));
+        assert_eq!(snap.pid, std::process::id());
         drop(guard);
         assert!(!path.exists(), "the socket file goes with the daemon");
         let _ = std::fs::remove_dir_all(&dir);
