@@ -100,6 +100,22 @@ pub struct Passed {
     pub far_side: Option<Frame>,
     pub events: Vec<Event>,
     pub mismatch: Option<Mismatch>,
+    /// The packet came from the far side (the frame is its delivered form).
+    pub toward_inside: bool,
+}
+
+/// Watches the gateway frame by frame (the HTML ladder of `--html`).
+pub trait Observer {
+    /// A frame as captured, and what the gateway made of it.
+    fn frame(&mut self, captured: &Frame, passed: &Passed);
+    /// What the engine's timers did at `now`.
+    fn timers(&mut self, now: Duration, events: &[Event]);
+}
+
+/// Nobody watching.
+impl Observer for () {
+    fn frame(&mut self, _: &Frame, _: &Passed) {}
+    fn timers(&mut self, _: Duration, _: &[Event]) {}
 }
 
 /// Replays `capture` through a gateway with the given NAT rules.
@@ -109,12 +125,24 @@ pub fn replay(
     dnat: Vec<DnatRule>,
     cfg: Config,
 ) -> Replayed {
+    replay_watched(capture, snat, dnat, cfg, &mut ())
+}
+
+/// [`replay`], showing every frame and timer to `observer`.
+pub fn replay_watched(
+    capture: &Capture,
+    snat: Vec<SnatRule>,
+    dnat: Vec<DnatRule>,
+    cfg: Config,
+    observer: &mut dyn Observer,
+) -> Replayed {
     let mut gw = Gateway::new(snat, dnat, cfg);
     let mut far_side = Vec::with_capacity(capture.frames.len());
     let mut events = Vec::new();
     let mut mismatches = Vec::new();
     for frame in &capture.frames {
         let passed = gw.frame(frame);
+        observer.frame(frame, &passed);
         far_side.extend(passed.far_side);
         mismatches.extend(passed.mismatch);
         events.extend(passed.events.into_iter().map(|event| TimedEvent {
@@ -124,6 +152,7 @@ pub fn replay(
     }
     let last = capture.frames.last().map_or(Duration::ZERO, |f| f.time);
     let tail = gw.tick(last + Duration::from_secs(1));
+    observer.timers(last, &tail);
     events.extend(
         tail.into_iter()
             .map(|event| TimedEvent { time: last, event }),
@@ -265,6 +294,7 @@ impl Gateway {
             far_side: Some(with_ip(frame, ip)),
             events: outcome.events,
             mismatch: None,
+            toward_inside: false,
         }
     }
 
@@ -298,6 +328,7 @@ impl Gateway {
             far_side: Some(with_ip(frame, arriving)),
             events: outcome.events,
             mismatch,
+            toward_inside: true,
         }
     }
 
