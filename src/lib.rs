@@ -6,10 +6,12 @@
 //! - `daemon`: the NFQUEUE workers, signals, and the executor of the
 //!   engine's commands;
 //! - `offline`: pcap reading and writing, and replay through the engine;
-//! - `cli`: log output and the replay report.
+//! - `cli`: log output and the replay report;
+//! - `ladder`: the HTML ladder diagram of `--html`.
 
 pub mod cli;
 pub mod daemon;
+pub mod ladder;
 pub mod monitor;
 pub mod netfilter;
 pub mod offline;
