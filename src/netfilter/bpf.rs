@@ -697,6 +697,30 @@ mod tests {
         String::from_utf8_lossy(payload).into_owned()
     }
 
+    /// `program` on each payload from each of `sides`, in every shape of
+    /// `family`: it matches exactly the packets `spec` says.
+    fn check_program(
+        program: &Prog,
+        family: Family,
+        sides: &[Side],
+        payloads: &[Vec<u8>],
+        spec: impl Fn(&[u8]) -> bool,
+    ) {
+        for shape in shapes(family) {
+            for &side in sides {
+                for payload in payloads {
+                    let packet = segment(family, shape, side, payload);
+                    assert_eq!(
+                        program.matches(&packet),
+                        spec(&packet),
+                        "{family:?} {side:?} {shape:?} {:?}",
+                        shown(payload)
+                    );
+                }
+            }
+        }
+    }
+
     /// Payloads, and whether a segment with one ends inside a line: a
     /// bare LF, a lone LF or CR ends none.
     const LINE_ENDS: [(&[u8], bool); 10] = [
@@ -731,20 +755,13 @@ mod tests {
         payloads.push(b"550 /x\n".to_vec());
         for family in [Family::V4, Family::V6] {
             let program = Prog::new(&not_ending_a_line(family));
-            for shape in shapes(family) {
-                for side in [Side::Client, Side::Server] {
-                    for payload in &payloads {
-                        let packet = segment(family, shape, side, payload);
-                        let expected = readable_payload(&packet).is_none_or(ends_inside_a_line);
-                        assert_eq!(
-                            program.matches(&packet),
-                            expected,
-                            "{family:?} {shape:?} {:?}",
-                            shown(payload)
-                        );
-                    }
-                }
-            }
+            check_program(
+                &program,
+                family,
+                &[Side::Client, Side::Server],
+                &payloads,
+                |p| readable_payload(p).is_none_or(ends_inside_a_line),
+            );
             // A TCP header longer than the packet: unreadable.
             let mut short = segment(family, NO_TIMESTAMPS, Side::Client, b"");
             let tcp = if family == Family::V4 { 20 } else { 40 };
@@ -985,18 +1002,9 @@ mod tests {
         }
         for family in [Family::V4, Family::V6] {
             let program = Prog::new(&passive_request(family));
-            for shape in shapes(family) {
-                for payload in &payloads {
-                    let packet = segment(family, shape, Side::Client, payload);
-                    let expected = readable_payload(&packet).is_some_and(is_passive_request);
-                    assert_eq!(
-                        program.matches(&packet),
-                        expected,
-                        "{family:?} {shape:?} {:?}",
-                        shown(payload)
-                    );
-                }
-            }
+            check_program(&program, family, &[Side::Client], &payloads, |p| {
+                readable_payload(p).is_some_and(is_passive_request)
+            });
         }
     }
 }
