@@ -12,6 +12,7 @@ use ftpct::cli::logging::{self, LogFormat};
 use ftpct::cli::report::{self, FlowNames};
 use ftpct::cli::{exit, generate, permission};
 use ftpct::daemon;
+use ftpct::ladder;
 use ftpct::netfilter::iptables;
 use ftpct::netfilter::rules::{self, Action, Families, RuleSet};
 use ftpct::netfilter::sets::{self, SetNames};
@@ -42,7 +43,8 @@ enum Command {
     ///
     /// Prints every decision (lines, expectations with their NAT bindings,
     /// rewrites, data connections matched, refusals). With --out, writes the
-    /// capture as the far side of the gateway would see it.
+    /// capture as the far side of the gateway would see it; with --html,
+    /// draws each session as a ladder diagram.
     Replay {
         /// Capture (pcap: Ethernet, raw IP, Linux SLL or SLL2), taken on the
         /// side of the NATed hosts
@@ -56,6 +58,15 @@ enum Command {
         /// Write the far side of the gateway to this pcap
         #[arg(long, value_name = "OUTPUT.pcap")]
         out: Option<PathBuf>,
+        /// Draw every FTP session as a ladder diagram in this HTML file:
+        /// inside host, gateway and outside host as columns, time going
+        /// down; each segment as captured and as on the far side of the gateway
+        /// (flags, seq/ack, payload), rewrites before and after with the
+        /// changed bytes marked, sequence shifts, expectations, matched
+        /// data connections and refusals. One self-contained page (no
+        /// script, nothing fetched), readable offline and printable
+        #[arg(long, value_name = "FILE.html")]
+        html: Option<PathBuf>,
         /// One JSON object per event instead of a table
         #[arg(long)]
         json: bool,
@@ -195,6 +206,7 @@ fn main() -> ExitCode {
             snat,
             dnat,
             out,
+            html,
             json,
             control_ports,
             selective,
@@ -207,7 +219,11 @@ fn main() -> ExitCode {
             };
             policy.apply(&mut s);
             config::validate(&s).map_err(Failure::from).and_then(|()| {
-                run_replay(&input, snat, dnat, out.as_deref(), json, s.engine_config())
+                let files = ReplayFiles {
+                    out: out.as_deref(),
+                    html: html.as_deref(),
+                };
+                run_replay(&input, snat, dnat, files, json, s.engine_config())
                     .map_err(|e| Failure::new(exit::FAILURE, e))
             })
         }
@@ -303,16 +319,36 @@ fn run_daemon(
     .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }
 
+/// What `ftpct replay` writes besides its report.
+struct ReplayFiles<'a> {
+    /// The far side, as a pcap.
+    out: Option<&'a std::path::Path>,
+    /// The ladder diagram.
+    html: Option<&'a std::path::Path>,
+}
+
 fn run_replay(
     input: &std::path::Path,
     snat: Vec<SnatRule>,
     dnat: Vec<DnatRule>,
-    out: Option<&std::path::Path>,
+    files: ReplayFiles<'_>,
     json: bool,
     cfg: Config,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let out = files.out;
     let capture = capture::read(input)?;
-    let replayed = replay::replay(&capture, snat, dnat, cfg);
+    let mut recorder = files.html.map(|_| ladder::Recorder::new());
+    let replayed = match recorder.as_mut() {
+        Some(rec) => replay::replay_watched(&capture, snat, dnat, cfg, rec),
+        None => replay::replay(&capture, snat, dnat, cfg),
+    };
+    if let (Some(path), Some(rec)) = (files.html, &recorder) {
+        let heading = ladder::Heading {
+            title: command_line(),
+            lines: vec![format!("summary: {}", replayed.stats)],
+        };
+        ladder::write(path, rec, &heading)?;
+    }
     let start = capture.frames.first().map(|f| f.time).unwrap_or_default();
     let mut names = FlowNames::default();
     for te in &replayed.events {
@@ -343,8 +379,22 @@ fn run_replay(
         if let Some(path) = out {
             println!("far side written to {}", path.display());
         }
+        if let Some(path) = files.html {
+            println!("ladder diagram written to {}", path.display());
+        }
     }
     Ok(())
+}
+
+/// The command line as given, for the page's heading.
+fn command_line() -> String {
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    std::iter::once("ftpct".to_string())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn run_rules(

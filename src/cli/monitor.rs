@@ -28,6 +28,13 @@ pub struct MonitorArgs {
     /// Also write the frames seen to this pcap file
     #[arg(long, value_name = "FILE.pcap")]
     pub write: Option<PathBuf>,
+    /// When stopped, draw every FTP session seen as a ladder diagram in
+    /// this HTML file (as `ftpct replay --html`: inside host, gateway,
+    /// outside host, each segment on both sides, rewrites, expectations,
+    /// matches, refusals). Self-contained, readable offline; at most
+    /// 50000 segments and events are drawn
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
     /// Only frames to and from this host (no promiscuous mode)
     #[arg(long)]
     pub no_promiscuous: bool,
@@ -75,6 +82,7 @@ impl MonitorArgs {
             },
             json: self.json,
             write: self.write,
+            html: self.html,
             promiscuous: !self.no_promiscuous,
         }
     }

@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use crate::daemon::event_log::{RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
 use crate::daemon::signals::StopSignals;
+use crate::ladder::{self, Heading, LadderError, Recorder};
 use crate::offline::capture::{self, CaptureError, Frame};
-use crate::offline::replay::{Gateway, Mismatch};
+use crate::offline::replay::{Gateway, Mismatch, Observer};
 use link::{Link, Read};
 pub use print::Printer;
 
@@ -45,6 +46,8 @@ pub struct Options {
     pub json: bool,
     /// Also write the frames seen to this pcap file.
     pub write: Option<PathBuf>,
+    /// Draw the sessions seen in this HTML file when stopped.
+    pub html: Option<PathBuf>,
     pub promiscuous: bool,
 }
 
@@ -65,6 +68,7 @@ pub enum MonitorError {
         source: io::Error,
     },
     Capture(CaptureError),
+    Ladder(LadderError),
 }
 
 impl fmt::Display for MonitorError {
@@ -87,6 +91,7 @@ impl fmt::Display for MonitorError {
                 write!(f, "reading from {interface} keeps failing: {source}")
             }
             MonitorError::Capture(e) => write!(f, "{e}"),
+            MonitorError::Ladder(e) => write!(f, "{e}"),
         }
     }
 }
@@ -98,6 +103,7 @@ impl std::error::Error for MonitorError {
             | MonitorError::Open { source: e, .. }
             | MonitorError::Read { source: e, .. } => Some(e),
             MonitorError::Capture(e) => Some(e),
+            MonitorError::Ladder(e) => Some(e),
             MonitorError::NoSuchInterface { .. } | MonitorError::NotEthernet(_) => None,
         }
     }
@@ -162,7 +168,20 @@ pub fn run(opts: Options) -> Result<Seen, MonitorError> {
     if let Some(w) = writer {
         w.finish().map_err(MonitorError::Capture)?;
     }
-    Ok(watch.finish())
+    let ladder = watch.ladder.take();
+    let seen = watch.finish();
+    if let (Some(path), Some(rec)) = (&opts.html, ladder) {
+        let heading = Heading {
+            title: format!("ftpct monitor -i {}", opts.interface),
+            lines: vec![format!(
+                "stopped after {} frames: {}",
+                seen.frames, seen.stats
+            )],
+        };
+        ladder::write(path, &rec, &heading).map_err(MonitorError::Ladder)?;
+        info!("ladder diagram written to {}", path.display());
+    }
+    Ok(seen)
 }
 
 /// The gateway being watched and what is printed about it.
@@ -175,6 +194,8 @@ struct Watch {
     next_tick: Duration,
     alerts: RateLimit,
     seen: Seen,
+    /// What `--html` draws.
+    ladder: Option<Recorder>,
 }
 
 impl Watch {
@@ -189,6 +210,7 @@ impl Watch {
             next_tick: TICK,
             alerts: RateLimit::new(HOSTILE_LINES_WINDOW, HOSTILE_LINES_BURST),
             seen: Seen::default(),
+            ladder: opts.html.as_ref().map(|_| Recorder::new()),
         }
     }
 
@@ -215,6 +237,9 @@ impl Watch {
             ip: ip.to_vec(),
         };
         let passed = self.gw.frame(&frame);
+        if let Some(rec) = &mut self.ladder {
+            rec.frame(&frame, &passed);
+        }
         self.show(&passed.events, now);
         if let Some(m) = passed.mismatch {
             self.mismatch(&m);
@@ -228,6 +253,9 @@ impl Watch {
         }
         self.next_tick = now + TICK;
         let events = self.gw.tick(now);
+        if let Some(rec) = &mut self.ladder {
+            rec.timers(now, &events);
+        }
         self.show(&events, now);
         for (kind, n) in self.alerts.expire(Instant::now()) {
             warn!("{n} more '{kind}' alerts held back");
