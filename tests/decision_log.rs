@@ -12,43 +12,12 @@ use std::path::Path;
 use ftpct::cli::report::{table_row, FlowNames};
 use ftpct_engine::event::Event;
 
-/// (capture relative to pcaps/, NAT arguments) for every capture.
-fn captures() -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    let lab = fs::read_to_string(common::pcap("lab/MANIFEST")).expect("lab manifest");
-    for l in lab
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let cols: Vec<&str> = l.split('\t').collect();
-        let args = cols
-            .get(7)
-            .copied()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(String::from);
-        out.push((format!("lab/{}.inside.pcap", cols[0]), args.collect()));
-    }
-    let crafted = fs::read_to_string(common::pcap("crafted/README.md")).expect("crafted README");
-    for l in crafted
-        .lines()
-        .filter_map(|l| l.strip_prefix("Replay: `ftpct replay pcaps/"))
-    {
-        let mut words = l.trim_end_matches('`').split_whitespace().map(String::from);
-        let file = words.next().expect("capture name");
-        out.push((file, words.collect()));
-    }
-    out
-}
-
 fn decision_log(rel: &str, args: &[String]) -> String {
-    let pick = |flag: &str| -> Vec<&str> {
-        args.chunks(2)
-            .filter(|p| p[0] == flag)
-            .map(|p| p[1].as_str())
-            .collect()
-    };
-    let r = common::run(rel, &pick("--snat"), &pick("--dnat"));
+    let r = common::run(
+        rel,
+        &common::flag_values(args, "--snat"),
+        &common::flag_values(args, "--dnat"),
+    );
     // Toward the inside, the engine's verdicts give back what was captured.
     assert!(
         r.mismatches.is_empty(),
@@ -79,7 +48,7 @@ fn decision_logs_match_the_golden_files() {
     let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let bless = std::env::var_os("FTPCT_BLESS").is_some();
     let mut differ = Vec::new();
-    let all = captures();
+    let all = common::captures();
     assert!(
         all.len() >= 50,
         "lab and crafted captures expected, found {}",
@@ -138,14 +107,11 @@ fn decisions(r: &ftpct::offline::replay::Replayed) -> Vec<String> {
 #[test]
 fn selective_queueing_decides_as_if_every_packet_were_seen() {
     let (mut differ, mut notes) = (Vec::new(), 0);
-    for (rel, args) in captures() {
-        let pick = |flag: &str| -> Vec<&str> {
-            args.chunks(2)
-                .filter(|p| p[0] == flag)
-                .map(|p| p[1].as_str())
-                .collect()
-        };
-        let (snat, dnat) = (pick("--snat"), pick("--dnat"));
+    for (rel, args) in common::captures() {
+        let (snat, dnat) = (
+            common::flag_values(&args, "--snat"),
+            common::flag_values(&args, "--dnat"),
+        );
         let full = common::run(&rel, &snat, &dnat);
         let selective = ftpct_engine::engine::Config {
             selective: true,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ftpct::offline::capture::{self, Frame};
-use ftpct::offline::replay::{replay, Replayed};
+use ftpct::offline::replay::{replay_watched, Observer, Replayed};
 use ftpct_engine::engine::Config;
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{DnatRule, SnatRule};
@@ -20,16 +20,81 @@ pub fn pcap(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// (capture relative to pcaps/, NAT arguments) for every capture.
+pub fn captures() -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let lab = std::fs::read_to_string(pcap("lab/MANIFEST")).expect("lab manifest");
+    for l in lab
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let cols: Vec<&str> = l.split('\t').collect();
+        let args = cols
+            .get(7)
+            .copied()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from);
+        out.push((format!("lab/{}.inside.pcap", cols[0]), args.collect()));
+    }
+    let crafted = std::fs::read_to_string(pcap("crafted/README.md")).expect("crafted README");
+    for l in crafted
+        .lines()
+        .filter_map(|l| l.strip_prefix("Replay: `ftpct replay pcaps/"))
+    {
+        let mut words = l.trim_end_matches('`').split_whitespace().map(String::from);
+        let file = words.next().expect("capture name");
+        out.push((file, words.collect()));
+    }
+    out
+}
+
+/// The values of `flag` in command-line arguments (`--snat A --snat B`).
+pub fn flag_values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.chunks(2)
+        .filter(|p| p[0] == flag)
+        .filter_map(|p| p.get(1).map(String::as_str))
+        .collect()
+}
+
 /// Replays a capture with NAT rules given as on the command line.
 pub fn run(rel: &str, snat: &[&str], dnat: &[&str]) -> Replayed {
     run_with(rel, snat, dnat, Config::default())
 }
 
 pub fn run_with(rel: &str, snat: &[&str], dnat: &[&str], cfg: Config) -> Replayed {
+    run_watched(rel, snat, dnat, cfg, &mut ())
+}
+
+/// [`run_with`], every frame shown to `observer` (the HTML ladder).
+pub fn run_watched(
+    rel: &str,
+    snat: &[&str],
+    dnat: &[&str],
+    cfg: Config,
+    observer: &mut dyn Observer,
+) -> Replayed {
     let cap = capture::read(&pcap(rel)).expect("capture reads");
     let snat: Vec<SnatRule> = snat.iter().map(|s| s.parse().expect("snat rule")).collect();
     let dnat: Vec<DnatRule> = dnat.iter().map(|s| s.parse().expect("dnat rule")).collect();
-    replay(&cap, snat, dnat, cfg)
+    replay_watched(&cap, snat, dnat, cfg, observer)
+}
+
+/// The replay of a capture given with its NAT arguments, and its ladder page.
+pub fn ladder_page(rel: &str, args: &[String]) -> (Replayed, String) {
+    let mut rec = ftpct::ladder::Recorder::new();
+    let r = run_watched(
+        rel,
+        &flag_values(args, "--snat"),
+        &flag_values(args, "--dnat"),
+        Config::default(),
+        &mut rec,
+    );
+    let heading = ftpct::ladder::Heading {
+        title: format!("ftpct replay pcaps/{rel} {}", args.join(" ")),
+        lines: Vec::new(),
+    };
+    (r, ftpct::ladder::render(&rec, &heading))
 }
 
 pub fn count(r: &Replayed, kind: &str) -> usize {
