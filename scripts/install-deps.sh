@@ -11,7 +11,9 @@
 # `LD_LIBRARY_PATH=$FTPCT_LAB_OPT/proftpd/usr/lib/x86_64-linux-gnu
 # $FTPCT_LAB_OPT/proftpd/usr/sbin/proftpd`. pyftpdlib is Debian's
 # python3-pyftpdlib, for /usr/bin/python3 (the hostile suite's echo cases
-# run it). `apt-get update` runs only when something is missing.
+# run it). Debian's chromium and the DejaVu fonts render the `--html`
+# ladder page to a PNG (tests/ladder_chromium.rs, the README's picture).
+# `apt-get update` runs only when something is missing.
 #
 # Usage: scripts/install-deps.sh [--check]
 #   --check   install nothing; exit 1 when something is missing.
@@ -48,6 +50,11 @@ PKGS=(
     conntrackd:conntrackd
     iputils-arping:arping
     python3-pyftpdlib:/usr/bin/python3
+    chromium:chromium
+)
+# Packages that bring a file, not a command: package and the file.
+FILE_PKGS=(
+    fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -83,6 +90,13 @@ for entry in "${PKGS[@]}"; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if ! pkg_installed "$pkg" || ! command -v "$cmd" >/dev/null 2>&1; then
+        missing+=("$pkg")
+    fi
+done
+for entry in "${FILE_PKGS[@]}"; do
+    pkg=${entry%%:*}
+    file=${entry#*:}
+    if ! pkg_installed "$pkg" || [[ ! -e $file ]]; then
         missing+=("$pkg")
     fi
 done
