@@ -26,12 +26,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod root;
+use root::scrape::Scrape;
 use root::{kernel_tests_enabled, output, run_ok};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 const SERVER: &str = "198.51.100.20";
 const SERVER6: &str = "[2001:db8:2::20]";
 const WAIT: Duration = Duration::from_secs(10);
+const METRICS_URL: &str = "http://127.0.0.1:9641/metrics";
 
 fn unique(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -686,6 +688,8 @@ fn metrics_and_status_of_a_live_daemon() {
         "{}",
         lab.log("ftpct.log")
     );
+    let scrape = || Scrape::parse(&lab.gw.sh(&["curl", "-sS", "--max-time", "5", METRICS_URL]));
+    metrics_right_after_start(&scrape());
 
     // A session that announces port 40000 and waits.
     let held = "exec 3<>/dev/tcp/198.51.100.20/21; \
@@ -798,8 +802,12 @@ fn metrics_and_status_of_a_live_daemon() {
     // Selective queueing: handshakes, the announcements, their replies and
     // the data SYNs cross, the rest stays in the kernel.
     assert!(value("ftpct_verdicts_total{kind=\"accept\"}") >= 1.0);
-    assert!(value("ftpct_verdicts_total{kind=\"rewritten\"}") >= 2.0);
+    // The two PORTs; the later segments of their directions shifted, and
+    // the handshakes' MSS clamped, are adjusted.
+    assert_eq!(value("ftpct_verdicts_total{kind=\"rewritten\"}"), 2.0);
     assert_eq!(value("ftpct_rewrites_total"), 2.0);
+    assert!(value("ftpct_verdicts_total{kind=\"adjusted\"}") >= 2.0);
+    metrics_after_sessions(&Scrape::parse(&metrics));
     assert_eq!(value("ftpct_expectations_created_total"), 2.0);
     assert_eq!(value("ftpct_expectations_matched_total"), 1.0);
     assert!(value("ftpct_queue_received_total{queue=\"0\"}") >= 6.0);
@@ -876,7 +884,10 @@ fn metrics_and_status_of_a_live_daemon() {
         adoptions.contains("ftpct_adoptions_total{outcome=\"done\"} 2\n"),
         "{adoptions}"
     );
-    assert!(!adoptions.contains("outcome=\"failed\""), "{adoptions}");
+    assert!(
+        adoptions.contains("ftpct_adoptions_total{outcome=\"failed\"} 0\n"),
+        "{adoptions}"
+    );
     let missing = lab.gw.output(&[
         "curl",
         "-sS",
@@ -887,6 +898,109 @@ fn metrics_and_status_of_a_live_daemon() {
         "http://127.0.0.1:9641/nothing",
     ]);
     assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}
+
+/// Every family with its type, before any packet: the labelled series at
+/// zero, the configuration applied, the rules found, the process's figures.
+fn metrics_right_after_start(m: &Scrape) {
+    let families = [
+        ("ftpct_build_info", "gauge"),
+        ("ftpct_verdicts_total", "counter"),
+        ("ftpct_refusals_total", "counter"),
+        ("ftpct_adoptions_total", "counter"),
+        ("ftpct_config_reloads_total", "counter"),
+        ("ftpct_config_last_reload_successful", "gauge"),
+        (
+            "ftpct_config_last_reload_success_timestamp_seconds",
+            "gauge",
+        ),
+        ("ftpct_conntrack_lookups_total", "counter"),
+        ("ftpct_conntrack_lookup_cache_hits_total", "counter"),
+        ("ftpct_overlong_lines_total", "counter"),
+        ("ftpct_tls_sessions_total", "counter"),
+        ("ftpct_control_connections_stale_total", "counter"),
+        ("ftpct_held_lines_given_up_total", "counter"),
+        ("ftpct_mss_clamped_total", "counter"),
+        ("ftpct_queues_without_rule", "gauge"),
+        ("ftpct_rules_readable", "gauge"),
+        ("ftpct_packet_handling_seconds", "histogram"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ];
+    for (family, kind) in families {
+        m.has(family, kind);
+    }
+    let version = format!(
+        "ftpct_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(m.value(&version), 1.0);
+    for rule in [
+        "privileged-port",
+        "foreign-address",
+        "unsolicited-reply",
+        "pipelined-passive",
+    ] {
+        assert_eq!(
+            m.value(&format!("ftpct_refusals_total{{rule=\"{rule}\"}}")),
+            0.0
+        );
+    }
+    for kind in ["accept", "rewritten", "adjusted", "drop"] {
+        assert_eq!(
+            m.value(&format!("ftpct_verdicts_total{{kind=\"{kind}\"}}")),
+            0.0
+        );
+    }
+    for outcome in ["done", "failed"] {
+        assert_eq!(
+            m.value(&format!("ftpct_adoptions_total{{outcome=\"{outcome}\"}}")),
+            0.0
+        );
+        assert_eq!(
+            m.value(&format!(
+                "ftpct_config_reloads_total{{outcome=\"{outcome}\"}}"
+            )),
+            0.0
+        );
+    }
+    assert_eq!(m.value("ftpct_config_last_reload_successful"), 1.0);
+    let started = m.value("process_start_time_seconds");
+    assert!(started > 1.6e9, "a Unix time: {started}");
+    assert_eq!(
+        m.value("ftpct_config_last_reload_success_timestamp_seconds"),
+        started
+    );
+    assert_eq!(m.value("ftpct_rules_readable"), 1.0);
+    assert_eq!(
+        m.value("ftpct_queues_without_rule"),
+        0.0,
+        "its rules are in place"
+    );
+    assert!(m.value("process_resident_memory_bytes") > 1e6);
+    assert!(m.value("process_open_fds") >= 3.0);
+    assert!(m.value("process_max_fds") >= m.value("process_open_fds"));
+    assert_eq!(m.value("ftpct_mss_clamped_total"), 0.0);
+    assert!(!m.text().contains(" -1\n"), "no sentinel value");
+}
+
+/// After the held session and an active download: the handshakes' MSS
+/// clamped, the NAT mappings asked of conntrack, nothing refused.
+fn metrics_after_sessions(m: &Scrape) {
+    assert!(m.value("ftpct_mss_clamped_total") >= 2.0);
+    let lookups = m.value("ftpct_conntrack_lookups_total");
+    assert!(lookups >= 1.0, "{}", m.text());
+    assert!(m.value("ftpct_conntrack_lookup_cache_hits_total") <= lookups);
+    assert_eq!(
+        m.value("ftpct_refusals_total{rule=\"privileged-port\"}"),
+        0.0
+    );
+    assert_eq!(m.value("ftpct_overlong_lines_total"), 0.0);
+    assert_eq!(m.value("ftpct_tls_sessions_total"), 0.0);
+    assert!(m.value("process_cpu_seconds_total") > 0.0);
 }
 
 /// `ftpct monitor` runs as an unprivileged user given CAP_NET_RAW alone,

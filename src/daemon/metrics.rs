@@ -1,14 +1,20 @@
 //! The daemon's metrics, in Prometheus text (prometheus-client): what the
 //! queue threads count as they go (verdicts, handling time, packets
-//! received), what the events tell (refusals by rule, expectations
-//! evicted), and, at each scrape, the engine's counters and tables, the
-//! kernel's queue figures and the netlink failures.
+//! received, conntrack lookups), what the events tell (refusals by rule,
+//! expectations evicted), reloads, and, at each scrape, the engine's
+//! counters and tables, the kernel's queue figures, the netlink failures
+//! and the process's own figures. Every labelled series exists from the
+//! start, at zero; no value stands for "unknown".
 
+mod process;
+mod refusal_rules;
+mod verdict_kind;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ftpct_engine::event::{Event, RemoveReason};
-use ftpct_engine::Verdict;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -18,7 +24,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::shared::Shared;
+use crate::netfilter::conntrack_lookup::LookupStats;
 use crate::netfilter::{op_errors, queue_stats};
+use refusal_rules::REFUSAL_RULES;
+pub use verdict_kind::VerdictKind;
 
 type Labels = [(&'static str, String); 1];
 
@@ -35,16 +44,31 @@ pub struct Metrics {
     /// FIN set entries of followed sessions whose connection conntrack did
     /// not see close (a forged FIN, or a half-close that lasted).
     fins_refused: Counter,
-    /// This run's queues that no raw-table rule feeds (-1: unknown).
+    /// This run's queues that no raw-table rule feeds, at the last look
+    /// that could read the rules.
     unfed_queues: Gauge,
+    /// 1 if the last look at the rules could read them.
+    rules_readable: Gauge,
     /// Control connections' entries made anew at their first rewrite, by
     /// outcome (done, failed).
     adoptions: Family<Labels, Counter>,
+    /// SIGHUP reloads, by outcome (done, failed).
+    reloads: Family<Labels, Counter>,
+    /// 1 if the last reading of the configuration (at start or SIGHUP)
+    /// was applied.
+    reload_ok: Gauge,
+    /// When the configuration was last applied (Unix seconds).
+    reload_time: Gauge<f64, AtomicU64>,
+    /// Conntrack questions asked, and answers taken from the cache.
+    lookups: Counter,
+    lookup_hits: Counter,
+    /// When this process started (Unix seconds).
+    started: f64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let m = Metrics {
             verdicts: Family::default(),
             received: Family::default(),
             // 1 µs to about 0.5 s.
@@ -54,8 +78,20 @@ impl Default for Metrics {
             fins_believed: Counter::default(),
             fins_refused: Counter::default(),
             unfed_queues: Gauge::default(),
+            rules_readable: Gauge::default(),
             adoptions: Family::default(),
-        }
+            reloads: Family::default(),
+            reload_ok: Gauge::default(),
+            reload_time: Gauge::default(),
+            lookups: Counter::default(),
+            lookup_hits: Counter::default(),
+            started: process::now_unix(),
+        };
+        m.every_series_at_zero();
+        // The configuration was read and applied to start.
+        m.reload_ok.set(1);
+        m.reload_time.set(m.started);
+        m
     }
 }
 
@@ -64,43 +100,86 @@ impl Default for Metrics {
 /// label lookup or allocation.
 #[derive(Debug, Clone)]
 pub struct QueueMetrics {
-    accept: Counter,
-    rewritten: Counter,
-    drop: Counter,
+    /// One counter per kind, in the order of `VerdictKind::ALL`.
+    verdicts: [Counter; 4],
     received: Counter,
     handling: Histogram,
+    lookups: Counter,
+    lookup_hits: Counter,
+    /// The thread's lookup figures already added to the counters.
+    lookups_counted: LookupStats,
 }
 
 impl QueueMetrics {
-    /// A packet got `verdict` after `took`.
-    pub fn packet(&self, verdict: &Verdict, took: Duration) {
-        match verdict {
-            Verdict::Accept => self.accept.inc(),
-            Verdict::Replace(_) => self.rewritten.inc(),
-            Verdict::Drop => self.drop.inc(),
-        };
+    /// A packet got a verdict of `kind` after `took`.
+    pub fn packet(&self, kind: VerdictKind, took: Duration) {
+        let slot = VerdictKind::ALL.iter().position(|k| *k == kind);
+        if let Some(c) = slot.and_then(|i| self.verdicts.get(i)) {
+            c.inc();
+        }
         self.received.inc();
         self.handling.observe(took.as_secs_f64());
+    }
+
+    /// The thread's lookup figures so far (`LiveNat::stats`): what is
+    /// new since the last call is added.
+    pub fn lookups(&mut self, now: LookupStats) {
+        let before = self.lookups_counted;
+        self.lookups
+            .inc_by(now.queries.saturating_sub(before.queries));
+        self.lookup_hits
+            .inc_by(now.hits.saturating_sub(before.hits));
+        self.lookups_counted = now;
     }
 }
 
 impl Metrics {
+    /// The labelled series that events create, made at zero (each
+    /// handle is dropped at once: the series stays in its family).
+    fn every_series_at_zero(&self) {
+        for rule in REFUSAL_RULES {
+            let _ = self.refusals.get_or_create(&[("rule", rule.into())]);
+        }
+        for outcome in ["done", "failed"] {
+            let _ = self.adoptions.get_or_create(&[("outcome", outcome.into())]);
+            let _ = self.reloads.get_or_create(&[("outcome", outcome.into())]);
+        }
+        for kind in VerdictKind::ALL {
+            self.verdict(kind);
+        }
+    }
+
+    fn verdict(&self, kind: VerdictKind) -> Counter {
+        self.verdicts
+            .get_or_create(&[("kind", kind.label().into())])
+            .clone()
+    }
+
     /// The handles of the thread of `queue`.
     pub fn for_queue(&self, queue: u16) -> QueueMetrics {
-        let verdict = |kind: &str| {
-            self.verdicts
-                .get_or_create(&[("kind", kind.into())])
-                .clone()
-        };
         QueueMetrics {
-            accept: verdict("accept"),
-            rewritten: verdict("rewritten"),
-            drop: verdict("drop"),
+            verdicts: VerdictKind::ALL.map(|k| self.verdict(k)),
             received: self
                 .received
                 .get_or_create(&[("queue", queue.to_string())])
                 .clone(),
             handling: self.handling.clone(),
+            lookups: self.lookups.clone(),
+            lookup_hits: self.lookup_hits.clone(),
+            lookups_counted: LookupStats::default(),
+        }
+    }
+
+    /// A SIGHUP's reading of the configuration: applied, or refused (the
+    /// policy in force kept).
+    pub fn reloaded(&self, applied: bool) {
+        let outcome = if applied { "done" } else { "failed" };
+        self.reloads
+            .get_or_create(&[("outcome", outcome.into())])
+            .inc();
+        self.reload_ok.set(i64::from(applied));
+        if applied {
+            self.reload_time.set(process::now_unix());
         }
     }
 
@@ -141,10 +220,13 @@ impl Metrics {
     }
 
     /// What the last look at the rules found: how many of this run's
-    /// queues no rule feeds (None: the rules could not be read).
+    /// queues no rule feeds (None: the rules could not be read; the count
+    /// of the last look that could is kept).
     pub fn queues_without_rule(&self, unfed: Option<usize>) {
-        let n = unfed.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        self.unfed_queues.set(n);
+        self.rules_readable.set(i64::from(unfed.is_some()));
+        if let Some(n) = unfed {
+            self.unfed_queues.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     fn received_by(&self, queue: u16) -> u64 {
@@ -159,9 +241,18 @@ impl Metrics {
 pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
     let mut r = Registry::default();
     let m = shared.metrics().clone();
+    let build: Family<[(&'static str, String); 1], Gauge> = Family::default();
+    build
+        .get_or_create(&[("version", env!("CARGO_PKG_VERSION").into())])
+        .set(1);
+    r.register(
+        "ftpct_build_info",
+        "The version of ftpct running (the value is always 1)",
+        build,
+    );
     r.register(
         "ftpct_verdicts",
-        "Verdicts given to queued packets, by kind (accept, rewritten, drop)",
+        "Verdicts given to queued packets, by kind: accept (unchanged), rewritten (an announcement rewritten in it, as ftpct_rewrites_total counts), adjusted (headers only: sequence numbers fixed up, MSS clamped), drop",
         m.verdicts.clone(),
     );
     r.register(
@@ -181,8 +272,38 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
     );
     r.register(
         "ftpct_queues_without_rule",
-        "This run's queues that no raw-table rule feeds: their packets never reach ftpct (ftpct rules --apply); -1 while the rules cannot be read",
+        "This run's queues that no raw-table rule feeds: their packets never reach ftpct (ftpct rules --apply); at the last look that could read the rules",
         m.unfed_queues.clone(),
+    );
+    r.register(
+        "ftpct_rules_readable",
+        "1 if the last look at the raw table could read it (iptables-save), 0 if not (ftpct_queues_without_rule is then older)",
+        m.rules_readable.clone(),
+    );
+    r.register(
+        "ftpct_config_reloads",
+        "SIGHUP readings of the configuration, by outcome (done; failed: the policy in force kept)",
+        m.reloads.clone(),
+    );
+    r.register(
+        "ftpct_config_last_reload_successful",
+        "1 if the last reading of the configuration (start or SIGHUP) was applied",
+        m.reload_ok.clone(),
+    );
+    r.register(
+        "ftpct_config_last_reload_success_timestamp_seconds",
+        "When the configuration was last applied (start or SIGHUP), Unix seconds",
+        m.reload_time.clone(),
+    );
+    r.register(
+        "ftpct_conntrack_lookups",
+        "Conntrack questions asked for the NAT mapping of a connection ftpct does not follow yet",
+        m.lookups.clone(),
+    );
+    r.register(
+        "ftpct_conntrack_lookup_cache_hits",
+        "NAT mappings answered from ftpct's short-lived cache instead of asking conntrack",
+        m.lookup_hits.clone(),
     );
     r.register(
         "ftpct_expectations_evicted",
@@ -235,7 +356,9 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.engine(&mut enc)?;
         self.kernel_queues(&mut enc)?;
-        netlink_failures(&mut enc)
+        netlink_failures(&mut enc)?;
+        let started = self.shared.metrics().started;
+        process::encode(&mut enc, &process::read(), started)
     }
 }
 
@@ -287,6 +410,36 @@ impl Scrape {
                 "ftpct_control_connections_untracked",
                 "Control connections not followed (table full)",
                 stats.flows_untracked,
+            ),
+            (
+                "ftpct_control_connections_evicted",
+                "Control connections not yet established, dropped from the table to make room",
+                stats.flows_evicted,
+            ),
+            (
+                "ftpct_control_connections_stale",
+                "Control connections followed until NAT gave their reply tuple to a new connection",
+                stats.flows_stale,
+            ),
+            (
+                "ftpct_tls_sessions",
+                "Control connections that turned to TLS (AUTH TLS): sequence fix-ups only from then on",
+                stats.tls_sessions,
+            ),
+            (
+                "ftpct_overlong_lines",
+                "Control lines longer than max_line, passed unchanged and not parsed",
+                stats.overlong_lines,
+            ),
+            (
+                "ftpct_held_lines_given_up",
+                "Line heads held for their rest and passed unchanged after too many retransmissions",
+                stats.held_given_up,
+            ),
+            (
+                "ftpct_mss_clamped",
+                "SYNs and SYN-ACKs of control connections whose MSS ftpct lowered to leave room for rewrites",
+                stats.mss_clamped,
             ),
             (
                 "ftpct_malformed_lines",
@@ -449,31 +602,71 @@ mod tests {
     #[test]
     fn a_scrape_shows_what_was_counted() {
         let shared = Arc::new(Shared::new(Engine::new(Config::default())));
-        let q = shared.metrics().for_queue(0);
-        q.packet(&Verdict::Accept, Duration::from_micros(12));
-        q.packet(&Verdict::Replace(Vec::new()), Duration::from_micros(30));
+        let mut q = shared.metrics().for_queue(0);
+        q.packet(VerdictKind::Accept, Duration::from_micros(12));
+        q.packet(VerdictKind::Adjusted, Duration::from_micros(30));
+        q.lookups(LookupStats {
+            hits: 1,
+            queries: 3,
+            errors: 0,
+        });
+        q.lookups(LookupStats {
+            hits: 2,
+            queries: 3,
+            errors: 0,
+        });
         let text = render(&registry(Arc::clone(&shared), vec![0]));
-        assert!(
-            text.contains("ftpct_verdicts_total{kind=\"accept\"} 1"),
-            "{text}"
+        for line in [
+            "ftpct_verdicts_total{kind=\"accept\"} 1",
+            "ftpct_verdicts_total{kind=\"adjusted\"} 1",
+            "ftpct_verdicts_total{kind=\"rewritten\"} 0",
+            "ftpct_queue_received_total{queue=\"0\"} 2",
+            "ftpct_packet_handling_seconds_count 2",
+            "ftpct_conntrack_lookups_total 3",
+            "ftpct_conntrack_lookup_cache_hits_total 2",
+            "ftpct_flows 0",
+            "ftpct_packets_total 0",
+            "# TYPE ftpct_netlink_errors_total counter",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_labelled_series_is_there_from_the_start() {
+        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let text = render(&registry(shared, vec![0]));
+        for rule in REFUSAL_RULES {
+            let line = format!("ftpct_refusals_total{{rule=\"{rule}\"}} 0");
+            assert!(text.contains(&line), "{line}:\n{text}");
+        }
+        for line in [
+            "ftpct_adoptions_total{outcome=\"done\"} 0",
+            "ftpct_adoptions_total{outcome=\"failed\"} 0",
+            "ftpct_config_reloads_total{outcome=\"failed\"} 0",
+            "ftpct_verdicts_total{kind=\"drop\"} 0",
+            "ftpct_config_last_reload_successful 1",
+            "ftpct_rules_readable 0",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE ftpct_build_info gauge",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        let version = format!(
+            "ftpct_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
         );
-        assert!(
-            text.contains("ftpct_verdicts_total{kind=\"rewritten\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ftpct_queue_received_total{queue=\"0\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ftpct_packet_handling_seconds_count 2"),
-            "{text}"
-        );
-        assert!(text.contains("ftpct_flows 0"), "{text}");
-        assert!(text.contains("ftpct_packets_total 0"), "{text}");
-        assert!(
-            text.contains("# TYPE ftpct_netlink_errors_total counter"),
-            "{text}"
-        );
+        assert!(text.contains(&version), "{text}");
+        assert!(!text.contains(" -1\n"), "no sentinel: {text}");
+    }
+
+    #[test]
+    fn a_reload_is_counted_and_timed() {
+        let m = Metrics::default();
+        m.reloaded(false);
+        assert_eq!(m.reload_ok.get(), 0);
+        m.reloaded(true);
+        assert_eq!(m.reload_ok.get(), 1);
+        assert!(m.reload_time.get() >= m.started);
     }
 }

@@ -15,6 +15,7 @@ use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
 use super::event_log::log_packet;
 use super::executor::{Executor, Feedback};
 use super::kernel::Kernel;
+use super::metrics::VerdictKind;
 use super::shared::Shared;
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
@@ -86,12 +87,23 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 
     /// The verdict on a packet queued from `queue` at `hook`.
     pub fn verdict(&mut self, queue: u16, bytes: &[u8], hook: Hook) -> Verdict {
+        self.verdict_and_kind(queue, bytes, hook).0
+    }
+
+    /// The verdict, and what it did to the packet (for the metrics).
+    pub fn verdict_and_kind(
+        &mut self,
+        queue: u16,
+        bytes: &[u8],
+        hook: Hook,
+    ) -> (Verdict, VerdictKind) {
         let now = self.shared.now();
         let out = self.decide(bytes, now, hook);
         self.carry_out(&out.commands);
         out.events.iter().for_each(|e| self.shared.log_event(e));
         log_packet(queue, hook, bytes, &out.verdict);
-        out.verdict
+        let kind = VerdictKind::of(&out.verdict, &out.events);
+        (out.verdict, kind)
     }
 
     fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {

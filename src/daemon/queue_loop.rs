@@ -14,7 +14,7 @@ use nfq::{Message, Queue};
 use tracing::{debug, error, warn};
 
 use super::kernel::LiveKernel;
-use super::metrics::QueueMetrics;
+use super::metrics::{QueueMetrics, VerdictKind};
 use super::packet_path::PacketPath;
 use super::{signals, DaemonError};
 use crate::netfilter::conntrack_lookup::{LiveNat, LookupStats};
@@ -142,12 +142,14 @@ impl Worker {
         let hook = hook_of(msg.get_hook());
         // Never edit a truncated copy (not expected: GSO is not asked for).
         let arrived = Instant::now();
-        let verdict = if msg.get_original_len() > msg.get_payload().len() {
-            Verdict::Accept
+        let (verdict, kind) = if msg.get_original_len() > msg.get_payload().len() {
+            (Verdict::Accept, VerdictKind::Accept)
         } else {
-            self.path.verdict(self.num, msg.get_payload(), hook)
+            self.path
+                .verdict_and_kind(self.num, msg.get_payload(), hook)
         };
-        self.metrics.packet(&verdict, arrived.elapsed());
+        self.metrics.packet(kind, arrived.elapsed());
+        self.metrics.lookups(self.path.nat().stats());
         match verdict {
             Verdict::Accept => msg.set_verdict(nfq::Verdict::Accept),
             Verdict::Replace(bytes) => {

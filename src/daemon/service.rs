@@ -44,6 +44,7 @@ impl Timers {
                 let applied = self.shared.with_engine(|e| {
                     e.set_policy(policy_of(&p), timeout, p.max_expect_per_session)
                 });
+                self.shared.metrics().reloaded(applied.is_some());
                 if applied.is_some() {
                     self.expect_timeout = timeout;
                     info!(
@@ -56,7 +57,10 @@ impl Timers {
                     );
                 }
             }
-            Err(e) => warn!("SIGHUP: {e}; the policy in force is kept"),
+            Err(e) => {
+                self.shared.metrics().reloaded(false);
+                warn!("SIGHUP: {e}; the policy in force is kept");
+            }
         }
         send(&[sd_notify::NotifyState::Ready]);
     }

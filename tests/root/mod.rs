@@ -3,6 +3,7 @@
 //! otherwise unless told to skip. Also how they run commands.
 
 pub mod netns;
+pub mod scrape;
 
 use std::process::{Command, Output, Stdio};
 
