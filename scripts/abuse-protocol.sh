@@ -6,7 +6,11 @@
 # that ftpct rewrites beside the attack, PASV elsewhere) that must stay
 # intact. In the *-fake cases the lab's server is replaced by the fake server
 # of tests/abuse/hostile.py on port 21, which serves the legitimate session
-# too (ftpct and the lab's FORWARD policy only know port 21).
+# too (ftpct and the lab's FORWARD policy only know port 21); in the
+# *-pyftpdlib and *-proftpd cases by those servers (Debian's
+# python3-pyftpdlib through hostile.py pyftpd, anonymous and read-only;
+# proftpd-core unpacked by scripts/install-deps.sh, anonymous, upload/
+# writable), started by this script.
 #
 # Cases (tests/abuse/hostile.py does the hostile part; a listener on every
 # port that must stay closed answers ABUSE-LISTENER-HIT, so a pass shows):
@@ -60,13 +64,62 @@
 #       b2b-split-227-dnat-fake          the fake server's 227 in two
 #           segments back to back, cut inside the address
 #       the client gets 1k.bin over the announced data connection.
+#   echo-{dnat,snat}-{vsftpd,pure-ftpd,pyftpdlib,proftpd}[-v6] (16 cases)
+#       pinholes through text the server echoes (hostile.py echo): one
+#       session tries each command of the server whose reply echoes its
+#       argument (ECHO_CMDS below), the argument holding a separator (lf,
+#       cr, nul) and a forged "227 Entering Passive Mode (server,p1,p2)"
+#       (IPv4; the server's own address) or "229 Entering Extended Passive
+#       Mode (|||p|)", each attempt naming a port of its own (PECHO..), with
+#       PASV (227) or EPSV (229) pipelined behind in the same write; the
+#       kinds taken in turn, so each separator meets each kind; -v6: 229s
+#       only. The client reads replies framed by CR LF and connects to the
+#       REAL 227/229 for a RETR of 1k.bin (SHA-256) while the forged port is
+#       probed; every forged port once more at the end. Echoes measured on
+#       Debian 12 (the forged text intact, or how it came back):
+#         pyftpdlib 1.5.7  SIZE, MDTM ("550 <path> is not retrievable"), TYPE
+#                          ('504 Unsupported type "<arg>"'): LF, CR, NUL kept
+#                          (a NUL in a path kills the session: TYPE only);
+#                          RETR, CWD, DELE, RNFR, STAT echo nothing
+#         proftpd 1.3.8    SIZE, MDTM, CWD, RETR, DELE, RNFR, RMD, STAT (450),
+#                          MFMT ("550 <path>: No such file or directory"),
+#                          MLST ("550 '<path>' cannot be listed"), MKD ('257
+#                          "<path>" - Directory successfully created'): LF and
+#                          CR kept, a NUL ends the argument; bad arguments of
+#                          TYPE, MODE, STRU, REST, ALLO, SITE CHMOD come back
+#                          with a space for LF or CR
+#         vsftpd 3.0.3     MKD ('257 "<path>" created'), PWD after a CWD into
+#                          it: CR kept, NUL read as LF and sent back as NUL,
+#                          LF ends the command; every error reply is fixed text
+#         pure-ftpd 1.0.50 CWD ("550 Can't change directory to <path>"), RETR
+#                          ("550 Can't open <path>"), MKD, CWD into it, PWD,
+#                          TYPE ("504-Unknown TYPE: <arg>"): CR and NUL come
+#                          back as "_", LF ends the command
+#   listend-227-dnat-{vsftpd,pure-ftpd,pyftpdlib,proftpd},
+#   listend-229-dnat-vsftpd-v6
+#       a file whose NAME holds "\r\n213 End\r\n227 Entering Passive Mode
+#       (server,47240)" (proftpd: 212, its STAT code for a directory; the
+#       229: "|||47241|"): STAT on its directory (pure-ftpd: DIR/*) with
+#       PASV/EPSV pipelined behind; the name forges the end of the 213 block
+#       and a single-line 227/229 after it, at a line start as the server
+#       framed it. The real 227/229 comes after the real end of the block.
+#   longopen-227-dnat-fake, longopen-229-dnat-fake-v6
+#       the fake server answers SITE LONGOPEN with a multi-line reply whose
+#       opener is "211-" and 1,100 bytes (over ftpct's line limit), a
+#       227/229 naming 47410 inside the block, then the block's end, in one
+#       write; PASV/EPSV pipelined behind gets the real one.
 # Expected (the secure outcome, also printed for the kernel): no probe
 # passes and no listener is reached, ftpct logs no expectation for the
 # hostile session and logs a `refused [...]` line for it (all but the forged
 # client lines, which are no announcement at all), the session still answers
 # NOOP, the legitimate transfer is intact, ftpct is still running. For the
 # b2b cases: the transfer works with the server's SHA-256, ftpct logs an
-# expectation for the session and no refusal, and is still running. Kernel
+# expectation for the session and no refusal, and is still running. For the
+# echo, listend and longopen cases: no forged port opens (probes, listeners,
+# and ftpct logs no expectation on one), every real 227/229 works (RETR,
+# SHA-256; under DNAT ftpct must rewrite it: the forged one must not make it
+# refuse the real one), ftpct logs at most one expectation per real
+# announcement, the session answers NOOP. Kernel
 # results are information: the run fails only when an ftpct case differs.
 #
 # Usage: scripts/abuse-protocol.sh [--only REGEX] [--modes ftpct,kernel] [--keep] [--tsv FILE]
@@ -100,7 +153,14 @@ NS_SRV2=${FTPCT_LAB_PREFIX}srv2
 LOG_MAX=100            # ftpct log lines one hostile session may cause
 RSS_MAX_GROWTH_KB=65536 # ftpct's RSS growth allowed over a 10,000-PORT flood
 P227=47227 P229=47229 PFAKE=47300 PUNSOL=47401 P3RD=47360 # listened-on ports
+PEND227=47240 PEND229=47241 # the forged end of a listing: its 227 / 229
+PLONG=47410            # the overlong opener's forged 227/229
+PECHO=47500 NECHO=64   # the echo cases' forged ports: PECHO .. PECHO+NECHO-1
 CASE_SECS=120          # hard limit on one hostile action
+PROFTPD_DIR=${FTPCT_LAB_OPT:-/opt/ftpct-lab}/proftpd
+PROFTPD=$PROFTPD_DIR/usr/sbin/proftpd
+PROFTPD_LIBS=$PROFTPD_DIR/usr/lib/x86_64-linux-gnu
+PYFTPDLIB_PYTHON=${FTPCT_PYFTPDLIB_PYTHON:-/usr/bin/python3} # Debian's, with python3-pyftpdlib
 
 ONLY=''
 MODES=ftpct,kernel
@@ -125,7 +185,20 @@ parse_args() {
 }
 
 # --- the cases ------------------------------------------------------------------
-# name  topology  server(vsftpd|pure-ftpd|fake)  runner [args]
+# The commands whose reply echoes the client's argument, per server, and the
+# separators tried with each (measured: see the header).
+declare -A ECHO_CMDS=(
+    [pyftpdlib]="SIZE:lf,cr MDTM:lf,cr TYPE:lf,cr,nul"
+    [vsftpd]="MKD:lf,cr,nul PWD:cr,nul"
+    [pure-ftpd]="CWD:lf,cr,nul RETR:cr,nul MKD:cr,nul TYPE:nul"
+    [proftpd]="SIZE:lf,cr MDTM:lf,nul CWD:cr RETR:lf DELE:cr RNFR:lf STAT:lf,cr MKD:lf,cr"
+)
+# How each server lists a directory on the control channel (STAT), and the
+# code of that multi-line reply (the forged end must carry it).
+declare -A STAT_FMT=([vsftpd]='STAT %s' [pure-ftpd]='STAT %s/*' [pyftpdlib]='STAT %s' [proftpd]='STAT %s')
+declare -A STAT_CODE=([vsftpd]=213 [pure-ftpd]=213 [pyftpdlib]=213 [proftpd]=212)
+
+# name  topology  server(vsftpd|pure-ftpd|pyftpdlib|proftpd|fake)  runner [args]
 CASES=$(cat <<'EOF'
 listing-227-dnat-vsftpd        dnat vsftpd    listing 227
 listing-229-dnat-vsftpd        dnat vsftpd    listing 229
@@ -145,6 +218,21 @@ garbage-server-dnat-fake       dnat fake      srvsend GARBAGE 65536
 logflood-server-dnat-fake      dnat fake      srvsend FLOOD 1000
 b2b-227-more-dnat-fake         dnat fake      b2b pasv-more
 b2b-split-227-dnat-fake        dnat fake      b2b split-227
+longopen-227-dnat-fake         dnat fake      longopen 227
+longopen-229-dnat-fake-v6      dnat fake      longopen 229 6
+echo-dnat-vsftpd               dnat vsftpd    echo 4
+echo-dnat-vsftpd-v6            dnat vsftpd    echo 6
+listend-227-dnat-vsftpd        dnat vsftpd    listend 227
+listend-229-dnat-vsftpd-v6     dnat vsftpd    listend 229 6
+echo-dnat-pure-ftpd            dnat pure-ftpd echo 4
+echo-dnat-pure-ftpd-v6         dnat pure-ftpd echo 6
+listend-227-dnat-pure-ftpd     dnat pure-ftpd listend 227
+echo-dnat-pyftpdlib            dnat pyftpdlib echo 4
+echo-dnat-pyftpdlib-v6         dnat pyftpdlib echo 6
+listend-227-dnat-pyftpdlib     dnat pyftpdlib listend 227
+echo-dnat-proftpd              dnat proftpd   echo 4
+echo-dnat-proftpd-v6           dnat proftpd   echo 6
+listend-227-dnat-proftpd       dnat proftpd   listend 227
 listing-227-snat-vsftpd        snat vsftpd    listing 227
 listing-229-snat-vsftpd        snat vsftpd    listing 229
 bounce-port25-port-snat-vsftpd snat vsftpd    bounce port25 PORT
@@ -162,6 +250,14 @@ b2b-split-eprt-snat-vsftpd     snat vsftpd    b2b split-eprt 6
 listing-227-snat-pure-ftpd     snat pure-ftpd listing 227
 listing-229-snat-pure-ftpd     snat pure-ftpd listing 229
 garbage-client-snat-pure-ftpd  snat pure-ftpd send binary 65536
+echo-snat-vsftpd               snat vsftpd    echo 4
+echo-snat-vsftpd-v6            snat vsftpd    echo 6
+echo-snat-pure-ftpd            snat pure-ftpd echo 4
+echo-snat-pure-ftpd-v6         snat pure-ftpd echo 6
+echo-snat-pyftpdlib            snat pyftpdlib echo 4
+echo-snat-pyftpdlib-v6         snat pyftpdlib echo 6
+echo-snat-proftpd              snat proftpd   echo 4
+echo-snat-proftpd-v6           snat proftpd   echo 6
 bounce-3rd-port-fxp-vsftpd     fxp  vsftpd    bounce third PORT
 bounce-3rd-eprt-fxp-vsftpd     fxp  vsftpd    bounce third EPRT
 EOF
@@ -172,7 +268,7 @@ EOF
 WORK=''
 FTPCT_PID='' FTPCT_LOG='' GW_MODE=''
 LAB_TOPO='' LAB_SERVER=''
-LISTEN_PIDS=() FAKE_PID='' LEGIT_PID='' HOSTILE_PID=''
+LISTEN_PIDS=() OWN_PID='' LEGIT_PID='' HOSTILE_PID=''
 
 cleanup() {
     local rc=$? p
@@ -182,7 +278,7 @@ cleanup() {
     [[ -n $LEGIT_PID ]] && { kill "$LEGIT_PID" 2>/dev/null || true; }
     ftpct_stop
     rules_delete
-    fake_stop
+    own_server_stop
     for p in "${LISTEN_PIDS[@]}"; do stop_pid "$p" 10 || true; done
     [[ -n $LAB_TOPO ]] && { "$LAB" down >/dev/null 2>&1 || true; }
     drop_work
@@ -252,6 +348,13 @@ make_tricks() {
     install -d -m 0755 "$anon/trick227" "$anon/trick229"
     : >"$anon/trick227/abuse"$'\r\n'"227 Entering Passive Mode ($h,$((P227 >> 8)),$((P227 & 255)))"
     : >"$anon/trick229/abuse"$'\r\n'"229 Entering Extended Passive Mode (|||$P229|)"
+    # A forged end of the STAT block (its code: 213, proftpd 212), then a 227/229.
+    local code
+    for code in 212 213; do
+        install -d -m 0755 "$anon/trickend$code-227" "$anon/trickend$code-229"
+        : >"$anon/trickend$code-227/abuse"$'\r\n'"$code End"$'\r\n'"227 Entering Passive Mode ($h,$((PEND227 >> 8)),$((PEND227 & 255)))"
+        : >"$anon/trickend$code-229/abuse"$'\r\n'"$code End"$'\r\n'"229 Entering Extended Passive Mode (|||$PEND229|)"
+    done
 }
 
 lab_to() { # TOPO SERVER
@@ -259,7 +362,7 @@ lab_to() { # TOPO SERVER
     if [[ $topo != "$LAB_TOPO" ]]; then
         ftpct_stop
         rules_delete
-        fake_stop
+        own_server_stop
         listeners_stop
         log "lab up $topo"
         GW_MODE='' LAB_SERVER=''
@@ -268,34 +371,101 @@ lab_to() { # TOPO SERVER
         eval "$("$LAB" env)"
         LAB_SERVER=vsftpd
         make_tricks
-        listen_start "$NS_SRV" "$P227" "$P229" "$PFAKE" "$PUNSOL"
+        # shellcheck disable=SC2046 # a list of ports
+        listen_start "$NS_SRV" "$P227" "$P229" "$PFAKE" "$PUNSOL" "$PEND227" "$PEND229" "$PLONG" \
+            $(seq "$PECHO" $((PECHO + NECHO - 1)))
         listen_start "$NS_CLI" 25 "$PFAKE"
         [[ $topo == fxp ]] && listen_start "$NS_SRV2" "$P3RD"
     fi
     [[ $server == "$LAB_SERVER" ]] && return 0
     ftpct_stop # a new ftpct per server: its log and RSS per group
     GW_MODE=''
-    fake_stop
+    own_server_stop
     log "server $server"
-    if [[ $server == fake ]]; then
-        "$LAB" server none >/dev/null 2>>"$WORK/lab.log"
-        ip netns exec "$NS_SRV" python3 "$HOSTILE" fakeserver --root "$FTPCT_LAB_ANON" \
-            --log "$WORK/fakeserver.log" --secs 900 </dev/null >>"$WORK/fakeserver.out" 2>&1 &
-        FAKE_PID=$!
-        for ((i = 0; i < 50; i++)); do
-            ip netns exec "$NS_SRV" ss -ltnH 'sport = :21' | grep -q . && break
-            sleep 0.1
-        done
-    else
-        "$LAB" server "$server" >/dev/null 2>>"$WORK/lab.log" || die "lab server $server failed"
-    fi
+    case $server in
+        vsftpd | pure-ftpd)
+            "$LAB" server "$server" >/dev/null 2>>"$WORK/lab.log" || die "lab server $server failed"
+            ;;
+        *)
+            "$LAB" server none >/dev/null 2>>"$WORK/lab.log"
+            own_server_start "$server"
+            ;;
+    esac
     LAB_SERVER=$server
 }
 
-fake_stop() {
-    [[ -n $FAKE_PID ]] || return 0
-    stop_pid "$FAKE_PID" 20 || true
-    FAKE_PID=''
+# proftpd's configuration: anonymous, serving the lab's anonymous root, its
+# run files in DIR.
+proftpd_conf() { # DIR
+    cat <<EOF
+# generated by scripts/abuse-protocol.sh
+ServerName "ftpct lab proftpd"
+ServerType standalone
+DefaultServer on
+Port 21
+UseIPv6 on
+User nobody
+Group nogroup
+Umask 022
+MaxInstances 200
+TimeoutIdle 120
+AuthOrder mod_auth_unix.c
+DelayTable none
+WtmpLog off
+UseReverseDNS off
+ScoreboardFile $1/proftpd.scoreboard
+PidFile $1/proftpd.pid
+SystemLog $1/proftpd.log
+TransferLog none
+<Anonymous $FTPCT_LAB_ANON>
+  User ftp
+  Group $(id -gn ftp)
+  UserAlias anonymous ftp
+  RequireValidShell off
+</Anonymous>
+EOF
+}
+
+# The servers this script runs itself on port 21 of the server namespace:
+# the fake one (tests/abuse/hostile.py), pyftpdlib, proftpd (unpacked by
+# scripts/install-deps.sh).
+own_server_start() { # fake|pyftpdlib|proftpd
+    local i
+    case $1 in
+        fake)
+            ip netns exec "$NS_SRV" python3 "$HOSTILE" fakeserver --root "$FTPCT_LAB_ANON" \
+                --log "$WORK/fakeserver.log" --secs 900 </dev/null >>"$WORK/fakeserver.out" 2>&1 &
+            ;;
+        pyftpdlib)
+            ip netns exec "$NS_SRV" "$PYFTPDLIB_PYTHON" "$HOSTILE" pyftpd --root "$FTPCT_LAB_ANON" \
+                --log "$WORK/pyftpdlib.log" --secs 900 </dev/null >>"$WORK/pyftpdlib.out" 2>&1 &
+            ;;
+        proftpd)
+            mkdir -p "$WORK/proftpd"
+            proftpd_conf "$WORK/proftpd" >"$WORK/proftpd/proftpd.conf"
+            LD_LIBRARY_PATH=$PROFTPD_LIBS ip netns exec "$NS_SRV" "$PROFTPD" -n -q -c "$WORK/proftpd/proftpd.conf" \
+                </dev/null >>"$WORK/proftpd/proftpd.out" 2>&1 &
+            ;;
+        *) die "unknown server '$1'" ;;
+    esac
+    OWN_PID=$!
+    for ((i = 0; i < 50; i++)); do
+        ip netns exec "$NS_SRV" ss -ltnH 'sport = :21' | grep -q . && return 0
+        kill -0 "$OWN_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 5 "$WORK"/*.out "$WORK/proftpd"/proftpd.* 2>/dev/null >&2 || true
+    die "$1 did not start listening on port 21 in $NS_SRV"
+}
+
+# Stops it and the session processes it forked (proftpd), by id.
+own_server_stop() {
+    [[ -n $OWN_PID ]] || return 0
+    local kids p
+    kids=$(pgrep -P "$OWN_PID" 2>/dev/null || true)
+    stop_pid "$OWN_PID" 20 || true
+    for p in $kids; do stop_pid "$p" 10 || true; done
+    OWN_PID=''
 }
 
 # --- the legitimate session beside each case -------------------------------------------
@@ -347,6 +517,15 @@ frag_fails() {
 }
 # Connections the listeners accepted so far (all namespaces).
 listener_hits() { cat "$WORK"/listen-*.log 2>/dev/null | grep -c '^hit ' || true; }
+
+# ftpct's expectations for FLOW on a port that OUT's `forged ports:` line lists.
+forged_expects() { # SLICE FLOW OUT
+    local ports
+    ports=$(sed -n 's/^forged ports: //p' "$3" | tr ',' '|')
+    if [[ -z $ports || -z $2 ]]; then echo 0; return; fi
+    grep -F "flow=$2 ->" "$1" | grep -F 'event="expect"' |
+        sed -n 's/.* expect [^ ]* -> [^ ]*:\([0-9][0-9]*\) .*/\1/p' | grep -cxE "$ports" || true
+}
 
 # ftpct's log lines of the case for FLOW: $SLICE (whole), counts.
 ftpct_counts() { # SLICE FLOW -> F_LINES F_EXPECT F_REFUSED F_REWRITE
@@ -492,6 +671,45 @@ run_b2b() { # SHAPE [6]
     hostile b2b "$target" --shape "$1" --file 1k.bin --sha "$sha" --timeout 10
 }
 
+# Pinholes through text the server echoes (tests/abuse/hostile.py echo): one
+# session, each attempt with a forged port of its own, PASV/EPSV pipelined
+# behind, the real reply used for a RETR. Call family_addrs first.
+echo_session() { # ARGS... (for hostile echo)
+    local sha
+    sha=$(awk '$2 == "1k.bin" { print $1 }' "$FTPCT_LAB_ANON/SHA256SUMS")
+    EXPECT="forged closed, real RETR ok"
+    NEED=real
+    hostile echo "$TARGET" --server-addr "$SRV" --port-base "$PECHO" --max-attempts "$NECHO" \
+        --probe-host "$TARGET" --probe-host "$SRV" --file 1k.bin --sha "$sha" "$@"
+}
+
+# Every echoing command of the server (ECHO_CMDS) with each of its separators.
+run_echo() { # [4|6]
+    local fam=${1:-4} spec kinds=227,229
+    local -a args=()
+    family_addrs "$fam"
+    [[ $fam == 6 ]] && kinds=229 # PASV is IPv4's
+    for spec in ${ECHO_CMDS[$LAB_SERVER]}; do args+=(--echo "$spec"); done
+    echo_session --kinds "$kinds" "${args[@]}"
+}
+
+# STAT on the directory whose file name forges the end of the listing's
+# block, then a 227/229 (make_tricks); PASV/EPSV pipelined behind.
+run_listend() { # 227|229 [4|6]
+    local kind=$1 port=$PEND227 what
+    family_addrs "${2:-4}"
+    [[ $kind == 229 ]] && port=$PEND229
+    # shellcheck disable=SC2059 # the format is the server's STAT_FMT
+    what=$(printf "${STAT_FMT[$LAB_SERVER]}" "trickend${STAT_CODE[$LAB_SERVER]}-$kind")
+    echo_session --raw "$kind:$port:$what"
+}
+
+# The fake server's overlong multi-line opener with a 227/229 inside.
+run_longopen() { # 227|229 [4|6]
+    family_addrs "${2:-4}"
+    echo_session --raw "$1:$PLONG:SITE LONGOPEN$1 $PLONG"
+}
+
 # --- one case ----------------------------------------------------------------------------------
 
 R_NAME=() R_MODE=() R_EXPECT=() R_RESULT=() R_VERDICT=() R_DETAILS=()
@@ -552,6 +770,14 @@ run_case() { # NAME MODE RUNNER ARGS...
                 ((F_EXPECT >= 1)) || problems+="ftpct logged no expectation for it; "
                 ((F_REFUSED == 0)) || problems+="ftpct logged $F_REFUSED refusal(s) for it; "
                 ;;
+            real) # one expectation per real announcement at most, none for a forged port
+                local reals forged
+                reals=$(kv real "$OUT")
+                forged=$(forged_expects "$slice" "$flow" "$OUT")
+                ((F_EXPECT <= ${reals:-0})) ||
+                    problems+="ftpct logged $F_EXPECT expectation(s) for ${reals:-0} real announcement(s); "
+                ((forged == 0)) || problems+="ftpct logged $forged expectation(s) for a forged port; "
+                ;;
         esac
         if [[ $runner == send || $runner == srvsend ]] && ((F_LINES > LOG_MAX)); then
             problems+="ftpct logged $F_LINES lines for one session (max $LOG_MAX: not rate-limited); "
@@ -564,6 +790,8 @@ run_case() { # NAME MODE RUNNER ARGS...
     fi
     [[ -n $probes ]] && DETAILS="probes: $probes; $DETAILS"
     DETAILS+="$(grep -E '^(noop|detail|received)' "$OUT" | head -n 4 | tr '\n\t' '; ' || true)"
+    [[ $runner == echo || $runner == listend || $runner == longopen ]] &&
+        DETAILS+="$(awk '/^attempt / && (!/RETR ok/ || /open\(/)' "$OUT" | head -n 3 | cut -c1-300 | tr '\n\t' '; ')"
     DETAILS+="legit: $LEGIT_WHY"
     local good=0
     case $result in closed | usable | file-ok) [[ -z $problems ]] && good=1 ;; esac

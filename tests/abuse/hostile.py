@@ -53,6 +53,28 @@ Subcommands:
       segments each side sent (retransmissions apart): anything but one
       segment per write means the kernel joined or cut them and the case
       did not test its shape (exit 3).
+  echo HOST [--echo CMD:SEP[,SEP...]]... [--raw KIND:PORT:TEXT]...
+          --kinds 227[,229] --port-base P [--server-addr A]
+          [--probe-host H]... --file NAME --sha HEX
+      pinholes through echoed client text. Each attempt sends, in one write,
+      command lines whose argument holds a separator (lf, cr, nul) and a
+      forged announcement (`227 Entering Passive Mode (A,p1,p2)` or `229
+      Entering Extended Passive Mode (|||p|)`) naming its own port P, P+1,
+      ..., then PASV (for a 227) or EPSV (for a 229) pipelined behind. CMD
+      names the lines (ECHO_CMDS: SIZE, MDTM, CWD, RETR, DELE, RNFR, RMD,
+      STAT, MLST, TYPE; MKD (a fresh directory under upload/), PWD (MKD, CWD
+      into it, PWD, CWD /)); each separator of a CMD takes the next kind of
+      --kinds in turn. --raw sends TEXT as it is (the server or a file name
+      forges the announcement of KIND naming PORT). Replies are read with
+      CR LF framing (RFC 959) up to the real 227/229, whose port is then
+      used for a RETR of NAME (SHA-256 checked) while the forged port is
+      probed at each --probe-host; all forged ports once more at the end,
+      then NOOP. Prints per attempt whether the reply echoed the forged text.
+      Exit 0: nothing forged opened, every real transfer worked; 1: a
+      forged port opened or a real transfer failed; 3: nothing was echoed.
+  pyftpd --root DIR --log FILE [--port 21] [--secs N]
+      pyftpdlib (import it: run with Debian's /usr/bin/python3) on [::]:PORT,
+      anonymous and read-only, serving DIR, until SIGTERM or N seconds.
   fakeserver --root DIR --log FILE [--secs N]
       a small FTP server on [::]:21 serving DIR (anonymous login, TYPE,
       PASV, EPSV, PORT, EPRT, RETR, SIZE, NOOP, QUIT) that also misbehaves
@@ -60,7 +82,10 @@ Subcommands:
       that no PASV/EPSV asked for; SITE MULTI227 P / SITE MULTI229 P with
       a multi-line 213 reply holding a 227/229 line in a segment of its own; SITE LONGLINE N, SITE GARBAGE N SEED,
       SITE FLOOD N answer with an N-byte line, N random bytes, N malformed
-      227/229 lines (each then `200 abuse-done`); SITE B2B MORE / SITE B2B
+      227/229 lines (each then `200 abuse-done`); SITE LONGOPEN227 P /
+      SITE LONGOPEN229 P with a multi-line 211 reply whose opener is
+      `211-` and 1,100 bytes, a 227/229 naming port P inside the block,
+      then the block's end (one write); SITE B2B MORE / SITE B2B
       SPLIT227 shape the session's next 227 (see b2b; the 226 that ends the
       transfer then says how many writes and data segments left since the
       227); lines of any length and content from the client get a 500 and
@@ -73,6 +98,7 @@ import os
 import random
 import re
 import select
+import signal
 import socket
 import subprocess
 import struct
@@ -83,6 +109,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 BANNER = b"ABUSE-LISTENER-HIT"
 MAX_LINE = 4 << 20  # longest reply line read, bytes
+LONGOPEN_BYTES = 1100  # SITE LONGOPEN227/229: the opener's text after "211-"
 RE_227 = re.compile(rb"^227 .*?(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)")
 RE_229 = re.compile(rb"^229 .*?\((.)\1\1(\d+)\1\)")
 
@@ -109,6 +136,10 @@ class Ctl:
         # retransmitted through the gateway during the next cases.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.buf = b""
+        # Where a reply line ends: any LF (tolerant, the default), or only a
+        # CR LF (RFC 959's Telnet end of line; the echo cases, where a bare
+        # LF or CR inside a reply is text the client chose).
+        self.eol = b"\n"
         self.lines = []  # every reply line read, for --want and announcements
         loc, peer = self.sock.getsockname(), self.sock.getpeername()
         out("control %s -> %s" % (hostport(loc), hostport(peer)))
@@ -121,7 +152,7 @@ class Ctl:
         self.send(text.encode("latin-1") + b"\r\n")
 
     def readline(self, deadline):
-        while b"\n" not in self.buf:
+        while self.eol not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no complete reply line in time")
@@ -132,8 +163,8 @@ class Ctl:
             if not chunk:
                 raise ConnectionError("server closed the control connection")
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        line += b"\n"
+        line, self.buf = self.buf.split(self.eol, 1)
+        line += self.eol
         self.lines.append(line)
         return line
 
@@ -232,8 +263,8 @@ def probe_spec(spec, timeout):
     return spec, res
 
 
-def run_probes(specs, timeout=1.5):
-    """Probes in parallel; prints them; number that passed."""
+def run_probes(specs, timeout=1.5, label="probe"):
+    """Probes in parallel; prints them (`LABEL SPEC RESULT`); number that passed."""
     results = {}
 
     def work(sp):
@@ -247,7 +278,7 @@ def run_probes(specs, timeout=1.5):
     opened = 0
     for sp in dict.fromkeys(specs):
         res = results.get(sp, "error:no-result")
-        out("probe %s %s" % (sp, res))
+        out("%s %s %s" % (label, sp, res))
         if res.startswith("open"):
             opened += 1
     return opened
@@ -532,6 +563,241 @@ def cmd_legit(a):
     done += 1
     f.quit()
     out("legit: %d transfer(s) of %s, SHA-256 ok%s" % (done, a.file, "" if stopped else " (no stop signal)"))
+    return 0
+
+
+# --- echoed client text ---------------------------------------------------------
+
+# What an echo attempt puts between the path and the forged announcement.
+ECHO_SEPS = {"lf": b"\n", "cr": b"\r", "nul": b"\x00"}
+# The command lines one attempt sends before its PASV/EPSV, ARG standing for
+# the hostile argument (a fresh name, a separator, a forged announcement).
+# MKD echoes on success (a fresh directory under the writable upload/), PWD
+# after a CWD into such a directory; the others echo in their error reply.
+ECHO_CMDS = {
+    "SIZE": ["SIZE /ARG"],
+    "MDTM": ["MDTM /ARG"],
+    "CWD": ["CWD /ARG"],
+    "RETR": ["RETR /ARG"],
+    "DELE": ["DELE /ARG"],
+    "RNFR": ["RNFR /ARG"],
+    "RMD": ["RMD /ARG"],
+    "STAT": ["STAT /ARG"],
+    "MLST": ["MLST /ARG"],
+    "TYPE": ["TYPE ARG"],
+    "MKD": ["MKD /upload/ARG"],
+    "PWD": ["MKD /upload/ARG", "CWD /upload/ARG", "PWD", "CWD /"],
+}
+
+
+def forged(kind, port, addr):
+    """The announcement-shaped text naming PORT (of ADDR, for a 227)."""
+    if kind == "227":
+        return "227 Entering Passive Mode (%s,%d,%d)" % (addr.replace(".", ","), port >> 8, port & 255)
+    return "229 Entering Extended Passive Mode (|||%d|)" % port
+
+
+def echo_attempts(a):
+    """[(label, kind, forged port, [command lines as bytes])]: every
+    --echo CMD:SEP,... (the kinds taken in turn, so that each separator
+    meets each kind), then every --raw KIND:PORT:TEXT as it is."""
+    kinds = a.kinds.split(",")
+    nonce = "%06x" % random.getrandbits(24)
+    found = []
+    for ci, spec in enumerate(a.echo):
+        name, _, seps = spec.partition(":")
+        if name not in ECHO_CMDS:
+            raise SystemExit("unknown echo command %r (one of %s)" % (name, ", ".join(ECHO_CMDS)))
+        for si, sep in enumerate(seps.split(",")):
+            kind = kinds[(ci + si) % len(kinds)]
+            port = a.port_base + len(found)
+            arg = ("e%s%02d" % (nonce, len(found))).encode() + ECHO_SEPS[sep] + \
+                forged(kind, port, a.server_addr or "0.0.0.0").encode("latin-1")
+            lines = [t.encode("latin-1").replace(b"ARG", arg) for t in ECHO_CMDS[name]]
+            found.append(("%s %s %s" % (name, sep, kind), kind, port, lines))
+    for spec in a.raw:
+        kind, port, text = spec.split(":", 2)
+        found.append((text, kind, int(port), [text.encode("latin-1")]))
+    if len(found) > a.max_attempts:
+        raise SystemExit("%d attempts: more than --max-attempts %d" % (len(found), a.max_attempts))
+    return found
+
+
+def forged_marks(kind, port):
+    """Byte strings that show the forged announcement in a reply."""
+    if kind == "227":
+        return [b",%d,%d)" % (port >> 8, port & 255)]
+    return [b"(|||%d|)" % port]
+
+
+def announcement(code, lines, host):
+    """(host, port) that a 227/229 reply's last line announces, or None."""
+    where = announced(lines[-1:], host) if code in ("227", "229") else []
+    if not where:
+        return None
+    h, _, p = where[0].rpartition(":")
+    return h.strip("[]"), int(p)
+
+
+def passive_retr(c, where, a):
+    """RETR a.file over a data connection to WHERE: (ok, why)."""
+    try:
+        d = socket.create_connection(where, a.data_timeout)
+    except OSError as e:
+        return False, "data connection to %s: %s" % (hostport(where), e)
+    try:
+        c.cmd("TYPE I")  # an echoed TYPE may have changed it
+        c.reply(a.timeout)
+        c.cmd("RETR " + a.file)
+        code, lines = c.reply(a.timeout)
+        if code[0] != "1":
+            d.close()
+            return False, "RETR answered %s" % show(lines[-1])
+        digest, n = read_data(d, a.timeout)
+        code, lines = c.reply(a.timeout)
+    except (TimeoutError, ConnectionError, ValueError, OSError) as e:
+        d.close()
+        return False, "transfer: %s" % e
+    if digest != a.sha:
+        return False, "SHA-256 MISMATCH (%d bytes)" % n
+    return True, "RETR ok (%d bytes, %s)" % (n, code)
+
+
+def echo_one(c, n, attempt, a, probe_hosts):
+    """One attempt: its lines and PASV/EPSV in one write, the replies read
+    (CR LF framed) up to the real 227/229, the real one used for a RETR
+    while the forged port is probed. Returns (echoed, real, ok, opened)."""
+    label, kind, port, lines = attempt
+    verb = "PASV" if kind == "227" else "EPSV"
+    c.send(b"".join(ln + b"\r\n" for ln in lines) + verb.encode() + b"\r\n")
+    marks = forged_marks(kind, port)
+    codes, echoed, real, at_start = [], False, None, False
+    try:
+        for _ in range(2 * len(lines) + 4):
+            code, rl = c.reply(a.timeout)
+            codes.append(code)
+            blob = b"".join(rl)
+            if any(m in blob for m in marks):
+                echoed = True
+            where = announcement(code, rl, c.host)
+            if where and where[1] == port:
+                at_start = True  # the server's own framing made it a reply
+                continue
+            if where:
+                real = where
+                break
+            if code == kind:
+                break  # the reply to PASV/EPSV, with no address in it
+    except (TimeoutError, ConnectionError, ValueError) as e:
+        out("attempt %d: %s (forged port %d): %s, replies %s, then %s" % (
+            n, label, port, "echoed" if echoed else "NOT echoed", " ".join(codes), e))
+        if isinstance(e, TimeoutError):
+            c.cmd("NOOP")  # back in step: whatever is late comes before its 200
+            c.until(rb"^200 ", a.timeout)
+        return echoed, False, False, 0
+    specs = [(h if ":" not in h else "[%s]" % h) + ":%d" % port for h in probe_hosts]
+    res = {}
+
+    def probe(sp):
+        res[sp] = probe_spec(sp, a.probe_timeout)[1]
+
+    threads = [threading.Thread(target=probe, args=(sp,)) for sp in specs]
+    for t in threads:
+        t.start()
+    ok, why = passive_retr(c, real, a) if real else (False, "no real %s reply" % kind)
+    for t in threads:
+        t.join(a.probe_timeout + 15)
+    opened = sum(1 for sp in specs if res.get(sp, "").startswith("open"))
+    out("attempt %d: %s (forged port %d): %s, replies %s%s; real %s -> %s, %s; forged port %s" % (
+        n, label, port, "echoed" if echoed else "NOT echoed", " ".join(codes),
+        " (the forged one as a reply of its own)" if at_start else "",
+        kind, hostport(real) if real else "none", why,
+        " ".join("%s=%s" % (sp, res.get(sp, "no-result")) for sp in specs)))
+    return echoed, real is not None, ok, opened
+
+
+def cmd_echo(a):
+    attempts = echo_attempts(a)
+    probe_hosts = list(dict.fromkeys(a.probe_host or [a.host]))
+    c = Ctl(a.host, timeout=a.timeout)
+    c.login()
+    c.eol = b"\r\n"
+    c.cmd("TYPE I")
+    c.reply(a.timeout)
+    out("forged ports: %s" % ",".join(str(x[2]) for x in attempts))
+    echoed, fine, reals, opened, leaks = {}, 0, 0, 0, []
+    for n, att in enumerate(attempts):
+        try:
+            e, r, ok, o = echo_one(c, n, att, a, probe_hosts)
+        except (TimeoutError, ConnectionError, ValueError, OSError) as err:
+            out("detail the session broke at attempt %d: %s" % (n, err))
+            break
+        echoed[att[0]] = e
+        reals += r
+        fine += ok
+        opened += o
+        if o:
+            leaks.append("%s (%d)" % (att[0], att[2]))
+    # Once more, every forged port at once (a pinhole may have opened late).
+    specs = ["%s:%d" % (h if ":" not in h else "[%s]" % h, att[2]) for att in attempts for h in probe_hosts]
+    late = run_probes(specs, a.sweep_timeout, "sweep")
+    opened += late
+    noop = "bad"
+    try:
+        ok, line, ms = c.noop(a.timeout)
+        noop = "200" if ok else "bad"
+        out("noop %s (%.1f ms)" % (line, ms))
+        c.cmd("QUIT")
+    except (TimeoutError, ConnectionError, ValueError, OSError) as e:
+        out("detail NOOP: %s" % e)
+    if opened:
+        out("detail OPENED by: %s%s" % (", ".join(leaks) or "-", "; %d more at the final sweep" % late if late else ""))
+    yes = [k for k, v in echoed.items() if v]
+    no = [k for k, v in echoed.items() if not v]
+    out("detail echoed: %s; not echoed: %s" % (", ".join(yes) or "none", ", ".join(no) or "none"))
+    out("detail %d of %d attempt(s) got their real reply, %d real transfer(s) ok" % (reals, len(attempts), fine))
+    out("summary: opened=%d attempts=%d echoed=%d real=%d transfers=%d noop=%s" % (
+        opened, len(attempts), len(yes), reals, fine, noop))
+    if opened:
+        return 1
+    if not yes:
+        out("detail no attempt was echoed: the case tested nothing")
+        return 3
+    return 0 if fine == len(attempts) and noop == "200" else 1
+
+
+def cmd_pyftpd(a):
+    """pyftpdlib (Debian's python3-pyftpdlib) on [::]:PORT, anonymous,
+    read-only (its defaults), serving ROOT."""
+    import logging
+
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    logging.basicConfig(filename=a.log, level=logging.INFO)
+    auth = DummyAuthorizer()
+    auth.add_anonymous(a.root)
+
+    class Handler(FTPHandler):
+        authorizer = auth
+        timeout = 120
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, stop)
+    signal.alarm(max(1, int(a.secs)))
+    # A thread (and an I/O loop) per session: in one shared loop, pyftpdlib
+    # 1.5.7 (Debian 12) stops reading a session's control connection for
+    # good when another session's active data connection is set up about
+    # when its passive one closes (fd reuse: "unregister(); fd was no longer
+    # in socket_map"), which the SNAT cases, whose legitimate session uses
+    # PORT, hit every time.
+    server = ThreadedFTPServer(("::", a.port), Handler)
+    server.max_cons = 512
+    server.serve_forever(timeout=1.0)  # until SIGTERM or --secs (SystemExit)
     return 0
 
 
@@ -876,6 +1142,12 @@ class FakeSession(threading.Thread):
             self.w("227 Entering Passive Mode (%s,%d,%d)\r\n" % (",".join(a), n >> 8, n & 255))
         elif what == "UNSOL229":
             self.w("229 Entering Extended Passive Mode (|||%d|)\r\n" % n)
+        elif what in ("LONGOPEN227", "LONGOPEN229"):
+            # A multi-line reply whose opener is longer than a helper's
+            # line limit (1,024 by default), a 227/229 naming port N inside
+            # the block, then the block's end, in one write.
+            self.w("211-%s\r\n%s\r\n211 End of the long block\r\n" % (
+                "O" * LONGOPEN_BYTES, forged(what[-3:], n, self.own_addr())))
         elif what == "LONGLINE":
             self.w(b"200-" + b"L" * n + b"\r\n200 abuse-done\r\n")
         elif what == "GARBAGE":
@@ -1041,6 +1313,30 @@ def main(argv):
     s.add_argument("--sha", required=True)
     s.add_argument("--timeout", type=float, default=10)
     s.set_defaults(fn=cmd_b2b)
+
+    s = sub.add_parser("echo")
+    s.add_argument("host")
+    s.add_argument("--echo", action="append", default=[], help="CMD:SEP[,SEP...]")
+    s.add_argument("--raw", action="append", default=[], help="KIND:PORT:TEXT")
+    s.add_argument("--kinds", default="227,229")
+    s.add_argument("--port-base", type=int, default=47500)
+    s.add_argument("--server-addr", help="the server's own IPv4 address, for the forged 227s")
+    s.add_argument("--probe-host", action="append", default=[])
+    s.add_argument("--probe-timeout", type=float, default=0.4)
+    s.add_argument("--sweep-timeout", type=float, default=0.5)
+    s.add_argument("--data-timeout", type=float, default=2.0)
+    s.add_argument("--timeout", type=float, default=5.0)
+    s.add_argument("--max-attempts", type=int, default=64)
+    s.add_argument("--file", required=True)
+    s.add_argument("--sha", required=True)
+    s.set_defaults(fn=cmd_echo)
+
+    s = sub.add_parser("pyftpd")
+    s.add_argument("--root", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("--port", type=int, default=21)
+    s.add_argument("--secs", type=float, default=900)
+    s.set_defaults(fn=cmd_pyftpd)
 
     s = sub.add_parser("fakeserver")
     s.add_argument("--root", required=True)
