@@ -13,6 +13,8 @@
 # python3-pyftpdlib, for /usr/bin/python3 (the hostile suite's echo cases
 # run it). Debian's chromium and the DejaVu fonts render the `--html`
 # ladder page to a PNG (tests/ladder_chromium.rs, the README's picture).
+# pytest is Debian's python3-pytest, for /usr/bin/python3 (the lab harness,
+# tests/lab: `/usr/bin/python3 -m pytest tests/lab`).
 # `apt-get update` runs only when something is missing.
 #
 # Usage: scripts/install-deps.sh [--check]
@@ -51,6 +53,7 @@ PKGS=(
     iputils-arping:arping
     python3-pyftpdlib:/usr/bin/python3
     chromium:chromium
+    python3-pytest:pytest-3
 )
 # Packages that bring a file, not a command: package and the file.
 FILE_PKGS=(
