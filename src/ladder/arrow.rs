@@ -17,9 +17,9 @@ const Y_PAYLOAD: u32 = 15;
 const Y_LINE: u32 = 22;
 const Y_META: u32 = 36;
 
-/// The row's HTML: an SVG with both arrows and a tooltip with the whole
-/// segment.
-pub fn render(conn: Conn, crossing: &Crossing, start: Duration) -> String {
+/// The row's HTML: an SVG with both arrows (`leftward`: toward the
+/// inside host) and a tooltip with the whole segment.
+pub fn render(conn: Conn, crossing: &Crossing, start: Duration, leftward: bool) -> String {
     let mut svg = String::new();
     let time = crossing.time.saturating_sub(start).as_secs_f64();
     let _ = write!(
@@ -35,10 +35,10 @@ pub fn render(conn: Conn, crossing: &Crossing, start: Duration) -> String {
         );
     }
     let (sent, received) = sides(crossing);
-    svg.push_str(&half(sent, None));
+    svg.push_str(&half(sent, None, leftward));
     match received {
-        Some(r) => svg.push_str(&half(r, Some(crossing))),
-        None => svg.push_str(&not_let_out(sent.toward_inside)),
+        Some(r) => svg.push_str(&half(r, Some(crossing), leftward)),
+        None => svg.push_str(&not_let_out(leftward)),
     }
     format!(
         r#"<div class="row seg {class}"><svg width="{WIDTH}" height="{ARROW_ROW}" viewBox="0 0 {WIDTH} {ARROW_ROW}" role="img"><title>{title}</title>{svg}</svg></div>"#,
@@ -53,7 +53,6 @@ pub fn render(conn: Conn, crossing: &Crossing, start: Duration) -> String {
 struct Half<'a> {
     segment: &'a Segment,
     on_inside: bool,
-    toward_inside: bool,
 }
 
 /// The sending side's half first.
@@ -61,12 +60,10 @@ fn sides(c: &Crossing) -> (Half<'_>, Option<Half<'_>>) {
     let inside = Half {
         segment: &c.inside,
         on_inside: true,
-        toward_inside: c.toward_inside,
     };
     let outside = c.outside.as_ref().map(|segment| Half {
         segment,
         on_inside: false,
-        toward_inside: c.toward_inside,
     });
     if c.toward_inside {
         match outside {
@@ -82,14 +79,13 @@ fn sides(c: &Crossing) -> (Half<'_>, Option<Half<'_>>) {
 
 /// The arrow of one half; `shifts` on the receiving half, where the
 /// gateway's changes to the numbers show.
-fn half(h: Half<'_>, shifts: Option<&Crossing>) -> String {
+fn half(h: Half<'_>, shifts: Option<&Crossing>, leftward: bool) -> String {
     let (host, gateway) = if h.on_inside {
         (X_INSIDE, X_GATEWAY)
     } else {
         (X_OUTSIDE, X_GATEWAY)
     };
-    // Toward the inside, arrows point left.
-    let (from, to) = if h.toward_inside == h.on_inside {
+    let (from, to) = if leftward == h.on_inside {
         (gateway, host)
     } else {
         (host, gateway)
@@ -152,9 +148,9 @@ fn arrow_head(x: u32, pointing_left: bool) -> String {
 }
 
 /// Where the receiving half would be: a cross at the gateway.
-fn not_let_out(toward_inside: bool) -> String {
+fn not_let_out(leftward: bool) -> String {
     let x = X_GATEWAY;
-    let label_x = if toward_inside {
+    let label_x = if leftward {
         (X_INSIDE + X_GATEWAY) / 2
     } else {
         (X_GATEWAY + X_OUTSIDE) / 2
@@ -240,7 +236,7 @@ mod tests {
 
     #[test]
     fn both_halves_are_labelled_with_their_own_form() {
-        let row = render(Conn::Control, &port_out(), Duration::from_secs(1));
+        let row = render(Conn::Control, &port_out(), Duration::from_secs(1), false);
         assert!(row.contains(r">0.500000<"), "time from the start: {row}");
         assert!(row.contains(r"PORT 192,0,2,10,1,2\r\n"), "{row}");
         assert!(row.contains(r"PORT 198,51,100,1,1,2\r\n"), "{row}");
@@ -256,7 +252,7 @@ mod tests {
 
     #[test]
     fn arrows_point_the_way_the_segment_goes() {
-        let out = render(Conn::Control, &port_out(), Duration::ZERO);
+        let out = render(Conn::Control, &port_out(), Duration::ZERO, false);
         assert!(out.contains(&format!(r#"x1="{X_INSIDE}" y1="22" x2="{X_GATEWAY}""#)));
         assert!(out.contains(&format!(r#"x1="{X_GATEWAY}" y1="22" x2="{X_OUTSIDE}""#)));
         let reply = Segment::parse(&packet(false, 5, 1, b"200 ok\r\n")).expect("tcp");
@@ -267,7 +263,7 @@ mod tests {
             events: Vec::new(),
             time: Duration::ZERO,
         };
-        let row = render(Conn::Data(2), &back, Duration::ZERO);
+        let row = render(Conn::Data(2), &back, Duration::ZERO, true);
         assert!(row.contains(&format!(r#"x1="{X_OUTSIDE}" y1="22" x2="{X_GATEWAY}""#)));
         assert!(row.contains(&format!(r#"x1="{X_GATEWAY}" y1="22" x2="{X_INSIDE}""#)));
         assert!(row.contains(">data 2<") && row.contains("row seg data"));
@@ -279,7 +275,7 @@ mod tests {
             outside: None,
             ..port_out()
         };
-        let row = render(Conn::Control, &dropped, Duration::ZERO);
+        let row = render(Conn::Control, &dropped, Duration::ZERO, false);
         assert!(row.contains("not let through") && row.contains(" dropped"));
         assert_eq!(row.matches("<line ").count(), 1);
     }
@@ -295,7 +291,7 @@ mod tests {
             events: Vec::new(),
             time: Duration::ZERO,
         };
-        let row = render(Conn::Control, &c, Duration::ZERO);
+        let row = render(Conn::Control, &c, Duration::ZERO, true);
         assert!(!row.contains("<script"), "{row}");
         assert!(
             row.contains(r"&lt;script&gt;x&lt;/script&gt;\x1b\r\n"),

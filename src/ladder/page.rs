@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ftpct_engine::event::Event;
 
+use super::crossing::Crossing;
 use super::fold::{rows, DataRun, Row};
 use super::layout::{
     ARROW_ROW, FONT_PX, HOST_BOX, PAGE_MARGIN, TIME_RIGHT, WIDTH, X_GATEWAY, X_INSIDE, X_OUTSIDE,
@@ -104,18 +105,19 @@ fn section(n: usize, s: &Session, start: Duration) -> String {
         html(&s.flow.to_string()),
         html(&counts(s))
     );
-    out.push_str(&hosts(&Hosts::of(s)));
+    let hosts = Hosts::of(s);
+    out.push_str(&hosts_row(&hosts));
     for row in rows(&s.items) {
-        out.push_str(&row_html(&row, start));
+        out.push_str(&row_html(&row, &hosts, start));
     }
     out.push_str("</div></section>\n");
     out
 }
 
-fn row_html(row: &Row<'_>, start: Duration) -> String {
+fn row_html(row: &Row<'_>, hosts: &Hosts, start: Duration) -> String {
     match row {
         Row::Arrow { conn, crossing } => {
-            let mut out = arrow::render(*conn, crossing, start);
+            let mut out = arrow::render(*conn, crossing, start, hosts.points_left(crossing));
             for e in crossing.events.iter().filter(|e| is_note(e)) {
                 out.push_str(&note::render(e, crossing.time, start));
             }
@@ -199,9 +201,17 @@ impl Hosts {
             },
         }
     }
+
+    /// Whether `c` goes toward the inside host. Without NAT the gateway
+    /// cannot tell its sides (every packet passes as from the inside):
+    /// a segment to the inside host still goes left.
+    fn points_left(&self, c: &Crossing) -> bool {
+        let t = c.inside.tuple;
+        c.toward_inside || (t.dst.ip() == self.inside && t.src.ip() != self.inside)
+    }
 }
 
-fn hosts(h: &Hosts) -> String {
+fn hosts_row(h: &Hosts) -> String {
     let nat = if h.public == h.inside {
         "no address change".to_string()
     } else {
@@ -306,7 +316,7 @@ mod tests {
 
     use super::*;
     use crate::ladder::crossing::tests::packet;
-    use crate::ladder::crossing::{Crossing, Segment};
+    use crate::ladder::crossing::Segment;
 
     fn recorder(sessions: usize) -> Recorder {
         let mut r = Recorder::new();
@@ -361,6 +371,28 @@ mod tests {
         let page = render(&recorder(1), &Heading::default());
         assert!(page.contains(">192.0.2.10</text>") && page.contains(">198.51.100.20</text>"));
         assert!(page.contains(">no address change</text>"));
+    }
+
+    #[test]
+    fn without_nat_replies_still_point_to_the_inside_host() {
+        let mut r = recorder(1);
+        // Without NAT the gateway passes the reply as from the inside.
+        let reply = Segment::parse(&packet(false, 9, 2, b"220 hi\r\n")).expect("tcp");
+        let c = Crossing {
+            time: Duration::from_millis(3),
+            toward_inside: false,
+            outside: Some(reply.clone()),
+            inside: reply,
+            events: Vec::new(),
+        };
+        r.crossing(c, &[]);
+        let page = render(&r, &Heading::default());
+        let row = page
+            .split("<div class=\"row seg ")
+            .find(|row| row.contains("220 hi"))
+            .expect("the reply's row");
+        let leftward = format!(r#"x1="{X_OUTSIDE}" y1="22" x2="{X_GATEWAY}""#);
+        assert!(row.contains(&leftward), "{row}");
     }
 
     #[test]
