@@ -34,7 +34,7 @@ cargo test --workspace --locked
 step "release build"
 cargo build --release --locked --workspace
 
-step "Debian package: cargo deb, installed in a throwaway root, run chrooted"
+step "Debian package: cargo deb -p ftpct; install, upgrade, remove, purge in a throwaway root"
 scripts/deb-test.sh
 
 step "operations: config file, exit codes, non-root run, sd-notify, SIGHUP, kernel-helper warning, journald"

@@ -161,7 +161,7 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum GenerateCommand {
-    /// Write ftpct.1 and a page per subcommand into DIR
+    /// Write ftpct.8, a page per subcommand and ftpct.toml.5 into DIR
     Man { dir: PathBuf },
     /// Print the completion script of SHELL
     Completions { shell: clap_complete::Shell },

@@ -17,6 +17,16 @@ pub const NO_PERMISSION: u8 = 77;
 /// iptables (EX_UNAVAILABLE).
 pub const KERNEL: u8 = 69;
 
+/// Each code and what it means, for the man pages' EXIT STATUS.
+pub const TABLE: [(u8, &str); 6] = [
+    (OK, "Success."),
+    (FAILURE, "A failure while running: a queue thread stopped, a capture unreadable, no daemon answering status."),
+    (USAGE, "A wrong command line."),
+    (CONFIG, "The configuration file (malformed, or named with --config and missing) or a value in it or in a flag out of its range (EX_CONFIG)."),
+    (NO_PERMISSION, "No permission: CAP_NET_ADMIN missing (run, rules --apply, rules --delete), CAP_NET_RAW missing (monitor), or a status socket that refuses this user (EX_NOPERM)."),
+    (KERNEL, "The kernel refused or lacks something: NFQUEUE, conntrack, ipset or iptables unavailable or refusing, a queue already bound (EX_UNAVAILABLE)."),
+];
+
 /// The table printed at the end of `--help` and in the README.
 pub const HELP: &str = "Exit codes: 0 success, 1 failure while running, 2 wrong command line, \
 78 configuration error (file or value), 77 no permission (CAP_NET_ADMIN or CAP_NET_RAW \
@@ -70,4 +80,16 @@ pub fn of_status(e: &crate::cli::status::StatusError) -> u8 {
 /// EPERM or EACCES.
 fn is_permission(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_names_every_code_of_the_table() {
+        for (code, _) in TABLE {
+            assert!(HELP.contains(&format!("{code} ")), "{code}");
+        }
+    }
 }
