@@ -373,12 +373,19 @@ fn in_order(save: &str, wanted: &[Rule], queueing: &dyn Fn(&str) -> bool) -> boo
             .filter(|r| ordered(r) && r.chain == *chain)
             .filter_map(|r| comment_of(&r.spec))
             .collect();
-        let have: Vec<&str> = chain_rules(save, chain)
+        let have: Vec<String> = chain_rules(save, chain)
             .filter(|(_, line)| queueing(line))
             .filter_map(|(_, line)| saved_comment(line))
+            .map(unescaped)
             .collect();
         have == want
     })
+}
+
+/// A saved comment as it was given: iptables-save writes a quote inside
+/// one as `\'` (ftpct's "control connections' resets").
+fn unescaped(comment: &str) -> String {
+    comment.replace("\\'", "'").replace("\\\"", "\"")
 }
 
 /// The rules of `chain` in the save output, numbered from 1.
@@ -553,6 +560,15 @@ pub fn change_rules<E: Exec>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_comments_are_read_as_given() {
+        assert_eq!(
+            unescaped("ftpct: FTP control connections\\' resets"),
+            "ftpct: FTP control connections' resets"
+        );
+        assert_eq!(unescaped("plain"), "plain");
+    }
     use crate::netfilter::rules::tests::ruleset;
     use crate::netfilter::rules::{Families, SetNames, COMMENT_CT, COMMENT_PLAIN};
 
