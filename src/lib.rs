@@ -6,11 +6,13 @@
 //! - `daemon`: the NFQUEUE workers, signals, and the executor of the
 //!   engine's commands;
 //! - `offline`: pcap reading and writing, and replay through the engine;
+//! - `doctor`: what the machine lacks for ftpct;
 //! - `cli`: log output and the replay report;
 //! - `ladder`: the HTML ladder diagram of `--html`.
 
 pub mod cli;
 pub mod daemon;
+pub mod doctor;
 pub mod ladder;
 pub mod monitor;
 pub mod netfilter;

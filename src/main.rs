@@ -136,6 +136,24 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// What this machine lacks for ftpct, and what to do
+    ///
+    /// Looks at the running kernel (the iptables matches and targets the
+    /// rules use, conntrack, ctnetlink, NAT, NFQUEUE, the ipset types), the
+    /// rules in place and their order, a kernel FTP helper attached to the
+    /// same connections, and the queues. Changes nothing. Exit 0 when
+    /// nothing is missing, 69 when something is (each says what to do), 77
+    /// without CAP_NET_ADMIN.
+    #[command(after_help = exit::HELP)]
+    Doctor {
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(flatten)]
+        queues: QueueFlags,
+        /// One JSON object per finding
+        #[arg(long)]
+        json: bool,
+    },
     /// The configuration file: `check` prints the configuration in force
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -261,6 +279,11 @@ fn main() -> ExitCode {
                 _ => None,
             },
         ),
+        Command::Doctor {
+            config,
+            queues,
+            json,
+        } => run_doctor(&config, &queues, json),
         Command::Config(ConfigCommand::Check { config }) => settings(&config, |_| {})
             .map(|s| print!("{}", s.to_toml()))
             .map_err(Failure::from),
@@ -397,6 +420,43 @@ fn command_line() -> String {
         .join(" ")
 }
 
+fn run_doctor(path: &ConfigPath, queues: &QueueFlags, json: bool) -> Result<(), Failure> {
+    let s = settings(path, |s| queues.apply(s))?;
+    permission::need_net_admin("ftpct doctor").map_err(|e| Failure::new(exit::NO_PERMISSION, e))?;
+    let rs = rule_set(Families::All, &s)?;
+    let findings = ftpct::doctor::examine(&rs, s.queues.list());
+    let lines: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            if json {
+                serde_json::to_string(f).unwrap_or_default()
+            } else {
+                f.to_string()
+            }
+        })
+        .collect();
+    print_lines(&lines);
+    if ftpct::doctor::healthy(&findings) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::KERNEL,
+            "something ftpct needs is missing (see above)",
+        ))
+    }
+}
+
+/// The rules and sets of the settings, for `families`.
+fn rule_set(families: Families, s: &Settings) -> Result<RuleSet, Failure> {
+    Ok(RuleSet {
+        families: families.list(),
+        queue: s.queues.target()?,
+        control_ports: s.control_ports.clone(),
+        sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
+        queue_all: s.queue_all,
+    })
+}
+
 fn run_rules(
     family: Families,
     path: &ConfigPath,
@@ -404,13 +464,7 @@ fn run_rules(
     action: Option<Action>,
 ) -> Result<(), Failure> {
     let s = settings(path, |s| queues.apply(s))?;
-    let rs = RuleSet {
-        families: family.list(),
-        queue: s.queues.target()?,
-        control_ports: s.control_ports.clone(),
-        sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
-        queue_all: s.queue_all,
-    };
+    let rs = rule_set(family, &s)?;
     let kernel = |e: Box<dyn std::error::Error>| Failure::new(exit::KERNEL, e);
     let log = match action {
         None => vec![rules::render_apply(&rs)],

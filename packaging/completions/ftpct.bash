@@ -19,6 +19,9 @@ _ftpct() {
             ftpct,config)
                 cmd="ftpct__subcmd__config"
                 ;;
+            ftpct,doctor)
+                cmd="ftpct__subcmd__doctor"
+                ;;
             ftpct,generate)
                 cmd="ftpct__subcmd__generate"
                 ;;
@@ -73,6 +76,9 @@ _ftpct() {
             ftpct__subcmd__help,config)
                 cmd="ftpct__subcmd__help__subcmd__config"
                 ;;
+            ftpct__subcmd__help,doctor)
+                cmd="ftpct__subcmd__help__subcmd__doctor"
+                ;;
             ftpct__subcmd__help,generate)
                 cmd="ftpct__subcmd__help__subcmd__generate"
                 ;;
@@ -110,7 +116,7 @@ _ftpct() {
 
     case "${cmd}" in
         ftpct)
-            opts="-h -V --help --version replay monitor status run rules config generate help"
+            opts="-h -V --help --version replay monitor status run rules doctor config generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -190,6 +196,40 @@ _ftpct() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ftpct__subcmd__doctor)
+            opts="-h --config --queue --queues --control-ports --ipset --queue-all --selective --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-ports)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ipset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -296,7 +336,7 @@ _ftpct() {
             return 0
             ;;
         ftpct__subcmd__help)
-            opts="replay monitor status run rules config generate help"
+            opts="replay monitor status run rules doctor config generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -326,6 +366,20 @@ _ftpct() {
         ftpct__subcmd__help__subcmd__config__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ftpct__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -22,7 +22,7 @@ const FILES: [(&str, &str); 4] = [
     ),
     (
         "/proc/net/netfilter/nfnetlink_queue",
-        "The kernel's figures of each queue, which the metrics read.",
+        "The kernel's figures of each queue, which the metrics and doctor read.",
     ),
 ];
 
@@ -34,7 +34,12 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
     match page {
         "ftpct" => &[
             ("ftpct rules --apply && ftpct run", "Help FTP on this gateway (what the unit does)."),
+            ("ftpct doctor", "What this machine lacks for ftpct, and what to do."),
             ("ftpct status", "What the running helper holds now."),
+        ],
+        "ftpct-doctor" => &[
+            ("ftpct doctor", "Say what is missing and what to do; exit 0 when nothing is."),
+            ("ftpct doctor --json", "One JSON object per finding, for scripts."),
         ],
         "ftpct-run" => &[
             ("systemctl enable --now ftpct", "Under systemd, as packaged."),

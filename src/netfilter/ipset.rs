@@ -472,6 +472,17 @@ impl Ipset {
         first_attrs(&replies).and_then(decode).map_err(|w| w.at(op))
     }
 
+    /// The newest revision of `set_type` the kernel has (an error if it
+    /// has none: the type's module is missing).
+    pub fn type_revision(&mut self, ipv6: bool, set_type: SetType) -> Result<u8, Error> {
+        self.query(
+            Op::IpsetType,
+            set_type.name(),
+            encode_type(self.protocol, ipv6, set_type),
+            decode_type_revision,
+        )
+    }
+
     /// Creates a `hash:ip,port` set with the timeout option. Ok if a set of
     /// that name already exists with the same type, family and timeout.
     pub fn create(

@@ -531,6 +531,50 @@ fn nft_table_is_bare(listed: &str) -> bool {
     })
 }
 
+/// What `ftpct doctor` finds of one family's rules, without changing any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesFound {
+    pub family: Family,
+    pub wanted: usize,
+    /// The rules that are not there, as `iptables -A` would add them.
+    pub missing: Vec<String>,
+    /// This ftpct's queueing rules are the wanted ones, in their order.
+    pub in_order: bool,
+    /// The raw table, as the backend's save tool prints it.
+    pub save: String,
+}
+
+/// Looks at the rules of every family (`iptables -C`, the save output).
+pub fn check_rules<E: Exec>(exec: &mut E, rs: &RuleSet) -> Result<Vec<RulesFound>, RulesError> {
+    let mut found = Vec::new();
+    for &family in &rs.families {
+        let mut t = Tables::open(exec, family)?;
+        let save = t.save()?;
+        let wanted = rs.rules(family, !has_table(&save));
+        let mut missing = Vec::new();
+        for rule in &wanted {
+            let there = if rule.role == Role::ConntrackOn {
+                t.has(&conntrack_on(false))? || t.has(&conntrack_on(true))?
+            } else {
+                t.has(rule)?
+            };
+            if !there {
+                missing.push(command_line(family.tool(), &rule_args("-A", rule)));
+            }
+        }
+        let owner = Owner::of(rs, family);
+        let in_order = in_order(&save, &wanted, &|line: &str| owner.queueing(line));
+        found.push(RulesFound {
+            family,
+            wanted: wanted.len(),
+            missing,
+            in_order,
+            save,
+        });
+    }
+    Ok(found)
+}
+
 /// Applies or removes the iptables rules of every family; returns what was done.
 pub fn change_rules<E: Exec>(
     exec: &mut E,
