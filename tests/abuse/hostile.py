@@ -1324,7 +1324,7 @@ def main(argv):
     s.add_argument("--probe-host", action="append", default=[])
     s.add_argument("--probe-timeout", type=float, default=0.4)
     s.add_argument("--sweep-timeout", type=float, default=0.5)
-    s.add_argument("--data-timeout", type=float, default=2.0)
+    s.add_argument("--data-timeout", type=float, default=1.0)
     s.add_argument("--timeout", type=float, default=5.0)
     s.add_argument("--max-attempts", type=int, default=64)
     s.add_argument("--file", required=True)
