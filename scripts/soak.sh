@@ -24,8 +24,8 @@
 #   --pause S       seconds each ftpload client waits between its sessions,
 #                   default 2 (see "The rate" below); 0 runs them flat out
 #   --curl K        curl clients, default 8 (several transfers per session)
-#   --out DIR       work directory (default: a fresh /tmp/ftpct-soak.XXXXXX);
-#                   always kept: soak.log, table.txt, samples.csv, and per row
+#   --out DIR       work directory, kept (default: a fresh /tmp/ftpct-soak.XXXXXX,
+#                   removed when the run passes): soak.log, table.txt, samples.csv, and per row
 #                   ftpct.log, clients.txt, failures.txt, nstat-*.txt, the
 #                   clients' results
 #
@@ -219,7 +219,14 @@ cleanup() {
     stop_sampler
     mode_off
     ((LAB_UP)) && "$LAB" down >/dev/null 2>&1
-    [[ -n $WORK ]] && log "work directory kept: $WORK"
+    # A passing run without --out leaves nothing behind; a failing one, or
+    # one given --out, keeps its logs to read.
+    if [[ -n $WORK && $rc -eq 0 && -z $OUT ]]; then
+        rm -rf -- "$WORK"
+        log "passed: work directory $WORK removed (--out DIR keeps one)"
+    elif [[ -n $WORK ]]; then
+        log "work directory kept: $WORK"
+    fi
     exit "$rc"
 }
 
