@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""FTP client for the end-to-end matrix (scripts/e2e.sh), on Python's ftplib.
+"""FTP client for the end-to-end matrix (tests/lab), on Python's ftplib.
 
 Unlike ftplib's defaults, it uses the address of a 227 reply as given (so a
 wrong rewrite of the 227 shows), and it speaks every data-connection mode on

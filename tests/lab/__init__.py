@@ -1,0 +1,14 @@
+"""The namespace lab as a pytest harness (FRRouting's topotests are the
+model): a small library that builds the lab, and the suites as data.
+
+  proc.py      running programs in a namespace, bounded waits, daemons
+  topology.py  namespaces, veths, addresses, routes, NAT, the gateway's filter
+  servers.py   vsftpd and pure-ftpd, the files they serve
+  gateway.py   the gateway's helper: none, kernel, ftpct, ftpct-queue-all
+  clients.py   curl, lftp, tests/e2e/ftpc.py, and what their transcripts show
+  cases.py     tests/e2e/matrix, the end-to-end cases as data
+  e2e.py       one end-to-end run and its checks
+  conftest.py  the fixtures; test_*.py the suites
+
+Run as root: /usr/bin/python3 -m pytest tests/lab (README, "Tests").
+"""

@@ -1,0 +1,144 @@
+"""Fixtures of the lab harness (FRRouting's topotests are the model): the
+topology, its FTP server and its gateway's helper are session-scoped and
+parametrised, so that consecutive tests that name the same ones share them;
+each is taken down by its finalizer, also when a test fails or the run is
+interrupted (Ctrl-C, SIGTERM).
+
+Options (pytest --help, group "lab"): --lab-modes, --lab-all-controls,
+--lab-keep, --lab-prefix, --ftpct.
+"""
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+import pytest
+
+from . import e2e, servers
+from .clients import Uploads
+from .gateway import Gateway
+from .servers import FtpRoot
+from .topology import Topology
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUTCOMES = pytest.StashKey()
+KEPT = pytest.StashKey()  # the work directory --lab-keep kept
+STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lab", "the namespace lab (tests/lab)")
+    group.addoption("--lab-modes", default="ftpct,kernel,none",
+                    help="gateway modes to run, comma-separated: ftpct, ftpct-queue-all, kernel, none "
+                         "(default: ftpct,kernel,none)")
+    group.addoption("--lab-all-controls", action="store_true",
+                    help="run every case under kernel and none too, not only those tagged ctl")
+    group.addoption("--lab-keep", action="store_true",
+                    help="keep the work directory (transcripts, ftpct's logs, server logs)")
+    group.addoption("--lab-prefix", default=os.environ.get("FTPCT_LAB_PREFIX", "ftpct-py-"),
+                    help="namespace prefix, must start with ftpct- (default: ftpct-py-)")
+    group.addoption("--ftpct", default=os.environ.get("FTPCT_BIN", os.path.join(REPO, "target/release/ftpct")),
+                    help="the ftpct binary (default: target/release/ftpct)")
+
+
+def pytest_configure(config):
+    config.stash[OUTCOMES] = []
+    config.stash[STARTED] = time.monotonic()
+    config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
+    # SIGTERM as Ctrl-C: pytest then runs every finalizer (lab taken down).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """The count of runs, and why it is not the count of cases."""
+    runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
+    if not runs:
+        return []
+    kinds = {}
+    for item in runs:
+        kind = item.callspec.params["gateway"].kind
+        kinds[kind] = kinds.get(kind, 0) + 1
+    cases = {item.callspec.params["case"].name for item in runs}
+    per_mode = ", ".join(f"{n} under {kind}" for kind, n in kinds.items())
+    return [f"e2e: {len(cases)} case(s) from tests/e2e/matrix, {len(runs)} run(s): {per_mode} "
+            "(every case runs under ftpct; the kernel's helper and no helper run the cases tagged ctl)"]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    outcomes = config.stash[OUTCOMES]
+    if outcomes:
+        terminalreporter.section("end-to-end runs")
+        for line in e2e.table(outcomes, time.monotonic() - config.stash[STARTED]):
+            terminalreporter.write_line(line)
+    if KEPT in config.stash:
+        terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
+
+
+def require_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab creates network namespaces")
+
+
+@pytest.fixture(scope="session")
+def outcomes(request):
+    return request.config.stash[OUTCOMES]
+
+
+@pytest.fixture(scope="session")
+def lab_workdir(request):
+    """Transcripts, logs, upload sources and the servers' files; removed at
+    the end unless --lab-keep."""
+    require_root()
+    path = tempfile.mkdtemp(prefix="ftpct-lab-py.", dir="/tmp")
+    os.chmod(path, 0o755)  # the servers' unprivileged processes walk through it
+    yield path
+    if request.config.getoption("--lab-keep"):
+        request.config.stash[KEPT] = path
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_files(lab_workdir):
+    """The servers' files, made once for every topology."""
+    return FtpRoot(os.path.join(lab_workdir, "root")).build()
+
+
+@pytest.fixture(scope="session")
+def uploads(lab_workdir):
+    return Uploads(lab_workdir)
+
+
+@pytest.fixture(scope="session")
+def topology(request, lab_workdir):
+    """The topology named by the parameter, built in namespaces
+    --lab-prefix + role."""
+    topo = Topology(request.param, request.config.getoption("--lab-prefix"))
+    request.addfinalizer(topo.destroy)
+    return topo.build()
+
+
+@pytest.fixture(scope="session")
+def server(request, topology, lab_files):
+    """The FTP server kind named by the parameter, in every server
+    namespace of the topology, reachable through the gateway."""
+    srv = servers.server(request.param, lab_files, fxp=topology.name == "fxp")
+    request.addfinalizer(srv.stop)
+    srv.start([topology.ns(role) for role in topology.server_roles])
+    servers.check_reachable(srv, topology)
+    return srv
+
+
+@pytest.fixture(scope="session")
+def gateway(request, topology, lab_workdir):
+    """The gateway in the mode of the parameter (a gateway.Mode)."""
+    gw = Gateway(topology, request.config.getoption("--ftpct"), lab_workdir)
+    request.addfinalizer(gw.leave)
+    return gw.enter(request.param)

@@ -1,0 +1,127 @@
+"""The gateway's FTP helper, one mode at a time:
+
+  none             no helper: every data connection must fail (the filter
+                   drops what is neither RELATED nor a control connection);
+  kernel           the kernel's own helper, attached by hand (raw PREROUTING
+                   -p tcp --dport 21 -j CT --helper ftp): automatic helper
+                   assignment does not exist on current kernels;
+  ftpct            `ftpct rules --apply` and `ftpct run` (selective queueing);
+  ftpct-queue-all  the same with --queue-all on both.
+"""
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from .proc import Daemon, LabError, wait_until
+
+KERNEL_HELPER = ("PREROUTING", "-p", "tcp", "--dport", "21", "-j", "CT", "--helper", "ftp")  # table raw
+READY_LINE = "running: queues"  # ftpct's start-up line: its queues are bound
+READY_SECS = 5
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the text log has colours even in a file
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A gateway mode and the extra arguments of `ftpct run`."""
+    kind: str
+    ftpct_args: tuple = ()
+
+    KINDS = ("none", "kernel", "ftpct", "ftpct-queue-all")
+
+    def __post_init__(self):
+        if self.kind not in self.KINDS:
+            raise LabError(f"unknown gateway mode {self.kind!r} (one of: {', '.join(self.KINDS)})")
+
+    @property
+    def runs_ftpct(self):
+        return self.kind.startswith("ftpct")
+
+    @property
+    def queue_args(self):
+        return ("--queue-all",) if self.kind == "ftpct-queue-all" else ()
+
+    def __str__(self):
+        return " ".join((self.kind, *self.ftpct_args))
+
+
+class Gateway:
+    """The helper of one topology's gateway. enter(mode) sets it up,
+    leave() takes it away again (ftpct stopped, its rules deleted, the
+    kernel's helper detached)."""
+
+    def __init__(self, topology, ftpct_bin, workdir):
+        self.topology = topology
+        self.ftpct_bin = ftpct_bin
+        self.workdir = workdir
+        self.mode = None
+        self.ftpct = None
+        self.rules_applied = None  # the arguments `ftpct rules --apply` had
+
+    def enter(self, mode):
+        self.leave()
+        self.mode = mode
+        if mode.kind == "kernel":
+            self._kernel_helper("-A")
+        elif mode.runs_ftpct:
+            if not os.access(self.ftpct_bin, os.X_OK):
+                raise LabError(f"{self.ftpct_bin} missing: cargo build --release (or --ftpct PATH)")
+            self.rules_applied = mode.queue_args  # deleted by leave() even if --apply half-failed
+            self._ftpct_rules("--apply", *mode.queue_args)
+            self._start_ftpct(mode)
+        self.topology.flush_conntrack()
+        return self
+
+    def leave(self):
+        """Idempotent, and safe on a half-entered mode."""
+        problems = []
+        if self.ftpct is not None:
+            if not self.ftpct.stop():
+                problems.append("ftpct did not stop on SIGTERM within 5 s: killed")
+            self.ftpct = None
+        if self.rules_applied is not None:
+            self._ftpct_rules("--delete", *self.rules_applied, check=False)
+            self.rules_applied = None
+        if self.mode is not None and self.mode.kind == "kernel":
+            self._kernel_helper("-D", check=False)
+        self.mode = None
+        if problems:
+            raise LabError("; ".join(problems))
+
+    # --- ftpct's log -----------------------------------------------------
+
+    def log_offset(self):
+        """Where ftpct's log ends now (0 without ftpct)."""
+        return os.path.getsize(self.ftpct.log_path) if self.ftpct else 0
+
+    def log_since(self, offset):
+        """ftpct's log from offset on, without colours ('' without ftpct)."""
+        if self.ftpct is None:
+            return ""
+        with open(self.ftpct.log_path, "rb") as f:
+            f.seek(offset)
+            return ANSI.sub("", f.read().decode(errors="replace"))
+
+    # --- the pieces -------------------------------------------------------
+
+    def _kernel_helper(self, op, check=True):
+        for ipt in ("iptables", "ip6tables"):
+            self.topology.gw(ipt, "-t", "raw", op, *KERNEL_HELPER, check=check)
+
+    def _ftpct_rules(self, op, *args, check=True):
+        self.topology.gw(self.ftpct_bin, "rules", op, *args, check=check)
+
+    def _start_ftpct(self, mode):
+        log = os.path.join(self.workdir, f"ftpct-{self.topology.name}-{time.strftime('%H%M%S')}"
+                                         f"-{time.monotonic_ns() % 10**6}.log")
+        argv = [self.ftpct_bin, "run", *mode.queue_args, *mode.ftpct_args]
+        self.ftpct = Daemon("ftpct run", argv, self.topology.gw_ns, log).start()
+        try:
+            wait_until("ftpct's start-up line",
+                       lambda: not self.ftpct.alive() or READY_LINE in self.ftpct.output(50),
+                       timeout=READY_SECS)
+        except LabError:
+            raise self.ftpct.fail(f"logged no start-up line ({READY_LINE!r}) within {READY_SECS} s") from None
+        if not self.ftpct.alive():
+            raise self.ftpct.fail("exited at start-up")

@@ -1,0 +1,242 @@
+"""The lab's topologies: a client, a gateway and FTP servers in network
+namespaces, addresses from the documentation ranges only (as scripts/lab.sh
+builds them; the failover pair, `ha`, is still built by lab.sh alone).
+
+  snat   cli  cli0 192.0.2.10/24     2001:db8:1::10/64   via the gateway's gwin
+         gw   gwin 192.0.2.1/24 2001:db8:1::1/64, gwout 198.51.100.1/24 2001:db8:2::1/64
+              MASQUERADE (v4 and v6) out of gwout
+         srv  srv0 198.51.100.20/24  2001:db8:2::20/64   via the gateway's gwout
+  plain  as snat, without NAT (a routing firewall)
+  fxp    as plain, and a second server behind a third gateway interface, so
+         that a server-to-server data connection crosses the gateway:
+         gw gwout2 203.0.113.1/24 2001:db8:3::1/64; srv2 srv0 203.0.113.30/24 2001:db8:3::30/64
+  dnat   the client outside (198.51.100.10, on gwout), the server inside
+         (192.0.2.20, on gwin), published on the gateway's outside address
+         for port 21 only: the data ports need a helper.
+
+The gateway's filter, both families: FORWARD policy DROP, ESTABLISHED and
+RELATED accepted, NEW accepted only to port 21. So every data connection,
+active or passive, needs a helper to become RELATED.
+
+Interface names have three letters or more: `ip link` reads short ones as
+abbreviated keywords.
+"""
+
+import os
+from dataclasses import dataclass
+
+from .proc import LabError, run, wait_until
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of a link: an interface and its two addresses (with length)."""
+    iface: str
+    v4: str
+    v6: str
+
+    @property
+    def addr4(self):
+        return self.v4.split("/")[0]
+
+    @property
+    def addr6(self):
+        return self.v6.split("/")[0]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth from the gateway to a host (a role: cli, srv, srv2)."""
+    gw: Side
+    role: str
+    host: Side
+
+
+GW_IN = Side("gwin", "192.0.2.1/24", "2001:db8:1::1/64")
+GW_OUT = Side("gwout", "198.51.100.1/24", "2001:db8:2::1/64")
+GW_OUT2 = Side("gwout2", "203.0.113.1/24", "2001:db8:3::1/64")
+
+CLIENT_INSIDE = Link(GW_IN, "cli", Side("cli0", "192.0.2.10/24", "2001:db8:1::10/64"))
+SERVER_OUTSIDE = Link(GW_OUT, "srv", Side("srv0", "198.51.100.20/24", "2001:db8:2::20/64"))
+SERVER2_OUTSIDE = Link(GW_OUT2, "srv2", Side("srv0", "203.0.113.30/24", "2001:db8:3::30/64"))
+CLIENT_OUTSIDE = Link(GW_OUT, "cli", Side("cli0", "198.51.100.10/24", "2001:db8:2::10/64"))
+SERVER_INSIDE = Link(GW_IN, "srv", Side("srv0", "192.0.2.20/24", "2001:db8:1::20/64"))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A topology: its links and its NAT (None, masquerade or dnat)."""
+    name: str
+    links: tuple
+    nat: str = None
+
+
+SPECS = {
+    spec.name: spec
+    for spec in (
+        Spec("snat", (CLIENT_INSIDE, SERVER_OUTSIDE), nat="masquerade"),
+        Spec("plain", (CLIENT_INSIDE, SERVER_OUTSIDE)),
+        Spec("fxp", (CLIENT_INSIDE, SERVER_OUTSIDE, SERVER2_OUTSIDE)),
+        Spec("dnat", (SERVER_INSIDE, CLIENT_OUTSIDE), nat="dnat"),
+    )
+}
+
+IPTABLES = ("iptables", "ip6tables")
+
+
+class Topology:
+    """One topology built in namespaces PREFIX + role (cli, gw, srv, srv2)."""
+
+    def __init__(self, name, prefix):
+        if name not in SPECS:
+            raise LabError(f"unknown topology {name!r} (one of: {', '.join(SPECS)})")
+        if not prefix.startswith("ftpct-"):
+            raise LabError(f"namespace prefix {prefix!r} must start with ftpct-")
+        self.spec = SPECS[name]
+        self.name = name
+        self.prefix = prefix
+        self.links = {link.role: link for link in self.spec.links}
+
+    # --- what the cases need to know ------------------------------------
+
+    def ns(self, role):
+        return self.prefix + role
+
+    @property
+    def gw_ns(self):
+        return self.ns("gw")
+
+    @property
+    def cli_ns(self):
+        return self.ns("cli")
+
+    @property
+    def server_roles(self):
+        return [role for role in self.links if role.startswith("srv")]
+
+    def namespaces(self):
+        return [self.ns("gw")] + [self.ns(role) for role in self.links]
+
+    def server_addr(self, family, role="srv"):
+        host = self.links[role].host
+        return host.addr4 if family == "v4" else host.addr6
+
+    def target(self, family):
+        """The address the client dials: the server's own, or under DNAT
+        the gateway's outside address."""
+        if self.spec.nat == "dnat":
+            return GW_OUT.addr4 if family == "v4" else GW_OUT.addr6
+        return self.server_addr(family)
+
+    def gw(self, *argv, check=True, timeout=30):
+        return run(argv, ns=self.gw_ns, check=check, timeout=timeout)
+
+    def env(self):
+        """The lab described as scripts/lab.sh env does (for a person)."""
+        cli = self.links["cli"].host
+        out = {"FTPCT_LAB_TOPO": self.name, "FTPCT_LAB_NS_CLI": self.cli_ns,
+               "FTPCT_LAB_NS_GW": self.gw_ns, "FTPCT_LAB_CLI4": cli.addr4, "FTPCT_LAB_CLI6": cli.addr6,
+               "FTPCT_LAB_TARGET4": self.target("v4"), "FTPCT_LAB_TARGET6": self.target("v6")}
+        for role in self.server_roles:
+            key = role.upper()
+            out[f"FTPCT_LAB_NS_{key}"] = self.ns(role)
+            out[f"FTPCT_LAB_{key}_4"] = self.server_addr("v4", role)
+            out[f"FTPCT_LAB_{key}_6"] = self.server_addr("v6", role)
+        return out
+
+    # --- building and taking down ---------------------------------------
+
+    def build(self):
+        """Builds the topology; a half-built one is taken down again."""
+        self.destroy()  # what a killed run may have left under our names
+        try:
+            for ns in self.namespaces():
+                make_ns(ns)
+            for link in self.spec.links:
+                self._connect(link)
+            self._filter()
+            self._nat()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def destroy(self):
+        """Stops what still runs in the namespaces (by id) and removes them."""
+        for ns in self.namespaces():
+            remove_ns(ns)
+
+    def flush_conntrack(self):
+        """The gateway's connections and expectations, both families, gone:
+        each case starts from an empty table."""
+        for family in ("ipv4", "ipv6"):
+            self.gw("conntrack", "-F", "-f", family, check=False)
+            self.gw("conntrack", "-F", "expect", "-f", family, check=False)
+
+    def _connect(self, link):
+        host_ns = self.ns(link.role)
+        run(["ip", "link", "add", link.gw.iface, "netns", self.gw_ns, "type", "veth",
+             "peer", "name", link.host.iface, "netns", host_ns])
+        set_addresses(self.gw_ns, link.gw)
+        set_addresses(host_ns, link.host)
+        run(["ip", "-n", host_ns, "route", "add", "default", "via", link.gw.addr4])
+        run(["ip", "-n", host_ns, "-6", "route", "add", "default", "via", link.gw.addr6])
+
+    def _filter(self):
+        run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], ns=self.gw_ns)
+        for ipt in IPTABLES:
+            self.gw(ipt, "-P", "FORWARD", "DROP")
+            self.gw(ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+            self.gw(ipt, "-A", "FORWARD", "-p", "tcp", "--dport", "21", "-m", "conntrack", "--ctstate", "NEW",
+                    "-j", "ACCEPT")
+
+    def _nat(self):
+        if self.spec.nat == "masquerade":
+            for ipt in IPTABLES:
+                self.gw(ipt, "-t", "nat", "-A", "POSTROUTING", "-o", GW_OUT.iface, "-j", "MASQUERADE")
+        elif self.spec.nat == "dnat":
+            inside = self.links["srv"].host
+            for ipt, public, private in (("iptables", GW_OUT.addr4, f"{inside.addr4}:21"),
+                                         ("ip6tables", GW_OUT.addr6, f"[{inside.addr6}]:21")):
+                self.gw(ipt, "-t", "nat", "-A", "PREROUTING", "-i", GW_OUT.iface, "-d", public, "-p", "tcp",
+                        "--dport", "21", "-j", "DNAT", "--to-destination", private)
+
+
+def ns_exists(ns):
+    return os.path.exists(f"/run/netns/{ns}")
+
+
+def make_ns(ns):
+    run(["ip", "netns", "add", ns])
+    # No duplicate address detection: addresses are usable at once.
+    run(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+         "net.ipv6.conf.all.dad_transmits=0", "net.ipv6.conf.default.dad_transmits=0"], ns=ns)
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+
+def set_addresses(ns, side):
+    run(["ip", "-n", ns, "addr", "add", side.v4, "dev", side.iface])
+    run(["ip", "-n", ns, "-6", "addr", "add", side.v6, "dev", side.iface, "nodad"])
+    run(["ip", "-n", ns, "link", "set", side.iface, "up"])
+
+
+def ns_pids(ns):
+    done = run(["ip", "netns", "pids", ns], check=False)
+    return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+
+
+def remove_ns(ns):
+    """Removes namespace ns, first stopping the processes still in it (ours:
+    the namespace's name is the lab's), SIGTERM then SIGKILL after 3 s."""
+    if not ns_exists(ns):
+        return
+    for sig in ("TERM", "KILL"):
+        pids = ns_pids(ns)
+        if not pids:
+            break
+        run(["kill", f"-{sig}", *map(str, pids)], check=False)
+        try:
+            wait_until(f"processes of {ns} gone", lambda: not ns_pids(ns), timeout=3)
+        except LabError:
+            continue
+    run(["ip", "netns", "del", ns])
