@@ -476,6 +476,11 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     } else {
         "every control packet (--queue-all)".to_string()
     };
+    // Looked at before "running" is said, so that the metrics tell from
+    // the first scrape whether rules feed the queues.
+    let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
+    rules.check(&mut iptables::System, Instant::now());
+    shared.metrics().queues_without_rule(rules.unfed());
     info!(
         "running: queues {queues_wanted:?}, control ports {:?}, ipsets {} and {}, queueing {queueing}",
         config.control_ports, sets.v4, sets.v6
@@ -487,7 +492,6 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         fin_sets: config.selective.then(|| sets.clone()),
         session_ends: session_ends::SessionEnds::default(),
     };
-    let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
     service::notify_ready(&queues_wanted);
     let failure = supervise(
         &mut timers,
