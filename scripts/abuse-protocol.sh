@@ -764,7 +764,7 @@ run_case() { # NAME MODE RUNNER ARGS...
         DETAILS+=" ($(grep -c 'held back' "$slice" || true) 'held back' line(s) in the case's log); "
         local why
         why=$(grep -F "flow=$flow ->" "$slice" | sed -n 's/.* refused \[\([a-z0-9-]*\)\].*/\1/p' | sort | uniq -c |
-            awk '{ printf "%s%s x%d", sep, $2, $1; sep = ", " }')
+            awk '{ printf "%s%s x%d", sep, $2, $1; sep = ", " }' || true)
         [[ -n $why ]] && DETAILS+="refusals: $why; "
         case $NEED in
             noexpect) ((F_EXPECT == 0)) || problems+="ftpct logged $F_EXPECT expectation(s) for it; " ;;
