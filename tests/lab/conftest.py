@@ -26,6 +26,10 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
+# What is up now: topologies and the work directory. A second Ctrl-C or a
+# SIGTERM can land inside a finalizer, and pytest then skips the finalizers
+# left; pytest_unconfigure, which always runs, takes down what they missed.
+LIVE = pytest.StashKey()
 
 
 def pytest_addoption(parser):
@@ -45,6 +49,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.stash[OUTCOMES] = []
+    config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
     # SIGTERM as Ctrl-C: pytest then runs every finalizer (lab taken down).
@@ -54,6 +59,19 @@ def pytest_configure(config):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_unconfigure(config):
+    live = config.stash.get(LIVE, None)
+    if not live:
+        return
+    # No interruption of the last clean-up.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    for topo in live["topologies"]:
+        topo.destroy()  # its namespaces, and what still runs in them
+    if live["workdir"] and not config.getoption("--lab-keep"):
+        shutil.rmtree(live["workdir"], ignore_errors=True)
 
 
 def pytest_report_collectionfinish(config, start_path, items):
@@ -98,6 +116,7 @@ def lab_workdir(request):
     require_root()
     path = tempfile.mkdtemp(prefix="ftpct-lab-py.", dir="/tmp")
     os.chmod(path, 0o755)  # the servers' unprivileged processes walk through it
+    request.config.stash[LIVE]["workdir"] = path
     yield path
     if request.config.getoption("--lab-keep"):
         request.config.stash[KEPT] = path
@@ -121,7 +140,14 @@ def topology(request, lab_workdir):
     """The topology named by the parameter, built in namespaces
     --lab-prefix + role."""
     topo = Topology(request.param, request.config.getoption("--lab-prefix"))
-    request.addfinalizer(topo.destroy)
+    live = request.config.stash[LIVE]["topologies"]
+    live.append(topo)
+
+    def take_down():
+        topo.destroy()
+        live.remove(topo)
+
+    request.addfinalizer(take_down)
     return topo.build()
 
 

@@ -131,19 +131,6 @@ class Topology:
     def gw(self, *argv, check=True, timeout=30):
         return run(argv, ns=self.gw_ns, check=check, timeout=timeout)
 
-    def env(self):
-        """The lab described as scripts/lab.sh env does (for a person)."""
-        cli = self.links["cli"].host
-        out = {"FTPCT_LAB_TOPO": self.name, "FTPCT_LAB_NS_CLI": self.cli_ns,
-               "FTPCT_LAB_NS_GW": self.gw_ns, "FTPCT_LAB_CLI4": cli.addr4, "FTPCT_LAB_CLI6": cli.addr6,
-               "FTPCT_LAB_TARGET4": self.target("v4"), "FTPCT_LAB_TARGET6": self.target("v6")}
-        for role in self.server_roles:
-            key = role.upper()
-            out[f"FTPCT_LAB_NS_{key}"] = self.ns(role)
-            out[f"FTPCT_LAB_{key}_4"] = self.server_addr("v4", role)
-            out[f"FTPCT_LAB_{key}_6"] = self.server_addr("v6", role)
-        return out
-
     # --- building and taking down ---------------------------------------
 
     def build(self):
