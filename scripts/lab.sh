@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # ftpct namespace lab: a client, a gateway and FTP servers in network
 # namespaces, with addresses from the documentation ranges only.
+# The pytest harness (tests/lab/topology.py) builds snat, dnat, plain and fxp
+# the same way for the end-to-end matrix: change both together until this
+# script is a wrapper over it (ha is only here; failover.sh, the abuse, soak
+# and bench suites, the demo and ops-test use this script).
 #
 # Usage:
 #   scripts/lab.sh up [snat|dnat|fxp|plain] [vsftpd|pure-ftpd]   (default: snat vsftpd)

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Functions shared by the scripts (demo, e2e, bench, soak, the abuse suites).
+# Functions shared by the scripts (demo, bench, soak, failover, the abuse
+# suites; the end-to-end matrix is in the pytest harness, tests/lab).
 # Source it; it defines functions only. Each script defines its own log()
 # and die() (their lines name the script).
 

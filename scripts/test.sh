@@ -40,8 +40,8 @@ scripts/deb-test.sh
 step "operations: config file, exit codes, non-root run, sd-notify, SIGHUP, kernel-helper warning, journald"
 scripts/ops-test.sh
 
-step "end-to-end matrix"
-scripts/e2e.sh
+step "end-to-end matrix (tests/lab, pytest: Debian's, for /usr/bin/python3)"
+/usr/bin/python3 -m pytest tests/lab
 
 step "gateway failover with conntrackd (the kernel's helper as the control, and ftpct)"
 scripts/failover.sh
