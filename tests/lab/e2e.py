@@ -35,6 +35,7 @@ class Outcome:
     transcript: str = ""
     ftpct_log: str = ""
     server_output: str = ""
+    counters: str = ""  # the gateway's filter counters, for a run that went wrong
 
     @property
     def as_expected(self):
@@ -49,6 +50,8 @@ class Outcome:
         if self.ftpct_log:
             parts += ["--- ftpct's log during the case (last 30 lines):", tail_text(self.ftpct_log, 30)]
         parts += ["--- the server's output:", self.server_output]
+        if self.counters:
+            parts += ["--- the gateway's counters during the run:", self.counters]
         return "\n".join(parts)
 
 
@@ -105,6 +108,7 @@ def run(lab, case):
     steps = clients.plan(case.ops, case_dir, f"e2e-{case.name}-{mode.kind}", lab.uploads)
     timeout = TIMEOUT_PASS if outcome.expected == "pass" else TIMEOUT_FAIL
     lab.topology.flush_conntrack()
+    lab.topology.zero_counters()
     offset = lab.gateway.log_offset()
     transcript = os.path.join(case_dir, "client.log")
     started = time.monotonic()
@@ -116,6 +120,8 @@ def run(lab, case):
         if mode.runs_ftpct:
             check_ftpct_log(outcome, case, lab.gateway, offset, steps)
         outcome.server_output = lab.server.output()
+        if not outcome.as_expected:
+            outcome.counters = lab.gateway.counters()
     finally:
         # The big files are checked by now: do not keep 100 MiB per case.
         for path in glob.glob(os.path.join(case_dir, "*50m*")) + glob.glob(os.path.join(lab.files.upload, "*50m*")):

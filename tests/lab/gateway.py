@@ -103,6 +103,18 @@ class Gateway:
             f.seek(offset)
             return ANSI.sub("", f.read().decode(errors="replace"))
 
+    def counters(self):
+        """The gateway filter's packet counters (its policy's count is what
+        it dropped: data connections nobody made RELATED) and the
+        expectations pending: what a failing run's packets met."""
+        out = []
+        for ipt in ("iptables", "ip6tables"):
+            done = self.topology.gw(ipt, "-L", "FORWARD", "-nvx", check=False)
+            out.append(f"$ {ipt} -L FORWARD -nvx\n{(done.stdout or done.stderr).rstrip()}")
+        done = self.topology.gw("conntrack", "-L", "expect", check=False)
+        out.append(f"$ conntrack -L expect\n{(done.stdout + done.stderr).rstrip()}")
+        return "\n".join(out)
+
     # --- the pieces -------------------------------------------------------
 
     def _kernel_helper(self, op, check=True):
