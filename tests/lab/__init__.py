@@ -9,6 +9,7 @@ model): a small library that builds the lab, and the suites as data.
   cases.py     tests/e2e/matrix, the end-to-end cases as data
   e2e.py       one end-to-end run and its checks
   conftest.py  the fixtures; test_*.py the suites
+  __main__.py  `python3 -m lab up|down|status|env|helper|server`, for a person
 
 Run as root: /usr/bin/python3 -m pytest tests/lab (README, "Tests").
 """

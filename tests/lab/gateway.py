@@ -63,7 +63,7 @@ class Gateway:
         self.leave()
         self.mode = mode
         if mode.kind == "kernel":
-            self._kernel_helper("-A")
+            kernel_helper(self.topology, True)
         elif mode.runs_ftpct:
             if not os.access(self.ftpct_bin, os.X_OK):
                 raise LabError(f"{self.ftpct_bin} missing: cargo build --release (or --ftpct PATH)")
@@ -84,7 +84,7 @@ class Gateway:
             self._ftpct_rules("--delete", *self.rules_applied, check=False)
             self.rules_applied = None
         if self.mode is not None and self.mode.kind == "kernel":
-            self._kernel_helper("-D", check=False)
+            kernel_helper(self.topology, False)
         self.mode = None
         if problems:
             raise LabError("; ".join(problems))
@@ -117,10 +117,6 @@ class Gateway:
 
     # --- the pieces -------------------------------------------------------
 
-    def _kernel_helper(self, op, check=True):
-        for ipt in ("iptables", "ip6tables"):
-            self.topology.gw(ipt, "-t", "raw", op, *KERNEL_HELPER, check=check)
-
     def _ftpct_rules(self, op, *args, check=True):
         self.topology.gw(self.ftpct_bin, "rules", op, *args, check=check)
 
@@ -137,3 +133,23 @@ class Gateway:
             raise self.ftpct.fail(f"logged no start-up line ({READY_LINE!r}) within {READY_SECS} s") from None
         if not self.ftpct.alive():
             raise self.ftpct.fail("exited at start-up")
+
+
+def kernel_helper(topology, on):
+    """Attaches (on) or detaches the kernel's FTP helper on the gateway,
+    both families; idempotent."""
+    for ipt in ("iptables", "ip6tables"):
+        attached = topology.gw(ipt, "-t", "raw", "-C", *KERNEL_HELPER, check=False).returncode == 0
+        if on and not attached:
+            topology.gw(ipt, "-t", "raw", "-A", *KERNEL_HELPER)
+        elif not on and attached:
+            topology.gw(ipt, "-t", "raw", "-D", *KERNEL_HELPER)
+
+
+def kernel_helper_attached(topology):
+    """'on', 'off', or per family when they differ."""
+    state = {ipt: topology.gw(ipt, "-t", "raw", "-C", *KERNEL_HELPER, check=False).returncode == 0
+             for ipt in ("iptables", "ip6tables")}
+    if len(set(state.values())) == 1:
+        return "on" if state["iptables"] else "off"
+    return ", ".join(f"{ipt} {'on' if on else 'off'}" for ipt, on in state.items())
