@@ -77,7 +77,8 @@
 #       kinds taken in turn, so each separator meets each kind; -v6: 229s
 #       only. The client reads replies framed by CR LF and connects to the
 #       REAL 227/229 for a RETR of 1k.bin (SHA-256) while the forged port is
-#       probed; every forged port once more at the end. Echoes measured on
+#       probed, then sends PASV/EPSV alone and RETRs over its answer; every
+#       forged port once more at the end. Echoes measured on
 #       Debian 12 (the forged text intact, or how it came back):
 #         pyftpdlib 1.5.7  SIZE, MDTM ("550 <path> is not retrievable"), TYPE
 #                          ('504 Unsupported type "<arg>"'): LF, CR, NUL kept
@@ -118,10 +119,13 @@
 # b2b cases: the transfer works with the server's SHA-256, ftpct logs an
 # expectation for the session and no refusal, and is still running. For the
 # echo, listend and longopen cases: no forged port opens (probes, listeners,
-# and ftpct logs no expectation on one), every real 227/229 works (RETR,
-# SHA-256; under DNAT ftpct must rewrite it: the forged one must not make it
-# refuse the real one), ftpct logs at most one expectation per real
-# announcement, the session answers NOOP. Kernel
+# and ftpct logs no expectation on one); after each attempt, PASV/EPSV sent
+# alone gets a 227/229 that works (RETR, SHA-256; under DNAT ftpct must
+# rewrite it: the forged one must not make it refuse later ones); the real
+# answer to the PASV/EPSV pipelined behind the attempt is information (the
+# kernel's helper serves it; ftpct refuses it, `pipelined-passive`, since a
+# reply before it may quote text that forges it); ftpct logs at most one
+# expectation per real announcement, the session answers NOOP. Kernel
 # results are information: the run fails only when an ftpct case differs.
 #
 # Usage: scripts/abuse-protocol.sh [--only REGEX] [--modes ftpct,kernel] [--keep] [--tsv FILE]
@@ -679,7 +683,7 @@ run_b2b() { # SHAPE [6]
 echo_session() { # ARGS... (for hostile echo)
     local sha
     sha=$(awk '$2 == "1k.bin" { print $1 }' "$FTPCT_LAB_ANON/SHA256SUMS")
-    EXPECT="forged closed, real RETR ok"
+    EXPECT="forged closed, alone RETR ok"
     NEED=real
     hostile echo "$TARGET" --server-addr "$SRV" --port-base "$PECHO" --max-attempts "$NECHO" \
         --probe-host "$TARGET" --probe-host "$SRV" --file 1k.bin --sha "$sha" "$@"
@@ -777,11 +781,13 @@ run_case() { # NAME MODE RUNNER ARGS...
                 ((F_REFUSED == 0)) || problems+="ftpct logged $F_REFUSED refusal(s) for it; "
                 ;;
             real) # one expectation per real announcement at most, none for a forged port
-                local reals forged
+                local reals alone forged
                 reals=$(kv real "$OUT")
+                alone=$(kv alone "$OUT")
+                reals=$((${reals:-0} + ${alone:-0}))
                 forged=$(forged_expects "$slice" "$flow" "$OUT")
-                ((F_EXPECT <= ${reals:-0})) ||
-                    problems+="ftpct logged $F_EXPECT expectation(s) for ${reals:-0} real announcement(s); "
+                ((F_EXPECT <= reals)) ||
+                    problems+="ftpct logged $F_EXPECT expectation(s) for $reals real announcement(s); "
                 ((forged == 0)) || problems+="ftpct logged $forged expectation(s) for a forged port; "
                 ;;
         esac
