@@ -459,11 +459,34 @@ fn every_header_shape_is_read_or_queued() {
         // neighbour solicitation.
         ns.sh(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
     }
-    veth(&sender, "tx0", "10.9.0.1/24", &gw, "gw0", "10.9.0.2/24");
-    sender.sh(&["ip", "addr", "add", "fd09::1/64", "dev", "tx0", "nodad"]);
-    gw.sh(&["ip", "addr", "add", "fd09::2/64", "dev", "gw0", "nodad"]);
+    veth(
+        &sender,
+        "tx0",
+        "203.0.113.1/24",
+        &gw,
+        "gw0",
+        "203.0.113.2/24",
+    );
+    sender.sh(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:ff::1/64",
+        "dev",
+        "tx0",
+        "nodad",
+    ]);
+    gw.sh(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:ff::2/64",
+        "dev",
+        "gw0",
+        "nodad",
+    ]);
     for net in ["192.0.2.0/24", "198.51.100.0/24"] {
-        sender.sh(&["ip", "route", "add", net, "via", "10.9.0.2"]);
+        sender.sh(&["ip", "route", "add", net, "via", "203.0.113.2"]);
     }
     sender.sh(&[
         "ip",
@@ -472,7 +495,7 @@ fn every_header_shape_is_read_or_queued() {
         "add",
         "2001:db8::/32",
         "via",
-        "fd09::2",
+        "2001:db8:ff::2",
     ]);
     gw.sh(&[FTPCT, "rules", "--apply", "--selective"]);
 
