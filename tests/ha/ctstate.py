@@ -2,7 +2,8 @@
 """What `conntrack -L` does not show, read from ctnetlink in this network
 namespace: the sequence adjustment of TCP entries (CTA_SEQ_ADJ_ORIG/REPLY)
 and the NAT binding and expect function of expectations (CTA_EXPECT_NAT,
-CTA_EXPECT_FN). Used by scripts/failover.sh to say what a gateway holds.
+CTA_EXPECT_FN). Used by the failover matrix (tests/lab/failover.py) to say
+what a gateway holds.
 Usage: ctstate.py [--port PORT]   TCP entries with PORT on either side (default:
                                   all), one a line, e.g.
          192.0.2.10:52976 -> 198.51.100.20:21 helper=ftp seqadj orig=(pos 1234, 0 -> 2) reply=- labels=-

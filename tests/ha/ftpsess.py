@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One FTP session that keeps its control connection open across a gateway
-failover, for scripts/failover.sh. Built on tests/e2e/ftpc.py's client (which
-uses the address of a 227 reply as given, so a wrong rewrite shows).
+failover, for the failover matrix (tests/lab/failover.py). Built on
+tests/e2e/ftpc.py's client (which uses the address of a 227 reply as given,
+so a wrong rewrite shows).
 
 Usage: ftpsess.py CASE HOST REMOTE OUTDIR GOFILE [WAIT]
   Before: login, TYPE I, RETR REMOTE into OUTDIR/before.bin; for the

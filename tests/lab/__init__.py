@@ -8,6 +8,9 @@ model): a small library that builds the lab, and the suites as data.
   clients.py   curl, lftp, tests/e2e/ftpc.py, and what their transcripts show
   cases.py     tests/e2e/matrix, the end-to-end cases as data
   e2e.py       one end-to-end run and its checks
+  ha.py        the failover pair: two gateways, a switch, virtual addresses
+  conntrackd.py  conntrackd on each gateway: configuration, start, commands
+  failover.py  the failover cases as data, one gateway mode's run of them
   conftest.py  the fixtures; test_*.py the suites
   __main__.py  `python3 -m lab up|down|status|env|helper|server`, for a person
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, servers
+from . import e2e, failover, servers
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -24,6 +24,7 @@ from .topology import Topology
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
+FAILOVER_OUTCOMES = pytest.StashKey()
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -49,6 +50,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.stash[OUTCOMES] = []
+    config.stash[FAILOVER_OUTCOMES] = []
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
@@ -76,9 +78,16 @@ def pytest_unconfigure(config):
 
 def pytest_report_collectionfinish(config, start_path, items):
     """The count of runs, and why it is not the count of cases."""
+    lines = []
+    fruns = [item for item in items if hasattr(item, "callspec") and "fcase" in item.callspec.params]
+    if fruns:
+        fcases = {item.callspec.params["fcase"].name for item in fruns}
+        modes = {item.callspec.params["failover_run"] for item in fruns}
+        lines.append(f"failover: {len(fcases)} case(s), {len(fruns)} run(s) under {', '.join(sorted(modes))} "
+                     "(every case under the kernel's helper, the control, and ftpct)")
     runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
     if not runs:
-        return []
+        return lines
     kinds = {}
     for item in runs:
         kind = item.callspec.params["gateway"].kind
@@ -86,7 +95,7 @@ def pytest_report_collectionfinish(config, start_path, items):
     cases = {item.callspec.params["case"].name for item in runs}
     per_mode = ", ".join(f"{n} under {kind}" for kind, n in kinds.items())
     return [f"e2e: {len(cases)} case(s) from tests/e2e/matrix, {len(runs)} run(s): {per_mode} "
-            "(every case runs under ftpct; the kernel's helper and no helper run the cases tagged ctl)"]
+            "(every case runs under ftpct; the kernel's helper and no helper run the cases tagged ctl)"] + lines
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -94,6 +103,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if outcomes:
         terminalreporter.section("end-to-end runs")
         for line in e2e.table(outcomes, time.monotonic() - config.stash[STARTED]):
+            terminalreporter.write_line(line)
+    fouts = config.stash[FAILOVER_OUTCOMES]
+    if fouts:
+        terminalreporter.section("gateway failover runs")
+        for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
