@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # ftpct namespace lab: a client, a gateway and FTP servers in network
 # namespaces, with addresses from the documentation ranges only.
-# The pytest harness (tests/lab/topology.py) builds snat, dnat, plain and fxp
-# the same way for the end-to-end matrix: change both together until this
-# script is a wrapper over it (ha is only here; failover.sh, the abuse, soak
-# and bench suites, the demo and ops-test use this script).
+# The pytest harness builds snat, dnat, plain and fxp (tests/lab/topology.py)
+# and ha (tests/lab/ha.py, conntrackd.py) the same way for its suites: change
+# both together until this script is a wrapper over it (the abuse, soak and
+# bench suites, the demo and ops-test use this script).
 #
 # Usage:
 #   scripts/lab.sh up [snat|dnat|fxp|plain] [vsftpd|pure-ftpd]   (default: snat vsftpd)
@@ -406,7 +406,7 @@ HA_OUT4=198.51.100.1 HA_OUT6=2001:db8:2::1
 # conntrackd polls the kernel's table (a dump) every HA_POLL_SECS seconds
 # instead of following its events: the kernel raises no event when a helper
 # records a sequence adjustment, only a dump carries it. 0: follow events
-# (expectations are then synced too, see scripts/failover.sh).
+# (expectations are then synced too, see tests/lab/failover.py).
 HA_POLL_SECS=${FTPCT_LAB_HA_POLL_SECS:-1}
 
 ha_ns() { # a|b -> gateway namespace
