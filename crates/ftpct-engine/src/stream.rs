@@ -404,7 +404,7 @@ impl Stream {
     pub fn take_lines<'a>(&mut self, new: &'a [u8], max_line: usize) -> Vec<Line<'a>> {
         let mut lines = Vec::new();
         let mut pos = 0;
-        for end in self.line_ends(new) {
+        while let Some(end) = self.next_line_end(new, pos) {
             let piece = &new[pos..end];
             let start = self.line_start;
             let bytes = self.complete_line(piece, max_line);
@@ -430,20 +430,22 @@ impl Stream {
         lines
     }
 
-    /// The offsets just past each line end in `new`, as the sender frames
-    /// its lines (see [`Framing`]).
-    fn line_ends(&mut self, new: &[u8]) -> Vec<usize> {
-        let mut ends = Vec::new();
-        for (i, _) in new.iter().enumerate().filter(|(_, &b)| b == b'\n') {
-            let after_cr = match i {
+    /// The offset just past the first line end in `new` from `from`, as
+    /// the sender frames its lines (see [`Framing`]).
+    fn next_line_end(&mut self, new: &[u8], from: usize) -> Option<usize> {
+        let mut at = from;
+        while let Some(found) = new[at..].iter().position(|&b| b == b'\n') {
+            let lf = at + found;
+            let after_cr = match lf {
                 0 => self.after_cr,
-                _ => new[i - 1] == b'\r',
+                _ => new[lf - 1] == b'\r',
             };
+            at = lf + 1;
             if self.framing.ends_line(after_cr) {
-                ends.push(i + 1);
+                return Some(at);
             }
         }
-        ends
+        None
     }
 
     /// The line that `piece` (its last bytes, terminator included)
