@@ -11,10 +11,10 @@ mod refusal_rules;
 mod verdict_kind;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ftpct_engine::event::{Event, RemoveReason};
+use ftpct_engine::event::{Event, RemoveReason, Stats};
+use ftpct_engine::Engine;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -23,7 +23,6 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::shared::Shared;
 use crate::netfilter::conntrack_lookup::LookupStats;
 use crate::netfilter::{op_errors, queue_stats};
 use refusal_rules::REFUSAL_RULES;
@@ -236,11 +235,35 @@ impl Metrics {
     }
 }
 
-/// The registry a scrape encodes: the live metrics of `shared`, and the
-/// figures read at each scrape for `queues`.
-pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
+/// The engine's figures a scrape shows: its counters and table sizes.
+#[derive(Debug, Clone)]
+pub struct EngineFigures {
+    stats: Stats,
+    flows: usize,
+    pending: usize,
+    dsts: usize,
+}
+
+impl EngineFigures {
+    pub fn of(engine: &Engine) -> Self {
+        EngineFigures {
+            stats: engine.stats().clone(),
+            flows: engine.flow_count(),
+            pending: engine.expectation_count(),
+            dsts: engine.pending_dst_count(),
+        }
+    }
+}
+
+/// Reads the engine's figures at a scrape; None when it cannot (the engine
+/// panicked under its lock).
+pub type ReadEngine = Box<dyn Fn() -> Option<EngineFigures> + Send + Sync>;
+
+/// The registry a scrape encodes: the live metrics `m`, and the figures
+/// read at each scrape: the engine's through `engine`, the kernel's for
+/// `queues`.
+pub fn registry(m: Metrics, engine: ReadEngine, queues: Vec<u16>) -> Registry {
     let mut r = Registry::default();
-    let m = shared.metrics().clone();
     let build: Family<[(&'static str, String); 1], Gauge> = Family::default();
     build
         .get_or_create(&[("version", env!("CARGO_PKG_VERSION").into())])
@@ -325,7 +348,11 @@ pub fn registry(shared: Arc<Shared>, queues: Vec<u16>) -> Registry {
         "Control connections whose conntrack entry ftpct made anew at their first rewrite, so that the kernel keeps their fix-ups, by outcome (done; failed: ftpct keeps them)",
         m.adoptions.clone(),
     );
-    r.register_collector(Box::new(Scrape { shared, queues }));
+    r.register_collector(Box::new(Scrape {
+        metrics: m,
+        engine,
+        queues,
+    }));
     r
 }
 
@@ -340,7 +367,8 @@ type QueueFigure = (
 
 /// The figures read at each scrape.
 struct Scrape {
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    engine: ReadEngine,
     queues: Vec<u16>,
 }
 
@@ -357,21 +385,19 @@ impl Collector for Scrape {
         self.engine(&mut enc)?;
         self.kernel_queues(&mut enc)?;
         netlink_failures(&mut enc)?;
-        let started = self.shared.metrics().started;
-        process::encode(&mut enc, &process::read(), started)
+        process::encode(&mut enc, &process::read(), self.metrics.started)
     }
 }
 
 impl Scrape {
     fn engine(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some((stats, flows, pending, dsts)) = self.shared.with_engine(|e| {
-            (
-                e.stats().clone(),
-                e.flow_count(),
-                e.expectation_count(),
-                e.pending_dst_count(),
-            )
-        }) else {
+        let Some(EngineFigures {
+            stats,
+            flows,
+            pending,
+            dsts,
+        }) = (self.engine)()
+        else {
             return Ok(());
         };
         let counters = [
@@ -502,7 +528,7 @@ impl Scrape {
             .into_iter()
             .filter(|q| self.queues.contains(&q.queue))
             .collect();
-        let m = self.shared.metrics();
+        let m = &self.metrics;
         let per_queue: [QueueFigure; 4] = [
             (
                 "ftpct_queue_waiting",
@@ -597,12 +623,18 @@ pub fn render(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftpct_engine::{Config, Engine};
+    use ftpct_engine::Config;
+
+    /// The figures of an engine that saw nothing.
+    fn idle_engine() -> ReadEngine {
+        let figures = EngineFigures::of(&Engine::new(Config::default()));
+        Box::new(move || Some(figures.clone()))
+    }
 
     #[test]
     fn a_scrape_shows_what_was_counted() {
-        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
-        let mut q = shared.metrics().for_queue(0);
+        let m = Metrics::default();
+        let mut q = m.for_queue(0);
         q.packet(VerdictKind::Accept, Duration::from_micros(12));
         q.packet(VerdictKind::Adjusted, Duration::from_micros(30));
         q.lookups(LookupStats {
@@ -615,7 +647,7 @@ mod tests {
             queries: 3,
             errors: 0,
         });
-        let text = render(&registry(Arc::clone(&shared), vec![0]));
+        let text = render(&registry(m, idle_engine(), vec![0]));
         for line in [
             "ftpct_verdicts_total{kind=\"accept\"} 1",
             "ftpct_verdicts_total{kind=\"adjusted\"} 1",
@@ -634,8 +666,7 @@ mod tests {
 
     #[test]
     fn every_labelled_series_is_there_from_the_start() {
-        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
-        let text = render(&registry(shared, vec![0]));
+        let text = render(&registry(Metrics::default(), idle_engine(), vec![0]));
         for rule in REFUSAL_RULES {
             let line = format!("ftpct_refusals_total{{rule=\"{rule}\"}} 0");
             assert!(text.contains(&line), "{line}:\n{text}");

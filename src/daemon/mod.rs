@@ -55,6 +55,7 @@ use crate::netfilter::iptables;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
 use crate::netfilter::sets::SetNames;
+use metrics::EngineFigures;
 use queue_loop::{spawn_workers, stop_workers, Worker};
 
 /// How often the engine's timers run when no packet comes.
@@ -387,7 +388,9 @@ fn observe(
     queues: &[u16],
 ) -> Result<Option<status::StatusSocket>, DaemonError> {
     if let Some(addr) = *metrics {
-        let registry = metrics::registry(Arc::clone(shared), queues.to_vec());
+        let engine_of = Arc::clone(shared);
+        let read_engine = Box::new(move || engine_of.with_engine(|e| EngineFigures::of(e)));
+        let registry = metrics::registry(shared.metrics().clone(), read_engine, queues.to_vec());
         http::serve(addr, registry).map_err(|source| DaemonError::Metrics { addr, source })?;
     }
     let Some(address) = socket else {
