@@ -13,8 +13,9 @@ use ftpct::cli::report::{self, FlowNames};
 use ftpct::cli::{exit, generate, permission};
 use ftpct::daemon;
 use ftpct::ladder;
+use ftpct::netfilter::family::Families;
 use ftpct::netfilter::iptables;
-use ftpct::netfilter::rules::{self, Action, Families, RuleSet};
+use ftpct::netfilter::rules::{self, Action, RuleSet};
 use ftpct::netfilter::sets::{self, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
@@ -488,13 +489,13 @@ fn change_rules(rs: &RuleSet, action: Action) -> Result<Vec<String>, Box<dyn std
     let mut sys = iptables::System;
     Ok(match action {
         Action::Apply => {
-            let mut log = sets::apply_sets(rs)?;
+            let mut log = sets::apply_sets(&rs.sets, &rs.families)?;
             log.extend(iptables::change_rules(&mut sys, rs, Action::Apply)?);
             log
         }
         Action::Delete => {
             let mut log = iptables::change_rules(&mut sys, rs, Action::Delete)?;
-            log.extend(sets::delete_sets(rs)?);
+            log.extend(sets::delete_sets(&rs.sets, &rs.families)?);
             log
         }
     })

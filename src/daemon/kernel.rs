@@ -9,8 +9,8 @@ use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
+use crate::netfilter::family::Family;
 use crate::netfilter::ipset::{Element, Ipset};
-use crate::netfilter::rules::Family;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 

@@ -24,8 +24,8 @@ use tracing::{debug, warn};
 use super::executor::Executor;
 use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
+use crate::netfilter::family::Family;
 use crate::netfilter::ipset::Element;
-use crate::netfilter::rules::Family;
 use crate::netfilter::sets::SetNames;
 
 /// conntrack's TCP states after one side's FIN, before the exchange ends.

@@ -17,7 +17,8 @@
 
 use std::fmt::Write as _;
 
-use crate::netfilter::rules::Family;
+use crate::netfilter::classifier::{CLIENT_WORDS, TCP_HEADER_WITH_TIMESTAMPS};
+use crate::netfilter::family::Family;
 
 const LDXB_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf)
 const LDX_IMM: u16 = 0x01; // X = k
@@ -265,8 +266,7 @@ fn one_whole_line(payload: &[u8], max: usize) -> Option<u32> {
 const CASE_BITS: u32 = 0x2020_2020;
 
 fn client_keywords() -> [u32; 5] {
-    crate::netfilter::rules::CLIENT_WORDS
-        .map(|w| u32::from_be_bytes(word4(w.to_ascii_lowercase().as_bytes())))
+    CLIENT_WORDS.map(|w| u32::from_be_bytes(word4(w.to_ascii_lowercase().as_bytes())))
 }
 
 fn passive_keywords() -> [u32; 2] {
@@ -345,7 +345,7 @@ const fn common_payload_at(family: Family) -> u32 {
         Family::V4 => 20,
         Family::V6 => 40,
     };
-    ip + crate::netfilter::rules::TCP_HEADER_WITH_TIMESTAMPS as u32
+    ip + TCP_HEADER_WITH_TIMESTAMPS as u32
 }
 
 /// The TCP flags that open or close a connection: segments with any of
@@ -363,7 +363,7 @@ const SYN_FIN_RST: u32 = 0x07;
 /// about thirty. Other segments: no match (the rules after it decide).
 pub fn quick_plain_line(family: Family, side: Side) -> String {
     let at = common_payload_at(family);
-    let tcp = at - crate::netfilter::rules::TCP_HEADER_WITH_TIMESTAMPS as u32;
+    let tcp = at - TCP_HEADER_WITH_TIMESTAMPS as u32;
     let mut prog = match family {
         Family::V4 => vec![op(LDB_ABS, 0), jump(JEQ_K, 0x45, To::Next, To::NoMatch)],
         Family::V6 => vec![
@@ -901,8 +901,7 @@ mod tests {
             Family::V4 => (packet[0] == 0x45, 20),
             Family::V6 => (packet[6] == IPPROTO_TCP as u8, 40),
         };
-        ip && usize::from(packet[tcp + 12] >> 4) * 4
-            == crate::netfilter::rules::TCP_HEADER_WITH_TIMESTAMPS
+        ip && usize::from(packet[tcp + 12] >> 4) * 4 == TCP_HEADER_WITH_TIMESTAMPS
     }
 
     /// Every length up to past its limit, line feeds and CR LF at every

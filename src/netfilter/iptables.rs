@@ -7,10 +7,13 @@
 use std::io;
 use std::process::Command;
 
+use crate::netfilter::family::Family;
 use crate::netfilter::rules::{
-    command_line, conntrack_on, labels_on, rule_args, words, Action, Family, Role, Rule, RuleSet,
-    RulesError, COMMENT_CT, COMMENT_CT_CREATED, COMMENT_LABELS, TABLE,
+    conntrack_on, labels_on, rule_args, words, Action, Role, Rule, RuleSet, COMMENT_CT,
+    COMMENT_CT_CREATED, COMMENT_LABELS, TABLE,
 };
+use crate::netfilter::rules_error::RulesError;
+use crate::netfilter::shell_words::command_line;
 
 /// What a command did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -613,8 +616,9 @@ mod tests {
         );
         assert_eq!(unescaped("plain"), "plain");
     }
+    use crate::netfilter::family::Families;
     use crate::netfilter::rules::tests::ruleset;
-    use crate::netfilter::rules::{Families, SetNames, COMMENT_CT, COMMENT_PLAIN};
+    use crate::netfilter::rules::{SetNames, COMMENT_CT, COMMENT_PLAIN};
 
     /// iptables as a list of rules, `iptables-save` printing them.
     struct FakeIptables {

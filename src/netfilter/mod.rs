@@ -2,10 +2,12 @@
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
 pub mod bpf;
+pub mod classifier;
 pub mod conntrack_lookup;
 pub mod ct_events;
 pub mod ctnetlink;
 pub mod error;
+pub mod family;
 pub mod helper_watch;
 pub mod ipset;
 pub mod iptables;
@@ -15,6 +17,8 @@ pub mod op_errors;
 pub mod queue_stats;
 pub mod rule_watch;
 pub mod rules;
+pub mod rules_error;
 pub mod sets;
+pub mod shell_words;
 
 pub use error::Error;

@@ -33,15 +33,15 @@
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
-use std::fmt::{self, Write as _};
-use std::io;
-use std::net::IpAddr;
+use std::fmt::Write as _;
 
-// The sets the rules match: reachable where the RuleSet is.
 use crate::netfilter::bpf;
+use crate::netfilter::classifier::{string_from, CLIENT_WORDS, SERVER_WORDS};
+use crate::netfilter::family::Family;
+// The sets the rules match: reachable where the RuleSet is.
 use crate::netfilter::sets::{create_command, family_sets};
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
-use crate::netfilter::Error;
+use crate::netfilter::shell_words::{command_line, shell_word};
 
 pub(crate) const TABLE: &str = "raw";
 /// At most this many ports fit one multiport match.
@@ -61,29 +61,6 @@ const COMMENT_QUICK: &str =
     "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued (common shape, one program)";
 pub(crate) const COMMENT_PLAIN: &str =
     "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
-/// The TCP header with the timestamps option, as Linux and most stacks
-/// send every segment of a connection: 32 bytes.
-pub const TCP_HEADER_WITH_TIMESTAMPS: usize = 32;
-
-/// Where xt_string starts looking in a packet of `family` whose TCP header
-/// is `timestamps`-long (32 bytes, as [`tcp_header_is_32`] reads it) or
-/// not: where the payload starts (IPv4 without options, IPv6 without
-/// extension headers) or before it (IPv4 options), else after the
-/// smallest headers (a match in TCP options only queues a segment more;
-/// the timestamps change with every segment and would hit now and then).
-/// Never after the payload's start: no keyword is missed.
-pub fn string_from(family: Family, timestamps: bool) -> usize {
-    let ip = match family {
-        Family::V4 => 20,
-        Family::V6 => 40,
-    };
-    ip + if timestamps {
-        TCP_HEADER_WITH_TIMESTAMPS
-    } else {
-        20
-    }
-}
-
 /// Programs of the plain-line rule for short lines (up to 28 bytes).
 const SHORT_PLAIN_PROGRAMS: usize = 2;
 
@@ -114,13 +91,6 @@ fn tcp_header_is_32(family: Family) -> &'static str {
         Family::V6 => "6>>24=6&&52>>26&0x3C=32",
     }
 }
-/// What a client line that matters starts with (any case: FTP commands
-/// are case-insensitive).
-pub const CLIENT_WORDS: [&str; 5] = ["PORT", "EPRT", "PASV", "EPSV", "AUTH"];
-/// What a server line that matters holds: the announcements, AUTH's
-/// answer, and the hyphen of a multi-line reply's first line (its end and
-/// every line it quotes must be seen).
-pub const SERVER_WORDS: [&str; 4] = ["227", "229", "234", "-"];
 const COMMENT_HANDSHAKE: &str = "ftpct: FTP control handshakes, within the budget";
 const COMMENT_HANDSHAKE_EXCESS: &str =
     "ftpct: FTP control handshakes over the budget (a flood) pass unqueued";
@@ -141,74 +111,6 @@ pub(crate) const COMMENT_LABELS: &str =
 /// kernel give conntrack entries room for them (`labels_used`); it matches
 /// nothing ftpct relies on and has no target.
 pub const LABELS_RULE_BIT: &str = "127";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: IpAddr) -> Family {
-        if ip.is_ipv6() {
-            Family::V6
-        } else {
-            Family::V4
-        }
-    }
-
-    pub fn tool(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        }
-    }
-
-    pub(crate) fn ipset_family(self) -> &'static str {
-        match self {
-            Family::V4 => "inet",
-            Family::V6 => "inet6",
-        }
-    }
-
-    pub(crate) fn nft_family(self) -> &'static str {
-        match self {
-            Family::V4 => "ip",
-            Family::V6 => "ip6",
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
-
-/// `--family 4|6|all`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Families {
-    /// IPv4 only (iptables)
-    #[value(name = "4")]
-    V4,
-    /// IPv6 only (ip6tables)
-    #[value(name = "6")]
-    V6,
-    /// Both
-    #[default]
-    All,
-}
-
-impl Families {
-    pub fn list(self) -> Vec<Family> {
-        match self {
-            Families::V4 => vec![Family::V4],
-            Families::V6 => vec![Family::V6],
-            Families::All => vec![Family::V4, Family::V6],
-        }
-    }
-}
 
 /// Where the rules send packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,27 +485,6 @@ impl RuleSet {
     }
 }
 
-/// Quotes a word for a POSIX shell when it needs it.
-pub fn shell_word(w: &str) -> String {
-    let plain = !w.is_empty()
-        && w.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/=+@%".contains(c));
-    if plain {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', r"'\''"))
-    }
-}
-
-pub(crate) fn command_line(prog: &str, args: &[String]) -> String {
-    let mut line = prog.to_string();
-    for a in args {
-        line.push(' ');
-        line.push_str(&shell_word(a));
-    }
-    line
-}
-
 pub(crate) fn rule_args(op: &str, rule: &Rule) -> Vec<String> {
     let mut args = words(&["-t", TABLE, op, rule.chain]);
     args.extend(rule.spec.iter().cloned());
@@ -663,73 +544,6 @@ fn example_policy(rs: &RuleSet) -> String {
     s
 }
 
-/// Why `--apply` or `--delete` failed: each says what to do in one line.
-#[derive(Debug)]
-pub enum RulesError {
-    /// `iptables` (or `ip6tables`) cannot be run at all.
-    NoTool {
-        tool: &'static str,
-        source: io::Error,
-    },
-    /// `iptables -V` names neither backend.
-    UnknownBackend { tool: &'static str, version: String },
-    /// A program (iptables, a save tool, nft) could not be run.
-    Exec { prog: String, source: io::Error },
-    /// The save tool ran and failed.
-    SaveFailed { prog: String, stderr: String },
-    /// Neither save tool of the family is installed.
-    NoSaveTool { tool: &'static str },
-    /// A command ran and refused (a rule added or deleted, a table deleted).
-    Refused { command: String, stderr: String },
-    /// ipset refused for want of privilege.
-    NeedsRoot(Error),
-    /// ipset does not answer (a module missing...).
-    IpsetUnusable(Error),
-    /// A set could not be made.
-    Set { name: String, source: Error },
-}
-
-impl fmt::Display for RulesError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RulesError::NoTool { tool, source } => {
-                write!(f, "cannot run {tool} ({source}): install iptables")
-            }
-            RulesError::UnknownBackend { tool, version } => write!(
-                f,
-                "{tool} -V says '{version}': neither nf_tables nor legacy"
-            ),
-            RulesError::Exec { prog, source } => write!(f, "cannot run {prog}: {source}"),
-            RulesError::SaveFailed { prog, stderr } => write!(f, "{prog} failed: {stderr}"),
-            RulesError::NoSaveTool { tool } => {
-                write!(f, "{tool}-save not found: install iptables")
-            }
-            RulesError::Refused { command, stderr } => write!(f, "{command}: {stderr}"),
-            RulesError::NeedsRoot(e) => write!(
-                f,
-                "ipset refused ({e}): ftpct rules needs root (CAP_NET_ADMIN): run it as root, or with sudo"
-            ),
-            RulesError::IpsetUnusable(e) => write!(
-                f,
-                "ipset is not usable ({e}): load it with `modprobe ip_set_hash_ipport`"
-            ),
-            RulesError::Set { name, source } => write!(f, "ipset {name}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for RulesError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RulesError::NoTool { source, .. } | RulesError::Exec { source, .. } => Some(source),
-            RulesError::NeedsRoot(e)
-            | RulesError::IpsetUnusable(e)
-            | RulesError::Set { source: e, .. } => Some(e),
-            _ => None,
-        }
-    }
-}
-
 /// Whether to add or remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -740,6 +554,7 @@ pub enum Action {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::netfilter::family::Families;
 
     pub(crate) fn ruleset(families: Families) -> RuleSet {
         RuleSet {
@@ -786,14 +601,6 @@ pub(crate) mod tests {
         assert_eq!(rs.queue.queues(), vec![0, 1, 2, 3]);
         assert!(parse_balance("3:3").is_err());
         assert!(parse_balance("x").is_err());
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_word("dst,dst"), "dst,dst");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), r"'it'\''s'");
-        assert_eq!(shell_word(""), "''");
     }
 
     /// xt_u32 on `packet`, for the tests this module writes: `&&` between

@@ -4,8 +4,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::netfilter::family::Family;
 use crate::netfilter::ipset::{self, Element, Ipset, SetType};
-use crate::netfilter::rules::{shell_word, Family, RuleSet, RulesError};
+use crate::netfilter::rules_error::RulesError;
+use crate::netfilter::shell_words::shell_word;
 use crate::netfilter::Error;
 
 /// Default timeout of the sets (each entry carries its own).
@@ -207,11 +209,11 @@ pub fn create_command(name: &str, set_type: SetType, f: Family, timeout: u32) ->
 }
 
 /// Creates the sets that do not exist yet (before the rules naming them).
-pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
+pub fn apply_sets(names: &SetNames, families: &[Family]) -> Result<Vec<String>, RulesError> {
     let mut ipset = open_ipset()?;
     let mut log = Vec::new();
-    for &f in &rs.families {
-        for (name, set_type, timeout) in family_sets(&rs.sets, f) {
+    for &f in families {
+        for (name, set_type, timeout) in family_sets(names, f) {
             let kind = (f == Family::V6, set_type);
             let created = ensure_set_of(&mut ipset, name, kind, timeout).map_err(|source| {
                 RulesError::Set {
@@ -231,11 +233,11 @@ pub fn apply_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
 
 /// Destroys the sets (after the rules naming them are gone). A set still
 /// in use by another rule is kept, with a note.
-pub fn delete_sets(rs: &RuleSet) -> Result<Vec<String>, RulesError> {
+pub fn delete_sets(names: &SetNames, families: &[Family]) -> Result<Vec<String>, RulesError> {
     let mut ipset = open_ipset()?;
     let mut log = Vec::new();
-    for &f in &rs.families {
-        for (name, _, _) in family_sets(&rs.sets, f) {
+    for &f in families {
+        for (name, _, _) in family_sets(names, f) {
             match destroy_set(&mut ipset, name) {
                 Ok(()) => log.push(format!("ipset destroy {}", shell_word(name))),
                 Err(e) => log.push(format!("# ipset {name} kept: {e}")),

@@ -14,9 +14,10 @@ use ftpct_engine::wire::TcpPacket;
 use crate::netfilter::bpf::{
     ends_inside_a_line, is_passive_request, is_plain_line, readable_payload, Side,
 };
-use crate::netfilter::rules::{
-    string_from, Family, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
+use crate::netfilter::classifier::{
+    string_from, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
 };
+use crate::netfilter::family::Family;
 
 pub struct Selection {
     control_ports: Vec<u16>,
