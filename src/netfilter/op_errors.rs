@@ -7,7 +7,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::error::{Error, Op};
-use super::ipset::IPSET_ERR_EXIST;
+use super::ipset_errors::IPSET_ERR_EXIST;
 
 /// Failures by (operation, cause), in order of first failure.
 static FAILURES: Mutex<Vec<(Op, Cause, u64)>> = Mutex::new(Vec::new());
