@@ -545,7 +545,7 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         let (master, _c, _s) = control_connection(&lab);
         let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
         let sets = SetNames::new("ftpct-reuse").expect("names");
-        let mut kernel = LiveKernel::open().expect("kernel");
+        let mut kernel = LiveKernel::open(Default::default()).expect("kernel");
         kernel.prepare_sets(&sets).expect("sets");
         let mut exec = Executor::new(kernel, sets);
         let exp = Expectation {

@@ -48,7 +48,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let exec = Executor::new(LiveKernel::open()?, sets);
+    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_errors())?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();

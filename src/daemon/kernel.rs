@@ -3,6 +3,7 @@
 //! ctnetlink and one ipset socket per thread that uses them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -11,6 +12,7 @@ use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::family::Family;
 use crate::netfilter::ipset::{Element, Ipset};
+use crate::netfilter::op_errors::OpErrors;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -148,10 +150,12 @@ impl LiveKernel {
         self.ct.dump()
     }
 
-    /// Opens both sockets and checks that the kernel answers.
-    pub fn open() -> Result<Self, DaemonError> {
-        let ct = open_ctnetlink()?;
-        let ipset = Ipset::open().map_err(DaemonError::Ipset)?;
+    /// Opens both sockets and checks that the kernel answers; their failed
+    /// requests are counted in `errors`.
+    pub fn open(errors: Arc<OpErrors>) -> Result<Self, DaemonError> {
+        let ct = open_ctnetlink(Arc::clone(&errors))?;
+        let mut ipset = Ipset::open().map_err(DaemonError::Ipset)?;
+        ipset.count_errors_in(errors);
         Ok(LiveKernel { ct, ipset })
     }
 
@@ -198,9 +202,11 @@ fn guard_element(key: &GuardKey) -> Element {
     }
 }
 
-/// A ctnetlink socket that has answered one lookup.
-pub fn open_ctnetlink() -> Result<Ctnetlink, DaemonError> {
+/// A ctnetlink socket that has answered one lookup, counting its failed
+/// requests in `errors`.
+pub fn open_ctnetlink(errors: Arc<OpErrors>) -> Result<Ctnetlink, DaemonError> {
     let mut ct = Ctnetlink::open().map_err(DaemonError::Ctnetlink)?;
+    ct.count_errors_in(errors);
     // Finding nothing proves that conntrack answers over netlink.
     let probe = Tuple::new(
         SocketAddr::from(([192, 0, 2, 0], 9)),

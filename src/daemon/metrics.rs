@@ -11,6 +11,7 @@ mod refusal_rules;
 mod verdict_kind;
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ftpct_engine::event::{Event, RemoveReason, Stats};
@@ -24,7 +25,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::netfilter::conntrack_lookup::LookupStats;
-use crate::netfilter::{op_errors, queue_stats};
+use crate::netfilter::op_errors::OpErrors;
+use crate::netfilter::queue_stats;
 use refusal_rules::REFUSAL_RULES;
 pub use verdict_kind::VerdictKind;
 
@@ -63,6 +65,8 @@ pub struct Metrics {
     lookup_hits: Counter,
     /// When this process started (Unix seconds).
     started: f64,
+    /// Failed netlink requests, counted by the daemon's sockets.
+    netlink_errors: Arc<OpErrors>,
 }
 
 impl Default for Metrics {
@@ -85,6 +89,7 @@ impl Default for Metrics {
             lookups: Counter::default(),
             lookup_hits: Counter::default(),
             started: process::now_unix(),
+            netlink_errors: Arc::default(),
         };
         m.every_series_at_zero();
         // The configuration was read and applied to start.
@@ -133,6 +138,11 @@ impl QueueMetrics {
 }
 
 impl Metrics {
+    /// Where the daemon's netlink sockets count their failed requests.
+    pub fn netlink_errors(&self) -> Arc<OpErrors> {
+        Arc::clone(&self.netlink_errors)
+    }
+
     /// The labelled series that events create, made at zero (each
     /// handle is dropped at once: the series stays in its family).
     fn every_series_at_zero(&self) {
@@ -384,7 +394,7 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.engine(&mut enc)?;
         self.kernel_queues(&mut enc)?;
-        netlink_failures(&mut enc)?;
+        netlink_failures(&mut enc, &self.metrics.netlink_errors)?;
         process::encode(&mut enc, &process::read(), self.metrics.started)
     }
 }
@@ -577,14 +587,14 @@ impl Scrape {
     }
 }
 
-fn netlink_failures(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+fn netlink_failures(enc: &mut DescriptorEncoder, errors: &OpErrors) -> Result<(), std::fmt::Error> {
     let mut desc = enc.encode_descriptor(
         "ftpct_netlink_errors",
         "Failed netlink requests (ctnetlink, ipset), by operation and cause (errno, timeout, socket)",
         None,
         ConstCounter::new(0u64).metric_type(),
     )?;
-    for (op, cause, n) in op_errors::snapshot() {
+    for (op, cause, n) in errors.snapshot() {
         let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
         ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
     }
@@ -689,6 +699,21 @@ mod tests {
         );
         assert!(text.contains(&version), "{text}");
         assert!(!text.contains(" -1\n"), "no sentinel: {text}");
+    }
+
+    #[test]
+    fn the_sockets_failures_are_shown() {
+        use crate::netfilter::error::{Error, Op, Target};
+        let m = Metrics::default();
+        let refused = Error::Kernel {
+            op: Op::CtCreate,
+            target: Target::None,
+            errno: libc::ENOMEM,
+        };
+        m.netlink_errors().count(Op::CtCreate, &refused);
+        let text = render(&registry(m, idle_engine(), vec![0]));
+        let line = "ftpct_netlink_errors_total{operation=\"CtCreate\",cause=\"12\"} 1";
+        assert!(text.contains(line), "{line}:\n{text}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ use crate::netfilter::iptables;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
 use crate::netfilter::sets::SetNames;
-use metrics::EngineFigures;
+use metrics::{EngineFigures, Metrics};
 use queue_loop::{spawn_workers, stop_workers, Worker};
 
 /// How often the engine's timers run when no packet comes.
@@ -425,7 +425,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Queue)?;
     let _owner = claim_sets(&sets)?;
-    let mut kernel = LiveKernel::open()?;
+    let metrics = Metrics::default();
+    let mut kernel = LiveKernel::open(metrics.netlink_errors())?;
     kernel.prepare_sets(&sets)?;
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
@@ -433,7 +434,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // restart of ftpct); only the replay applies them itself.
     config.kernel_fixups = true;
     config.label_base.get_or_insert(DEFAULT_LABEL_BASE);
-    let shared = Arc::new(Shared::new(Engine::new(config.clone())));
+    let shared = Arc::new(Shared::new(Engine::new(config.clone()), metrics.clone()));
     let mut exec = Executor::new(kernel, sets.clone());
     resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
@@ -441,8 +442,11 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
-            let exec = Executor::new(LiveKernel::open()?, sets.clone());
-            let nat = LiveNat::new(kernel::open_ctnetlink()?, &config.control_ports);
+            let exec = Executor::new(LiveKernel::open(metrics.netlink_errors())?, sets.clone());
+            let nat = LiveNat::new(
+                kernel::open_ctnetlink(metrics.netlink_errors())?,
+                &config.control_ports,
+            );
             Ok(Worker {
                 num,
                 queue,

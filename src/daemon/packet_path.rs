@@ -219,6 +219,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 
 #[cfg(test)]
 mod tests {
+    use crate::daemon::metrics::Metrics;
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::mpsc;
     use std::thread;
@@ -278,7 +279,10 @@ mod tests {
 
     #[test]
     fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
-        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let shared = Arc::new(Shared::new(
+            Engine::new(Config::default()),
+            Metrics::default(),
+        ));
         let (entered_tx, entered) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let stuck_kernel = FakeKernel {
@@ -338,7 +342,7 @@ mod tests {
             label_base: Some(64),
             ..Config::default()
         };
-        let shared = Arc::new(Shared::new(Engine::new(cfg)));
+        let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
         let client = SocketAddrV4::new(CLIENT, 40000);
         let server = SocketAddrV4::new(SERVER, 21);
         let orig = Tuple::new(client.into(), server.into());

@@ -28,13 +28,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine, metrics: Metrics) -> Self {
         Shared {
             engine: Mutex::new(engine),
             hostile_lines: Mutex::new(RateLimit::new(HOSTILE_LINES_WINDOW, HOSTILE_LINES_BURST)),
             start: Instant::now(),
             failure: Mutex::new(None),
-            metrics: Metrics::default(),
+            metrics,
             adoptions: AdoptionGate::default(),
         }
     }

@@ -285,6 +285,7 @@ fn accept_loop(listener: &UnixListener, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::metrics::Metrics;
 
     #[test]
     fn counters_come_from_their_line() {
@@ -300,7 +301,10 @@ mod tests {
         use std::os::unix::net::UnixStream;
         let dir = std::env::temp_dir().join(format!("ftpct-status-{}", std::process::id()));
         let path = dir.join("s.sock");
-        let shared = Arc::new(Shared::new(Engine::new(Config::default())));
+        let shared = Arc::new(Shared::new(
+            Engine::new(Config::default()),
+            Metrics::default(),
+        ));
         let guard = serve(&StatusAddress::Path(path.clone()), shared).expect("serve");
         let mode = std::fs::metadata(&path)
             .expect("socket")

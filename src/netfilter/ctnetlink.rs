@@ -11,12 +11,14 @@
 //! The `encode_*` and `decode_*` functions are pure; [`Ctnetlink`] sends them.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
     self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 };
+use crate::netfilter::op_errors::OpErrors;
 use ftpct_engine::command::{DataConnection, NatBinding, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
@@ -530,6 +532,11 @@ impl Ctnetlink {
         Ok(Ctnetlink {
             sock: NlSocket::open(Subsystem::Ctnetlink)?,
         })
+    }
+
+    /// Counts this socket's failed requests in `errors` from now on.
+    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
+        self.sock.count_errors_in(errors);
     }
 
     /// Sends `msg`; a refusal says what it was about.

@@ -15,6 +15,7 @@
 //! The `encode_*` functions are pure; [`Ipset`] sends them.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 pub use crate::netfilter::ipset_errors::{
@@ -25,6 +26,7 @@ use crate::netfilter::netlink::{
     self, first_attrs, nfnl_msg_type, Attr, Attrs, Message, MsgBuilder, NlSocket,
     NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL,
 };
+use crate::netfilter::op_errors::OpErrors;
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
 
@@ -396,6 +398,11 @@ impl Ipset {
         let attrs = first_attrs(&replies).map_err(|w| w.at(Op::IpsetProtocol))?;
         let protocol = negotiate_protocol(attrs)?;
         Ok(Ipset { sock, protocol })
+    }
+
+    /// Counts this socket's failed requests in `errors` from now on.
+    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
+        self.sock.count_errors_in(errors);
     }
 
     /// The protocol version in use.

@@ -8,11 +8,13 @@
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
+use crate::netfilter::op_errors::OpErrors;
 
 pub const NETLINK_NETFILTER: i32 = 12;
 
@@ -282,6 +284,8 @@ pub struct NlSocket {
     timeout: Duration,
     buf: Vec<u8>,
     subsystem: Subsystem,
+    /// Where failed requests are counted, if anywhere.
+    errors: Option<Arc<OpErrors>>,
 }
 
 impl NlSocket {
@@ -306,7 +310,13 @@ impl NlSocket {
             timeout: DEFAULT_TIMEOUT,
             buf: vec![0; 64 * 1024],
             subsystem,
+            errors: None,
         })
+    }
+
+    /// Counts this socket's failed requests in `errors` from now on.
+    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
+        self.errors = Some(errors);
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
@@ -325,11 +335,11 @@ impl NlSocket {
     /// acknowledgement. Replies to earlier, timed-out requests are skipped.
     /// A refusal is [`Error::Kernel`] without a target: the caller knows it
     /// (see [`Error::about`]).
-    /// Failures are counted (`op_errors`).
+    /// Failures are counted where [`NlSocket::count_errors_in`] said.
     pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
         let answer = self.exchange(op, msg);
-        if let Err(e) = &answer {
-            super::op_errors::count(op, e);
+        if let (Err(e), Some(errors)) = (&answer, &self.errors) {
+            errors.count(op, e);
         }
         answer
     }

@@ -1,16 +1,20 @@
-//! How many netlink requests failed, by operation and by cause, since the
-//! start: every request goes through `NlSocket::transact`, which counts
-//! its failures here (the metrics endpoint shows them), except refusals
-//! that answer the question (no such entry, not in the set). The table holds
-//! one entry per operation and cause: a few dozen at most.
+//! How many netlink requests failed, by operation and by cause: every
+//! request goes through `NlSocket::transact`, which counts its failures in
+//! the table its owner gave it (the daemon's metrics show them), except
+//! refusals that answer the question (no such entry, not in the set). The
+//! table holds one entry per operation and cause: a few dozen at most.
 
 use std::sync::{Mutex, PoisonError};
 
 use super::error::{Error, Op};
 use super::ipset_errors::IPSET_ERR_EXIST;
 
-/// Failures by (operation, cause), in order of first failure.
-static FAILURES: Mutex<Vec<(Op, Cause, u64)>> = Mutex::new(Vec::new());
+/// Failures by (operation, cause), in order of first failure. Shared by
+/// the sockets of one daemon (`Arc`).
+#[derive(Debug, Default)]
+pub struct OpErrors {
+    failures: Mutex<Vec<(Op, Cause, u64)>>,
+}
 
 /// Why a request failed, coarsely (the errno of a kernel refusal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +45,27 @@ impl Cause {
     }
 }
 
-/// Counts a failed request, unless the refusal is the answer its caller
-/// asked for (no such entry, not in the set).
-pub fn count(op: Op, e: &Error) {
-    if is_an_answer(op, e) {
-        return;
+impl OpErrors {
+    /// Counts a failed request, unless the refusal is the answer its
+    /// caller asked for (no such entry, not in the set).
+    pub fn count(&self, op: Op, e: &Error) {
+        if is_an_answer(op, e) {
+            return;
+        }
+        let cause = Cause::of(e);
+        let mut t = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        match t.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
+            Some((_, _, n)) => *n += 1,
+            None => t.push((op, cause, 1)),
+        }
     }
-    let cause = Cause::of(e);
-    let mut t = FAILURES.lock().unwrap_or_else(PoisonError::into_inner);
-    match t.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
-        Some((_, _, n)) => *n += 1,
-        None => t.push((op, cause, 1)),
+
+    /// Every (operation, cause) that failed, and how often.
+    pub fn snapshot(&self) -> Vec<(Op, Cause, u64)> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -66,14 +80,6 @@ fn is_an_answer(op: Op, e: &Error) -> bool {
     )
 }
 
-/// Every (operation, cause) that failed, and how often.
-pub fn snapshot() -> Vec<(Op, Cause, u64)> {
-    FAILURES
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,27 +91,22 @@ mod tests {
             target: crate::netfilter::error::Target::None,
             errno: 4101,
         };
-        let before = snapshot()
-            .iter()
-            .find(|(op, c, _)| *op == Op::IpsetTest && *c == Cause::Refused(4101))
-            .map_or(0, |s| s.2);
-        count(Op::IpsetTest, &refused);
-        count(Op::IpsetTest, &refused);
-        let after = snapshot()
-            .iter()
-            .find(|(op, c, _)| *op == Op::IpsetTest && *c == Cause::Refused(4101))
-            .map_or(0, |s| s.2);
-        assert_eq!(after - before, 2);
+        let errors = OpErrors::default();
+        errors.count(Op::IpsetTest, &refused);
+        errors.count(Op::IpsetTest, &refused);
+        assert_eq!(
+            errors.snapshot(),
+            vec![(Op::IpsetTest, Cause::Refused(4101), 2)]
+        );
         let not_member = Error::Kernel {
             op: Op::IpsetTest,
             target: crate::netfilter::error::Target::None,
             errno: IPSET_ERR_EXIST,
         };
-        count(Op::IpsetTest, &not_member);
-        assert!(
-            !snapshot()
-                .iter()
-                .any(|(_, c, _)| *c == Cause::Refused(IPSET_ERR_EXIST)),
+        errors.count(Op::IpsetTest, &not_member);
+        assert_eq!(
+            errors.snapshot().len(),
+            1,
             "a test's 'not in the set' is an answer"
         );
         assert_eq!(Cause::Refused(2).label(), "2");
