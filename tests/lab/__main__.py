@@ -225,6 +225,9 @@ def main(argv):
     except LabError as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        print(f"lab: interrupted ({e or 'Ctrl-C'})", file=sys.stderr)
+        return 130
     return 0
 
 

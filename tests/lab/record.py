@@ -386,20 +386,21 @@ def record(prefix, out=OUT, only=None, keep=False):
     workdir = tempfile.mkdtemp(prefix="ftpct-rec.", dir="/tmp")
     os.chmod(workdir, 0o755)  # the servers' unprivileged processes walk through it
     recorder = Recorder(prefix, out, workdir)
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C: the lab is taken down
     lines, failures = {}, 0
     try:
         for scenario in selected:
             lines[scenario.name], result = recorder.record(scenario)
             failures += result.startswith("FAILED")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handlers:
             signal.signal(sig, signal.SIG_IGN)  # the clean-up runs to its end
         try:
             recorder.leave()
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
             if keep:
                 print(f"record: work directory kept: {workdir}", file=sys.stderr)
             else:
