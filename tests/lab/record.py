@@ -50,7 +50,7 @@ from . import clients, servers
 from .cases import CHOICES
 from .clients import Step
 from .gateway import Gateway, Mode
-from .proc import Daemon, LabError, run, wait_until
+from .proc import Daemon, LabError, wait_until
 from .servers import FtpRoot, stream
 from .topology import GW_OUT, SPECS, Topology
 
@@ -233,15 +233,7 @@ class Capture:
         self.daemon = Daemon(f"tcpdump on {iface}", argv, topology.gw_ns, log)
 
     def start(self):
-        daemon = self.daemon.start()
-        try:
-            wait_until(f"{daemon.name} listening",
-                       lambda: not daemon.alive() or "listening on" in daemon.output(5),
-                       timeout=CAPTURE_START_SECS)
-        except LabError:
-            raise daemon.fail(f"did not start within {CAPTURE_START_SECS} s") from None
-        if not daemon.alive():
-            raise daemon.fail("exited at start-up")
+        self.daemon.start().await_output("listening on", CAPTURE_START_SECS)
         return self
 
     def stop(self):
