@@ -2,12 +2,13 @@
 //!
 //! pcaps/lab holds captures of real transfers through a namespace gateway
 //! running nf_conntrack_ftp + nf_nat_ftp, recorded on both sides
-//! (scripts/record-pcaps.sh). Replaying the inside capture must reproduce
-//! the outside capture's control-connection packets exactly: addresses,
-//! ports, seq, ack, flags and payload. One exception, as the kernel writes
-//! IPv6 in EPRT uncompressed where we write RFC 5952: there the parsed
-//! address and port are compared, and the length difference is carried
-//! into the later sequence and acknowledgement numbers.
+//! (`python3 -m lab record-pcaps`, tests/lab/record.py). Replaying the
+//! inside capture must reproduce the outside capture's control-connection
+//! packets exactly: addresses, ports, seq, ack, flags and payload. One
+//! exception, as the kernel writes IPv6 in EPRT uncompressed where we write
+//! RFC 5952: there the parsed address and port are compared, and the length
+//! difference is carried into the later sequence and acknowledgement
+//! numbers.
 
 mod common;
 

@@ -13,8 +13,9 @@ Usage:
       idle SECONDS        stay idle (control connection open), then go on
   ftpc.py fxp HOST_A HOST_B NAME DEST
       server-to-server copy: PASV (EPSV in IPv6) on A, PORT (EPRT) with A's
-      address on B, RETR NAME on A, STOR DEST on B. Exit 0 when both servers
-      report success (226/250).
+      address on B, RETR NAME on A, STOR DEST on B. Prints each server's
+      last reply or error ("B: 425 ...", "A: timed out"); exit 0 when both
+      servers report success (226/250).
 MODE: port, eprt, pasv or epsv. Exit status 0 only when every step worked.
 """
 
@@ -119,9 +120,12 @@ def fxp(host_a, host_b, name, dest):
     b.putcmd("STOR " + dest)
     ok = True
     for side, f in (("B", b), ("A", a)):
-        r = f.getresp()
-        if r.startswith("1"):
+        try:
             r = f.getresp()
+            if r.startswith("1"):
+                r = f.getresp()
+        except (ftplib.Error, OSError) as e:  # a 4xx/5xx reply, a timeout: the other side still answers
+            r = str(e)
         print("%s: %s" % (side, r), flush=True)
         ok = ok and r[:3] in ("226", "250")
     for f in (a, b):

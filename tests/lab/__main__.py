@@ -7,8 +7,12 @@ root from tests/, or with PYTHONPATH=tests):
   python3 -m lab env                shell assignments describing the lab (eval-able)
   python3 -m lab helper on|off      attach the kernel's FTP helper on the gateway
   python3 -m lab server vsftpd|pure-ftpd|none   the server on port 21
+  python3 -m lab record-pcaps [--only REGEX] [--keep] [--out DIR]
+                                    record pcaps/lab/ again (tests/lab/record.py)
+  python3 -m lab record-pcaps --analyse [--out DIR]   only REWRITES, no root
 
---prefix NAME (default ftpct-lab-, must start with ftpct-) names the
+--prefix NAME (default ftpct-lab-; ftpct-rec- for record-pcaps, which builds
+and takes down a lab of its own; must start with ftpct-) names the
 namespaces, so that this lab, scripts/lab.sh's (ftpct-cli, ftpct-gw, ...) and
 the test runs' (ftpct-py-*) live side by side. What is up is written in
 /run/ftpct-lab-py/PREFIX/state.json. The failover pair (ha) is still
@@ -24,7 +28,7 @@ import signal
 import sys
 import tempfile
 
-from . import servers
+from . import record, servers
 from .gateway import kernel_helper, kernel_helper_attached
 from .proc import LabError, wait_until
 from .servers import FtpRoot
@@ -178,7 +182,7 @@ def cmd_server(prefix, kind):
 def parse(argv):
     p = argparse.ArgumentParser(prog="python3 -m lab", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prefix", default="ftpct-lab-")
+    p.add_argument("--prefix", default=None)
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("topology", nargs="?", default="snat", choices=sorted(SPECS))
@@ -187,11 +191,22 @@ def parse(argv):
         sub.add_parser(name)
     sub.add_parser("helper").add_argument("on_off", choices=["on", "off"])
     sub.add_parser("server").add_argument("kind", choices=[*servers.KINDS, "none"])
-    return p.parse_args(argv)
+    rec = sub.add_parser("record-pcaps", help="record pcaps/lab/ again (tests/lab/record.py)")
+    rec.add_argument("--only", metavar="REGEX",
+                     help="record only the scenarios whose name matches (other MANIFEST lines are kept)")
+    rec.add_argument("--keep", action="store_true", help="keep the work directory (client logs) and print its path")
+    rec.add_argument("--analyse", action="store_true", help="only derive REWRITES from the captures (no root)")
+    rec.add_argument("--out", default=record.OUT, help="the captures' directory (default: pcaps/lab)")
+    args = p.parse_args(argv)
+    if args.prefix is None:
+        args.prefix = "ftpct-rec-" if args.command == "record-pcaps" else "ftpct-lab-"
+    return args
 
 
 def main(argv):
     args = parse(argv)
+    if args.command == "record-pcaps" and args.analyse:
+        return 1 if record.analyse(args.out) else 0
     if os.geteuid() != 0:
         print("lab: run as root (network namespaces)", file=sys.stderr)
         return 1
@@ -202,12 +217,17 @@ def main(argv):
         "env": lambda: cmd_env(args.prefix),
         "helper": lambda: cmd_helper(args.prefix, args.on_off),
         "server": lambda: cmd_server(args.prefix, args.kind),
+        "record-pcaps": lambda: record.record(args.prefix, args.out, args.only, args.keep),
     }
     try:
-        commands[args.command]()
+        if commands[args.command]():
+            return 1  # record-pcaps: failures
     except LabError as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        print(f"lab: interrupted ({e or 'Ctrl-C'})", file=sys.stderr)
+        return 130
     return 0
 
 

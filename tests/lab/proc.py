@@ -96,6 +96,19 @@ class Daemon:
                         f"--- its output ({self.log_path}), last {lines} lines:\n"
                         f"{self.output(lines) or '(nothing)'}")
 
+    def await_output(self, text, timeout, lines=50):
+        """Waits (at most timeout seconds) until text shows in the last
+        lines of its output; LabError with that output when it does not,
+        or when it exits first."""
+        try:
+            wait_until(f"{self.name}: {text!r} in its output",
+                       lambda: not self.alive() or text in self.output(lines), timeout=timeout)
+        except LabError:
+            raise self.fail(f"did not say {text!r} within {timeout:g} s") from None
+        if not self.alive():
+            raise self.fail("exited at start-up")
+        return self
+
     def stop(self, timeout=5.0):
         """SIGTERM to its group, then SIGKILL after timeout seconds. True
         when it stopped on SIGTERM."""

@@ -160,6 +160,14 @@ class Topology:
             self.gw("conntrack", "-F", "-f", family, check=False)
             self.gw("conntrack", "-F", "expect", "-f", family, check=False)
 
+    def offloads_off(self):
+        """Checksum and segmentation offloads off on both ends of every
+        veth: a capture then carries real checksums and the segments as
+        sent (the recorded captures, tests/lab/record.py)."""
+        for link in self.spec.links:
+            for ns, side in ((self.gw_ns, link.gw), (self.ns(link.role), link.host)):
+                run(["ethtool", "-K", side.iface, "tx", "off", "tso", "off", "gso", "off", "gro", "off"], ns=ns)
+
     def zero_counters(self):
         """The gateway filter's packet counters from zero: a run's own."""
         for ipt in IPTABLES:
