@@ -7,10 +7,13 @@ root from tests/, or with PYTHONPATH=tests):
   python3 -m lab env                shell assignments describing the lab (eval-able)
   python3 -m lab helper on|off      attach the kernel's FTP helper on the gateway
   python3 -m lab server vsftpd|pure-ftpd|none   the server on port 21
+  python3 -m lab bench [--quick] [--rounds N] [--only LIST] ...   the gateway
+                                    benchmarks (bench.py; bench --help)
 
 --prefix NAME (default ftpct-lab-, must start with ftpct-) names the
 namespaces, so that this lab, scripts/lab.sh's (ftpct-cli, ftpct-gw, ...) and
-the test runs' (ftpct-py-*) live side by side. What is up is written in
+the test runs' (ftpct-py-*) live side by side; bench's default is
+ftpct-bench- (FTPCT_BENCH_PREFIX). What is up is written in
 /run/ftpct-lab-py/PREFIX/state.json. The failover pair (ha) is still
 scripts/lab.sh's alone.
 """
@@ -24,7 +27,7 @@ import signal
 import sys
 import tempfile
 
-from . import servers
+from . import bench, servers
 from .gateway import kernel_helper, kernel_helper_attached
 from .proc import LabError, wait_until
 from .servers import FtpRoot
@@ -178,7 +181,7 @@ def cmd_server(prefix, kind):
 def parse(argv):
     p = argparse.ArgumentParser(prog="python3 -m lab", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prefix", default="ftpct-lab-")
+    p.add_argument("--prefix", default=None, help="default ftpct-lab-; bench: ftpct-bench-")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("topology", nargs="?", default="snat", choices=sorted(SPECS))
@@ -187,11 +190,24 @@ def parse(argv):
         sub.add_parser(name)
     sub.add_parser("helper").add_argument("on_off", choices=["on", "off"])
     sub.add_parser("server").add_argument("kind", choices=[*servers.KINDS, "none"])
-    return p.parse_args(argv)
+    b = sub.add_parser("bench", description=bench.__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=bench.__doc__.split("\n\n", 1)[1])
+    b.add_argument("--prefix", default=argparse.SUPPRESS, help="namespace prefix (default ftpct-bench-)")
+    bench.add_arguments(b)
+    args = p.parse_args(argv)
+    if args.prefix is None:
+        args.prefix = os.environ.get("FTPCT_BENCH_PREFIX", "ftpct-bench-") if args.command == "bench" else "ftpct-lab-"
+    return args
 
 
 def main(argv):
     args = parse(argv)
+    if args.command == "bench":  # its --table needs no root
+        try:
+            return bench.main(args)
+        except LabError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return 1
     if os.geteuid() != 0:
         print("lab: run as root (network namespaces)", file=sys.stderr)
         return 1
