@@ -191,7 +191,7 @@ def parse(argv):
     sub.add_parser("helper").add_argument("on_off", choices=["on", "off"])
     sub.add_parser("server").add_argument("kind", choices=[*servers.KINDS, "none"])
     b = sub.add_parser("bench", description=bench.__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=bench.__doc__.split("\n\n", 1)[1])
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=bench.help_text())
     b.add_argument("--prefix", default=argparse.SUPPRESS, help="namespace prefix (default ftpct-bench-)")
     bench.add_arguments(b)
     args = p.parse_args(argv)
@@ -208,6 +208,9 @@ def main(argv):
         except LabError as e:
             print(f"bench: error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("bench: interrupted (the lab is down)", file=sys.stderr)
+            return 130
     if os.geteuid() != 0:
         print("lab: run as root (network namespaces)", file=sys.stderr)
         return 1

@@ -51,12 +51,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 
 from .gateway import kernel_helper
 from .proc import Daemon, LabError, run, wait_until
-from .servers import START_SECS, FtpRoot, FtpServer, Vsftpd
+from .servers import FtpRoot, FtpServer, Vsftpd, wait_listening
 from .topology import Topology, ns_pids
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -385,13 +386,7 @@ class BenchServer:
             log_path = os.path.join(self.work, f"server-{self.kind}.log")
             daemon = Daemon(f"{self.kind} in {ns}", self.argv(ns), ns, log_path, preexec=self.preexec).start()
             self.daemons.append(daemon)
-            try:
-                wait_until(f"{daemon.name} listening on port 21",
-                           lambda: not daemon.alive() or listening4(ns), timeout=START_SECS)
-            except LabError:
-                raise daemon.fail(f"did not listen on port 21 within {START_SECS} s") from None
-            if not daemon.alive():
-                raise daemon.fail("exited at start-up")
+            wait_listening(daemon, ns, listening4)
         return self
 
 
@@ -849,7 +844,8 @@ class Table:
     """Medians over rounds per gateway, ratios of ftpct's against the
     columns with ratio, verdicts against the targets; the problems seen."""
 
-    def __init__(self, rows, columns=COLUMNS):
+    def __init__(self, rows, columns=None):
+        columns = columns or COLUMNS
         self.rows = rows
         present = {r["mode"] for r in rows}
         self.all = columns
@@ -1113,6 +1109,16 @@ def add_arguments(p):
                    help="print the table of a results.jsonl and exit (no root, nothing run)")
 
 
+def help_text():
+    """`bench --help`'s epilog: the module's documentation and the gateways."""
+    lines = ["Gateways (COLUMNS), alternated within each round:"]
+    for c in COLUMNS:
+        switch = f" [--{c.option.replace('_', '-')}]" if c.option else ""
+        lines.append(textwrap.fill(f"{c.heading}: {c.what}{switch}", width=78, initial_indent="  ",
+                                   subsequent_indent="      ", break_on_hyphens=False))
+    return __doc__.split("\n\n", 2)[2] + "\n" + "\n".join(lines)
+
+
 def check_options(opts):
     opts.rounds = opts.rounds or (2 if opts.quick else 5)
     if not 1 <= opts.rounds <= 99:
@@ -1147,7 +1153,8 @@ def prepare(opts):
             setattr(opts, name, os.path.join(REPO, "target", "release", name))
     if not opts.no_build:
         log("dependencies")
-        subprocess.run([os.path.join(REPO, "scripts", "install-deps.sh")], check=True, stdin=subprocess.DEVNULL)
+        if subprocess.run([os.path.join(REPO, "scripts", "install-deps.sh")], stdin=subprocess.DEVNULL).returncode:
+            raise LabError("scripts/install-deps.sh failed")
         if own:
             log("build (release)")
             packages = [a for name in own for a in ("-p", name)]
