@@ -57,7 +57,7 @@
 # gateway modes, more often with ftpct, whose user-space work takes CPU from
 # the servers (measured: all of ftpct's failures were such late greetings,
 # ftpct dropping nothing). That measures the machine, not the gateway;
-# capacity is scripts/bench.sh's subject.
+# capacity is the benchmarks' subject (python3 -m lab bench, tests/lab/bench.py).
 #
 # The gateway's conntrack settings stay at the kernel's defaults: nothing here
 # writes a sysctl in the gateway (a shortened TIME_WAIT once hid a bug that

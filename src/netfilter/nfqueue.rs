@@ -16,7 +16,7 @@ const QUEUE_MAX_LEN: u32 = 4096;
 /// Receive buffer asked for each queue's netlink socket (the kernel doubles
 /// it). The default, net.core.rmem_default (208 KiB), holds only ~200
 /// queued packets: a longer burst overflowed the socket, and with fail-open
-/// those packets passed uninspected (measured by scripts/bench.sh: a third
+/// those packets passed uninspected (measured by the gateway benchmarks: a third
 /// of a streaming control connection; a connection with a rewrite then
 /// loses its sequence fix-up and its stream is corrupted). This holds
 /// QUEUE_MAX_LEN full-size packets; memory is only taken while they wait.

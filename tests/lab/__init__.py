@@ -12,8 +12,9 @@ model): a small library that builds the lab, and the suites as data.
   conntrackd.py  conntrackd on each gateway: configuration, start, commands
   failover.py  the failover cases as data, one gateway mode's run of them
   record.py    the captures of pcaps/lab/ recorded again, and their analysis
+  bench.py     the gateway benchmarks: gateways and tests as data, the table
   conftest.py  the fixtures; test_*.py the suites
-  __main__.py  `python3 -m lab up|down|status|env|helper|server`, for a person
+  __main__.py  `python3 -m lab up|down|status|env|helper|server|bench`, for a person
 
 Run as root: /usr/bin/python3 -m pytest tests/lab (README, "Tests").
 """

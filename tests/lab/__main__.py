@@ -10,11 +10,14 @@ root from tests/, or with PYTHONPATH=tests):
   python3 -m lab record-pcaps [--only REGEX] [--keep] [--out DIR]
                                     record pcaps/lab/ again (tests/lab/record.py)
   python3 -m lab record-pcaps --analyse [--out DIR]   only REWRITES, no root
+  python3 -m lab bench [--quick] [--rounds N] [--only LIST] ...   the gateway
+                                    benchmarks (bench.py; bench --help)
 
 --prefix NAME (default ftpct-lab-; ftpct-rec- for record-pcaps, which builds
 and takes down a lab of its own; must start with ftpct-) names the
 namespaces, so that this lab, scripts/lab.sh's (ftpct-cli, ftpct-gw, ...) and
-the test runs' (ftpct-py-*) live side by side. What is up is written in
+the test runs' (ftpct-py-*) live side by side; bench's default is
+ftpct-bench- (FTPCT_BENCH_PREFIX). What is up is written in
 /run/ftpct-lab-py/PREFIX/state.json. The failover pair (ha) is still
 scripts/lab.sh's alone.
 """
@@ -28,7 +31,7 @@ import signal
 import sys
 import tempfile
 
-from . import record, servers
+from . import bench, record, servers
 from .gateway import kernel_helper, kernel_helper_attached
 from .proc import LabError, wait_until
 from .servers import FtpRoot
@@ -182,7 +185,7 @@ def cmd_server(prefix, kind):
 def parse(argv):
     p = argparse.ArgumentParser(prog="python3 -m lab", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prefix", default=None)
+    p.add_argument("--prefix", default=None, help="default ftpct-lab-; bench: ftpct-bench-")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("topology", nargs="?", default="snat", choices=sorted(SPECS))
@@ -197,9 +200,14 @@ def parse(argv):
     rec.add_argument("--keep", action="store_true", help="keep the work directory (client logs) and print its path")
     rec.add_argument("--analyse", action="store_true", help="only derive REWRITES from the captures (no root)")
     rec.add_argument("--out", default=record.OUT, help="the captures' directory (default: pcaps/lab)")
+    b = sub.add_parser("bench", description=bench.__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=bench.help_text())
+    b.add_argument("--prefix", default=argparse.SUPPRESS, help="namespace prefix (default ftpct-bench-)")
+    bench.add_arguments(b)
     args = p.parse_args(argv)
     if args.prefix is None:
-        args.prefix = "ftpct-rec-" if args.command == "record-pcaps" else "ftpct-lab-"
+        args.prefix = {"record-pcaps": "ftpct-rec-",
+                       "bench": os.environ.get("FTPCT_BENCH_PREFIX", "ftpct-bench-")}.get(args.command, "ftpct-lab-")
     return args
 
 
@@ -207,6 +215,15 @@ def main(argv):
     args = parse(argv)
     if args.command == "record-pcaps" and args.analyse:
         return 1 if record.analyse(args.out) else 0
+    if args.command == "bench":  # its --table needs no root
+        try:
+            return bench.main(args)
+        except LabError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("bench: interrupted (the lab is down)", file=sys.stderr)
+            return 130
     if os.geteuid() != 0:
         print("lab: run as root (network namespaces)", file=sys.stderr)
         return 1

@@ -65,18 +65,21 @@ def tail(path, lines=20):
 class Daemon:
     """A long-running program in a namespace: a process group of its own
     (so that stopping it also stops the children it forked, by id), stdin
-    closed, stdout and stderr into a log file."""
+    closed, stdout and stderr into a log file. preexec: run in the child
+    before `ip netns exec` (e.g. to join a cgroup)."""
 
-    def __init__(self, name, argv, ns, log_path):
+    def __init__(self, name, argv, ns, log_path, preexec=None):
         self.name = name
         self.argv = in_ns(ns, argv)
         self.log_path = log_path
+        self.preexec = preexec
         self.proc = None
 
     def start(self):
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=self.preexec)
         return self
 
     @property

@@ -186,10 +186,12 @@ def read_sysctl(ns, key):
     return run(["sysctl", "-n", key], ns=ns, check=False).stdout.strip()
 
 
-def wait_listening(daemon, ns):
+def wait_listening(daemon, ns, ready=listening):
+    """daemon listens on port 21 in ns, as ready(ns) tells (default: both
+    families)."""
     try:
         wait_until(f"{daemon.name} listening on port 21",
-                   lambda: not daemon.alive() or listening(ns), timeout=START_SECS)
+                   lambda: not daemon.alive() or ready(ns), timeout=START_SECS)
     except LabError:
         raise daemon.fail(f"did not listen on port 21 within {START_SECS} s") from None
     if not daemon.alive():

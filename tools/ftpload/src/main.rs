@@ -1,5 +1,6 @@
 //! `ftpload`: the load generator, minimal FTP server and stream sink that
-//! `scripts/bench.sh` drives through the benchmark gateway.
+//! the gateway benchmarks (`python3 -m lab bench`, tests/lab/bench.py) drive
+//! through the lab's gateway.
 //!
 //! Not part of ftpct: a benchmark tool. Every subcommand that measures
 //! prints one JSON object on standard output when it is done.
@@ -54,7 +55,7 @@ const CHUNK: usize = 256 * 1024;
 #[derive(Parser)]
 #[command(
     name = "ftpload",
-    about = "FTP load generator and test server for scripts/bench.sh"
+    about = "FTP load generator and test server for the lab's benchmarks and soak"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -1,0 +1,158 @@
+"""The benchmark's statistics, table and plan, without a lab (no root):
+fixtures/bench-results.jsonl is two rounds of every gateway and test (and
+a third, slow NOOP session without its 1-NOOP one), with a failed run, a round with failed sessions, too few sequential sessions and
+a stream the queue program did not see whole; fixtures/bench-table.txt is
+its table as `python3 -m lab bench --table` prints it (the format of
+BENCHMARKS.md)."""
+
+import argparse
+import os
+import re
+import statistics
+
+import pytest
+
+from . import bench
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+RESULTS = os.path.join(FIXTURES, "bench-results.jsonl")
+
+
+@pytest.fixture
+def rows():
+    return bench.load(RESULTS)
+
+
+def cells(text, label):
+    """The cells of the table's row named label (split on 2+ spaces)."""
+    line = next(line for line in text.splitlines() if line.startswith(label + "  "))
+    return re.split(r"\s{2,}", line[len(label):].strip())
+
+
+def test_the_table_of_the_fixture_is_the_one_kept(rows):
+    with open(os.path.join(FIXTURES, "bench-table.txt")) as f:
+        assert bench.table(rows) == f.read().rstrip("\n")
+
+
+def test_a_figure_is_the_median_over_rounds_and_ratios_are_against_the_same_run(rows):
+    def med(mode, param, key):
+        return statistics.median(r["result"][key] for r in rows
+                                 if (r["mode"], r["test"], r["param"]) == (mode, "rtt", param))
+
+    noop = {m: med(m, "NOOP", "median_us") for m in ("none", "kernel", "ftpct", "nfq")}
+    got = cells(bench.table(rows), "NOOP round trip, median, all on one CPU")
+    assert got[:6] == ["us", f"{noop['none']:.1f}", f"{noop['kernel']:.1f}", f"{noop['ftpct']:.1f}",
+                       f"{noop['nfq']:.1f}", f"{noop['ftpct'] / noop['kernel']:.2f}"]
+    assert got[6:8] == [f"{noop['ftpct'] / noop['none']:.2f}", f"{noop['ftpct'] / noop['nfq']:.2f}"]
+    assert got[8:] == ["c/b <= 1.05: ok", "3"]
+    assert noop["ftpct"] < 30  # round 3's 90 us is an outlier: a median, not a mean
+
+
+def test_a_target_missed_is_named(rows):
+    text = bench.table(rows)
+    assert cells(text, "sessions/s, ftpload, K=1")[-2] == "c/b >= 0.95: MISS"
+    assert "targets missed: " in text and "sessions/s, ftpload, K=1" in text.split("targets missed: ")[1]
+
+
+def test_per_noop_subtracts_the_one_noop_session_of_the_same_round(rows):
+    # ftpct's fixture queues 1 packet per NOOP plus 21 for the rest of the session.
+    got = cells(bench.table(rows), "packets queued per NOOP round trip")
+    assert got[1:5] == ["0.00", "0.00", "1.00", "2.00"] and got[-2] == "<= 0: MISS"
+
+
+def test_a_failed_run_is_left_out_and_reported(rows):
+    text = bench.table(rows)
+    assert "kernel sessions vsftpd-K1 round 2: failed" in text
+    assert cells(text, "sessions/s, vsftpd, K=1")[-1] == "2"  # n: the other gateways' two rounds
+
+
+def test_failed_sessions_count_in_the_median_and_are_reported(rows):
+    text = bench.table(rows)
+    assert "sessions ftpload-K16: failed sessions per round none [0, 0], kernel [0, 0], ftpct [0, 2]" in text
+    per_s = [r["result"]["per_s"] for r in rows if (r["mode"], r["param"]) == ("ftpct", "ftpload-K16")]
+    assert cells(text, "sessions/s, ftpload, K=16")[3] == f"{statistics.median(per_s):.0f}"
+
+
+def test_too_few_sequential_sessions_give_no_figure(rows):
+    text = bench.table(rows)
+    assert "nfq queued-sessions ftpload-active round 1: 12 sessions ok" in text
+    assert cells(text, "packets queued per active session (PORT/EPRT), ftpload")[-1] == "2"
+
+
+def test_machine_cpu_per_session_uses_the_cpus_of_the_run(rows):
+    for r in rows:
+        r["cpu"]["cpus"] = 4
+    doubled = cells(bench.table(rows), "  machine CPU per session, ftpload, K=1")
+    for r in rows:
+        r["cpu"]["cpus"] = 2
+    single = cells(bench.table(rows), "  machine CPU per session, ftpload, K=1")
+    assert [int(x) for x in doubled[1:4]] == pytest.approx([2 * int(x) for x in single[1:4]], abs=1)
+
+
+def test_the_optional_column_shows_only_when_the_results_have_it(rows):
+    assert "(e) ftpctall" not in bench.table(rows)
+    extra = [dict(r, mode="ftpctall") for r in rows if r["mode"] == "ftpct"]
+    text = bench.table(rows + extra)
+    head = text.splitlines()[0].split()
+    assert "ftpctall" in head and head.index("ftpctall") < head.index("c/b")
+
+
+def test_a_new_gateway_is_one_entry(rows, monkeypatch):
+    proxy = bench.Column("ftp-proxy", "f", "a userspace FTP proxy", servers=("ftpload",), ratio=True)
+    monkeypatch.setattr(bench, "COLUMNS", bench.COLUMNS + (proxy,))
+    extra = [dict(r, mode="ftp-proxy") for r in rows if r["mode"] == "kernel"]
+    text = bench.table(rows + extra)
+    head = text.splitlines()[0]
+    assert "(f) ftp-proxy" in head and head.index("c/d") < head.index("c/f")
+    noop = cells(text, "NOOP round trip, median, all on one CPU")
+    assert noop[9] == noop[6]  # c/f: the proxy's rows are the kernel's here, so c/f is c/b
+
+
+def options(**kw):
+    opts = dict(quick=True, rounds=None, only="rtt,sessions,bulk,stream", no_vsftpd=False, no_nfq=False,
+                queue_all_too=False, ftpct_queues="0", ftpct_busy_poll=0, prefix="ftpct-bench-")
+    opts.update(kw)
+    return argparse.Namespace(**opts)
+
+
+def test_the_gateways_and_what_each_runs():
+    opts = options()
+    assert [c.key for c in bench.COLUMNS if c.enabled(opts)] == ["none", "kernel", "ftpct", "nfq"]
+    assert [c.key for c in bench.COLUMNS if c.enabled(options(no_nfq=True, queue_all_too=True))] == \
+        ["none", "kernel", "ftpct", "ftpctall"]
+    tests = bench.plan(bench.QUICK)
+    runs = {c.key: [(t.test, t.param) for t in bench.selected(c, tests, opts)] for c in bench.COLUMNS}
+    assert len(runs["ftpct"]) == len(set(runs["ftpct"])) == 17
+    assert ("rtt", "NOOP-other-cpu") in runs["ftpct"] and ("rtt", "NOOP-other-cpu") not in runs["kernel"]
+    assert not any(test == "bulk" or param.startswith("vsftpd") for test, param in runs["nfq"])
+    assert ("stream", "mss120") in runs["nfq"]
+    only = bench.selected(bench.COLUMN["kernel"], tests, options(only="bulk", no_vsftpd=True))
+    assert [(t.test, t.param) for t in only] == [("bulk", "ftpload")]
+
+
+def test_quick_is_shorter_but_keeps_the_noop_count():
+    assert bench.QUICK.noop == bench.Sizes().noop == 10000
+    assert bench.QUICK.sess_secs < bench.Sizes().sess_secs
+
+
+def test_options_are_checked_and_named_in_the_header():
+    opts = options()
+    bench.check_options(opts)
+    assert opts.rounds == 2
+    assert bench.command_line(opts) == "python3 -m lab bench --quick --rounds 2"
+    opts = options(quick=False, rounds=3, only="rtt,sessions", no_nfq=True, ftpct_queues="0:1")
+    bench.check_options(opts)
+    assert bench.command_line(opts) == \
+        "python3 -m lab bench --rounds 3 --no-nfq --ftpct-queues 0:1 --only rtt,sessions"
+    for bad in (options(only="rtt,latency"), options(rounds=100), options(prefix="lab-")):
+        with pytest.raises(bench.LabError):
+            bench.check_options(bad)
+
+
+def test_the_fixture_is_what_a_run_writes(rows):
+    """Every row has the keys a run records, so the fixture tests the table
+    on the shape of real results."""
+    for r in rows:
+        assert set(r) == {"round", "mode", "test", "param", "cpu", "result"}
+        assert r["mode"] in bench.COLUMN
+    assert {r["test"] for r in rows} == {"rtt", "sessions", "queued-sessions", "bulk", "stream"}
