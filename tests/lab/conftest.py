@@ -54,6 +54,9 @@ def pytest_configure(config):
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
+    # A skipped test says why in the summary (-rs), without being asked.
+    if "s" not in config.option.reportchars.lower():
+        config.option.reportchars += "s"
     # SIGTERM as Ctrl-C: pytest then runs every finalizer (lab taken down).
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
@@ -114,8 +117,15 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def require_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab creates network namespaces")
+    """Not root: the lab's tests are skipped, with the reason; under CI=true
+    (or FTPCT_REQUIRE_KERNEL_TESTS=1) that is an error, so that CI never
+    passes with them silently skipped."""
+    if os.geteuid() == 0:
+        return
+    why = "needs root: the lab creates network namespaces (sudo /usr/bin/python3 -m pytest tests/lab)"
+    if os.environ.get("CI") == "true" or os.environ.get("FTPCT_REQUIRE_KERNEL_TESTS") == "1":
+        pytest.fail(f"{why}; CI=true (or FTPCT_REQUIRE_KERNEL_TESTS=1) makes skipping it an error", pytrace=False)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
