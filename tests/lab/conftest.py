@@ -54,9 +54,6 @@ def pytest_configure(config):
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
-    # A skipped test says why in the summary (-rs), without being asked.
-    if "s" not in config.option.reportchars.lower():
-        config.option.reportchars += "s"
     # SIGTERM as Ctrl-C: pytest then runs every finalizer (lab taken down).
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
