@@ -52,7 +52,7 @@ check_modes() {
 
 # wait_running: waits (at most 5 s) until the `ftpct run` of $FTPCT_PID logs
 # to $FTPCT_LOG that it has bound its queues. Dies, with its last lines, if
-# it exited; goes on with a warning if it says nothing.
+# it exited or said nothing.
 wait_running() {
     local i
     for ((i = 0; i < 50; i++)); do
@@ -60,12 +60,12 @@ wait_running() {
         grep -qs 'running: queues' "$FTPCT_LOG" && return 0
         sleep 0.1
     done
+    tail -n 20 "$FTPCT_LOG" >&2
     if ! kill -0 "$FTPCT_PID" 2>/dev/null; then
-        tail -n 20 "$FTPCT_LOG" >&2
         FTPCT_PID=''
         die "ftpct run exited at start-up"
     fi
-    log "warning: no start-up line from ftpct after 5 s, going on"
+    die "no start-up line from ftpct run within 5 s"
 }
 
 # drop_work: removes the work directory $WORK, or says where it is kept
