@@ -12,7 +12,8 @@ model): a small library that builds the lab, and the suites as data.
   conntrackd.py  conntrackd on each gateway: configuration, start, commands
   failover.py  the failover cases as data, one gateway mode's run of them
   conftest.py  the fixtures; test_*.py the suites
-  __main__.py  `python3 -m lab up|down|status|env|helper|server`, for a person
+  __main__.py  `python3 -m lab up|down|status|env|helper|server|ha ...`, for a
+               person and for scripts (scripts/lab.sh wraps it)
 
 Run as root: /usr/bin/python3 -m pytest tests/lab (README, "Tests").
 """
