@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ftpct in action, on a fresh machine, as root:
-#   1. installs the Debian packages the demo's lab needs, those missing
-#      (not the test suite's: scripts/install-deps.sh), and builds ftpct
-#      (cargo build --release);
+#   1. installs what the demo's lab needs, those missing (`scripts/install-deps.sh
+#      --demo`: a few Debian packages, vsftpd unpacked beside the system; not
+#      the test suite's), and builds ftpct (cargo build --release; with
+#      FTPCT_BIN=PATH that binary instead, no build);
 #   2. brings up the snat lab (scripts/lab.sh): a client 192.0.2.10 behind a
 #      gateway that masquerades as 198.51.100.1, vsftpd at 198.51.100.20; the
 #      gateway forwards only ESTABLISHED,RELATED and new control connections;
@@ -13,7 +14,8 @@
 #   5. prints ftpct's decisions (its log) and the checks, then the control:
 #      with ftpct stopped, the same active download fails;
 #   6. takes everything down (also on error or Ctrl-C).
-# Usage: sudo scripts/demo.sh [--verbose]   (exit status 0 when the demo worked)
+# Usage: sudo scripts/demo.sh [--verbose]   (exit status 0 when the demo worked;
+# no question asked, no standard input read)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +23,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 REPO=$(cd "$HERE/.." && pwd)
 LAB=$HERE/lab.sh
-FTPCT=$REPO/target/release/ftpct
+FTPCT=${FTPCT_BIN:-$REPO/target/release/ftpct}
 NS_CLI=ftpct-cli
 NS_GW=ftpct-gw
 SERVER=198.51.100.20
@@ -31,9 +33,6 @@ FTPCT_PID=''
 LAB_UP=0
 VERBOSE=0
 [[ ${1:-} == --verbose ]] && VERBOSE=1
-# The Debian packages the lab of the demo uses, and a command each brings.
-DEMO_PKGS=(vsftpd:/usr/sbin/vsftpd curl:curl iptables:iptables ipset:ipset
-    conntrack:conntrack iproute2:ip procps:pgrep)
 
 step() { printf '\n== %s\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
@@ -60,17 +59,12 @@ stop_ftpct() {
 
 prepare() {
     [[ $(id -u) -eq 0 ]] || die "run as root: sudo scripts/demo.sh"
-    step "dependencies (Debian packages, those missing)"
-    local p missing=()
-    for p in "${DEMO_PKGS[@]}"; do
-        command -v "${p#*:}" >/dev/null || missing+=("${p%%:*}")
-    done
-    if ((${#missing[@]})); then
-        say "apt-get install ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        say "all there: ${DEMO_PKGS[*]%%:*}"
+    step "dependencies (scripts/install-deps.sh --demo: those missing)"
+    "$HERE/install-deps.sh" --demo </dev/null 2>&1 | sed 's/^/   /'
+    if [[ -n ${FTPCT_BIN:-} ]]; then
+        [[ -x $FTPCT ]] || die "FTPCT_BIN=$FTPCT is not an executable"
+        step "ftpct: $FTPCT (FTPCT_BIN, no build)"
+        return
     fi
     step "build (cargo build --release)"
     command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup), then run again"

@@ -2,10 +2,12 @@
 # Install what the ftpct lab needs, and only what is missing.
 #
 # Idempotent and non-interactive: safe under CI=true with no standard input.
-# Debian's FTP servers conflict as packages (each provides ftp-server), so
-# vsftpd is installed with apt and the others are unpacked with `dpkg -x`
-# beside it: pure-ftpd into $FTPCT_LAB_OPT/pure-ftpd (default
-# /opt/ftpct-lab/pure-ftpd), its binary at .../usr/sbin/pure-ftpd; proftpd
+# Debian's FTP servers conflict as packages (each provides ftp-server:
+# installing one removes another, even in the middle of a run), so none is
+# installed: each is unpacked with `dpkg -x` beside the system, vsftpd into
+# $FTPCT_LAB_OPT/vsftpd (default /opt/ftpct-lab), its binary at
+# .../usr/sbin/vsftpd; pure-ftpd into $FTPCT_LAB_OPT/pure-ftpd, its binary at
+# .../usr/sbin/pure-ftpd; proftpd
 # (proftpd-core and the libraries it links that Debian's proftpd package set
 # would bring) into $FTPCT_LAB_OPT/proftpd, run as
 # `LD_LIBRARY_PATH=$FTPCT_LAB_OPT/proftpd/usr/lib/x86_64-linux-gnu
@@ -17,12 +19,16 @@
 # tests/lab: `/usr/bin/python3 -m pytest tests/lab`).
 # `apt-get update` runs only when something is missing.
 #
-# Usage: scripts/install-deps.sh [--check]
+# Usage: scripts/install-deps.sh [--check|--demo]
 #   --check   install nothing; exit 1 when something is missing.
+#   --demo    only what scripts/demo.sh needs (its lab: vsftpd, curl, the
+#             firewall tools, Debian's python3).
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 LAB_OPT=${FTPCT_LAB_OPT:-/opt/ftpct-lab}
+VSFTPD_DIR=$LAB_OPT/vsftpd
+VSFTPD_BIN=$VSFTPD_DIR/usr/sbin/vsftpd
 PURE_DIR=$LAB_OPT/pure-ftpd
 PURE_BIN=$PURE_DIR/usr/sbin/pure-ftpd
 PROFTPD_DIR=$LAB_OPT/proftpd
@@ -31,12 +37,16 @@ PROFTPD_LIBS=$PROFTPD_DIR/usr/lib/x86_64-linux-gnu
 # proftpd-core, and the libraries it links that are not in Debian's base
 # system (they come unpacked beside it, not installed).
 PROFTPD_DEBS=(proftpd-core libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 libhashkit2)
-CHECK_ONLY=0
-[[ ${1:-} == --check ]] && CHECK_ONLY=1
+CHECK_ONLY=0 DEMO=0
+case ${1:-} in
+    --check) CHECK_ONLY=1 ;;
+    --demo) DEMO=1 ;;
+    '') ;;
+    *) echo "usage: scripts/install-deps.sh [--check|--demo]" >&2; exit 2 ;;
+esac
 
 # Debian packages and a command each one provides.
 PKGS=(
-    vsftpd:/usr/sbin/vsftpd
     curl:curl
     lftp:lftp
     iptables:iptables
@@ -59,6 +69,11 @@ PKGS=(
 FILE_PKGS=(
     fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf
 )
+if ((DEMO)); then
+    PKGS=(curl:curl iptables:iptables ipset:ipset conntrack:conntrack iproute2:ip procps:pgrep
+        python3:/usr/bin/python3)
+    FILE_PKGS=()
+fi
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -104,7 +119,7 @@ for entry in "${FILE_PKGS[@]}"; do
     fi
 done
 # Debian's pyftpdlib is for Debian's python3, which PATH may not name first.
-if ! /usr/bin/python3 -c 'import pyftpdlib' >/dev/null 2>&1 && [[ " ${missing[*]} " != *" python3-pyftpdlib "* ]]; then
+if ((!DEMO)) && ! /usr/bin/python3 -c 'import pyftpdlib' >/dev/null 2>&1 && [[ " ${missing[*]} " != *" python3-pyftpdlib "* ]]; then
     missing+=(python3-pyftpdlib)
 fi
 if ((${#missing[@]})); then
@@ -112,8 +127,8 @@ if ((${#missing[@]})); then
     apt_install "${missing[@]}"
 fi
 
-# 2. vsftpd's anonymous login needs the system user `ftp` (its package creates
-#    it; recreate it if someone removed it).
+# 2. The servers' anonymous login needs the system user `ftp` (their
+#    packages would create it; they are unpacked, not installed).
 if ! getent passwd ftp >/dev/null; then
     ((CHECK_ONLY)) && die "system user ftp missing"
     log "creating system user ftp"
@@ -179,6 +194,19 @@ lib_depends() {
     return 0
 }
 
+if ! runnable "$VSFTPD_BIN"; then
+    ((CHECK_ONLY)) && die "vsftpd missing or not runnable at $VSFTPD_BIN"
+    unpack "$VSFTPD_DIR" "$VSFTPD_BIN" vsftpd
+    lib_depends "$VSFTPD_DIR" "$VSFTPD_BIN"
+    runnable "$VSFTPD_BIN" || { ldd "$VSFTPD_BIN" >&2 || true; die "vsftpd at $VSFTPD_BIN is not runnable"; }
+fi
+# (vsftpd -v writes its version to its standard input.)
+[[ $("$VSFTPD_BIN" -v 0>&1 2>&1) == *"vsftpd: version"* ]] || die "vsftpd at $VSFTPD_BIN does not start"
+if ((DEMO)); then
+    log "ok: vsftpd at $VSFTPD_BIN ($(cat "$VSFTPD_DIR/.version")), the demo's tools present"
+    exit 0
+fi
+
 if ! runnable "$PURE_BIN"; then
     ((CHECK_ONLY)) && die "pure-ftpd missing or not runnable at $PURE_BIN"
     unpack "$PURE_DIR" "$PURE_BIN" pure-ftpd
@@ -213,7 +241,7 @@ help=$("$PURE_BIN" --help 2>&1 || true)
 version=$(LD_LIBRARY_PATH=$PROFTPD_LIBS "$PROFTPD_BIN" -v 2>&1 || true)
 [[ $version == *"ProFTPD Version"* ]] || die "proftpd does not start: $version"
 /usr/bin/python3 -c 'import pyftpdlib.servers' || die "pyftpdlib does not import in /usr/bin/python3"
-log "ok: vsftpd $(dpkg-query -W -f='${Version}' vsftpd), pure-ftpd at $PURE_BIN" \
+log "ok: vsftpd at $VSFTPD_BIN ($(cat "$VSFTPD_DIR/.version")), pure-ftpd at $PURE_BIN" \
     "($(cat "$PURE_DIR/.version" 2>/dev/null || echo '?')), proftpd at $PROFTPD_BIN" \
     "($(cat "$PROFTPD_DIR/.version" 2>/dev/null || echo '?')), pyftpdlib" \
     "$(dpkg-query -W -f='${Version}' python3-pyftpdlib), all tools present"

@@ -20,7 +20,8 @@
 #      socket (a listener in a mount namespace) with their priority (info 6,
 #      warning 4).
 #
-# Usage: scripts/ops-test.sh [--keep]   (root; builds the debug binary)
+# Usage: scripts/ops-test.sh [--keep]   (root; builds the debug binary, or
+# tests FTPCT_BIN=PATH without a build)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,13 +48,13 @@ cleanup() {
 
 [[ $(id -u) -eq 0 ]] || die "run as root (namespaces, NFQUEUE)"
 command -v setpriv >/dev/null || die "setpriv missing (util-linux): run scripts/install-deps.sh"
-(cd "$REPO" && cargo build --quiet --locked)
+[[ -n ${FTPCT_BIN:-} ]] || (cd "$REPO" && cargo build --quiet --locked)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 WORK=$(mktemp -d /tmp/ftpct-ops.XXXXXX)
 chmod 755 "$WORK"
 # A copy that the user nobody may run.
-install -m 0755 "$REPO/target/debug/ftpct" "$WORK/ftpct"
+install -m 0755 "${FTPCT_BIN:-$REPO/target/debug/ftpct}" "$WORK/ftpct"
 FTPCT=$WORK/ftpct
 CONF=$WORK/ftpct.toml
 

@@ -16,6 +16,9 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
+# Every tier runs: a kernel or lab test that would skip is an error.
+export FTPCT_REQUIRE_KERNEL_TESTS=1
+
 step "dependencies"
 scripts/install-deps.sh
 

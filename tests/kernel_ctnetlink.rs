@@ -3,8 +3,8 @@
 //! entered it, and removes it at the end, even on failure.
 //!
 //! Needs root (CI runs as root) and the iptables, ip6tables, ipset and
-//! conntrack binaries (scripts/install-deps.sh). Not root: the tests fail,
-//! unless FTPCT_SKIP_KERNEL_TESTS=1, which skips them.
+//! conntrack binaries (scripts/install-deps.sh). Not root: the tests are
+//! skipped and say so (an error under CI=true).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

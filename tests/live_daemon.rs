@@ -15,8 +15,9 @@
 //! active download fails with ftpct stopped. Then
 //! `ftpct rules --delete` must leave `iptables-save` as it was.
 //!
-//! Needs root, vsftpd, curl, iptables, ipset (scripts/install-deps.sh).
-//! Not root: the tests fail, unless FTPCT_SKIP_KERNEL_TESTS=1 skips them.
+//! Needs root, curl, iptables, ipset and vsftpd unpacked beside the system
+//! (scripts/install-deps.sh: $FTPCT_LAB_OPT/vsftpd, default /opt/ftpct-lab).
+//! Not root: the tests are skipped and say so (an error under CI=true).
 //! Every namespace, process and file is removed on drop, even on failure.
 
 use std::fs;
@@ -345,6 +346,16 @@ fn gw_policy(gw: &Netns, tool: &str) {
     ]);
 }
 
+/// Debian's vsftpd as scripts/install-deps.sh unpacks it (FTPCT_VSFTPD
+/// overrides): not the package, which installing another FTP server removes.
+fn vsftpd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FTPCT_VSFTPD") {
+        return PathBuf::from(bin);
+    }
+    let opt = std::env::var_os("FTPCT_LAB_OPT").unwrap_or_else(|| "/opt/ftpct-lab".into());
+    Path::new(&opt).join("vsftpd/usr/sbin/vsftpd")
+}
+
 /// vsftpd, anonymous, serving `dir/ftp/1k.bin`, in the foreground.
 fn start_vsftpd(server: &Netns, dir: &TempDir) -> Proc {
     let root = dir.path("ftp");
@@ -368,13 +379,19 @@ fn start_vsftpd(server: &Netns, dir: &TempDir) -> Proc {
     )
     .expect("vsftpd.conf");
     let conf_arg = conf.to_string_lossy().into_owned();
+    let bin = vsftpd_bin();
+    assert!(
+        bin.is_file(),
+        "vsftpd missing at {}: run scripts/install-deps.sh",
+        bin.display()
+    );
     let child = server
-        .cmd(&["vsftpd", &conf_arg])
+        .cmd(&[&bin.to_string_lossy(), &conf_arg])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start vsftpd (apt-get install vsftpd)");
+        .expect("start vsftpd");
     let p = Proc {
         child,
         what: "vsftpd",

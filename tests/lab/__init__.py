@@ -14,7 +14,8 @@ model): a small library that builds the lab, and the suites as data.
   record.py    the captures of pcaps/lab/ recorded again, and their analysis
   bench.py     the gateway benchmarks: gateways and tests as data, the table
   conftest.py  the fixtures; test_*.py the suites
-  __main__.py  `python3 -m lab up|down|status|env|helper|server|bench`, for a person
+  __main__.py  `python3 -m lab up|down|status|env|helper|server|ha|bench|record-pcaps ...`, for a
+               person and for scripts (scripts/lab.sh wraps it)
 
 Run as root: /usr/bin/python3 -m pytest tests/lab (README, "Tests").
 """

@@ -1,4 +1,4 @@
-"""The failover lab (topology ha), as scripts/lab.sh builds it: two
+"""The failover lab (topology ha): two
 gateways, A (namespace PREFIX gw) and B (PREFIX gw2), one active at a time,
 on two bridges (brin, brout) in a switch namespace (PREFIX sw).
 
@@ -10,7 +10,9 @@ other address there. Sync link gwsync: A 203.0.113.1/24, B 203.0.113.2/24.
   outside  srv    198.51.100.20  2001:db8:2::20  a server
            cliout 198.51.100.10  2001:db8:2::10  a client of the DNAT server
 Both gateways: the filter of topology.py, SNAT --to-source the outside VIP
-out of gwout, DNAT of port 21 on the outside VIP to srvin, the sync link
+out of gwout (nat="masquerade": MASQUERADE, which deletes its connections
+when the address leaves the gateway, and conntrackd then deletes them on
+the peer too), DNAT of port 21 on the outside VIP to srvin, the sync link
 untracked, conntrackd on each (conntrackd.py). A starts active.
 
 failover(to) does what keepalived's notify scripts would: the addresses
@@ -48,9 +50,12 @@ class HaTopology:
 
     name = "ha"
 
-    def __init__(self, prefix, workdir, poll_secs=1):
+    def __init__(self, prefix, workdir, poll_secs=1, nat="snat"):
         if not prefix.startswith("ftpct-"):
             raise LabError(f"namespace prefix {prefix!r} must start with ftpct-")
+        if nat not in ("snat", "masquerade"):
+            raise LabError(f"NAT of the failover pair: snat or masquerade, not {nat!r}")
+        self.nat = nat
         self.prefix = prefix
         self.workdir = workdir
         self.active = None
@@ -129,7 +134,8 @@ class HaTopology:
         srvin = HOSTS["srvin"][0]
         for ipt, public, private in (("iptables", VIP_OUT.addr4, f"{srvin.addr4}:21"),
                                      ("ip6tables", VIP_OUT.addr6, f"[{srvin.addr6}]:21")):
-            self.gw(g, ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "gwout", "-j", "SNAT", "--to-source", public)
+            snat = ("SNAT", "--to-source", public) if self.nat == "snat" else ("MASQUERADE",)
+            self.gw(g, ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "gwout", "-j", *snat)
             self.gw(g, ipt, "-t", "nat", "-A", "PREROUTING", "-i", "gwout", "-d", public, "-p", "tcp",
                     "--dport", "21", "-j", "DNAT", "--to-destination", private)
             # The conntrackd peers talk over the sync link: conntrack has no business with it.

@@ -1,23 +1,23 @@
-"""FTP servers for the lab: vsftpd (Debian's package) and pure-ftpd
-(unpacked beside it by scripts/install-deps.sh: the two conflict as
-packages), one kind at a time on port 21 in every server namespace of the
+"""FTP servers for the lab: vsftpd and pure-ftpd, Debian's packages unpacked
+beside the system by scripts/install-deps.sh (they conflict as packages:
+installing one would remove the other, even in the middle of a run), one
+kind at a time on port 21 in every server namespace of the
 topology, IPv4 and IPv6, anonymous login without a password.
 
 The anonymous root (FtpRoot) holds empty.bin, 1k.bin and 50m.bin, streams of
-SHAKE-256 of a fixed label (so any run can check them), and a writable
-upload/. No forced passive address: a helper must do the work.
+SHAKE-256 of a fixed label (so any run can check them), their SHA256SUMS,
+and a writable upload/. No forced passive address: a helper must do the work.
 """
 
 import hashlib
 import os
 import pwd
-import shutil
 
 from .proc import Daemon, LabError, run, wait_until
 
-PURE_FTPD = os.environ.get("FTPCT_PURE_FTPD",
-                           os.path.join(os.environ.get("FTPCT_LAB_OPT", "/opt/ftpct-lab"),
-                                        "pure-ftpd/usr/sbin/pure-ftpd"))
+LAB_OPT = os.environ.get("FTPCT_LAB_OPT", "/opt/ftpct-lab")
+VSFTPD = os.environ.get("FTPCT_VSFTPD", os.path.join(LAB_OPT, "vsftpd/usr/sbin/vsftpd"))
+PURE_FTPD = os.environ.get("FTPCT_PURE_FTPD", os.path.join(LAB_OPT, "pure-ftpd/usr/sbin/pure-ftpd"))
 SERVED = {"0": "empty.bin", "1k": "1k.bin", "50m": "50m.bin"}
 SIZES = {"0": 0, "1k": 1024, "50m": 50 << 20}
 START_SECS = 5  # a server must listen within this
@@ -60,6 +60,9 @@ class FtpRoot:
             with open(path, "wb") as f:
                 f.write(stream(b"ftpct-lab " + name.encode(), SIZES[size]))
             os.chmod(path, 0o644)
+        # as sha256sum writes it: for a person (or a script) checking a download
+        with open(os.path.join(self.anon, "SHA256SUMS"), "w") as f:
+            f.writelines(f"{self.served_sha(name)}  {name}\n" for name in SERVED.values())
         return self
 
     def served_sha(self, name):
@@ -109,8 +112,8 @@ class Vsftpd(FtpServer):
     kind = "vsftpd"
 
     def check_installed(self):
-        if not shutil.which("vsftpd", path="/usr/sbin:/usr/bin:/sbin:/bin"):
-            raise LabError("vsftpd missing: run scripts/install-deps.sh")
+        if not os.access(VSFTPD, os.X_OK):
+            raise LabError(f"vsftpd missing at {VSFTPD}: run scripts/install-deps.sh")
 
     def config(self, ns):
         log = os.path.join(self.files.log, f"vsftpd-{ns}.log")
@@ -138,7 +141,7 @@ class Vsftpd(FtpServer):
         path = os.path.join(self.files.etc, f"vsftpd-{ns}.conf")
         with open(path, "w") as f:
             f.write(self.config(ns))
-        return ["vsftpd", path]
+        return [VSFTPD, path]
 
 
 class PureFtpd(FtpServer):

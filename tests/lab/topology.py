@@ -1,6 +1,6 @@
 """The lab's topologies: a client, a gateway and FTP servers in network
-namespaces, addresses from the documentation ranges only (as scripts/lab.sh
-builds them; the failover pair, `ha`, is still built by lab.sh alone).
+namespaces, addresses from the documentation ranges only (the failover
+pair, `ha`, is ha.py).
 
   snat   cli  cli0 192.0.2.10/24     2001:db8:1::10/64   via the gateway's gwin
          gw   gwin 192.0.2.1/24 2001:db8:1::1/64, gwout 198.51.100.1/24 2001:db8:2::1/64
@@ -19,7 +19,8 @@ RELATED accepted, NEW accepted only to port 21. So every data connection,
 active or passive, needs a helper to become RELATED.
 
 Interface names have three letters or more: `ip link` reads short ones as
-abbreviated keywords.
+abbreviated keywords. FTPCT_LAB_OFFLOAD=off turns off checksum and
+segmentation offloads on every interface with an address.
 """
 
 import os
@@ -218,6 +219,9 @@ def set_addresses(ns, side):
     run(["ip", "-n", ns, "addr", "add", side.v4, "dev", side.iface])
     run(["ip", "-n", ns, "-6", "addr", "add", side.v6, "dev", side.iface, "nodad"])
     run(["ip", "-n", ns, "link", "set", side.iface, "up"])
+    if os.environ.get("FTPCT_LAB_OFFLOAD") == "off":  # captures then carry real checksums
+        run(["ethtool", "-K", side.iface, "tx", "off", "tso", "off", "gso", "off", "gro", "off"], ns=ns,
+            check=False)
 
 
 def ns_pids(ns):

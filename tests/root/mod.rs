@@ -1,6 +1,6 @@
 //! The gate of the tests that need the real kernel (network namespaces,
-//! NFQUEUE, conntrack): they run as root, as CI does, and fail loudly
-//! otherwise unless told to skip. Also how they run commands.
+//! NFQUEUE, conntrack): they run as root, as CI does; not root, they are
+//! skipped and say so (an error under CI=true). Also how they run commands.
 
 pub mod netns;
 pub mod scrape;
@@ -19,18 +19,33 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// True when the test should run; panics when it cannot and was not told to skip.
+/// True when the test should run (as root). Not root, it says on stderr
+/// (past the test harness's capture, so that `cargo test` shows it) that
+/// the test is skipped and why, and returns false; unless skipping is an
+/// error: under CI=true (or FTPCT_REQUIRE_KERNEL_TESTS=1) it panics, so that
+/// CI can never pass with its kernel tests silently skipped.
 pub fn kernel_tests_enabled() -> bool {
-    if std::env::var("FTPCT_SKIP_KERNEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("kernel test skipped: FTPCT_SKIP_KERNEL_TESTS=1");
-        return false;
+    if is_root() {
+        return true;
     }
+    let required = std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("FTPCT_REQUIRE_KERNEL_TESTS").as_deref() == Ok("1");
     assert!(
-        is_root(),
-        "kernel tests need root (network namespaces, NFQUEUE, CAP_NET_ADMIN): run as root, \
-         or set FTPCT_SKIP_KERNEL_TESTS=1 to skip them"
+        !required,
+        "kernel tests need root (network namespaces, NFQUEUE, CAP_NET_ADMIN), and CI=true \
+         (or FTPCT_REQUIRE_KERNEL_TESTS=1) makes skipping them an error: run as root"
     );
-    true
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("kernel test")
+        .to_owned();
+    let line = format!(
+        "{name}: skipped, not root (it needs network namespaces, NFQUEUE, CAP_NET_ADMIN; \
+         run as root: sudo cargo test, or scripts/test.sh)\n"
+    );
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
 }
 
 /// Runs a command with no stdin; panics if it cannot start.
