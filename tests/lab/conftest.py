@@ -5,7 +5,7 @@ each is taken down by its finalizer, also when a test fails or the run is
 interrupted (Ctrl-C, SIGTERM).
 
 Options (pytest --help, group "lab"): --lab-modes, --lab-all-controls,
---lab-keep, --lab-prefix, --ftpct.
+--lab-keep, --lab-prefix, --ftpct, --ftpload, and the soak's --soak-*.
 """
 
 import os
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, failover, servers
+from . import e2e, failover, servers, soak
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -25,6 +25,7 @@ from .topology import Topology
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
 FAILOVER_OUTCOMES = pytest.StashKey()
+SOAK_RUN = pytest.StashKey()  # the soak's rows, settings and table (test_soak.py)
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -46,6 +47,9 @@ def pytest_addoption(parser):
                     help="namespace prefix, must start with ftpct- (default: ftpct-py-)")
     group.addoption("--ftpct", default=os.environ.get("FTPCT_BIN", os.path.join(REPO, "target/release/ftpct")),
                     help="the ftpct binary (default: target/release/ftpct)")
+    group.addoption("--ftpload", default=os.environ.get("FTPLOAD_BIN", os.path.join(REPO, "target/release/ftpload")),
+                    help="the ftpload binary (default: target/release/ftpload)")
+    soak.add_options(group)
 
 
 def pytest_configure(config):
@@ -109,6 +113,12 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("gateway failover runs")
         for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
+    soak_run = config.stash.get(SOAK_RUN, None)
+    if soak_run and soak_run["table"]:
+        terminalreporter.section("soak")
+        for line in soak_run["table"]:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"soak: work directory {soak_run['kept'] or 'removed (passed; --soak-out DIR keeps one)'}")
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
 
