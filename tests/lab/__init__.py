@@ -11,6 +11,7 @@ model): a small library that builds the lab, and the suites as data.
   ha.py        the failover pair: two gateways, a switch, virtual addresses
   conntrackd.py  conntrackd on each gateway: configuration, start, commands
   failover.py  the failover cases as data, one gateway mode's run of them
+  soak.py      the soak: load, sampler, baseline, statistics, verdict, table
   conftest.py  the fixtures; test_*.py the suites
   __main__.py  `python3 -m lab up|down|status|env|helper|server`, for a person
 

@@ -89,6 +89,10 @@ def pytest_report_collectionfinish(config, start_path, items):
         modes = {item.callspec.params["failover_run"] for item in fruns}
         lines.append(f"failover: {len(fcases)} case(s), {len(fruns)} run(s) under {', '.join(sorted(modes))} "
                      "(every case under the kernel's helper, the control, and ftpct)")
+    rows = [item.callspec.id for item in items if hasattr(item, "callspec") and "soak_rows" in item.callspec.params]
+    if rows:
+        lines.append(f"soak: {len(rows)} row(s), TOPOLOGY:MODE: {', '.join(rows)} (ftpct judged against the "
+                     f"kernel's helper on the same topology), {soak.settings_from(config).seconds} s of load per row")
     runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
     if not runs:
         return lines
