@@ -3,7 +3,7 @@
 # namespaces, with addresses from the documentation ranges only.
 # The pytest harness builds snat, dnat, plain and fxp (tests/lab/topology.py)
 # and ha (tests/lab/ha.py, conntrackd.py) the same way for its suites: change
-# both together until this script is a wrapper over it (the abuse, soak and
+# both together until this script is a wrapper over it (the abuse and
 # bench suites, the demo and ops-test use this script).
 #
 # Usage:

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Functions shared by the scripts (demo, bench, soak, failover, the abuse
-# suites; the end-to-end matrix is in the pytest harness, tests/lab).
+# Functions shared by the scripts (demo, bench, failover, the abuse
+# suites; the end-to-end matrix and the soak are in the pytest harness,
+# tests/lab).
 # Source it; it defines functions only. Each script defines its own log()
 # and die() (their lines name the script).
 

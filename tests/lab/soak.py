@@ -95,6 +95,7 @@ SERVER_TIMEOUT = 30  # vsftpd's data_connection_timeout in the lab
 EXPECT_TIMEOUT = 300
 RSS_TOL_MIN_KB = 16384
 TIME_WAIT_DEFAULT = 120
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # The files of the load: name, size, ftpload client threads per family in percent.
 SOAK_FILES = (("empty.bin", 0, 20), ("1k.bin", 1024, 30), ("soak-64k.bin", 65536, 20),
               ("soak-1m.bin", 1 << 20, 20), ("soak-10m.bin", 10 << 20, 10))
@@ -933,8 +934,12 @@ class Context:
             f.write(CSV_HEADER + "\n")
         self.log_path = os.path.join(workdir, "soak.log")
         version = run([self.ftpct, "--version"], check=False).stdout.strip()
+        tree = run(["git", "-C", REPO, "log", "-1", "--format=%h"], check=False).stdout.strip() or "?"
+        if run(["git", "-C", REPO, "diff", "--quiet", "HEAD", "--", "src", "Cargo.toml", "Cargo.lock"],
+               check=False).returncode == 1:
+            tree += " (+ uncommitted changes in src)"
         self.log(f"ftpct: {version}, {ftpct} of {time.strftime('%F %T', time.localtime(os.path.getmtime(ftpct)))}; "
-                 f"ftpload: {ftpload}")
+                 f"ftpload: {ftpload}; tree at {tree}")
 
     def log(self, text):
         """A line (or lines) of progress: soak.log, and the terminal."""
