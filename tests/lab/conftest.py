@@ -118,7 +118,7 @@ def pytest_terminal_summary(terminalreporter, config):
         for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
     soak_run = config.stash.get(SOAK_RUN, None)
-    if soak_run and soak_run["table"]:
+    if soak_run:
         terminalreporter.section("soak")
         for line in soak_run["table"]:
             terminalreporter.write_line(line)

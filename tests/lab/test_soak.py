@@ -54,7 +54,9 @@ def soak_context(request, lab_files):
     else:
         workdir = tempfile.mkdtemp(prefix="ftpct-soak.", dir="/tmp")
     os.chmod(workdir, 0o755)
-    state = config.stash.setdefault(SOAK_RUN, {"rows": [], "table": [], "kept": None})
+    state = config.stash.setdefault(SOAK_RUN, {"rows": [], "table": [], "kept": None, "passed": 0})
+    selected = sum(1 for item in request.session.items
+                   if hasattr(item, "callspec") and "soak_rows" in item.callspec.params)
     started = time.monotonic()
     capman = config.pluginmanager.getplugin("capturemanager")
 
@@ -74,9 +76,9 @@ def soak_context(request, lab_files):
         state["table"] = soak.table(state["rows"], settings, time.monotonic() - started, ctx.csv)
         with open(os.path.join(workdir, "table.txt"), "w") as f:
             f.write("\n".join(state["table"]) + "\n")
-    # A passing run without --soak-out leaves nothing behind; a failing
-    # one, or one given --soak-out or --lab-keep, keeps its logs to read.
-    if out or request.session.testsfailed or config.getoption("--lab-keep"):
+    # A passing run without --soak-out leaves nothing behind; a failing or
+    # interrupted one, or one given --soak-out or --lab-keep, keeps its logs.
+    if out or state["passed"] < selected or config.getoption("--lab-keep"):
         state["kept"] = f"kept: {workdir}"
     else:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -99,7 +101,7 @@ def soak_rows(request, soak_context):
 
 
 def test_soak(soak_rows, soak_mode, soak_context):
-    ctx = soak_context[0]
+    ctx, _, state = soak_context
     row = soak_rows[soak_mode]
     bad, notes = soak.verdict(row, list(soak_rows.values()))
     for line in notes:
@@ -110,6 +112,7 @@ def test_soak(soak_rows, soak_mode, soak_context):
         pytest.fail("\n".join([*bad, f"transfers ok {row.ok}, failed {row.failed} ({soak.fmt_rate(row)}), "
                                      f"sessions {row.sessions}; baseline: {row.why}",
                                row.details, row.context]), pytrace=False)
+    state["passed"] += 1
 
 
 def row(mode, ok, failed, base=True, topology="snat"):
