@@ -122,7 +122,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("soak")
         for line in soak_run["table"]:
             terminalreporter.write_line(line)
-        terminalreporter.write_line(f"soak: work directory {soak_run['kept'] or 'removed (passed; --soak-out DIR keeps one)'}")
+        kept = soak_run["kept"] or "removed (passed; --soak-out DIR keeps one)"
+        terminalreporter.write_line(f"soak: work directory {kept}")
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
 

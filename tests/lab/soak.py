@@ -487,7 +487,8 @@ class CurlClient:
                 failed = len(CURL_FILES) - ok
                 reason = ""
                 if failed:
-                    reason = f"curl exit {self.proc.returncode}: {err.decode(errors='replace').replace(chr(10), ' ')[:200]}"
+                    said = err.decode(errors="replace").replace("\n", " ")[:200]
+                    reason = f"curl exit {self.proc.returncode}: {said}"
                 self.sessions.append((ok, failed, reason))
                 log.write(f"session ok={ok} failed={failed}{' ' + reason if reason else ''}\n")
                 log.flush()
