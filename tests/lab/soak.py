@@ -475,8 +475,13 @@ class CurlClient:
                         os.unlink(os.path.join(self.dir, f"{i}.bin"))
                     except FileNotFoundError:
                         pass
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.PIPE, start_new_session=True)
+                try:
+                    self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.PIPE, start_new_session=True)
+                except OSError as e:  # counted as a failed session, not lost with the thread
+                    self.sessions.append((0, len(CURL_FILES), f"curl could not run: {e}"))
+                    log.write(f"session ok=0 failed={len(CURL_FILES)} curl could not run: {e}\n")
+                    break
                 try:
                     _, err = self.proc.communicate(timeout=70)
                 except subprocess.TimeoutExpired:
