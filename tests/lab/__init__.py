@@ -13,6 +13,7 @@ model): a small library that builds the lab, and the suites as data.
   failover.py  the failover cases as data, one gateway mode's run of them
   record.py    the captures of pcaps/lab/ recorded again, and their analysis
   bench.py     the gateway benchmarks: gateways and tests as data, the table
+  soak.py      the soak: load, sampler, baseline, statistics, verdict, table
   conftest.py  the fixtures; test_*.py the suites
   __main__.py  `python3 -m lab up|down|status|env|helper|server|ha|bench|record-pcaps ...`, for a
                person and for scripts (scripts/lab.sh wraps it)

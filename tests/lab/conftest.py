@@ -5,7 +5,7 @@ each is taken down by its finalizer, also when a test fails or the run is
 interrupted (Ctrl-C, SIGTERM).
 
 Options (pytest --help, group "lab"): --lab-modes, --lab-all-controls,
---lab-keep, --lab-prefix, --ftpct.
+--lab-keep, --lab-prefix, --ftpct, --ftpload, and the soak's --soak-*.
 """
 
 import os
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, failover, servers
+from . import e2e, failover, servers, soak
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -25,6 +25,7 @@ from .topology import Topology
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
 FAILOVER_OUTCOMES = pytest.StashKey()
+SOAK_RUN = pytest.StashKey()  # the soak's rows, settings and table (test_soak.py)
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -46,6 +47,9 @@ def pytest_addoption(parser):
                     help="namespace prefix, must start with ftpct- (default: ftpct-py-)")
     group.addoption("--ftpct", default=os.environ.get("FTPCT_BIN", os.path.join(REPO, "target/release/ftpct")),
                     help="the ftpct binary (default: target/release/ftpct)")
+    group.addoption("--ftpload", default=os.environ.get("FTPLOAD_BIN", os.path.join(REPO, "target/release/ftpload")),
+                    help="the ftpload binary (default: target/release/ftpload)")
+    soak.add_options(group)
 
 
 def pytest_configure(config):
@@ -85,6 +89,10 @@ def pytest_report_collectionfinish(config, start_path, items):
         modes = {item.callspec.params["failover_run"] for item in fruns}
         lines.append(f"failover: {len(fcases)} case(s), {len(fruns)} run(s) under {', '.join(sorted(modes))} "
                      "(every case under the kernel's helper, the control, and ftpct)")
+    rows = [item.callspec.id for item in items if hasattr(item, "callspec") and "soak_rows" in item.callspec.params]
+    if rows:
+        lines.append(f"soak: {len(rows)} row(s), TOPOLOGY:MODE: {', '.join(rows)} (ftpct judged against the "
+                     f"kernel's helper on the same topology), {soak.settings_from(config).seconds} s of load per row")
     runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
     if not runs:
         return lines
@@ -109,6 +117,13 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("gateway failover runs")
         for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
+    soak_run = config.stash.get(SOAK_RUN, None)
+    if soak_run:
+        terminalreporter.section("soak")
+        for line in soak_run["table"]:
+            terminalreporter.write_line(line)
+        kept = soak_run["kept"] or "removed (passed; --soak-out DIR keeps one)"
+        terminalreporter.write_line(f"soak: work directory {kept}")
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
 
