@@ -1,0 +1,86 @@
+"""The fault-and-abuse suite (faults.py): every case under ftpct and, where
+it has an analog, under the kernel's helper (the control), in topology snat
+with vsftpd, a legitimate paced PORT and PASV download of 50m.bin beside
+most cases. Each run gets a fresh gateway mode (a new `ftpct run
+--state-interval 1`, or the kernel's helper attached) and its own undo
+stack: rules, addresses, conntrack fillers and a stopped ftpct are put back
+by the fixture's finalizer, also when the case fails.
+
+Runs are named CASE:MODE, e.g. 4-ct-full:ftpct. One case:
+  /usr/bin/python3 -m pytest tests/lab/test_faults.py -k '4-ct-full'
+"""
+
+import os
+
+import pytest
+
+from . import faults
+from .conftest import FAULT_OUTCOMES
+from .gateway import Gateway, Mode
+from .proc import LabError
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ != "test_faults":
+        return
+    kinds = metafunc.config.getoption("--lab-modes").split(",")
+    params = [pytest.param("snat", "vsftpd", mode, case, id=f"{case.name}:{mode}")
+              for mode in faults.MODES if mode in kinds for case in faults.CASES]
+    metafunc.parametrize("topology,server,fault_mode,fault_case", params, indirect=["topology", "server"],
+                         scope="session")
+
+
+@pytest.fixture(scope="session")
+def fault_sums(lab_workdir, lab_files):
+    """SHA256SUMS of the served files, for faults_ftp.py --sums."""
+    path = os.path.join(lab_workdir, "SHA256SUMS")
+    with open(path, "w") as f:
+        for name in ("empty.bin", "1k.bin", "50m.bin"):
+            f.write(f"{lab_files.served_sha(name)}  {name}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def global_settings():
+    """Settings that are global, not per namespace (nf_conntrack_max, module
+    parameters): none may change. Put back and reported as an error at the
+    end if a case changed one."""
+    before = faults.global_settings()
+    yield before
+    changed = faults.restore_settings(before)
+    if changed:
+        raise LabError("global kernel settings changed by the suite (put back): " + "; ".join(changed))
+
+
+@pytest.fixture
+def fault_run(request, topology, server, lab_workdir, fault_sums, fault_mode, fault_case, global_settings):
+    """The case's gateway mode entered, and its FaultRun; None where the
+    case has no analog in the mode. Finalizers, last first: the case's
+    processes stopped and its changes undone, then the mode left."""
+    if fault_case.expected(fault_mode) == "n/a":
+        return None
+    gw = Gateway(topology, request.config.getoption("--ftpct"), lab_workdir)
+    request.addfinalizer(gw.leave)
+    args = faults.STATE_ARGS + (("-v",) if fault_case.verbose else ())
+    gw.enter(Mode(fault_mode, args if fault_mode == "ftpct" else ()))
+    fr = faults.FaultRun(topology, gw, lab_workdir, fault_sums, gw.mode, fault_case)
+
+    def close():
+        left = fr.close()
+        topology.flush_conntrack()
+        if left:
+            raise LabError("the case's changes could not all be undone: " + "; ".join(left))
+
+    request.addfinalizer(close)
+    return fr
+
+
+def test_faults(fault_run, fault_case, fault_mode, request):
+    outcomes = request.config.stash[FAULT_OUTCOMES]
+    if fault_run is None:
+        outcomes.append(faults.Outcome(fault_case, fault_mode, result="n/a"))
+        pytest.skip(f"n/a under {fault_mode}: {fault_case.what(fault_mode)}")
+    outcome = faults.run_case(fault_run)
+    outcomes.append(outcome)
+    if not outcome.as_expected:
+        pytest.fail(outcome.report(), pytrace=False)
