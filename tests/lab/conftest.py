@@ -83,9 +83,9 @@ def pytest_report_collectionfinish(config, start_path, items):
     lines = []
     xruns = [item for item in items if hasattr(item, "callspec") and "fault_case" in item.callspec.params]
     if xruns:
-        xmodes = [item.callspec.params["fault_mode"] for item in xruns]
+        xmodes = [item.callspec.params["fault_gateway"] for item in xruns]
         na = sum(1 for item in xruns
-                 if item.callspec.params["fault_case"].expected(item.callspec.params["fault_mode"]) == "n/a")
+                 if item.callspec.params["fault_case"].expected(item.callspec.params["fault_gateway"]) == "n/a")
         lines.append(f"faults: {len({item.callspec.params['fault_case'].name for item in xruns})} case(s), "
                      f"{len(xruns)} run(s): " + ", ".join(f"{xmodes.count(m)} under {m}" for m in dict.fromkeys(xmodes))
                      + f" ({na} with no analog under the kernel's helper: skipped as n/a)")

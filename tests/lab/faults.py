@@ -980,6 +980,12 @@ def rules_delete(fr):
         done = fr.gw(fr.gateway.ftpct_bin, "rules", "--delete")
         if done.returncode != 0:
             fr.p.append(f"setup: ftpct rules --delete failed: {done.stderr.strip()}")
+
+        def apply():
+            done = fr.gw(fr.gateway.ftpct_bin, "rules", "--apply")
+            if done.returncode != 0:
+                raise LabError(f"ftpct rules --apply failed: {done.stderr.strip()}")
+        fr.push("ftpct's rules applied again", apply)
         warned = ""
         for _ in range(50):
             time.sleep(0.1)
@@ -990,15 +996,13 @@ def rules_delete(fr):
         fr.d.append(f"warning after rules --delete: {warned or 'none in 5 s'}")
         if not warned:
             fr.p.append("ftpct did not warn after its rules and sets were deleted")
-        done = fr.gw(fr.gateway.ftpct_bin, "rules", "--apply")
-        if done.returncode != 0:
-            fr.p.append(f"ftpct rules --apply failed: {done.stderr.strip()}")
+        fr.p += fr.undo_all()
         fr.d.append(f"ipset ftpct after re-apply [{oneline(fr.ipset_members())}]")
     else:
         kernel_helper(fr.topology, False)
         fr.push("the kernel's helper on again", lambda: kernel_helper(fr.topology, True))
         time.sleep(2)
-        fr.undo_all()
+        fr.p += fr.undo_all()
     time.sleep(0.5)
     fr.touch("go")
     fr.run_wait(30, "pend-pasv", "pend-port")

@@ -104,8 +104,14 @@ class Gateway:
         finally:
             self.ftpct = None
 
-    def restart_ftpct(self):
-        """A new `ftpct run` in the current mode, with a log of its own."""
+    def restart_ftpct(self, mode=None):
+        """A new `ftpct run` in the current mode, with a log of its own; or
+        in mode, the same kind with other `ftpct run` arguments (the rules
+        stay as they are)."""
+        if mode is not None:
+            if mode.queue_args != self.mode.queue_args:
+                raise LabError(f"restart_ftpct: {mode} needs other rules than {self.mode}")
+            self.mode = mode
         if self.ftpct is not None:
             self.ftpct.stop()
         self._start_ftpct(self.mode)

@@ -26,8 +26,19 @@ def pytest_generate_tests(metafunc):
     kinds = metafunc.config.getoption("--lab-modes").split(",")
     params = [pytest.param("snat", "vsftpd", mode, case, id=f"{case.name}:{mode}")
               for mode in faults.MODES if mode in kinds for case in faults.CASES]
-    metafunc.parametrize("topology,server,fault_mode,fault_case", params, indirect=["topology", "server"],
-                         scope="session")
+    metafunc.parametrize("topology,server,fault_gateway,fault_case", params,
+                         indirect=["topology", "server", "fault_gateway"], scope="session")
+
+
+@pytest.fixture(scope="session")
+def fault_gateway(request, topology, lab_workdir):
+    """The gateway in the mode of the parameter (ftpct: its rules applied;
+    kernel: the kernel's helper attached), once for all the cases of the
+    mode, as scripts/abuse-faults.sh did (`ftpct rules --delete` alone takes
+    seconds). Each case starts its own `ftpct run`."""
+    gw = Gateway(topology, request.config.getoption("--ftpct"), lab_workdir)
+    request.addfinalizer(gw.leave)
+    return gw.enter(Mode(request.param, faults.STATE_ARGS if request.param == "ftpct" else ()))
 
 
 @pytest.fixture(scope="session")
@@ -53,21 +64,25 @@ def global_settings():
 
 
 @pytest.fixture
-def fault_run(request, topology, server, lab_workdir, fault_sums, fault_mode, fault_case, global_settings):
-    """The case's gateway mode entered, and its FaultRun; None where the
-    case has no analog in the mode. Finalizers, last first: the case's
-    processes stopped and its changes undone, then the mode left."""
-    if fault_case.expected(fault_mode) == "n/a":
+def fault_run(request, topology, server, fault_gateway, lab_workdir, fault_sums, fault_case, global_settings):
+    """The case's FaultRun on a fresh gateway state (conntrack flushed, a
+    new `ftpct run`); None where the case has no analog in the mode. Its
+    finalizer stops the case's processes, undoes its changes (rules,
+    addresses, conntrack fillers, a SIGSTOP, the kernel's helper detached),
+    and stops its ftpct: the next case starts from the mode's state."""
+    gw = fault_gateway
+    if fault_case.expected(gw.mode.kind) == "n/a":
         return None
-    gw = Gateway(topology, request.config.getoption("--ftpct"), lab_workdir)
-    request.addfinalizer(gw.leave)
-    args = faults.STATE_ARGS + (("-v",) if fault_case.verbose else ())
-    gw.enter(Mode(fault_mode, args if fault_mode == "ftpct" else ()))
+    topology.flush_conntrack()
+    if gw.mode.runs_ftpct:
+        gw.restart_ftpct(Mode("ftpct", faults.STATE_ARGS + (("-v",) if fault_case.verbose else ())))
     fr = faults.FaultRun(topology, gw, lab_workdir, fault_sums, gw.mode, fault_case)
 
     def close():
         left = fr.close()
-        topology.flush_conntrack()
+        if gw.ftpct is not None and not gw.ftpct.stop():
+            left.append("ftpct did not stop on SIGTERM within 5 s: killed")
+        gw.ftpct = None
         if left:
             raise LabError("the case's changes could not all be undone: " + "; ".join(left))
 
@@ -75,8 +90,9 @@ def fault_run(request, topology, server, lab_workdir, fault_sums, fault_mode, fa
     return fr
 
 
-def test_faults(fault_run, fault_case, fault_mode, request):
+def test_faults(fault_run, fault_gateway, fault_case, request):
     outcomes = request.config.stash[FAULT_OUTCOMES]
+    fault_mode = fault_gateway.mode.kind
     if fault_run is None:
         outcomes.append(faults.Outcome(fault_case, fault_mode, result="n/a"))
         pytest.skip(f"n/a under {fault_mode}: {fault_case.what(fault_mode)}")
