@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Functions shared by the scripts (demo, bench, soak, failover, the abuse
-# suites; the end-to-end matrix is in the pytest harness, tests/lab).
+# Functions shared by the scripts (demo, bench, soak, failover, the hostile
+# input suite; the end-to-end matrix and the fault suite are in the pytest
+# harness, tests/lab).
 # Source it; it defines functions only. Each script defines its own log()
 # and die() (their lines name the script).
 
@@ -86,9 +87,8 @@ wait_log() {
     return 1
 }
 
-# Timestamps and the seconds since one (one decimal).
+# Timestamps (seconds, with nanoseconds).
 now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # lab_prerequisites: root, the lab's packages, and the release build when
 # the ftpct mode is asked for (HERE, FTPCT and MODES set by the caller).

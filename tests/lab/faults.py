@@ -69,11 +69,12 @@ import os
 import re
 import signal
 import subprocess
+import textwrap
 import time
 from dataclasses import dataclass, field
 
 from .gateway import ANSI, kernel_helper
-from .proc import LabError, in_ns, run, tail
+from .proc import Daemon, LabError, in_ns, run, tail
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ABUSE = os.path.join(REPO, "tests", "abuse")
@@ -324,7 +325,7 @@ class FaultRun:
         """Everything the case started or changed, gone; a list of what
         could not be undone."""
         if self.stopped is not None:
-            self._cont()
+            self.cont_ftpct()
         for c in self.clients.values():
             c.stop()
         for proc in self.procs:
@@ -369,9 +370,6 @@ class FaultRun:
         self.push(f"{ipt} -t {table} {chain} {' '.join(spec)} in {ns}",
                   lambda: run([ipt, "-t", table, "-D", chain, *spec], ns=ns, check=False))
 
-    def ftpct_pid(self):
-        return self.gateway.ftpct.pid
-
     def log_text(self, offset=0):
         """The current ftpct log from offset, without colours."""
         return self.gateway.log_since(offset) if self.gateway.ftpct else ""
@@ -391,15 +389,12 @@ class FaultRun:
         self.stopped = self.gateway.ftpct.proc
         os.kill(self.stopped.pid, signal.SIGSTOP)
 
-    def _cont(self):
+    def cont_ftpct(self):
         try:
             os.kill(self.stopped.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
         self.stopped = None
-
-    def cont_ftpct(self):
-        self._cont()
 
     def ipset_members(self, name="ftpct"):
         out = self.gw("ipset", "list", name).stdout
@@ -462,30 +457,33 @@ class FaultRun:
             if not self.wait_file(f"bg-{m}.started", 10):
                 self.p.append(f"setup: background {m} download not started after 10 s")
 
-    def bg_finish(self):
-        self.touch("hurry")
-        self.run_wait(40, "bg-port", "bg-pasv")
+    def release(self, signal_file, secs, names, failed, label):
+        """Creates signal_file (unless None), waits for the clients names
+        (secs each): a problem failed if one did not end ok, their summary
+        as label."""
+        if signal_file:
+            self.touch(signal_file)
+        self.run_wait(secs, *names)
         if not self.all_ok:
-            self.p.append("background transfer broken")
-        self.d.append(f"bg: {self.summary}")
+            self.p.append(failed)
+        self.d.append(f"{label}: {self.summary}")
 
-    def pending_start(self):
+    def bg_finish(self):
+        self.release("hurry", 40, ("bg-port", "bg-pasv"), "background transfer broken", "bg")
+
+    def pending_start(self, opts=("--max-wait", "30"), settle=0.3):
         """bg_start, and a PASV and a PORT session that announce their data
         connection and wait for 'go' to use it."""
         self.bg_start()
         for m in ("pasv", "port"):
             self.client(f"pend-{m}", m, "announce", "touch", self.path(f"{m}-ready"), "wait", self.path("go"),
-                        "get", "1k.bin", "quit", opts=("--max-wait", "30"))
+                        "get", "1k.bin", "quit", opts=opts)
         if not (self.wait_file("pasv-ready", 10) and self.wait_file("port-ready", 10)):
             self.p.append("setup: sessions did not get going")
-        time.sleep(0.3)
+        time.sleep(settle)
 
     def pending_finish(self):
-        self.touch("go")
-        self.run_wait(30, "pend-pasv", "pend-port")
-        if not self.all_ok:
-            self.p.append("a pending transfer failed")
-        self.d.append(f"pending transfers: {self.summary}")
+        self.release("go", 30, ("pend-pasv", "pend-port"), "a pending transfer failed", "pending transfers")
 
     # --- ftpct's log ---------------------------------------------------------------
 
@@ -577,19 +575,13 @@ def synflood(fr):
             fr.p.append(f"{'client' if role == 'cli' else 'server'}-side flood did not finish")
     fr.d.append(f"flood: client side {tail(fr.path('flood-cli.log'), 1)}, "
                 f"server side {tail(fr.path('flood-srv.log'), 1)}")
-    fr.run_wait(25, "during-port", "during-pasv")
-    if not fr.all_ok:
-        fr.p.append("a session started during the flood failed")
-    fr.d.append(f"during: {fr.summary}")
+    fr.release(None, 25, ("during-port", "during-pasv"), "a session started during the flood failed", "during")
     if fr.ftpct:
         fr.d.append(f"ftpct on during-port: {fr.flow_log('during-port')}; on during-pasv: "
                     f"{fr.flow_log('during-pasv')}")
     fr.client("after-port", "port", "get", "1k.bin", "quit")
     fr.client("after-pasv", "pasv", "get", "1k.bin", "quit")
-    fr.run_wait(25, "after-port", "after-pasv")
-    if not fr.all_ok:
-        fr.p.append("a session started after the flood failed")
-    fr.d.append(f"after: {fr.summary}")
+    fr.release(None, 25, ("after-port", "after-pasv"), "a session started after the flood failed", "after")
     fr.d.append(f"gw conntrack count {fr.gw('cat', '/proc/sys/net/netfilter/nf_conntrack_count').stdout.strip()}")
     if fr.ftpct:
         fr.d.append(fr.queue_unseen()[0])
@@ -738,13 +730,7 @@ def ctfill(fr, *args):
 
 
 def ct_full(fr):
-    fr.bg_start()
-    for m in ("pasv", "port"):
-        fr.client(f"pend-{m}", m, "announce", "touch", fr.path(f"{m}-ready"), "wait", fr.path("go"),
-                  "get", "1k.bin", "quit", opts=("--max-wait", "20", "--timeout", "15"))
-    if not (fr.wait_file("pasv-ready", 10) and fr.wait_file("port-ready", 10)):
-        fr.p.append("setup: sessions did not get going")
-    time.sleep(0.5)
+    fr.pending_start(opts=("--max-wait", "20", "--timeout", "15"), settle=0.5)
 
     def flush():
         done = ctfill(fr, "flush")
@@ -815,10 +801,8 @@ def kill(fr, sig):
                             "then no 226)")
     fr.client("new-port", "port", "get", "1k.bin", "quit")
     fr.client("new-pasv", "pasv", "get", "1k.bin", "quit")
-    fr.run_wait(25, "new-port", "new-pasv")
-    if not fr.all_ok:
-        fr.p.append("a new session after the restart failed")
-    fr.d.append(f"new sessions after restart: {fr.summary}")
+    fr.release(None, 25, ("new-port", "new-pasv"), "a new session after the restart failed",
+               "new sessions after restart")
 
 
 def kill_after_rewrite(fr, kind):
@@ -845,10 +829,7 @@ def kill_after_rewrite(fr, kind):
     if s != "ok":
         fr.p.append(f"the rewritten session did not carry on: {s}")
     fr.client("new-port", kind, "get", "1k.bin", "quit", host=host)
-    fr.run_wait(25, "new-port")
-    if not fr.all_ok:
-        fr.p.append("a new session after the restart failed")
-    fr.d.append(f"new session: {fr.summary}")
+    fr.release(None, 25, ("new-port",), "a new session after the restart failed", "new session")
 
 
 TOOK_UP = re.compile(r"took up [^,]*, [0-9]* with a pending data connection")
@@ -902,10 +883,12 @@ def ct_destroyed(fr):
 
 
 def second_instance(fr):
-    from .proc import Daemon
     fr.pending_start()
     before = fr.ipset_members()
-    save = lambda name: open(fr.path(name), "w").write(fr.gw("ipset", "list", "ftpct").stdout)  # noqa: E731
+
+    def save(name):
+        with open(fr.path(name), "w") as f:
+            f.write(fr.gw("ipset", "list", "ftpct").stdout)
     save("ipset-before.txt")
     if len(before) < 2:
         fr.p.append(f"setup: fewer than 2 pending entries in ipset ftpct ({oneline(before)})")
@@ -1035,9 +1018,8 @@ def run_case(fr):
 
 
 def table(outcomes, secs):
-    """The closing table, as scripts/abuse-faults.sh printed it: case, mode,
+    """The closing table, as the shell suite printed it: case, mode,
     what it proves, result, seconds, then its details folded."""
-    import textwrap
     rule = "-" * 100
     lines = [f"{'case':<21} {'mode':<6} {'expected':<52} {'result':<7} {'secs':>6}", rule]
     bad = 0

@@ -34,8 +34,8 @@ def pytest_generate_tests(metafunc):
 def fault_gateway(request, topology, lab_workdir):
     """The gateway in the mode of the parameter (ftpct: its rules applied;
     kernel: the kernel's helper attached), once for all the cases of the
-    mode, as scripts/abuse-faults.sh did (`ftpct rules --delete` alone takes
-    seconds). Each case starts its own `ftpct run`."""
+    mode, as the shell suite did (`ftpct rules --delete` alone takes 6-7 s
+    here). Each case starts its own `ftpct run`."""
     gw = Gateway(topology, request.config.getoption("--ftpct"), lab_workdir)
     request.addfinalizer(gw.leave)
     return gw.enter(Mode(request.param, faults.STATE_ARGS if request.param == "ftpct" else ()))
