@@ -283,8 +283,9 @@ class FaultRun:
     every process: the fixture's finalizer calls it even when the case
     failed)."""
 
-    def __init__(self, topology, gateway, workdir, sums, mode, case):
+    def __init__(self, topology, gateway, workdir, sums, mode, case, server=None):
         self.topology = topology
+        self.server = server
         self.gateway = gateway
         self.mode = mode
         self.case = case
@@ -533,6 +534,8 @@ class FaultRun:
         for path in self.ftpct_logs:
             parts.append(f"--- ftpct's log {path}, last 30 lines:\n" +
                          "\n".join("  | " + x for x in ANSI.sub("", tail(path, 30)).splitlines()))
+        if self.server is not None:
+            parts.append("--- the server's output:\n" + self.server.output())
         parts.append("--- the gateway's counters:\n" + self.gateway.counters())
         return "\n".join(parts)
 

@@ -76,7 +76,7 @@ def fault_run(request, topology, server, fault_gateway, lab_workdir, fault_sums,
     topology.flush_conntrack()
     if gw.mode.runs_ftpct:
         gw.restart_ftpct(Mode("ftpct", faults.STATE_ARGS + (("-v",) if fault_case.verbose else ())))
-    fr = faults.FaultRun(topology, gw, lab_workdir, fault_sums, gw.mode, fault_case)
+    fr = faults.FaultRun(topology, gw, lab_workdir, fault_sums, gw.mode, fault_case, server)
 
     def close():
         left = fr.close()
