@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fills the conntrack table of the current network namespace, for
-scripts/abuse-faults.sh (case "conntrack table full").
+the fault suite, tests/lab/faults.py (case 4-ct-full: conntrack table full).
 
 nf_conntrack_max is global on this kernel (read-only outside the initial
 namespace), but the count it limits is per namespace: filling one

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""FTP session driven step by step, for scripts/abuse-faults.sh.
+"""FTP session driven step by step, for the fault suite (tests/lab/faults.py).
 
 One control connection (Python's ftplib, with the client class of
 tests/e2e/ftpc.py, so PORT, EPRT, PASV and EPSV are what they say), then the
-operations in order. The script coordinates with the session through files:
+operations in order. The suite coordinates with the session through files:
 the session creates some (`touch`) and waits for others (`wait`).
 
 Usage: faults_ftp.py HOST MODE [options] OP...

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Spoofed TCP SYNs through a raw socket, for scripts/abuse-faults.sh.
+"""Spoofed TCP SYNs through a raw socket, for the fault suite (tests/lab/faults.py).
 
 Standard library only; needs CAP_NET_RAW (run it as root inside a lab
 namespace). Every packet is an IPv4 SYN with a random source address taken

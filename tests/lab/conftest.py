@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, failover, servers, soak
+from . import e2e, failover, faults, servers, soak
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -26,6 +26,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
 FAILOVER_OUTCOMES = pytest.StashKey()
 SOAK_RUN = pytest.StashKey()  # the soak's rows, settings and table (test_soak.py)
+FAULT_OUTCOMES = pytest.StashKey()
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -55,6 +56,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.stash[OUTCOMES] = []
     config.stash[FAILOVER_OUTCOMES] = []
+    config.stash[FAULT_OUTCOMES] = []
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
@@ -83,6 +85,14 @@ def pytest_unconfigure(config):
 def pytest_report_collectionfinish(config, start_path, items):
     """The count of runs, and why it is not the count of cases."""
     lines = []
+    xruns = [item for item in items if hasattr(item, "callspec") and "fault_case" in item.callspec.params]
+    if xruns:
+        xmodes = [item.callspec.params["fault_gateway"] for item in xruns]
+        na = sum(1 for item in xruns
+                 if item.callspec.params["fault_case"].expected(item.callspec.params["fault_gateway"]) == "n/a")
+        lines.append(f"faults: {len({item.callspec.params['fault_case'].name for item in xruns})} case(s), "
+                     f"{len(xruns)} run(s): " + ", ".join(f"{xmodes.count(m)} under {m}" for m in dict.fromkeys(xmodes))
+                     + f" ({na} with no analog under the kernel's helper: skipped as n/a)")
     fruns = [item for item in items if hasattr(item, "callspec") and "fcase" in item.callspec.params]
     if fruns:
         fcases = {item.callspec.params["fcase"].name for item in fruns}
@@ -124,6 +134,11 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(line)
         kept = soak_run["kept"] or "removed (passed; --soak-out DIR keeps one)"
         terminalreporter.write_line(f"soak: work directory {kept}")
+    xouts = config.stash[FAULT_OUTCOMES]
+    if xouts:
+        terminalreporter.section("fault and abuse runs")
+        for line in faults.table(xouts, time.monotonic() - config.stash[STARTED]):
+            terminalreporter.write_line(line)
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
 

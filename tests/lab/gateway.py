@@ -11,6 +11,7 @@
 
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -88,6 +89,33 @@ class Gateway:
         self.mode = None
         if problems:
             raise LabError("; ".join(problems))
+
+    def kill_ftpct(self, sig, timeout):
+        """Signal sig to ftpct itself (a fault under test); waits at most
+        timeout seconds, then stops it. Its exit status (124: it had to be
+        stopped). The rules stay: restart_ftpct() starts a new one."""
+        daemon = self.ftpct
+        try:
+            daemon.proc.send_signal(sig)
+            return daemon.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            daemon.stop()
+            return 124
+        finally:
+            self.ftpct = None
+
+    def restart_ftpct(self, mode=None):
+        """A new `ftpct run` in the current mode, with a log of its own; or
+        in mode, the same kind with other `ftpct run` arguments (the rules
+        stay as they are)."""
+        if mode is not None:
+            if mode.queue_args != self.mode.queue_args:
+                raise LabError(f"restart_ftpct: {mode} needs other rules than {self.mode}")
+            self.mode = mode
+        if self.ftpct is not None:
+            self.ftpct.stop()
+        self._start_ftpct(self.mode)
+        return self.ftpct
 
     # --- ftpct's log -----------------------------------------------------
 
