@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, failover, servers
+from . import e2e, failover, hostile, servers
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -25,6 +25,7 @@ from .topology import Topology
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTCOMES = pytest.StashKey()
 FAILOVER_OUTCOMES = pytest.StashKey()
+HOSTILE_OUTCOMES = pytest.StashKey()
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -51,6 +52,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.stash[OUTCOMES] = []
     config.stash[FAILOVER_OUTCOMES] = []
+    config.stash[HOSTILE_OUTCOMES] = []
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
@@ -85,6 +87,12 @@ def pytest_report_collectionfinish(config, start_path, items):
         modes = {item.callspec.params["failover_run"] for item in fruns}
         lines.append(f"failover: {len(fcases)} case(s), {len(fruns)} run(s) under {', '.join(sorted(modes))} "
                      "(every case under the kernel's helper, the control, and ftpct)")
+    hruns = [item for item in items if hasattr(item, "callspec") and "hcase" in item.callspec.params]
+    if hruns:
+        hcases = {item.callspec.params["hcase"].name for item in hruns}
+        hmodes = sorted({item.callspec.params["gateway"].kind for item in hruns})
+        lines.append(f"hostile: {len(hcases)} case(s), {len(hruns)} run(s) under {', '.join(hmodes)} "
+                     "(every case under ftpct and under the kernel's helper, the control)")
     runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
     if not runs:
         return lines
@@ -108,6 +116,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if fouts:
         terminalreporter.section("gateway failover runs")
         for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
+            terminalreporter.write_line(line)
+    houts = config.stash[HOSTILE_OUTCOMES]
+    if houts:
+        terminalreporter.section("hostile input runs")
+        for line in hostile.table(houts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
