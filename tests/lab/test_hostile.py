@@ -53,3 +53,14 @@ def test_hostile(topology, server, gateway, hcase, hostile_listeners, lab_files,
     request.config.stash[HOSTILE_OUTCOMES].append(outcome)
     if outcome.verdict == "MISMATCH":
         pytest.fail(outcome.report(), pytrace=False)
+
+
+def test_hostile_cases_are_data():
+    """Without root too: every case named once with a known runner and
+    server, 53 attacks and 7 back-to-back transfers, each topology one the
+    lab builds, each kernel result one a run can give."""
+    hostile.check_cases()
+    b2b = [case for case in hostile.CASES if case.runner == "b2b"]
+    assert (len(hostile.CASES) - len(b2b), len(b2b)) == (53, 7)
+    assert {case.topology for case in hostile.CASES} == {"snat", "dnat", "fxp"}
+    assert {case.kernel for case in hostile.CASES} <= {None, "OPEN", "failed"}
