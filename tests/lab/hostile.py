@@ -129,10 +129,14 @@ def c(name, topology, server, runner, *args, kernel=None):
     return Case(name, topology, server, runner, tuple(str(a) for a in args), kernel)
 
 
-# Kernel results that are not the secure one: it reads a reply only at the
-# start of a segment (multiline), takes any 227/229 (unsolicited), accepts
-# port 25 (bounce-port25), and the session stalls on the flood of
-# malformed lines (logflood).
+# The kernel's results where they are not the secure one (measured with the
+# suite's shell version, 2026-12-07): it reads a reply only at the start of
+# a segment (multiline), takes any 227/229 (unsolicited), accepts port 25
+# (bounce-port25); the session stalls on the flood of malformed lines
+# (logflood); it does not follow a PORT, EPRT or 227 cut across segments
+# (b2b-split-*: no transfer). On a loaded machine its session may also
+# stall on the burst of PORTs (portflood-burst: its rewrites grow
+# full-sized segments past the MTU, IpFragFails): info-differs.
 KOPEN = "OPEN"
 CASES = (
     c("listing-227-dnat-vsftpd", "dnat", "vsftpd", "listing", 227),
@@ -177,11 +181,11 @@ CASES = (
     c("portflood-seq-snat-vsftpd", "snat", "vsftpd", "portflood", "sequential"),
     c("garbage-client-snat-vsftpd", "snat", "vsftpd", "send", "binary", 65536),
     c("logflood-client-snat-vsftpd", "snat", "vsftpd", "send", "flood", 1000, kernel="failed"),
-    c("b2b-split-port-snat-vsftpd", "snat", "vsftpd", "b2b", "split-port-verb"),
-    c("b2b-split-port-addr-snat-vsftpd", "snat", "vsftpd", "b2b", "split-port-addr"),
+    c("b2b-split-port-snat-vsftpd", "snat", "vsftpd", "b2b", "split-port-verb", kernel="failed"),
+    c("b2b-split-port-addr-snat-vsftpd", "snat", "vsftpd", "b2b", "split-port-addr", kernel="failed"),
     c("b2b-port-retr-one-snat-vsftpd", "snat", "vsftpd", "b2b", "port-retr-one"),
     c("b2b-port-retr-two-snat-vsftpd", "snat", "vsftpd", "b2b", "port-retr-two"),
-    c("b2b-split-eprt-snat-vsftpd", "snat", "vsftpd", "b2b", "split-eprt", 6),
+    c("b2b-split-eprt-snat-vsftpd", "snat", "vsftpd", "b2b", "split-eprt", 6, kernel="failed"),
     c("listing-227-snat-pure-ftpd", "snat", "pure-ftpd", "listing", 227),
     c("listing-229-snat-pure-ftpd", "snat", "pure-ftpd", "listing", 229),
     c("garbage-client-snat-pure-ftpd", "snat", "pure-ftpd", "send", "binary", 65536),
