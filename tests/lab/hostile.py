@@ -512,7 +512,8 @@ class Outcome:
     problems: list = field(default_factory=list)
     details: list = field(default_factory=list)
     transcript: str = ""
-    ftpct_log: str = ""  # ftpct's lines for the hostile session
+    ftpct_log: str = ""  # ftpct's first lines for the hostile session
+    ftpct_tail: str = ""  # the end of ftpct's whole log during the run
     legit_log: str = ""
     server_output: str = ""
     counters: str = ""
@@ -549,7 +550,9 @@ class Outcome:
                  "--- hostile.py's transcript (last 40 lines):", indent(self.transcript, 40)]
         if self.ftpct_log:
             parts += ["--- ftpct's log for the hostile session (first 10 lines):",
-                      indent("\n".join(self.ftpct_log.splitlines()[:10]), 10)]
+                      indent(self.ftpct_log, 10)]
+        if self.ftpct_tail:
+            parts += ["--- ftpct's log during the run (last 15 lines):", indent(self.ftpct_tail, 15)]
         parts += ["--- the legitimate session (last 5 lines):", indent(self.legit_log, 5),
                   "--- the server's output:", self.server_output]
         if self.counters:
@@ -660,8 +663,9 @@ def check_ftpct(outcome, case, gateway, offset, flow, text):
     problems, details = outcome.problems, outcome.details
     time.sleep(0.2)  # the last decisions reach the log
     log = gateway.log_since(offset)
+    outcome.ftpct_tail = "\n".join(log.splitlines()[-15:])
     mine = [ln for ln in log.splitlines() if flow and f"flow={flow} ->" in ln]
-    outcome.ftpct_log = "\n".join(mine)
+    outcome.ftpct_log = "\n".join(mine[:10])
     count = {ev: sum(1 for ln in mine if f'event="{ev}"' in ln) for ev in ("expect", "refused", "rewrite")}
     held = sum(1 for ln in log.splitlines() if "held back" in ln)
     details.append(f"ftpct log for the session: {len(mine)} line(s), expect={count['expect']} "
