@@ -707,9 +707,10 @@ def check_ftpct(outcome, case, gateway, offset, flow, text):
 def table(outcomes, secs):
     """The summary: one line a run, and the counts."""
     rule = "-" * 130
-    lines = [f"{'case':<34} {'mode':<6} {'expected':<9} {'result':<9} {'verdict':<12} {'secs':>5}  details", rule]
+    w = max(len(o.mode) for o in outcomes)  # ftpct-queue-all
+    lines = [f"{'case':<34} {'mode':<{w}} {'expected':<9} {'result':<9} {'verdict':<12} {'secs':>5}  details", rule]
     for o in outcomes:
-        lines.append(f"{o.name:<34} {o.mode:<6} {o.expected:<9} {o.result:<9} {o.verdict:<12} {o.secs:5.1f}  "
+        lines.append(f"{o.name:<34} {o.mode:<{w}} {o.expected:<9} {o.result:<9} {o.verdict:<12} {o.secs:5.1f}  "
                      + ("PROBLEMS: " + "; ".join(o.problems) + "; " if o.problems else "") + "; ".join(o.details))
     bad = sum(1 for o in outcomes if o.verdict == "MISMATCH")
     differs = sum(1 for o in outcomes if o.verdict == "info-differs")
