@@ -78,6 +78,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(live["workdir"], ignore_errors=True)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """One test file after the other. pytest groups the tests that share a
+    session fixture's parameter by its index in each file's list, so that
+    test_e2e.py's and test_hostile.py's runs (both on topology, server and
+    gateway) would alternate, rebuilding the lab every run; a stable sort
+    keeps each file's own order."""
+    items.sort(key=lambda item: str(item.path))
+
+
 def pytest_report_collectionfinish(config, start_path, items):
     """The count of runs, and why it is not the count of cases."""
     lines = []
