@@ -44,13 +44,13 @@ step "operations: config file, exit codes, non-root run, sd-notify, SIGHUP, kern
 scripts/ops-test.sh
 
 step "end-to-end matrix (tests/lab, pytest: Debian's, for /usr/bin/python3)"
-/usr/bin/python3 -m pytest tests/lab --ignore=tests/lab/test_failover.py --ignore=tests/lab/test_soak.py --ignore=tests/lab/test_faults.py
+/usr/bin/python3 -m pytest tests/lab --ignore=tests/lab/test_failover.py --ignore=tests/lab/test_soak.py --ignore=tests/lab/test_faults.py --ignore=tests/lab/test_hostile.py
 
 step "gateway failover with conntrackd (tests/lab: the kernel's helper as the control, and ftpct)"
 /usr/bin/python3 -m pytest tests/lab/test_failover.py
 
 step "hostile protocol input (ftpct and the kernel's helper)"
-scripts/abuse-protocol.sh
+/usr/bin/python3 -m pytest tests/lab/test_hostile.py
 
 step "faults and abuse under load (ftpct and the kernel's helper)"
 /usr/bin/python3 -m pytest tests/lab/test_faults.py

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Hostile FTP actions for scripts/abuse-protocol.sh (standard library only).
+"""Hostile FTP actions for the hostile-input suite (tests/lab/test_hostile.py,
+the cases in tests/lab/hostile.py; standard library only).
 
 Every subcommand is bounded in time and size. The ones that attack print
 `probe ...` and `detail ...` lines, then one `summary: key=value ...` line,

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from . import e2e, failover, faults, servers, soak
+from . import e2e, failover, faults, hostile, servers, soak
 from .clients import Uploads
 from .gateway import Gateway
 from .servers import FtpRoot
@@ -27,6 +27,7 @@ OUTCOMES = pytest.StashKey()
 FAILOVER_OUTCOMES = pytest.StashKey()
 SOAK_RUN = pytest.StashKey()  # the soak's rows, settings and table (test_soak.py)
 FAULT_OUTCOMES = pytest.StashKey()
+HOSTILE_OUTCOMES = pytest.StashKey()
 KEPT = pytest.StashKey()  # the work directory --lab-keep kept
 STARTED = pytest.StashKey()  # monotonic time at start, for the table's wall time
 # What is up now: topologies and the work directory. A second Ctrl-C or a
@@ -57,6 +58,7 @@ def pytest_configure(config):
     config.stash[OUTCOMES] = []
     config.stash[FAILOVER_OUTCOMES] = []
     config.stash[FAULT_OUTCOMES] = []
+    config.stash[HOSTILE_OUTCOMES] = []
     config.stash[LIVE] = {"topologies": [], "workdir": None}
     config.stash[STARTED] = time.monotonic()
     config.addinivalue_line("markers", "quick: a control or quick case (the matrix's tags ctl, quick)")
@@ -82,6 +84,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(live["workdir"], ignore_errors=True)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """One test file after the other. pytest groups the tests that share a
+    session fixture's parameter by its index in each file's list, so that
+    test_e2e.py's and test_hostile.py's runs (both on topology, server and
+    gateway) would alternate, rebuilding the lab every run; a stable sort
+    keeps each file's own order."""
+    items.sort(key=lambda item: str(item.path))
+
+
 def pytest_report_collectionfinish(config, start_path, items):
     """The count of runs, and why it is not the count of cases."""
     lines = []
@@ -103,6 +115,12 @@ def pytest_report_collectionfinish(config, start_path, items):
     if rows:
         lines.append(f"soak: {len(rows)} row(s), TOPOLOGY:MODE: {', '.join(rows)} (ftpct judged against the "
                      f"kernel's helper on the same topology), {soak.settings_from(config).seconds} s of load per row")
+    hruns = [item for item in items if hasattr(item, "callspec") and "hcase" in item.callspec.params]
+    if hruns:
+        hcases = {item.callspec.params["hcase"].name for item in hruns}
+        hmodes = sorted({item.callspec.params["gateway"].kind for item in hruns})
+        lines.append(f"hostile: {len(hcases)} case(s), {len(hruns)} run(s) under {', '.join(hmodes)} "
+                     "(every case under ftpct and under the kernel's helper, the control)")
     runs = [item for item in items if hasattr(item, "callspec") and "case" in item.callspec.params]
     if not runs:
         return lines
@@ -138,6 +156,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if xouts:
         terminalreporter.section("fault and abuse runs")
         for line in faults.table(xouts, time.monotonic() - config.stash[STARTED]):
+            terminalreporter.write_line(line)
+    houts = config.stash[HOSTILE_OUTCOMES]
+    if houts:
+        terminalreporter.section("hostile input runs")
+        for line in hostile.table(houts, time.monotonic() - config.stash[STARTED]):
             terminalreporter.write_line(line)
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
