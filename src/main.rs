@@ -13,9 +13,10 @@ use ftpct::cli::report::{self, FlowNames};
 use ftpct::cli::{exit, generate, permission};
 use ftpct::daemon;
 use ftpct::ladder;
+use ftpct::netfilter::chains;
 use ftpct::netfilter::family::Families;
 use ftpct::netfilter::iptables;
-use ftpct::netfilter::rules::{self, Action, RuleSet};
+use ftpct::netfilter::rules::{Action, RuleSet};
 use ftpct::netfilter::sets::{self, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
@@ -449,13 +450,15 @@ fn run_doctor(path: &ConfigPath, queues: &QueueFlags, json: bool) -> Result<(), 
 
 /// The rules and sets of the settings, for `families`.
 fn rule_set(families: Families, s: &Settings) -> Result<RuleSet, Failure> {
-    Ok(RuleSet {
+    let rs = RuleSet {
         families: families.list(),
         queue: s.queues.target()?,
         control_ports: s.control_ports.clone(),
         sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
         queue_all: s.queue_all,
-    })
+    };
+    chains::check_chain_names(&rs).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    Ok(rs)
 }
 
 fn run_rules(
@@ -468,7 +471,7 @@ fn run_rules(
     let rs = rule_set(family, &s)?;
     let kernel = |e: Box<dyn std::error::Error>| Failure::new(exit::KERNEL, e);
     let log = match action {
-        None => vec![rules::render_apply(&rs)],
+        None => vec![chains::render_apply(&rs)],
         Some(action) => {
             let command = match action {
                 Action::Apply => "ftpct rules --apply",

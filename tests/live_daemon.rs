@@ -510,9 +510,12 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     let applied = rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
     assert!(applied.contains(expect_backend), "{applied}");
     rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
-    let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
-    let lines: Vec<&str> = listed.lines().collect();
-    assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
+    let hook = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    let lines: Vec<&str> = hook.lines().collect();
+    assert!(lines[1].contains("--notrack"), "user rule first:\n{hook}");
+    assert_eq!(lines.len(), 3, "the user's rule, one jump:\n{hook}");
+    assert!(lines[2].ends_with("-j ftpct-pre"), "{hook}");
+    let listed = ipt("iptables", &["-t", "raw", "-S", "ftpct-pre"]);
     // Selective queueing: a queue rule for the followed directions of
     // clients, one for those of servers.
     assert_eq!(
@@ -525,7 +528,7 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     assert!(listed.contains("--ports 21,2121"), "{listed}");
     // --queue-all replaces the selection by the one queue-everything rule.
     rules(&["--apply", "--control-ports", "21,2121", "--queue-all"]);
-    let all = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    let all = ipt("iptables", &["-t", "raw", "-S", "ftpct-pre"]);
     assert_eq!(
         all.matches("ftpct: FTP control channel").count(),
         1,
@@ -564,19 +567,7 @@ fn rules_apply_then_delete_restores_iptables_legacy() {
         return;
     }
     let bin = TempDir::new("legacy");
-    for tool in ["iptables", "ip6tables"] {
-        for (link, target) in [
-            (tool.to_string(), format!("{tool}-legacy")),
-            (format!("{tool}-save"), format!("{tool}-legacy-save")),
-        ] {
-            let found = ["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(&target))
-                .find(|p| p.exists())
-                .unwrap_or_else(|| panic!("{target} not found: install iptables"));
-            std::os::unix::fs::symlink(found, bin.path(&link)).expect("symlink");
-        }
-    }
+    root::legacy_tools(&bin.0);
     let ns = Netns::new("legacy");
     let path = format!(
         "{}:{}",

@@ -220,7 +220,7 @@ mod tests {
     fn the_rules_queueing_mode_is_read_from_their_comments() {
         let rs = crate::netfilter::rules::tests::ruleset(crate::netfilter::family::Families::V4);
         let save =
-            |rs: &crate::netfilter::rules::RuleSet| crate::netfilter::rules::render_apply(rs);
+            |rs: &crate::netfilter::rules::RuleSet| crate::netfilter::chains::render_apply(rs);
         assert_eq!(RulesMode::of(&save(&rs)), RulesMode::All);
         assert_eq!(
             RulesMode::of(&save(&rs.with_queue_all(false))),
