@@ -11,8 +11,8 @@ mod root;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use root::netns::Netns;
-use root::{kernel_tests_enabled, legacy_tools};
+use root::kernel_tests_enabled;
+use root::netns::{legacy_tools, Netns};
 
 const FTPCT: &str = env!("CARGO_BIN_EXE_ftpct");
 

@@ -567,7 +567,7 @@ fn rules_apply_then_delete_restores_iptables_legacy() {
         return;
     }
     let bin = TempDir::new("legacy");
-    root::legacy_tools(&bin.0);
+    root::netns::legacy_tools(&bin.0);
     let ns = Netns::new("legacy");
     let path = format!(
         "{}:{}",
