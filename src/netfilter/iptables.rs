@@ -371,7 +371,7 @@ pub fn change_rules<E: Exec>(
         log.push(format!("# {} ({})", f.name(), t.backend.name()));
         match action {
             Action::Apply => t.apply(rs)?,
-            Action::Delete => t.delete(rs)?,
+            Action::Delete | Action::ForceDelete => t.delete(rs)?,
         }
         log.append(&mut t.log);
     }

@@ -1,17 +1,26 @@
-//! Whether iptables still feeds ftpct's queues: a firewall reload or
-//! `ftpct rules --delete` under a running ftpct removes its rules, and
-//! ftpct then sees nothing while saying it runs. Checked at start and now
-//! and then; every change is logged.
+//! Whether iptables still feeds ftpct's queues: a firewall reload (`nft
+//! flush ruleset`, `iptables-restore`, `netfilter-persistent reload`)
+//! removes its rules, and ftpct then sees nothing while saying it runs.
+//! With `restore_rules` (the default) the rules are looked at every second
+//! and put back when their chains or jumps are gone, in the family where
+//! this run has seen them; without, looked at every 30 s and the change
+//! logged. One `iptables-save -t raw` per family per look.
 
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::netfilter::iptables::Exec;
-use crate::netfilter::rules::{COMMENT_CONTROL, COMMENT_GUARDED};
+use crate::netfilter::chains::HOOKS;
+use crate::netfilter::family::Family;
+use crate::netfilter::iptables::{Backend, Exec, Tables};
+use crate::netfilter::loaded::Loaded;
+use crate::netfilter::rules::{RuleSet, COMMENT_CONTROL, COMMENT_GUARDED};
+use crate::netfilter::sets;
 
-/// How often the rules are looked at.
+/// How often the rules are looked at when ftpct does not put them back.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often they are looked at when it does (`restore_rules`).
+pub const RESTORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The queues that the NFQUEUE rules in an `iptables-save` output send to.
 pub fn queues_fed(save: &str) -> Vec<u16> {
@@ -55,6 +64,19 @@ pub struct RuleWatch {
     /// The queueing mode of the rules as last said (None: not said).
     mode_said: Option<RulesMode>,
     next: Instant,
+    /// What puts the rules back (None: `restore_rules = false`).
+    restore: Option<Restore>,
+}
+
+/// Puts ftpct's rules back in the families where this run has seen them.
+struct Restore {
+    rules: RuleSet,
+    /// Per family: its backend once known, whether its rules were seen.
+    backends: Vec<(Family, Option<Backend>, bool)>,
+    /// The last restore's failure, said once.
+    failed: Option<String>,
+    /// Families restored since the last `take_restored`.
+    restored: usize,
 }
 
 /// How the rules found in the raw table queue the control channel.
@@ -88,7 +110,28 @@ impl RuleWatch {
             queue_all,
             mode_said: None,
             next: Instant::now(),
+            restore: None,
         }
+    }
+
+    /// Puts `rules` back whenever their chains or jumps are gone from a
+    /// family where this run has seen them.
+    pub fn restoring(mut self, rules: RuleSet) -> Self {
+        let backends = rules.families.iter().map(|&f| (f, None, false)).collect();
+        self.restore = Some(Restore {
+            rules,
+            backends,
+            failed: None,
+            restored: 0,
+        });
+        self
+    }
+
+    /// How many times rules were put back since the last call.
+    pub fn take_restored(&mut self) -> usize {
+        self.restore
+            .as_mut()
+            .map_or(0, |r| std::mem::take(&mut r.restored))
     }
 
     /// Says when the rules' queueing mode and `run`'s disagree.
@@ -119,14 +162,27 @@ impl RuleWatch {
         if now < self.next {
             return;
         }
-        self.next = now + CHECK_EVERY;
+        self.next = now
+            + if self.restore.is_some() {
+                RESTORE_CHECK_EVERY
+            } else {
+                CHECK_EVERY
+            };
         let mut fed = Vec::new();
         let mut looked = false;
         let mut why = String::new();
         let mut mode = RulesMode::None;
-        for tool in ["iptables-save", "ip6tables-save"] {
+        for (family, tool) in [
+            (Family::V4, "iptables-save"),
+            (Family::V6, "ip6tables-save"),
+        ] {
             match exec.exec(tool, &["-t".into(), "raw".into()]) {
-                Ok(ran) => {
+                Ok(mut ran) => {
+                    if ran.ok {
+                        if let Some(again) = self.put_back(exec, family, &ran.stdout) {
+                            ran.stdout = again;
+                        }
+                    }
                     looked |= ran.ok;
                     fed.extend(queues_fed(&ran.stdout));
                     if mode == RulesMode::None {
@@ -174,6 +230,90 @@ impl RuleWatch {
         }
         self.unfed = Some(unfed);
     }
+
+    /// When ftpct puts its rules back and `save` (the family's raw table)
+    /// lacks a chain or jump of ftpct's it had: puts them back, and returns
+    /// the raw table as it is then (None: nothing done).
+    fn put_back<E: Exec>(&mut self, exec: &mut E, family: Family, save: &str) -> Option<String> {
+        let restore = self.restore.as_mut()?;
+        let at = restore.backends.iter().position(|b| b.0 == family)?;
+        let loaded = Loaded::read(save, &restore.rules);
+        let gone = gone_wholly(&loaded);
+        let seen = &mut restore.backends[at].2;
+        if gone.is_empty() {
+            *seen = true;
+            restore.failed = None;
+            return None;
+        }
+        if !*seen {
+            return None;
+        }
+        match restore.load(exec, at, save) {
+            Ok(()) => {
+                warn!(
+                    "{} of ftpct's rules gone from the raw table ({}; a firewall reload?): put back in one transaction",
+                    family.name(),
+                    gone.join(", ")
+                );
+                restore.failed = None;
+                restore.restored += 1;
+                let args = ["-t".to_string(), "raw".to_string()];
+                exec.exec(&format!("{}-save", family.tool()), &args)
+                    .ok()
+                    .filter(|r| r.ok)
+                    .map(|r| r.stdout)
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if restore.failed.as_ref() != Some(&e) {
+                    warn!(
+                        "{} of ftpct's rules gone from the raw table ({}), and cannot be put back: {e}",
+                        family.name(),
+                        gone.join(", ")
+                    );
+                }
+                restore.failed = Some(e);
+                None
+            }
+        }
+    }
+}
+
+impl Restore {
+    /// The sets (a reload may have taken them too), then the rules in one
+    /// transaction.
+    fn load<E: Exec>(
+        &mut self,
+        exec: &mut E,
+        at: usize,
+        save: &str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (family, known, _) = self.backends[at];
+        let backend = match known {
+            Some(b) => b,
+            None => Backend::of(exec, family)?,
+        };
+        self.backends[at].1 = Some(backend);
+        sets::apply_sets(&self.rules.sets, &[family])?;
+        Tables::new(exec, family, backend).load(&self.rules, save)?;
+        Ok(())
+    }
+}
+
+/// What of ftpct's rules is gone as a reload takes them: a jump, a chain,
+/// or all of a chain's rules (not rules of another rule set, which an
+/// operator's `ftpct rules --apply` with other settings put there).
+fn gone_wholly(loaded: &Loaded) -> Vec<String> {
+    let mut gone = Vec::new();
+    for (i, hook) in HOOKS.into_iter().enumerate() {
+        if !loaded.jumps.iter().any(|(h, _, _)| *h == hook) {
+            gone.push(format!("the jump from {hook}"));
+        }
+        if loaded.content[i].is_empty() {
+            gone.push(format!("the rules of ftpct's chain for {hook}"));
+        }
+    }
+    gone
 }
 
 #[cfg(test)]

@@ -485,6 +485,8 @@ impl RuleSet {
 pub enum Action {
     Apply,
     Delete,
+    /// `--delete --force`: even while a program reads the queues.
+    ForceDelete,
 }
 
 #[cfg(test)]
