@@ -77,7 +77,15 @@ struct Restore {
     failed: Option<String>,
     /// Families restored since the last `take_restored`.
     restored: usize,
+    /// Makes the sets the rules name (a test's does nothing).
+    ensure_sets: EnsureSets,
 }
+
+/// Creates the sets of the families given that do not exist.
+type EnsureSets = fn(
+    &sets::SetNames,
+    &[Family],
+) -> Result<Vec<String>, crate::netfilter::rules_error::RulesError>;
 
 /// How the rules found in the raw table queue the control channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +131,7 @@ impl RuleWatch {
             backends,
             failed: None,
             restored: 0,
+            ensure_sets: sets::apply_sets,
         });
         self
     }
@@ -294,7 +303,7 @@ impl Restore {
             None => Backend::of(exec, family)?,
         };
         self.backends[at].1 = Some(backend);
-        sets::apply_sets(&self.rules.sets, &[family])?;
+        (self.ensure_sets)(&self.rules.sets, &[family])?;
         Tables::new(exec, family, backend).load(&self.rules, save)?;
         Ok(())
     }
@@ -354,6 +363,85 @@ mod tests {
         exec.0 = rule.into();
         w.check(&mut exec, t0 + 2 * CHECK_EVERY);
         assert_eq!(w.unfed, Some(vec![]));
+    }
+
+    /// iptables whose raw table is a text: a restore makes it what the
+    /// restore loads (its removals aside); counts the restores.
+    struct Table {
+        raw: String,
+        restores: usize,
+    }
+
+    impl Exec for Table {
+        fn exec(&mut self, prog: &str, _: &[String]) -> io::Result<Ran> {
+            let stdout = if prog.ends_with("-save") {
+                self.raw.clone()
+            } else {
+                "iptables v1.8.9 (nf_tables)".into()
+            };
+            Ok(Ran {
+                ok: true,
+                stdout,
+                stderr: String::new(),
+            })
+        }
+
+        fn exec_with_input(&mut self, _: &str, _: &[String], input: &str) -> io::Result<Ran> {
+            self.restores += 1;
+            self.raw = input
+                .lines()
+                .filter(|l| !l.starts_with("-D"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            Ok(Ran {
+                ok: true,
+                ..Ran::default()
+            })
+        }
+    }
+
+    #[test]
+    fn rules_gone_from_a_family_where_they_were_seen_are_put_back() {
+        use crate::netfilter::chains::{load_text, Changes, HOOKS};
+        let rs = crate::netfilter::rules::tests::ruleset(crate::netfilter::family::Families::V4);
+        let changes = Changes {
+            remove: Vec::new(),
+            jumps: HOOKS.to_vec(),
+        };
+        let loaded = load_text(&rs, &rs.rules(Family::V4, false), &changes, false);
+        let mut w = RuleWatch::new(&[0], true).restoring(rs.clone());
+        if let Some(r) = w.restore.as_mut() {
+            r.ensure_sets = |_, _| Ok(Vec::new());
+        }
+        let t0 = Instant::now();
+        // Never seen: not put back (the operator applied none).
+        let mut fw = Table {
+            raw: "*raw\nCOMMIT\n".into(),
+            restores: 0,
+        };
+        w.check(&mut fw, t0);
+        assert_eq!((fw.restores, w.take_restored()), (0, 0));
+        fw.raw = loaded.clone();
+        w.check(&mut fw, t0 + RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 0, "in place");
+        assert_eq!(w.unfed(), Some(0));
+        // A reload: the raw table emptied.
+        fw.raw = "*raw\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n".into();
+        w.check(&mut fw, t0 + RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 0, "not due yet");
+        w.check(&mut fw, t0 + 2 * RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 1);
+        assert_eq!(w.take_restored(), 1);
+        assert_eq!(w.take_restored(), 0);
+        assert_eq!(w.unfed(), Some(0), "fed again at once");
+        let jumps = fw
+            .raw
+            .lines()
+            .filter(|l| l.starts_with("-A PREROUTING"))
+            .count();
+        assert_eq!(jumps, 1, "{}", fw.raw);
+        w.check(&mut fw, t0 + 3 * RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 1, "back in place: nothing more");
     }
 
     #[test]
