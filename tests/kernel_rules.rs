@@ -113,18 +113,8 @@ fn ftpcts_in(tools: &Tools, ns: &Netns, ip6: bool, chain: &str) -> Vec<String> {
 
 fn apply_twice_then_delete(tools: &Tools, ns: &Netns, backend: &str) {
     // A user's rule first: ftpct's go after it.
-    let user = [
-        "-t",
-        "raw",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "udp",
-        "-j",
-        "CT",
-        "--notrack",
-    ];
-    tools.sh(ns, &[&["iptables"][..], &user].concat());
+    let user = "iptables -t raw -A PREROUTING -p udp -j CT --notrack";
+    tools.sh(ns, &user.split_whitespace().collect::<Vec<_>>());
     if tools.dir.is_some() {
         // The kernel keeps a legacy table once made: make it before.
         tools.sh(ns, &["ip6tables", "-t", "raw", "-S"]);
@@ -176,72 +166,29 @@ fn one_apply_in_one_transaction_and_a_second_changes_nothing_legacy() {
 /// Rules as an older ftpct appended them to the built-in chains (its
 /// comments, its control port), and another ftpct's (port 2121).
 fn older_layout(tools: &Tools, ns: &Netns) {
-    let rule = |chain: &str, spec: &[&str]| {
+    // `-A chain MATCHES -m comment --comment COMMENT TARGET`.
+    let rule = |chain: &str, matches: &str, comment: &str, target: &str| {
         let mut args = vec!["iptables", "-t", "raw", "-A", chain];
-        args.extend_from_slice(spec);
+        args.extend(matches.split_whitespace());
+        if !comment.is_empty() {
+            args.extend(["-m", "comment", "--comment", comment]);
+        }
+        args.extend(target.split_whitespace());
         tools.sh(ns, &args);
     };
-    rule("PREROUTING", &["-p", "udp", "-j", "CT", "--notrack"]);
+    let queue = "-j NFQUEUE --queue-num 0 --queue-bypass";
+    rule("PREROUTING", "-p udp", "", "-j CT --notrack");
     for chain in ["PREROUTING", "OUTPUT"] {
         for port in ["21", "2121"] {
-            rule(
-                chain,
-                &[
-                    "-p",
-                    "tcp",
-                    "-m",
-                    "multiport",
-                    "--ports",
-                    port,
-                    "-m",
-                    "comment",
-                    "--comment",
-                    "ftpct: FTP control channel",
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    "0",
-                    "--queue-bypass",
-                ],
-            );
+            let ports = format!("-p tcp -m multiport --ports {port}");
+            rule(chain, &ports, "ftpct: FTP control channel", queue);
         }
-        rule(
-            chain,
-            &[
-                "-p",
-                "tcp",
-                "--tcp-flags",
-                "RST",
-                "RST",
-                "-m",
-                "multiport",
-                "--ports",
-                "21",
-                "-m",
-                "comment",
-                "--comment",
-                "ftpct: FTP control connections' resets, within the budget",
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                "0",
-                "--queue-bypass",
-            ],
-        );
+        let resets = "ftpct: FTP control connections' resets, within the budget";
+        let rst = "-p tcp --tcp-flags RST RST -m multiport --ports 21";
+        rule(chain, rst, resets, queue);
     }
-    rule(
-        "PREROUTING",
-        &[
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-m",
-            "comment",
-            "--comment",
-            "ftpct: turns conntrack on",
-        ],
-    );
+    let new = "-m conntrack --ctstate NEW";
+    rule("PREROUTING", new, "ftpct: turns conntrack on", "");
 }
 
 fn migrates(tools: &Tools, ns: &Netns) {
