@@ -260,7 +260,7 @@ impl RuleWatch {
         match restore.load(exec, at, save) {
             Ok(()) => {
                 warn!(
-                    "{} of ftpct's rules gone from the raw table ({}; a firewall reload?): put back in one transaction",
+                    "ftpct's {} rules gone from the raw table ({}; a firewall reload?): put back in one transaction",
                     family.name(),
                     gone.join(", ")
                 );
@@ -276,7 +276,7 @@ impl RuleWatch {
                 let e = e.to_string();
                 if restore.failed.as_ref() != Some(&e) {
                     warn!(
-                        "{} of ftpct's rules gone from the raw table ({}), and cannot be put back: {e}",
+                        "ftpct's {} rules gone from the raw table ({}), and cannot be put back: {e}",
                         family.name(),
                         gone.join(", ")
                     );
