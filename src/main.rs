@@ -461,15 +461,13 @@ fn run_doctor(path: &ConfigPath, queues: &QueueFlags, json: bool) -> Result<(), 
 
 /// The rules and sets of the settings, for `families`.
 fn rule_set(families: Families, s: &Settings) -> Result<RuleSet, Failure> {
-    let rs = RuleSet {
+    Ok(RuleSet {
         families: families.list(),
         queue: s.queues.target()?,
         control_ports: s.control_ports.clone(),
         sets: SetNames::new(&s.ipset).map_err(|e| Failure::new(exit::CONFIG, e))?,
         queue_all: s.queue_all,
-    };
-    chains::check_chain_names(&rs).map_err(|e| Failure::new(exit::CONFIG, e))?;
-    Ok(rs)
+    })
 }
 
 fn run_rules(

@@ -28,28 +28,20 @@ pub const COMMENT_JUMP: &str = "ftpct: to ftpct's rules";
 
 /// The chain of ftpct's that `hook` jumps to: `ftpct-pre` and `ftpct-out`
 /// for the default set name, `ftpct-NAME-pre` for another (two ftpcts in
-/// one namespace keep apart by their set names).
+/// one namespace keep apart by their set names), and for a name too long
+/// for that, `ftpct-HASH-pre` (HASH: 8 hex digits of the name).
 pub fn own_chain(rs: &RuleSet, hook: &str) -> String {
     let end = if hook == "OUTPUT" { "out" } else { "pre" };
     let base = &rs.sets.v4;
     if base == DEFAULT_SET {
-        format!("{CHAIN_PREFIX}-{end}")
+        return format!("{CHAIN_PREFIX}-{end}");
+    }
+    let named = format!("{CHAIN_PREFIX}-{base}-{end}");
+    if named.len() <= CHAIN_NAME_MAX {
+        named
     } else {
-        format!("{CHAIN_PREFIX}-{base}-{end}")
+        format!("{CHAIN_PREFIX}-{:08x}-{end}", fnv1a(base))
     }
-}
-
-/// Why a set name cannot name ftpct's chains.
-pub fn check_chain_names(rs: &RuleSet) -> Result<(), String> {
-    let long = own_chain(rs, "PREROUTING");
-    if long.len() > CHAIN_NAME_MAX {
-        return Err(format!(
-            "ipset name '{}' gives the chain name '{long}', longer than the {CHAIN_NAME_MAX} bytes iptables allows: choose one of at most {} bytes",
-            rs.sets.v4,
-            CHAIN_NAME_MAX - (long.len() - rs.sets.v4.len())
-        ));
-    }
-    Ok(())
 }
 
 /// FNV-1a, 32 bits: stable across builds and machines, enough to tell one
@@ -305,10 +297,11 @@ mod tests {
         assert_eq!(own_chain(&rs, "OUTPUT"), "ftpct-out");
         rs.sets = SetNames::new("other").expect("names");
         assert_eq!(own_chain(&rs, "PREROUTING"), "ftpct-other-pre");
-        assert!(check_chain_names(&rs).is_ok());
-        rs.sets = SetNames::new(&"x".repeat(19)).expect("names");
-        let e = check_chain_names(&rs).expect_err("too long");
-        assert!(e.contains("at most 18 bytes"), "{e}");
+        rs.sets = SetNames::new(&"x".repeat(24)).expect("names");
+        let long = own_chain(&rs, "PREROUTING");
+        assert_eq!(long.len(), "ftpct-12345678-pre".len(), "{long}");
+        rs.sets = SetNames::new(&"y".repeat(24)).expect("names");
+        assert_ne!(own_chain(&rs, "PREROUTING"), long);
     }
 
     #[test]
