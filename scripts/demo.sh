@@ -111,8 +111,8 @@ show_rules() {
         grep -i ftpct <<<"$save" | sed 's/^/   /'
         return
     fi
-    say "$(grep -c -- '-A PREROUTING .*ftpct' <<<"$save") rules in raw PREROUTING, $(grep -c -- '-A OUTPUT .*ftpct' <<<"$save") in OUTPUT (IPv4; ip6tables the same), by purpose:"
-    grep -- '-A PREROUTING .*ftpct' <<<"$save" | sed -E -e 's/.*--comment "?([^"]*)"?.*/\1/' -e "s/\\\\'/'/g" |
+    say "$(grep -c -- '-A ftpct-pre ' <<<"$save") rules in ftpct-pre (one jump from raw PREROUTING), $(grep -c -- '-A ftpct-out ' <<<"$save") in ftpct-out (from OUTPUT) (IPv4; ip6tables the same), by purpose:"
+    grep -- '-A ftpct-pre ' <<<"$save" | sed -E -e 's/.*--comment "?([^"]*)"?.*/\1/' -e "s/\\\\'/'/g" |
         sort | uniq -c | sort -rn | sed 's/^/   /'
     say "(--verbose prints every rule; most are BPF bytecode)"
 }

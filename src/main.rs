@@ -13,9 +13,10 @@ use ftpct::cli::report::{self, FlowNames};
 use ftpct::cli::{exit, generate, permission};
 use ftpct::daemon;
 use ftpct::ladder;
+use ftpct::netfilter::chains;
 use ftpct::netfilter::family::Families;
 use ftpct::netfilter::iptables;
-use ftpct::netfilter::rules::{self, Action, RuleSet};
+use ftpct::netfilter::rules::{Action, RuleSet};
 use ftpct::netfilter::sets::{self, SetNames};
 use ftpct::offline::capture;
 use ftpct::offline::replay;
@@ -133,9 +134,14 @@ enum Command {
         /// Add the rules and sets that are missing
         #[arg(long, conflicts_with = "delete")]
         apply: bool,
-        /// Remove them (and the raw table, if ftpct created it and it is empty)
+        /// Remove them (and the raw table, if ftpct created it and it is
+        /// empty); refused while a program reads ftpct's queues (`ftpct run`
+        /// would put the rules back within a second): stop it first
         #[arg(long)]
         delete: bool,
+        /// With --delete: remove them even while a program reads the queues
+        #[arg(long, requires = "delete")]
+        force: bool,
     },
     /// What this machine lacks for ftpct, and what to do
     ///
@@ -270,13 +276,15 @@ fn main() -> ExitCode {
             queues,
             apply,
             delete,
+            force,
         } => run_rules(
             family,
             &config,
             &queues,
-            match (apply, delete) {
-                (true, _) => Some(Action::Apply),
-                (_, true) => Some(Action::Delete),
+            match (apply, delete, force) {
+                (true, _, _) => Some(Action::Apply),
+                (_, true, false) => Some(Action::Delete),
+                (_, true, true) => Some(Action::ForceDelete),
                 _ => None,
             },
         ),
@@ -339,6 +347,10 @@ fn run_daemon(
         }),
         metrics: s.metrics,
         status_socket: Some(s.status_socket.clone()),
+        restore_rules: match s.restore_rules {
+            true => Some(rule_set(Families::All, &s)?),
+            false => None,
+        },
     })
     .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }
@@ -468,19 +480,43 @@ fn run_rules(
     let rs = rule_set(family, &s)?;
     let kernel = |e: Box<dyn std::error::Error>| Failure::new(exit::KERNEL, e);
     let log = match action {
-        None => vec![rules::render_apply(&rs)],
+        None => vec![chains::render_apply(&rs)],
         Some(action) => {
             let command = match action {
                 Action::Apply => "ftpct rules --apply",
-                Action::Delete => "ftpct rules --delete",
+                Action::Delete | Action::ForceDelete => "ftpct rules --delete",
             };
             permission::need_net_admin(command)
                 .map_err(|e| Failure::new(exit::NO_PERMISSION, e))?;
+            if action == Action::Delete {
+                refuse_while_read(&rs)?;
+            }
             change_rules(&rs, action).map_err(kernel)?
         }
     };
     print_lines(&log);
     Ok(())
+}
+
+/// `--delete` while a program reads ftpct's queues: `ftpct run` would put
+/// the rules back within a second (and a program reading them expects
+/// packets), so the deletion is refused, saying what to do.
+fn refuse_while_read(rs: &RuleSet) -> Result<(), Failure> {
+    let bound: Vec<u16> = ftpct::netfilter::queue_stats::read()
+        .unwrap_or_default()
+        .iter()
+        .map(|q| q.queue)
+        .filter(|q| rs.queue.queues().contains(q))
+        .collect();
+    if bound.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::FAILURE,
+        format!(
+            "a program reads queue(s) {bound:?} (ftpct run?), which puts ftpct's rules back within a second: stop it first (systemctl stop ftpct), or `ftpct rules --delete --force` (a running ftpct then puts them back unless it runs with restore_rules = false)"
+        ),
+    ))
 }
 
 /// Applies or deletes: sets before the rules that name them, and after
@@ -493,7 +529,7 @@ fn change_rules(rs: &RuleSet, action: Action) -> Result<Vec<String>, Box<dyn std
             log.extend(iptables::change_rules(&mut sys, rs, Action::Apply)?);
             log
         }
-        Action::Delete => {
+        Action::Delete | Action::ForceDelete => {
             let mut log = iptables::change_rules(&mut sys, rs, Action::Delete)?;
             log.extend(sets::delete_sets(&rs.sets, &rs.families)?);
             log

@@ -40,7 +40,7 @@ fn doctor_names_what_is_missing_and_what_to_do() {
     assert_eq!(code, Some(69), "{text}");
     assert!(text.contains("MISSING iptables: "), "{text}");
     assert!(
-        text.contains("rules missing (first: iptables -t raw -A"),
+        text.contains("ftpct's rules are not in place: the jump from PREROUTING"),
         "{text}"
     );
     assert!(text.contains("-> `ftpct rules --apply`"), "{text}");
@@ -60,7 +60,7 @@ fn doctor_names_what_is_missing_and_what_to_do() {
     ns.sh(&[FTPCT, "rules", "--apply"]);
     let (code, text) = doctor(&ns, &[]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("rules in place, in order"), "{text}");
+    assert!(text.contains("rules in place, in their chains"), "{text}");
     assert!(!text.contains("MISSING"), "{text}");
 
     ns.sh(&[

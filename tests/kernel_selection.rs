@@ -239,10 +239,15 @@ fn counted(ns: &Netns, f: &Family, chain: &str, comments: &[&str]) -> u64 {
     counted_in(&listing(ns, f, chain), comments)
 }
 
-/// Raw `chain`, listed with its counters.
+/// ftpct's chain of raw `chain`, listed with its counters.
 fn listing(ns: &Netns, f: &Family, chain: &str) -> String {
     let cmd = if f.ip6 { "ip6tables" } else { "iptables" };
-    ns.sh(&[cmd, "-t", "raw", "-nvxL", chain])
+    let own = if chain == "OUTPUT" {
+        "ftpct-out"
+    } else {
+        "ftpct-pre"
+    };
+    ns.sh(&[cmd, "-t", "raw", "-nvxL", own])
 }
 
 /// Packets of the rules in `listed` with one of these comments, summed.

@@ -473,6 +473,67 @@ fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
     assert!(lab.gw.sh(&["ipset", "list", "-n"]).trim().is_empty());
 }
 
+/// A firewall reload under a running ftpct (`iptables -t raw -F; -X`
+/// takes its chains and jumps): the rules are back within 3 s, said at
+/// warning level and counted, and a transfer started afterwards passes.
+/// `ftpct rules --delete` is refused meanwhile.
+#[test]
+fn rules_flushed_under_a_running_ftpct_are_put_back_and_transfers_pass() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Lab::new();
+    let want = sha256(&lab.dir.path("ftp/1k.bin"));
+    lab.gw.sh(&[FTPCT, "rules", "--apply"]);
+    let mut ftpct = lab.start_ftpct_with("ftpct.log", &["--metrics", "127.0.0.1:9641"]);
+    let refused = lab.gw.output(&[FTPCT, "rules", "--delete"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop it first"),
+        "{refused:?}"
+    );
+    lab.gw.sh(&["iptables", "-t", "raw", "-F"]);
+    lab.gw.sh(&["iptables", "-t", "raw", "-X"]);
+    let flushed = Instant::now();
+    let mut listed = String::new();
+    let back = wait_until(Duration::from_secs(3), || {
+        listed = lab.gw.sh(&["iptables", "-t", "raw", "-S"]);
+        listed.contains("-j ftpct-pre") && listed.contains("-j ftpct-out")
+    });
+    assert!(
+        back,
+        "not back after 3 s:\n{listed}\n{}",
+        lab.log("ftpct.log")
+    );
+    eprintln!("rules back after {:?}", flushed.elapsed());
+    assert!(listed.contains("-A ftpct-pre"), "{listed}");
+    let got = lab.download(SERVER, ACTIVE, "after-flush.bin");
+    assert_eq!(
+        got.as_deref(),
+        Ok(want.as_str()),
+        "{}",
+        lab.log("ftpct.log")
+    );
+    let got = lab.download(SERVER, PASSIVE, "after-flush-pasv.bin");
+    assert_eq!(
+        got.as_deref(),
+        Ok(want.as_str()),
+        "{}",
+        lab.log("ftpct.log")
+    );
+    let log = lab.log("ftpct.log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("put back in one transaction")),
+        "{log}"
+    );
+    let scrape = Scrape::parse(&lab.gw.sh(&["curl", "-sS", "--max-time", "5", METRICS_URL]));
+    assert_eq!(scrape.value("ftpct_rules_restored_total"), 1.0);
+    let status = ftpct.terminate();
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+    lab.gw.sh(&[FTPCT, "rules", "--delete"]);
+}
+
 /// A user's raw rule stays first; apply twice then delete restores the rule set.
 fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy: bool) {
     let env_path = format!("PATH={path}");
@@ -510,9 +571,12 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     let applied = rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
     assert!(applied.contains(expect_backend), "{applied}");
     rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
-    let listed = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
-    let lines: Vec<&str> = listed.lines().collect();
-    assert!(lines[1].contains("--notrack"), "user rule first:\n{listed}");
+    let hook = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    let lines: Vec<&str> = hook.lines().collect();
+    assert!(lines[1].contains("--notrack"), "user rule first:\n{hook}");
+    assert_eq!(lines.len(), 3, "the user's rule, one jump:\n{hook}");
+    assert!(lines[2].ends_with("-j ftpct-pre"), "{hook}");
+    let listed = ipt("iptables", &["-t", "raw", "-S", "ftpct-pre"]);
     // Selective queueing: a queue rule for the followed directions of
     // clients, one for those of servers.
     assert_eq!(
@@ -525,7 +589,7 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
     assert!(listed.contains("--ports 21,2121"), "{listed}");
     // --queue-all replaces the selection by the one queue-everything rule.
     rules(&["--apply", "--control-ports", "21,2121", "--queue-all"]);
-    let all = ipt("iptables", &["-t", "raw", "-S", "PREROUTING"]);
+    let all = ipt("iptables", &["-t", "raw", "-S", "ftpct-pre"]);
     assert_eq!(
         all.matches("ftpct: FTP control channel").count(),
         1,
@@ -564,19 +628,7 @@ fn rules_apply_then_delete_restores_iptables_legacy() {
         return;
     }
     let bin = TempDir::new("legacy");
-    for tool in ["iptables", "ip6tables"] {
-        for (link, target) in [
-            (tool.to_string(), format!("{tool}-legacy")),
-            (format!("{tool}-save"), format!("{tool}-legacy-save")),
-        ] {
-            let found = ["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(&target))
-                .find(|p| p.exists())
-                .unwrap_or_else(|| panic!("{target} not found: install iptables"));
-            std::os::unix::fs::symlink(found, bin.path(&link)).expect("symlink");
-        }
-    }
+    root::netns::legacy_tools(&bin.0);
     let ns = Netns::new("legacy");
     let path = format!(
         "{}:{}",
@@ -940,6 +992,7 @@ fn metrics_right_after_start(m: &Scrape) {
         ("ftpct_mss_clamped_total", "counter"),
         ("ftpct_queues_without_rule", "gauge"),
         ("ftpct_rules_readable", "gauge"),
+        ("ftpct_rules_restored_total", "counter"),
         ("ftpct_packet_handling_seconds", "histogram"),
         ("process_cpu_seconds_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),

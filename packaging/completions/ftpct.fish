@@ -84,6 +84,7 @@ complete -c ftpct -n "__fish_ftpct_using_subcommand run" -l max-expect-per-sessi
 complete -c ftpct -n "__fish_ftpct_using_subcommand run" -l max-line -d 'Longest control line parsed, 128 to 8192 bytes (each direction of each session buffers up to this much); longer lines pass unchanged [file: max_line; default: 1024]' -r
 complete -c ftpct -n "__fish_ftpct_using_subcommand run" -l queue-all -d 'Queue every control-channel packet, as before selective queueing (for comparison, or a kernel without xt_string, xt_bpf or u32) [file: queue_all = true; default: false]'
 complete -c ftpct -n "__fish_ftpct_using_subcommand run" -l selective -d 'Queue only the segments that can hold part of an announcement, AUTH or a multi-line reply, or that end inside a line, and every segment of a connection while ftpct needs it (the default). `rules` and `run` must agree [file: queue_all = false]'
+complete -c ftpct -n "__fish_ftpct_using_subcommand run" -l no-restore-rules -d 'Do not put ftpct\'s rules back when a firewall reload takes them (they are then looked at every 30 s and their absence logged) [file: restore_rules = false; default: true]'
 complete -c ftpct -n "__fish_ftpct_using_subcommand run" -s v -l verbose -d 'More logs: -v every packet, -vv everything'
 complete -c ftpct -n "__fish_ftpct_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l family -d 'Address family' -r -f -a "4\t'IPv4 only (iptables)'
@@ -96,7 +97,8 @@ complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l ipset -d 'ipsets: 
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l queue-all -d 'Queue every control-channel packet, as before selective queueing (for comparison, or a kernel without xt_string, xt_bpf or u32) [file: queue_all = true; default: false]'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l selective -d 'Queue only the segments that can hold part of an announcement, AUTH or a multi-line reply, or that end inside a line, and every segment of a connection while ftpct needs it (the default). `rules` and `run` must agree [file: queue_all = false]'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l apply -d 'Add the rules and sets that are missing'
-complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l delete -d 'Remove them (and the raw table, if ftpct created it and it is empty)'
+complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l delete -d 'Remove them (and the raw table, if ftpct created it and it is empty); refused while a program reads ftpct\'s queues (`ftpct run` would put the rules back within a second): stop it first'
+complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l force -d 'With --delete: remove them even while a program reads the queues'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ftpct -n "__fish_ftpct_using_subcommand doctor" -l config -d 'Configuration file (TOML) [default: /etc/ftpct/ftpct.toml, which may be absent: the defaults then; a PATH given must exist]; the flags override what it says' -r -F
 complete -c ftpct -n "__fish_ftpct_using_subcommand doctor" -l queues -l queue -d 'NFQUEUE queues: N, FIRST:LAST or N,M,..., 1 to 64 queues (a thread each) [file: queues; default: 0] (`--queue` and `--queue-balance` are the same flag; repeatable)' -r

@@ -200,6 +200,8 @@ pub struct Settings {
     /// Queue every control packet instead of only those that can hold an
     /// announcement (the rules and `run` must agree).
     pub queue_all: bool,
+    /// `run` puts ftpct's rules back when a firewall reload takes them.
+    pub restore_rules: bool,
     pub policy: PolicySettings,
 }
 
@@ -219,6 +221,7 @@ impl Default for Settings {
             max_line: c.max_line,
             label_bit: DEFAULT_LABEL_BASE,
             queue_all: false,
+            restore_rules: true,
             policy: PolicySettings::default(),
         }
     }
@@ -493,6 +496,11 @@ pub struct RunFlags {
     /// (mode 0600) [file: status_socket; default: @ftpct-status]
     #[arg(long, value_name = "@NAME|PATH")]
     pub socket: Option<StatusAddress>,
+    /// Do not put ftpct's rules back when a firewall reload takes them
+    /// (they are then looked at every 30 s and their absence logged)
+    /// [file: restore_rules = false; default: true]
+    #[arg(long)]
+    pub no_restore_rules: bool,
 }
 
 impl RunFlags {
@@ -508,6 +516,9 @@ impl RunFlags {
         }
         if let Some(a) = &self.socket {
             s.status_socket = a.clone();
+        }
+        if self.no_restore_rules {
+            s.restore_rules = false;
         }
     }
 }
@@ -564,6 +575,7 @@ realtime_priority = 10
 busy_poll = 50
 max_line = 2048
 label_bit = 32
+restore_rules = false
 
 [policy]
 min_data_port = 2000

@@ -50,6 +50,9 @@ pub struct Metrics {
     unfed_queues: Gauge,
     /// 1 if the last look at the rules could read them.
     rules_readable: Gauge,
+    /// Times ftpct put its rules back after they were gone (a firewall
+    /// reload).
+    rules_restored: Counter,
     /// Control connections' entries made anew at their first rewrite, by
     /// outcome (done, failed).
     adoptions: Family<Labels, Counter>,
@@ -82,6 +85,7 @@ impl Default for Metrics {
             fins_refused: Counter::default(),
             unfed_queues: Gauge::default(),
             rules_readable: Gauge::default(),
+            rules_restored: Counter::default(),
             adoptions: Family::default(),
             reloads: Family::default(),
             reload_ok: Gauge::default(),
@@ -238,6 +242,11 @@ impl Metrics {
         }
     }
 
+    /// ftpct put its rules of `restored` families back.
+    pub fn rules_restored(&self, restored: usize) {
+        self.rules_restored.inc_by(restored as u64);
+    }
+
     fn received_by(&self, queue: u16) -> u64 {
         self.received
             .get_or_create(&[("queue", queue.to_string())])
@@ -312,6 +321,11 @@ pub fn registry(m: Metrics, engine: ReadEngine, queues: Vec<u16>) -> Registry {
         "ftpct_rules_readable",
         "1 if the last look at the raw table could read it (iptables-save), 0 if not (ftpct_queues_without_rule is then older)",
         m.rules_readable.clone(),
+    );
+    r.register(
+        "ftpct_rules_restored",
+        "Times `ftpct run` found its rules gone from a family's raw table (a firewall reload: nft flush ruleset, iptables-restore) and put them back (restore_rules = true)",
+        m.rules_restored.clone(),
     );
     r.register(
         "ftpct_config_reloads",

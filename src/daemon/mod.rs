@@ -83,6 +83,9 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// The unix socket of `ftpct status` (None: none).
     pub status_socket: Option<status_address::StatusAddress>,
+    /// The rules `run` puts back when a firewall reload takes them (None:
+    /// `restore_rules = false`, only said).
+    pub restore_rules: Option<crate::netfilter::rules::RuleSet>,
 }
 
 /// Why the daemon could not start, or stopped on its own: each says what
@@ -291,6 +294,10 @@ fn supervise(
         }
         rules.check(&mut iptables::System, Instant::now());
         timers.shared.metrics().queues_without_rule(rules.unfed());
+        timers
+            .shared
+            .metrics()
+            .rules_restored(rules.take_restored());
         helpers.check(&mut iptables::System, Instant::now());
         if let (Some(at), Some(every)) = (next_state, state_interval) {
             if Instant::now() >= at {
@@ -486,6 +493,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Looked at before "running" is said, so that the metrics tell from
     // the first scrape whether rules feed the queues.
     let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
+    if let Some(rs) = opts.restore_rules.clone() {
+        rules = rules.restoring(rs);
+    }
     rules.check(&mut iptables::System, Instant::now());
     shared.metrics().queues_without_rule(rules.unfed());
     info!(

@@ -33,29 +33,17 @@ fn family(found: &RulesFound) -> Vec<Finding> {
 }
 
 fn placed(found: &RulesFound, tool: &str) -> Finding {
-    let missing = found.missing.len();
-    if missing > 0 {
-        let first = found
-            .missing
-            .first()
-            .map(String::as_str)
-            .unwrap_or_default();
-        Finding::missing(
+    match found.gone.is_empty() {
+        false => Finding::missing(
             format!(
-                "{tool}: {missing} of ftpct's {} rules missing (first: {first})",
-                found.wanted
+                "{tool}: ftpct's rules are not in place: {}",
+                found.gone.join("; ")
             ),
-            "`ftpct rules --apply` (the unit does it at start)",
-        )
-    } else if !found.in_order {
-        Finding::missing(
-            format!("{tool}: ftpct's rules are there but not in their order"),
-            "`ftpct rules --apply` puts them in order again",
-        )
-    } else {
-        Finding::ok(format!(
-            "{tool}: ftpct's {} rules in place, in order",
+            "`ftpct rules --apply` (the unit does it at start; `ftpct run` puts them back)",
+        ),
+        true => Finding::ok(format!(
+            "{tool}: ftpct's {} rules in place, in their chains",
             found.wanted
-        ))
+        )),
     }
 }

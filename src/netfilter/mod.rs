@@ -2,6 +2,7 @@
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
 pub mod bpf;
+pub mod chains;
 pub mod classifier;
 pub mod conntrack_lookup;
 pub mod ct_events;
@@ -13,6 +14,7 @@ pub mod helper_watch;
 pub mod ipset;
 pub mod ipset_errors;
 pub mod iptables;
+pub mod loaded;
 pub mod netlink;
 pub mod nfqueue;
 pub mod op_errors;

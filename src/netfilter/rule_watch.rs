@@ -1,17 +1,26 @@
-//! Whether iptables still feeds ftpct's queues: a firewall reload or
-//! `ftpct rules --delete` under a running ftpct removes its rules, and
-//! ftpct then sees nothing while saying it runs. Checked at start and now
-//! and then; every change is logged.
+//! Whether iptables still feeds ftpct's queues: a firewall reload (`nft
+//! flush ruleset`, `iptables-restore`, `netfilter-persistent reload`)
+//! removes its rules, and ftpct then sees nothing while saying it runs.
+//! With `restore_rules` (the default) the rules are looked at every second
+//! and put back when their chains or jumps are gone, in the family where
+//! this run has seen them; without, looked at every 30 s and the change
+//! logged. One `iptables-save -t raw` per family per look.
 
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::netfilter::iptables::Exec;
-use crate::netfilter::rules::{COMMENT_CONTROL, COMMENT_GUARDED};
+use crate::netfilter::chains::HOOKS;
+use crate::netfilter::family::Family;
+use crate::netfilter::iptables::{Backend, Exec, Tables};
+use crate::netfilter::loaded::Loaded;
+use crate::netfilter::rules::{RuleSet, COMMENT_CONTROL, COMMENT_GUARDED};
+use crate::netfilter::sets;
 
-/// How often the rules are looked at.
+/// How often the rules are looked at when ftpct does not put them back.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often they are looked at when it does (`restore_rules`).
+pub const RESTORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The queues that the NFQUEUE rules in an `iptables-save` output send to.
 pub fn queues_fed(save: &str) -> Vec<u16> {
@@ -55,7 +64,28 @@ pub struct RuleWatch {
     /// The queueing mode of the rules as last said (None: not said).
     mode_said: Option<RulesMode>,
     next: Instant,
+    /// What puts the rules back (None: `restore_rules = false`).
+    restore: Option<Restore>,
 }
+
+/// Puts ftpct's rules back in the families where this run has seen them.
+struct Restore {
+    rules: RuleSet,
+    /// Per family: its backend once known, whether its rules were seen.
+    backends: Vec<(Family, Option<Backend>, bool)>,
+    /// The last restore's failure, said once.
+    failed: Option<String>,
+    /// Families restored since the last `take_restored`.
+    restored: usize,
+    /// Makes the sets the rules name (a test's does nothing).
+    ensure_sets: EnsureSets,
+}
+
+/// Creates the sets of the families given that do not exist.
+type EnsureSets = fn(
+    &sets::SetNames,
+    &[Family],
+) -> Result<Vec<String>, crate::netfilter::rules_error::RulesError>;
 
 /// How the rules found in the raw table queue the control channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +118,29 @@ impl RuleWatch {
             queue_all,
             mode_said: None,
             next: Instant::now(),
+            restore: None,
         }
+    }
+
+    /// Puts `rules` back whenever their chains or jumps are gone from a
+    /// family where this run has seen them.
+    pub fn restoring(mut self, rules: RuleSet) -> Self {
+        let backends = rules.families.iter().map(|&f| (f, None, false)).collect();
+        self.restore = Some(Restore {
+            rules,
+            backends,
+            failed: None,
+            restored: 0,
+            ensure_sets: sets::apply_sets,
+        });
+        self
+    }
+
+    /// How many times rules were put back since the last call.
+    pub fn take_restored(&mut self) -> usize {
+        self.restore
+            .as_mut()
+            .map_or(0, |r| std::mem::take(&mut r.restored))
     }
 
     /// Says when the rules' queueing mode and `run`'s disagree.
@@ -119,14 +171,27 @@ impl RuleWatch {
         if now < self.next {
             return;
         }
-        self.next = now + CHECK_EVERY;
+        self.next = now
+            + if self.restore.is_some() {
+                RESTORE_CHECK_EVERY
+            } else {
+                CHECK_EVERY
+            };
         let mut fed = Vec::new();
         let mut looked = false;
         let mut why = String::new();
         let mut mode = RulesMode::None;
-        for tool in ["iptables-save", "ip6tables-save"] {
+        for (family, tool) in [
+            (Family::V4, "iptables-save"),
+            (Family::V6, "ip6tables-save"),
+        ] {
             match exec.exec(tool, &["-t".into(), "raw".into()]) {
-                Ok(ran) => {
+                Ok(mut ran) => {
+                    if ran.ok {
+                        if let Some(again) = self.put_back(exec, family, &ran.stdout) {
+                            ran.stdout = again;
+                        }
+                    }
                     looked |= ran.ok;
                     fed.extend(queues_fed(&ran.stdout));
                     if mode == RulesMode::None {
@@ -174,6 +239,90 @@ impl RuleWatch {
         }
         self.unfed = Some(unfed);
     }
+
+    /// When ftpct puts its rules back and `save` (the family's raw table)
+    /// lacks a chain or jump of ftpct's it had: puts them back, and returns
+    /// the raw table as it is then (None: nothing done).
+    fn put_back<E: Exec>(&mut self, exec: &mut E, family: Family, save: &str) -> Option<String> {
+        let restore = self.restore.as_mut()?;
+        let at = restore.backends.iter().position(|b| b.0 == family)?;
+        let loaded = Loaded::read(save, &restore.rules);
+        let gone = gone_wholly(&loaded);
+        let seen = &mut restore.backends[at].2;
+        if gone.is_empty() {
+            *seen = true;
+            restore.failed = None;
+            return None;
+        }
+        if !*seen {
+            return None;
+        }
+        match restore.load(exec, at, save) {
+            Ok(()) => {
+                warn!(
+                    "ftpct's {} rules gone from the raw table ({}; a firewall reload?): put back in one transaction",
+                    family.name(),
+                    gone.join(", ")
+                );
+                restore.failed = None;
+                restore.restored += 1;
+                let args = ["-t".to_string(), "raw".to_string()];
+                exec.exec(&format!("{}-save", family.tool()), &args)
+                    .ok()
+                    .filter(|r| r.ok)
+                    .map(|r| r.stdout)
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if restore.failed.as_ref() != Some(&e) {
+                    warn!(
+                        "ftpct's {} rules gone from the raw table ({}), and cannot be put back: {e}",
+                        family.name(),
+                        gone.join(", ")
+                    );
+                }
+                restore.failed = Some(e);
+                None
+            }
+        }
+    }
+}
+
+impl Restore {
+    /// The sets (a reload may have taken them too), then the rules in one
+    /// transaction.
+    fn load<E: Exec>(
+        &mut self,
+        exec: &mut E,
+        at: usize,
+        save: &str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (family, known, _) = self.backends[at];
+        let backend = match known {
+            Some(b) => b,
+            None => Backend::of(exec, family)?,
+        };
+        self.backends[at].1 = Some(backend);
+        (self.ensure_sets)(&self.rules.sets, &[family])?;
+        Tables::new(exec, family, backend).load(&self.rules, save)?;
+        Ok(())
+    }
+}
+
+/// What of ftpct's rules is gone as a reload takes them: a jump, a chain,
+/// or all of a chain's rules (not rules of another rule set, which an
+/// operator's `ftpct rules --apply` with other settings put there).
+fn gone_wholly(loaded: &Loaded) -> Vec<String> {
+    let mut gone = Vec::new();
+    for (i, hook) in HOOKS.into_iter().enumerate() {
+        if !loaded.jumps.iter().any(|(h, _, _)| *h == hook) {
+            gone.push(format!("the jump from {hook}"));
+        }
+        if loaded.content[i].is_empty() {
+            gone.push(format!("the rules of ftpct's chain for {hook}"));
+        }
+    }
+    gone
 }
 
 #[cfg(test)]
@@ -216,11 +365,90 @@ mod tests {
         assert_eq!(w.unfed, Some(vec![]));
     }
 
+    /// iptables whose raw table is a text: a restore makes it what the
+    /// restore loads (its removals aside); counts the restores.
+    struct Table {
+        raw: String,
+        restores: usize,
+    }
+
+    impl Exec for Table {
+        fn exec(&mut self, prog: &str, _: &[String]) -> io::Result<Ran> {
+            let stdout = if prog.ends_with("-save") {
+                self.raw.clone()
+            } else {
+                "iptables v1.8.9 (nf_tables)".into()
+            };
+            Ok(Ran {
+                ok: true,
+                stdout,
+                stderr: String::new(),
+            })
+        }
+
+        fn exec_with_input(&mut self, _: &str, _: &[String], input: &str) -> io::Result<Ran> {
+            self.restores += 1;
+            self.raw = input
+                .lines()
+                .filter(|l| !l.starts_with("-D"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            Ok(Ran {
+                ok: true,
+                ..Ran::default()
+            })
+        }
+    }
+
+    #[test]
+    fn rules_gone_from_a_family_where_they_were_seen_are_put_back() {
+        use crate::netfilter::chains::{load_text, Changes, HOOKS};
+        let rs = crate::netfilter::rules::tests::ruleset(crate::netfilter::family::Families::V4);
+        let changes = Changes {
+            remove: Vec::new(),
+            jumps: HOOKS.to_vec(),
+        };
+        let loaded = load_text(&rs, &rs.rules(Family::V4, false), &changes, false);
+        let mut w = RuleWatch::new(&[0], true).restoring(rs.clone());
+        if let Some(r) = w.restore.as_mut() {
+            r.ensure_sets = |_, _| Ok(Vec::new());
+        }
+        let t0 = Instant::now();
+        // Never seen: not put back (the operator applied none).
+        let mut fw = Table {
+            raw: "*raw\nCOMMIT\n".into(),
+            restores: 0,
+        };
+        w.check(&mut fw, t0);
+        assert_eq!((fw.restores, w.take_restored()), (0, 0));
+        fw.raw = loaded.clone();
+        w.check(&mut fw, t0 + RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 0, "in place");
+        assert_eq!(w.unfed(), Some(0));
+        // A reload: the raw table emptied.
+        fw.raw = "*raw\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n".into();
+        w.check(&mut fw, t0 + RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 0, "not due yet");
+        w.check(&mut fw, t0 + 2 * RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 1);
+        assert_eq!(w.take_restored(), 1);
+        assert_eq!(w.take_restored(), 0);
+        assert_eq!(w.unfed(), Some(0), "fed again at once");
+        let jumps = fw
+            .raw
+            .lines()
+            .filter(|l| l.starts_with("-A PREROUTING"))
+            .count();
+        assert_eq!(jumps, 1, "{}", fw.raw);
+        w.check(&mut fw, t0 + 3 * RESTORE_CHECK_EVERY);
+        assert_eq!(fw.restores, 1, "back in place: nothing more");
+    }
+
     #[test]
     fn the_rules_queueing_mode_is_read_from_their_comments() {
         let rs = crate::netfilter::rules::tests::ruleset(crate::netfilter::family::Families::V4);
         let save =
-            |rs: &crate::netfilter::rules::RuleSet| crate::netfilter::rules::render_apply(rs);
+            |rs: &crate::netfilter::rules::RuleSet| crate::netfilter::chains::render_apply(rs);
         assert_eq!(RulesMode::of(&save(&rs)), RulesMode::All);
         assert_eq!(
             RulesMode::of(&save(&rs.with_queue_all(false))),

@@ -1,12 +1,11 @@
 //! `ftpct rules`: the iptables/ip6tables rules ftpct needs, as a
-//! [`RuleSet`], and printed as shell commands (`ftpct rules` without
-//! `--apply`). Running them is `iptables.rs`, the sets they name `sets.rs`.
+//! [`RuleSet`]. Their chains and the script `ftpct rules` prints are
+//! `chains.rs`, loading them `iptables.rs`, the sets they name `sets.rs`.
 //!
-//! Every rule goes in the raw table (before conntrack) and is appended
-//! after the user's own raw rules: an NFQUEUE accept resumes the packet at
-//! the next hook, so rules after ours in the same chain never see it.
-//! Per family:
-//! - last in PREROUTING, a rule with a conntrack match and one with a
+//! Every rule goes in the raw table (before conntrack), in ftpct's chain
+//! for PREROUTING or for OUTPUT (a rule's `chain` names the built-in chain
+//! its chain hangs off). Per family:
+//! - last in PREROUTING's, a rule with a conntrack match and one with a
 //!   connlabel match, no target: they only make the kernel run conntrack
 //!   in this namespace (a fresh one runs none until a rule needs it) and
 //!   give its entries room for labels, when loaded; after the others, a
@@ -33,15 +32,11 @@
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
-use std::fmt::Write as _;
-
 use crate::netfilter::bpf;
 use crate::netfilter::classifier::{string_from, CLIENT_WORDS, SERVER_WORDS};
 use crate::netfilter::family::Family;
 // The sets the rules match: reachable where the RuleSet is.
-use crate::netfilter::sets::{create_command, family_sets};
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
-use crate::netfilter::shell_words::{command_line, shell_word};
 
 pub(crate) const TABLE: &str = "raw";
 /// At most this many ports fit one multiport match.
@@ -479,69 +474,10 @@ impl RuleSet {
         t
     }
 
-    fn port_list(&self) -> String {
+    pub(crate) fn port_list(&self) -> String {
         let list: Vec<String> = self.control_ports.iter().map(u16::to_string).collect();
         list.join(",")
     }
-}
-
-pub(crate) fn rule_args(op: &str, rule: &Rule) -> Vec<String> {
-    let mut args = words(&["-t", TABLE, op, rule.chain]);
-    args.extend(rule.spec.iter().cloned());
-    args
-}
-
-/// The commands that set everything up, as a shell script.
-pub fn render_apply(rs: &RuleSet) -> String {
-    let mut s = format!(
-        "# ftpct: queue the FTP control channel (tcp ports {}) and the expected data\n\
-         # connections from the raw table, after your own raw rules.\n",
-        rs.port_list()
-    );
-    for &f in &rs.families {
-        let _ = writeln!(s, "\n# {}", f.name());
-        for (name, set_type, timeout) in family_sets(&rs.sets, f) {
-            let _ = writeln!(s, "{} -exist", create_command(name, set_type, f, timeout));
-        }
-        for rule in rs.rules(f, false) {
-            let _ = writeln!(s, "{}", command_line(f.tool(), &rule_args("-A", &rule)));
-        }
-    }
-    s.push_str(&example_policy(rs));
-    s
-}
-
-/// The commands that remove everything, as a shell script.
-pub fn render_delete(rs: &RuleSet) -> String {
-    let mut s = String::from("# ftpct: remove the rules and sets of `ftpct rules --apply`\n");
-    for &f in &rs.families {
-        let _ = writeln!(s, "\n# {}", f.name());
-        for rule in rs.rules(f, false).iter().rev() {
-            let _ = writeln!(s, "{}", command_line(f.tool(), &rule_args("-D", rule)));
-        }
-        for (name, _, _) in family_sets(&rs.sets, f) {
-            let _ = writeln!(s, "ipset destroy {}", shell_word(name));
-        }
-    }
-    s
-}
-
-fn example_policy(rs: &RuleSet) -> String {
-    let mut s = String::from(
-        "\n# Example filter policy (not applied by --apply): a data connection passes\n\
-         # only as RELATED, which ftpct makes it.\n",
-    );
-    for &f in &rs.families {
-        let t = f.tool();
-        let _ = write!(
-            s,
-            "# {t} -P FORWARD DROP\n\
-             # {t} -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
-             # {t} -A FORWARD -p tcp -m multiport --dports {} -m conntrack --ctstate NEW -j ACCEPT\n",
-            rs.port_list()
-        );
-    }
-    s
 }
 
 /// Whether to add or remove.
@@ -549,6 +485,8 @@ fn example_policy(rs: &RuleSet) -> String {
 pub enum Action {
     Apply,
     Delete,
+    /// `--delete --force`: even while a program reads the queues.
+    ForceDelete,
 }
 
 #[cfg(test)]
@@ -564,26 +502,6 @@ pub(crate) mod tests {
             sets: SetNames::new("ftpct").expect("names"),
             queue_all: true,
         }
-    }
-
-    #[test]
-    fn printed_commands() {
-        let s = render_apply(&ruleset(Families::All));
-        assert!(s.contains("ipset create ftpct hash:ip,port family inet timeout 300 -exist"));
-        assert!(s.contains("ipset create ftpct6 hash:ip,port family inet6 timeout 300 -exist"));
-        assert!(s.contains(
-            "iptables -t raw -A PREROUTING -p tcp -m multiport --ports 21 -m comment --comment 'ftpct: FTP control channel' -j NFQUEUE --queue-num 0 --queue-bypass"
-        ), "{s}");
-        assert!(s.contains(
-            "ip6tables -t raw -A OUTPUT -p tcp --syn -m set --match-set ftpct6 dst,dst -m comment --comment 'ftpct: expected FTP data connections' -j NFQUEUE --queue-num 0 --queue-bypass"
-        ), "{s}");
-        assert!(s.contains(
-            "# iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-        ));
-        let d = render_delete(&ruleset(Families::V4));
-        assert!(d.contains("iptables -t raw -D PREROUTING -m conntrack --ctstate NEW"));
-        assert!(d.contains("ipset destroy ftpct"));
-        assert!(!d.contains("ip6tables"));
     }
 
     #[test]

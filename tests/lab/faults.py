@@ -44,9 +44,12 @@ The cases (CASES below, each with what it proves per mode):
                     stay; the pending transfers work.
   7a-ipset-flush    `ipset flush ftpct` with transfers pending: ftpct logs it,
                     the transfers work. Kernel analog: conntrack -F expect.
-  7b-rules-delete   `ftpct rules --delete` with transfers pending: ftpct warns
-                    within 5 s; the transfers after --apply are reported, not
-                    judged. Kernel analog: helper off, then on (judged).
+  7b-rules-delete   `ftpct rules --delete` with transfers pending: refused
+                    while ftpct runs (it would put the rules back); with
+                    --force the rules and sets go, and ftpct warns and puts
+                    them back within 5 s; the pending transfers are
+                    reported, not judged. Kernel analog: helper off, then
+                    on (judged).
   8-ct-destroyed    the control connection's conntrack entry deleted with a
                     PORT pending: within 5 s ftpct holds no flow, expectation
                     or ipset entry for it. Kernel: the expectation goes.
@@ -143,7 +146,8 @@ CASES = (
     # nothing puts them back, the pending data connections are dropped.
     Case("7a-ipset-flush", "ipset_flush", ftpct="flush noticed in the log; pending PASV+PORT ok",
          kernel="conntrack -F expect: pending PASV+PORT fail", kernel_result="fail"),
-    Case("7b-rules-delete", "rules_delete", ftpct="warning logged", kernel="helper off, on: pending PASV+PORT ok"),
+    Case("7b-rules-delete", "rules_delete", ftpct="refused; with --force put back in 5 s, warning logged",
+         kernel="helper off, on: pending PASV+PORT ok"),
     Case("8-ct-destroyed", "ct_destroyed", ftpct="flow, expectation, ipset entry gone in 5 s",
          kernel="the expectation gone with its master in 5 s"),
 )
@@ -962,26 +966,34 @@ def ipset_flush(fr):
 def rules_delete(fr):
     fr.pending_start()
     if fr.ftpct:
+        refused = fr.gw(fr.gateway.ftpct_bin, "rules", "--delete")
+        fr.d.append(f"rules --delete while ftpct runs: exit {refused.returncode}, {refused.stderr.strip()[:160]}")
+        if refused.returncode == 0 or "stop it first" not in refused.stderr:
+            fr.p.append("ftpct rules --delete was not refused while ftpct runs")
         off = fr.gateway.log_offset()
-        done = fr.gw(fr.gateway.ftpct_bin, "rules", "--delete")
+        done = fr.gw(fr.gateway.ftpct_bin, "rules", "--delete", "--force")
         if done.returncode != 0:
-            fr.p.append(f"setup: ftpct rules --delete failed: {done.stderr.strip()}")
+            fr.p.append(f"setup: ftpct rules --delete --force failed: {done.stderr.strip()}")
 
         def apply():
             done = fr.gw(fr.gateway.ftpct_bin, "rules", "--apply")
             if done.returncode != 0:
                 raise LabError(f"ftpct rules --apply failed: {done.stderr.strip()}")
         fr.push("ftpct's rules applied again", apply)
-        warned = ""
+        warned, back = "", False
         for _ in range(50):
             time.sleep(0.1)
             lines = warn_lines(fr.log_text(off))
-            if lines:
-                warned = lines[0][:200]
+            warned = warned or (lines[0][:200] if lines else "")
+            back = "-j ftpct-pre" in fr.gw("iptables", "-t", "raw", "-S").stdout
+            if warned and back:
                 break
-        fr.d.append(f"warning after rules --delete: {warned or 'none in 5 s'}")
+        fr.d.append(f"warning after rules --delete --force: {warned or 'none in 5 s'}; "
+                    f"rules back: {'yes' if back else 'no'}")
         if not warned:
             fr.p.append("ftpct did not warn after its rules and sets were deleted")
+        if not back:
+            fr.p.append("ftpct did not put its rules back within 5 s")
         fr.p += fr.undo_all()
         fr.d.append(f"ipset ftpct after re-apply [{oneline(fr.ipset_members())}]")
     else:

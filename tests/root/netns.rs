@@ -144,3 +144,23 @@ pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     (s, peer)
 }
+
+/// Makes `dir` hold `iptables`, `ip6tables` and their save and restore
+/// tools as links to the legacy ones: with `dir` first in PATH, ftpct and
+/// the test see iptables-legacy.
+pub fn legacy_tools(dir: &std::path::Path) {
+    for tool in ["iptables", "ip6tables"] {
+        for (link, target) in [
+            (tool.to_string(), format!("{tool}-legacy")),
+            (format!("{tool}-save"), format!("{tool}-legacy-save")),
+            (format!("{tool}-restore"), format!("{tool}-legacy-restore")),
+        ] {
+            let found = ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(&target))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{target} not found: install iptables"));
+            std::os::unix::fs::symlink(found, dir.join(&link)).expect("symlink");
+        }
+    }
+}
