@@ -38,10 +38,16 @@ pub struct FakeKernel {
     /// When set, a create says it started, then waits for a message: a
     /// kernel that does not answer.
     pub create_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+    /// The same for every ipset add of an expected destination.
+    pub add_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
 impl Kernel for FakeKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> Result<(), Error> {
+        if let Some((entered, release)) = &self.add_blocks {
+            let _ = entered.send(());
+            let _ = release.recv();
+        }
         self.calls.push(format!("add {set} {dst} {timeout}"));
         self.sets.entry(set.into()).or_default().insert(dst);
         Ok(())
