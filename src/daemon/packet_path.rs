@@ -302,19 +302,51 @@ mod tests {
         PacketPath::new(Arc::clone(shared), Executor::new(kernel, sets), NoNat)
     }
 
-    #[test]
-    fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
-        let shared = Arc::new(Shared::new(
+    /// An engine without NAT behind its lock.
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared::new(
             Engine::new(Config::default()),
             Metrics::default(),
-        ));
+        ))
+    }
+
+    /// The kernel call a test's queue holds: it says it started, then
+    /// waits for its release.
+    enum HeldCall {
+        Create,
+        IpsetAdd,
+    }
+
+    /// A queue whose kernel holds `call`; the news that one started, and
+    /// its release.
+    fn held_queue(
+        shared: &Arc<Shared>,
+        call: HeldCall,
+    ) -> (
+        PacketPath<FakeKernel, NoNat>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
         let (entered_tx, entered) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
-        let stuck_kernel = FakeKernel {
-            create_blocks: Some((entered_tx, release_rx)),
-            ..FakeKernel::default()
+        let held = Some((entered_tx, release_rx));
+        let kernel = match call {
+            HeldCall::Create => FakeKernel {
+                create_blocks: held,
+                ..FakeKernel::default()
+            },
+            HeldCall::IpsetAdd => FakeKernel {
+                add_blocks: held,
+                ..FakeKernel::default()
+            },
         };
-        let mut queue0 = path(&shared, stuck_kernel);
+        (path(shared, kernel), entered, release)
+    }
+
+    #[test]
+    fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
+        let shared = shared();
+        let (mut queue0, entered, release) = held_queue(&shared, HeldCall::Create);
         let mut queue1 = path(&shared, FakeKernel::default());
         // Queue 0: a session announces port 40001 (156 * 256 + 65).
         for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
@@ -357,17 +389,8 @@ mod tests {
     /// check of the sets neither finds it missing nor adds it itself.
     #[test]
     fn an_entry_on_its_way_is_not_missing_from_the_sets() {
-        let shared = Arc::new(Shared::new(
-            Engine::new(Config::default()),
-            Metrics::default(),
-        ));
-        let (entered_tx, entered) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel();
-        let slow_kernel = FakeKernel {
-            add_blocks: Some((entered_tx, release_rx)),
-            ..FakeKernel::default()
-        };
-        let mut queue0 = path(&shared, slow_kernel);
+        let shared = shared();
+        let (mut queue0, entered, release) = held_queue(&shared, HeldCall::IpsetAdd);
         let announced = thread::spawn(move || {
             for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
                 queue0.verdict(0, &p, Hook::Prerouting);
