@@ -12,17 +12,25 @@
 //! its connection under the exclusive one, which waits for the verdicts
 //! already being sent; a verdict on a marked connection waits until the
 //! entry is back (bounded: a stuck adoption must not stall the queue).
+//!
+//! Whoever asks conntrack whether a control connection's entry exists
+//! passes it too (`outside`): in the middle of an adoption the entry is
+//! missing although the connection lives.
 
 use std::collections::HashSet;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use ftpct_engine::command::GuardKey;
+use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::warn;
 
 /// How long a verdict waits for an adoption (one takes ~50 µs).
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// How often a waiting verdict looks again.
+/// How long a look at an entry waits for an adoption: nothing waits for
+/// the look, it can afford to outlast a slow one.
+const MAX_LOOK_WAIT: Duration = Duration::from_secs(1);
+/// How often a waiting verdict or look tries again.
 const POLL: Duration = Duration::from_micros(20);
 
 #[derive(Default)]
@@ -42,18 +50,46 @@ impl AdoptionGate {
         keys_of: impl Fn(&P) -> Vec<GuardKey>,
         send: impl FnOnce(P) -> T,
     ) -> T {
-        let deadline = Instant::now() + MAX_WAIT;
+        let busy =
+            |adopting: &HashSet<GuardKey>| keys_of(&packet).iter().any(|k| adopting.contains(k));
+        // Sent under the shared lock: an adoption starting now waits
+        // until this packet is through conntrack.
+        let (_shared, waited_out) = self.clear_of(busy, MAX_WAIT);
+        if waited_out {
+            warn!("a verdict waited {MAX_WAIT:?} for its connection's entry to be made anew: it goes on");
+        }
+        send(packet)
+    }
+
+    /// Runs `look` (a question to conntrack about control connection
+    /// `orig`) once no adoption of it is under way, and with none starting
+    /// meanwhile: an entry deleted to be made anew is not taken for gone.
+    pub fn outside<T>(&self, orig: &Tuple, look: impl FnOnce() -> T) -> T {
+        // An adoption's keys hold its client's direction.
+        let key = GuardKey::of(orig, Dir::Orig);
+        let busy = |adopting: &HashSet<GuardKey>| adopting.contains(&key);
+        let (_shared, waited_out) = self.clear_of(busy, MAX_LOOK_WAIT);
+        if waited_out {
+            warn!("an adoption took more than {MAX_LOOK_WAIT:?}: its connection's entry is looked at all the same");
+        }
+        look()
+    }
+
+    /// The shared lock, once `busy` finds none of its directions being
+    /// adopted, or after `max_wait` (then with true: waited out). Busy is
+    /// asked only while some adoption runs: most callers cost a read lock
+    /// and nothing more.
+    fn clear_of(
+        &self,
+        busy: impl Fn(&HashSet<GuardKey>) -> bool,
+        max_wait: Duration,
+    ) -> (RwLockReadGuard<'_, HashSet<GuardKey>>, bool) {
+        let deadline = Instant::now() + max_wait;
         loop {
             let adopting = self.adopting.read().unwrap_or_else(PoisonError::into_inner);
-            let waits =
-                !adopting.is_empty() && keys_of(&packet).iter().any(|k| adopting.contains(k));
+            let waits = !adopting.is_empty() && busy(&adopting);
             if !waits || Instant::now() >= deadline {
-                if waits {
-                    warn!("a verdict waited {MAX_WAIT:?} for its connection's entry to be made anew: it goes on");
-                }
-                // Sent under the shared lock: an adoption starting now
-                // waits until this packet is through conntrack.
-                return send(packet);
+                return (adopting, waits);
             }
             drop(adopting);
             std::thread::sleep(POLL);

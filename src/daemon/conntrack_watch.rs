@@ -95,30 +95,151 @@ impl Watch {
                 break;
             }
             self.held.pop_front();
-            self.forget(&orig, flow);
+            forget_if_gone(&self.shared, &mut self.exec, &orig, flow);
         }
     }
+}
 
-    fn forget(&mut self, orig: &Tuple, flow: u64) {
-        // A later connection on the tuple has its own flow now.
-        if self.shared.with_engine(|e| e.flow_of(orig)) != Some(Some(flow)) {
-            return;
-        }
-        // Re-created meanwhile (an adoption): the connection lives on.
-        if matches!(self.exec.kernel_mut().ct_entry(orig), Ok(Some(_))) {
-            return;
-        }
-        let Some((true, effects)) = self
-            .shared
-            .with_engine(|e| e.conntrack_destroyed(orig, flow))
-        else {
-            return;
+/// Forgets control connection `orig` if `flow` still has its tuple and
+/// conntrack holds no entry of it; `exec` carries out what follows.
+fn forget_if_gone<K: Kernel>(shared: &Shared, exec: &mut Executor<K>, orig: &Tuple, flow: u64) {
+    // A later connection on the tuple has its own flow now.
+    if shared.with_engine(|e| e.flow_of(orig)) != Some(Some(flow)) {
+        return;
+    }
+    if entry_exists(shared, exec.kernel_mut(), orig) {
+        return;
+    }
+    let Some((true, effects)) = shared.with_engine(|e| e.conntrack_destroyed(orig, flow)) else {
+        return;
+    };
+    debug!(flow = %orig, "its conntrack entry is gone: forgotten");
+    for c in &effects.commands {
+        exec.run(c);
+    }
+    exec.release_all_guards();
+    effects.events.iter().for_each(|e| shared.log_event(e));
+}
+
+/// True when conntrack has an entry of `orig`: the connection lives on (an
+/// adoption made it anew, or its next packet did). Asked outside the
+/// connection's adoptions: in one the entry is missing for a moment, and
+/// a session taken for gone then would lose its expectation while its
+/// announcement's ipset entry is being added.
+fn entry_exists<K: Kernel>(shared: &Shared, kernel: &mut K, orig: &Tuple) -> bool {
+    let look = || matches!(kernel.ct_entry(orig), Ok(Some(_)));
+    shared.adoptions().outside(orig, look)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+    use std::thread;
+
+    use ftpct_engine::command::GuardKey;
+    use ftpct_engine::grammar::AnnounceKind;
+    use ftpct_engine::kept::{Kept, PendingKept};
+    use ftpct_engine::nat::CtMapping;
+    use ftpct_engine::tuple::Dir;
+    use ftpct_engine::{Config, Engine};
+
+    use super::*;
+    use crate::daemon::fake_kernel::FakeKernel;
+    use crate::daemon::metrics::Metrics;
+
+    const LABEL_BASE: u8 = 64;
+
+    fn t(src: &str, dst: &str) -> Tuple {
+        Tuple::new(src.parse().expect("addr"), dst.parse().expect("addr"))
+    }
+
+    /// A session of `m` that announced EPRT port 43189, taken up from its
+    /// labels: a flow, an expectation and its ipset entry; the flow's
+    /// generation and the executor that made the entry.
+    fn session_with_eprt(
+        m: CtMapping,
+        kernel: FakeKernel,
+    ) -> (Arc<Shared>, u64, Executor<FakeKernel>) {
+        let cfg = Config {
+            label_base: Some(LABEL_BASE),
+            ..Config::default()
         };
-        debug!(flow = %orig, "its conntrack entry is gone: forgotten");
-        for c in &effects.commands {
-            self.exec.run(c);
+        let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
+        let kept = Kept {
+            kernel_fixups: false,
+            pending: Some(PendingKept {
+                kind: AnnounceKind::Eprt,
+                announced_port: 43189,
+                public_port: 43189,
+            }),
+            own_shift: [0, 0],
+        };
+        let labels = kept.labels(LABEL_BASE).0;
+        let now = shared.now();
+        let commands = shared
+            .with_engine(|e| e.resume(m, [None, None], &labels, now))
+            .unwrap_or_default();
+        let mut exec = Executor::new(kernel, SetNames::new("ftpct").expect("names"));
+        for c in &commands {
+            exec.run(c);
         }
-        self.exec.release_all_guards();
-        effects.events.iter().for_each(|e| self.shared.log_event(e));
+        let flow = shared.with_engine(|e| e.flow_of(&m.orig)).flatten();
+        (shared, flow.expect("the session is followed"), exec)
+    }
+
+    /// The destroy event of the tuple's previous entry (ended in TIME_WAIT
+    /// by this session's SYN) is read once the session holds the tuple;
+    /// when it is believed, the session's first rewrite is adopting its
+    /// entry: deleted, not made anew yet. The session lives on: it keeps
+    /// its expectation, and its announcement its ipset entry.
+    #[test]
+    fn an_entry_being_made_anew_is_not_taken_for_gone() {
+        let orig = t("[2001:db8:1::10]:46964", "[2001:db8:2::20]:21");
+        let nat = CtMapping {
+            orig,
+            reply: t("[2001:db8:2::20]:21", "[2001:db8:2::1]:46964"),
+        };
+        let mut kernel = FakeKernel::default();
+        kernel.entries.insert(orig, 3);
+        let adopting = Arc::clone(&kernel.adopting);
+        let (shared, flow, mut exec) = session_with_eprt(nat, kernel);
+        let dst = "[2001:db8:2::1]:43189".parse().expect("addr");
+        assert!(exec.kernel().sets["ftpct6"].contains(&dst));
+        let (inside_tx, inside) = mpsc::channel();
+        let adopter = {
+            let shared = Arc::clone(&shared);
+            let keys = [
+                GuardKey::of(&orig, Dir::Orig),
+                GuardKey::of(&nat.reply, Dir::Reply),
+            ];
+            thread::spawn(move || {
+                shared.adoptions().during(&keys, || {
+                    adopting.store(true, Ordering::Release);
+                    inside_tx.send(()).expect("send");
+                    thread::sleep(Duration::from_millis(20));
+                    adopting.store(false, Ordering::Release);
+                });
+            })
+        };
+        inside.recv().expect("the adoption deleted the entry");
+        forget_if_gone(&shared, &mut exec, &orig, flow);
+        adopter.join().expect("adopter");
+        assert_eq!(shared.with_engine(|e| e.flow_of(&orig)), Some(Some(flow)));
+        assert_eq!(shared.with_engine(|e| e.expects_dst(dst)), Some(true));
+        let calls = &exec.kernel().calls;
+        assert!(exec.kernel().sets["ftpct6"].contains(&dst), "{calls:?}");
+    }
+
+    #[test]
+    fn a_session_whose_entry_is_gone_is_forgotten() {
+        let orig = t("192.0.2.10:40000", "198.51.100.20:21");
+        let (shared, flow, mut exec) =
+            session_with_eprt(CtMapping::identity(orig), FakeKernel::default());
+        assert_eq!(exec.kernel().sets["ftpct"].len(), 1);
+        forget_if_gone(&shared, &mut exec, &orig, flow);
+        assert_eq!(shared.with_engine(|e| e.flow_of(&orig)), Some(None));
+        assert_eq!(shared.with_engine(|e| e.pending_dst_count()), Some(0));
+        assert!(exec.kernel().sets["ftpct"].is_empty());
     }
 }

@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -18,6 +19,9 @@ pub struct FakeKernel {
     pub created: Vec<DataConnection>,
     /// Entries in conntrack by original tuple, with their TCP state.
     pub entries: HashMap<Tuple, u8>,
+    /// Set by another thread while its adoption has deleted an entry and
+    /// not made it anew yet: no entry is found meanwhile.
+    pub adopting: Arc<AtomicBool>,
     /// errno of every create (a full table: ENOMEM).
     pub create_errno: Option<i32>,
     /// errno of every delete; the entry goes all the same (ENOENT: it
@@ -34,10 +38,16 @@ pub struct FakeKernel {
     /// When set, a create says it started, then waits for a message: a
     /// kernel that does not answer.
     pub create_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+    /// The same for every ipset add of an expected destination.
+    pub add_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
 impl Kernel for FakeKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> Result<(), Error> {
+        if let Some((entered, release)) = &self.add_blocks {
+            let _ = entered.send(());
+            let _ = release.recv();
+        }
         self.calls.push(format!("add {set} {dst} {timeout}"));
         self.sets.entry(set.into()).or_default().insert(dst);
         Ok(())
@@ -137,6 +147,9 @@ impl Kernel for FakeKernel {
     }
 
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {
+        if self.adopting.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         Ok(self.entries.get(tuple).map(|s| (*tuple, Some(*s))))
     }
 

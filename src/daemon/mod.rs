@@ -13,6 +13,7 @@
 //! but it is installed without SA_RESTART, so a `recv` that blocks returns
 //! EINTR (nfq 0.2.5 gives no access to its socket to poll).
 
+mod adds_under_way;
 mod adoption_gate;
 mod conntrack_watch;
 pub(crate) mod event_log;
@@ -236,6 +237,9 @@ impl Timers {
             self.exec.run(c);
         }
         self.exec.release_all_guards();
+        // Read after the snapshot: an entry asked for in it and still on
+        // its way is not missing.
+        let pending = self.shared.adds_under_way().settled(pending);
         let shared = Arc::clone(&self.shared);
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ftpct_engine::command::GuardKey;
 use ftpct_engine::nat::{CtMapping, NatLookup};
-use ftpct_engine::{Command, Hook, Known, Outcome, Step, Verdict};
+use ftpct_engine::{Command, Engine, Hook, Known, Outcome, Step, Verdict};
 
 use super::event_log::log_packet;
 use super::executor::{Executor, Feedback};
@@ -108,9 +108,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 
     fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {
         self.take_passive_note(bytes, None);
-        let first = self
-            .shared
-            .with_engine(|e| e.step(bytes, now, hook, Known::NotAsked));
+        let first = self.ask(|e| e.step(bytes, now, hook, Known::NotAsked), step_commands);
         let step = match first {
             Some(Step::NeedMapping(q)) => {
                 // Conntrack is asked with the engine unlocked.
@@ -124,8 +122,10 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                     started.iter().for_each(|e| self.shared.log_event(e));
                     self.take_passive_note(bytes, Some(&m));
                 }
-                self.shared
-                    .with_engine(|e| e.step(bytes, now, hook, Known::Answer(answer)))
+                self.ask(
+                    |e| e.step(bytes, now, hook, Known::Answer(answer)),
+                    step_commands,
+                )
             }
             other => other,
         };
@@ -168,12 +168,28 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             return;
         };
         let commands = self
-            .shared
-            .with_engine(|e| e.resume(m, seqadj, &labels, now))
+            .ask(|e| e.resume(m, seqadj, &labels, now), Vec::as_slice)
             .unwrap_or_default();
         for c in &commands {
             self.exec.run(c);
+            self.shared.adds_under_way().done(c);
         }
+    }
+
+    /// Runs `f` on the engine; the ipset entries that the commands it
+    /// returns (`commands_of`) add are noted under way in the same lock,
+    /// until they are carried out.
+    fn ask<T>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> T,
+        commands_of: impl Fn(&T) -> &[Command],
+    ) -> Option<T> {
+        let adds = self.shared.adds_under_way();
+        self.shared.with_engine(|e| {
+            let out = f(e);
+            adds.note(commands_of(&out));
+            out
+        })
     }
 
     /// Carries out what waited for the verdict (see `after_verdict`).
@@ -200,20 +216,29 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 }
                 _ => self.exec.run(c),
             };
+            self.shared.adds_under_way().done(c);
             let answer = match outcome {
                 None => None,
                 Some(Feedback::Adopted(orig)) => {
                     self.shared.metrics().adoption(true);
-                    self.shared.with_engine(|e| e.adopted(&orig))
+                    self.ask(|e| e.adopted(&orig), Vec::as_slice)
                 }
                 Some(Feedback::NotAdopted(orig)) => {
                     self.shared.metrics().adoption(false);
-                    self.shared.with_engine(|e| e.not_adopted(&orig))
+                    self.ask(|e| e.not_adopted(&orig), Vec::as_slice)
                 }
-                Some(Feedback::GiveBack(exp)) => self.shared.with_engine(|e| e.reinstate(exp)),
+                Some(Feedback::GiveBack(exp)) => self.ask(|e| e.reinstate(exp), Vec::as_slice),
             };
             self.carry_out(&answer.unwrap_or_default());
         }
+    }
+}
+
+/// The commands of a decided step.
+fn step_commands(step: &Step) -> &[Command] {
+    match step {
+        Step::Decided(out) => &out.commands,
+        Step::NeedMapping(_) => &[],
     }
 }
 
@@ -277,19 +302,51 @@ mod tests {
         PacketPath::new(Arc::clone(shared), Executor::new(kernel, sets), NoNat)
     }
 
-    #[test]
-    fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
-        let shared = Arc::new(Shared::new(
+    /// An engine without NAT behind its lock.
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared::new(
             Engine::new(Config::default()),
             Metrics::default(),
-        ));
+        ))
+    }
+
+    /// The kernel call a test's queue holds: it says it started, then
+    /// waits for its release.
+    enum HeldCall {
+        Create,
+        IpsetAdd,
+    }
+
+    /// A queue whose kernel holds `call`; the news that one started, and
+    /// its release.
+    fn held_queue(
+        shared: &Arc<Shared>,
+        call: HeldCall,
+    ) -> (
+        PacketPath<FakeKernel, NoNat>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
         let (entered_tx, entered) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
-        let stuck_kernel = FakeKernel {
-            create_blocks: Some((entered_tx, release_rx)),
-            ..FakeKernel::default()
+        let held = Some((entered_tx, release_rx));
+        let kernel = match call {
+            HeldCall::Create => FakeKernel {
+                create_blocks: held,
+                ..FakeKernel::default()
+            },
+            HeldCall::IpsetAdd => FakeKernel {
+                add_blocks: held,
+                ..FakeKernel::default()
+            },
         };
-        let mut queue0 = path(&shared, stuck_kernel);
+        (path(shared, kernel), entered, release)
+    }
+
+    #[test]
+    fn a_kernel_call_that_never_answers_holds_up_only_its_own_queue() {
+        let shared = shared();
+        let (mut queue0, entered, release) = held_queue(&shared, HeldCall::Create);
         let mut queue1 = path(&shared, FakeKernel::default());
         // Queue 0: a session announces port 40001 (156 * 256 + 65).
         for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
@@ -325,6 +382,44 @@ mod tests {
         assert_eq!(stuck.join().expect("queue 0"), Verdict::Accept);
         let matched = shared.with_engine(|e| e.stats().data_matched);
         assert_eq!(matched, Some(1));
+    }
+
+    /// An announcement's ipset entry is on its way while its queue thread
+    /// is held up (behind an adoption: milliseconds): the supervisor's
+    /// check of the sets neither finds it missing nor adds it itself.
+    #[test]
+    fn an_entry_on_its_way_is_not_missing_from_the_sets() {
+        let shared = shared();
+        let (mut queue0, entered, release) = held_queue(&shared, HeldCall::IpsetAdd);
+        let announced = thread::spawn(move || {
+            for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
+                queue0.verdict(0, &p, Hook::Prerouting);
+            }
+        });
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the PORT's ipset entry is being added");
+        let check = |shared: &Arc<Shared>| {
+            let pending = shared.with_engine(|e| e.pending_dsts()).unwrap_or_default();
+            let mut supervisor = path(shared, FakeKernel::default()).exec;
+            for set in ["ftpct", "ftpct6"] {
+                supervisor
+                    .kernel_mut()
+                    .sets
+                    .insert(set.into(), HashSet::new());
+            }
+            let settled = shared.adds_under_way().settled(pending);
+            supervisor.check_sets(&settled, Duration::from_secs(300), &|_| true);
+            supervisor.kernel().calls.clone()
+        };
+        assert_eq!(check(&shared), Vec::<String>::new());
+        release.send(()).expect("release");
+        announced.join().expect("queue 0");
+        assert_eq!(
+            check(&shared),
+            ["add ftpct 192.0.2.10:40001 300"],
+            "added by now: checked again (here against empty sets)"
+        );
     }
 
     /// A session running before ftpct started, whose entry keeps ftpct's

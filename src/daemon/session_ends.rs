@@ -91,7 +91,7 @@ impl SessionEnds {
         if shared.with_engine(|e| e.tracks(&orig)) != Some(true) {
             return;
         }
-        match seen_by_conntrack(exec, &orig) {
+        match seen_by_conntrack(shared, exec, &orig) {
             Seen::Closed => {
                 shared.metrics().fin(true);
                 let now = shared.now();
@@ -126,8 +126,12 @@ fn followed(shared: &Shared, entry: &Element, ports: &[u16]) -> Vec<Tuple> {
         .collect()
 }
 
-fn seen_by_conntrack(exec: &mut Executor<LiveKernel>, orig: &Tuple) -> Seen {
-    match exec.kernel_mut().ct_entry(orig) {
+/// Asked outside the session's adoption: in one its entry is missing for
+/// a moment (a FIN set entry of the tuple's previous connection can name a
+/// session that just started).
+fn seen_by_conntrack(shared: &Shared, exec: &mut Executor<LiveKernel>, orig: &Tuple) -> Seen {
+    let kernel = exec.kernel_mut();
+    match shared.adoptions().outside(orig, || kernel.ct_entry(orig)) {
         Ok(None) => Seen::Closed,
         Ok(Some((_, Some(state)))) if CLOSED.contains(&state) => Seen::Closed,
         Ok(Some((_, Some(state)))) if HALF_CLOSED.contains(&state) => Seen::HalfClosed,

@@ -2,7 +2,8 @@
 //! lock (after NAT the two directions of a control connection can hash to
 //! different queues), the clock, the log rate limit, the metrics, and a
 //! failure that stops the daemon, the gate verdicts pass while entries are
-//! made anew. Only engine calls run under the lock; kernel calls never do.
+//! made anew, the ipset entries on their way. Only engine calls run under
+//! the lock; kernel calls never do.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +13,7 @@ use ftpct_engine::event::Event;
 use ftpct_engine::Engine;
 use tracing::{error, warn};
 
+use super::adds_under_way::AddsUnderWay;
 use super::adoption_gate::AdoptionGate;
 use super::event_log::{self, RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
 use super::metrics::Metrics;
@@ -25,6 +27,7 @@ pub struct Shared {
     failure: Mutex<Option<String>>,
     metrics: Metrics,
     adoptions: AdoptionGate,
+    adds: AddsUnderWay,
 }
 
 impl Shared {
@@ -36,6 +39,7 @@ impl Shared {
             failure: Mutex::new(None),
             metrics,
             adoptions: AdoptionGate::default(),
+            adds: AddsUnderWay::default(),
         }
     }
 
@@ -47,6 +51,11 @@ impl Shared {
     /// Verdicts wait here while their connection's entry is made anew.
     pub fn adoptions(&self) -> &AdoptionGate {
         &self.adoptions
+    }
+
+    /// ipset entries asked for and not added yet.
+    pub fn adds_under_way(&self) -> &AddsUnderWay {
+        &self.adds
     }
 
     /// The engine's clock: time since the daemon started.
