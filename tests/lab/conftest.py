@@ -135,16 +135,17 @@ def pytest_report_collectionfinish(config, start_path, items):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    outcomes = config.stash[OUTCOMES]
-    if outcomes:
-        terminalreporter.section("end-to-end runs")
-        for line in e2e.table(outcomes, time.monotonic() - config.stash[STARTED]):
-            terminalreporter.write_line(line)
-    fouts = config.stash[FAILOVER_OUTCOMES]
-    if fouts:
-        terminalreporter.section("gateway failover runs")
-        for line in failover.table(fouts, time.monotonic() - config.stash[STARTED]):
-            terminalreporter.write_line(line)
+    elapsed = time.monotonic() - config.stash[STARTED]
+    tables = ((OUTCOMES, "end-to-end runs", e2e.table),
+              (FAILOVER_OUTCOMES, "gateway failover runs", failover.table),
+              (FAULT_OUTCOMES, "fault and abuse runs", faults.table),
+              (HOSTILE_OUTCOMES, "hostile input runs", hostile.table))
+    for key, title, table in tables:
+        outcomes = config.stash[key]
+        if outcomes:
+            terminalreporter.section(title)
+            for line in table(outcomes, elapsed):
+                terminalreporter.write_line(line)
     soak_run = config.stash.get(SOAK_RUN, None)
     if soak_run:
         terminalreporter.section("soak")
@@ -152,16 +153,6 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(line)
         kept = soak_run["kept"] or "removed (passed; --soak-out DIR keeps one)"
         terminalreporter.write_line(f"soak: work directory {kept}")
-    xouts = config.stash[FAULT_OUTCOMES]
-    if xouts:
-        terminalreporter.section("fault and abuse runs")
-        for line in faults.table(xouts, time.monotonic() - config.stash[STARTED]):
-            terminalreporter.write_line(line)
-    houts = config.stash[HOSTILE_OUTCOMES]
-    if houts:
-        terminalreporter.section("hostile input runs")
-        for line in hostile.table(houts, time.monotonic() - config.stash[STARTED]):
-            terminalreporter.write_line(line)
     if KEPT in config.stash:
         terminalreporter.write_line(f"lab: work directory kept: {config.stash[KEPT]}")
 
