@@ -48,7 +48,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_errors())?, sets);
+    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_counters())?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();
@@ -115,10 +115,13 @@ impl Watch {
             return;
         };
         debug!(flow = %orig, "its conntrack entry is gone: forgotten");
-        for c in &effects.commands {
-            self.exec.run(c);
-        }
-        self.exec.release_all_guards();
+        self.exec.batched(|exec| {
+            for c in &effects.commands {
+                exec.run(c);
+            }
+            exec.release_all_guards();
+        });
+        self.exec.settle();
         effects.events.iter().for_each(|e| self.shared.log_event(e));
     }
 }

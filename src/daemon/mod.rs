@@ -229,15 +229,18 @@ impl Timers {
         else {
             return;
         };
-        for c in &effects.commands {
-            self.exec.run(c);
-        }
-        self.exec.release_all_guards();
+        self.exec.batched(|exec| {
+            for c in &effects.commands {
+                exec.run(c);
+            }
+            exec.release_all_guards();
+        });
         let shared = Arc::clone(&self.shared);
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec
             .check_sets(&pending, self.expect_timeout, &still_expected);
         effects.events.iter().for_each(|e| self.shared.log_event(e));
+        self.exec.settle();
         self.shared.report_held_back();
     }
 
@@ -426,7 +429,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .map_err(DaemonError::Queue)?;
     let _owner = claim_sets(&sets)?;
     let metrics = Metrics::default();
-    let mut kernel = LiveKernel::open(metrics.netlink_errors())?;
+    let mut kernel = LiveKernel::open(metrics.netlink_counters())?;
     kernel.prepare_sets(&sets)?;
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
@@ -442,9 +445,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
-            let exec = Executor::new(LiveKernel::open(metrics.netlink_errors())?, sets.clone());
+            let exec = Executor::new(LiveKernel::open(metrics.netlink_counters())?, sets.clone());
             let nat = LiveNat::new(
-                kernel::open_ctnetlink(metrics.netlink_errors())?,
+                kernel::open_ctnetlink(metrics.netlink_counters())?,
                 &config.control_ports,
             );
             Ok(Worker {

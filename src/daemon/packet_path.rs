@@ -64,7 +64,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             .iter()
             .flat_map(|bytes| self.guard_keys(bytes))
             .collect();
-        self.exec.release_guards_except(&busy);
+        self.exec.batched(|exec| exec.release_guards_except(&busy));
+    }
+
+    /// Reads the refusals of the requests not waited for (see `Kernel::settle`).
+    pub fn settle(&mut self) {
+        self.exec.settle();
     }
 
     /// The guard entries a packet matches (its direction of a control
@@ -98,8 +103,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         hook: Hook,
     ) -> (Verdict, VerdictKind) {
         let now = self.shared.now();
+        // What this crossing asks of the kernel without waiting goes in
+        // as few datagrams as the order allows.
+        self.exec.kernel_mut().hold();
         let out = self.decide(bytes, now, hook);
         self.carry_out(&out.commands);
+        self.exec.kernel_mut().send_held();
         out.events.iter().for_each(|e| self.shared.log_event(e));
         log_packet(queue, hook, bytes, &out.verdict);
         let kind = VerdictKind::of(&out.verdict, &out.events);
@@ -178,9 +187,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 
     /// Carries out what waited for the verdict (see `after_verdict`).
     pub fn after_verdict(&mut self) {
-        for c in std::mem::take(&mut self.after_verdict) {
-            self.exec.run(&c);
-        }
+        let commands = std::mem::take(&mut self.after_verdict);
+        self.exec.batched(|exec| {
+            for c in &commands {
+                exec.run(c);
+            }
+        });
     }
 
     /// Runs commands in order, but those that may wait for the verdict; a

@@ -15,6 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::op_errors::OpErrors;
+use crate::netfilter::op_requests::OpRequests;
+use crate::netfilter::unwaited::{refused, Sent, Unwaited};
 
 pub const NETLINK_NETFILTER: i32 = 12;
 
@@ -54,7 +56,7 @@ pub fn nfnl_msg_type(subsys: u8, cmd: u8) -> u16 {
 }
 
 /// Builds one nfnetlink request: nlmsghdr, nfgenmsg, then attributes.
-/// The sequence number is left at 0; [`NlSocket::transact`] fills it in.
+/// The sequence number is left at 0; [`NlSocket`] fills it in.
 #[derive(Debug)]
 pub struct MsgBuilder {
     buf: Vec<u8>,
@@ -275,8 +277,36 @@ pub fn first_attrs(answer: &[Message]) -> Result<Attrs<'_>, Malformed> {
     answer.first().ok_or(Malformed::NoData)?.nf_attrs()
 }
 
-/// A blocking NETLINK_NETFILTER socket that sends one request at a time and
-/// collects its answer.
+/// Where a socket counts its requests and their failures (the daemon's
+/// metrics read both tables).
+#[derive(Debug, Clone, Default)]
+pub struct NlCounters {
+    pub errors: Arc<OpErrors>,
+    pub requests: Arc<OpRequests>,
+}
+
+/// Gives `msg` its sequence number; without `ack`, the kernel answers it
+/// only if it refuses it (no NLM_F_ACK).
+pub fn stamp(msg: &mut [u8], seq: u32, ack: bool) -> Result<(), BadRequest> {
+    if msg.len() < NLMSG_HDRLEN {
+        return Err(BadRequest::NoHeader);
+    }
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let flags = u16::from_ne_bytes([msg[6], msg[7]]);
+    let flags = if ack {
+        flags | NLM_F_ACK
+    } else {
+        flags & !NLM_F_ACK
+    };
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    Ok(())
+}
+
+/// A blocking NETLINK_NETFILTER socket. A request is either waited for
+/// ([`NlSocket::transact`]: its answer comes back) or not
+/// ([`NlSocket::tell`]: a refusal is read later, see [`crate::netfilter::unwaited`]);
+/// while held ([`NlSocket::hold`]), requests not waited for go out
+/// together, in the datagram of the next request or at [`NlSocket::send_held`].
 #[derive(Debug)]
 pub struct NlSocket {
     sock: Socket,
@@ -284,8 +314,14 @@ pub struct NlSocket {
     timeout: Duration,
     buf: Vec<u8>,
     subsystem: Subsystem,
-    /// Where failed requests are counted, if anywhere.
-    errors: Option<Arc<OpErrors>>,
+    /// Where requests and failed requests are counted, if anywhere.
+    counters: Option<NlCounters>,
+    unwaited: Unwaited,
+    /// Requests not waited for, not sent yet (whole messages, in order):
+    /// the last `held_count` of `unwaited`.
+    held: Vec<u8>,
+    held_count: usize,
+    holding: bool,
 }
 
 impl NlSocket {
@@ -310,13 +346,18 @@ impl NlSocket {
             timeout: DEFAULT_TIMEOUT,
             buf: vec![0; 64 * 1024],
             subsystem,
-            errors: None,
+            counters: None,
+            unwaited: Unwaited::default(),
+            held: Vec::new(),
+            held_count: 0,
+            holding: false,
         })
     }
 
-    /// Counts this socket's failed requests in `errors` from now on.
-    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
-        self.errors = Some(errors);
+    /// Counts this socket's requests and failed requests in `counters`
+    /// from now on.
+    pub fn count_in(&mut self, counters: NlCounters) {
+        self.counters = Some(counters);
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
@@ -330,48 +371,182 @@ impl NlSocket {
         Ok(())
     }
 
-    /// Sends `msg` (from [`MsgBuilder::finish`], which must ask for an ACK)
-    /// as `op` and returns the data messages that answer it, up to the
-    /// acknowledgement. Replies to earlier, timed-out requests are skipped.
+    /// Sends `msg` (from [`MsgBuilder::finish`]) as `op` and returns the
+    /// data messages that answer it, up to the acknowledgement. Replies to
+    /// earlier, timed-out requests are skipped; refusals of requests not
+    /// waited for are counted and logged on the way.
     /// A refusal is [`Error::Kernel`] without a target: the caller knows it
     /// (see [`Error::about`]).
-    /// Failures are counted where [`NlSocket::count_errors_in`] said.
+    /// Failures are counted where [`NlSocket::count_in`] said.
     pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.count_sent(op, true);
         let answer = self.exchange(op, msg);
-        if let (Err(e), Some(errors)) = (&answer, &self.errors) {
-            errors.count(op, e);
+        if let (Err(e), Some(c)) = (&answer, &self.counters) {
+            c.errors.count(op, e);
         }
         answer
     }
 
-    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
-        if msg.len() < NLMSG_HDRLEN {
-            return Err(BadRequest::NoHeader.into());
+    /// Sends `msg` as `op` without waiting for its answer (held back while
+    /// [`NlSocket::hold`] lasts). The kernel has carried it out when this
+    /// returns (unless held); a refusal is read later, counted and logged
+    /// with `target` and `note` (what the failure means).
+    pub fn tell(
+        &mut self,
+        op: Op,
+        mut msg: Vec<u8>,
+        target: Target,
+        note: &'static str,
+    ) -> Result<(), Error> {
+        if self.unwaited.is_full() {
+            self.settle();
         }
+        let seq = self.next_seq();
+        stamp(&mut msg, seq, false)?;
+        self.count_sent(op, false);
+        self.unwaited.push(Sent {
+            seq,
+            op,
+            target,
+            note,
+        });
+        if self.holding {
+            self.held.extend_from_slice(&msg);
+            self.held_count += 1;
+            return Ok(());
+        }
+        self.send(op, &msg).inspect_err(|e| {
+            self.unwaited.take(seq);
+            if let Some(c) = &self.counters {
+                c.errors.count(op, e);
+            }
+        })
+    }
+
+    /// From now on, requests not waited for wait to go out together.
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Sends what is held, and holds no more.
+    pub fn end_hold(&mut self) {
+        self.holding = false;
+        self.send_held();
+    }
+
+    /// Sends what is held, in one datagram (holding goes on).
+    pub fn send_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.held);
+        let op = self.held_op();
+        if let Err(e) = self.send(op, &batch) {
+            self.lose_held(&e);
+        }
+        self.held_count = 0;
+    }
+
+    /// Reads, without blocking, the refusals of the requests not waited
+    /// for (held ones are sent first): they are counted and logged.
+    pub fn settle(&mut self) {
+        self.send_held();
+        while !self.unwaited.is_empty() {
+            match self.recv_now() {
+                Ok(msgs) => msgs.iter().for_each(|m| self.late_refusal(m)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.unwaited.settled(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    let op = self.held_op();
+                    let e = Error::Receive { op, source };
+                    self.unwaited
+                        .lost(&e, self.counters.as_ref().map(|c| &*c.errors));
+                }
+            }
+        }
+    }
+
+    /// Requests not waited for whose refusals may still be unread.
+    pub fn unwaited(&self) -> usize {
+        self.unwaited.len()
+    }
+
+    fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.send(op, &msg)?;
+        self.seq
+    }
+
+    fn count_sent(&self, op: Op, waited: bool) {
+        if let Some(c) = &self.counters {
+            c.requests.sent(op, waited);
+        }
+    }
+
+    /// A refusal of a request not waited for; other messages are skipped.
+    fn late_refusal(&mut self, m: &Message) {
+        if m.msg_type != NLMSG_ERROR {
+            return;
+        }
+        let Ok(errno @ 1..) = m.error_code() else {
+            return;
+        };
+        if let Some(sent) = self.unwaited.take(m.seq) {
+            refused(sent, errno, self.counters.as_ref().map(|c| &*c.errors));
+        }
+    }
+
+    /// The held requests could not be sent: each counts as failed.
+    fn lose_held(&mut self, e: &Error) {
+        let errors = self.counters.as_ref().map(|c| &*c.errors);
+        self.unwaited.lost_last(self.held_count, e, errors);
+        self.held_count = 0;
+    }
+
+    /// The operation a failure of the held datagram is named after.
+    fn held_op(&self) -> Op {
+        self.unwaited.last_op().unwrap_or(Op::CtEvents)
+    }
+
+    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        let seq = self.next_seq();
+        stamp(&mut msg, seq, true)?;
+        if !self.held.is_empty() {
+            // The held requests first, in the same datagram.
+            let mut batch = std::mem::take(&mut self.held);
+            batch.extend_from_slice(&msg);
+            msg = batch;
+        }
+        let sent = self.send(op, &msg);
+        if let Err(e) = &sent {
+            self.lose_held(e);
+        }
+        self.held_count = 0;
+        sent?;
         let mut answer = Vec::new();
         loop {
             for m in self.recv(op)? {
                 if m.seq != seq {
+                    self.late_refusal(&m);
                     continue;
                 }
-                match m.msg_type {
-                    NLMSG_ERROR => {
-                        return match m.error_code().map_err(|w| w.at(op))? {
-                            0 => Ok(answer),
-                            errno => Err(Error::Kernel {
-                                op,
-                                target: Target::None,
-                                errno,
-                            }),
-                        };
+                let done = match m.msg_type {
+                    NLMSG_ERROR => match m.error_code().map_err(|w| w.at(op))? {
+                        0 => Ok(std::mem::take(&mut answer)),
+                        errno => Err(Error::Kernel {
+                            op,
+                            target: Target::None,
+                            errno,
+                        }),
+                    },
+                    NLMSG_DONE => Ok(std::mem::take(&mut answer)),
+                    _ => {
+                        answer.push(m);
+                        continue;
                     }
-                    NLMSG_DONE => return Ok(answer),
-                    _ => answer.push(m),
-                }
+                };
+                // Answered in order: every earlier request was too.
+                self.unwaited.settled();
+                return done;
             }
         }
     }
@@ -466,6 +641,25 @@ impl NlSocket {
                 Err(source) => return Err(Error::Receive { op, source }),
             }
         }
+    }
+}
+
+impl NlSocket {
+    /// One datagram if one is there, without waiting.
+    fn recv_now(&mut self) -> io::Result<Vec<Message>> {
+        // SAFETY: the buffer is this socket's own, valid for its length,
+        // and the descriptor belongs to this socket.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        parse_messages(&self.buf[..n])
+            .map_err(|w| io::Error::new(io::ErrorKind::InvalidData, w.to_string()))
     }
 }
 
