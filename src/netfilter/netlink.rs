@@ -322,6 +322,8 @@ pub struct NlSocket {
     held: Vec<u8>,
     held_count: usize,
     holding: bool,
+    /// Datagrams sent so far (each may carry several requests).
+    datagrams: u64,
 }
 
 impl NlSocket {
@@ -351,6 +353,7 @@ impl NlSocket {
             held: Vec::new(),
             held_count: 0,
             holding: false,
+            datagrams: 0,
         })
     }
 
@@ -471,6 +474,11 @@ impl NlSocket {
         self.unwaited.len()
     }
 
+    /// Datagrams sent so far.
+    pub fn datagrams(&self) -> u64 {
+        self.datagrams
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -551,7 +559,8 @@ impl NlSocket {
         }
     }
 
-    fn send(&self, op: Op, msg: &[u8]) -> Result<(), Error> {
+    fn send(&mut self, op: Op, msg: &[u8]) -> Result<(), Error> {
+        self.datagrams += 1;
         let sent = self
             .sock
             .send(msg)
@@ -786,6 +795,40 @@ mod tests {
         assert_eq!(msgs[0].error_code().unwrap(), 0);
         assert_eq!(msgs[1].seq, 6);
         assert_eq!(msgs[1].error_code().unwrap(), 17);
+    }
+
+    #[test]
+    fn a_stamp_sets_the_sequence_and_asks_for_an_ack_or_not() {
+        let mut msg = MsgBuilder::new(nfnl_msg_type(6, 9), NLM_F_ACK, AF_INET).finish();
+        stamp(&mut msg, 41, false).unwrap();
+        let parsed = parse_messages(&msg).unwrap();
+        assert_eq!(parsed[0].seq, 41);
+        assert_eq!(
+            parsed[0].flags, NLM_F_REQUEST,
+            "no NLM_F_ACK: only a refusal answers"
+        );
+        stamp(&mut msg, 42, true).unwrap();
+        let parsed = parse_messages(&msg).unwrap();
+        assert_eq!(parsed[0].flags, NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(stamp(&mut [0; 8], 1, true), Err(BadRequest::NoHeader));
+    }
+
+    #[test]
+    fn a_batch_is_its_messages_end_to_end_each_with_its_sequence() {
+        let mut batch = Vec::new();
+        for (seq, ack) in [(7u32, false), (8, false), (9, true)] {
+            let mut b = MsgBuilder::new(nfnl_msg_type(6, 9), NLM_F_ACK, AF_INET6);
+            b.put_u8(1, 3); // odd length: padding between messages
+            let mut msg = b.finish();
+            stamp(&mut msg, seq, ack).unwrap();
+            batch.extend_from_slice(&msg);
+        }
+        let parsed = parse_messages(&batch).unwrap();
+        let seqs: Vec<(u32, bool)> = parsed
+            .iter()
+            .map(|m| (m.seq, m.flags & NLM_F_ACK != 0))
+            .collect();
+        assert_eq!(seqs, [(7, false), (8, false), (9, true)]);
     }
 
     #[test]
