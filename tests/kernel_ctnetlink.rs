@@ -607,3 +607,31 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         exec.cleanup(&[data.dst]);
     });
 }
+
+#[test]
+fn a_destroy_event_names_the_socket_whose_delete_caused_it() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    use ftpct::netfilter::ct_events::DestroyEvents;
+    let lab = Lab::v4();
+    let ns = Netns::new("byport");
+    lab.setup(&ns);
+    ns.run(|| {
+        let mut events = DestroyEvents::open().expect("destroy events");
+        let (orig, _c, _s) = control_connection(&lab);
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        ct.delete(&orig).expect("delete");
+        let port = ct.port_id().expect("port id");
+        assert_ne!(port, 0, "bound by its first request");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.extend(events.destroyed().expect("events"));
+            if seen.iter().any(|d| d.orig == orig) {
+                break;
+            }
+        }
+        let ours = seen.iter().find(|d| d.orig == orig).expect("its event");
+        assert_eq!(ours.by, port, "{seen:?}");
+    });
+}

@@ -5,9 +5,10 @@
 //!
 //! An event is acted on a second after it came, only on the flow that had
 //! the tuple when it came (a new connection's SYN on a tuple in TIME_WAIT
-//! is what ends the old entry), and only if no entry of that tuple exists
-//! then: ftpct itself deletes and re-creates the entry of every NATed
-//! control connection it adopts.
+//! is what ends the old entry). ftpct itself deletes and re-creates the
+//! entry of every NATed control connection it adopts: those destroy
+//! events name the queue thread's socket that deleted (its netlink port
+//! id) and are no end; asking conntrack a second later is not needed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +20,10 @@ use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
 use super::executor::Executor;
-use super::kernel::{Kernel, LiveKernel};
+use super::kernel::LiveKernel;
 use super::shared::Shared;
 use super::DaemonError;
-use crate::netfilter::ct_events::DestroyEvents;
+use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
 use crate::netfilter::sets::SetNames;
 
 /// How long an event waits before it is believed.
@@ -40,12 +41,15 @@ struct Watch {
     /// Only entries to these ports can be control connections: the others
     /// (most of a busy gateway's) never take the engine lock.
     control_ports: Vec<u16>,
+    /// The port ids of the sockets that adopt entries (see the top).
+    adopters: Vec<u32>,
 }
 
 pub fn spawn(
     shared: Arc<Shared>,
     sets: SetNames,
     stop: Arc<AtomicBool>,
+    adopters: Vec<u32>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
     let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_counters())?, sets);
@@ -58,6 +62,7 @@ pub fn spawn(
         events,
         held: VecDeque::new(),
         control_ports,
+        adopters,
     };
     std::thread::Builder::new()
         .name("ct-events".into())
@@ -77,8 +82,11 @@ impl Watch {
         match self.events.destroyed() {
             Ok(gone) => {
                 let now = Instant::now();
-                let to_control = |t: &Tuple| self.control_ports.contains(&t.dst.port());
-                for orig in gone.into_iter().filter(to_control) {
+                let ends = |d: &Destroyed| {
+                    self.control_ports.contains(&d.orig.dst.port())
+                        && !self.adopters.contains(&d.by)
+                };
+                for orig in gone.into_iter().filter(ends).map(|d| d.orig) {
                     if let Some(Some(flow)) = self.shared.with_engine(|e| e.flow_of(&orig)) {
                         if self.held.len() >= MAX_HELD {
                             self.held.pop_front();
@@ -102,10 +110,6 @@ impl Watch {
     fn forget(&mut self, orig: &Tuple, flow: u64) {
         // A later connection on the tuple has its own flow now.
         if self.shared.with_engine(|e| e.flow_of(orig)) != Some(Some(flow)) {
-            return;
-        }
-        // Re-created meanwhile (an adoption): the connection lives on.
-        if matches!(self.exec.kernel_mut().ct_entry(orig), Ok(Some(_))) {
             return;
         }
         let Some((true, effects)) = self

@@ -205,6 +205,12 @@ impl LiveKernel {
         &mut self.ipset
     }
 
+    /// The netlink port id of the conntrack socket (None: unknown), which
+    /// the destroy events of the entries it deletes carry.
+    pub fn ct_port(&self) -> Option<u32> {
+        self.ct.port_id().ok()
+    }
+
     /// Every TCP entry of the conntrack table, labels and corrections
     /// included (to take sessions up again at start).
     pub fn ct_dump(&mut self) -> Result<Vec<CtInfo>, Error> {

@@ -442,10 +442,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The sockets that adopt entries: their deletes' destroy events are
+    // not ends of sessions.
+    let mut adopters = Vec::new();
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
             let exec = Executor::new(LiveKernel::open(metrics.netlink_counters())?, sets.clone());
+            adopters.extend(exec.kernel().ct_port());
             let nat = LiveNat::new(
                 kernel::open_ctnetlink(metrics.netlink_counters())?,
                 &config.control_ports,
@@ -476,7 +480,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     };
     // Listening before the first packet: only entries made while someone
     // listens report their end.
-    let watch = conntrack_watch::spawn(Arc::clone(&shared), sets.clone(), Arc::clone(&stop))?;
+    let watch = conntrack_watch::spawn(
+        Arc::clone(&shared),
+        sets.clone(),
+        Arc::clone(&stop),
+        adopters,
+    )?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     let queueing = if config.selective {
         format!(

@@ -538,6 +538,12 @@ impl Ctnetlink {
         self.sock.count_in(counters);
     }
 
+    /// The socket's netlink port id: destroy events of entries its
+    /// deletes removed name it.
+    pub fn port_id(&self) -> Result<u32, Error> {
+        self.sock.port_id()
+    }
+
     /// The socket, to send requests without waiting (`NlSocket::tell`),
     /// hold them or read their refusals.
     pub fn socket(&mut self) -> &mut NlSocket {

@@ -227,6 +227,9 @@ pub struct Message {
     pub msg_type: u16,
     pub flags: u16,
     pub seq: u32,
+    /// The port id it names: in an event, the socket whose request
+    /// caused it (0: the kernel's own doing).
+    pub pid: u32,
     pub payload: Vec<u8>,
 }
 
@@ -265,6 +268,7 @@ pub fn parse_messages(mut buf: &[u8]) -> Result<Vec<Message>, Malformed> {
             msg_type: u16::from_ne_bytes([buf[4], buf[5]]),
             flags: u16::from_ne_bytes([buf[6], buf[7]]),
             seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            pid: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]),
             payload: buf[NLMSG_HDRLEN..len].to_vec(),
         });
         buf = &buf[align4(len).min(buf.len())..];
@@ -472,6 +476,30 @@ impl NlSocket {
     /// Requests not waited for whose refusals may still be unread.
     pub fn unwaited(&self) -> usize {
         self.unwaited.len()
+    }
+
+    /// The socket's netlink port id (the kernel gives it at the first
+    /// send), as events caused by its requests name it.
+    pub fn port_id(&self) -> Result<u32, Error> {
+        // SAFETY: a zeroed sockaddr_nl is valid; getsockname writes at
+        // most `len` bytes into it; the descriptor belongs to this socket.
+        let (rc, sa) = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let rc = libc::getsockname(
+                self.sock.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            );
+            (rc, sa)
+        };
+        if rc != 0 {
+            return Err(Error::Socket {
+                subsystem: self.subsystem,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(sa.nl_pid)
     }
 
     /// Datagrams sent so far.
