@@ -36,17 +36,25 @@ fn requests(c: &NlCounters, op: Op) -> (u64, u64) {
     (unwaited, waited)
 }
 
-#[test]
-fn a_refusal_not_waited_for_is_still_counted() {
+/// Runs `f` (as root) in a namespace of its own (`ftpct-t-*`) with an
+/// ipset socket that counts in fresh tables, and a set name for it.
+fn with_counted_ipset(tag: &str, f: impl FnOnce(&mut Ipset, &NlCounters, &str) + Send) {
     if !kernel_tests_enabled() {
         return;
     }
-    let ns = Netns::new("unwaited");
-    let name = "ftpct-t-unwaited";
+    let ns = Netns::new(tag);
+    let name = format!("ftpct-t-{tag}");
     ns.run(|| {
         let counters = NlCounters::default();
         let mut set = Ipset::open().expect("open ipset");
         set.count_in(counters.clone());
+        f(&mut set, &counters, &name);
+    });
+}
+
+#[test]
+fn a_refusal_not_waited_for_is_still_counted() {
+    with_counted_ipset("unwaited", |set, counters, name| {
         // No such set: the kernel refuses, nobody waits.
         set.tell_del("ftpct-t-none", &element(1, 21), "test")
             .expect("sent");
@@ -54,7 +62,7 @@ fn a_refusal_not_waited_for_is_still_counted() {
         set.socket().settle();
         assert_eq!(set.socket().unwaited(), 0);
         assert_eq!(
-            failures(&counters, Op::IpsetDel),
+            failures(counters, Op::IpsetDel),
             [(Cause::Refused(libc::ENOENT), 1)]
         );
         // Read by the next request waited for, too.
@@ -63,31 +71,23 @@ fn a_refusal_not_waited_for_is_still_counted() {
         set.create(name, false, 300).expect("create");
         assert_eq!(set.socket().unwaited(), 0);
         assert_eq!(
-            failures(&counters, Op::IpsetAdd),
+            failures(counters, Op::IpsetAdd),
             [(Cause::Refused(libc::ENOENT), 1)]
         );
         // A deletion of an element not in the set answers, it does not fail.
         set.tell_del(name, &element(2, 21), "test").expect("sent");
         set.socket().settle();
-        assert_eq!(failures(&counters, Op::IpsetDel).len(), 1);
-        assert_eq!(requests(&counters, Op::IpsetDel), (2, 0));
-        assert_eq!(requests(&counters, Op::IpsetAdd), (1, 0));
-        assert_eq!(requests(&counters, Op::IpsetCreate), (0, 1));
+        assert_eq!(failures(counters, Op::IpsetDel).len(), 1);
+        assert_eq!(requests(counters, Op::IpsetDel), (2, 0));
+        assert_eq!(requests(counters, Op::IpsetAdd), (1, 0));
+        assert_eq!(requests(counters, Op::IpsetCreate), (0, 1));
         set.destroy(name).expect("destroy");
     });
 }
 
 #[test]
 fn requests_held_together_go_in_one_datagram_and_each_is_carried_out() {
-    if !kernel_tests_enabled() {
-        return;
-    }
-    let ns = Netns::new("batch");
-    let name = "ftpct-t-batch";
-    ns.run(|| {
-        let counters = NlCounters::default();
-        let mut set = Ipset::open().expect("open ipset");
-        set.count_in(counters.clone());
+    with_counted_ipset("batch", |set, counters, name| {
         set.create(name, false, 300).expect("create");
         let before = set.socket().datagrams();
         set.socket().hold();
@@ -106,7 +106,7 @@ fn requests_held_together_go_in_one_datagram_and_each_is_carried_out() {
         assert_eq!(set.socket().datagrams(), before + 1, "one datagram");
         assert_eq!(set.socket().unwaited(), 0, "every answer read");
         assert_eq!(
-            failures(&counters, Op::IpsetAdd),
+            failures(counters, Op::IpsetAdd),
             [(Cause::Refused(libc::ENOENT), 1)],
             "only the refused one"
         );
@@ -121,8 +121,8 @@ fn requests_held_together_go_in_one_datagram_and_each_is_carried_out() {
         assert_eq!(set.socket().datagrams(), before + 1);
         let listed = set.list(name).expect("list");
         assert_eq!(listed.len(), 3, "{listed:?}");
-        assert_eq!(requests(&counters, Op::IpsetAdd), (5, 0));
-        assert_eq!(requests(&counters, Op::IpsetTest), (0, 2));
+        assert_eq!(requests(counters, Op::IpsetAdd), (5, 0));
+        assert_eq!(requests(counters, Op::IpsetTest), (0, 2));
         set.destroy(name).expect("destroy");
     });
 }

@@ -596,34 +596,50 @@ impl Scrape {
 }
 
 fn netlink_failures(enc: &mut DescriptorEncoder, errors: &OpErrors) -> Result<(), std::fmt::Error> {
-    let mut desc = enc.encode_descriptor(
+    let series = errors.snapshot().into_iter().map(|(op, cause, n)| {
+        let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
+        (labels, n)
+    });
+    labelled_counter(
+        enc,
         "ftpct_netlink_errors",
         "Failed netlink requests (ctnetlink, ipset), by operation and cause (errno, timeout, socket)",
-        None,
-        ConstCounter::new(0u64).metric_type(),
-    )?;
-    for (op, cause, n) in errors.snapshot() {
-        let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
-        ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
-    }
-    Ok(())
+        series,
+    )
 }
 
 fn netlink_requests(
     enc: &mut DescriptorEncoder,
     requests: &OpRequests,
 ) -> Result<(), std::fmt::Error> {
-    let mut desc = enc.encode_descriptor(
+    let series = requests
+        .snapshot()
+        .into_iter()
+        .flat_map(|(op, unwaited, waited)| {
+            [(unwaited, "no"), (waited, "yes")].map(|(n, w)| {
+                let labels = [("operation", format!("{op:?}")), ("waited", w.to_string())];
+                (labels, n)
+            })
+        });
+    labelled_counter(
+        enc,
         "ftpct_netlink_requests",
         "Netlink requests sent (ctnetlink, ipset), by operation and whether the sender waited for the answer",
-        None,
-        ConstCounter::new(0u64).metric_type(),
-    )?;
-    for (op, unwaited, waited) in requests.snapshot() {
-        for (n, w) in [(unwaited, "no"), (waited, "yes")] {
-            let labels = [("operation", format!("{op:?}")), ("waited", w.to_string())];
-            ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
-        }
+        series,
+    )
+}
+
+/// A counter with one series per label pair.
+fn labelled_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = ([(&'static str, String); 2], u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut desc =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, n) in series {
+        ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -132,14 +132,20 @@ mod tests {
         }
     }
 
+    /// An empty error table, and requests of `ops` sent from seq 1 on.
+    fn two_sent(ops: [Op; 2]) -> (OpErrors, Unwaited) {
+        let mut u = Unwaited::default();
+        for (seq, op) in (1..).zip(ops) {
+            u.push(sent(seq, op));
+        }
+        (OpErrors::default(), u)
+    }
+
     #[test]
     fn a_refusal_finds_its_request_and_is_counted() {
-        let errors = OpErrors::default();
-        let mut u = Unwaited::default();
-        u.push(sent(7, Op::IpsetDel));
-        u.push(sent(8, Op::IpsetAdd));
+        let (errors, mut u) = two_sent([Op::IpsetDel, Op::IpsetAdd]);
         assert_eq!(u.take(9), None, "not one of them");
-        let s = u.take(8).expect("the add");
+        let s = u.take(2).expect("the add");
         let e = refused(s, libc::ENOENT, Some(&errors));
         assert_eq!(e.errno(), Some(libc::ENOENT));
         assert_eq!(
@@ -160,10 +166,7 @@ mod tests {
 
     #[test]
     fn requests_lost_under_a_failed_read_are_counted() {
-        let errors = OpErrors::default();
-        let mut u = Unwaited::default();
-        u.push(sent(1, Op::IpsetDel));
-        u.push(sent(2, Op::IpsetDel));
+        let (errors, mut u) = two_sent([Op::IpsetDel; 2]);
         let e = Error::Timeout {
             op: Op::IpsetDel,
             after: std::time::Duration::from_secs(1),
