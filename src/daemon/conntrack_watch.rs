@@ -5,10 +5,12 @@
 //!
 //! An event is acted on a second after it came, only on the flow that had
 //! the tuple when it came (a new connection's SYN on a tuple in TIME_WAIT
-//! is what ends the old entry). ftpct itself deletes and re-creates the
-//! entry of every NATed control connection it adopts: those destroy
-//! events name the queue thread's socket that deleted (its netlink port
-//! id) and are no end; asking conntrack a second later is not needed.
+//! is what ends the old entry), and only if no entry of that tuple exists
+//! then (something else, conntrackd on a backup, may make it anew). ftpct
+//! itself deletes and re-creates the entry of every NATed control
+//! connection it adopts: those destroy events name the queue thread's
+//! socket that deleted (its netlink port id), are no end and are dropped
+//! at once, without asking conntrack a second later.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
 use super::executor::Executor;
-use super::kernel::LiveKernel;
+use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
 use super::DaemonError;
 use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
@@ -110,6 +112,10 @@ impl Watch {
     fn forget(&mut self, orig: &Tuple, flow: u64) {
         // A later connection on the tuple has its own flow now.
         if self.shared.with_engine(|e| e.flow_of(orig)) != Some(Some(flow)) {
+            return;
+        }
+        // Re-created meanwhile: the connection lives on.
+        if matches!(self.exec.kernel_mut().ct_entry(orig), Ok(Some(_))) {
             return;
         }
         let Some((true, effects)) = self
