@@ -269,6 +269,7 @@ impl Timers {
             return;
         };
         let removed = self.exec.cleanup(&pending);
+        self.exec.settle();
         info!(
             "stopped: {removed} ipset entries removed; {stats}; conntrack lookups {} (cache hits {}, errors {})",
             lookups.queries, lookups.hits, lookups.errors
