@@ -607,3 +607,39 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         exec.cleanup(&[data.dst]);
     });
 }
+
+/// Runs `f` (as root) in an IPv4 lab of its own, from a thread in it.
+fn in_v4_lab(tag: &str, f: impl FnOnce(&Lab) + Send) {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let lab = Lab::v4();
+    let ns = Netns::new(tag);
+    lab.setup(&ns);
+    ns.run(|| f(&lab));
+}
+
+/// ftpct's adoptions delete entries: their destroy events name its socket.
+#[test]
+fn a_destroy_event_names_the_socket_whose_delete_caused_it() {
+    in_v4_lab("byport", |lab| {
+        // Listening first: only entries made while someone listens
+        // report their end.
+        let mut events =
+            ftpct::netfilter::ct_events::DestroyEvents::open().expect("destroy events");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        let (orig, _c, _s) = control_connection(lab);
+        ct.delete(&orig).expect("delete");
+        let port = ct.port_id().expect("port id");
+        assert_ne!(port, 0, "bound by its first request");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.extend(events.destroyed().expect("events"));
+            if seen.iter().any(|d| d.orig == orig) {
+                break;
+            }
+        }
+        let ours = seen.iter().find(|d| d.orig == orig).expect("its event");
+        assert_eq!(ours.by, port, "{seen:?}");
+    });
+}

@@ -283,7 +283,7 @@ fn a_deleted_entry_comes_as_a_destroy_event() {
             .expect("delete");
         let mut seen = Vec::new();
         for _ in 0..3 {
-            seen.extend(events.destroyed().expect("events"));
+            seen.extend(events.destroyed().expect("events").iter().map(|d| d.orig));
             if seen.contains(&orig) {
                 break;
             }

@@ -6,8 +6,11 @@
 //! An event is acted on a second after it came, only on the flow that had
 //! the tuple when it came (a new connection's SYN on a tuple in TIME_WAIT
 //! is what ends the old entry), and only if no entry of that tuple exists
-//! then: ftpct itself deletes and re-creates the entry of every NATed
-//! control connection it adopts.
+//! then (something else, conntrackd on a backup, may make it anew). ftpct
+//! itself deletes and re-creates the entry of every NATed control
+//! connection it adopts: those destroy events name the queue thread's
+//! socket that deleted (its netlink port id), are no end and are dropped
+//! at once, without asking conntrack a second later.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +25,7 @@ use super::executor::Executor;
 use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
 use super::DaemonError;
-use crate::netfilter::ct_events::DestroyEvents;
+use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
 use crate::netfilter::sets::SetNames;
 
 /// How long an event waits before it is believed.
@@ -40,15 +43,18 @@ struct Watch {
     /// Only entries to these ports can be control connections: the others
     /// (most of a busy gateway's) never take the engine lock.
     control_ports: Vec<u16>,
+    /// The port ids of the sockets that adopt entries (see the top).
+    adopters: Vec<u32>,
 }
 
 pub fn spawn(
     shared: Arc<Shared>,
     sets: SetNames,
     stop: Arc<AtomicBool>,
+    adopters: Vec<u32>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_errors())?, sets);
+    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_counters())?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();
@@ -58,6 +64,7 @@ pub fn spawn(
         events,
         held: VecDeque::new(),
         control_ports,
+        adopters,
     };
     std::thread::Builder::new()
         .name("ct-events".into())
@@ -77,8 +84,11 @@ impl Watch {
         match self.events.destroyed() {
             Ok(gone) => {
                 let now = Instant::now();
-                let to_control = |t: &Tuple| self.control_ports.contains(&t.dst.port());
-                for orig in gone.into_iter().filter(to_control) {
+                let ends = |d: &Destroyed| {
+                    self.control_ports.contains(&d.orig.dst.port())
+                        && !self.adopters.contains(&d.by)
+                };
+                for orig in gone.into_iter().filter(ends).map(|d| d.orig) {
                     if let Some(Some(flow)) = self.shared.with_engine(|e| e.flow_of(&orig)) {
                         if self.held.len() >= MAX_HELD {
                             self.held.pop_front();
@@ -114,10 +124,13 @@ fn forget_if_gone<K: Kernel>(shared: &Shared, exec: &mut Executor<K>, orig: &Tup
         return;
     };
     debug!(flow = %orig, "its conntrack entry is gone: forgotten");
-    for c in &effects.commands {
-        exec.run(c);
-    }
-    exec.release_all_guards();
+    exec.batched(|exec| {
+        for c in &effects.commands {
+            exec.run(c);
+        }
+        exec.release_all_guards();
+    });
+    exec.settle();
     effects.events.iter().for_each(|e| shared.log_event(e));
 }
 

@@ -105,6 +105,20 @@ impl<K: Kernel> Executor<K> {
         None
     }
 
+    /// Runs `f` with the requests whose answer changes nothing held back,
+    /// then sends them together (one datagram per socket).
+    pub fn batched<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.kernel.hold();
+        let out = f(self);
+        self.kernel.send_held();
+        out
+    }
+
+    /// Reads the refusals of requests not waited for (counted, logged).
+    pub fn settle(&mut self) {
+        self.kernel.settle();
+    }
+
     /// True when guard entries wait to be taken out.
     pub fn has_releases(&self) -> bool {
         !self.releases.is_empty()

@@ -3,7 +3,6 @@
 //! ctnetlink and one ipset socket per thread that uses them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -12,7 +11,7 @@ use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::family::Family;
 use crate::netfilter::ipset::{Element, Ipset};
-use crate::netfilter::op_errors::OpErrors;
+use crate::netfilter::netlink::NlCounters;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -51,6 +50,14 @@ pub trait Kernel {
     /// Creates the set when it is missing; true if it had to.
     fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error>;
     fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error>;
+    /// From now on, requests whose answer changes nothing wait to go out
+    /// together (one datagram per socket), until [`Kernel::send_held`].
+    fn hold(&mut self) {}
+    /// Sends what [`Kernel::hold`] held, and holds no more.
+    fn send_held(&mut self) {}
+    /// Reads the refusals of requests not waited for, without blocking
+    /// (they are counted and logged).
+    fn settle(&mut self) {}
 }
 
 /// What an entry keeps for a session: its labels and the kernel's
@@ -65,44 +72,64 @@ pub struct LiveKernel {
 
 impl Kernel for LiveKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error> {
-        self.ipset.add(set, dst.ip(), dst.port(), timeout_secs)
+        let e = Element::dst(dst.ip(), dst.port());
+        self.ipset().tell_add(
+            set,
+            (&e, timeout_secs),
+            "that data connection will not be helped",
+        )
     }
 
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
-        self.ipset.del(set, dst.ip(), dst.port())
+        let e = Element::dst(dst.ip(), dst.port());
+        self.ipset()
+            .tell_del(set, &e, "the entry stays until it times out")
     }
 
     fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error> {
-        self.ipset
-            .add_element(set, &guard_element(key), timeout_secs)
+        let e = guard_element(key);
+        self.ipset().tell_add(
+            set,
+            (&e, timeout_secs),
+            "ftpct may not see every segment of that direction",
+        )
     }
 
     fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
-        self.ipset.del_element(set, &guard_element(key))
+        self.ipset().tell_del(
+            set,
+            &guard_element(key),
+            "that direction stays queued until the entry times out",
+        )
     }
 
     fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
-        self.ipset.take_element(set, &guard_element(key))
+        self.ipset().take_element(set, &guard_element(key))
     }
 
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {
-        Ok(self.ct.get(orig, Dir::Orig)?.map(|e| e.mark))
+        Ok(self.ct().get(orig, Dir::Orig)?.map(|e| e.mark))
     }
 
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error> {
-        self.ct.create_related(dc)
+        self.ct().create_related(dc)
     }
 
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error> {
-        self.ct.set_liberal(orig)
+        self.ct()
+            .tell_liberal(orig, "the session may stall after this rewrite")
     }
 
     fn adopt(&mut self, a: &Adoption) -> Result<(), Error> {
-        self.ct.adopt(&a.orig, a.seqadj, a.labels).map(drop)
+        self.ct().adopt(&a.orig, a.seqadj, a.labels).map(drop)
     }
 
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
-        self.ct.set_seqadj(orig, dir, adj)
+        self.ct().tell_seqadj(
+            orig,
+            (dir, adj),
+            "the kernel's sequence adjustment is not set: the session breaks after this rewrite",
+        )
     }
 
     fn set_labels(
@@ -111,19 +138,23 @@ impl Kernel for LiveKernel {
         labels: &[u8; 16],
         mask: &[u8; 16],
     ) -> Result<(), Error> {
-        self.ct.set_labels(orig, labels, mask)
+        self.ct().tell_labels(
+            orig,
+            (labels, mask),
+            "the session's labels are not kept (ENOSPC: no rule uses labels, ftpct rules --apply): a restarted ftpct will not take it up",
+        )
     }
 
     fn kept_state(&mut self, orig: &Tuple) -> Result<Option<KeptState>, Error> {
         Ok(self
-            .ct
+            .ct()
             .get_info(orig, Dir::Orig)?
             .and_then(|info| Some((info.labels?, info.seqadj))))
     }
 
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error> {
         for dir in [Dir::Orig, Dir::Reply] {
-            if let Some(info) = self.ct.get_info(tuple, dir)? {
+            if let Some(info) = self.ct().get_info(tuple, dir)? {
                 return Ok(Some((info.entry.orig, info.tcp_state)));
             }
         }
@@ -131,31 +162,67 @@ impl Kernel for LiveKernel {
     }
 
     fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error> {
-        self.ct.delete(orig)
+        self.ct().delete(orig)
     }
 
     fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error> {
-        sets::ensure_set(&mut self.ipset, set, v6)
+        sets::ensure_set(self.ipset(), set, v6)
     }
 
     fn ipset_test(&mut self, set: &str, dst: SocketAddr) -> Result<bool, Error> {
-        self.ipset.test(set, dst.ip(), dst.port())
+        self.ipset().test(set, dst.ip(), dst.port())
+    }
+
+    fn hold(&mut self) {
+        self.ct.socket().hold();
+        self.ipset.socket().hold();
+    }
+
+    fn send_held(&mut self) {
+        // At most one of them holds anything: using one socket sends what
+        // the other held (see `ct`).
+        self.ct.socket().end_hold();
+        self.ipset.socket().end_hold();
+    }
+
+    fn settle(&mut self) {
+        self.ct.socket().settle();
+        self.ipset.socket().settle();
     }
 }
 
 impl LiveKernel {
+    /// The conntrack socket, once what the ipset socket held is sent: the
+    /// kernel sees the requests in the order they were made.
+    fn ct(&mut self) -> &mut Ctnetlink {
+        self.ipset.socket().send_held();
+        &mut self.ct
+    }
+
+    /// The ipset socket, once what the conntrack socket held is sent.
+    fn ipset(&mut self) -> &mut Ipset {
+        self.ct.socket().send_held();
+        &mut self.ipset
+    }
+
+    /// The netlink port id of the conntrack socket (None: unknown), which
+    /// the destroy events of the entries it deletes carry.
+    pub fn ct_port(&self) -> Option<u32> {
+        self.ct.port_id().ok()
+    }
+
     /// Every TCP entry of the conntrack table, labels and corrections
     /// included (to take sessions up again at start).
     pub fn ct_dump(&mut self) -> Result<Vec<CtInfo>, Error> {
-        self.ct.dump()
+        self.ct().dump()
     }
 
-    /// Opens both sockets and checks that the kernel answers; their failed
-    /// requests are counted in `errors`.
-    pub fn open(errors: Arc<OpErrors>) -> Result<Self, DaemonError> {
-        let ct = open_ctnetlink(Arc::clone(&errors))?;
+    /// Opens both sockets and checks that the kernel answers; their
+    /// requests and failed requests are counted in `counters`.
+    pub fn open(counters: NlCounters) -> Result<Self, DaemonError> {
+        let ct = open_ctnetlink(counters.clone())?;
         let mut ipset = Ipset::open().map_err(DaemonError::Ipset)?;
-        ipset.count_errors_in(errors);
+        ipset.count_in(counters);
         Ok(LiveKernel { ct, ipset })
     }
 
@@ -163,7 +230,7 @@ impl LiveKernel {
     /// empty set `read` (the rules fill that one from then on), which is
     /// listed and emptied.
     pub fn take_set(&mut self, live: &str, read: &str) -> Result<Vec<Element>, Error> {
-        self.ipset.swap(live, read)?;
+        self.ipset().swap(live, read)?;
         let taken = self.ipset.list(read)?;
         self.ipset.flush(read)?;
         Ok(taken)
@@ -202,11 +269,11 @@ fn guard_element(key: &GuardKey) -> Element {
     }
 }
 
-/// A ctnetlink socket that has answered one lookup, counting its failed
-/// requests in `errors`.
-pub fn open_ctnetlink(errors: Arc<OpErrors>) -> Result<Ctnetlink, DaemonError> {
+/// A ctnetlink socket that has answered one lookup, counting its requests
+/// and failed requests in `counters`.
+pub fn open_ctnetlink(counters: NlCounters) -> Result<Ctnetlink, DaemonError> {
     let mut ct = Ctnetlink::open().map_err(DaemonError::Ctnetlink)?;
-    ct.count_errors_in(errors);
+    ct.count_in(counters);
     // Finding nothing proves that conntrack answers over netlink.
     let probe = Tuple::new(
         SocketAddr::from(([192, 0, 2, 0], 9)),

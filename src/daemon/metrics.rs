@@ -25,7 +25,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::netfilter::conntrack_lookup::LookupStats;
+use crate::netfilter::netlink::NlCounters;
 use crate::netfilter::op_errors::OpErrors;
+use crate::netfilter::op_requests::OpRequests;
 use crate::netfilter::queue_stats;
 use refusal_rules::REFUSAL_RULES;
 pub use verdict_kind::VerdictKind;
@@ -68,8 +70,8 @@ pub struct Metrics {
     lookup_hits: Counter,
     /// When this process started (Unix seconds).
     started: f64,
-    /// Failed netlink requests, counted by the daemon's sockets.
-    netlink_errors: Arc<OpErrors>,
+    /// Netlink requests and failed requests, counted by the daemon's sockets.
+    netlink: NlCounters,
 }
 
 impl Default for Metrics {
@@ -93,7 +95,7 @@ impl Default for Metrics {
             lookups: Counter::default(),
             lookup_hits: Counter::default(),
             started: process::now_unix(),
-            netlink_errors: Arc::default(),
+            netlink: NlCounters::default(),
         };
         m.every_series_at_zero();
         // The configuration was read and applied to start.
@@ -144,7 +146,12 @@ impl QueueMetrics {
 impl Metrics {
     /// Where the daemon's netlink sockets count their failed requests.
     pub fn netlink_errors(&self) -> Arc<OpErrors> {
-        Arc::clone(&self.netlink_errors)
+        Arc::clone(&self.netlink.errors)
+    }
+
+    /// Where the daemon's netlink sockets count their requests and failures.
+    pub fn netlink_counters(&self) -> NlCounters {
+        self.netlink.clone()
     }
 
     /// The labelled series that events create, made at zero (each
@@ -408,7 +415,8 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.engine(&mut enc)?;
         self.kernel_queues(&mut enc)?;
-        netlink_failures(&mut enc, &self.metrics.netlink_errors)?;
+        netlink_failures(&mut enc, &self.metrics.netlink.errors)?;
+        netlink_requests(&mut enc, &self.metrics.netlink.requests)?;
         process::encode(&mut enc, &process::read(), self.metrics.started)
     }
 }
@@ -602,14 +610,49 @@ impl Scrape {
 }
 
 fn netlink_failures(enc: &mut DescriptorEncoder, errors: &OpErrors) -> Result<(), std::fmt::Error> {
-    let mut desc = enc.encode_descriptor(
+    let series = errors.snapshot().into_iter().map(|(op, cause, n)| {
+        let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
+        (labels, n)
+    });
+    labelled_counter(
+        enc,
         "ftpct_netlink_errors",
         "Failed netlink requests (ctnetlink, ipset), by operation and cause (errno, timeout, socket)",
-        None,
-        ConstCounter::new(0u64).metric_type(),
-    )?;
-    for (op, cause, n) in errors.snapshot() {
-        let labels = [("operation", format!("{op:?}")), ("cause", cause.label())];
+        series,
+    )
+}
+
+fn netlink_requests(
+    enc: &mut DescriptorEncoder,
+    requests: &OpRequests,
+) -> Result<(), std::fmt::Error> {
+    let series = requests
+        .snapshot()
+        .into_iter()
+        .flat_map(|(op, unwaited, waited)| {
+            [(unwaited, "no"), (waited, "yes")].map(|(n, w)| {
+                let labels = [("operation", format!("{op:?}")), ("waited", w.to_string())];
+                (labels, n)
+            })
+        });
+    labelled_counter(
+        enc,
+        "ftpct_netlink_requests",
+        "Netlink requests sent (ctnetlink, ipset), by operation and whether the sender waited for the answer",
+        series,
+    )
+}
+
+/// A counter with one series per label pair.
+fn labelled_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = ([(&'static str, String); 2], u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut desc =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, n) in series {
         ConstCounter::new(n).encode(desc.encode_family(&labels)?)?;
     }
     Ok(())
@@ -728,6 +771,20 @@ mod tests {
         let text = render(&registry(m, idle_engine(), vec![0]));
         let line = "ftpct_netlink_errors_total{operation=\"CtCreate\",cause=\"12\"} 1";
         assert!(text.contains(line), "{line}:\n{text}");
+    }
+
+    #[test]
+    fn the_sockets_requests_are_shown_by_waiting() {
+        use crate::netfilter::error::Op;
+        let m = Metrics::default();
+        m.netlink_counters().requests.sent(Op::IpsetDel, false);
+        let text = render(&registry(m, idle_engine(), vec![0]));
+        for line in [
+            "ftpct_netlink_requests_total{operation=\"IpsetDel\",waited=\"no\"} 1",
+            "ftpct_netlink_requests_total{operation=\"CtGet\",waited=\"yes\"} 0",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
     }
 
     #[test]

@@ -233,10 +233,12 @@ impl Timers {
         else {
             return;
         };
-        for c in &effects.commands {
-            self.exec.run(c);
-        }
-        self.exec.release_all_guards();
+        self.exec.batched(|exec| {
+            for c in &effects.commands {
+                exec.run(c);
+            }
+            exec.release_all_guards();
+        });
         // Read after the snapshot: an entry asked for in it and still on
         // its way is not missing.
         let pending = self.shared.adds_under_way().settled(pending);
@@ -245,6 +247,7 @@ impl Timers {
         self.exec
             .check_sets(&pending, self.expect_timeout, &still_expected);
         effects.events.iter().for_each(|e| self.shared.log_event(e));
+        self.exec.settle();
         self.shared.report_held_back();
     }
 
@@ -273,6 +276,7 @@ impl Timers {
             return;
         };
         let removed = self.exec.cleanup(&pending);
+        self.exec.settle();
         info!(
             "stopped: {removed} ipset entries removed; {stats}; conntrack lookups {} (cache hits {}, errors {})",
             lookups.queries, lookups.hits, lookups.errors
@@ -437,7 +441,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .map_err(DaemonError::Queue)?;
     let _owner = claim_sets(&sets)?;
     let metrics = Metrics::default();
-    let mut kernel = LiveKernel::open(metrics.netlink_errors())?;
+    let mut kernel = LiveKernel::open(metrics.netlink_counters())?;
     kernel.prepare_sets(&sets)?;
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
@@ -450,12 +454,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The sockets that adopt entries: their deletes' destroy events are
+    // not ends of sessions.
+    let mut adopters = Vec::new();
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
-            let exec = Executor::new(LiveKernel::open(metrics.netlink_errors())?, sets.clone());
+            let exec = Executor::new(LiveKernel::open(metrics.netlink_counters())?, sets.clone());
+            adopters.extend(exec.kernel().ct_port());
             let nat = LiveNat::new(
-                kernel::open_ctnetlink(metrics.netlink_errors())?,
+                kernel::open_ctnetlink(metrics.netlink_counters())?,
                 &config.control_ports,
             );
             Ok(Worker {
@@ -484,7 +492,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     };
     // Listening before the first packet: only entries made while someone
     // listens report their end.
-    let watch = conntrack_watch::spawn(Arc::clone(&shared), sets.clone(), Arc::clone(&stop))?;
+    let watch = conntrack_watch::spawn(
+        Arc::clone(&shared),
+        sets.clone(),
+        Arc::clone(&stop),
+        adopters,
+    )?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     let queueing = if config.selective {
         format!(

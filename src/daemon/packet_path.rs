@@ -29,6 +29,10 @@ pub struct PacketPath<K: Kernel, N: NatLookup> {
     /// Commands carried out once the verdict is sent
     /// ([`Command::may_follow_verdict`]).
     after_verdict: Vec<Command>,
+    /// Commands carried out in this crossing whose requests may still be
+    /// held (not waited for): their ipset entries count as in the kernel
+    /// once the held requests are sent.
+    carried: Vec<Command>,
 }
 
 impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
@@ -42,6 +46,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             nat,
             control_ports,
             after_verdict: Vec::new(),
+            carried: Vec::new(),
         }
     }
 
@@ -64,7 +69,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             .iter()
             .flat_map(|bytes| self.guard_keys(bytes))
             .collect();
-        self.exec.release_guards_except(&busy);
+        self.exec.batched(|exec| exec.release_guards_except(&busy));
+    }
+
+    /// Reads the refusals of the requests not waited for (see `Kernel::settle`).
+    pub fn settle(&mut self) {
+        self.exec.settle();
     }
 
     /// The guard entries a packet matches (its direction of a control
@@ -98,8 +108,14 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         hook: Hook,
     ) -> (Verdict, VerdictKind) {
         let now = self.shared.now();
+        // What this crossing asks of the kernel without waiting goes in
+        // as few datagrams as the order allows.
+        self.exec.kernel_mut().hold();
         let out = self.decide(bytes, now, hook);
         self.carry_out(&out.commands);
+        self.exec.kernel_mut().send_held();
+        let adds = self.shared.adds_under_way();
+        self.carried.drain(..).for_each(|c| adds.done(&c));
         out.events.iter().for_each(|e| self.shared.log_event(e));
         log_packet(queue, hook, bytes, &out.verdict);
         let kind = VerdictKind::of(&out.verdict, &out.events);
@@ -170,9 +186,9 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         let commands = self
             .ask(|e| e.resume(m, seqadj, &labels, now), Vec::as_slice)
             .unwrap_or_default();
-        for c in &commands {
-            self.exec.run(c);
-            self.shared.adds_under_way().done(c);
+        for c in commands {
+            self.exec.run(&c);
+            self.carried.push(c);
         }
     }
 
@@ -194,9 +210,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 
     /// Carries out what waited for the verdict (see `after_verdict`).
     pub fn after_verdict(&mut self) {
-        for c in std::mem::take(&mut self.after_verdict) {
-            self.exec.run(&c);
-        }
+        let commands = std::mem::take(&mut self.after_verdict);
+        self.exec.batched(|exec| {
+            for c in &commands {
+                exec.run(c);
+            }
+        });
     }
 
     /// Runs commands in order, but those that may wait for the verdict; a
@@ -216,7 +235,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 }
                 _ => self.exec.run(c),
             };
-            self.shared.adds_under_way().done(c);
+            self.carried.push(c.clone());
             let answer = match outcome {
                 None => None,
                 Some(Feedback::Adopted(orig)) => {

@@ -25,6 +25,9 @@ const MAX_RECV_ERRORS: u32 = 1000;
 /// Packets read ahead of their verdicts while looking for an empty queue
 /// (the kernel's default queue length).
 const MAX_UNDECIDED: usize = 1024;
+/// How often at most a queue thread reads the refusals of its requests
+/// not waited for (between times, its next waited request reads them).
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
 /// How long the queue threads get to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -45,12 +48,17 @@ impl Worker {
     /// Receives until told to stop; returns its conntrack lookup counts.
     fn run(mut self, failure: impl Fn(String)) -> LookupStats {
         let mut errors = 0;
+        let mut settled = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             match self.next_message() {
                 Ok(msg) => {
                     errors = 0;
                     self.handle(msg);
                     self.release_guards_when_drained();
+                    if settled.elapsed() >= SETTLE_EVERY {
+                        self.path.settle();
+                        settled = Instant::now();
+                    }
                 }
                 // The wake-up signal, or any other: look at the stop flag.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -67,6 +75,7 @@ impl Worker {
                 }
             }
         }
+        self.path.settle();
         if let Err(e) = self.queue.unbind(self.num) {
             debug!(queue = self.num, "unbind: {e}");
         }

@@ -12,6 +12,16 @@ use crate::netfilter::netlink::NlSocket;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 
+/// One destroyed entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destroyed {
+    /// Its original tuple.
+    pub orig: Tuple,
+    /// The netlink port id of the socket whose delete destroyed it (0:
+    /// conntrack itself, a timeout or a close).
+    pub by: u32,
+}
+
 /// A socket that receives destroy events.
 pub struct DestroyEvents {
     sock: NlSocket,
@@ -25,16 +35,17 @@ impl DestroyEvents {
         Ok(DestroyEvents { sock })
     }
 
-    /// The original tuples of the TCP entries destroyed since the last
-    /// call, waiting at most a second for the first.
-    pub fn destroyed(&mut self) -> Result<Vec<Tuple>, Error> {
+    /// The TCP entries destroyed since the last call, waiting at most a
+    /// second for the first.
+    pub fn destroyed(&mut self) -> Result<Vec<Destroyed>, Error> {
         let messages = self.sock.events(Op::CtEvents)?;
         Ok(messages
             .iter()
             .filter_map(|m| {
                 let attrs = m.nf_attrs().ok()?;
                 let orig = attrs.find(CTA_TUPLE_ORIG).ok()??;
-                decode_tuple(orig.nested()).ok()?
+                let orig = decode_tuple(orig.nested()).ok()??;
+                Some(Destroyed { orig, by: m.pid })
             })
             .collect())
     }

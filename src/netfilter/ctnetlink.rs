@@ -11,14 +11,12 @@
 //! The `encode_*` and `decode_*` functions are pure; [`Ctnetlink`] sends them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::netlink::{
-    self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlSocket, NLM_F_ACK,
+    self, first_attrs, nfnl_msg_type, Attrs, Message, MsgBuilder, NlCounters, NlSocket, NLM_F_ACK,
     NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 };
-use crate::netfilter::op_errors::OpErrors;
 use ftpct_engine::command::{DataConnection, NatBinding, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
@@ -534,9 +532,54 @@ impl Ctnetlink {
         })
     }
 
-    /// Counts this socket's failed requests in `errors` from now on.
-    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
-        self.sock.count_errors_in(errors);
+    /// Counts this socket's requests and failed requests in `counters`
+    /// from now on.
+    pub fn count_in(&mut self, counters: NlCounters) {
+        self.sock.count_in(counters);
+    }
+
+    /// The socket's netlink port id: destroy events of entries its
+    /// deletes removed name it.
+    pub fn port_id(&self) -> Result<u32, Error> {
+        self.sock.port_id()
+    }
+
+    /// The socket, to send requests without waiting (`NlSocket::tell`),
+    /// hold them or read their refusals.
+    pub fn socket(&mut self) -> &mut NlSocket {
+        &mut self.sock
+    }
+
+    /// Like [`Ctnetlink::set_labels`], not waited for: a refusal is
+    /// logged with `note` (what it means) when it is read.
+    pub fn tell_labels(
+        &mut self,
+        orig: &Tuple,
+        (labels, mask): (&[u8; 16], &[u8; 16]),
+        note: &'static str,
+    ) -> Result<(), Error> {
+        let msg = encode_set_labels(orig, labels, mask)?;
+        self.sock
+            .tell(Op::CtSetLabels, msg, Target::Conn(*orig), note)
+    }
+
+    /// Like [`Ctnetlink::set_liberal`], not waited for.
+    pub fn tell_liberal(&mut self, orig: &Tuple, note: &'static str) -> Result<(), Error> {
+        let msg = encode_set_liberal(orig)?;
+        self.sock
+            .tell(Op::CtSetLiberal, msg, Target::Conn(*orig), note)
+    }
+
+    /// Like [`Ctnetlink::set_seqadj`], not waited for.
+    pub fn tell_seqadj(
+        &mut self,
+        orig: &Tuple,
+        (dir, adj): (Dir, &SeqAdj),
+        note: &'static str,
+    ) -> Result<(), Error> {
+        let msg = encode_set_seqadj(orig, dir, adj)?;
+        self.sock
+            .tell(Op::CtSetSeqAdj, msg, Target::Conn(*orig), note)
     }
 
     /// Sends `msg`; a refusal says what it was about.

@@ -15,7 +15,6 @@
 //! The `encode_*` functions are pure; [`Ipset`] sends them.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 pub use crate::netfilter::ipset_errors::{
@@ -23,10 +22,9 @@ pub use crate::netfilter::ipset_errors::{
     IPSET_ERR_REFERENCED, MAX_NAME_LEN, PROTOCOL_MAX, PROTOCOL_MIN, SET_TYPE,
 };
 use crate::netfilter::netlink::{
-    self, first_attrs, nfnl_msg_type, Attr, Attrs, Message, MsgBuilder, NlSocket,
+    self, first_attrs, nfnl_msg_type, Attr, Attrs, Message, MsgBuilder, NlCounters, NlSocket,
     NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL,
 };
-use crate::netfilter::op_errors::OpErrors;
 
 const NFNL_SUBSYS_IPSET: u8 = 6;
 
@@ -400,9 +398,36 @@ impl Ipset {
         Ok(Ipset { sock, protocol })
     }
 
-    /// Counts this socket's failed requests in `errors` from now on.
-    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
-        self.sock.count_errors_in(errors);
+    /// Counts this socket's requests and failed requests in `counters`
+    /// from now on.
+    pub fn count_in(&mut self, counters: NlCounters) {
+        self.sock.count_in(counters);
+    }
+
+    /// The socket, to hold requests not waited for or read their refusals.
+    pub fn socket(&mut self) -> &mut NlSocket {
+        &mut self.sock
+    }
+
+    /// Like [`Ipset::add_element`], not waited for: a refusal is logged
+    /// with `note` (what it means) when it is read.
+    pub fn tell_add(
+        &mut self,
+        name: &str,
+        (e, timeout_secs): (&Element, u32),
+        note: &'static str,
+    ) -> Result<(), Error> {
+        let msg = encode_add(self.protocol, name, e, timeout_secs)?;
+        self.sock
+            .tell(Op::IpsetAdd, msg, Target::Set(name.to_string()), note)
+    }
+
+    /// Like [`Ipset::del_element`], not waited for (an element not in the
+    /// set is no failure).
+    pub fn tell_del(&mut self, name: &str, e: &Element, note: &'static str) -> Result<(), Error> {
+        let msg = encode_del(self.protocol, name, e)?;
+        self.sock
+            .tell(Op::IpsetDel, msg, Target::Set(name.to_string()), note)
     }
 
     /// The protocol version in use.

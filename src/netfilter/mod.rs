@@ -18,6 +18,7 @@ pub mod loaded;
 pub mod netlink;
 pub mod nfqueue;
 pub mod op_errors;
+pub mod op_requests;
 pub mod queue_stats;
 pub mod request;
 pub mod rule_watch;
@@ -25,5 +26,6 @@ pub mod rules;
 pub mod rules_error;
 pub mod sets;
 pub mod shell_words;
+pub mod unwaited;
 
 pub use error::Error;

@@ -15,6 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::netfilter::error::{BadRequest, Error, Malformed, Op, Subsystem, Target};
 use crate::netfilter::op_errors::OpErrors;
+use crate::netfilter::op_requests::OpRequests;
+use crate::netfilter::unwaited::{refused, Sent, Unwaited};
 
 pub const NETLINK_NETFILTER: i32 = 12;
 
@@ -54,7 +56,7 @@ pub fn nfnl_msg_type(subsys: u8, cmd: u8) -> u16 {
 }
 
 /// Builds one nfnetlink request: nlmsghdr, nfgenmsg, then attributes.
-/// The sequence number is left at 0; [`NlSocket::transact`] fills it in.
+/// The sequence number is left at 0; [`NlSocket`] fills it in.
 #[derive(Debug)]
 pub struct MsgBuilder {
     buf: Vec<u8>,
@@ -225,6 +227,9 @@ pub struct Message {
     pub msg_type: u16,
     pub flags: u16,
     pub seq: u32,
+    /// The port id it names: in an event, the socket whose request
+    /// caused it (0: the kernel's own doing).
+    pub pid: u32,
     pub payload: Vec<u8>,
 }
 
@@ -263,6 +268,7 @@ pub fn parse_messages(mut buf: &[u8]) -> Result<Vec<Message>, Malformed> {
             msg_type: u16::from_ne_bytes([buf[4], buf[5]]),
             flags: u16::from_ne_bytes([buf[6], buf[7]]),
             seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            pid: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]),
             payload: buf[NLMSG_HDRLEN..len].to_vec(),
         });
         buf = &buf[align4(len).min(buf.len())..];
@@ -275,8 +281,36 @@ pub fn first_attrs(answer: &[Message]) -> Result<Attrs<'_>, Malformed> {
     answer.first().ok_or(Malformed::NoData)?.nf_attrs()
 }
 
-/// A blocking NETLINK_NETFILTER socket that sends one request at a time and
-/// collects its answer.
+/// Where a socket counts its requests and their failures (the daemon's
+/// metrics read both tables).
+#[derive(Debug, Clone, Default)]
+pub struct NlCounters {
+    pub errors: Arc<OpErrors>,
+    pub requests: Arc<OpRequests>,
+}
+
+/// Gives `msg` its sequence number; without `ack`, the kernel answers it
+/// only if it refuses it (no NLM_F_ACK).
+pub fn stamp(msg: &mut [u8], seq: u32, ack: bool) -> Result<(), BadRequest> {
+    if msg.len() < NLMSG_HDRLEN {
+        return Err(BadRequest::NoHeader);
+    }
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let flags = u16::from_ne_bytes([msg[6], msg[7]]);
+    let flags = if ack {
+        flags | NLM_F_ACK
+    } else {
+        flags & !NLM_F_ACK
+    };
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    Ok(())
+}
+
+/// A blocking NETLINK_NETFILTER socket. A request is either waited for
+/// ([`NlSocket::transact`]: its answer comes back) or not
+/// ([`NlSocket::tell`]: a refusal is read later, see [`crate::netfilter::unwaited`]);
+/// while held ([`NlSocket::hold`]), requests not waited for go out
+/// together, in the datagram of the next request or at [`NlSocket::send_held`].
 #[derive(Debug)]
 pub struct NlSocket {
     sock: Socket,
@@ -284,8 +318,16 @@ pub struct NlSocket {
     timeout: Duration,
     buf: Vec<u8>,
     subsystem: Subsystem,
-    /// Where failed requests are counted, if anywhere.
-    errors: Option<Arc<OpErrors>>,
+    /// Where requests and failed requests are counted, if anywhere.
+    counters: Option<NlCounters>,
+    unwaited: Unwaited,
+    /// Requests not waited for, not sent yet (whole messages, in order):
+    /// the last `held_count` of `unwaited`.
+    held: Vec<u8>,
+    held_count: usize,
+    holding: bool,
+    /// Datagrams sent so far (each may carry several requests).
+    datagrams: u64,
 }
 
 impl NlSocket {
@@ -310,13 +352,19 @@ impl NlSocket {
             timeout: DEFAULT_TIMEOUT,
             buf: vec![0; 64 * 1024],
             subsystem,
-            errors: None,
+            counters: None,
+            unwaited: Unwaited::default(),
+            held: Vec::new(),
+            held_count: 0,
+            holding: false,
+            datagrams: 0,
         })
     }
 
-    /// Counts this socket's failed requests in `errors` from now on.
-    pub fn count_errors_in(&mut self, errors: Arc<OpErrors>) {
-        self.errors = Some(errors);
+    /// Counts this socket's requests and failed requests in `counters`
+    /// from now on.
+    pub fn count_in(&mut self, counters: NlCounters) {
+        self.counters = Some(counters);
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
@@ -330,53 +378,217 @@ impl NlSocket {
         Ok(())
     }
 
-    /// Sends `msg` (from [`MsgBuilder::finish`], which must ask for an ACK)
-    /// as `op` and returns the data messages that answer it, up to the
-    /// acknowledgement. Replies to earlier, timed-out requests are skipped.
+    /// Sends `msg` (from [`MsgBuilder::finish`]) as `op` and returns the
+    /// data messages that answer it, up to the acknowledgement. Replies to
+    /// earlier, timed-out requests are skipped; refusals of requests not
+    /// waited for are counted and logged on the way.
     /// A refusal is [`Error::Kernel`] without a target: the caller knows it
     /// (see [`Error::about`]).
-    /// Failures are counted where [`NlSocket::count_errors_in`] said.
+    /// Failures are counted where [`NlSocket::count_in`] said.
     pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.count_sent(op, true);
         let answer = self.exchange(op, msg);
-        if let (Err(e), Some(errors)) = (&answer, &self.errors) {
-            errors.count(op, e);
+        if let (Err(e), Some(c)) = (&answer, &self.counters) {
+            c.errors.count(op, e);
         }
         answer
     }
 
-    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
-        if msg.len() < NLMSG_HDRLEN {
-            return Err(BadRequest::NoHeader.into());
+    /// Sends `msg` as `op` without waiting for its answer (held back while
+    /// [`NlSocket::hold`] lasts). The kernel has carried it out when this
+    /// returns (unless held); a refusal is read later, counted and logged
+    /// with `target` and `note` (what the failure means).
+    pub fn tell(
+        &mut self,
+        op: Op,
+        mut msg: Vec<u8>,
+        target: Target,
+        note: &'static str,
+    ) -> Result<(), Error> {
+        if self.unwaited.is_full() {
+            self.settle();
         }
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.send(op, &msg)?;
-        let mut answer = Vec::new();
-        loop {
-            for m in self.recv(op)? {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.msg_type {
-                    NLMSG_ERROR => {
-                        return match m.error_code().map_err(|w| w.at(op))? {
-                            0 => Ok(answer),
-                            errno => Err(Error::Kernel {
-                                op,
-                                target: Target::None,
-                                errno,
-                            }),
-                        };
-                    }
-                    NLMSG_DONE => return Ok(answer),
-                    _ => answer.push(m),
+        let seq = self.next_seq();
+        stamp(&mut msg, seq, false)?;
+        self.count_sent(op, false);
+        self.unwaited.push(Sent {
+            seq,
+            op,
+            target,
+            note,
+        });
+        if self.holding {
+            self.held.extend_from_slice(&msg);
+            self.held_count += 1;
+            return Ok(());
+        }
+        self.send(op, &msg).inspect_err(|e| {
+            self.unwaited.take(seq);
+            if let Some(c) = &self.counters {
+                c.errors.count(op, e);
+            }
+        })
+    }
+
+    /// From now on, requests not waited for wait to go out together.
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Sends what is held, and holds no more.
+    pub fn end_hold(&mut self) {
+        self.holding = false;
+        self.send_held();
+    }
+
+    /// Sends what is held, in one datagram (holding goes on).
+    pub fn send_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.held);
+        let op = self.held_op();
+        if let Err(e) = self.send(op, &batch) {
+            self.lose_held(&e);
+        }
+        self.held_count = 0;
+    }
+
+    /// Reads, without blocking, the refusals of the requests not waited
+    /// for (held ones are sent first): they are counted and logged.
+    pub fn settle(&mut self) {
+        self.send_held();
+        while !self.unwaited.is_empty() {
+            match self.recv_now() {
+                Ok(msgs) => msgs.iter().for_each(|m| self.late_refusal(m)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.unwaited.settled(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    let op = self.held_op();
+                    let e = Error::Receive { op, source };
+                    self.unwaited
+                        .lost(&e, self.counters.as_ref().map(|c| &*c.errors));
                 }
             }
         }
     }
 
-    fn send(&self, op: Op, msg: &[u8]) -> Result<(), Error> {
+    /// Requests not waited for whose refusals may still be unread.
+    pub fn unwaited(&self) -> usize {
+        self.unwaited.len()
+    }
+
+    /// The socket's netlink port id (the kernel gives it at the first
+    /// send), as events caused by its requests name it.
+    pub fn port_id(&self) -> Result<u32, Error> {
+        // SAFETY: a zeroed sockaddr_nl is valid; getsockname writes at
+        // most `len` bytes into it; the descriptor belongs to this socket.
+        let (rc, sa) = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let rc = libc::getsockname(
+                self.sock.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            );
+            (rc, sa)
+        };
+        if rc != 0 {
+            return Err(Error::Socket {
+                subsystem: self.subsystem,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(sa.nl_pid)
+    }
+
+    /// Datagrams sent so far.
+    pub fn datagrams(&self) -> u64 {
+        self.datagrams
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn count_sent(&self, op: Op, waited: bool) {
+        if let Some(c) = &self.counters {
+            c.requests.sent(op, waited);
+        }
+    }
+
+    /// A refusal of a request not waited for; other messages are skipped.
+    fn late_refusal(&mut self, m: &Message) {
+        if m.msg_type != NLMSG_ERROR {
+            return;
+        }
+        let Ok(errno @ 1..) = m.error_code() else {
+            return;
+        };
+        if let Some(sent) = self.unwaited.take(m.seq) {
+            refused(sent, errno, self.counters.as_ref().map(|c| &*c.errors));
+        }
+    }
+
+    /// The held requests could not be sent: each counts as failed.
+    fn lose_held(&mut self, e: &Error) {
+        let errors = self.counters.as_ref().map(|c| &*c.errors);
+        self.unwaited.lost_last(self.held_count, e, errors);
+        self.held_count = 0;
+    }
+
+    /// The operation a failure of the held datagram is named after.
+    fn held_op(&self) -> Op {
+        self.unwaited.last_op().unwrap_or(Op::CtEvents)
+    }
+
+    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        let seq = self.next_seq();
+        stamp(&mut msg, seq, true)?;
+        if !self.held.is_empty() {
+            // The held requests first, in the same datagram.
+            let mut batch = std::mem::take(&mut self.held);
+            batch.extend_from_slice(&msg);
+            msg = batch;
+        }
+        let sent = self.send(op, &msg);
+        if let Err(e) = &sent {
+            self.lose_held(e);
+        }
+        self.held_count = 0;
+        sent?;
+        let mut answer = Vec::new();
+        loop {
+            for m in self.recv(op)? {
+                if m.seq != seq {
+                    self.late_refusal(&m);
+                    continue;
+                }
+                let done = match m.msg_type {
+                    NLMSG_ERROR => match m.error_code().map_err(|w| w.at(op))? {
+                        0 => Ok(std::mem::take(&mut answer)),
+                        errno => Err(Error::Kernel {
+                            op,
+                            target: Target::None,
+                            errno,
+                        }),
+                    },
+                    NLMSG_DONE => Ok(std::mem::take(&mut answer)),
+                    _ => {
+                        answer.push(m);
+                        continue;
+                    }
+                };
+                // Answered in order: every earlier request was too.
+                self.unwaited.settled();
+                return done;
+            }
+        }
+    }
+
+    fn send(&mut self, op: Op, msg: &[u8]) -> Result<(), Error> {
+        self.datagrams += 1;
         let sent = self
             .sock
             .send(msg)
@@ -466,6 +678,25 @@ impl NlSocket {
                 Err(source) => return Err(Error::Receive { op, source }),
             }
         }
+    }
+}
+
+impl NlSocket {
+    /// One datagram if one is there, without waiting.
+    fn recv_now(&mut self) -> io::Result<Vec<Message>> {
+        // SAFETY: the buffer is this socket's own, valid for its length,
+        // and the descriptor belongs to this socket.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        parse_messages(&self.buf[..n])
+            .map_err(|w| io::Error::new(io::ErrorKind::InvalidData, w.to_string()))
     }
 }
 
@@ -592,6 +823,40 @@ mod tests {
         assert_eq!(msgs[0].error_code().unwrap(), 0);
         assert_eq!(msgs[1].seq, 6);
         assert_eq!(msgs[1].error_code().unwrap(), 17);
+    }
+
+    #[test]
+    fn a_stamp_sets_the_sequence_and_asks_for_an_ack_or_not() {
+        let mut msg = MsgBuilder::new(nfnl_msg_type(6, 9), NLM_F_ACK, AF_INET).finish();
+        stamp(&mut msg, 41, false).unwrap();
+        let parsed = parse_messages(&msg).unwrap();
+        assert_eq!(parsed[0].seq, 41);
+        assert_eq!(
+            parsed[0].flags, NLM_F_REQUEST,
+            "no NLM_F_ACK: only a refusal answers"
+        );
+        stamp(&mut msg, 42, true).unwrap();
+        let parsed = parse_messages(&msg).unwrap();
+        assert_eq!(parsed[0].flags, NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(stamp(&mut [0; 8], 1, true), Err(BadRequest::NoHeader));
+    }
+
+    #[test]
+    fn a_batch_is_its_messages_end_to_end_each_with_its_sequence() {
+        let mut batch = Vec::new();
+        for (seq, ack) in [(7u32, false), (8, false), (9, true)] {
+            let mut b = MsgBuilder::new(nfnl_msg_type(6, 9), NLM_F_ACK, AF_INET6);
+            b.put_u8(1, 3); // odd length: padding between messages
+            let mut msg = b.finish();
+            stamp(&mut msg, seq, ack).unwrap();
+            batch.extend_from_slice(&msg);
+        }
+        let parsed = parse_messages(&batch).unwrap();
+        let seqs: Vec<(u32, bool)> = parsed
+            .iter()
+            .map(|m| (m.seq, m.flags & NLM_F_ACK != 0))
+            .collect();
+        assert_eq!(seqs, [(7, false), (8, false), (9, true)]);
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl OpErrors {
 
 /// Refusals that mean "no": a lookup that finds no entry, a set test or
 /// removal of an element not in it, the removal of a set that is gone.
-fn is_an_answer(op: Op, e: &Error) -> bool {
+pub fn is_an_answer(op: Op, e: &Error) -> bool {
     matches!(
         (op, e.errno()),
         (Op::CtGet, Some(libc::ENOENT))

@@ -60,6 +60,35 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every operation, in declaration order (see [`Op::index`]).
+    pub const ALL: [Op; 20] = [
+        Op::CtGet,
+        Op::CtCreate,
+        Op::CtDelete,
+        Op::CtSetLiberal,
+        Op::CtSetSeqAdj,
+        Op::CtAdopt,
+        Op::CtSetLabels,
+        Op::CtDump,
+        Op::CtEvents,
+        Op::IpsetProtocol,
+        Op::IpsetType,
+        Op::IpsetHeader,
+        Op::IpsetCreate,
+        Op::IpsetAdd,
+        Op::IpsetDel,
+        Op::IpsetTest,
+        Op::IpsetFlush,
+        Op::IpsetDestroy,
+        Op::IpsetSwap,
+        Op::IpsetList,
+    ];
+
+    /// Its place in [`Op::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn subsystem(self) -> Subsystem {
         match self {
             Op::CtGet
@@ -95,6 +124,18 @@ impl Op {
             Op::IpsetDestroy => "destroy",
             Op::IpsetSwap => "swap",
             Op::IpsetList => "list",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_at_its_index() {
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i, "{op:?}");
         }
     }
 }

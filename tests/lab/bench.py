@@ -123,7 +123,11 @@ class Column:
 
 
 PERMISSIVE = (("filter", "FORWARD", "-j", "ACCEPT"),)
-FTPCT_RUN = ("{ftpct}", "run", "--queues", "{queues}", "--busy-poll", "{busy_poll}")
+# Its metrics in the gateway's namespace: the netlink requests per test.
+METRICS = "127.0.0.1:9641"
+FTPCT_RUN = ("{ftpct}", "run", "--queues", "{queues}", "--busy-poll", "{busy_poll}", "--metrics", METRICS)
+SETTLE_S = 1.5  # ftpct's conntrack watch believes a destroy event after 1 s
+NETLINK_REQUESTS = re.compile(r'^ftpct_netlink_requests_total\{operation="(\w+)",waited="(yes|no)"\} (\d+)', re.M)
 
 COLUMNS = (
     Column("none", "a", "no helper, permissive forwarding (FORWARD -j ACCEPT first): the floor; "
@@ -657,6 +661,17 @@ class Bench:
         rule = ["-p", "tcp", "-m", "multiport", "--ports", "21", "-m", "comment", "--comment", f"{TAG}-count"]
         self.gw("iptables", "-t", "raw", op, "PREROUTING", *(["1"] if op == "-I" else []), *rule)
 
+    def netlink_requests(self):
+        """ftpct's netlink requests so far, {(operation, waited): n} from its
+        metrics (None: no program with them, e.g. a binary without the metric)."""
+        if self.program is None or not COLUMN[self.program_name].engine_count:
+            return None
+        url = f"http://{METRICS}/metrics"
+        done = self.gw("python3", "-c", f"import urllib.request; print(urllib.request.urlopen('{url}', "
+                       "timeout=5).read().decode())", check=False)
+        found = NETLINK_REQUESTS.findall(done.stdout or "")
+        return {(op, waited): int(n) for op, waited, n in found} or None
+
     def counted_packets(self):
         for line in self.gw("iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n").stdout.splitlines():
             if f"{TAG}-count" in line:
@@ -717,7 +732,7 @@ class Bench:
         if test.test == "stream":
             self.stream(test)
             return
-        q0 = self.queued_packets()
+        q0, n0 = self.queued_packets(), self.netlink_requests()
         u0, (b0, t0), w0 = self.cg.usage(), machine_ticks(), time.monotonic()
         status, result = self.client(test, cpus.get("client"))
         w1, (b1, t1), u1 = time.monotonic(), machine_ticks(), self.cg.usage()
@@ -732,6 +747,10 @@ class Bench:
         time.sleep(0.1)
         q1 = self.queued_packets()
         cpu["queued"] = q1 - q0 if q0 is not None and q1 is not None else None
+        n1 = self.netlink_requests()
+        if n0 is not None and n1 is not None:
+            cpu["netlink"] = {f"{op} {w}": n1[(op, w)] - n0.get((op, w), 0) for op, w in n1
+                              if n1[(op, w)] != n0.get((op, w), 0)}
         if status or result is None:
             self.failed(test, status, cpu)
         else:
@@ -739,6 +758,11 @@ class Bench:
             log(f"  {self.column.key} {test.test} {test.param}: {summary(result)}; {cpu['queued']} packets queued")
         if test.flush:
             self.topo.flush_conntrack()
+            # ftpct believes a destroy event a second after it came (and
+            # may ask conntrack then): its requests stay out of the next
+            # test's netlink figures.
+            if self.netlink_requests() is not None:
+                time.sleep(SETTLE_S)
 
     def stream(self, test):
         """Packets through the gateway (a counting rule first in raw
@@ -993,6 +1017,21 @@ def queued_rows(t):
         for kind, what, limit in (("passive", "PASV/EPSV", 4), ("active", "PORT/EPRT", 5)):
             t.add(f"packets queued per {kind} session ({what}), {srv}", "pkt",
                   t.values("queued-sessions", f"{srv}-{kind}", per_session), "{:.1f}", ("max_c", limit))
+        for kind in ("passive", "active"):
+            for label, waited in (("netlink requests", None), ("  of them waited for (round trips)", "yes")):
+                t.add(f"{label} per {kind} session, {srv}", "req",
+                      t.values("queued-sessions", f"{srv}-{kind}", netlink_per_session(waited)), "{:.1f}")
+
+
+def netlink_per_session(waited):
+    """fn(row): ftpct's netlink requests per session done (waited: "yes"
+    counts only those waited for; None: all), from its metrics."""
+    def per_session(r):
+        counted, ok = (r.get("cpu") or {}).get("netlink"), r["result"]["ok"]
+        if counted is None or not ok:
+            return None
+        return sum(n for key, n in counted.items() if waited is None or key.endswith(" " + waited)) / ok
+    return per_session
 
 
 def session_rows(t, res, cpu):

@@ -156,3 +156,12 @@ def test_the_fixture_is_what_a_run_writes(rows):
         assert set(r) == {"round", "mode", "test", "param", "cpu", "result"}
         assert r["mode"] in bench.COLUMN
     assert {r["test"] for r in rows} == {"rtt", "sessions", "queued-sessions", "bulk", "stream"}
+
+
+def test_netlink_requests_per_session_come_from_the_metrics_of_the_run():
+    row = {"result": {"ok": 4, "failed": 0},
+           "cpu": {"netlink": {"CtGet yes": 8, "IpsetDel no": 6, "CtCreate yes": 2}}}
+    assert bench.netlink_per_session(None)(row) == 4.0
+    assert bench.netlink_per_session("yes")(row) == 2.5
+    # A binary without the metric: no figure.
+    assert bench.netlink_per_session(None)({"result": {"ok": 4}, "cpu": {}}) is None
