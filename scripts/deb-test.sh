@@ -95,7 +95,11 @@ for t in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tab
     ln -s xtables-nft-multi "$ROOT/usr/sbin/$t"
 done
 xt=$(dirname "$(ldd /usr/sbin/xtables-nft-multi | grep -o '/[^ ]*libxtables[^ ]*')")/xtables
-if [[ -d $xt ]]; then mkdir -p "$ROOT$xt" && cp -a "$xt/." "$ROOT$xt/"; fi
+if [[ -d $xt ]]; then
+    mkdir -p "$ROOT$xt" && cp -a "$xt/." "$ROOT$xt/"
+    # The extensions' own libraries (connlabel needs libnetfilter_conntrack).
+    for so in "$xt"/*.so; do libs_of "$so"; done
+fi
 
 # Stand-ins for systemd's tools: they record what they are asked.
 stand_in() { # NAME BODY
