@@ -186,9 +186,9 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         let commands = self
             .ask(|e| e.resume(m, seqadj, &labels, now), Vec::as_slice)
             .unwrap_or_default();
-        for c in commands {
-            self.exec.run(&c);
-            self.carried.push(c);
+        for c in &commands {
+            self.exec.run(c);
+            self.carried_add(c);
         }
     }
 
@@ -206,6 +206,14 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             adds.note(commands_of(&out));
             out
         })
+    }
+
+    /// Notes an ipset add carried out in this crossing (see `carried`); the
+    /// other commands add nothing that could be taken for missing.
+    fn carried_add(&mut self, c: &Command) {
+        if matches!(c, Command::ExpectDst { .. }) {
+            self.carried.push(c.clone());
+        }
     }
 
     /// Carries out what waited for the verdict (see `after_verdict`).
@@ -235,7 +243,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
                 }
                 _ => self.exec.run(c),
             };
-            self.carried.push(c.clone());
+            self.carried_add(c);
             let answer = match outcome {
                 None => None,
                 Some(Feedback::Adopted(orig)) => {
