@@ -645,16 +645,12 @@ fn a_destroy_event_names_the_socket_whose_delete_caused_it() {
 }
 
 #[test]
-fn a_connection_in_a_zone_is_found_adopted_and_given_its_data_entry_there_v4() {
-    if kernel_tests_enabled() {
-        in_a_zone(Lab::v4(), "zone4");
+fn a_connection_in_a_zone_is_found_adopted_and_given_its_data_entry_there() {
+    if !kernel_tests_enabled() {
+        return;
     }
-}
-
-#[test]
-fn a_connection_in_a_zone_is_found_adopted_and_given_its_data_entry_there_v6() {
-    if kernel_tests_enabled() {
-        in_a_zone(Lab::v6(), "zone6");
+    for (lab, tag) in [(Lab::v4(), "zone4"), (Lab::v6(), "zone6")] {
+        in_a_zone(lab, tag);
     }
 }
 

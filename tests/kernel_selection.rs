@@ -383,21 +383,10 @@ fn a_server_on_a_translated_port_is_selected_as_on_21() {
         (&V4, "iptables", "198.51.100.20:2121"),
         (&V6, "ip6tables", "[2001:db8:2::20]:2121"),
     ] {
-        ns.sh(&[
-            ipt,
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "21",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            to,
-        ]);
+        let mut dnat = vec![ipt];
+        dnat.extend("-t nat -A OUTPUT -p tcp --dport 21 -j DNAT --to-destination".split(' '));
+        dnat.push(to);
+        ns.sh(&dnat);
         let before = queued_by(&ns, f, &[GUARDED, PICKED]);
         let plain: [&[u8]; 1] = [b"200 NOOP ok.\r\n"];
         let port = exchange_on(&ns, f, (47000, 2121), &[b"NOOP\r\n"], &plain);

@@ -4,13 +4,25 @@
 //! known by its connection's original destination (conntrack's mapping),
 //! so its 227 is rewritten and its data connections expected.
 
-use ftpct_engine::command::Command;
 use ftpct_engine::engine::Config;
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{CtMapping, DnatRule, NatLookup, StaticNat};
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::Outcome;
-use ftpct_testkit::{tuple, Control, Gateway, Side};
+use ftpct_testkit::{expected_ports, tuple, Control, Gateway, Side};
+
+/// The control connection as the gateway sees it: the client's side to
+/// the public port 21, the server's from 2121.
+fn control() -> Control {
+    let client = "203.0.113.5:40000";
+    let (to_public, from_inside) = ("198.51.100.1:21", "192.0.2.20:2121");
+    Control::new(
+        tuple(client, to_public),
+        tuple(from_inside, client),
+        1000,
+        9000,
+    )
+}
 
 /// A client outside reaching 198.51.100.1:21, forwarded to
 /// 192.0.2.20:2121, past its greeting and login.
@@ -23,76 +35,41 @@ fn session(selective: bool) -> (Gateway<Live>, Control) {
     };
     assert_eq!(cfg.control_ports, [21], "the default configuration");
     let mut gw = Gateway::new(cfg, Live(StaticNat::new(Vec::new(), vec![rule])));
-    let mut c = Control::new(
-        tuple("203.0.113.5:40000", "198.51.100.1:21"),
-        tuple("192.0.2.20:2121", "203.0.113.5:40000"),
-        1000,
-        9000,
-    );
-    c.handshake(&mut gw);
-    for (side, line) in [
-        (Side::Server, &b"220 ready\r\n"[..]),
-        (Side::Client, b"USER anonymous\r\n"),
-        (Side::Server, b"230 in\r\n"),
-    ] {
-        if selective {
-            c.passed_unseen(side, line);
-        } else {
-            c.says(&mut gw, side, line);
-        }
-    }
+    let mut c = control();
+    c.logs_in(&mut gw, selective);
     (gw, c)
 }
 
-fn expected_ports(out: &Outcome) -> Vec<u16> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::ExpectDst { dst, .. } => Some(dst.port()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn rewrites(out: &Outcome) -> Vec<String> {
-    out.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Rewritten { after, .. } => Some(after.to_string()),
-            _ => None,
-        })
-        .collect()
+/// Whether the outcome rewrote a line to one holding `text`.
+fn rewritten_to(out: &Outcome, text: &str) -> bool {
+    let to = |e: &Event| matches!(e, Event::Rewritten { after, .. } if after.contains(text));
+    out.events.iter().any(to)
 }
 
 #[test]
 fn the_inside_servers_passive_replies_are_followed_and_rewritten() {
+    let replies: [(&[u8], &[u8], u16); 2] = [
+        (
+            b"PASV\r\n",
+            b"227 Entering Passive Mode (192,0,2,20,200,10).\r\n",
+            51210,
+        ),
+        (
+            b"EPSV\r\n",
+            b"229 Entering Extended Passive Mode (|||51211|)\r\n",
+            51211,
+        ),
+    ];
     for selective in [false, true] {
         let (mut gw, mut c) = session(selective);
-        c.client_says(&mut gw, b"PASV\r\n");
-        let out = c.server_says(
-            &mut gw,
-            b"227 Entering Passive Mode (192,0,2,20,200,10).\r\n",
-        );
-        assert_eq!(
-            expected_ports(&out),
-            [51210],
-            "selective={selective}: {out:?}"
-        );
-        let after = rewrites(&out);
-        assert!(
-            after.iter().any(|a| a.contains("198,51,100,1,200,10")),
-            "selective={selective}: the public address announced: {after:?}"
-        );
-        c.client_says(&mut gw, b"EPSV\r\n");
-        let out = c.server_says(
-            &mut gw,
-            b"229 Entering Extended Passive Mode (|||51211|)\r\n",
-        );
-        assert_eq!(
-            expected_ports(&out),
-            [51211],
-            "selective={selective}: {out:?}"
-        );
+        for (request, reply, port) in replies {
+            c.client_says(&mut gw, request);
+            let out = c.server_says(&mut gw, reply);
+            let case = format!("selective={selective} {}", String::from_utf8_lossy(request));
+            assert_eq!(expected_ports(&out), [port], "{case}: {out:?}");
+            let public = port != 51210 || rewritten_to(&out, "198,51,100,1,200,10");
+            assert!(public, "{case}: the public address announced: {out:?}");
+        }
     }
 }
 
@@ -138,13 +115,7 @@ fn the_servers_syn_ack_from_another_port_is_the_connections() {
     let rule: DnatRule = "198.51.100.1:21=192.0.2.20:2121".parse().expect("rule");
     let nat = Live(StaticNat::new(Vec::new(), vec![rule]));
     let mut gw = Gateway::new(Config::default(), nat);
-    let c = Control::new(
-        tuple("203.0.113.5:40000", "198.51.100.1:21"),
-        tuple("192.0.2.20:2121", "203.0.113.5:40000"),
-        1000,
-        9000,
-    )
-    .with_mss(1460);
+    let c = control().with_mss(1460);
     let syn = c.syn(Side::Client, &gw.engine);
     gw.send(&syn);
     let syn_ack = c.syn(Side::Server, &gw.engine);
