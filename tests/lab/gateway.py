@@ -168,19 +168,20 @@ class Gateway:
 
 def helper_rule(topology):
     """The kernel helper's rule on this topology: in its zone, if it has
-    one (a packet takes the first CT rule it meets, so this one goes
-    first)."""
-    return KERNEL_HELPER + topology.zone_args
+    one (views of a gateway without one, as failover's, have none)."""
+    return KERNEL_HELPER + getattr(topology, "zone_args", ())
 
 
 def kernel_helper(topology, on):
     """Attaches (on) or detaches the kernel's FTP helper on the gateway,
-    both families; idempotent."""
+    both families; idempotent. In a zone it goes first: a packet takes
+    the first CT rule it meets, and the zone's rules would take it."""
     chain, *spec = helper_rule(topology)
+    at = ["-I", chain, "1"] if len(spec) > len(KERNEL_HELPER) - 1 else ["-A", chain]
     for ipt in ("iptables", "ip6tables"):
         attached = topology.gw(ipt, "-t", "raw", "-C", chain, *spec, check=False).returncode == 0
         if on and not attached:
-            topology.gw(ipt, "-t", "raw", "-I", chain, "1", *spec)
+            topology.gw(ipt, "-t", "raw", *at, *spec)
         elif not on and attached:
             topology.gw(ipt, "-t", "raw", "-D", chain, *spec)
 
