@@ -14,8 +14,8 @@
 //!   created the raw table, so `--delete` can remove an empty table it
 //!   created;
 //! - PREROUTING and OUTPUT, first: a segment to a control port puts its
-//!   client's address and port in the client set (SET target: the client
-//!   set of a connection's SYN, renewed by each of its segments); a SYN
+//!   client's address and port in the client set (SET target with
+//!   `--exist`: the SYN adds it, each later segment renews it); a SYN
 //!   whose destination address and port are in the ipset of expected data
 //!   connections -> NFQUEUE; then every packet that is neither to nor from
 //!   a control port, nor to a client in the client set, leaves ftpct's
@@ -275,30 +275,28 @@ impl RuleSet {
         let mut rules = Vec::new();
         for chain in ["PREROUTING", "OUTPUT"] {
             rules.extend(self.entry(family, chain));
-            for (n, ports) in self.control_ports.chunks(MULTIPORT_MAX).enumerate() {
-                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                // Past the gate every packet is FTP control: the rules of
-                // either side need no port; the first group has them.
+            if self.queue_all {
+                // Past the gate every packet is FTP control.
+                rules.extend(self.handshakes(chain));
+                let mut control = words(&["-p", "tcp"]);
+                control.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
+                control.extend(self.target());
+                rules.push(Rule {
+                    chain,
+                    role: Role::Control,
+                    spec: control,
+                });
+                continue;
+            }
+            for (n, ports) in self.port_lists().iter().enumerate() {
+                // Past the gate the handshake rules need no port: the
+                // first group has them.
                 let handshakes = if n == 0 {
                     self.handshakes(chain)
                 } else {
                     Vec::new()
                 };
-                if self.queue_all {
-                    rules.extend(handshakes);
-                    if n == 0 {
-                        let mut control = words(&["-p", "tcp"]);
-                        control.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
-                        control.extend(self.target());
-                        rules.push(Rule {
-                            chain,
-                            role: Role::Control,
-                            spec: control,
-                        });
-                    }
-                } else {
-                    rules.extend(self.selective(family, chain, &list.join(","), handshakes));
-                }
+                rules.extend(self.selective(family, chain, ports, handshakes));
             }
         }
         // Last: the rules without a target act when they are loaded, not
