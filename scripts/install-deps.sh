@@ -59,6 +59,7 @@ PKGS=(
     ipset:ipset
     conntrack:conntrack
     tcpdump:tcpdump
+    strace:strace
     iproute2:ip
     python3:python3
     ethtool:ethtool

@@ -31,6 +31,9 @@ Tests (client in PREFIX+cli, servers in PREFIX+srv, the NAT gateway between):
             to a sink; packets per second through the gateway, packets the
             queue program saw against packets that reached the raw table,
             its CPU per packet
+  syscalls  one client, sessions one after the other for a second or two,
+            PASV/EPSV/PORT/EPRT in turn, the gateway's program (every thread
+            and child) under `strace -c -f`: its system calls per session
 Servers: ftpload's own (tools/ftpload, fast) for every test, vsftpd (forks
 per session, realistic) for sessions and bulk. The machine's CPU comes from
 /proc/stat. Packets queued: the packet counters of every NFQUEUE rule of the
@@ -40,8 +43,9 @@ Environment: FTPCT_BENCH_PREFIX (default ftpct-bench-: the namespaces),
 FTPCT_BENCH_BUSY_WAIT (seconds to wait for a busy machine, default 300),
 FTPCT_BIN and FTPLOAD_BIN (the binaries; default target/release/ of this
 checkout, built first unless --no-build), FTPCT_FTP_PROXY (default: where
-scripts/install-deps.sh unpacks Debian's ftp-proxy). Every wait is bounded; the lab is
-taken down at the end, also on an error, Ctrl-C or SIGTERM.
+scripts/install-deps.sh unpacks Debian's ftp-proxy). Every wait is
+bounded; the lab is taken down at the end, also on an error, Ctrl-C or
+SIGTERM.
 """
 
 import json
@@ -69,7 +73,7 @@ CG_ROOT = "/sys/fs/cgroup/cpuacct"
 CG_GROUPS = ("srv", "gw", "cli")  # server, queue program, client
 TAG = "ftpctb"  # comment of the rules the benchmark adds, name of its cgroup
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-TESTS = ("rtt", "sessions", "bulk", "stream")  # --only
+TESTS = ("rtt", "sessions", "bulk", "stream", "syscalls")  # --only
 MODES = ("pasv", "epsv", "port", "eprt")  # ftpload's data connection modes
 # Heavy neighbours a run waits for: a build, a capture, a live test matrix.
 HEAVY_COMMANDS = ("cargo", "cargo-fuzz", "rustc", "tcpdump")
@@ -183,7 +187,7 @@ COLUMNS = (
     Column("nfq", "d", "ftpct's rules with --queue-all (every control packet queued), a do-nothing queue "
            "program (`ftpload nfq-null`: recv, accept) and permissive forwarding: crossing alone",
            insert=PERMISSIVE, rules=("--queue-all",), program=("{ftpload}", "nfq-null"),
-           servers=("ftpload",), tests=("rtt", "sessions", "stream"), option="no_nfq", ratio=True),
+           servers=("ftpload",), tests=("rtt", "sessions", "stream", "syscalls"), option="no_nfq", ratio=True),
     Column("ftpctall", "e", "as (c) with --queue-all for `ftpct rules` and `ftpct run`",
            rules=("--queue-all", "--queues", "{queues}"), program=FTPCT_RUN + ("--queue-all",),
            engine_count=True, option="queue_all_too", optional=True),
@@ -193,7 +197,8 @@ COLUMNS = (
            insert=(("nat", "PREROUTING", "-p", "tcp", "--dport", "21", "-j", "REDIRECT", "--to-ports",
                     FTP_PROXY_PORT),),
            families=("iptables",), program=("{ftp_proxy}", "-d", "-n", "-f", "{ftp_proxy_conf}"),
-           ready=proxy_listening, queues=False, tests=("rtt", "sessions", "bulk"), modes=("pasv", "port"),
+           ready=proxy_listening, queues=False, tests=("rtt", "sessions", "bulk", "syscalls"),
+           modes=("pasv", "port"),
            cannot="EPSV and EPRT (it answers 500 'command unrecognized': its sessions use PASV and PORT "
                   "only); the stream test (ftpload's sink command XSINK: 500 'command unrecognized'); "
                   "IPv6 (it listens and connects on IPv4 only)",
@@ -217,9 +222,10 @@ class Sizes:
     bulk: int = 1 << 30
     stream_secs: float = 4
     stream_mss: int = 120
+    trace_secs: float = 2  # sequential sessions under strace
 
 
-QUICK = Sizes(cmds=1000, sess_secs=2, vs_sess_secs=1.5, qsess_secs=1, stream_secs=2)
+QUICK = Sizes(cmds=1000, sess_secs=2, vs_sess_secs=1.5, qsess_secs=1, stream_secs=2, trace_secs=1)
 
 ALL_CPUS = None
 ONE_CPU = {"client": {0}, "server": {0}, "program": {0}}  # a wake-up on the other CPU costs ~25 us
@@ -269,6 +275,10 @@ def plan(sizes):
         for kind, modes in (("passive", ("pasv", "epsv")), ("active", ("port", "eprt"))):
             tests.append(Test("queued-sessions", f"{server}-{kind}", "sessions", server,
                               sessions_argv(1, sizes.qsess_secs, modes), int(sizes.qsess_secs) + 60, flush=True))
+        if server == "ftpload":
+            tests.append(Test("syscalls", f"{server}-sequential", "syscalls", server,
+                              sessions_argv(1, sizes.trace_secs, MODES), int(sizes.trace_secs) + 60,
+                              program_only=True, flush=True))
         tests.append(Test("bulk", server, "bulk", server,
                           ("bulk", "--target", "{target}", "--file", "{bulk_name}", "--size", "{bulk_size}",
                            "--sha256", "{sha_bulk}"), 300))
@@ -805,6 +815,7 @@ class Bench:
             self.stream(test)
             return
         q0, n0 = self.queued_packets(), self.netlink_requests()
+        tracer = self.trace_start() if test.test == "syscalls" else None
         u0, (b0, t0), w0 = self.cg.usage(), machine_ticks(), time.monotonic()
         status, result = self.client(test, cpus.get("client"))
         w1, (b1, t1), u1 = time.monotonic(), machine_ticks(), self.cg.usage()
@@ -819,6 +830,8 @@ class Bench:
         time.sleep(0.1)
         q1 = self.queued_packets()
         cpu["queued"] = q1 - q0 if q0 is not None and q1 is not None else None
+        if tracer is not None:
+            cpu["syscalls"] = self.trace_stop(*tracer)
         n1 = self.netlink_requests()
         if n0 is not None and n1 is not None:
             cpu["netlink"] = {f"{op} {w}": n1[(op, w)] - n0.get((op, w), 0) for op, w in n1
@@ -835,6 +848,42 @@ class Bench:
             # test's netlink figures.
             if self.netlink_requests() is not None:
                 time.sleep(SETTLE_S)
+
+    def trace_start(self):
+        """`strace -c -f` attached to the gateway's program, every thread
+        (and, -f, every child it forks from now on); (process, summary
+        file) once every thread is attached."""
+        path = os.path.join(self.work, f"strace-{self.column.key}-r{self.round}")
+        with open(path + ".log", "wb") as err:
+            proc = subprocess.Popen(["strace", "-c", "-f", "-o", path + ".txt", "-p", str(self.program.pid)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+
+        def attached():  # "Process PID attached [with N threads]", once all are
+            with open(path + ".log", errors="replace") as f:
+                return proc.poll() is None and " attached" in f.read()
+        try:
+            wait_until("strace attached to every thread", attached, timeout=10)
+        except LabError:
+            self.trace_stop(proc, path)
+            raise LabError(f"strace did not attach to {self.program.name}: " + " ".join(tail_lines(path + ".log", 3)))
+        return proc, path
+
+    def trace_stop(self, proc, path):
+        """Detaches strace; {system call: calls} from its summary."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+                log(f"warning: strace on {self.program_name} did not stop in 10 s: killed")
+        try:
+            with open(path + ".txt") as f:
+                return strace_counts(f.read())
+        except FileNotFoundError:
+            return None
 
     def stream(self, test):
         """Packets through the gateway (a counting rule first in raw
@@ -896,6 +945,16 @@ class Bench:
                 column = self.columns[(i + self.round - 1) % n]
                 self.run_column(column, selected(column, tests, self.opts))
         self.round = 0
+
+
+def strace_counts(text):
+    """{system call: calls} of an `strace -c` summary."""
+    counts = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            counts[f[-1]] = int(f[3])
+    return counts
 
 
 def in_gw_argv(topo, *argv):
@@ -1031,6 +1090,7 @@ def table(rows):
     session_rows(t, res, cpu)
     bulk_rows(t, res, cpu)
     stream_rows(t, cpu)
+    syscall_rows(t)
     lines = [t.render(), "", "targets missed: " + (", ".join(t.misses) if t.misses else "none")]
     cannot = [f"  {c.heading}: {c.cannot}" for c in t.columns if c.cannot and c.key in {r["mode"] for r in rows}]
     if cannot:
@@ -1191,6 +1251,29 @@ def stream_rows(t, cpu):
             if r["mode"] in queued and r["cpu"]["counted"] != r["cpu"]["seen"]:
                 t.problem(f"stream {r['mode']} round {r['round']}: {r['cpu']['counted']} packets at the rule, "
                           f"{r['cpu']['seen']} inspected (socket drops {r['cpu']['socket_drops']})")
+
+
+SENDS_RECEIVES = re.compile(r"^(send|recv)")
+
+
+def syscalls_per_session(calls):
+    """fn(row): the program's system calls per session done, those whose
+    name calls matches (None: all)."""
+    def per_session(r):
+        counted, ok = (r.get("cpu") or {}).get("syscalls"), r["result"]["ok"]
+        if counted is None or not ok:
+            return None
+        return sum(n for name, n in counted.items() if calls is None or calls.match(name)) / ok
+    return per_session
+
+
+def syscall_rows(t):
+    for p in sorted({r["param"] for r in t.rows if r["test"] == "syscalls"}):
+        srv = p.rsplit("-", 1)[0]
+        t.add(f"system calls of the gateway's program per sequential session, {srv}", "calls",
+              t.values("syscalls", p, syscalls_per_session(None)), "{:.1f}", ("max_c", 16))
+        t.add(f"  of them sends and receives, {srv}", "calls",
+              t.values("syscalls", p, syscalls_per_session(SENDS_RECEIVES)), "{:.1f}")
 
 
 # --- the command ---------------------------------------------------------------------

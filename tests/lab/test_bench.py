@@ -132,13 +132,13 @@ def test_the_proxy_sessions_use_the_modes_it_can_do():
     assert argv[-2:] == active[-2:] and active[active.index("--modes") + 1] == "port"
     assert bench.modes_of(tests[("rtt", "NOOP")], proxy) is None
     runs = [(t.test, t.param) for t in bench.selected(proxy, list(tests.values()), options())]
-    assert ("rtt", "NOOP-other-cpu") in runs and ("stream", "mss120") not in runs and len(runs) == 16
+    assert ("rtt", "NOOP-other-cpu") in runs and ("stream", "mss120") not in runs and len(runs) == 17
     only_epsv = bench.Test("sessions", "x", "sessions", "ftpload", bench.sessions_argv(1, 1, ("epsv",)), 60)
     assert bench.selected(proxy, [only_epsv], options()) == []
 
 
 def options(**kw):
-    opts = dict(quick=True, rounds=None, only="rtt,sessions,bulk,stream", no_vsftpd=False, no_nfq=False,
+    opts = dict(quick=True, rounds=None, only="rtt,sessions,bulk,stream,syscalls", no_vsftpd=False, no_nfq=False,
                 no_ftp_proxy=False, queue_all_too=False, ftpct_queues="0", ftpct_busy_poll=0, prefix="ftpct-bench-")
     opts.update(kw)
     return argparse.Namespace(**opts)
@@ -152,7 +152,8 @@ def test_the_gateways_and_what_each_runs():
         ["none", "kernel", "ftpct", "ftpctall"]
     tests = bench.plan(bench.QUICK)
     runs = {c.key: [(t.test, t.param) for t in bench.selected(c, tests, opts)] for c in bench.COLUMNS}
-    assert len(runs["ftpct"]) == len(set(runs["ftpct"])) == 17
+    assert len(runs["ftpct"]) == len(set(runs["ftpct"])) == 18
+    assert ("syscalls", "ftpload-sequential") in runs["nfq"] and ("syscalls", "ftpload-sequential") not in runs["none"]
     assert ("rtt", "NOOP-other-cpu") in runs["ftpct"] and ("rtt", "NOOP-other-cpu") not in runs["kernel"]
     assert not any(test == "bulk" or param.startswith("vsftpd") for test, param in runs["nfq"])
     assert ("stream", "mss120") in runs["nfq"]
@@ -195,3 +196,26 @@ def test_netlink_requests_per_session_come_from_the_metrics_of_the_run():
     assert bench.netlink_per_session("yes")(row) == 2.5
     # A binary without the metric: no figure.
     assert bench.netlink_per_session(None)({"result": {"ok": 4}, "cpu": {}}) is None
+
+
+STRACE_C = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 61.02    0.004113          27       150           sendmsg
+ 30.11    0.002030          10       200        12 recvmsg
+  8.87    0.000598           5       100           epoll_wait
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.006741          14       450        12 total
+"""
+
+
+def test_system_calls_per_session_come_from_strace_summary(rows):
+    assert bench.strace_counts(STRACE_C) == {"sendmsg": 150, "recvmsg": 200, "epoll_wait": 100}
+    base = next(r for r in rows if r["mode"] == "ftpct" and r["param"] == "ftpload-passive")
+    traced = [dict(base, test="syscalls", param="ftpload-sequential", mode=mode, round=n,
+                   cpu=dict(base["cpu"], syscalls=bench.strace_counts(STRACE_C)), result=dict(base["result"], ok=ok))
+              for mode, n, ok in (("ftpct", 1, 25), ("ftpct", 2, 50), ("ftpct", 3, 25), ("nfq", 1, 50))]
+    text = bench.table(rows + traced)
+    got = cells(text, "system calls of the gateway's program per sequential session, ftpload")
+    assert got[1:5] == ["-", "-", "18.0", "9.0"] and got[-2:] == ["<= 16: MISS", "3"]  # median of 18, 9, 18
+    assert cells(text, "  of them sends and receives, ftpload")[3:5] == ["14.0", "7.0"]
