@@ -117,6 +117,10 @@ def test_the_proxy_is_a_column_with_its_ratio_and_what_it_cannot_run(rows):
     assert cells(text, "stream: queue program CPU per packet")[5] == "-"
     # Nothing queued through it, and the NOOP on the other CPU is its own test's (none here).
     assert cells(text, "packets queued per passive session (PASV/EPSV), ftpload")[5] == "0.0"
+    few = [dict(r, result=dict(r["result"], ok=12)) if r["test"] == "queued-sessions" else r for r in proxy_rows(rows)]
+    text = bench.table(rows + few)  # 12 sequential sessions: enough where nothing is queued
+    assert cells(text, "packets queued per active session (PORT/EPRT), ftpload")[5] == "0.0"
+    assert "ftp-proxy queued-sessions" not in text
     assert cells(text, "NOOP round trip, median, queue program on the other CPU")[5] == "-"
     assert "cannot run:\n  (f) ftp-proxy: EPSV and EPRT" in text and "IPv6" in text
 
