@@ -1156,9 +1156,18 @@ def queued_rows(t):
             t.add(f"packets queued per {kind} session ({what}), {srv}", "pkt",
                   t.values("queued-sessions", f"{srv}-{kind}", per_session), "{:.1f}", ("max_c", limit))
         for kind in ("passive", "active"):
+            t.add(f"one {kind} session after another: its time, median, {srv}", "ms",
+                  t.values("queued-sessions", f"{srv}-{kind}", session_ms), "{:.2f}")
+        for kind in ("passive", "active"):
             for label, waited in (("netlink requests", None), ("  of them waited for (round trips)", "yes")):
                 t.add(f"{label} per {kind} session, {srv}", "req",
                       t.values("queued-sessions", f"{srv}-{kind}", netlink_per_session(waited)), "{:.1f}")
+
+
+def session_ms(r):
+    """The client's median session time (ms; None from a client without it)."""
+    us = r["result"].get("latency_median_us")
+    return None if us is None else us / 1000
 
 
 def netlink_per_session(waited):

@@ -123,6 +123,11 @@ def test_the_proxy_is_a_column_with_its_ratio_and_what_it_cannot_run(rows):
     assert "ftp-proxy queued-sessions" not in text
     assert cells(text, "NOOP round trip, median, queue program on the other CPU")[5] == "-"
     assert "cannot run:\n  (f) ftp-proxy: EPSV and EPRT" in text and "IPv6" in text
+    assert "session after another" not in text  # the fixture's client gave no session times
+    timed = [dict(r, result=dict(r["result"], latency_median_us=1000.0 * (r["mode"] == "ftp-proxy") + 1500))
+             if r["test"] == "queued-sessions" else r for r in rows + proxy_rows(rows)]
+    got = cells(bench.table(timed), "one active session after another: its time, median, ftpload")
+    assert got[1:6] == ["1.50", "1.50", "1.50", "1.50", "2.50"] and got[9] == "0.60"
 
 
 def test_the_proxy_sessions_use_the_modes_it_can_do():
