@@ -940,12 +940,17 @@ class Bench:
 
     def run(self):
         tests = plan(self.sizes)
+        runs = {c.key: selected(c, tests, self.opts) for c in self.columns}
+        for c in self.columns:
+            if not runs[c.key]:
+                log(f"gateway {c.key}: none of the tests asked for" + (f" (it cannot run: {c.cannot})" if c.cannot
+                                                                       else ""))
+        columns = [c for c in self.columns if runs[c.key]]
         self.wait_quiet()
         for self.round in range(1, self.opts.rounds + 1):
-            n = len(self.columns)
-            for i in range(n):
-                column = self.columns[(i + self.round - 1) % n]
-                self.run_column(column, selected(column, tests, self.opts))
+            for i in range(len(columns)):
+                column = columns[(i + self.round - 1) % len(columns)]
+                self.run_column(column, runs[column.key])
         self.round = 0
 
 
