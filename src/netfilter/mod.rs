@@ -3,7 +3,6 @@
 
 pub mod bpf;
 pub mod chains;
-pub mod classifier;
 pub mod conntrack_lookup;
 pub mod ct_events;
 pub mod ctnetlink;

@@ -32,8 +32,9 @@
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
+use ftpct_engine::classifier::{search_words, string_from};
+
 use crate::netfilter::bpf;
-use crate::netfilter::classifier::{string_from, CLIENT_WORDS, SERVER_WORDS};
 use crate::netfilter::family::Family;
 // The sets the rules match: reachable where the RuleSet is.
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
@@ -379,7 +380,7 @@ impl RuleSet {
                 m.push("!".into());
             }
             m.extend(words(&["--u32", tcp_header_is_32(family)]));
-            let from = string_from(family, timestamps).to_string();
+            let from = string_from(family.ip(), timestamps).to_string();
             m.extend(words(&["-m", "string", "--algo", "kmp", "--from", &from]));
             m.extend(words(&["--string", word]));
             if icase {
@@ -444,11 +445,11 @@ impl RuleSet {
             rules.push(rule(Role::Passive, spec));
         }
         for timestamps in [true, false] {
-            for w in CLIENT_WORDS {
-                rules.push(select(client, string(w, true, timestamps)));
-            }
-            for w in SERVER_WORDS {
-                rules.push(select(server, string(w, false, timestamps)));
+            for (side, who) in [(client, bpf::Side::Client), (server, bpf::Side::Server)] {
+                let (words, any_case) = search_words(who);
+                for w in words {
+                    rules.push(select(side, string(w, any_case, timestamps)));
+                }
             }
         }
         let open_line = words(&["-m", "bpf", "--bytecode", &bpf::not_ending_a_line(family)]);
@@ -613,14 +614,14 @@ pub(crate) mod tests {
                 let pkt = TcpPacket::parse(&packet).expect("parses");
                 let payload_at = packet.len() - pkt.payload().len();
                 let says_32 = u32_matches(tcp_header_is_32(family), &packet);
-                let readable = crate::netfilter::bpf::readable_payload(&packet).is_some();
+                let readable = ftpct_engine::classifier::readable_payload(&packet).is_some();
                 assert_eq!(
                     says_32,
                     readable && shape.tcp_header == 32,
                     "{shape:?} {first}"
                 );
                 assert!(
-                    string_from(family, says_32) <= payload_at,
+                    string_from(family.ip(), says_32) <= payload_at,
                     "{shape:?} {first}"
                 );
             }
