@@ -438,90 +438,19 @@ mod tests {
         ends_inside_a_line, is_passive_request, is_plain_line, readable_payload, PLAIN_MAX,
         QUICK_PLAIN_MIN,
     };
+    use ftpct_testkit::bpf::Program as Prog;
     use ftpct_testkit::{Ipv6Ext, Shape};
 
-    /// A program parsed once, for the interpreter: (code, jt, jf, k) each.
-    struct Prog(Vec<(u16, usize, usize, u32)>);
-
-    impl Prog {
-        fn new(prog: &str) -> Prog {
-            let mut parts = prog.split(',');
-            let count = parts.next().expect("a count");
-            let insns: Vec<_> = parts
-                .map(|i| {
-                    let w: Vec<u32> = i.split(' ').map(|w| w.parse().expect("number")).collect();
-                    (w[0] as u16, w[1] as usize, w[2] as usize, w[3])
-                })
-                .collect();
-            assert_eq!(count, insns.len().to_string());
-            assert!(insns.len() <= MAX_INSNS);
-            Prog(insns)
-        }
-
-        /// A classic BPF interpreter for the instructions above, on
-        /// `packet`; a read past its end stops with "no match", as in the
-        /// kernel.
-        fn matches(&self, packet: &[u8]) -> bool {
-            let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-            let mut mem = [0u32; 16];
-            let read = |at: u32, size: usize| {
-                let at = at as usize;
-                let bytes = packet.get(at..at.checked_add(size)?)?;
-                Some(bytes.iter().fold(0u32, |v, &b| v << 8 | u32::from(b)))
-            };
-            loop {
-                let (code, jt, jf, k) = self.0[pc];
-                pc += 1;
-                let jump = |taken: bool| if taken { jt } else { jf };
-                let load = match code {
-                    LDB_ABS => Some((k, 1)),
-                    LDW_ABS => Some((k, 4)),
-                    LDB_IND => Some((x.wrapping_add(k), 1)),
-                    LDH_IND => Some((x.wrapping_add(k), 2)),
-                    LDW_IND => Some((x.wrapping_add(k), 4)),
-                    _ => None,
-                };
-                if let Some((at, size)) = load {
-                    match read(at, size) {
-                        Some(v) => a = v,
-                        None => return false,
-                    }
-                    continue;
-                }
-                match code {
-                    LDXB_MSH => match read(k, 1) {
-                        Some(b) => x = 4 * (b & 0xf),
-                        None => return false,
-                    },
-                    LDX_IMM => x = k,
-                    LD_MEM => a = mem[k as usize],
-                    LDX_MEM => x = mem[k as usize],
-                    ST => mem[k as usize] = a,
-                    AND_K => a &= k,
-                    OR_K => a |= k,
-                    OR_X => a |= x,
-                    XOR_K => a ^= k,
-                    ADD_K => a = a.wrapping_add(k),
-                    RSH_K => a >>= k,
-                    ADD_X => a = a.wrapping_add(x),
-                    SUB_K => a = a.wrapping_sub(k),
-                    SUB_X => a = a.wrapping_sub(x),
-                    TAX => x = a,
-                    LD_LEN => a = packet.len() as u32,
-                    JGT_X => pc += jump(a > x),
-                    JEQ_X => pc += jump(a == x),
-                    JGT_K => pc += jump(a > k),
-                    JGE_K => pc += jump(a >= k),
-                    JEQ_K => pc += jump(a == k),
-                    RET_K => return k != 0,
-                    other => panic!("instruction {other}"),
-                }
-            }
-        }
+    /// A generated program, parsed for the interpreter; within xt_bpf's
+    /// limit.
+    fn parse(prog: &str) -> Prog {
+        let parsed = Prog::parse(prog);
+        assert!(parsed.len() <= MAX_INSNS);
+        parsed
     }
 
     fn run(prog: &str, packet: &[u8]) -> bool {
-        Prog::new(prog).matches(packet)
+        parse(prog).matches(packet)
     }
 
     /// Whether every program of a rule matches.
@@ -530,7 +459,7 @@ mod tests {
     }
 
     fn parsed(programs: Vec<String>) -> Vec<Prog> {
-        programs.iter().map(|p| Prog::new(p)).collect()
+        programs.iter().map(|p| parse(p)).collect()
     }
 
     /// The common shape (TCP timestamps), and TCP without options.
@@ -655,7 +584,7 @@ mod tests {
         }
         payloads.push(b"550 /x\n".to_vec());
         for family in [Family::V4, Family::V6] {
-            let program = Prog::new(&not_ending_a_line(family));
+            let program = parse(&not_ending_a_line(family));
             check_program(
                 &program,
                 family,
@@ -670,7 +599,7 @@ mod tests {
             assert_eq!(readable_payload(&short), None);
             assert!(program.matches(&short), "{family:?}");
         }
-        let open = Prog::new(&not_ending_a_line(Family::V4));
+        let open = parse(&not_ending_a_line(Family::V4));
         for payload in [&b"NOOP\r\n"[..], b"", b"NOOP", b"550 /x\n", b"NOOP\n\r"] {
             let inside = ends_inside_a_line(payload);
             assert_eq!(open.matches(&v4(payload)), inside, "{:?}", shown(payload));
@@ -793,7 +722,7 @@ mod tests {
         }
         for family in [Family::V4, Family::V6] {
             for side in [Side::Client, Side::Server] {
-                let program = Prog::new(&quick_plain_line(family, side));
+                let program = parse(&quick_plain_line(family, side));
                 let short = parsed(empty_or_plain_line(family, side, 2));
                 for shape in shapes(family) {
                     // The quick program reads fixed places: the other shapes
@@ -829,7 +758,7 @@ mod tests {
         let (client, server) = ("192.0.2.10:40000", "198.51.100.20:21");
         let t = ftpct_testkit::tuple(client, server);
         let base = || ftpct_testkit::Segment::new(t, 1).timestamps(1, 2);
-        let quick = Prog::new(&quick_plain_line(Family::V4, Side::Client));
+        let quick = parse(&quick_plain_line(Family::V4, Side::Client));
         assert!(quick.matches(&base().ack(1).build()), "an ACK");
         for flagged in [
             base().syn(),
@@ -857,7 +786,7 @@ mod tests {
             }
         }
         for family in [Family::V4, Family::V6] {
-            let program = Prog::new(&passive_request(family));
+            let program = parse(&passive_request(family));
             check_program(&program, family, &[Side::Client], &payloads, |p| {
                 readable_payload(p).is_some_and(is_passive_request)
             });
