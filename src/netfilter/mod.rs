@@ -2,6 +2,8 @@
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
 pub mod bpf;
+#[cfg(test)]
+mod chain_model;
 pub mod chains;
 pub mod conntrack_lookup;
 pub mod ct_events;

@@ -525,7 +525,7 @@ pub(crate) mod tests {
     /// xt_u32 on `packet`, for the tests this module writes: `&&` between
     /// tests, each a location (a number, then `&`, `<<`, `>>` or `@`
     /// numbers) `=` a value.
-    fn u32_matches(expr: &str, packet: &[u8]) -> bool {
+    pub(crate) fn u32_matches(expr: &str, packet: &[u8]) -> bool {
         let word = |at: usize| {
             let b = packet.get(at..at + 4)?;
             Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
