@@ -20,6 +20,7 @@ pub mod netlink;
 pub mod nfqueue;
 pub mod op_errors;
 pub mod op_requests;
+pub mod programs;
 pub mod queue_stats;
 pub mod request;
 pub mod rule_watch;
