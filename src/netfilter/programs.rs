@@ -250,6 +250,46 @@ pub fn explain() -> String {
 mod tests {
     use super::*;
 
+    /// Every rule with programs names them in its comment, and the name
+    /// stands for exactly the programs it carries.
+    #[test]
+    fn each_rule_names_the_programs_it_carries() {
+        use crate::netfilter::family::Families;
+        use crate::netfilter::rules::tests::ruleset;
+        let rs = crate::netfilter::rules::RuleSet {
+            queue_all: false,
+            ..ruleset(Families::All)
+        };
+        let mut named = 0;
+        for family in [Family::V4, Family::V6] {
+            for rule in rs.rules(family, false) {
+                let spec = &rule.spec;
+                let carried: Vec<&String> = spec
+                    .iter()
+                    .zip(spec.iter().skip(1))
+                    .filter(|(w, _)| *w == "--bytecode")
+                    .map(|(_, p)| p)
+                    .collect();
+                if carried.is_empty() {
+                    continue;
+                }
+                let comment = spec.iter().skip_while(|w| *w != "--comment").nth(1);
+                let comment = comment.expect("a comment");
+                let (kind, side) = KINDS
+                    .iter()
+                    .flat_map(|&k| [Side::Client, Side::Server].map(|s| (k, s)))
+                    .find(|(k, s)| comment.ends_with(&format!("({})", k.label(*s))))
+                    .unwrap_or_else(|| panic!("no program named in {comment:?}"));
+                let programs = kind.programs(family, side);
+                assert_eq!(programs.iter().collect::<Vec<_>>(), carried, "{comment}");
+                named += 1;
+            }
+        }
+        // Per family and chain: quick, short, long for each side, two
+        // passive rules, the open-line rule for each side.
+        assert_eq!(named, 2 * 2 * (3 * 2 + 2 + 2));
+    }
+
     #[test]
     fn every_program_is_named_and_explained() {
         let text = explain();
