@@ -14,9 +14,9 @@
 //! reads it: a segment ends a line when its payload ends with CR LF; a
 //! last byte LF after anything else (a server echoing a client's bare LF)
 //! ends inside a line. A program that lets a segment pass reads only the
-//! header shapes it can (`classifier::readable_payload`); the selector of segments
-//! ending inside a line matches every other shape, so what cannot be read
-//! is queued.
+//! header shapes it can (`classifier::readable_payload`); the selector of
+//! segments ending inside a line matches every other shape, so what cannot
+//! be read is queued.
 
 use std::fmt::Write as _;
 
@@ -142,7 +142,8 @@ fn assemble(mut body: Vec<Insn>) -> String {
 
 /// X = where the payload starts, A = the packet's length; `other`: where
 /// an IPv6 packet whose next header is not TCP goes (extension headers:
-/// a shape the programs do not read). `classifier::readable_payload` says the same.
+/// a shape the programs do not read). `classifier::readable_payload` says
+/// the same.
 fn find_payload(family: Family, other: To) -> Vec<Insn> {
     let mut prog = match family {
         Family::V4 => vec![op(LDXB_MSH, 0)],
@@ -164,7 +165,8 @@ fn find_payload(family: Family, other: To) -> Vec<Insn> {
 }
 
 /// Matches a segment with payload that does not end with CR LF: it ends
-/// inside a line, whose rest must be seen too (`classifier::ends_inside_a_line`).
+/// inside a line, whose rest must be seen too
+/// (`classifier::ends_inside_a_line`).
 /// Also matches what it cannot read: IPv6 behind extension headers, a TCP
 /// header longer than the packet (the rules after it queue them).
 pub fn not_ending_a_line(family: Family) -> String {
@@ -214,10 +216,10 @@ fn multi_line_opener() -> u32 {
 }
 
 /// The `programs` xt_bpf programs (1 to `PLAIN_PROGRAMS`) that together
-/// compute `classifier::is_plain_line` for a segment of `side` whose payload is at
-/// most [`plain_max`]`(programs)` bytes (each scans part of the payload for
-/// a line feed; each match costs about as much as the next, whatever its
-/// length, so short lines get a rule of fewer).
+/// compute `classifier::is_plain_line` for a segment of `side` whose
+/// payload is at most [`plain_max`]`(programs)` bytes (each scans part of
+/// the payload for a line feed; each match costs about as much as the
+/// next, whatever its length, so short lines get a rule of fewer).
 pub fn plain_line(family: Family, side: Side, programs: usize) -> Vec<String> {
     plain_line_or(family, side, programs, To::NoMatch)
 }
@@ -275,11 +277,11 @@ const SYN_FIN_RST: u32 = 0x07;
 /// rule's two do, on the segments most of a session is made of: a segment
 /// of the common shape ([`common_payload_at`]) without SYN, FIN or RST,
 /// and without payload, or whose payload is one whole line of 5 to
-/// [`QUICK_PLAIN_MAX`] bytes that `classifier::is_plain_line` calls plain. It reads the payload by words at fixed
-/// offsets, which the kernel loads inline, where the byte-by-byte scan of
-/// the general programs calls a helper for each byte: a NOOP or its reply
-/// costs one match and a handful of loads instead of two matches and
-/// about thirty. Other segments: no match (the rules after it decide).
+/// [`QUICK_PLAIN_MAX`] bytes that `classifier::is_plain_line` calls plain.
+/// It reads the payload by words at fixed offsets, which the kernel loads
+/// inline, where the byte-by-byte scan of the general programs calls a
+/// helper for each byte: a NOOP or its reply costs one match and a handful
+/// of loads instead of two matches and about thirty. Other segments: no match (the rules after it decide).
 pub fn quick_plain_line(family: Family, side: Side) -> String {
     let at = common_payload_at(family.ip()) as u32;
     let tcp = at - TCP_HEADER_WITH_TIMESTAMPS as u32;
