@@ -21,8 +21,8 @@
 use std::fmt::Write as _;
 
 use ftpct_engine::classifier::{
-    common_payload_at, plain_max, CLIENT_WORDS, FIRST_SCAN, IPPROTO_TCP, MULTI_LINE_OPENER,
-    NEXT_SCAN, PASSIVE_MAX, PASSIVE_WORDS, QUICK_PLAIN_MAX, SERVER_CODES,
+    common_payload_at, plain_max, Ip, CLIENT_WORDS, FIRST_SCAN, IPPROTO_TCP, LINE_END,
+    MULTI_LINE_OPENER, NEXT_SCAN, PASSIVE_MAX, PASSIVE_WORDS, QUICK_PLAIN_MAX, SERVER_CODES,
     TCP_HEADER_WITH_TIMESTAMPS,
 };
 pub use ftpct_engine::classifier::{Side, PLAIN_PROGRAMS};
@@ -56,9 +56,9 @@ const JGT_K: u16 = 0x25;
 const JGE_K: u16 = 0x35;
 const JEQ_K: u16 = 0x15;
 const RET_K: u16 = 0x06;
-const LINE_FEED: u32 = 0x0a;
+const LINE_FEED: u32 = LINE_END[1] as u32;
 /// CR LF, as a big-endian half-word: the end of a line.
-const CR_LF: u32 = 0x0d0a;
+const CR_LF: u32 = u16::from_be_bytes(*LINE_END) as u32;
 /// xt_bpf's limit (XT_BPF_MAX_NUM_INSTR).
 const MAX_INSNS: usize = 64;
 
@@ -150,7 +150,7 @@ fn find_payload(family: Family, other: To) -> Vec<Insn> {
         Family::V6 => vec![
             op(LDB_ABS, 6),
             jump(JEQ_K, IPPROTO_TCP.into(), To::Next, other),
-            op(LDX_IMM, 40),
+            op(LDX_IMM, Ip::V6.fixed_header() as u32),
         ],
     };
     prog.extend([
@@ -286,6 +286,7 @@ pub fn quick_plain_line(family: Family, side: Side) -> String {
     let at = common_payload_at(family.ip()) as u32;
     let tcp = at - TCP_HEADER_WITH_TIMESTAMPS as u32;
     let mut prog = match family {
+        // Version 4, a header of five words: no options.
         Family::V4 => vec![op(LDB_ABS, 0), jump(JEQ_K, 0x45, To::Next, To::NoMatch)],
         Family::V6 => vec![
             op(LDB_ABS, 6),
