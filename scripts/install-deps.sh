@@ -11,7 +11,11 @@
 # (proftpd-core and the libraries it links that Debian's proftpd package set
 # would bring) into $FTPCT_LAB_OPT/proftpd, run as
 # `LD_LIBRARY_PATH=$FTPCT_LAB_OPT/proftpd/usr/lib/x86_64-linux-gnu
-# $FTPCT_LAB_OPT/proftpd/usr/sbin/proftpd`. pyftpdlib is Debian's
+# $FTPCT_LAB_OPT/proftpd/usr/sbin/proftpd`. Debian's ftp-proxy (the
+# userspace proxy the benchmark compares ftpct with) is unpacked the same
+# way into $FTPCT_LAB_OPT/ftp-proxy, its binary at .../usr/sbin/ftp-proxy:
+# installed, its package would start a daemon; the benchmark runs it in
+# the gateway's namespace with its own configuration. pyftpdlib is Debian's
 # python3-pyftpdlib, for /usr/bin/python3 (the hostile suite's echo cases
 # run it). Debian's chromium and the DejaVu fonts render the `--html`
 # ladder page to a PNG (tests/ladder_chromium.rs, the README's picture).
@@ -37,6 +41,8 @@ PROFTPD_LIBS=$PROFTPD_DIR/usr/lib/x86_64-linux-gnu
 # proftpd-core, and the libraries it links that are not in Debian's base
 # system (they come unpacked beside it, not installed).
 PROFTPD_DEBS=(proftpd-core libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 libhashkit2)
+FTP_PROXY_DIR=$LAB_OPT/ftp-proxy
+FTP_PROXY_BIN=$FTP_PROXY_DIR/usr/sbin/ftp-proxy
 CHECK_ONLY=0 DEMO=0
 case ${1:-} in
     --check) CHECK_ONLY=1 ;;
@@ -53,6 +59,7 @@ PKGS=(
     ipset:ipset
     conntrack:conntrack
     tcpdump:tcpdump
+    strace:strace
     iproute2:ip
     python3:python3
     ethtool:ethtool
@@ -225,7 +232,16 @@ if ! runnable "$PROFTPD_BIN" "$PROFTPD_LIBS"; then
     }
 fi
 
-# 5. cargo-deb, from the crates registry (scripts/deb-test.sh builds the
+# 5. ftp-proxy, the same way (its libraries are Debian's base ones or
+#    installed).
+if ! runnable "$FTP_PROXY_BIN"; then
+    ((CHECK_ONLY)) && die "ftp-proxy missing or not runnable at $FTP_PROXY_BIN"
+    unpack "$FTP_PROXY_DIR" "$FTP_PROXY_BIN" ftp-proxy
+    lib_depends "$FTP_PROXY_DIR" "$FTP_PROXY_BIN"
+    runnable "$FTP_PROXY_BIN" || { ldd "$FTP_PROXY_BIN" >&2 || true; die "ftp-proxy at $FTP_PROXY_BIN is not runnable"; }
+fi
+
+# 6. cargo-deb, from the crates registry (scripts/deb-test.sh builds the
 #    Debian package with it); pinned, built once (about 2 minutes).
 CARGO_DEB_VERSION=3.8.0
 if ! command -v cargo-deb >/dev/null 2>&1; then
@@ -235,13 +251,15 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" </dev/null
 fi
 
-# 6. Final check: everything runs.
+# 7. Final check: everything runs.
 help=$("$PURE_BIN" --help 2>&1 || true)
 [[ $help == *"pure-ftpd v"* ]] || die "pure-ftpd does not start"
 version=$(LD_LIBRARY_PATH=$PROFTPD_LIBS "$PROFTPD_BIN" -v 2>&1 || true)
 [[ $version == *"ProFTPD Version"* ]] || die "proftpd does not start: $version"
+[[ $("$FTP_PROXY_BIN" -V 2>&1 || true) == *[0-9].[0-9]* ]] || die "ftp-proxy does not start"
 /usr/bin/python3 -c 'import pyftpdlib.servers' || die "pyftpdlib does not import in /usr/bin/python3"
 log "ok: vsftpd at $VSFTPD_BIN ($(cat "$VSFTPD_DIR/.version")), pure-ftpd at $PURE_BIN" \
     "($(cat "$PURE_DIR/.version" 2>/dev/null || echo '?')), proftpd at $PROFTPD_BIN" \
-    "($(cat "$PROFTPD_DIR/.version" 2>/dev/null || echo '?')), pyftpdlib" \
+    "($(cat "$PROFTPD_DIR/.version" 2>/dev/null || echo '?')), ftp-proxy at $FTP_PROXY_BIN" \
+    "($(cat "$FTP_PROXY_DIR/.version" 2>/dev/null || echo '?')), pyftpdlib" \
     "$(dpkg-query -W -f='${Version}' python3-pyftpdlib), all tools present"

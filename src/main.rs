@@ -142,6 +142,10 @@ enum Command {
         /// With --delete: remove them even while a program reads the queues
         #[arg(long, requires = "delete")]
         force: bool,
+        /// Print what must cross to ftpct and why, and what each BPF
+        /// program of the rules (named in their comments) lets pass
+        #[arg(long, conflicts_with_all = ["apply", "delete"])]
+        explain: bool,
     },
     /// What this machine lacks for ftpct, and what to do
     ///
@@ -270,6 +274,10 @@ fn main() -> ExitCode {
             logging::init(log.log_format, log.verbose);
             run_daemon(&config, &queues, &run, &policy)
         }
+        Command::Rules { explain: true, .. } => {
+            print_lines(&[ftpct::netfilter::programs::explain()]);
+            Ok(())
+        }
         Command::Rules {
             family,
             config,
@@ -277,6 +285,7 @@ fn main() -> ExitCode {
             apply,
             delete,
             force,
+            explain: false,
         } => run_rules(
             family,
             &config,

@@ -27,7 +27,7 @@ const CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
 const PLAIN: &str =
     "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
 const QUICK: &str =
-    "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued (common shape, one program)";
+    "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued, common shape only";
 /// A plain command longer than the plain-line programs vouch for: the
 /// string searches decide it.
 const LONG: &[u8] = b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
@@ -263,9 +263,10 @@ fn listing(ns: &Netns, f: &Family, chain: &str) -> String {
     ns.sh(&[cmd, "-t", "raw", "-nvxL", own])
 }
 
-/// Packets of the rules in `listed` with one of these comments, summed.
+/// Packets of the rules in `listed` whose comment starts with one of
+/// these (the rest names the rule's programs), summed.
 fn counted_in(listed: &str, comments: &[&str]) -> u64 {
-    let markers: Vec<String> = comments.iter().map(|c| format!("/* {c} */")).collect();
+    let markers: Vec<String> = comments.iter().map(|c| format!("/* {c}")).collect();
     listed
         .lines()
         .filter(|l| markers.iter().any(|m| l.contains(m)))

@@ -626,7 +626,7 @@ _ftpct() {
             return 0
             ;;
         ftpct__subcmd__rules)
-            opts="-h --family --config --queue --queues --control-ports --ipset --queue-all --selective --apply --delete --force --help"
+            opts="-h --family --config --queue --queues --control-ports --ipset --queue-all --selective --apply --delete --force --explain --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -100,6 +100,7 @@ complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l selective -d 'Queu
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l apply -d 'Add the rules and sets that are missing'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l delete -d 'Remove them (and the raw table, if ftpct created it and it is empty); refused while a program reads ftpct\'s queues (`ftpct run` would put the rules back within a second): stop it first'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l force -d 'With --delete: remove them even while a program reads the queues'
+complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -l explain -d 'Print what must cross to ftpct and why, and what each BPF program of the rules (named in their comments) lets pass'
 complete -c ftpct -n "__fish_ftpct_using_subcommand rules" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ftpct -n "__fish_ftpct_using_subcommand doctor" -l config -d 'Configuration file (TOML) [default: /etc/ftpct/ftpct.toml, which may be absent: the defaults then; a PATH given must exist]; the flags override what it says' -r -F
 complete -c ftpct -n "__fish_ftpct_using_subcommand doctor" -l queues -l queue -d 'NFQUEUE queues: N, FIRST:LAST or N,M,..., 1 to 64 queues (a thread each) [file: queues; default: 0] (`--queue` and `--queue-balance` are the same flag; repeatable)' -r

@@ -196,7 +196,8 @@ pub fn render_apply(rs: &RuleSet) -> String {
          # ({} and {}), each reached by one rule appended to PREROUTING and OUTPUT\n\
          # after your own raw rules; `ftpct rules --apply` loads them in one\n\
          # transaction (iptables-restore --noflush), and changes nothing when they\n\
-         # are in place.\n",
+         # are in place. A rule carrying BPF programs names them at the end of its\n\
+         # comment; `ftpct rules --explain` says what each lets pass and why.\n",
         rs.port_list(),
         own_chain(rs, "PREROUTING"),
         own_chain(rs, "OUTPUT"),

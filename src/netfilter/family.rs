@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ftpct_engine::classifier::Ip;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
@@ -15,6 +17,14 @@ impl Family {
             Family::V6
         } else {
             Family::V4
+        }
+    }
+
+    /// The classifier's name for it.
+    pub fn ip(self) -> Ip {
+        match self {
+            Family::V4 => Ip::V4,
+            Family::V6 => Ip::V6,
         }
     }
 

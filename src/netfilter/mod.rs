@@ -2,8 +2,9 @@
 //! (ctnetlink), ipset, and the iptables rules that feed the queues.
 
 pub mod bpf;
+#[cfg(test)]
+mod chain_model;
 pub mod chains;
-pub mod classifier;
 pub mod conntrack_lookup;
 pub mod ct_events;
 pub mod ctnetlink;
@@ -19,6 +20,7 @@ pub mod netlink;
 pub mod nfqueue;
 pub mod op_errors;
 pub mod op_requests;
+pub mod programs;
 pub mod queue_stats;
 pub mod request;
 pub mod rule_watch;

@@ -40,9 +40,13 @@
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
+use ftpct_engine::classifier::{search_words, string_from};
+
+use ftpct_engine::classifier::Side;
+
 use crate::netfilter::bpf;
-use crate::netfilter::classifier::{string_from, CLIENT_WORDS, SERVER_WORDS};
 use crate::netfilter::family::Family;
+use crate::netfilter::programs::Kind;
 // The sets the rules match: reachable where the RuleSet is.
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 
@@ -54,6 +58,8 @@ pub(crate) const COMMENT_CT_CREATED: &str =
     "ftpct: turns conntrack on (raw table created by ftpct)";
 pub(crate) const COMMENT_CONTROL: &str = "ftpct: FTP control channel";
 const COMMENT_SELECT: &str = "ftpct: may hold an announcement: queue this direction";
+const COMMENT_OPEN_LINE: &str =
+    "ftpct: ends inside a line, or headers not read: queue this direction";
 pub(crate) const COMMENT_GUARDED: &str = "ftpct: FTP control directions ftpct follows";
 const COMMENT_CLOSE: &str = "ftpct: FTP control connections' resets, within the budget";
 const COMMENT_PASSIVE: &str =
@@ -61,11 +67,9 @@ const COMMENT_PASSIVE: &str =
 const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_QUICK: &str =
-    "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued (common shape, one program)";
+    "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued, common shape only";
 pub(crate) const COMMENT_PLAIN: &str =
     "ftpct: a segment without payload, or one line with no announcement, AUTH or multi-line opener, passes unqueued";
-/// Programs of the plain-line rule for short lines (up to 28 bytes).
-const SHORT_PLAIN_PROGRAMS: usize = 2;
 
 /// The match of the control ports on `side` (`--dports`, `--sports` or
 /// `--ports`): one port by the tcp match (iptables-nft makes it a plain
@@ -482,11 +486,11 @@ impl RuleSet {
             spec.extend(self.target());
             rule(Role::Guarded, spec)
         };
-        let select = |(side, key): (&[String], &str), matches: Vec<String>| {
+        let select = |(side, key): (&[String], &str), matches: Vec<String>, comment: &str| {
             let mut spec = words(&["-p", "tcp"]);
             spec.extend_from_slice(side);
             spec.extend(matches);
-            spec.extend(words(&["-m", "comment", "--comment", COMMENT_SELECT]));
+            spec.extend(words(&["-m", "comment", "--comment", comment]));
             spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
             rule(Role::Select, spec)
         };
@@ -499,7 +503,7 @@ impl RuleSet {
                 m.push("!".into());
             }
             m.extend(words(&["--u32", tcp_header_is_32(family)]));
-            let from = string_from(family, timestamps).to_string();
+            let from = string_from(family.ip(), timestamps).to_string();
             m.extend(words(&["-m", "string", "--algo", "kmp", "--from", &from]));
             m.extend(words(&["--string", word]));
             if icase {
@@ -509,17 +513,18 @@ impl RuleSet {
         };
         // A rule that lets a segment of either side leave when all its
         // programs match.
-        let passes = |comment: &str, programs: &dyn Fn(bpf::Side) -> Vec<String>| {
+        let passes = |comment: &str, kind: Kind| {
             sides
                 .into_iter()
                 .zip([bpf::Side::Client, bpf::Side::Server])
                 .map(|((side, _), who)| {
                     let mut spec = words(&["-p", "tcp"]);
                     spec.extend_from_slice(side);
-                    for program in programs(who) {
+                    for program in kind.programs(family, who) {
                         spec.extend(words(&["-m", "bpf", "--bytecode", &program]));
                     }
-                    spec.extend(words(&["-m", "comment", "--comment", comment]));
+                    let named = format!("{comment} ({})", kind.label(who));
+                    spec.extend(words(&["-m", "comment", "--comment", &named]));
                     spec.extend(words(&["-j", "ACCEPT"]));
                     rule(Role::Plain, spec)
                 })
@@ -537,43 +542,46 @@ impl RuleSet {
         // words at fixed places, inline).
         let mut rules = vec![fin];
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
-        rules.extend(passes(COMMENT_QUICK, &|who| {
-            vec![bpf::quick_plain_line(family, who)]
-        }));
+        rules.extend(passes(COMMENT_QUICK, Kind::Quick));
         rules.extend(handshakes);
         rules.push(reset);
-        rules.extend(passes(COMMENT_PLAIN, &|who| {
-            bpf::empty_or_plain_line(family, who, SHORT_PLAIN_PROGRAMS)
-        }));
-        rules.extend(passes(COMMENT_PLAIN, &|who| {
-            bpf::plain_line(family, who, bpf::PLAIN_PROGRAMS)
-        }));
+        rules.extend(passes(COMMENT_PLAIN, Kind::Short));
+        rules.extend(passes(COMMENT_PLAIN, Kind::Long));
         let [client, server] = sides;
         // A PASV or EPSV alone in its segment is not queued: it is noted in
         // the passive set (ftpct takes the note when the 227 or 229 comes:
         // an announcement counts only when asked for) and leaves the chain.
         let passive = words(&["-m", "bpf", "--bytecode", &bpf::passive_request(family)]);
+        let passive_comment = format!("{COMMENT_PASSIVE} ({})", Kind::Passive.label(Side::Client));
         let (passive_set, (client_side, client_key)) = (self.sets.passive_of(family), client);
         let note = words(&["-j", "SET", "--add-set", passive_set, client_key, "--exist"]);
         for target in [note, words(&["-j", "ACCEPT"])] {
             let mut spec = words(&["-p", "tcp"]);
             spec.extend_from_slice(client_side);
             spec.extend(passive.clone());
-            spec.extend(words(&["-m", "comment", "--comment", COMMENT_PASSIVE]));
+            spec.extend(words(&["-m", "comment", "--comment", &passive_comment]));
             spec.extend(target);
             rules.push(rule(Role::Passive, spec));
         }
         for timestamps in [true, false] {
-            for w in CLIENT_WORDS {
-                rules.push(select(client, string(w, true, timestamps)));
-            }
-            for w in SERVER_WORDS {
-                rules.push(select(server, string(w, false, timestamps)));
+            for (side, who) in [(client, bpf::Side::Client), (server, bpf::Side::Server)] {
+                let (words, any_case) = search_words(who);
+                for w in words {
+                    rules.push(select(
+                        side,
+                        string(w, any_case, timestamps),
+                        COMMENT_SELECT,
+                    ));
+                }
             }
         }
         let open_line = words(&["-m", "bpf", "--bytecode", &bpf::not_ending_a_line(family)]);
+        let open_comment = format!(
+            "{COMMENT_OPEN_LINE} ({})",
+            Kind::OpenLine.label(Side::Client)
+        );
         for side in sides {
-            rules.push(select(side, open_line.clone()));
+            rules.push(select(side, open_line.clone(), &open_comment));
         }
         rules.extend(sides.map(|side| guarded(COMMENT_PICKED, side)));
         rules
@@ -661,7 +669,7 @@ pub(crate) mod tests {
     /// xt_u32 on `packet`, for the tests this module writes: `&&` between
     /// tests, each a location (a number, then `&`, `<<`, `>>` or `@`
     /// numbers) `=` a value.
-    fn u32_matches(expr: &str, packet: &[u8]) -> bool {
+    pub(crate) fn u32_matches(expr: &str, packet: &[u8]) -> bool {
         let word = |at: usize| {
             let b = packet.get(at..at + 4)?;
             Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -750,14 +758,14 @@ pub(crate) mod tests {
                 let pkt = TcpPacket::parse(&packet).expect("parses");
                 let payload_at = packet.len() - pkt.payload().len();
                 let says_32 = u32_matches(tcp_header_is_32(family), &packet);
-                let readable = crate::netfilter::bpf::readable_payload(&packet).is_some();
+                let readable = ftpct_engine::classifier::readable_payload(&packet).is_some();
                 assert_eq!(
                     says_32,
                     readable && shape.tcp_header == 32,
                     "{shape:?} {first}"
                 );
                 assert!(
-                    string_from(family, says_32) <= payload_at,
+                    string_from(family.ip(), says_32) <= payload_at,
                     "{shape:?} {first}"
                 );
             }

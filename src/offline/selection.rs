@@ -12,13 +12,7 @@ use ftpct_engine::command::{Command, GuardKey};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
-use crate::netfilter::bpf::{
-    ends_inside_a_line, is_passive_request, is_plain_line, readable_payload, Side,
-};
-use crate::netfilter::classifier::{
-    string_from, CLIENT_WORDS, SERVER_WORDS, TCP_HEADER_WITH_TIMESTAMPS,
-};
-use crate::netfilter::family::Family;
+use ftpct_engine::classifier::{classify, Selection as Fate, Side};
 
 pub struct Selection {
     control_ports: Vec<u16>,
@@ -63,35 +57,22 @@ impl Selection {
         if self.guarded.contains(&key) {
             return true;
         }
-        // A shape the programs do not read (IPv6 extension headers): no
-        // rule lets it pass, the selector of open lines picks it.
-        let Some(payload) = readable_payload(pkt.bytes()) else {
-            self.guarded.insert(key);
-            return true;
-        };
         let side = if to_control {
             Side::Client
         } else {
             Side::Server
         };
-        // The quick and plain-line rules: no payload, or one plain line.
-        if payload.is_empty() || is_plain_line(payload, side) {
-            return false;
+        match classify(ip, side) {
+            Fate::Passes => false,
+            Fate::Noted => {
+                self.passive.insert(key);
+                false
+            }
+            Fate::Crosses(_) => {
+                self.guarded.insert(key);
+                true
+            }
         }
-        if to_control && is_passive_request(payload) {
-            self.passive.insert(key);
-            return false;
-        }
-        let timestamps = pkt.tcp_header_len() == TCP_HEADER_WITH_TIMESTAMPS;
-        let from = string_from(Family::of(pkt.tuple.src.ip()), timestamps);
-        let searched = ip.get(from..).unwrap_or_default();
-        let selected = (to_control && CLIENT_WORDS.iter().any(|w| holds(searched, w, true)))
-            || (from_control && SERVER_WORDS.iter().any(|w| holds(searched, w, false)))
-            || ends_inside_a_line(payload);
-        if selected {
-            self.guarded.insert(key);
-        }
-        selected
     }
 
     /// Whether the FIN rule puts the packet's session in the FIN set: a
@@ -122,18 +103,6 @@ impl Selection {
             }
         }
     }
-}
-
-/// xt_string: `word` anywhere in `bytes`, in any case when `icase`.
-fn holds(bytes: &[u8], word: &str, icase: bool) -> bool {
-    let word = word.as_bytes();
-    bytes.windows(word.len()).any(|w| {
-        if icase {
-            w.eq_ignore_ascii_case(word)
-        } else {
-            w == word
-        }
-    })
 }
 
 #[cfg(test)]

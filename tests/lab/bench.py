@@ -1,9 +1,10 @@
-"""Gateway benchmarks: ftpct against the kernel's FTP helper and against no
-helper at all, in the same run, on the lab's snat topology (client
-192.0.2.10 behind a MASQUERADE gateway, servers at 198.51.100.20).
+"""Gateway benchmarks: ftpct against the kernel's FTP helper, a userspace
+FTP proxy (Debian's ftp-proxy) and no helper at all, in the same run, on
+the lab's snat topology (client 192.0.2.10 behind a MASQUERADE gateway,
+servers at 198.51.100.20).
 
   python3 -m lab bench [--quick] [--rounds N] [--only LIST] [--no-vsftpd] [--no-nfq]
-                       [--queue-all-too] [--ftpct-queues SPEC] [--ftpct-busy-poll USEC]
+                       [--no-ftp-proxy] [--queue-all-too] [--ftpct-queues SPEC] [--ftpct-busy-poll USEC]
                        [--out DIR] [--ftpct PATH] [--ftpload PATH] [--no-build]
   python3 -m lab bench --table results.jsonl     the table of a kept run (no root)
 
@@ -11,8 +12,9 @@ The gateways (COLUMNS, one entry each, alternated within each round in a
 rotating order) and the tests (plan(), per server) are data; what a column
 or a test needs from the lab is in Bench. The table (Table, table()) is the
 medians over rounds of every figure per gateway, ratios of ftpct's against
-the kernel's helper, no helper and the do-nothing queue program measured in
-the same run, and the targets of issue 10.
+the kernel's helper, no helper, the do-nothing queue program and the proxy
+measured in the same run, the targets of issue 10, and what a gateway
+cannot run.
 
 Tests (client in PREFIX+cli, servers in PREFIX+srv, the NAT gateway between):
   rtt       NOOP, PASV+227 and PORT+200 round trips in one session, client,
@@ -29,6 +31,9 @@ Tests (client in PREFIX+cli, servers in PREFIX+srv, the NAT gateway between):
             to a sink; packets per second through the gateway, packets the
             queue program saw against packets that reached the raw table,
             its CPU per packet
+  syscalls  one client, sessions one after the other for a second or two,
+            PASV/EPSV/PORT/EPRT in turn, the gateway's program (every thread
+            and child) under `strace -c -f`: its system calls per session
 Servers: ftpload's own (tools/ftpload, fast) for every test, vsftpd (forks
 per session, realistic) for sessions and bulk. The machine's CPU comes from
 /proc/stat. Packets queued: the packet counters of every NFQUEUE rule of the
@@ -37,12 +42,15 @@ gateway's raw table (any chain, both families) before and after each test.
 Environment: FTPCT_BENCH_PREFIX (default ftpct-bench-: the namespaces),
 FTPCT_BENCH_BUSY_WAIT (seconds to wait for a busy machine, default 300),
 FTPCT_BIN and FTPLOAD_BIN (the binaries; default target/release/ of this
-checkout, built first unless --no-build). Every wait is bounded; the lab is
-taken down at the end, also on an error, Ctrl-C or SIGTERM.
+checkout, built first unless --no-build), FTPCT_FTP_PROXY (default: where
+scripts/install-deps.sh unpacks Debian's ftp-proxy). Every wait is
+bounded; the lab is taken down at the end, also on an error, Ctrl-C or
+SIGTERM.
 """
 
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -57,7 +65,7 @@ from dataclasses import dataclass
 
 from .gateway import kernel_helper
 from .proc import Daemon, LabError, run, wait_until
-from .servers import FtpRoot, FtpServer, Vsftpd, wait_listening
+from .servers import LAB_OPT, FtpRoot, FtpServer, Vsftpd, wait_listening
 from .topology import Topology, ns_pids
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -65,7 +73,8 @@ CG_ROOT = "/sys/fs/cgroup/cpuacct"
 CG_GROUPS = ("srv", "gw", "cli")  # server, queue program, client
 TAG = "ftpctb"  # comment of the rules the benchmark adds, name of its cgroup
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-TESTS = ("rtt", "sessions", "bulk", "stream")  # --only
+TESTS = ("rtt", "sessions", "bulk", "stream", "syscalls")  # --only
+MODES = ("pasv", "epsv", "port", "eprt")  # ftpload's data connection modes
 # Heavy neighbours a run waits for: a build, a capture, a live test matrix.
 HEAVY_COMMANDS = ("cargo", "cargo-fuzz", "rustc", "tcpdump")
 HEAVY_ARGS = re.compile(r"pytest.*tests/lab")
@@ -78,31 +87,68 @@ def queue_bound(bench):
     return any(f[0] == "0" and f[1] != "0" for f in bench.queue_table())
 
 
+FTP_PROXY = os.environ.get("FTPCT_FTP_PROXY", os.path.join(LAB_OPT, "ftp-proxy/usr/sbin/ftp-proxy"))
+FTP_PROXY_PORT = "2121"
+
+
+def proxy_listening(bench):
+    """The proxy listens on its port in the gateway."""
+    return f"0.0.0.0:{FTP_PROXY_PORT}" in bench.gw("ss", "-ltnH", f"sport = :{FTP_PROXY_PORT}", check=False).stdout
+
+
+def ftp_proxy_conf(path, server):
+    """ftp-proxy's configuration (ftp-proxy.conf(5)), written to path:
+    standalone, transparent (the client's destination is the server), as
+    Debian's own file runs it (nobody, nogroup), with the limits raised
+    that would refuse a benchmark's sessions (ForkLimit: 40 a minute,
+    MaxClients: 64, by default)."""
+    # Its log in a folder of its own: it replaces the file as nobody.
+    logs = os.path.join(os.path.dirname(path), "ftp-proxy")
+    os.makedirs(logs, exist_ok=True)
+    os.chown(logs, pwd.getpwnam("nobody").pw_uid, -1)
+    log = os.path.join(logs, "sessions.log")
+    settings = ("ServerType standalone", "Listen 0.0.0.0", f"Port {FTP_PROXY_PORT}",
+                f"DestinationAddress {server}", "AllowTransProxy yes", "MaxClients 512", "ForkLimit 1000000",
+                "TimeOut 60", f"LogDestination {log}", "LogLevel WRN", "User nobody", "Group nogroup")
+    with open(path, "w") as f:
+        f.write("# generated by the lab harness's benchmark (tests/lab/bench.py)\n[-Global-]\n"
+                + "\n".join(settings) + "\n")
+    return path
+
+
 @dataclass(frozen=True)
 class Column:
     """One gateway of the table. Its pieces, set up in this order and taken
     down in the reverse one: rules inserted first in chains (insert: table,
-    chain, rule; both families, tagged), the kernel's helper, `ftpct rules
-    --apply RULES`, a program in the gateway (PROGRAM, its CPU accounted as
-    the queue program's, ready when ready(bench) is true). Placeholders in
-    RULES and PROGRAM: {ftpct}, {ftpload}, {queues}, {busy_poll}.
+    chain, rule; in the families' tables, tagged), the kernel's helper,
+    `ftpct rules --apply RULES`, a program in the gateway (PROGRAM, its CPU
+    accounted as the queue program's, ready when ready(bench) is true;
+    queues: it reads the queue, else it is a proxy). Placeholders in RULES
+    and PROGRAM: {ftpct}, {ftpload}, {queues}, {busy_poll}, {ftp_proxy},
+    {ftp_proxy_conf}.
 
     engine_count: the program logs the packets its engine saw when it stops
-    (ftpct); otherwise a queue program saw what its queue received. servers
-    and tests: what it is measured with. option: the command-line switch that
-    leaves it out (no_*) or adds it; optional: printed only when the results
-    have it; ratio: a c/LETTER column of ftpct against it."""
+    (ftpct); otherwise a queue program saw what its queue received. servers,
+    tests and modes (ftpload's data connection modes): what it is measured
+    with; cannot: what it cannot run and why, printed under the table.
+    option: the command-line switch that leaves it out (no_*) or adds it;
+    optional: printed only when the results have it; ratio: a c/LETTER
+    column of ftpct against it."""
     key: str
     letter: str
     what: str
     insert: tuple = ()
+    families: tuple = ("iptables", "ip6tables")
     kernel_helper: bool = False
     rules: tuple = None
     program: tuple = None
     ready: object = queue_bound
+    queues: bool = True
     engine_count: bool = False
     servers: tuple = ("ftpload", "vsftpd")
     tests: tuple = TESTS
+    modes: tuple = MODES
+    cannot: str = ""
     option: str = None
     optional: bool = False
     ratio: bool = False
@@ -113,7 +159,7 @@ class Column:
 
     @property
     def queue_program(self):
-        return self.program is not None
+        return self.program is not None and self.queues
 
     def enabled(self, opts):
         if self.option is None:
@@ -141,10 +187,22 @@ COLUMNS = (
     Column("nfq", "d", "ftpct's rules with --queue-all (every control packet queued), a do-nothing queue "
            "program (`ftpload nfq-null`: recv, accept) and permissive forwarding: crossing alone",
            insert=PERMISSIVE, rules=("--queue-all",), program=("{ftpload}", "nfq-null"),
-           servers=("ftpload",), tests=("rtt", "sessions", "stream"), option="no_nfq", ratio=True),
+           servers=("ftpload",), tests=("rtt", "sessions", "stream", "syscalls"), option="no_nfq", ratio=True),
     Column("ftpctall", "e", "as (c) with --queue-all for `ftpct rules` and `ftpct run`",
            rules=("--queue-all", "--queues", "{queues}"), program=FTPCT_RUN + ("--queue-all",),
            engine_count=True, option="queue_all_too", optional=True),
+    Column("ftp-proxy", "f", "Debian's ftp-proxy, transparent: nat PREROUTING -p tcp --dport 21 -j REDIRECT "
+           f"--to-ports {FTP_PROXY_PORT} (IPv4), `ftp-proxy -d -n` forking per session, AllowTransProxy; "
+           "its processes' CPU is counted as the queue program's",
+           insert=(("nat", "PREROUTING", "-p", "tcp", "--dport", "21", "-j", "REDIRECT", "--to-ports",
+                    FTP_PROXY_PORT),),
+           families=("iptables",), program=("{ftp_proxy}", "-d", "-n", "-f", "{ftp_proxy_conf}"),
+           ready=proxy_listening, queues=False, tests=("rtt", "sessions", "bulk", "syscalls"),
+           modes=("pasv", "port"),
+           cannot="EPSV and EPRT (it answers 500 'command unrecognized': its sessions use PASV and PORT "
+                  "only); the stream test (ftpload's sink command XSINK: 500 'command unrecognized'); "
+                  "IPv6 (it listens and connects on IPv4 only)",
+           option="no_ftp_proxy", optional=True, ratio=True),
 )
 SUBJECT = "ftpct"  # the column every ratio is of
 COLUMN = {c.key: c for c in COLUMNS}
@@ -164,9 +222,10 @@ class Sizes:
     bulk: int = 1 << 30
     stream_secs: float = 4
     stream_mss: int = 120
+    trace_secs: float = 2  # sequential sessions under strace
 
 
-QUICK = Sizes(cmds=1000, sess_secs=2, vs_sess_secs=1.5, qsess_secs=1, stream_secs=2)
+QUICK = Sizes(cmds=1000, sess_secs=2, vs_sess_secs=1.5, qsess_secs=1, stream_secs=2, trace_secs=1)
 
 ALL_CPUS = None
 ONE_CPU = {"client": {0}, "server": {0}, "program": {0}}  # a wake-up on the other CPU costs ~25 us
@@ -211,12 +270,15 @@ def plan(sizes):
             ]
         secs = sizes.sess_secs if server == "ftpload" else sizes.vs_sess_secs
         for k in sizes.clients if server == "ftpload" else sizes.vs_clients:
-            tests.append(Test("sessions", f"{server}-K{k}", "sessions", server, sessions_argv(k, secs),
+            tests.append(Test("sessions", f"{server}-K{k}", "sessions", server, sessions_argv(k, secs, MODES),
                               int(secs) + 60, flush=True))
-        for kind, modes in (("passive", "pasv,epsv"), ("active", "port,eprt")):
+        for kind, modes in (("passive", ("pasv", "epsv")), ("active", ("port", "eprt"))):
             tests.append(Test("queued-sessions", f"{server}-{kind}", "sessions", server,
-                              sessions_argv(1, sizes.qsess_secs) + ("--modes", modes),
-                              int(sizes.qsess_secs) + 60, flush=True))
+                              sessions_argv(1, sizes.qsess_secs, modes), int(sizes.qsess_secs) + 60, flush=True))
+        if server == "ftpload":
+            tests.append(Test("syscalls", f"{server}-sequential", "syscalls", server,
+                              sessions_argv(1, sizes.trace_secs, MODES), int(sizes.trace_secs) + 60,
+                              program_only=True, flush=True))
         tests.append(Test("bulk", server, "bulk", server,
                           ("bulk", "--target", "{target}", "--file", "{bulk_name}", "--size", "{bulk_size}",
                            "--sha256", "{sha_bulk}"), 300))
@@ -227,9 +289,26 @@ def plan(sizes):
     return tests
 
 
-def sessions_argv(clients, secs):
+def sessions_argv(clients, secs, modes):
     return ("sessions", "--target", "{target}", "--clients", str(clients), "--duration", f"{secs:g}",
-            "--file", "1k.bin", "--size", "1024", "--sha256", "{sha_1k}")
+            "--modes", ",".join(modes), "--file", "1k.bin", "--size", "1024", "--sha256", "{sha_1k}")
+
+
+def modes_of(test, column):
+    """The data connection modes of test that column can do (None: the
+    test names none)."""
+    if "--modes" not in test.argv:
+        return None
+    return tuple(m for m in test.argv[test.argv.index("--modes") + 1].split(",") if m in column.modes)
+
+
+def argv_for(test, column):
+    """test's argv with only the modes column can do."""
+    modes = modes_of(test, column)
+    if modes is None:
+        return test.argv
+    at = test.argv.index("--modes") + 1
+    return test.argv[:at] + (",".join(modes),) + test.argv[at + 1:]
 
 
 def selected(column, tests, opts):
@@ -238,7 +317,7 @@ def selected(column, tests, opts):
     return [t for t in tests
             if t.group in only and t.group in column.tests and t.server in column.servers
             and (t.server != "vsftpd" or not opts.no_vsftpd)
-            and (column.queue_program or not t.program_only)]
+            and (column.program is not None or not t.program_only) and modes_of(t, column) != ()]
 
 
 def summary(result):
@@ -470,7 +549,10 @@ class Bench:
         self.values = {"target": f"{self.topo.target('v4')}:21", "sha_1k": self.files.served_sha("1k.bin"),
                        "bulk_name": bulk_name, "bulk_size": str(self.sizes.bulk), "sha_bulk": "",
                        "ftpct": self.opts.ftpct, "ftpload": self.opts.ftpload,
-                       "queues": self.opts.ftpct_queues, "busy_poll": str(self.opts.ftpct_busy_poll)}
+                       "queues": self.opts.ftpct_queues, "busy_poll": str(self.opts.ftpct_busy_poll),
+                       "ftp_proxy": FTP_PROXY,
+                       "ftp_proxy_conf": ftp_proxy_conf(os.path.join(self.work, "ftp-proxy.conf"),
+                                                        self.topo.target("v4"))}
         if "bulk" in self.opts.only.split(","):
             path = os.path.join(self.files.anon, bulk_name)
             with open(path, "wb") as f:
@@ -518,7 +600,7 @@ class Bench:
     def enter(self, column):
         self.column = column
         for table, chain, *rule in column.insert:
-            for ipt in ("iptables", "ip6tables"):
+            for ipt in column.families:
                 self.gw(ipt, "-t", table, "-I", chain, "1", "-m", "comment", "--comment", f"{TAG}-{column.key}",
                         *rule)
                 self.inserted.append((ipt, table, chain, rule))
@@ -693,7 +775,7 @@ class Bench:
 
     def client(self, test, cpus):
         """Runs ftpload's client; (exit status, its JSON result or None)."""
-        argv = ["ip", "netns", "exec", self.topo.cli_ns, self.opts.ftpload, *self.fill(test.argv)]
+        argv = ["ip", "netns", "exec", self.topo.cli_ns, self.opts.ftpload, *self.fill(argv_for(test, self.column))]
         with open(os.path.join(self.work, "client.log"), "ab") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                     start_new_session=True, preexec_fn=self.cg.joiner("cli", cpus))
@@ -733,6 +815,7 @@ class Bench:
             self.stream(test)
             return
         q0, n0 = self.queued_packets(), self.netlink_requests()
+        tracer = self.trace_start() if test.test == "syscalls" else None
         u0, (b0, t0), w0 = self.cg.usage(), machine_ticks(), time.monotonic()
         status, result = self.client(test, cpus.get("client"))
         w1, (b1, t1), u1 = time.monotonic(), machine_ticks(), self.cg.usage()
@@ -747,6 +830,8 @@ class Bench:
         time.sleep(0.1)
         q1 = self.queued_packets()
         cpu["queued"] = q1 - q0 if q0 is not None and q1 is not None else None
+        if tracer is not None:
+            cpu["syscalls"] = self.trace_stop(*tracer)
         n1 = self.netlink_requests()
         if n0 is not None and n1 is not None:
             cpu["netlink"] = {f"{op} {w}": n1[(op, w)] - n0.get((op, w), 0) for op, w in n1
@@ -764,13 +849,51 @@ class Bench:
             if self.netlink_requests() is not None:
                 time.sleep(SETTLE_S)
 
+    def trace_start(self):
+        """`strace -c -f` attached to the gateway's program, every thread
+        (and, -f, every child it forks from now on); (process, summary
+        file) once every thread is attached, None (a warning) when strace
+        cannot attach: the run goes on without the figure."""
+        path = os.path.join(self.work, f"strace-{self.column.key}-r{self.round}")
+        with open(path + ".log", "wb") as err:
+            proc = subprocess.Popen(["strace", "-c", "-f", "-o", path + ".txt", "-p", str(self.program.pid)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+
+        def attached():  # "Process PID attached [with N threads]", once all are
+            with open(path + ".log", errors="replace") as f:
+                return proc.poll() is None and " attached" in f.read()
+        try:
+            wait_until("strace attached to every thread", attached, timeout=10)
+        except LabError:
+            self.trace_stop(proc, path)
+            log(f"warning: strace did not attach to {self.program.name}: " + " ".join(tail_lines(path + ".log", 3)))
+            return None
+        return proc, path
+
+    def trace_stop(self, proc, path):
+        """Detaches strace; {system call: calls} from its summary."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+                log(f"warning: strace on {self.program_name} did not stop in 10 s: killed")
+        try:
+            with open(path + ".txt") as f:
+                return strace_counts(f.read())
+        except FileNotFoundError:
+            return None
+
     def stream(self, test):
         """Packets through the gateway (a counting rule first in raw
         PREROUTING) and what the queue program saw of them; one packet per
         segment everywhere, so that rule counters count segments."""
         self.offloads("off")
         self.count_rule("-I")
-        restart = self.program is not None
+        restart = self.column.queue_program
         if restart:  # a fresh queue program: its counts are the stream's alone
             self.program_stop()
             self.program_start()
@@ -817,13 +940,28 @@ class Bench:
 
     def run(self):
         tests = plan(self.sizes)
+        runs = {c.key: selected(c, tests, self.opts) for c in self.columns}
+        for c in self.columns:
+            if not runs[c.key]:
+                log(f"gateway {c.key}: none of the tests asked for" + (f" (it cannot run: {c.cannot})" if c.cannot
+                                                                       else ""))
+        columns = [c for c in self.columns if runs[c.key]]
         self.wait_quiet()
         for self.round in range(1, self.opts.rounds + 1):
-            n = len(self.columns)
-            for i in range(n):
-                column = self.columns[(i + self.round - 1) % n]
-                self.run_column(column, selected(column, tests, self.opts))
+            for i in range(len(columns)):
+                column = columns[(i + self.round - 1) % len(columns)]
+                self.run_column(column, runs[column.key])
         self.round = 0
+
+
+def strace_counts(text):
+    """{system call: calls} of an `strace -c` summary."""
+    counts = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            counts[f[-1]] = int(f[3])
+    return counts
 
 
 def in_gw_argv(topo, *argv):
@@ -844,7 +982,8 @@ def tail_lines(path, n):
 
 # --- the table ---------------------------------------------------------------------
 
-# Sequential sessions of the packets-queued rows: at least this many.
+# Sequential sessions of the packets-queued rows: at least this many where
+# a queue program runs (a gateway without one queues nothing, however few).
 MIN_QUEUED_SESSIONS = 20
 
 
@@ -875,8 +1014,9 @@ class Table:
         self.all = columns
         self.columns = [c for c in columns if not c.optional or c.key in present]
         # The kernel's helper first: the reference of every target.
-        self.ratios = sorted((c for c in columns if c.ratio), key=lambda c: c.key != "kernel")
+        self.ratios = sorted((c for c in self.columns if c.ratio), key=lambda c: c.key != "kernel")
         self.queued = {c.key for c in columns if c.queue_program}
+        self.programs = {c.key for c in columns if c.program is not None}
         self.lines = []
         self.misses = []
         self.problems = []
@@ -958,7 +1098,11 @@ def table(rows):
     session_rows(t, res, cpu)
     bulk_rows(t, res, cpu)
     stream_rows(t, cpu)
+    syscall_rows(t)
     lines = [t.render(), "", "targets missed: " + (", ".join(t.misses) if t.misses else "none")]
+    cannot = [f"  {c.heading}: {c.cannot}" for c in t.columns if c.cannot and c.key in {r["mode"] for r in rows}]
+    if cannot:
+        lines += ["cannot run:"] + cannot
     if t.problems:
         lines += ["problems:"] + ["  " + p for p in t.problems]
     return "\n".join(lines)
@@ -976,7 +1120,7 @@ def rtt_rows(t, res):
             same = t.values("rtt", "NOOP", res("median_us"))
             other = t.values("rtt", "NOOP-other-cpu", res("median_us"))
             for c in t.all:
-                if not c.queue_program:
+                if c.key not in t.programs:
                     other[c.key] = same[c.key]
             t.add("NOOP round trip, median, queue program on the other CPU", "us", other, "{:.1f}",
                   ("max_cb", 1.05))
@@ -1006,7 +1150,8 @@ def queued_rows(t):
 
     def per_session(r):
         res = r["result"]
-        if res["failed"] or res["ok"] + res["failed"] < MIN_QUEUED_SESSIONS:
+        few = r["mode"] in t.queued and res["ok"] + res["failed"] < MIN_QUEUED_SESSIONS
+        if res["failed"] or few or not res["ok"]:
             t.problem(f"{r['mode']} queued-sessions {r['param']} round {r['round']}: {res['ok']} sessions ok, "
                       f"{res['failed']} failed (the figure needs >= {MIN_QUEUED_SESSIONS}, none failed)")
             return None
@@ -1018,9 +1163,18 @@ def queued_rows(t):
             t.add(f"packets queued per {kind} session ({what}), {srv}", "pkt",
                   t.values("queued-sessions", f"{srv}-{kind}", per_session), "{:.1f}", ("max_c", limit))
         for kind in ("passive", "active"):
+            t.add(f"one {kind} session after another: its time, median, {srv}", "ms",
+                  t.values("queued-sessions", f"{srv}-{kind}", session_ms), "{:.2f}")
+        for kind in ("passive", "active"):
             for label, waited in (("netlink requests", None), ("  of them waited for (round trips)", "yes")):
                 t.add(f"{label} per {kind} session, {srv}", "req",
                       t.values("queued-sessions", f"{srv}-{kind}", netlink_per_session(waited)), "{:.1f}")
+
+
+def session_ms(r):
+    """The client's median session time (ms; None from a client without it)."""
+    us = r["result"].get("latency_median_us")
+    return None if us is None else us / 1000
 
 
 def netlink_per_session(waited):
@@ -1040,7 +1194,7 @@ def session_rows(t, res, cpu):
     over the wall time."""
     def queue_cpu_per_session(r):
         ok = r["result"]["ok"]
-        return 1e6 * r["cpu"]["ftpct_cpu_s"] / ok if ok and r["mode"] in t.queued else None
+        return 1e6 * r["cpu"]["ftpct_cpu_s"] / ok if ok and r["mode"] in t.programs else None
 
     def machine_cpu_per_session(r):
         ok, c = r["result"]["ok"], r["cpu"]
@@ -1117,6 +1271,29 @@ def stream_rows(t, cpu):
                           f"{r['cpu']['seen']} inspected (socket drops {r['cpu']['socket_drops']})")
 
 
+SENDS_RECEIVES = re.compile(r"^(send|recv)")
+
+
+def syscalls_per_session(calls):
+    """fn(row): the program's system calls per session done, those whose
+    name calls matches (None: all)."""
+    def per_session(r):
+        counted, ok = (r.get("cpu") or {}).get("syscalls"), r["result"]["ok"]
+        if counted is None or not ok:
+            return None
+        return sum(n for name, n in counted.items() if calls is None or calls.match(name)) / ok
+    return per_session
+
+
+def syscall_rows(t):
+    for p in sorted({r["param"] for r in t.rows if r["test"] == "syscalls"}):
+        srv = p.rsplit("-", 1)[0]
+        t.add(f"system calls of the gateway's program per sequential session, {srv}", "calls",
+              t.values("syscalls", p, syscalls_per_session(None)), "{:.1f}", ("max_c", 16))
+        t.add(f"  of them sends and receives, {srv}", "calls",
+              t.values("syscalls", p, syscalls_per_session(SENDS_RECEIVES)), "{:.1f}")
+
+
 # --- the command ---------------------------------------------------------------------
 
 def add_arguments(p):
@@ -1128,6 +1305,7 @@ def add_arguments(p):
                         "the gateways in a rotating order")
     p.add_argument("--no-vsftpd", action="store_true", help="skip the vsftpd tests (sessions and bulk)")
     p.add_argument("--no-nfq", action="store_true", help="skip gateway (d), the do-nothing queue program")
+    p.add_argument("--no-ftp-proxy", action="store_true", help="skip gateway (f), Debian's ftp-proxy")
     p.add_argument("--queue-all-too", action="store_true", help="add gateway (e) ftpctall")
     p.add_argument("--ftpct-queues", default="0", metavar="SPEC",
                    help="ftpct's queues for (c) and (e) (`ftpct rules|run --queues SPEC`, e.g. 0:1); default 0")
@@ -1173,7 +1351,8 @@ def command_line(opts):
     """The options of this run, for the table's header."""
     parts = ["python3 -m lab bench"] + (["--quick"] if opts.quick else []) + ["--rounds", str(opts.rounds)]
     parts += [flag for flag, on in (("--no-vsftpd", opts.no_vsftpd), ("--no-nfq", opts.no_nfq),
-                                    ("--queue-all-too", opts.queue_all_too)) if on]
+                                    ("--no-ftp-proxy", opts.no_ftp_proxy), ("--queue-all-too", opts.queue_all_too))
+              if on]
     if opts.ftpct_queues != "0":
         parts += ["--ftpct-queues", opts.ftpct_queues]
     if opts.ftpct_busy_poll:
@@ -1205,6 +1384,8 @@ def prepare(opts):
     for name in ("ftpct", "ftpload"):
         if not os.access(getattr(opts, name), os.X_OK):
             raise LabError(f"{getattr(opts, name)} missing (--{name} PATH, or build it)")
+    if COLUMN["ftp-proxy"].enabled(opts) and not os.access(FTP_PROXY, os.X_OK):
+        raise LabError(f"{FTP_PROXY} missing: scripts/install-deps.sh unpacks it (or --no-ftp-proxy)")
     # Fail now, not after the first rounds, when this ftpct lacks a flag.
     for column in COLUMNS:
         if not column.enabled(opts):

@@ -97,32 +97,72 @@ def test_the_optional_column_shows_only_when_the_results_have_it(rows):
     assert "ftpctall" in head and head.index("ftpctall") < head.index("c/b")
 
 
-def test_a_new_gateway_is_one_entry(rows, monkeypatch):
-    proxy = bench.Column("ftp-proxy", "f", "a userspace FTP proxy", servers=("ftpload",), ratio=True)
-    monkeypatch.setattr(bench, "COLUMNS", bench.COLUMNS + (proxy,))
-    extra = [dict(r, mode="ftp-proxy") for r in rows if r["mode"] == "kernel"]
-    text = bench.table(rows + extra)
+def proxy_rows(rows):
+    """The kernel's rows as the proxy's, with the CPU of a program in the
+    gateway (a quarter of the client's) and no stream (it cannot run it)."""
+    return [dict(r, mode="ftp-proxy", cpu=dict(r["cpu"], ftpct_cpu_s=r["cpu"].get("cli_pct", 0) / 400))
+            for r in rows if r["mode"] == "kernel" and r["test"] != "stream"]
+
+
+def test_the_proxy_is_a_column_with_its_ratio_and_what_it_cannot_run(rows):
+    assert "(f) ftp-proxy" not in bench.table(rows)  # shown only when the results have it
+    text = bench.table(rows + proxy_rows(rows))
     head = text.splitlines()[0]
-    assert "(f) ftp-proxy" in head and head.index("c/d") < head.index("c/f")
+    assert head.index("(d) nfq") < head.index("(f) ftp-proxy") < head.index("c/b") < head.index("c/f")
     noop = cells(text, "NOOP round trip, median, all on one CPU")
-    assert noop[9] == noop[6]  # c/f: the proxy's rows are the kernel's here, so c/f is c/b
+    assert noop[5] == noop[2] and noop[9] == noop[6]  # c/f: the proxy's rows are the kernel's here: c/f is c/b
+    # Its program's CPU per session is shown (not a queue program's: no stream figures).
+    per_session = cells(text, "  queue program CPU per session, ftpload, K=1")
+    assert per_session[1:3] == ["-", "-"] and per_session[5] != "-"
+    assert cells(text, "stream: queue program CPU per packet")[5] == "-"
+    # Nothing queued through it, and the NOOP on the other CPU is its own test's (none here).
+    assert cells(text, "packets queued per passive session (PASV/EPSV), ftpload")[5] == "0.0"
+    few = [dict(r, result=dict(r["result"], ok=12)) if r["test"] == "queued-sessions" else r for r in proxy_rows(rows)]
+    text = bench.table(rows + few)  # 12 sequential sessions: enough where nothing is queued
+    assert cells(text, "packets queued per active session (PORT/EPRT), ftpload")[5] == "0.0"
+    assert "ftp-proxy queued-sessions" not in text
+    assert cells(text, "NOOP round trip, median, queue program on the other CPU")[5] == "-"
+    assert "cannot run:\n  (f) ftp-proxy: EPSV and EPRT" in text and "IPv6" in text
+    assert "session after another" not in text  # the fixture's client gave no session times
+    timed = [dict(r, result=dict(r["result"], latency_median_us=1000.0 * (r["mode"] == "ftp-proxy") + 1500))
+             if r["test"] == "queued-sessions" else r for r in rows + proxy_rows(rows)]
+    got = cells(bench.table(timed), "one active session after another: its time, median, ftpload")
+    assert got[1:6] == ["1.50", "1.50", "1.50", "1.50", "2.50"] and got[9] == "0.60"
+
+
+def test_the_proxy_sessions_use_the_modes_it_can_do():
+    proxy, ftpct = bench.COLUMN["ftp-proxy"], bench.COLUMN["ftpct"]
+    tests = {(t.test, t.param): t for t in bench.plan(bench.QUICK)}
+    k16 = tests[("sessions", "ftpload-K16")]
+    assert bench.argv_for(k16, ftpct) == k16.argv and "pasv,epsv,port,eprt" in k16.argv
+    argv = bench.argv_for(k16, proxy)
+    assert argv[argv.index("--modes") + 1] == "pasv,port" and len(argv) == len(k16.argv)
+    active = bench.argv_for(tests[("queued-sessions", "ftpload-active")], proxy)
+    assert argv[-2:] == active[-2:] and active[active.index("--modes") + 1] == "port"
+    assert bench.modes_of(tests[("rtt", "NOOP")], proxy) is None
+    runs = [(t.test, t.param) for t in bench.selected(proxy, list(tests.values()), options())]
+    assert ("rtt", "NOOP-other-cpu") in runs and ("stream", "mss120") not in runs and len(runs) == 17
+    only_epsv = bench.Test("sessions", "x", "sessions", "ftpload", bench.sessions_argv(1, 1, ("epsv",)), 60)
+    assert bench.selected(proxy, [only_epsv], options()) == []
 
 
 def options(**kw):
-    opts = dict(quick=True, rounds=None, only="rtt,sessions,bulk,stream", no_vsftpd=False, no_nfq=False,
-                queue_all_too=False, ftpct_queues="0", ftpct_busy_poll=0, prefix="ftpct-bench-")
+    opts = dict(quick=True, rounds=None, only="rtt,sessions,bulk,stream,syscalls", no_vsftpd=False, no_nfq=False,
+                no_ftp_proxy=False, queue_all_too=False, ftpct_queues="0", ftpct_busy_poll=0, prefix="ftpct-bench-")
     opts.update(kw)
     return argparse.Namespace(**opts)
 
 
 def test_the_gateways_and_what_each_runs():
     opts = options()
-    assert [c.key for c in bench.COLUMNS if c.enabled(opts)] == ["none", "kernel", "ftpct", "nfq"]
-    assert [c.key for c in bench.COLUMNS if c.enabled(options(no_nfq=True, queue_all_too=True))] == \
+    assert [c.key for c in bench.COLUMNS if c.enabled(opts)] == ["none", "kernel", "ftpct", "nfq", "ftp-proxy"]
+    assert [c.key for c in bench.COLUMNS if c.enabled(options(no_nfq=True, queue_all_too=True,
+                                                              no_ftp_proxy=True))] == \
         ["none", "kernel", "ftpct", "ftpctall"]
     tests = bench.plan(bench.QUICK)
     runs = {c.key: [(t.test, t.param) for t in bench.selected(c, tests, opts)] for c in bench.COLUMNS}
-    assert len(runs["ftpct"]) == len(set(runs["ftpct"])) == 17
+    assert len(runs["ftpct"]) == len(set(runs["ftpct"])) == 18
+    assert ("syscalls", "ftpload-sequential") in runs["nfq"] and ("syscalls", "ftpload-sequential") not in runs["none"]
     assert ("rtt", "NOOP-other-cpu") in runs["ftpct"] and ("rtt", "NOOP-other-cpu") not in runs["kernel"]
     assert not any(test == "bulk" or param.startswith("vsftpd") for test, param in runs["nfq"])
     assert ("stream", "mss120") in runs["nfq"]
@@ -140,10 +180,10 @@ def test_options_are_checked_and_named_in_the_header():
     bench.check_options(opts)
     assert opts.rounds == 2
     assert bench.command_line(opts) == "python3 -m lab bench --quick --rounds 2"
-    opts = options(quick=False, rounds=3, only="rtt,sessions", no_nfq=True, ftpct_queues="0:1")
+    opts = options(quick=False, rounds=3, only="rtt,sessions", no_nfq=True, no_ftp_proxy=True, ftpct_queues="0:1")
     bench.check_options(opts)
     assert bench.command_line(opts) == \
-        "python3 -m lab bench --rounds 3 --no-nfq --ftpct-queues 0:1 --only rtt,sessions"
+        "python3 -m lab bench --rounds 3 --no-nfq --no-ftp-proxy --ftpct-queues 0:1 --only rtt,sessions"
     for bad in (options(only="rtt,latency"), options(rounds=100), options(prefix="lab-")):
         with pytest.raises(bench.LabError):
             bench.check_options(bad)
@@ -165,3 +205,26 @@ def test_netlink_requests_per_session_come_from_the_metrics_of_the_run():
     assert bench.netlink_per_session("yes")(row) == 2.5
     # A binary without the metric: no figure.
     assert bench.netlink_per_session(None)({"result": {"ok": 4}, "cpu": {}}) is None
+
+
+STRACE_C = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 61.02    0.004113          27       150           sendmsg
+ 30.11    0.002030          10       200        12 recvmsg
+  8.87    0.000598           5       100           epoll_wait
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.006741          14       450        12 total
+"""
+
+
+def test_system_calls_per_session_come_from_strace_summary(rows):
+    assert bench.strace_counts(STRACE_C) == {"sendmsg": 150, "recvmsg": 200, "epoll_wait": 100}
+    base = next(r for r in rows if r["mode"] == "ftpct" and r["param"] == "ftpload-passive")
+    traced = [dict(base, test="syscalls", param="ftpload-sequential", mode=mode, round=n,
+                   cpu=dict(base["cpu"], syscalls=bench.strace_counts(STRACE_C)), result=dict(base["result"], ok=ok))
+              for mode, n, ok in (("ftpct", 1, 25), ("ftpct", 2, 50), ("ftpct", 3, 25), ("nfq", 1, 50))]
+    text = bench.table(rows + traced)
+    got = cells(text, "system calls of the gateway's program per sequential session, ftpload")
+    assert got[1:5] == ["-", "-", "18.0", "9.0"] and got[-2:] == ["<= 16: MISS", "3"]  # median of 18, 9, 18
+    assert cells(text, "  of them sends and receives, ftpload")[3:5] == ["14.0", "7.0"]

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::classifier::may_hold_an_announcement;
 use crate::command::{Adoption, Command, DataConnection, GuardKey, Mark, Related, SeqAdj};
 use crate::dialogue::{Asked, Dialogue, ReplyLine};
 use crate::event::{Event, RemoveReason, ResyncReason, Stats};
@@ -1298,26 +1299,6 @@ fn guard_keys(m: &CtMapping) -> [GuardKey; 2] {
     ]
 }
 
-/// Whether a line starting with 227 or 229 may start in `payload`, or go
-/// on there after the `unfinished` start of a line: a complete line
-/// starting with the code, or an unfinished one that may still.
-fn may_hold_an_announcement(unfinished: &[u8], payload: &[u8]) -> bool {
-    let pieces: Vec<&[u8]> = payload.split(|&b| b == b'\n').collect();
-    let last = pieces.len() - 1;
-    pieces.iter().enumerate().any(|(i, piece)| {
-        let before: &[u8] = if i == 0 { unfinished } else { &[] };
-        let head: Vec<u8> = before.iter().chain(piece.iter()).take(3).copied().collect();
-        let may_be = |code: &[u8]| {
-            if i < last || head.len() == 3 {
-                head == code
-            } else {
-                !head.is_empty() && code.starts_with(&head)
-            }
-        };
-        may_be(b"227") || may_be(b"229")
-    })
-}
-
 /// Selective queueing on a connection whose fix-ups ftpct applies itself:
 /// from now on every packet of it must cross.
 fn guard_always(flow: &mut Flow, selective: bool) -> Vec<Command> {
@@ -1828,25 +1809,6 @@ fn labels_into_adoption(commands: &mut Vec<Command>) {
 
 #[cfg(test)]
 mod tests {
-    use super::may_hold_an_announcement as may;
-
-    #[test]
-    fn what_may_hold_an_announcement() {
-        assert!(may(b"", b"227 Entering Passive Mode (1,2,3,4,5,6)\r\n"));
-        assert!(may(b"", b"200 ok\r\n229 (|||5000|)\r\n"));
-        assert!(may(b"", b"200 ok\r\n22"), "may still become one");
-        assert!(may(b"22", b"7 Entering"), "goes on from the last segment");
-        assert!(may(b"", b"227"));
-        assert!(!may(b"", b"200 ok\r\n"));
-        assert!(
-            !may(b"", b"213 2270\r\n"),
-            "the code is read at the line's start"
-        );
-        assert!(!may(b"", b"22\r\n"));
-        assert!(!may(b"200", b" 227\r\n"));
-        assert!(!may(b"", b""));
-    }
-
     #[test]
     fn printable_keeps_quotes_and_escapes_the_rest() {
         use super::printable;

@@ -4,13 +4,15 @@
 //! the live queue loop, the pcap replay, the fuzz targets, the benchmarks
 //! and the tests all drive it and carry out its commands.
 //!
-//! Modules, one idea each: `grammar` (FTP lines), `dialogue` (which reply
+//! Modules, one idea each: `classifier` (which segments selective
+//! queueing makes cross), `grammar` (FTP lines), `dialogue` (which reply
 //! answers which command), `stream` (one direction's bytes and edits),
 //! `seqadj` (sequence arithmetic), `flow` (the table of control
 //! connections), `expect` (pending data connections), `nat` (what an
 //! announcement becomes through NAT), `policy` (what is refused), `wire`
 //! (packet parsing and rebuilding), `event` (what the engine reports).
 
+pub mod classifier;
 pub mod command;
 pub mod dialogue;
 pub mod engine;

@@ -13,10 +13,13 @@
 //!   the engine's edits.
 //! - [`reshape`]: a built packet in another header [`Shape`] (IPv4
 //!   options, IPv6 extension headers, a longer TCP header).
+//! - [`bpf::Program`]: a classic BPF interpreter, for the checks of the
+//!   programs ftpct's rules carry.
 //! - [`Received`]: what one direction delivered, byte by sequence
 //!   position, for checks that the far side never gets two different bytes
 //!   at one position.
 
+pub mod bpf;
 mod control;
 mod gateway;
 mod packet;
