@@ -360,6 +360,7 @@ fn run_daemon(
             true => Some(rule_set(Families::All, &s)?),
             false => None,
         },
+        conntrack_zone: s.conntrack_zone,
     })
     .map_err(|e| Failure::new(exit::of_daemon(&e), e))
 }

@@ -545,7 +545,7 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         let (master, _c, _s) = control_connection(&lab);
         let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
         let sets = SetNames::new("ftpct-reuse").expect("names");
-        let mut kernel = LiveKernel::open(Default::default()).expect("kernel");
+        let mut kernel = LiveKernel::open(Default::default(), 0).expect("kernel");
         kernel.prepare_sets(&sets).expect("sets");
         let mut exec = Executor::new(kernel, sets);
         let exp = Expectation {
@@ -641,5 +641,88 @@ fn a_destroy_event_names_the_socket_whose_delete_caused_it() {
         }
         let ours = seen.iter().find(|d| d.orig == orig).expect("its event");
         assert_eq!(ours.by, port, "{seen:?}");
+    });
+}
+
+#[test]
+fn a_connection_in_a_zone_is_found_adopted_and_given_its_data_entry_there() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    for (lab, tag) in [(Lab::v4(), "zone4"), (Lab::v6(), "zone6")] {
+        in_a_zone(lab, tag);
+    }
+}
+
+/// Conntrack zone 1, as an operator's raw rules (`-j CT --zone 1`) make
+/// it: a socket told the zone finds the control connection there (zone 0
+/// does not), re-creates it there (adoption: delete and create) and makes
+/// the data connection's entry there, which the data SYN, in zone 1 too,
+/// then uses (RELATED, DNATed).
+fn in_a_zone(lab: Lab, tag: &str) {
+    let ns = Netns::new(tag);
+    lab.setup(&ns);
+    for chain in ["OUTPUT", "PREROUTING"] {
+        ns.sh(&[
+            lab.iptables(),
+            "-t",
+            "raw",
+            "-A",
+            chain,
+            "-j",
+            "CT",
+            "--zone",
+            "1",
+        ]);
+    }
+    let data = Tuple::new(lab.at(lab.client, 40000), lab.at(lab.public, 30000));
+    ns.run(|| {
+        let (orig, mut c, mut s) = control_connection(&lab);
+        let mut zone0 = Ctnetlink::open().expect("open ctnetlink");
+        assert_eq!(zone0.get(&orig, Dir::Orig).unwrap(), None, "not in zone 0");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        ct.set_zone(1);
+        let entry = ct.get(&orig, Dir::Orig).unwrap().expect("found in zone 1");
+        assert_eq!(entry.reply.src, lab.at(lab.server, 2121));
+        ct.adopt(&orig, [None, None], None)
+            .expect("adopted in zone 1");
+        let anew = ct.get_info(&orig, Dir::Orig).unwrap().expect("re-created");
+        assert_eq!(anew.entry, entry);
+        assert_eq!(
+            zone0.get(&orig, Dir::Orig).unwrap(),
+            None,
+            "still not in zone 0"
+        );
+        c.write_all(b"NOOP\r\n").expect("write");
+        let mut line = [0u8; 6];
+        s.read_exact(&mut line)
+            .expect("the control connection goes on");
+
+        let listener = TcpListener::bind(lab.at(lab.server, 30001)).expect("bind data");
+        let dc = DataConnection {
+            tuple: data,
+            master: orig,
+            nat_src: None,
+            nat_dst: Some(NatBinding {
+                addr: lab.server,
+                port: Some(30001),
+            }),
+            timeout_secs: 120,
+            mark: None,
+        };
+        ct.create_related(&dc).expect("data entry in zone 1");
+        let info = ct.get_info(&data, Dir::Orig).unwrap().expect("entry");
+        assert_eq!(info.master, Some(orig));
+        assert_eq!(zone0.get(&data, Dir::Orig).unwrap(), None);
+        let mut dclient = connect_from(data.src, data.dst).expect("data connects");
+        let (mut dserver, _) = accept(&listener);
+        dclient.write_all(b"x").expect("write");
+        let mut byte = [0u8; 1];
+        dserver
+            .read_exact(&mut byte)
+            .expect("the data arrives through the DNAT");
+        let info = ct.get_info(&data, Dir::Orig).unwrap().expect("entry");
+        assert_eq!(info.status & IPS_EXPECTED, IPS_EXPECTED, "{info:?}");
+        assert_eq!(info.status & IPS_SEEN_REPLY, IPS_SEEN_REPLY, "{info:?}");
     });
 }

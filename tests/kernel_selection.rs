@@ -75,8 +75,21 @@ fn exchange(
     from_client: &[&[u8]],
     from_server: &[&[u8]],
 ) -> u16 {
+    exchange_on(ns, f, (port, 21), from_client, from_server)
+}
+
+/// [`exchange`], the server listening on `ports.1` (the client still
+/// dials 21: a NAT rule may forward it there).
+fn exchange_on(
+    ns: &Netns,
+    f: &Family,
+    ports: (u16, u16),
+    from_client: &[&[u8]],
+    from_server: &[&[u8]],
+) -> u16 {
+    let (port, listen) = ports;
     ns.run(|| {
-        let listener = TcpListener::bind(sock(f.server, 21)).expect("listen on 21");
+        let listener = TcpListener::bind(sock(f.server, listen)).expect("listen");
         let mut client: TcpStream =
             connect_from(sock(f.client, port), sock(f.server, 21)).expect("connect");
         client.set_nodelay(true).expect("nodelay");
@@ -355,6 +368,34 @@ fn a_clean_close_puts_the_session_in_the_fin_set_unqueued() {
         let queued = queued_by(&ns, f, &[GUARDED, PICKED, CLOSE]) - queued_before;
         assert_eq!(queued, 0, "nothing of a clean close is queued ({})", f.fin);
         assert!(!guarded(&ns, f, port));
+    }
+}
+
+/// Port-translating DNAT (port 21 forwarded to 2121): the server answers
+/// from 2121, and its announcement is picked as from 21; its plain lines
+/// still pass unqueued.
+#[test]
+fn a_server_on_a_translated_port_is_selected_as_on_21() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("dnat");
+    for (f, ipt, to) in [
+        (&V4, "iptables", "198.51.100.20:2121"),
+        (&V6, "ip6tables", "[2001:db8:2::20]:2121"),
+    ] {
+        let mut dnat = vec![ipt];
+        dnat.extend("-t nat -A OUTPUT -p tcp --dport 21 -j DNAT --to-destination".split(' '));
+        dnat.push(to);
+        ns.sh(&dnat);
+        let before = queued_by(&ns, f, &[GUARDED, PICKED]);
+        let plain: [&[u8]; 1] = [b"200 NOOP ok.\r\n"];
+        let port = exchange_on(&ns, f, (47000, 2121), &[b"NOOP\r\n"], &plain);
+        assert!(!guarded(&ns, f, port), "a plain reply not picked ({ipt})");
+        assert_eq!(queued_by(&ns, f, &[GUARDED, PICKED]), before, "{ipt}");
+        let announcement: [&[u8]; 1] = [b"227 Entering Passive Mode (198,51,100,20,200,10).\r\n"];
+        let port = exchange_on(&ns, f, (47001, 2121), &[b"NOOP\r\n"], &announcement);
+        assert!(guarded(&ns, f, port), "the 227 from 2121 picked ({ipt})");
     }
 }
 

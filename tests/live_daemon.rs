@@ -586,7 +586,12 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
         2
     );
     assert!(!listed.contains("ftpct: FTP control channel"), "{listed}");
-    assert!(listed.contains("--ports 21,2121"), "{listed}");
+    // The gate: what is neither to nor from a control port, nor to a
+    // noted client, leaves the chain.
+    assert!(
+        listed.contains("-m multiport ! --dports 21,2121 -m multiport ! --sports 21,2121"),
+        "{listed}"
+    );
     // --queue-all replaces the selection by the one queue-everything rule.
     rules(&["--apply", "--control-ports", "21,2121", "--queue-all"]);
     let all = ipt("iptables", &["-t", "raw", "-S", "ftpct-pre"]);
@@ -595,7 +600,9 @@ fn apply_delete_round_trip(ns: &Netns, path: &str, expect_backend: &str, legacy:
         1,
         "{all}"
     );
-    assert!(!all.contains("--add-set"), "{all}");
+    // No selector; the client set (the gate's) is noted in both modes.
+    assert!(!all.contains("--add-set ftpct-guard"), "{all}");
+    assert!(all.contains("--add-set ftpct-ctl"), "{all}");
     // --delete takes out the rules of either mode.
     rules(&["--apply", "--control-ports", "21,2121", "--selective"]);
     rules(&["--delete", "--control-ports", "21,2121"]);

@@ -664,7 +664,7 @@ _ftpct() {
             return 0
             ;;
         ftpct__subcmd__run)
-            opts="-v -h --config --queue --queues --control-ports --ipset --queue-all --selective --mark --state-interval --realtime-priority --busy-poll --metrics --socket --no-restore-rules --log-format --verbose --allow-fxp --min-data-port --expect-timeout --max-expect-per-session --max-line --help"
+            opts="-v -h --config --queue --queues --control-ports --ipset --queue-all --selective --mark --state-interval --realtime-priority --busy-poll --metrics --socket --no-restore-rules --conntrack-zone --log-format --verbose --allow-fxp --min-data-port --expect-timeout --max-expect-per-session --max-line --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -711,6 +711,10 @@ _ftpct() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conntrack-zone)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -202,6 +202,9 @@ pub struct Settings {
     pub queue_all: bool,
     /// `run` puts ftpct's rules back when a firewall reload takes them.
     pub restore_rules: bool,
+    /// The conntrack zone of the FTP connections `run` follows (0: the
+    /// default zone).
+    pub conntrack_zone: u16,
     pub policy: PolicySettings,
 }
 
@@ -222,6 +225,7 @@ impl Default for Settings {
             label_bit: DEFAULT_LABEL_BASE,
             queue_all: false,
             restore_rules: true,
+            conntrack_zone: 0,
             policy: PolicySettings::default(),
         }
     }
@@ -501,6 +505,13 @@ pub struct RunFlags {
     /// [file: restore_rules = false; default: true]
     #[arg(long)]
     pub no_restore_rules: bool,
+    /// The conntrack zone of the FTP connections, 0 to 65535: the zone
+    /// your raw-table rules give them (`-j CT --zone N`, both directions);
+    /// ftpct looks their entries up, re-creates them and makes their data
+    /// connections' entries there. One zone per ftpct
+    /// [file: conntrack_zone; default: 0]
+    #[arg(long, value_name = "ZONE")]
+    pub conntrack_zone: Option<u16>,
 }
 
 impl RunFlags {
@@ -520,6 +531,7 @@ impl RunFlags {
         if self.no_restore_rules {
             s.restore_rules = false;
         }
+        set(&mut s.conntrack_zone, self.conntrack_zone);
     }
 }
 

@@ -52,9 +52,11 @@ pub fn spawn(
     sets: SetNames,
     stop: Arc<AtomicBool>,
     adopters: Vec<u32>,
+    zone: u16,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_counters())?, sets);
+    let counters = shared.metrics().netlink_counters();
+    let exec = Executor::new(LiveKernel::open(counters, zone)?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();

@@ -218,9 +218,10 @@ impl LiveKernel {
     }
 
     /// Opens both sockets and checks that the kernel answers; their
-    /// requests and failed requests are counted in `counters`.
-    pub fn open(counters: NlCounters) -> Result<Self, DaemonError> {
-        let ct = open_ctnetlink(counters.clone())?;
+    /// requests and failed requests are counted in `counters`; conntrack's
+    /// entries are looked for and made in `zone`.
+    pub fn open(counters: NlCounters, zone: u16) -> Result<Self, DaemonError> {
+        let ct = open_ctnetlink(counters.clone(), zone)?;
         let mut ipset = Ipset::open().map_err(DaemonError::Ipset)?;
         ipset.count_in(counters);
         Ok(LiveKernel { ct, ipset })
@@ -270,10 +271,12 @@ fn guard_element(key: &GuardKey) -> Element {
 }
 
 /// A ctnetlink socket that has answered one lookup, counting its requests
-/// and failed requests in `counters`.
-pub fn open_ctnetlink(counters: NlCounters) -> Result<Ctnetlink, DaemonError> {
+/// and failed requests in `counters`, naming connections in conntrack
+/// zone `zone`.
+pub fn open_ctnetlink(counters: NlCounters, zone: u16) -> Result<Ctnetlink, DaemonError> {
     let mut ct = Ctnetlink::open().map_err(DaemonError::Ctnetlink)?;
     ct.count_in(counters);
+    ct.set_zone(zone);
     // Finding nothing proves that conntrack answers over netlink.
     let probe = Tuple::new(
         SocketAddr::from(([192, 0, 2, 0], 9)),

@@ -87,6 +87,8 @@ pub struct Options {
     /// The rules `run` puts back when a firewall reload takes them (None:
     /// `restore_rules = false`, only said).
     pub restore_rules: Option<crate::netfilter::rules::RuleSet>,
+    /// The conntrack zone of the FTP connections (0: the default zone).
+    pub conntrack_zone: u16,
 }
 
 /// Why the daemon could not start, or stopped on its own: each says what
@@ -441,7 +443,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .map_err(DaemonError::Queue)?;
     let _owner = claim_sets(&sets)?;
     let metrics = Metrics::default();
-    let mut kernel = LiveKernel::open(metrics.netlink_counters())?;
+    let mut kernel = LiveKernel::open(metrics.netlink_counters(), opts.conntrack_zone)?;
     kernel.prepare_sets(&sets)?;
     let mut config = opts.config;
     config.report_lines = tracing::enabled!(tracing::Level::DEBUG);
@@ -460,10 +462,11 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
-            let exec = Executor::new(LiveKernel::open(metrics.netlink_counters())?, sets.clone());
+            let kernel = LiveKernel::open(metrics.netlink_counters(), opts.conntrack_zone)?;
+            let exec = Executor::new(kernel, sets.clone());
             adopters.extend(exec.kernel().ct_port());
             let nat = LiveNat::new(
-                kernel::open_ctnetlink(metrics.netlink_counters())?,
+                kernel::open_ctnetlink(metrics.netlink_counters(), opts.conntrack_zone)?,
                 &config.control_ports,
             );
             Ok(Worker {
@@ -497,6 +500,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         sets.clone(),
         Arc::clone(&stop),
         adopters,
+        opts.conntrack_zone,
     )?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     let queueing = if config.selective {

@@ -67,6 +67,8 @@ impl Chain {
             match target(spec) {
                 Target::Accept => return walk(Leaves::Accepted, added),
                 Target::Queue => return walk(Leaves::Queued, added),
+                // The gate: what is not FTP control leaves ftpct's chain.
+                Target::Return => return walk(Leaves::FellThrough, added),
                 Target::AddSet(entry) => {
                     added.insert(entry);
                 }
@@ -105,6 +107,7 @@ fn walk(leaves: Leaves, added: HashSet<(String, String)>) -> Walk {
 enum Target {
     Accept,
     Queue,
+    Return,
     AddSet((String, String)),
     None,
 }
@@ -116,6 +119,7 @@ fn target(spec: &[String]) -> Target {
     match spec[at + 1].as_str() {
         "ACCEPT" => Target::Accept,
         "NFQUEUE" => Target::Queue,
+        "RETURN" => Target::Return,
         "SET" => Target::AddSet((spec[at + 3].clone(), spec[at + 4].clone())),
         other => panic!("target {other}"),
     }

@@ -274,7 +274,14 @@ mod tests {
         assert!(s.contains("ipset create ftpct hash:ip,port family inet timeout 300 -exist"));
         assert!(s.contains("ip6tables-restore --noflush <<'EOF'\n*raw\n:ftpct-pre - [0:0]\n:ftpct-out - [0:0]\n"), "{s}");
         assert!(s.contains(
-            "# FTP control channel\n-A ftpct-pre -p tcp -m multiport --ports 21 -m comment --comment \"ftpct: FTP control channel\" -j NFQUEUE --queue-num 0 --queue-bypass\n"
+            "# FTP control channel\n-A ftpct-pre -p tcp -m comment --comment \"ftpct: FTP control channel\" -j NFQUEUE --queue-num 0 --queue-bypass\n"
+        ), "{s}");
+        // Past the gate every packet is FTP control: a server's on any port.
+        assert!(s.contains(
+            "-A ftpct-pre -p tcp --dport 21 -m comment --comment \"ftpct: FTP clients noted, so their servers' side is followed whatever its port after NAT\" -j SET --add-set ftpct-ctl src,src --exist\n"
+        ), "{s}");
+        assert!(s.contains(
+            "-A ftpct-out -p tcp ! --dport 21 -m tcp ! --sport 21 -m set ! --match-set ftpct-ctl6 dst,dst -m comment --comment \"ftpct: not FTP control: leaves ftpct's chain\" -j RETURN\n"
         ), "{s}");
         assert!(
             s.contains(

@@ -61,8 +61,9 @@ pub struct LiveNat<C: CtGet = Ctnetlink> {
     ct: C,
     cache: HashMap<Tuple, Cached>,
     stats: LookupStats,
-    /// A packet from one of these ports is a server's: its tuple is its
-    /// entry's reply, asked first.
+    /// A packet to none of these ports is a server's (from a control port,
+    /// or from the port NAT gave it): its tuple is its entry's reply,
+    /// asked first.
     control_ports: Vec<u16>,
 }
 
@@ -95,7 +96,7 @@ impl<C: CtGet> LiveNat<C> {
     /// (in the other order for a server's packet: one question, not two,
     /// for each control connection's SYN-ACK).
     fn query(&mut self, seen: &Tuple) -> Option<CtMapping> {
-        let dirs = if self.control_ports.contains(&seen.src.port()) {
+        let dirs = if !self.control_ports.contains(&seen.dst.port()) {
             [Dir::Reply, Dir::Orig]
         } else {
             [Dir::Orig, Dir::Reply]

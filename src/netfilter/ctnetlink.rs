@@ -38,6 +38,7 @@ const CTA_TUPLE_MASTER: u16 = 14;
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_SEQ_ADJ_REPLY: u16 = 16;
 const CTA_LABELS: u16 = 22;
+const CTA_ZONE: u16 = 18;
 const CTA_LABELS_MASK: u16 = 23;
 
 // enum ctattr_seqadj
@@ -112,6 +113,23 @@ pub struct CtInfo {
     pub seqadj: [Option<SeqAdj>; 2],
     /// The 128 label bits, when the entry has labels.
     pub labels: Option<[u8; 16]>,
+}
+
+/// `msg` (a whole ctnetlink request) naming conntrack zone `zone`:
+/// `CTA_ZONE` (16 bits, big-endian) appended, the message's length
+/// updated. Zone 0, the default, is left unsaid.
+pub fn in_zone(mut msg: Vec<u8>, zone: u16) -> Vec<u8> {
+    if zone == 0 {
+        return msg;
+    }
+    msg.resize(netlink::align4(msg.len()), 0);
+    msg.extend_from_slice(&6u16.to_ne_bytes());
+    msg.extend_from_slice(&CTA_ZONE.to_ne_bytes());
+    msg.extend_from_slice(&zone.to_be_bytes());
+    msg.extend_from_slice(&[0, 0]);
+    let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    msg
 }
 
 fn family_of(t: &Tuple) -> u8 {
@@ -523,13 +541,25 @@ pub fn decode_entry(attrs: Attrs<'_>) -> Result<CtInfo, Malformed> {
 #[derive(Debug)]
 pub struct Ctnetlink {
     sock: NlSocket,
+    /// The conntrack zone of the connections its requests name.
+    zone: u16,
 }
 
 impl Ctnetlink {
     pub fn open() -> Result<Self, Error> {
         Ok(Ctnetlink {
             sock: NlSocket::open(Subsystem::Ctnetlink)?,
+            zone: 0,
         })
+    }
+
+    /// Every request about a connection names it in conntrack zone `zone`
+    /// from now on (`CTA_ZONE`): a lookup, a delete, the re-created entry
+    /// of an adoption, a data connection's entry and its master's lookup
+    /// (the kernel finds the master in the new entry's zone). A dump
+    /// reads every zone.
+    pub fn set_zone(&mut self, zone: u16) {
+        self.zone = zone;
     }
 
     /// Counts this socket's requests and failed requests in `counters`
@@ -558,14 +588,14 @@ impl Ctnetlink {
         (labels, mask): (&[u8; 16], &[u8; 16]),
         note: &'static str,
     ) -> Result<(), Error> {
-        let msg = encode_set_labels(orig, labels, mask)?;
+        let msg = in_zone(encode_set_labels(orig, labels, mask)?, self.zone);
         self.sock
             .tell(Op::CtSetLabels, msg, Target::Conn(*orig), note)
     }
 
     /// Like [`Ctnetlink::set_liberal`], not waited for.
     pub fn tell_liberal(&mut self, orig: &Tuple, note: &'static str) -> Result<(), Error> {
-        let msg = encode_set_liberal(orig)?;
+        let msg = in_zone(encode_set_liberal(orig)?, self.zone);
         self.sock
             .tell(Op::CtSetLiberal, msg, Target::Conn(*orig), note)
     }
@@ -577,7 +607,7 @@ impl Ctnetlink {
         (dir, adj): (Dir, &SeqAdj),
         note: &'static str,
     ) -> Result<(), Error> {
-        let msg = encode_set_seqadj(orig, dir, adj)?;
+        let msg = in_zone(encode_set_seqadj(orig, dir, adj)?, self.zone);
         self.sock
             .tell(Op::CtSetSeqAdj, msg, Target::Conn(*orig), note)
     }
@@ -589,6 +619,10 @@ impl Ctnetlink {
         target: impl FnOnce() -> Target,
         msg: Vec<u8>,
     ) -> Result<Vec<Message>, Error> {
+        let msg = match op {
+            Op::CtDump => msg,
+            _ => in_zone(msg, self.zone),
+        };
         self.sock.transact(op, msg).map_err(|e| e.about(target))
     }
 
@@ -778,6 +812,24 @@ mod tests {
         want.extend_from_slice(&CTA_PROTO_DST_PORT.to_ne_bytes());
         want.extend_from_slice(&[0, 21, 0, 0]);
         assert_eq!(&msg[20..], &want[..]);
+    }
+
+    #[test]
+    fn a_zone_is_appended_as_a_big_endian_u16_and_zone_0_is_unsaid() {
+        let tuple = t("192.0.2.1:1234", "192.0.2.2:21");
+        let plain = encode_get(&tuple, Dir::Orig).unwrap();
+        assert_eq!(in_zone(plain.clone(), 0), plain);
+        let zoned = in_zone(plain.clone(), 0x0102);
+        assert_eq!(zoned.len(), plain.len() + 8);
+        assert_eq!(
+            u32::from_ne_bytes([zoned[0], zoned[1], zoned[2], zoned[3]]) as usize,
+            zoned.len()
+        );
+        assert_eq!(&zoned[..4], &(zoned.len() as u32).to_ne_bytes());
+        let a = attrs(&zoned);
+        assert_eq!(a.require(CTA_ZONE, "zone").unwrap().be16().unwrap(), 0x0102);
+        let orig = a.require(CTA_TUPLE_ORIG, "orig").unwrap();
+        assert_eq!(decode_tuple(orig.nested()).unwrap(), Some(tuple));
     }
 
     #[test]

@@ -66,13 +66,16 @@ const IPSET_ATTR_IP2: u16 = 20;
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 const IPSET_ATTR_IPADDR_IPV6: u16 = 2;
 
-/// The two kinds of set ftpct keeps.
+/// The kinds of set ftpct keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetType {
     /// Destinations of expected data connections (`hash:ip,port`).
     Dst,
     /// Directions of control connections queued whole (`hash:ip,port,ip`).
     Guard,
+    /// The clients of control connections (`hash:ip,port`), filled by a
+    /// rule: sized as a guard set, since a rule's add never grows it.
+    Client,
 }
 
 /// Buckets of a guard set. The SET target's adds never grow a hash set
@@ -87,7 +90,7 @@ pub const GUARD_HASHSIZE: u32 = 16384;
 impl SetType {
     pub fn name(self) -> &'static str {
         match self {
-            SetType::Dst => SET_TYPE,
+            SetType::Dst | SetType::Client => SET_TYPE,
             SetType::Guard => GUARD_SET_TYPE,
         }
     }
@@ -96,7 +99,7 @@ impl SetType {
     pub fn hashsize(self) -> Option<u32> {
         match self {
             SetType::Dst => None,
-            SetType::Guard => Some(GUARD_HASHSIZE),
+            SetType::Guard | SetType::Client => Some(GUARD_HASHSIZE),
         }
     }
 }

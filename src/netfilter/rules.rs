@@ -13,6 +13,16 @@
 //!   matches. The conntrack rule's comment also records whether ftpct
 //!   created the raw table, so `--delete` can remove an empty table it
 //!   created;
+//! - PREROUTING and OUTPUT, first: a segment to a control port puts its
+//!   client's address and port in the client set (SET target with
+//!   `--exist`: the SYN adds it, each later segment renews it); a SYN
+//!   whose destination address and port are in the ipset of expected data
+//!   connections -> NFQUEUE; then every packet that is neither to nor from
+//!   a control port, nor to a client in the client set, leaves ftpct's
+//!   chain. What stays is FTP control: a segment to a control port is the
+//!   client's, any other the server's, whatever port NAT gave the server
+//!   (`DNAT --to-destination INSIDE:2121` of public port 21; the raw table
+//!   sees packets before conntrack, whose matches see nothing there);
 //! - PREROUTING and OUTPUT, selective queueing (the default): a control
 //!   segment that can hold part of an announcement, AUTH or a multi-line
 //!   opener (xt_string), or that does not end a line with CR LF or whose
@@ -26,9 +36,7 @@
 //!   rules and the string searches. ftpct
 //!   takes the direction out again once it has seen what it needed (see
 //!   docs/DESIGN.md, "Selective queueing");
-//! - with `--queue-all` instead: TCP from or to a control port -> NFQUEUE;
-//! - PREROUTING and OUTPUT: a SYN whose destination address and port are in
-//!   the ipset of expected data connections -> NFQUEUE.
+//! - with `--queue-all` instead: every control packet -> NFQUEUE.
 //!
 //! `--queue-bypass` lets packets through when ftpct is not running.
 
@@ -79,6 +87,15 @@ fn port_match(side: &str, ports: &str) -> Vec<String> {
     }
 }
 
+/// [`port_match`], negated: none of the ports on `side` (`--dports` or
+/// `--sports`).
+fn negated_port_match(side: &str, ports: &str) -> Vec<String> {
+    let mut m = port_match(side, ports);
+    let at = m.len() - 2;
+    m.insert(at, "!".into());
+    m
+}
+
 /// u32 test: the TCP header is 32 bytes (data offset 8).
 fn tcp_header_is_32(family: Family) -> &'static str {
     match family {
@@ -104,6 +121,9 @@ const COMMENT_HANDSHAKE_EXCESS: &str =
 pub const HANDSHAKE_BUDGET: &str = "10000/sec";
 const HANDSHAKE_BURST: &str = "10000";
 const COMMENT_SYN: &str = "ftpct: expected FTP data connections";
+const COMMENT_CLIENT: &str =
+    "ftpct: FTP clients noted, so their servers' side is followed whatever its port after NAT";
+const COMMENT_GATE: &str = "ftpct: not FTP control: leaves ftpct's chain";
 pub(crate) const COMMENT_LABELS: &str =
     "ftpct: conntrack labels on (pending expectations kept in conntrack)";
 /// A label bit the rule names: a rule that uses labels is what makes the
@@ -180,6 +200,10 @@ pub enum Role {
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
     ExpectedSyn,
+    /// A client's segment notes its address and port in the client set.
+    Client,
+    /// What is not FTP control leaves the chain.
+    Gate,
 }
 
 /// One rule of the raw table.
@@ -254,64 +278,156 @@ impl RuleSet {
     pub fn rules(&self, family: Family, table_created: bool) -> Vec<Rule> {
         let mut rules = Vec::new();
         for chain in ["PREROUTING", "OUTPUT"] {
-            for ports in self.control_ports.chunks(MULTIPORT_MAX) {
-                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                let ports = ["-m", "multiport", "--ports", &list.join(",")];
+            rules.extend(self.entry(family, chain));
+            if self.queue_all {
+                // Past the gate every packet is FTP control.
+                rules.extend(self.handshakes(chain));
                 let mut control = words(&["-p", "tcp"]);
-                control.extend(words(&ports));
-                let mut handshake = words(&["-p", "tcp", "--tcp-flags", "SYN", "SYN"]);
-                handshake.extend(words(&ports));
-                let mut within = handshake.clone();
-                within.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
-                within.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
-                within.extend(words(&["-m", "comment", "--comment", COMMENT_HANDSHAKE]));
-                within.extend(self.target());
-                handshake.extend(words(&[
-                    "-m",
-                    "comment",
-                    "--comment",
-                    COMMENT_HANDSHAKE_EXCESS,
-                ]));
-                handshake.extend(words(&["-j", "ACCEPT"]));
                 control.extend(words(&["-m", "comment", "--comment", COMMENT_CONTROL]));
                 control.extend(self.target());
-                let handshakes = [
-                    (Role::Handshake, within),
-                    (Role::HandshakeExcess, handshake),
-                ]
-                .map(|(role, spec)| Rule { chain, role, spec });
-                if self.queue_all {
-                    rules.extend(handshakes);
-                    rules.push(Rule {
-                        chain,
-                        role: Role::Control,
-                        spec: control,
-                    });
-                } else {
-                    rules.extend(self.selective(family, chain, &list.join(","), handshakes));
-                }
+                rules.push(Rule {
+                    chain,
+                    role: Role::Control,
+                    spec: control,
+                });
+                continue;
             }
-            let mut spec = words(&["-p", "tcp", "--syn", "-m", "set", "--match-set"]);
-            spec.push(self.sets.of(family).to_string());
-            spec.extend(words(&[
-                "dst,dst",
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT_SYN,
-            ]));
-            spec.extend(self.target());
-            rules.push(Rule {
-                chain,
-                role: Role::ExpectedSyn,
-                spec,
-            });
+            for (n, ports) in self.port_lists().iter().enumerate() {
+                // Past the gate the handshake rules need no port: the
+                // first group has them.
+                let handshakes = if n == 0 {
+                    self.handshakes(chain)
+                } else {
+                    Vec::new()
+                };
+                rules.extend(self.selective(family, chain, ports, handshakes));
+            }
         }
         // Last: the rules without a target act when they are loaded, not
         // on packets, and a control packet queued or accepted before them
         // never pays for their matches.
         rules.extend([conntrack_on(table_created), labels_on()]);
         rules
+    }
+
+    /// The first rules of `chain`: clients noted, expected data SYNs
+    /// queued, and the gate that lets everything else leave.
+    fn entry(&self, family: Family, chain: &'static str) -> Vec<Rule> {
+        let client_set = self.sets.client_of(family);
+        let mut rules: Vec<Rule> = self
+            .port_lists()
+            .iter()
+            .map(|ports| {
+                let mut spec = words(&["-p", "tcp"]);
+                spec.extend(port_match("--dports", ports));
+                spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLIENT]));
+                spec.extend(words(&["-j", "SET", "--add-set", client_set, "src,src"]));
+                spec.push("--exist".into());
+                Rule {
+                    chain,
+                    role: Role::Client,
+                    spec,
+                }
+            })
+            .collect();
+        let mut spec = words(&["-p", "tcp", "--syn", "-m", "set", "--match-set"]);
+        spec.push(self.sets.of(family).to_string());
+        spec.extend(words(&[
+            "dst,dst",
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT_SYN,
+        ]));
+        spec.extend(self.target());
+        rules.push(Rule {
+            chain,
+            role: Role::ExpectedSyn,
+            spec,
+        });
+        let mut gate = words(&["-p", "tcp"]);
+        for ports in self.port_lists() {
+            gate.extend(negated_port_match("--dports", &ports));
+            // A tcp match of its own: iptables-nft (1.8.9) makes `! --sport
+            // A ! --dport B` of one match a single test of both ports, true
+            // when either differs (kernel test `tests/kernel_selection.rs`).
+            if !ports.contains(',') {
+                gate.extend(words(&["-m", "tcp"]));
+            }
+            gate.extend(negated_port_match("--sports", &ports));
+        }
+        gate.extend(words(&[
+            "-m",
+            "set",
+            "!",
+            "--match-set",
+            client_set,
+            "dst,dst",
+        ]));
+        gate.extend(words(&[
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT_GATE,
+            "-j",
+            "RETURN",
+        ]));
+        rules.push(Rule {
+            chain,
+            role: Role::Gate,
+            spec: gate,
+        });
+        rules
+    }
+
+    /// The handshake rules (SYN set: the client's SYN, the server's
+    /// SYN-ACK): queued within the budget, accepted over it.
+    fn handshakes(&self, chain: &'static str) -> Vec<Rule> {
+        let handshake = words(&["-p", "tcp", "--tcp-flags", "SYN", "SYN"]);
+        let mut within = handshake.clone();
+        within.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
+        within.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
+        within.extend(words(&["-m", "comment", "--comment", COMMENT_HANDSHAKE]));
+        within.extend(self.target());
+        let mut excess = handshake;
+        excess.extend(words(&[
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT_HANDSHAKE_EXCESS,
+        ]));
+        excess.extend(words(&["-j", "ACCEPT"]));
+        vec![
+            Rule {
+                chain,
+                role: Role::Handshake,
+                spec: within,
+            },
+            Rule {
+                chain,
+                role: Role::HandshakeExcess,
+                spec: excess,
+            },
+        ]
+    }
+
+    /// The control ports, as multiport lists.
+    fn port_lists(&self) -> Vec<String> {
+        self.control_ports
+            .chunks(MULTIPORT_MAX)
+            .map(|ports| {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                list.join(",")
+            })
+            .collect()
+    }
+
+    /// Past the gate, the server's side: a segment to no control port.
+    fn server_side(&self) -> Vec<String> {
+        self.port_lists()
+            .iter()
+            .flat_map(|ports| negated_port_match("--dports", ports))
+            .collect()
     }
 
     /// Selective queueing for the control ports `ports` in `chain`, in
@@ -321,16 +437,20 @@ impl RuleSet {
     /// rules again, for what the selectors just picked. The guard entry is
     /// the client's address and port and the server's address:
     /// `src,src,dst` of a client segment (to a control port), `dst,dst,src`
-    /// of a server segment.
+    /// of a server segment (past the gate, to any other port).
     fn selective(
         &self,
         family: Family,
         chain: &'static str,
         ports: &str,
-        handshakes: [Rule; 2],
+        handshakes: Vec<Rule>,
     ) -> Vec<Rule> {
         let guard = self.sets.guard_of(family);
-        let sides = [("--dports", "src,src,dst"), ("--sports", "dst,dst,src")];
+        let (client_side, server_side) = (port_match("--dports", ports), self.server_side());
+        let sides = [
+            (client_side.as_slice(), "src,src,dst"),
+            (server_side.as_slice(), "dst,dst,src"),
+        ];
         let rule = |role, spec| Rule { chain, role, spec };
         // A session's end. The client's FIN (the server's adds nothing)
         // is not queued: it puts the session in the FIN set, which ftpct
@@ -350,25 +470,25 @@ impl RuleSet {
             rule(Role::Fin, spec)
         };
         let reset = {
+            // Past the gate: an RST of either side.
             let mut spec = words(&["-p", "tcp", "--tcp-flags", "RST", "RST"]);
-            spec.extend(port_match("--ports", ports));
             spec.extend(words(&["-m", "limit", "--limit", HANDSHAKE_BUDGET]));
             spec.extend(words(&["--limit-burst", HANDSHAKE_BURST]));
             spec.extend(words(&["-m", "comment", "--comment", COMMENT_CLOSE]));
             spec.extend(self.target());
             rule(Role::Close, spec)
         };
-        let guarded = |comment: &str, (side, key): (&str, &str)| {
+        let guarded = |comment: &str, (side, key): (&[String], &str)| {
             let mut spec = words(&["-p", "tcp"]);
-            spec.extend(port_match(side, ports));
+            spec.extend_from_slice(side);
             spec.extend(words(&["-m", "set", "--match-set", guard, key]));
             spec.extend(words(&["-m", "comment", "--comment", comment]));
             spec.extend(self.target());
             rule(Role::Guarded, spec)
         };
-        let select = |(side, key): (&str, &str), matches: Vec<String>, comment: &str| {
+        let select = |(side, key): (&[String], &str), matches: Vec<String>, comment: &str| {
             let mut spec = words(&["-p", "tcp"]);
-            spec.extend(port_match(side, ports));
+            spec.extend_from_slice(side);
             spec.extend(matches);
             spec.extend(words(&["-m", "comment", "--comment", comment]));
             spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
@@ -399,7 +519,7 @@ impl RuleSet {
                 .zip([bpf::Side::Client, bpf::Side::Server])
                 .map(|((side, _), who)| {
                     let mut spec = words(&["-p", "tcp"]);
-                    spec.extend(port_match(side, ports));
+                    spec.extend_from_slice(side);
                     for program in kind.programs(family, who) {
                         spec.extend(words(&["-m", "bpf", "--bytecode", &program]));
                     }
@@ -437,7 +557,7 @@ impl RuleSet {
         let note = words(&["-j", "SET", "--add-set", passive_set, client_key, "--exist"]);
         for target in [note, words(&["-j", "ACCEPT"])] {
             let mut spec = words(&["-p", "tcp"]);
-            spec.extend(port_match(client_side, ports));
+            spec.extend_from_slice(client_side);
             spec.extend(passive.clone());
             spec.extend(words(&["-m", "comment", "--comment", &passive_comment]));
             spec.extend(target);
@@ -519,7 +639,24 @@ pub(crate) mod tests {
         rs.control_ports = (2100..2120).collect();
         let rules = rs.rules(Family::V4, false);
         let control: Vec<&Rule> = rules.iter().filter(|r| r.role == Role::Control).collect();
-        assert_eq!(control.len(), 4, "20 ports: 2 multiport rules per chain");
+        assert_eq!(
+            control.len(),
+            2,
+            "past the gate, one control rule per chain"
+        );
+        let of = |role| rules.iter().filter(|r| r.role == role).collect::<Vec<_>>();
+        assert_eq!(
+            of(Role::Client).len(),
+            4,
+            "20 ports: 2 multiport rules per chain"
+        );
+        let gate = of(Role::Gate)[0].spec.join(" ");
+        assert!(
+            gate.contains("-m multiport ! --dports 2100,2101,")
+                && gate.contains("-m multiport ! --sports 2115,2116,2117,2118,2119 ")
+                && gate.contains("-m set ! --match-set ftpct-ctl dst,dst"),
+            "{gate}"
+        );
         assert!(control[0]
             .spec
             .join(" ")

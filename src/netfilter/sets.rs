@@ -24,6 +24,11 @@ pub const GUARD_TIMEOUT_SECS: u32 = 600;
 /// second; what a stopped ftpct leaves goes after this.
 pub const FIN_TIMEOUT_SECS: u32 = 60;
 
+/// Default timeout of the client sets. Each segment of a client to a
+/// control port puts its address and port back for this long: a command
+/// always renews it before the reply that answers it.
+pub const CLIENT_TIMEOUT_SECS: u32 = 600;
+
 /// Default timeout of the passive sets: a PASV or EPSV not answered by a
 /// 227 or 229 is forgotten after this.
 pub const PASSIVE_TIMEOUT_SECS: u32 = 60;
@@ -33,7 +38,10 @@ pub const PASSIVE_TIMEOUT_SECS: u32 = 60;
 /// the sessions whose client sent its FIN, `NAME-fin`, `NAME-fin6` (filled
 /// by a rule) with the sets they are swapped with to be read,
 /// `NAME-finx`, `NAME-finx6`, and the sessions whose client asked for a
-/// passive data connection unqueued, `NAME-pasv`, `NAME-pasv6`.
+/// passive data connection unqueued, `NAME-pasv`, `NAME-pasv6`, and the
+/// clients of control connections, `NAME-ctl`, `NAME-ctl6` (filled by a
+/// rule: the server's side of a connection is followed by its client's
+/// address and port, whatever NAT does to the server's port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetNames {
     pub v4: String,
@@ -46,6 +54,8 @@ pub struct SetNames {
     pub fin_read_v6: String,
     pub passive_v4: String,
     pub passive_v6: String,
+    pub client_v4: String,
+    pub client_v6: String,
 }
 
 impl SetNames {
@@ -61,6 +71,8 @@ impl SetNames {
             fin_read_v6: format!("{base}-finx6"),
             passive_v4: format!("{base}-pasv"),
             passive_v6: format!("{base}-pasv6"),
+            client_v4: format!("{base}-ctl"),
+            client_v6: format!("{base}-ctl6"),
         };
         for f in [Family::V4, Family::V6] {
             for (name, _, _) in family_sets(&names, f) {
@@ -80,6 +92,14 @@ impl SetNames {
         match family {
             Family::V4 => &self.passive_v4,
             Family::V6 => &self.passive_v6,
+        }
+    }
+
+    /// The set of the clients of control connections, of a family.
+    pub fn client_of(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.client_v4,
+            Family::V6 => &self.client_v6,
         }
     }
 
@@ -182,8 +202,8 @@ fn ipset_unusable(e: Error) -> RulesError {
 /// The sets of a family: name, type, default timeout. The passive and FIN
 /// sets are `hash:ip,port,ip` as the guard sets are (client address and
 /// port, server address), and sized as they are: a rule's add never grows
-/// them.
-pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 5] {
+/// them; so is the client set.
+pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 6] {
     let (fin, fin_read) = names.fin_of(f);
     [
         (names.passive_of(f), SetType::Guard, PASSIVE_TIMEOUT_SECS),
@@ -191,6 +211,7 @@ pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 5] {
         (names.guard_of(f), SetType::Guard, GUARD_TIMEOUT_SECS),
         (fin, SetType::Guard, FIN_TIMEOUT_SECS),
         (fin_read, SetType::Guard, FIN_TIMEOUT_SECS),
+        (names.client_of(f), SetType::Client, CLIENT_TIMEOUT_SECS),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! every verdict, so a release takes effect at once.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 
 use ftpct_engine::command::{Command, GuardKey};
 use ftpct_engine::tuple::Dir;
@@ -18,6 +19,9 @@ pub struct Selection {
     guarded: HashSet<GuardKey>,
     /// The passive set: sessions with a PASV or EPSV let pass unqueued.
     passive: HashSet<GuardKey>,
+    /// The client set: whoever sent to a control port (its timeout is not
+    /// emulated). A segment to one is a server's, whatever its port.
+    clients: HashSet<SocketAddr>,
 }
 
 impl Selection {
@@ -26,6 +30,7 @@ impl Selection {
             control_ports: control_ports.to_vec(),
             guarded: HashSet::new(),
             passive: HashSet::new(),
+            clients: HashSet::new(),
         }
     }
 
@@ -33,7 +38,12 @@ impl Selection {
     /// table); a selected segment's direction is guarded from then on.
     pub fn queues(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> bool {
         let to_control = self.control_ports.contains(&pkt.tuple.dst.port());
-        let from_control = self.control_ports.contains(&pkt.tuple.src.port());
+        if to_control {
+            self.clients.insert(pkt.tuple.src);
+        }
+        let from_control = !to_control
+            && (self.control_ports.contains(&pkt.tuple.src.port())
+                || self.clients.contains(&pkt.tuple.dst));
         // Handshakes and resets have their own rules (budgets are not
         // emulated); other ports are not this emulation's business (the
         // engine lets them pass). A client's FIN goes on through the rules
@@ -130,6 +140,24 @@ mod tests {
         assert!(
             shown(&mut sel, Segment::new(c2s, 3).ack(1)),
             "a bare ACK of a guarded direction"
+        );
+    }
+
+    /// Port-translating DNAT: the server answers from 2121; its segments
+    /// to a client that sent to port 21 are selected as from port 21.
+    #[test]
+    fn a_server_on_a_translated_port_is_selected_by_its_client() {
+        let c2s = tuple("203.0.113.5:40000", "198.51.100.1:21");
+        let s2c = tuple("192.0.2.20:2121", "203.0.113.5:40000");
+        let other = tuple("192.0.2.20:2121", "203.0.113.5:40001");
+        let seg = |t, p: &'static [u8]| Segment::new(t, 1).ack(1).payload(p);
+        let mut sel = Selection::new(&[21]);
+        assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));
+        assert!(!shown(&mut sel, seg(s2c, b"200 ok\r\n")));
+        assert!(shown(&mut sel, seg(s2c, b"227 x\r\n")));
+        assert!(
+            shown(&mut sel, seg(other, b"227 x\r\n")),
+            "not this emulation's business (passes to the engine)"
         );
     }
 

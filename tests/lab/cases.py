@@ -18,7 +18,7 @@ NAME_TAGS = ("multi", "idle", "big", "deny", "allowfxp")  # tags that end a case
 FXP_ALLOW = ("--allow-fxp", "198.51.100.0/24", "--allow-fxp", "2001:db8:2::/64")  # server A's networks
 OPERATION = re.compile(r"^(ls|fxp|(get|put):(0|1k|50m)|idle:[0-9]+)$")
 CHOICES = {
-    "topology": ("snat", "dnat", "plain", "fxp"),
+    "topology": ("snat", "dnat", "dnatport", "zone", "plain", "fxp"),
     "family": ("v4", "v6"),
     "mode": ("port", "eprt", "pasv", "epsv", "fxp"),
     "client": ("curl", "lftp", "python"),
@@ -62,7 +62,8 @@ class Case:
     def needs_rewrite(self):
         """NAT changes the announced address: active modes out through
         SNAT, PASV in through DNAT (EPSV carries no address)."""
-        return (self.topology, self.mode) in {("snat", "port"), ("snat", "eprt"), ("dnat", "pasv")}
+        return (self.topology, self.mode) in {("snat", "port"), ("snat", "eprt"), ("dnat", "pasv"),
+                                              ("dnatport", "pasv"), ("zone", "port"), ("zone", "eprt")}
 
     @property
     def quick(self):

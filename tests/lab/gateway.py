@@ -3,9 +3,11 @@
   none             no helper: every data connection must fail (the filter
                    drops what is neither RELATED nor a control connection);
   kernel           the kernel's own helper, attached by hand (raw PREROUTING
-                   -p tcp --dport 21 -j CT --helper ftp): automatic helper
-                   assignment does not exist on current kernels;
-  ftpct            `ftpct rules --apply` and `ftpct run` (selective queueing);
+                   -p tcp --dport 21 -j CT --helper ftp, first; with --zone
+                   N on a zoned topology): automatic helper assignment does
+                   not exist on current kernels;
+  ftpct            `ftpct rules --apply` and `ftpct run` (selective queueing;
+                   with --conntrack-zone N on a zoned topology);
   ftpct-queue-all  the same with --queue-all on both.
 """
 
@@ -151,7 +153,8 @@ class Gateway:
     def _start_ftpct(self, mode):
         log = os.path.join(self.workdir, f"ftpct-{self.topology.name}-{time.strftime('%H%M%S')}"
                                          f"-{time.monotonic_ns() % 10**6}.log")
-        argv = [self.ftpct_bin, "run", *mode.queue_args, *mode.ftpct_args]
+        zone = ("--conntrack-zone", str(self.topology.spec.zone)) if self.topology.spec.zone else ()
+        argv = [self.ftpct_bin, "run", *mode.queue_args, *zone, *mode.ftpct_args]
         self.ftpct = Daemon("ftpct run", argv, self.topology.gw_ns, log).start()
         try:
             wait_until("ftpct's start-up line",
@@ -163,20 +166,29 @@ class Gateway:
             raise self.ftpct.fail("exited at start-up")
 
 
+def helper_rule(topology):
+    """The kernel helper's rule on this topology: in its zone, if it has
+    one (views of a gateway without one, as failover's, have none)."""
+    return KERNEL_HELPER + getattr(topology, "zone_args", ())
+
+
 def kernel_helper(topology, on):
     """Attaches (on) or detaches the kernel's FTP helper on the gateway,
-    both families; idempotent."""
+    both families; idempotent. In a zone it goes first: a packet takes
+    the first CT rule it meets, and the zone's rules would take it."""
+    chain, *spec = helper_rule(topology)
+    at = ["-I", chain, "1"] if len(spec) > len(KERNEL_HELPER) - 1 else ["-A", chain]
     for ipt in ("iptables", "ip6tables"):
-        attached = topology.gw(ipt, "-t", "raw", "-C", *KERNEL_HELPER, check=False).returncode == 0
+        attached = topology.gw(ipt, "-t", "raw", "-C", chain, *spec, check=False).returncode == 0
         if on and not attached:
-            topology.gw(ipt, "-t", "raw", "-A", *KERNEL_HELPER)
+            topology.gw(ipt, "-t", "raw", *at, *spec)
         elif not on and attached:
-            topology.gw(ipt, "-t", "raw", "-D", *KERNEL_HELPER)
+            topology.gw(ipt, "-t", "raw", "-D", chain, *spec)
 
 
 def kernel_helper_attached(topology):
     """'on', 'off', or per family when they differ."""
-    state = {ipt: topology.gw(ipt, "-t", "raw", "-C", *KERNEL_HELPER, check=False).returncode == 0
+    state = {ipt: topology.gw(ipt, "-t", "raw", "-C", *helper_rule(topology), check=False).returncode == 0
              for ipt in ("iptables", "ip6tables")}
     if len(set(state.values())) == 1:
         return "on" if state["iptables"] else "off"

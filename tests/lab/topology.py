@@ -13,6 +13,15 @@ pair, `ha`, is ha.py).
   dnat   the client outside (198.51.100.10, on gwout), the server inside
          (192.0.2.20, on gwin), published on the gateway's outside address
          for port 21 only: the data ports need a helper.
+  dnatport  as dnat, port-translating: public 21 forwarded to the server
+         on 2121 (DNAT --to-destination 192.0.2.20:2121; the server's
+         namespace redirects 2121 to its daemon's 21, so the gateway sees
+         a server on 2121); the filter accepts new connections by their
+         original port, 21.
+  zone   as snat, every packet of the gateway's interfaces in conntrack
+         zone 1 (raw PREROUTING -i IF -j CT --zone 1, as an operator
+         would); ftpct runs with --conntrack-zone 1, the kernel's helper is
+         attached by the same rule (`zone_args`).
 
 The gateway's filter, both families: FORWARD policy DROP, ESTABLISHED and
 RELATED accepted, NEW accepted only to port 21. So every data connection,
@@ -70,6 +79,7 @@ class Spec:
     name: str
     links: tuple
     nat: str = None
+    zone: int = 0  # the conntrack zone of the gateway's traffic (0: the default)
 
 
 SPECS = {
@@ -79,10 +89,13 @@ SPECS = {
         Spec("plain", (CLIENT_INSIDE, SERVER_OUTSIDE)),
         Spec("fxp", (CLIENT_INSIDE, SERVER_OUTSIDE, SERVER2_OUTSIDE)),
         Spec("dnat", (SERVER_INSIDE, CLIENT_OUTSIDE), nat="dnat"),
+        Spec("dnatport", (SERVER_INSIDE, CLIENT_OUTSIDE), nat="dnatport"),
+        Spec("zone", (CLIENT_INSIDE, SERVER_OUTSIDE), nat="masquerade", zone=1),
     )
 }
 
 IPTABLES = ("iptables", "ip6tables")
+INSIDE_PORT = 2121  # dnatport: the server's port behind the gateway
 
 
 class Topology:
@@ -125,9 +138,15 @@ class Topology:
     def target(self, family):
         """The address the client dials: the server's own, or under DNAT
         the gateway's outside address."""
-        if self.spec.nat == "dnat":
+        if self.spec.nat in ("dnat", "dnatport"):
             return GW_OUT.addr4 if family == "v4" else GW_OUT.addr6
         return self.server_addr(family)
+
+    @property
+    def zone_args(self):
+        """What a CT rule of this gateway adds (its zone), and what
+        `ftpct run` needs to find the connections there."""
+        return ("--zone", str(self.spec.zone)) if self.spec.zone else ()
 
     def gw(self, *argv, check=True, timeout=30):
         return run(argv, ns=self.gw_ns, check=check, timeout=timeout)
@@ -144,6 +163,7 @@ class Topology:
                 self._connect(link)
             self._filter()
             self._nat()
+            self._zone()
         except BaseException:
             self.destroy()
             raise
@@ -195,12 +215,30 @@ class Topology:
         if self.spec.nat == "masquerade":
             for ipt in IPTABLES:
                 self.gw(ipt, "-t", "nat", "-A", "POSTROUTING", "-o", GW_OUT.iface, "-j", "MASQUERADE")
-        elif self.spec.nat == "dnat":
+        elif self.spec.nat in ("dnat", "dnatport"):
             inside = self.links["srv"].host
-            for ipt, public, private in (("iptables", GW_OUT.addr4, f"{inside.addr4}:21"),
-                                         ("ip6tables", GW_OUT.addr6, f"[{inside.addr6}]:21")):
+            port = INSIDE_PORT if self.spec.nat == "dnatport" else 21
+            for ipt, public, private in (("iptables", GW_OUT.addr4, f"{inside.addr4}:{port}"),
+                                         ("ip6tables", GW_OUT.addr6, f"[{inside.addr6}]:{port}")):
                 self.gw(ipt, "-t", "nat", "-A", "PREROUTING", "-i", GW_OUT.iface, "-d", public, "-p", "tcp",
                         "--dport", "21", "-j", "DNAT", "--to-destination", private)
+                if port != 21:
+                    # New control connections by their original port; the
+                    # server's namespace hands port 2121 to its daemon's 21.
+                    self.gw(ipt, "-A", "FORWARD", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW",
+                            "--ctorigdstport", "21", "-j", "ACCEPT")
+                    run([ipt, "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", str(port), "-j", "REDIRECT",
+                         "--to-ports", "21"], ns=self.ns("srv"))
+
+    def _zone(self):
+        """Every packet the gateway receives in the topology's zone, before
+        anything else of the raw table sees it (both directions of a
+        connection must be in one zone)."""
+        if not self.spec.zone:
+            return
+        for ipt in IPTABLES:
+            for link in self.spec.links:
+                self.gw(ipt, "-t", "raw", "-A", "PREROUTING", "-i", link.gw.iface, "-j", "CT", *self.zone_args)
 
 
 def ns_exists(ns):

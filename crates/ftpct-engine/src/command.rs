@@ -116,19 +116,23 @@ impl GuardKey {
         }
     }
 
-    /// The guard entries a raw packet matches in the kernel's rules: as a
-    /// client segment when it goes to a control port, as a server segment
-    /// when it comes from one (both when both ports are).
+    /// The guard entries a queued raw packet matches in the kernel's
+    /// rules: as a client segment when it goes to a control port, else as
+    /// a server segment (the rules queue no other, whatever port NAT gave
+    /// the server), unless it is a first SYN (a data connection's).
     pub fn of_packet(bytes: &[u8], is_control_port: impl Fn(u16) -> bool) -> Vec<GuardKey> {
         let Ok(pkt) = TcpPacket::parse(bytes) else {
             return Vec::new();
         };
         let seen = pkt.tuple;
-        [(seen.dst.port(), Dir::Orig), (seen.src.port(), Dir::Reply)]
-            .into_iter()
-            .filter(|&(port, _)| is_control_port(port))
-            .map(|(_, dir)| GuardKey::of(&seen, dir))
-            .collect()
+        let dir = if is_control_port(seen.dst.port()) {
+            Dir::Orig
+        } else if pkt.flags.syn && !pkt.flags.ack {
+            return Vec::new();
+        } else {
+            Dir::Reply
+        };
+        vec![GuardKey::of(&seen, dir)]
     }
 }
 

@@ -430,7 +430,7 @@ impl Engine {
         let unknown =
             self.flows.locate(&pkt.tuple).is_none() && self.flows.locate(&known.orig).is_none();
         let from_server = known.reply == pkt.tuple
-            && self.is_control_port(pkt.tuple.src.port())
+            && self.is_control_port(known.orig.dst.port())
             && !pkt.flags.syn
             && !pkt.flags.rst;
         if self.cfg.selective
@@ -871,15 +871,19 @@ impl Engine {
                 Reuse::Stale => self.flows.get(id).map(|f| f.mapping),
             },
         };
-        let on_control =
-            self.is_control_port(seen.dst.port()) || self.is_control_port(seen.src.port());
+        // A server's segment from any port may be of a control connection
+        // (port-translating DNAT): only conntrack knows; a first SYN never is.
+        let first_syn = pkt.flags.syn && !pkt.flags.ack;
+        let on_control = self.is_control_port(seen.dst.port())
+            || self.is_control_port(seen.src.port())
+            || !first_syn;
         if !on_control || pkt.flags.rst {
             return Ok(None);
         }
         // Boxed: asked once per new connection, not per packet.
         Err(Box::new(MappingQuestion {
             seen,
-            first_syn: pkt.flags.syn && !pkt.flags.ack,
+            first_syn,
             forget,
         }))
     }
@@ -921,7 +925,11 @@ impl Engine {
             }
         }
         let to_control = self.is_control_port(seen.dst.port());
-        let from_control = self.is_control_port(seen.src.port());
+        // The server's side, whatever its port after NAT: the reply of a
+        // connection whose original direction went to a control port.
+        let reply_of_control =
+            known.is_some_and(|m| m.reply == seen && self.is_control_port(m.orig.dst.port()));
+        let from_control = self.is_control_port(seen.src.port()) || reply_of_control;
         if !(to_control || from_control) || pkt.flags.rst {
             return None;
         }

@@ -5,13 +5,12 @@
 //! DNAT (the server inside) or SNAT, with every packet queued or only the
 //! segments that can matter.
 
-use ftpct_engine::command::Command;
 use ftpct_engine::engine::Config;
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{DnatRule, SnatRule, StaticNat};
 use ftpct_engine::policy::Refusal;
 use ftpct_engine::Outcome;
-use ftpct_testkit::{tuple, Control, Gateway, Side};
+use ftpct_testkit::{expected_ports, tuple, Control, Gateway};
 
 /// The server's inside address, as it announces it (DNAT).
 const INSIDE: &str = "192.0.2.20";
@@ -38,7 +37,7 @@ fn dnat_session(selective: bool) -> (Gateway<StaticNat>, Control) {
         1000,
         9000,
     );
-    greet(&mut gw, &mut c, selective);
+    c.logs_in(&mut gw, selective);
     (gw, c)
 }
 
@@ -47,35 +46,8 @@ fn snat_session(selective: bool) -> (Gateway<StaticNat>, Control) {
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(config(selective), StaticNat::new(vec![rule], Vec::new()));
     let mut c = Control::snat_session();
-    greet(&mut gw, &mut c, selective);
+    c.logs_in(&mut gw, selective);
     (gw, c)
-}
-
-/// The handshake, a greeting and a login framed with CR LF (seen, or
-/// passed unseen under selective queueing as plain lines do).
-fn greet(gw: &mut Gateway<StaticNat>, c: &mut Control, selective: bool) {
-    c.handshake(gw);
-    for (side, line) in [
-        (Side::Server, &b"220 ready\r\n"[..]),
-        (Side::Client, b"USER anonymous\r\n"),
-        (Side::Server, b"230 in\r\n"),
-    ] {
-        if selective {
-            c.passed_unseen(side, line);
-        } else {
-            c.says(gw, side, line);
-        }
-    }
-}
-
-fn expected_ports(out: &Outcome) -> Vec<u16> {
-    out.commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::ExpectDst { dst, .. } => Some(dst.port()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn refusals(out: &Outcome) -> Vec<Refusal> {

@@ -361,7 +361,21 @@ fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
         GuardKey::of_packet(&from_server, control),
         vec![server_key()]
     );
-    assert!(GuardKey::of_packet(&from_server, |p| p == 2121).is_empty());
+    // A server behind port-translating DNAT answers from another port:
+    // its segments are the server's all the same.
+    let from_inside = Segment::new(tuple("192.0.2.20:2121", "198.51.100.1:40000"), 1)
+        .payload(b"227 x\r\n")
+        .build();
+    let inside_key = GuardKey {
+        client: "198.51.100.1:40000".parse().expect("addr"),
+        server: "192.0.2.20".parse().expect("addr"),
+    };
+    assert_eq!(GuardKey::of_packet(&from_inside, control), vec![inside_key]);
+    // A data connection's SYN matches no guard entry.
+    let data_syn = Segment::new(tuple("198.51.100.1:40001", "192.0.2.20:30000"), 1)
+        .syn()
+        .build();
+    assert!(GuardKey::of_packet(&data_syn, control).is_empty());
     assert!(GuardKey::of_packet(b"not a packet", control).is_empty());
 }
 

@@ -175,6 +175,23 @@ impl Control {
         [syn, syn_ack, ack]
     }
 
+    /// The handshake, a greeting and a login framed with CR LF: seen, or
+    /// under selective queueing passed unseen, as plain lines do.
+    pub fn logs_in<N: NatLookup>(&mut self, gw: &mut Gateway<N>, selective: bool) {
+        self.handshake(gw);
+        for (side, line) in [
+            (Side::Server, &b"220 ready\r\n"[..]),
+            (Side::Client, b"USER anonymous\r\n"),
+            (Side::Server, b"230 in\r\n"),
+        ] {
+            if selective {
+                self.passed_unseen(side, line);
+            } else {
+                self.says(gw, side, line);
+            }
+        }
+    }
+
     /// `side` sends `bytes` (a line, several, part of one, or nothing) as
     /// its next segment. They count as sent whatever the engine decides.
     pub fn says<N: NatLookup>(&mut self, gw: &mut Gateway<N>, side: Side, bytes: &[u8]) -> Outcome {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ftpct_engine::command::Command;
 use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
 use ftpct_engine::nat::NatLookup;
 
@@ -55,6 +56,18 @@ impl<N: NatLookup> Gateway<N> {
     pub fn send(&mut self, segment: &Segment<'_>) -> Outcome {
         self.process(&segment.build())
     }
+}
+
+/// The ports of the data connections an outcome expects (its
+/// `ExpectDst` commands), in order.
+pub fn expected_ports(out: &Outcome) -> Vec<u16> {
+    out.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::ExpectDst { dst, .. } => Some(dst.port()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What leaves the gateway for packet `input` given `verdict`: the input

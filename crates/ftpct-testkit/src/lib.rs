@@ -27,7 +27,7 @@ mod received;
 mod shape;
 
 pub use control::{Control, Peer, Side};
-pub use gateway::{leaving, Gateway};
+pub use gateway::{expected_ports, leaving, Gateway};
 pub use packet::{addr, set_seq_ack, tuple, Segment, TTL, WINDOW};
 pub use received::{Conflict, Received};
 pub use shape::{reshape, Ipv6Ext, Shape};
