@@ -386,8 +386,20 @@ impl NlSocket {
     /// (see [`Error::about`]).
     /// Failures are counted where [`NlSocket::count_in`] said.
     pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.waited(op, msg, Ends::Ack)
+    }
+
+    /// Like [`NlSocket::transact`], for a question answered by one data
+    /// message (a lookup, not a listing): sent without NLM_F_ACK, so that
+    /// message (or a refusal) is the whole answer, read in one receive
+    /// instead of two (the data, then the acknowledgement).
+    pub fn ask(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.waited(op, msg, Ends::FirstMessage)
+    }
+
+    fn waited(&mut self, op: Op, msg: Vec<u8>, ends: Ends) -> Result<Vec<Message>, Error> {
         self.count_sent(op, true);
-        let answer = self.exchange(op, msg);
+        let answer = self.exchange(op, msg, ends);
         if let (Err(e), Some(c)) = (&answer, &self.counters) {
             c.errors.count(op, e);
         }
@@ -543,9 +555,9 @@ impl NlSocket {
         self.unwaited.last_op().unwrap_or(Op::CtEvents)
     }
 
-    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+    fn exchange(&mut self, op: Op, mut msg: Vec<u8>, ends: Ends) -> Result<Vec<Message>, Error> {
         let seq = self.next_seq();
-        stamp(&mut msg, seq, true)?;
+        stamp(&mut msg, seq, ends == Ends::Ack)?;
         if !self.held.is_empty() {
             // The held requests first, in the same datagram.
             let mut batch = std::mem::take(&mut self.held);
@@ -575,6 +587,7 @@ impl NlSocket {
                         }),
                     },
                     NLMSG_DONE => Ok(std::mem::take(&mut answer)),
+                    _ if ends == Ends::FirstMessage => Ok(vec![m]),
                     _ => {
                         answer.push(m);
                         continue;
@@ -698,6 +711,15 @@ impl NlSocket {
         parse_messages(&self.buf[..n])
             .map_err(|w| io::Error::new(io::ErrorKind::InvalidData, w.to_string()))
     }
+}
+
+/// What ends the answer to a request waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// The acknowledgement (or NLMSG_DONE, or a refusal): NLM_F_ACK asked.
+    Ack,
+    /// Its first message: no NLM_F_ACK, a refusal comes instead of it.
+    FirstMessage,
 }
 
 /// Receive buffer of an event socket, in bytes.
