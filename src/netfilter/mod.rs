@@ -26,6 +26,7 @@ pub mod request;
 pub mod rule_watch;
 pub mod rules;
 pub mod rules_error;
+pub mod ruleset_events;
 pub mod sets;
 pub mod shell_words;
 pub mod unwaited;

@@ -695,6 +695,22 @@ impl NlSocket {
 }
 
 impl NlSocket {
+    /// Reads what is waiting (at most `max` datagrams), without blocking:
+    /// how many messages it held. An overflow (ENOBUFS: messages were
+    /// lost) is an error.
+    pub fn drain(&mut self, max: usize) -> io::Result<usize> {
+        let mut messages = 0;
+        for _ in 0..max {
+            match self.recv_now() {
+                Ok(got) => messages += got.len().max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(messages)
+    }
+
     /// One datagram if one is there, without waiting.
     fn recv_now(&mut self) -> io::Result<Vec<Message>> {
         // SAFETY: the buffer is this socket's own, valid for its length,
