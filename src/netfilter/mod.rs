@@ -10,6 +10,7 @@ pub mod ct_events;
 pub mod ctnetlink;
 pub mod ctnetlink_errors;
 pub mod error;
+pub mod event_filter;
 pub mod family;
 pub mod helper_watch;
 pub mod ipset;

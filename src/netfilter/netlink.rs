@@ -663,6 +663,36 @@ impl NlSocket {
         Ok(())
     }
 
+    /// Attaches a classic BPF `program` (SO_ATTACH_FILTER): the kernel
+    /// queues to this socket only the messages it keeps.
+    pub fn attach_filter(&mut self, program: &[libc::sock_filter]) -> Result<(), Error> {
+        let failed = |source| Error::Socket {
+            subsystem: self.subsystem,
+            source,
+        };
+        let len = u16::try_from(program.len())
+            .map_err(|_| failed(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: program.as_ptr().cast_mut(),
+        };
+        // SAFETY: `prog` points at `program`, which outlives the call (the
+        // kernel copies it); its size is given; the descriptor is ours.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// The next messages the kernel sent on its own (events), waiting at
     /// most the socket's timeout: an empty list when none came.
     pub fn events(&mut self, op: Op) -> Result<Vec<Message>, Error> {
