@@ -726,3 +726,43 @@ fn in_a_zone(lab: Lab, tag: &str) {
         assert_eq!(info.status & IPS_SEEN_REPLY, IPS_SEEN_REPLY, "{info:?}");
     });
 }
+
+/// With the control ports' filter, the kernel queues only their entries'
+/// destroy events, and not those an adopting socket's deletes caused:
+/// another port's, or the adopter's, never reaches the socket.
+#[test]
+fn destroy_events_of_other_ports_and_of_adoptions_are_filtered_out_in_the_kernel() {
+    in_v4_lab("evfilter", |lab| {
+        let mut events =
+            ftpct::netfilter::ct_events::DestroyEvents::open().expect("destroy events");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        let mut adopter = Ctnetlink::open().expect("open ctnetlink");
+        let probe = Tuple::new(lab.at(lab.client, 9), lab.at(lab.public, 9));
+        adopter
+            .get(&probe, Dir::Orig)
+            .expect("get: the socket bound");
+        let ignored = [adopter.port_id().expect("port id")];
+        assert!(events.only_to_ports(&[21], &ignored).expect("filter"));
+        // To the server's port directly: not a control port.
+        let listener = TcpListener::bind(lab.at(lab.server, 2122)).expect("bind");
+        let other = connect_from(lab.at(lab.client, 0), lab.at(lab.server, 2122)).expect("connect");
+        let _other_server = accept(&listener);
+        let other = Tuple::new(other.local_addr().unwrap(), other.peer_addr().unwrap());
+        let (adopted, _c1, _s1) = control_connection(lab);
+        let (orig, _c2, _s2) = control_connection(lab);
+        ct.delete(&other).expect("delete the other");
+        adopter
+            .delete(&adopted)
+            .expect("delete as an adoption does");
+        ct.delete(&orig).expect("delete the control connection");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.extend(events.destroyed().expect("events"));
+            if seen.iter().any(|d| d.orig == orig) {
+                break;
+            }
+        }
+        let origs: Vec<Tuple> = seen.iter().map(|d| d.orig).collect();
+        assert_eq!(origs, [orig], "{seen:?}");
+    });
+}

@@ -54,12 +54,19 @@ pub fn spawn(
     adopters: Vec<u32>,
     zone: u16,
 ) -> Result<JoinHandle<()>, DaemonError> {
-    let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
+    let mut events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
     let counters = shared.metrics().netlink_counters();
     let exec = Executor::new(LiveKernel::open(counters, zone)?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();
+    match events.only_to_ports(&control_ports, &adopters) {
+        Ok(true) => {}
+        Ok(false) => {
+            debug!("too many control ports or queues for a filter: every destroy event is read")
+        }
+        Err(e) => debug!("destroy events: {e}: every one is read"),
+    }
     let mut watch = Watch {
         shared,
         exec,

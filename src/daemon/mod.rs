@@ -55,6 +55,7 @@ use crate::netfilter::helper_watch::HelperWatch;
 use crate::netfilter::iptables;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
+use crate::netfilter::ruleset_events::RulesetEvents;
 use crate::netfilter::sets::SetNames;
 use metrics::{EngineFigures, Metrics};
 use queue_loop::{spawn_workers, stop_workers, Worker};
@@ -516,6 +517,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mut rules = RuleWatch::new(&queues_wanted, !config.selective);
     if let Some(rs) = opts.restore_rules.clone() {
         rules = rules.restoring(rs);
+    }
+    match RulesetEvents::open() {
+        Ok(events) => rules = rules.told_of_changes(Box::new(events)),
+        Err(e) => debug!("nf_tables' change events: {e}: the rules are looked at every second"),
     }
     rules.check(&mut iptables::System, Instant::now());
     shared.metrics().queues_without_rule(rules.unfed());

@@ -7,6 +7,7 @@ use ftpct_engine::tuple::Tuple;
 
 use crate::netfilter::ctnetlink::decode_tuple;
 use crate::netfilter::error::{Error, Op, Subsystem};
+use crate::netfilter::event_filter;
 use crate::netfilter::netlink::NlSocket;
 
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
@@ -33,6 +34,18 @@ impl DestroyEvents {
         sock.join_group(NFNLGRP_CONNTRACK_DESTROY)?;
         sock.set_timeout(std::time::Duration::from_secs(1))?;
         Ok(DestroyEvents { sock })
+    }
+
+    /// From now on, only the events of TCP entries to one of `ports`
+    /// come, but those of deletes by the sockets of port ids `ignored`
+    /// (a filter in the kernel; see [`crate::netfilter::event_filter`]);
+    /// false when they are too many for one (all events still come).
+    pub fn only_to_ports(&mut self, ports: &[u16], ignored: &[u32]) -> Result<bool, Error> {
+        let Some(program) = event_filter::control_port_events(ports, ignored) else {
+            return Ok(false);
+        };
+        self.sock.attach_filter(&program)?;
+        Ok(true)
     }
 
     /// The TCP entries destroyed since the last call, waiting at most a

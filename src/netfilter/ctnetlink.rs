@@ -634,8 +634,9 @@ impl Ctnetlink {
 
     /// Like [`Ctnetlink::get`], with status, master, timeout and TCP state.
     pub fn get_info(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtInfo>, Error> {
-        let msg = encode_get(tuple, dir)?;
-        let replies = match self.request(Op::CtGet, || Target::Conn(*tuple), msg) {
+        let msg = in_zone(encode_get(tuple, dir)?, self.zone);
+        let asked = self.sock.ask(Op::CtGet, msg);
+        let replies = match asked.map_err(|e| e.about(|| Target::Conn(*tuple))) {
             Ok(r) => r,
             Err(Error::Kernel {
                 errno: libc::ENOENT,

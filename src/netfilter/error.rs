@@ -209,6 +209,10 @@ impl fmt::Display for Error {
                 Subsystem::Ipset => {
                     write!(f, "ipset: {}", ipset_errors::explain(*op, *errno, target))
                 }
+                Subsystem::Nftables => {
+                    let e = std::io::Error::from_raw_os_error(*errno);
+                    write!(f, "nf_tables: {} {target}: {e}", op.verb())
+                }
             },
             Error::Socket { subsystem, source } => write!(
                 f,

@@ -386,8 +386,20 @@ impl NlSocket {
     /// (see [`Error::about`]).
     /// Failures are counted where [`NlSocket::count_in`] said.
     pub fn transact(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.waited(op, msg, Ends::Ack)
+    }
+
+    /// Like [`NlSocket::transact`], for a question answered by one data
+    /// message (a lookup, not a listing): sent without NLM_F_ACK, so that
+    /// message (or a refusal) is the whole answer, read in one receive
+    /// instead of two (the data, then the acknowledgement).
+    pub fn ask(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+        self.waited(op, msg, Ends::FirstMessage)
+    }
+
+    fn waited(&mut self, op: Op, msg: Vec<u8>, ends: Ends) -> Result<Vec<Message>, Error> {
         self.count_sent(op, true);
-        let answer = self.exchange(op, msg);
+        let answer = self.exchange(op, msg, ends);
         if let (Err(e), Some(c)) = (&answer, &self.counters) {
             c.errors.count(op, e);
         }
@@ -543,9 +555,9 @@ impl NlSocket {
         self.unwaited.last_op().unwrap_or(Op::CtEvents)
     }
 
-    fn exchange(&mut self, op: Op, mut msg: Vec<u8>) -> Result<Vec<Message>, Error> {
+    fn exchange(&mut self, op: Op, mut msg: Vec<u8>, ends: Ends) -> Result<Vec<Message>, Error> {
         let seq = self.next_seq();
-        stamp(&mut msg, seq, true)?;
+        stamp(&mut msg, seq, ends == Ends::Ack)?;
         if !self.held.is_empty() {
             // The held requests first, in the same datagram.
             let mut batch = std::mem::take(&mut self.held);
@@ -575,6 +587,7 @@ impl NlSocket {
                         }),
                     },
                     NLMSG_DONE => Ok(std::mem::take(&mut answer)),
+                    _ if ends == Ends::FirstMessage => Ok(vec![m]),
                     _ => {
                         answer.push(m);
                         continue;
@@ -650,6 +663,36 @@ impl NlSocket {
         Ok(())
     }
 
+    /// Attaches a classic BPF `program` (SO_ATTACH_FILTER): the kernel
+    /// queues to this socket only the messages it keeps.
+    pub fn attach_filter(&mut self, program: &[libc::sock_filter]) -> Result<(), Error> {
+        let failed = |source| Error::Socket {
+            subsystem: self.subsystem,
+            source,
+        };
+        let len = u16::try_from(program.len())
+            .map_err(|_| failed(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: program.as_ptr().cast_mut(),
+        };
+        // SAFETY: `prog` points at `program`, which outlives the call (the
+        // kernel copies it); its size is given; the descriptor is ours.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// The next messages the kernel sent on its own (events), waiting at
     /// most the socket's timeout: an empty list when none came.
     pub fn events(&mut self, op: Op) -> Result<Vec<Message>, Error> {
@@ -682,6 +725,22 @@ impl NlSocket {
 }
 
 impl NlSocket {
+    /// Reads what is waiting (at most `max` datagrams), without blocking:
+    /// how many messages it held. An overflow (ENOBUFS: messages were
+    /// lost) is an error.
+    pub fn drain(&mut self, max: usize) -> io::Result<usize> {
+        let mut messages = 0;
+        for _ in 0..max {
+            match self.recv_now() {
+                Ok(got) => messages += got.len().max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(messages)
+    }
+
     /// One datagram if one is there, without waiting.
     fn recv_now(&mut self) -> io::Result<Vec<Message>> {
         // SAFETY: the buffer is this socket's own, valid for its length,
@@ -698,6 +757,15 @@ impl NlSocket {
         parse_messages(&self.buf[..n])
             .map_err(|w| io::Error::new(io::ErrorKind::InvalidData, w.to_string()))
     }
+}
+
+/// What ends the answer to a request waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// The acknowledgement (or NLMSG_DONE, or a refusal): NLM_F_ACK asked.
+    Ack,
+    /// Its first message: no NLM_F_ACK, a refusal comes instead of it.
+    FirstMessage,
 }
 
 /// Receive buffer of an event socket, in bytes.

@@ -10,6 +10,8 @@ use ftpct_engine::tuple::Tuple;
 pub enum Subsystem {
     Ctnetlink,
     Ipset,
+    /// nf_tables, whose change events the rule watch reads.
+    Nftables,
 }
 
 impl fmt::Display for Subsystem {
@@ -17,6 +19,7 @@ impl fmt::Display for Subsystem {
         f.write_str(match self {
             Subsystem::Ctnetlink => "ctnetlink",
             Subsystem::Ipset => "ipset",
+            Subsystem::Nftables => "nf_tables",
         })
     }
 }

@@ -41,6 +41,8 @@ gateway's raw table (any chain, both families) before and after each test.
 
 Environment: FTPCT_BENCH_PREFIX (default ftpct-bench-: the namespaces),
 FTPCT_BENCH_BUSY_WAIT (seconds to wait for a busy machine, default 300),
+FTPCT_BENCH_STRACE_CALLS (set: syscalls keeps every call, strace -f -yy, in
+strace-*.calls beside the threads' names, and counts from it),
 FTPCT_BIN and FTPLOAD_BIN (the binaries; default target/release/ of this
 checkout, built first unless --no-build), FTPCT_FTP_PROXY (default: where
 scripts/install-deps.sh unpacks Debian's ftp-proxy). Every wait is
@@ -855,8 +857,10 @@ class Bench:
         file) once every thread is attached, None (a warning) when strace
         cannot attach: the run goes on without the figure."""
         path = os.path.join(self.work, f"strace-{self.column.key}-r{self.round}")
+        # FTPCT_BENCH_STRACE_CALLS: every call kept (descriptors named), counted from that.
+        mode = ["-yy", "-o", path + ".calls"] if os.environ.get("FTPCT_BENCH_STRACE_CALLS") else ["-c", "-o", path + ".txt"]
         with open(path + ".log", "wb") as err:
-            proc = subprocess.Popen(["strace", "-c", "-f", "-o", path + ".txt", "-p", str(self.program.pid)],
+            proc = subprocess.Popen(["strace", "-f", *mode, "-p", str(self.program.pid)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
 
@@ -872,7 +876,9 @@ class Bench:
         return proc, path
 
     def trace_stop(self, proc, path):
-        """Detaches strace; {system call: calls} from its summary."""
+        """Detaches strace; {system call: calls} from its summary (or
+        its calls, beside which the threads' names are kept)."""
+        keep_thread_names(self.program.pid, path + ".threads")
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
@@ -882,6 +888,9 @@ class Bench:
                 proc.wait(timeout=5)
                 log(f"warning: strace on {self.program_name} did not stop in 10 s: killed")
         try:
+            if os.path.exists(path + ".calls"):
+                with open(path + ".calls", errors="replace") as f:
+                    return strace_call_counts(f.read())
             with open(path + ".txt") as f:
                 return strace_counts(f.read())
         except FileNotFoundError:
@@ -962,6 +971,34 @@ def strace_counts(text):
         if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
             counts[f[-1]] = int(f[3])
     return counts
+
+
+STRACE_CALL = re.compile(r"^\d+\s+(\w+)\(")
+
+
+def strace_call_counts(text):
+    """{system call: calls} of an `strace -f` log (a call interrupted and
+    resumed counts once)."""
+    counts = {}
+    for line in text.splitlines():
+        m = STRACE_CALL.match(line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def keep_thread_names(pid, path):
+    """The names of pid's threads, "TID NAME" a line, into path."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+        names = []
+        for tid in tids:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f"{tid} {f.read().strip()}")
+        with open(path, "w") as f:
+            f.write("\n".join(names) + "\n")
+    except OSError:
+        pass
 
 
 def in_gw_argv(topo, *argv):
