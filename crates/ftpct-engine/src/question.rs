@@ -1,0 +1,51 @@
+//! The engine's question about a packet's NAT mapping, which only
+//! conntrack knows, and the driver's answer.
+
+use crate::nat::{CtMapping, NatLookup};
+use crate::tuple::Tuple;
+use crate::verdict::Outcome;
+
+/// What the driver knows of a packet's NAT mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Not asked yet: the engine says if it needs it.
+    NotAsked,
+    /// Conntrack's answer to [`Step::NeedMapping`] (None: no entry).
+    Answer(Option<CtMapping>),
+}
+
+/// The engine's question about a packet's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappingQuestion {
+    /// The packet's tuple: conntrack's entry with it as original or reply.
+    pub seen: Tuple,
+    /// The packet is a connection's first SYN: seen before conntrack, it
+    /// has no entry yet (rules offline can still tell its mapping).
+    pub first_syn: bool,
+    /// A connection that had this tuple is gone (NAT gave it to a new one):
+    /// an answer kept about this mapping is wrong now.
+    pub forget: Option<CtMapping>,
+}
+
+impl MappingQuestion {
+    /// Asks an answerer that answers at once.
+    pub fn answer_with(&self, nat: &mut dyn NatLookup) -> Option<CtMapping> {
+        if let Some(old) = &self.forget {
+            nat.forget(old);
+        }
+        if self.first_syn {
+            nat.lookup_new(&self.seen)
+        } else {
+            nat.lookup(&self.seen)
+        }
+    }
+}
+
+/// One step of the engine on a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Decided(Outcome),
+    /// Ask conntrack, then call [`Engine::step`] again with the answer
+    /// (nothing changed meanwhile: the packet is processed from the start).
+    NeedMapping(MappingQuestion),
+}
