@@ -26,7 +26,6 @@ use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
 use super::DaemonError;
 use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
-use crate::netfilter::sets::SetNames;
 
 /// How long an event waits before it is believed.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -49,12 +48,11 @@ struct Watch {
 
 pub fn spawn(
     shared: Arc<Shared>,
-    sets: SetNames,
+    exec: Executor<LiveKernel>,
     stop: Arc<AtomicBool>,
     adopters: Vec<u32>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let exec = Executor::new(LiveKernel::open(shared.metrics().netlink_counters())?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();
@@ -160,8 +158,8 @@ mod tests {
     use super::*;
     use crate::daemon::fake_kernel::FakeKernel;
     use crate::daemon::metrics::Metrics;
-
-    const LABEL_BASE: u8 = 64;
+    use crate::netfilter::kept_labels::KeptLabels;
+    use crate::netfilter::sets::SetNames;
 
     fn t(src: &str, dst: &str) -> Tuple {
         Tuple::new(src.parse().expect("addr"), dst.parse().expect("addr"))
@@ -175,7 +173,7 @@ mod tests {
         kernel: FakeKernel,
     ) -> (Arc<Shared>, u64, Executor<FakeKernel>) {
         let cfg = Config {
-            label_base: Some(LABEL_BASE),
+            keep_state: true,
             ..Config::default()
         };
         let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
@@ -188,12 +186,12 @@ mod tests {
             }),
             own_shift: [0, 0],
         };
-        let labels = kept.labels(LABEL_BASE).0;
         let now = shared.now();
         let commands = shared
-            .with_engine(|e| e.resume(m, [None, None], &labels, now))
+            .with_engine(|e| e.resume(m, [None, None], kept, now))
             .unwrap_or_default();
-        let mut exec = Executor::new(kernel, SetNames::new("ftpct").expect("names"));
+        let sets = SetNames::new("ftpct").expect("names");
+        let mut exec = Executor::new(kernel, sets, KeptLabels::default());
         for c in &commands {
             exec.run(c);
         }

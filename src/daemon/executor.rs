@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use ftpct_engine::command::{secs, Adoption, Command, GuardKey, Related, SeqAdj};
 use ftpct_engine::expect::Expectation;
+use ftpct_engine::kept::Kept;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
+use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::sets::{SetNames, GUARD_TIMEOUT_SECS};
 use crate::netfilter::Error;
 
@@ -28,6 +30,8 @@ const SET_CHECKS_PER_TICK: usize = 64;
 pub struct Executor<K: Kernel> {
     kernel: K,
     sets: SetNames,
+    /// Where sessions' kept state goes in their conntrack labels.
+    labels: KeptLabels,
     /// Where the round-robin check of pending destinations goes on.
     check_cursor: usize,
     /// Guard entries to take out once this thread's queue holds no more
@@ -56,10 +60,11 @@ enum Reopen {
 }
 
 impl<K: Kernel> Executor<K> {
-    pub fn new(kernel: K, sets: SetNames) -> Self {
+    pub fn new(kernel: K, sets: SetNames, labels: KeptLabels) -> Self {
         Executor {
             kernel,
             sets,
+            labels,
             check_cursor: 0,
             releases: HashSet::new(),
         }
@@ -92,7 +97,7 @@ impl<K: Kernel> Executor<K> {
                 });
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
-            Command::SetLabels { orig, labels, mask } => self.set_labels(orig, labels, mask),
+            Command::Keep { orig, kept } => self.keep(orig, kept),
             Command::Guard { key, needed: true } => {
                 self.releases.remove(key);
             }
@@ -174,7 +179,8 @@ impl<K: Kernel> Executor<K> {
     fn adopt(&mut self, a: &Adoption) -> bool {
         let orig = &a.orig;
         let started = std::time::Instant::now();
-        match self.kernel.adopt(a) {
+        let labels = a.kept.map(|k| self.labels.encode(&k));
+        match self.kernel.adopt(a, labels) {
             Ok(()) => {
                 debug!(
                     flow = %orig,
@@ -190,8 +196,21 @@ impl<K: Kernel> Executor<K> {
         }
     }
 
-    fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16]) {
-        match self.kernel.set_labels(orig, labels, mask) {
+    /// The kept state and sequence corrections of the entry whose original
+    /// tuple is `orig` (None: no entry, or nothing of ftpct's in its labels).
+    pub fn kept_state(&mut self, orig: &Tuple) -> Option<(Kept, [Option<SeqAdj>; 2])> {
+        let (labels, seqadj) = self.kernel.kept_state(orig).ok()??;
+        Some((self.labels.decode(&labels)?, seqadj))
+    }
+
+    /// What an entry's labels keep (see `kept_labels`).
+    pub fn decode_labels(&self, labels: &[u8; 16]) -> Option<Kept> {
+        self.labels.decode(labels)
+    }
+
+    fn keep(&mut self, orig: &Tuple, kept: &Kept) {
+        let (labels, mask) = self.labels.encode(kept);
+        match self.kernel.set_labels(orig, &labels, &mask) {
             Ok(()) => {}
             // The session ended (its entry went) before its last labels:
             // there is nothing left to keep.
@@ -416,6 +435,7 @@ mod tests {
         Executor::new(
             FakeKernel::default(),
             SetNames::new("ftpct").expect("names"),
+            KeptLabels::default(),
         )
     }
 
@@ -649,7 +669,7 @@ mod tests {
             orig,
             keys: [key, key],
             seqadj: [None, None],
-            labels: None,
+            kept: None,
         }));
         assert_eq!(x.run(&adopt), Some(Feedback::Adopted(orig)));
         x.kernel_mut().adopt_errno = Some(libc::ENOENT);

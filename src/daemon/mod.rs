@@ -41,7 +41,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ftpct_engine::engine::{Config, Engine};
-use ftpct_engine::kept::DEFAULT_LABEL_BASE;
 use tracing::{debug, info, warn};
 
 pub use executor::Executor;
@@ -53,6 +52,7 @@ use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
 use crate::netfilter::helper_watch::HelperWatch;
 use crate::netfilter::iptables;
+use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
 use crate::netfilter::sets::SetNames;
@@ -70,6 +70,8 @@ pub struct Options {
     pub queues: Vec<u16>,
     /// The engine's settings (`--mark` is its `data_mark`).
     pub config: Config,
+    /// First of the 64 conntrack label bits that keep each session's state.
+    pub label_bit: u8,
     /// Base name of the ipsets (IPv4; IPv6 adds "6").
     pub ipset: String,
     /// How often a `state:` line with the live figures is logged (None: never).
@@ -448,9 +450,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Live, the kernel keeps each NATed session's fix-ups (they survive a
     // restart of ftpct); only the replay applies them itself.
     config.kernel_fixups = true;
-    config.label_base.get_or_insert(DEFAULT_LABEL_BASE);
+    config.keep_state = true;
+    let labels = KeptLabels::at(opts.label_bit);
     let shared = Arc::new(Shared::new(Engine::new(config.clone()), metrics.clone()));
-    let mut exec = Executor::new(kernel, sets.clone());
+    let mut exec = Executor::new(kernel, sets.clone(), labels);
     resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -460,7 +463,11 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let workers = queues
         .into_iter()
         .map(|(num, queue)| {
-            let exec = Executor::new(LiveKernel::open(metrics.netlink_counters())?, sets.clone());
+            let exec = Executor::new(
+                LiveKernel::open(metrics.netlink_counters())?,
+                sets.clone(),
+                labels,
+            );
             adopters.extend(exec.kernel().ct_port());
             let nat = LiveNat::new(
                 kernel::open_ctnetlink(metrics.netlink_counters())?,
@@ -492,12 +499,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     };
     // Listening before the first packet: only entries made while someone
     // listens report their end.
-    let watch = conntrack_watch::spawn(
-        Arc::clone(&shared),
+    let watch_exec = Executor::new(
+        LiveKernel::open(metrics.netlink_counters())?,
         sets.clone(),
-        Arc::clone(&stop),
-        adopters,
-    )?;
+        labels,
+    );
+    let watch =
+        conntrack_watch::spawn(Arc::clone(&shared), watch_exec, Arc::clone(&stop), adopters)?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     let queueing = if config.selective {
         format!(

@@ -17,6 +17,7 @@ use super::executor::{Executor, Feedback};
 use super::kernel::Kernel;
 use super::metrics::VerdictKind;
 use super::shared::Shared;
+use crate::netfilter::guard_entries::guard_keys_of_packet;
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
 pub struct PacketPath<K: Kernel, N: NatLookup> {
@@ -80,7 +81,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     /// The guard entries a packet matches (its direction of a control
     /// connection).
     pub fn guard_keys(&self, bytes: &[u8]) -> Vec<GuardKey> {
-        GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p))
+        guard_keys_of_packet(bytes, |p| self.control_ports.contains(&p))
     }
 
     /// Sends the verdict on `packet` (`send`) once its connection's entry
@@ -180,11 +181,11 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         if self.shared.with_engine(|e| e.tracks(&m.orig)) != Some(false) {
             return;
         }
-        let Ok(Some((labels, seqadj))) = self.exec.kernel_mut().kept_state(&m.orig) else {
+        let Some((kept, seqadj)) = self.exec.kept_state(&m.orig) else {
             return;
         };
         let commands = self
-            .ask(|e| e.resume(m, seqadj, &labels, now), Vec::as_slice)
+            .ask(|e| e.resume(m, seqadj, kept, now), Vec::as_slice)
             .unwrap_or_default();
         for c in &commands {
             self.exec.run(c);
@@ -282,6 +283,7 @@ mod tests {
 
     use super::*;
     use crate::daemon::fake_kernel::FakeKernel;
+    use crate::netfilter::kept_labels::KeptLabels;
     use crate::netfilter::rules::SetNames;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -326,7 +328,8 @@ mod tests {
 
     fn path(shared: &Arc<Shared>, kernel: FakeKernel) -> PacketPath<FakeKernel, NoNat> {
         let sets = SetNames::new("ftpct").expect("names");
-        PacketPath::new(Arc::clone(shared), Executor::new(kernel, sets), NoNat)
+        let exec = Executor::new(kernel, sets, KeptLabels::default());
+        PacketPath::new(Arc::clone(shared), exec, NoNat)
     }
 
     /// An engine without NAT behind its lock.
@@ -461,7 +464,7 @@ mod tests {
 
         let cfg = Config {
             kernel_fixups: true,
-            label_base: Some(64),
+            keep_state: true,
             ..Config::default()
         };
         let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
@@ -478,12 +481,13 @@ mod tests {
             own_shift: [0, 0],
         };
         let mut kernel = FakeKernel::default();
-        kernel.kept.insert(orig, (kept.labels(64).0, [None, None]));
+        let labels = KeptLabels::at(64).encode(&kept).0;
+        kernel.kept.insert(orig, (labels, [None, None]));
         let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
         let sets = SetNames::new("ftpct").expect("names");
         let mut path = PacketPath::new(
             Arc::clone(&shared),
-            Executor::new(kernel, sets),
+            Executor::new(kernel, sets, KeptLabels::at(64)),
             StaticNat::new(vec![rule], Vec::new()),
         );
         let noop = segment(client, server, 5000, Some(9000), false, b"NOOP\r\n");

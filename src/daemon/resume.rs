@@ -23,7 +23,7 @@ pub fn resume_sessions(shared: &Shared, exec: &mut Executor<LiveKernel>) {
     let now = shared.now();
     let (mut sessions, mut pending) = (0, 0);
     for info in entries {
-        let Some(labels) = info.labels else {
+        let Some(kept) = info.labels.and_then(|l| exec.decode_labels(&l)) else {
             continue;
         };
         let mapping = CtMapping {
@@ -32,7 +32,7 @@ pub fn resume_sessions(shared: &Shared, exec: &mut Executor<LiveKernel>) {
         };
         let Some((taken, commands)) = shared.with_engine(|e| {
             let before = e.flow_count();
-            let commands = e.resume(mapping, info.seqadj, &labels, now);
+            let commands = e.resume(mapping, info.seqadj, kept, now);
             (e.flow_count() > before, commands)
         }) else {
             continue;

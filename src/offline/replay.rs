@@ -171,7 +171,7 @@ impl Gateway {
         cfg.report_lines = true;
         // Offline: ftpct's own fix-ups, nothing kept in conntrack.
         cfg.kernel_fixups = false;
-        cfg.label_base = None;
+        cfg.keep_state = false;
         let selection = cfg.selective.then(|| Selection::new(&cfg.control_ports));
         Gateway {
             engine: Engine::new(cfg),

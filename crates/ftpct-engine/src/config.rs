@@ -32,9 +32,9 @@ pub struct Config {
     /// ([`Command::AdoptControl`], [`Command::SetSeqAdj`]) instead of
     /// applying them to every packet (the live daemon; never the replay).
     pub kernel_fixups: bool,
-    /// Keep each session's state in its conntrack labels from this bit on
-    /// (see `kept`; the live daemon), or not at all (None: the replay).
-    pub label_base: Option<u8>,
+    /// Keep each session's state in its conntrack entry (see `kept`; the
+    /// live daemon), or not at all (the replay).
+    pub keep_state: bool,
     /// Selective queueing (the live default): the kernel queues only the
     /// segments that can hold part of an announcement, AUTH or a
     /// multi-line opener, and those that do not end a line and their
@@ -63,7 +63,7 @@ impl Default for Config {
             report_lines: false,
             data_mark: None,
             kernel_fixups: false,
-            label_base: None,
+            keep_state: false,
             selective: false,
         }
     }

@@ -18,21 +18,21 @@ impl Engine {
             flow.fixups = Fixups::Kernel;
             flow.adopt_asked = true;
         }
-        self.keep_in_labels(orig).into_iter().collect()
+        self.keep_state(orig).into_iter().collect()
     }
 
     /// The kernel could not take the fix-ups of control connection `orig`
     /// ([`Command::AdoptControl`] failed): ftpct shifts its packets itself
     /// from the rewrite that asked (the rewritten segment itself and what
     /// came before it need no shift either way). Returns what that needs:
-    /// the connection queued whole, no window checks, its labels.
+    /// the connection queued whole, no window checks, its kept state.
     pub fn not_adopted(&mut self, orig: &Tuple) -> Vec<Command> {
         let Some(flow) = self.flows.by_tuple_mut(orig) else {
             return Vec::new();
         };
         flow.fixups = Fixups::Own;
         let mut commands = self.first_rewrite(orig);
-        commands.extend(self.keep_in_labels(orig));
+        commands.extend(self.keep_state(orig));
         commands
     }
 
@@ -68,11 +68,11 @@ impl Engine {
             | Event::ExpectationRemoved { exp, .. }
             | Event::DataMatched { exp, .. } = e
             {
-                commands.extend(self.keep_in_labels(&exp.master));
+                commands.extend(self.keep_state(&exp.master));
             }
             // ftpct's own fix-ups moved: a restart must go on with them.
             if let Event::Rewritten { flow, .. } = e {
-                commands.extend(self.keep_in_labels(flow));
+                commands.extend(self.keep_state(flow));
             }
         }
         commands
@@ -99,10 +99,10 @@ impl Engine {
     }
 }
 
-/// The labels a step sets on a connection whose entry it makes anew ride
+/// The kept state a step sets on a connection whose entry it makes anew rides
 /// in the new entry (one netlink round trip less, and no moment where the
 /// new entry lacks them).
-pub(crate) fn labels_into_adoption(commands: &mut Vec<Command>) {
+pub(crate) fn kept_into_adoption(commands: &mut Vec<Command>) {
     let Some(adopted) = commands.iter().find_map(|c| match c {
         Command::AdoptControl(a) => Some(a.orig),
         _ => None,
@@ -111,15 +111,15 @@ pub(crate) fn labels_into_adoption(commands: &mut Vec<Command>) {
     };
     let mut latest = None;
     commands.retain(|c| match c {
-        Command::SetLabels { orig, labels, mask } if *orig == adopted => {
-            latest = Some((*labels, *mask));
+        Command::Keep { orig, kept } if *orig == adopted => {
+            latest = Some(*kept);
             false
         }
         _ => true,
     });
     for c in commands.iter_mut() {
         if let Command::AdoptControl(a) = c {
-            a.labels = latest.or(a.labels);
+            a.kept = latest.or(a.kept);
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod flow;
 pub mod grammar;
 mod guards;
 pub mod kept;
+pub mod kept_expectation;
 mod lines;
 pub mod nat;
 mod packet_path;

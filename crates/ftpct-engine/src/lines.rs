@@ -53,7 +53,7 @@ pub(crate) fn adopt_at_first_rewrite(flow: &mut Flow, ctx: &mut Ctx<'_>) {
         orig: flow.mapping.orig,
         keys: guard_keys(&flow.mapping),
         seqadj: [None, None],
-        labels: None,
+        kept: None,
     })));
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::command::Command;
-use crate::effects::labels_into_adoption;
+use crate::effects::kept_into_adoption;
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::flow::FlowId;
@@ -77,7 +77,7 @@ impl Engine {
         if !events.is_empty() {
             let from_events = self.commands_for(&events);
             commands.extend(from_events);
-            labels_into_adoption(&mut commands);
+            kept_into_adoption(&mut commands);
         }
         Outcome {
             verdict,

@@ -1,5 +1,5 @@
-//! Kept state: what a session keeps in its conntrack labels, and a
-//! session taken up again from them after a restart.
+//! Kept state: what conntrack keeps of a session for ftpct (see `kept`),
+//! and a session taken up again from it after a restart.
 
 use std::time::Duration;
 
@@ -7,21 +7,24 @@ use crate::command::{Command, SeqAdj};
 use crate::engine::Engine;
 use crate::flow::Fixups;
 use crate::guards::guard_always;
-use crate::kept::{self, Kept};
+use crate::kept::Kept;
+use crate::kept_expectation::{keep, restore};
 use crate::nat::CtMapping;
 use crate::tuple::{Dir, Tuple};
 
 impl Engine {
-    /// Labels for the control connection `orig` when what they keep
-    /// changed (see `kept`).
-    pub(crate) fn keep_in_labels(&mut self, orig: &Tuple) -> Option<Command> {
-        let base = self.cfg.label_base?;
+    /// The kept state of the control connection `orig`, when it changed
+    /// (see `kept`).
+    pub(crate) fn keep_state(&mut self, orig: &Tuple) -> Option<Command> {
+        if !self.cfg.keep_state {
+            return None;
+        }
         let (id, _) = self.flows.locate(orig)?;
         let flow = self.flows.get(id)?;
         let pending = self
             .expects
             .latest_of(id, flow.mapping.orig)
-            .and_then(|exp| kept::keep(&flow.mapping, &exp));
+            .and_then(|exp| keep(&flow.mapping, &exp));
         let kernel = flow.fixups == Fixups::Kernel;
         let own_shift = if kernel {
             [0, 0]
@@ -34,41 +37,28 @@ impl Engine {
             own_shift,
         };
         if !kept.fits() {
-            // Too far for its bits: a restart will not shift it.
+            // Too far to keep: a restart will not shift it.
             kept.own_shift = [0, 0];
         }
-        let bits = kept.to_bits();
         let flow = self.flows.get_mut(id)?;
-        if std::mem::replace(&mut flow.kept, bits) == bits {
+        if std::mem::replace(&mut flow.kept, kept) == kept {
             return None;
         }
-        let (labels, mask) = kept.labels(base);
-        Some(Command::SetLabels {
-            orig: *orig,
-            labels,
-            mask,
-        })
+        Some(Command::Keep { orig: *orig, kept })
     }
 
     /// Takes up again a session that conntrack kept for ftpct (at start:
     /// a restart, or a standby gateway taking over): its mapping, the
-    /// kernel's sequence corrections, and its label bits. Returns the
+    /// kernel's sequence corrections, and its kept state. Returns the
     /// commands its pending expectation needs (its ipset entry).
     pub fn resume(
         &mut self,
         mapping: CtMapping,
         seqadj: [Option<SeqAdj>; 2],
-        labels: &[u8; 16],
+        kept: Kept,
         now: Duration,
     ) -> Vec<Command> {
-        let Some(kept) = self
-            .cfg
-            .label_base
-            .and_then(|base| Kept::from_labels(labels, base))
-        else {
-            return Vec::new();
-        };
-        if self.flows.locate(&mapping.orig).is_some() {
+        if !self.cfg.keep_state || self.flows.locate(&mapping.orig).is_some() {
             return Vec::new();
         }
         let Some(id) = self.flows.insert(self.new_flow(mapping, true, now)) else {
@@ -81,7 +71,7 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(id) else {
             return Vec::new();
         };
-        flow.kept = kept.to_bits();
+        flow.kept = kept;
         // Past its greeting: the next final reply answers the next command.
         flow.dialogue.lost_track();
         // Shifted so far: by the kernel (its seqadj), or by ftpct itself
@@ -106,7 +96,7 @@ impl Engine {
         let Some(p) = kept.pending else {
             return commands;
         };
-        let exp = kept::restore(&mapping, &p, now + self.cfg.expect_timeout);
+        let exp = restore(&mapping, &p, now + self.cfg.expect_timeout);
         if self.expects.insert(&exp, id).is_ok() {
             self.stats.expectations += 1;
             commands.push(self.expect_dst(exp.dst));

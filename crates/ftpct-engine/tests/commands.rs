@@ -12,11 +12,11 @@ use ftpct_testkit::{addr, tuple, Control, Gateway, Segment};
 
 const EXPECT: Duration = Duration::from_secs(300);
 
-/// The live daemon's settings: kernel fix-ups, state kept in labels.
+/// The live daemon's settings: kernel fix-ups, state kept in conntrack.
 fn live() -> Config {
     Config {
         kernel_fixups: true,
-        label_base: Some(64),
+        keep_state: true,
         ..Config::default()
     }
 }
@@ -174,7 +174,6 @@ fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
 #[test]
 fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numbers() {
     use ftpct_engine::command::SeqAdj;
-    use ftpct_engine::kept::Kept;
     use ftpct_engine::policy::Refusal;
     use ftpct_engine::tuple::Dir;
     use ftpct_engine::wire::TcpPacket;
@@ -208,16 +207,15 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
         panic!("the first rewrite asks: {:?}", port.commands);
     };
     assert_eq!((a.orig, a.seqadj), (c.c2s, [Some(set), None]));
-    let kept = a.labels.and_then(|(l, _)| Kept::from_labels(&l, 64));
     assert_eq!(
-        kept.map(|k| (k.kernel_fixups, k.pending.is_some())),
+        a.kept.map(|k| (k.kernel_fixups, k.pending.is_some())),
         Some((true, true)),
-        "the labels ride in the new entry"
+        "the kept state rides in the new entry"
     );
     assert!(!port
         .commands
         .iter()
-        .any(|c| matches!(c, Command::SetSeqAdj { .. } | Command::SetLabels { .. })));
+        .any(|c| matches!(c, Command::SetSeqAdj { .. } | Command::Keep { .. })));
     assert_eq!(gw.engine.adopted(&c.c2s), [], "nothing more to set");
     assert!(!port
         .commands
@@ -263,29 +261,24 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
 /// Labels keep the session's state; a fresh engine takes it up from them.
 #[test]
 fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
-    use ftpct_engine::kept::Kept;
     use ftpct_engine::nat::CtMapping;
 
     let cfg = live();
     let (mut gw, mut c) = session(cfg.clone());
     let commands = gw.engine.adopted(&c.c2s);
-    let Some(Command::SetLabels { labels, .. }) = commands.first() else {
+    let Some(Command::Keep { kept, .. }) = commands.first() else {
         panic!("adoption is kept: {commands:?}");
     };
-    assert_eq!(
-        Kept::from_labels(labels, 64).map(|k| (k.kernel_fixups, k.pending.is_none())),
-        Some((true, true))
-    );
+    assert_eq!((kept.kernel_fixups, kept.pending.is_none()), (true, true));
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
-    let Some(Command::SetLabels { labels, mask, .. }) = port
+    let Some(Command::Keep { kept, .. }) = port
         .commands
         .iter()
-        .find(|c| matches!(c, Command::SetLabels { .. }))
+        .find(|c| matches!(c, Command::Keep { .. }))
         .cloned()
     else {
         panic!("the expectation is kept: {:?}", port.commands);
     };
-    assert_eq!(u128::from_le_bytes(mask).trailing_zeros(), 64);
     // ftpct restarts: a new engine, the entry's mapping and labels.
     let mapping = CtMapping {
         orig: c.c2s,
@@ -294,7 +287,7 @@ fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
     let mut fresh = Gateway::new(cfg, snat());
     let resumed = fresh
         .engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+        .resume(mapping, [None, None], kept, Duration::ZERO);
     assert_eq!(
         resumed,
         [Command::ExpectDst {
@@ -312,7 +305,7 @@ fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
         tuple("198.51.100.20:20", "192.0.2.10:40000")
     );
     let cleared = out.commands.iter().find_map(|c| match c {
-        Command::SetLabels { labels, .. } => Kept::from_labels(labels, 64),
+        Command::Keep { kept, .. } => Some(*kept),
         _ => None,
     });
     assert_eq!(
@@ -399,9 +392,8 @@ fn a_resumed_session_answers_its_next_pasv() {
         pending: None::<PendingKept>,
         own_shift: [0, 0],
     };
-    let (labels, _) = kept.labels(64);
     gw.engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+        .resume(mapping, [None, None], kept, Duration::ZERO);
     let mut c = Control::new(mapping.orig, mapping.reply, 5000, 8000);
     c.client.next = 5100;
     c.server.next = 8100;
@@ -422,7 +414,6 @@ fn a_resumed_session_answers_its_next_pasv() {
 /// shifting it.
 #[test]
 fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
-    use ftpct_engine::kept::Kept;
     use ftpct_engine::nat::CtMapping;
     use ftpct_engine::wire::TcpPacket;
     use ftpct_engine::Verdict;
@@ -440,15 +431,14 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
         own.contains(&Command::SetLiberal { orig: c.c2s }),
         "{own:?}"
     );
-    let labels = own
+    let kept = own
         .iter()
         .rev()
         .find_map(|c| match c {
-            Command::SetLabels { labels, .. } => Some(*labels),
+            Command::Keep { kept, .. } => Some(*kept),
             _ => None,
         })
-        .expect("labels set");
-    let kept = Kept::from_labels(&labels, 64).expect("kept");
+        .expect("kept state set");
     assert_eq!((kept.kernel_fixups, kept.own_shift), (false, [2, 0]));
     let mapping = CtMapping {
         orig: c.c2s,
@@ -457,7 +447,7 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
     let mut fresh = Gateway::new(cfg, snat());
     fresh
         .engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+        .resume(mapping, [None, None], kept, Duration::ZERO);
     // The client's next command, in its own numbering, leaves 2 further.
     let seq = c.client.next;
     let noop = Segment::new(c.c2s, seq)

@@ -15,7 +15,7 @@ use ftpct_testkit::{addr, tuple, Control, Gateway, Side};
 fn selective(kernel_fixups: bool) -> Config {
     Config {
         kernel_fixups,
-        label_base: Some(64),
+        keep_state: true,
         selective: true,
         ..Config::default()
     }
@@ -341,28 +341,6 @@ fn a_direction_still_queued_whole_is_released_when_its_session_goes() {
         !effects.commands.contains(&server_released),
         "the server's direction was not queued: no kernel call for it"
     );
-}
-
-#[test]
-fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
-    use ftpct_testkit::Segment;
-    let control = |p: u16| p == 21;
-    let from_client = Segment::new(tuple("192.0.2.10:40000", "198.51.100.20:21"), 1)
-        .payload(b"PASV\r\n")
-        .build();
-    assert_eq!(
-        GuardKey::of_packet(&from_client, control),
-        vec![client_key()]
-    );
-    let from_server = Segment::new(tuple("198.51.100.20:21", "198.51.100.1:40000"), 1)
-        .payload(b"227 x\r\n")
-        .build();
-    assert_eq!(
-        GuardKey::of_packet(&from_server, control),
-        vec![server_key()]
-    );
-    assert!(GuardKey::of_packet(&from_server, |p| p == 2121).is_empty());
-    assert!(GuardKey::of_packet(b"not a packet", control).is_empty());
 }
 
 /// A segment that guesses the connection's addresses and ports but not its
