@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ftpct_engine::engine::{ConntrackEvent, Input};
+use ftpct_engine::event::Event;
 use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
@@ -25,6 +27,7 @@ use super::executor::Executor;
 use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
 use super::DaemonError;
+use crate::driver;
 use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
 
 /// How long an event waits before it is believed.
@@ -118,18 +121,19 @@ fn forget_if_gone<K: Kernel>(shared: &Shared, exec: &mut Executor<K>, orig: &Tup
     if entry_exists(shared, exec.kernel_mut(), orig) {
         return;
     }
-    let Some((true, effects)) = shared.with_engine(|e| e.conntrack_destroyed(orig, flow)) else {
-        return;
-    };
-    debug!(flow = %orig, "its conntrack entry is gone: forgotten");
-    exec.batched(|exec| {
-        for c in &effects.commands {
-            exec.run(c);
-        }
+    let destroyed = Input::Conntrack(ConntrackEvent::Destroyed { orig: *orig, flow });
+    let now = shared.now();
+    let out = exec.batched(|exec| {
+        let out = driver::input(&mut { shared }, exec, now, destroyed);
         exec.release_all_guards();
+        out
     });
     exec.settle();
-    effects.events.iter().for_each(|e| shared.log_event(e));
+    let forgotten = Event::FlowClosed { flow: *orig };
+    if out.events.contains(&forgotten) {
+        debug!(flow = %orig, "its conntrack entry is gone: forgotten");
+    }
+    out.events.iter().for_each(|e| shared.log_event(e));
 }
 
 /// True when conntrack has an entry of `orig`: the connection lives on (an
@@ -187,14 +191,14 @@ mod tests {
             own_shift: [0, 0],
         };
         let now = shared.now();
-        let commands = shared
-            .with_engine(|e| e.resume(m, [None, None], kept, now))
-            .unwrap_or_default();
         let sets = SetNames::new("ftpct").expect("names");
         let mut exec = Executor::new(kernel, sets, KeptLabels::default());
-        for c in &commands {
-            exec.run(c);
-        }
+        let picked_up = Input::Conntrack(ConntrackEvent::Kept {
+            mapping: m,
+            seqadj: [None, None],
+            kept,
+        });
+        driver::input(&mut &*shared, &mut exec, now, picked_up);
         let flow = shared.with_engine(|e| e.flow_of(&m.orig)).flatten();
         (shared, flow.expect("the session is followed"), exec)
     }

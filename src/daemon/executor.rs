@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ftpct_engine::command::{secs, Adoption, Command, GuardKey, Related, SeqAdj};
-use ftpct_engine::expect::Expectation;
+use ftpct_engine::engine::{Answer, CommandOutcome, Question};
 use ftpct_engine::kept::Kept;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
+use crate::driver::{nothing_known, DriverKernel};
 use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::sets::{SetNames, GUARD_TIMEOUT_SECS};
 use crate::netfilter::Error;
@@ -39,24 +40,24 @@ pub struct Executor<K: Kernel> {
     releases: HashSet<GuardKey>,
 }
 
-/// What the engine must learn from a command's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Feedback {
-    /// A data connection could not be created: the client's retried SYN
-    /// must find its expectation again (`Engine::reinstate`).
-    GiveBack(Expectation),
-    /// The kernel took this control connection's fix-ups (`Engine::adopted`).
-    Adopted(Tuple),
-    /// It could not: ftpct keeps them (`Engine::not_adopted`).
-    NotAdopted(Tuple),
-}
-
 /// What an existing entry of a data connection's tuple turned out to be.
 enum Reopen {
     /// It was closing (or gone): removed; its state.
     Replaced(Option<u8>),
     /// A live connection: left alone; its state.
     Live(Option<u8>),
+}
+
+/// The supervisor's and the watches' kernel, as the driver core sees it:
+/// their inputs (timers, conntrack events, kernel notes) raise no question.
+impl<K: Kernel> DriverKernel for Executor<K> {
+    fn answer(&mut self, q: &Question) -> Answer {
+        nothing_known(q)
+    }
+
+    fn carry_out(&mut self, c: &Command) -> Option<CommandOutcome> {
+        self.run(c)
+    }
 }
 
 impl<K: Kernel> Executor<K> {
@@ -80,20 +81,20 @@ impl<K: Kernel> Executor<K> {
 
     /// Carries out one command; failures are logged. Returns what the
     /// engine must be told of the outcome.
-    pub fn run(&mut self, c: &Command) -> Option<Feedback> {
+    pub fn run(&mut self, c: &Command) -> Option<CommandOutcome> {
         match c {
             Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
             Command::ForgetDst { dst } => self.forget(*dst),
             Command::CreateRelated(r) => {
                 if !self.create(r) {
-                    return Some(Feedback::GiveBack(r.exp.clone()));
+                    return Some(CommandOutcome::NotCreated(r.exp.clone()));
                 }
             }
             Command::SetLiberal { orig } => self.set_liberal(orig),
             Command::AdoptControl(a) => {
                 return Some(match self.adopt(a) {
-                    true => Feedback::Adopted(a.orig),
-                    false => Feedback::NotAdopted(a.orig),
+                    true => CommandOutcome::Adopted { orig: a.orig },
+                    false => CommandOutcome::NotAdopted { orig: a.orig },
                 });
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
@@ -407,7 +408,7 @@ mod tests {
     use std::collections::HashSet;
 
     use ftpct_engine::command::{DataConnection, Mark, NatBinding};
-    use ftpct_engine::expect::NatBindings;
+    use ftpct_engine::expect::{Expectation, NatBindings};
     use ftpct_engine::grammar::AnnounceKind;
 
     use super::*;
@@ -537,7 +538,7 @@ mod tests {
         x.kernel_mut().delete_errno = Some(libc::EPERM);
         assert_eq!(
             x.run(&create(syn, &e, None)),
-            Some(Feedback::GiveBack(e.clone()))
+            Some(CommandOutcome::NotCreated(e.clone()))
         );
         assert!(x.kernel().created.is_empty());
     }
@@ -561,7 +562,7 @@ mod tests {
         let syn = t(SYN.0, SYN.1);
         assert_eq!(
             x.run(&create(syn, &e, None)),
-            Some(Feedback::GiveBack(e.clone()))
+            Some(CommandOutcome::NotCreated(e.clone()))
         );
         x.kernel_mut().create_errno = None;
         assert_eq!(x.run(&create(syn, &e, None)), None);
@@ -671,9 +672,9 @@ mod tests {
             seqadj: [None, None],
             kept: None,
         }));
-        assert_eq!(x.run(&adopt), Some(Feedback::Adopted(orig)));
+        assert_eq!(x.run(&adopt), Some(CommandOutcome::Adopted { orig }));
         x.kernel_mut().adopt_errno = Some(libc::ENOENT);
-        assert_eq!(x.run(&adopt), Some(Feedback::NotAdopted(orig)));
+        assert_eq!(x.run(&adopt), Some(CommandOutcome::NotAdopted { orig }));
         let adj = SeqAdj {
             correction_pos: 1006,
             offset_before: 0,

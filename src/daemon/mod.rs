@@ -40,7 +40,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use ftpct_engine::engine::{Config, Engine};
+use ftpct_engine::engine::{Config, Engine, Input};
 use tracing::{debug, info, warn};
 
 pub use executor::Executor;
@@ -48,6 +48,7 @@ pub use kernel::{Kernel, LiveKernel};
 pub use packet_path::PacketPath;
 pub use shared::Shared;
 
+use crate::driver;
 use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
 use crate::netfilter::helper_watch::HelperWatch;
@@ -231,16 +232,20 @@ impl Timers {
             self.session_ends.tick(&self.shared, &mut self.exec, sets);
         }
         let now = self.shared.now();
-        let Some((effects, pending)) = self.shared.with_engine(|e| (e.tick(now), e.pending_dsts()))
-        else {
+        let mut host = &*self.shared;
+        // The engine's timers only when they are due (see `poll_timeout`).
+        let due = host.with_engine(|e| e.poll_timeout().is_some_and(|t| t <= now));
+        let effects = self.exec.batched(|exec| {
+            let effects = match due {
+                Some(true) => driver::input(&mut host, exec, now, Input::Timeout).events,
+                _ => Vec::new(),
+            };
+            exec.release_all_guards();
+            effects
+        });
+        let Some(pending) = self.shared.with_engine(|e| e.pending_dsts()) else {
             return;
         };
-        self.exec.batched(|exec| {
-            for c in &effects.commands {
-                exec.run(c);
-            }
-            exec.release_all_guards();
-        });
         // Read after the snapshot: an entry asked for in it and still on
         // its way is not missing.
         let pending = self.shared.adds_under_way().settled(pending);
@@ -248,7 +253,7 @@ impl Timers {
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec
             .check_sets(&pending, self.expect_timeout, &still_expected);
-        effects.events.iter().for_each(|e| self.shared.log_event(e));
+        effects.iter().for_each(|e| self.shared.log_event(e));
         self.exec.settle();
         self.shared.report_held_back();
     }

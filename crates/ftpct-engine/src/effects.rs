@@ -13,7 +13,7 @@ impl Engine {
     /// The kernel took the fix-ups of control connection `orig`
     /// ([`Command::AdoptControl`] worked): from now on ftpct only edits
     /// payloads and sets correction points.
-    pub fn adopted(&mut self, orig: &Tuple) -> Vec<Command> {
+    pub(crate) fn adopted(&mut self, orig: &Tuple) -> Vec<Command> {
         if let Some(flow) = self.flows.by_tuple_mut(orig) {
             flow.fixups = Fixups::Kernel;
             flow.adopt_asked = true;
@@ -26,7 +26,7 @@ impl Engine {
     /// from the rewrite that asked (the rewritten segment itself and what
     /// came before it need no shift either way). Returns what that needs:
     /// the connection queued whole, no window checks, its kept state.
-    pub fn not_adopted(&mut self, orig: &Tuple) -> Vec<Command> {
+    pub(crate) fn not_adopted(&mut self, orig: &Tuple) -> Vec<Command> {
         let Some(flow) = self.flows.by_tuple_mut(orig) else {
             return Vec::new();
         };

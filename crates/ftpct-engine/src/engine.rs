@@ -16,8 +16,10 @@ use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Flow, FlowId, FlowTable};
 pub use crate::lines::printable;
 use crate::nat::CtMapping;
+use crate::outputs::Outputs;
 use crate::policy::Policy;
-pub use crate::question::{Known, MappingQuestion, Step};
+pub use crate::protocol::{CommandOutcome, ConntrackEvent, Input, KernelNote, PolicyUpdate};
+pub use crate::question::{Answer, Known, MappingQuestion, Question, Step};
 pub use crate::segment::MSS_HEADROOM;
 use crate::tuple::{Dir, Tuple};
 pub use crate::verdict::{Effects, Hook, Outcome, Verdict};
@@ -41,6 +43,8 @@ pub struct Engine {
     /// Guard entries without timeout of flows that went: released with
     /// the next commands.
     pub(crate) unguard: Vec<GuardKey>,
+    /// What waits to be polled.
+    pub(crate) out: Outputs,
 }
 
 impl Engine {
@@ -54,12 +58,18 @@ impl Engine {
             next_idle_scan: IDLE_SCAN,
             closing: Vec::new(),
             unguard: Vec::new(),
+            out: Outputs::default(),
         }
     }
 
     /// A new policy while running (SIGHUP): what is allowed, how long and
     /// how many expectations; it applies to announcements from now on.
-    pub fn set_policy(&mut self, policy: Policy, expect_timeout: Duration, per_session: usize) {
+    pub(crate) fn set_policy(
+        &mut self,
+        policy: Policy,
+        expect_timeout: Duration,
+        per_session: usize,
+    ) {
         self.cfg.policy = policy;
         self.cfg.expect_timeout = expect_timeout;
         self.cfg.max_expect_per_session = per_session;
@@ -114,7 +124,7 @@ impl Engine {
     /// not be given (e.g. a full conntrack table), so that the client's
     /// retried SYN matches it again. False when its control connection
     /// or its room is gone.
-    pub fn reinstate(&mut self, exp: Expectation) -> Vec<Command> {
+    pub(crate) fn reinstate(&mut self, exp: Expectation) -> Vec<Command> {
         let Some((owner, Dir::Orig)) = self.flows.locate(&exp.master) else {
             return Vec::new();
         };

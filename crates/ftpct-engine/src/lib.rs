@@ -32,8 +32,10 @@ pub mod kept;
 pub mod kept_expectation;
 mod lines;
 pub mod nat;
+mod outputs;
 mod packet_path;
 pub mod policy;
+mod protocol;
 mod question;
 mod resume;
 mod segment;
@@ -47,5 +49,8 @@ mod verdict;
 pub mod wire;
 
 pub use command::Command;
-pub use engine::{Config, Effects, Engine, Hook, Known, MappingQuestion, Outcome, Step, Verdict};
+pub use engine::{
+    Answer, CommandOutcome, Config, ConntrackEvent, Effects, Engine, Hook, Input, KernelNote,
+    MappingQuestion, Outcome, PolicyUpdate, Question, Verdict,
+};
 pub use tuple::Tuple;

@@ -10,7 +10,6 @@ use crate::event::Event;
 use crate::flow::FlowId;
 use crate::guards::guard_commands;
 use crate::lines::Ctx;
-use crate::nat::NatLookup;
 use crate::question::{Known, Step};
 use crate::segment::handle;
 use crate::tracking::Lookup;
@@ -18,31 +17,9 @@ use crate::verdict::{Hook, Outcome, Verdict};
 use crate::wire::TcpPacket;
 
 impl Engine {
-    /// Processes one IP packet seen at `hook` at time `now`, with a NAT
-    /// answerer that answers at once (rules offline, tests).
-    pub fn process(
-        &mut self,
-        bytes: &[u8],
-        now: Duration,
-        hook: Hook,
-        nat: &mut dyn NatLookup,
-    ) -> Outcome {
-        match self.step(bytes, now, hook, Known::NotAsked) {
-            Step::Decided(out) => out,
-            Step::NeedMapping(q) => {
-                let answer = q.answer_with(nat);
-                let lookup = Lookup {
-                    answer,
-                    located: None,
-                };
-                self.decide(TcpPacket::parse(bytes).ok(), now, hook, &lookup)
-            }
-        }
-    }
-
     /// One IP packet seen at `hook` at time `now`: decided, or a question
     /// first. Asking changes nothing in the engine.
-    pub fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
+    pub(crate) fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
         // Parsed once: the question and the decision look at the same view.
         let pkt = TcpPacket::parse(bytes);
         let (answer, located) = match (known, &pkt) {

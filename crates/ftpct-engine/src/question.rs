@@ -1,6 +1,8 @@
 //! The engine's question about a packet's NAT mapping, which only
 //! conntrack knows, and the driver's answer.
 
+use crate::command::{GuardKey, SeqAdj};
+use crate::kept::Kept;
 use crate::nat::{CtMapping, NatLookup};
 use crate::tuple::Tuple;
 use crate::verdict::Outcome;
@@ -48,4 +50,30 @@ pub enum Step {
     /// Ask conntrack, then call [`Engine::step`] again with the answer
     /// (nothing changed meanwhile: the packet is processed from the start).
     NeedMapping(MappingQuestion),
+}
+
+/// What the engine asks before it decides a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// The packet's NAT mapping, which only conntrack knows
+    /// ([`Answer::Mapping`]).
+    Mapping(MappingQuestion),
+    /// Selective queueing: did the kernel note a passive request that the
+    /// client of this direction sent unqueued? Taking the note uses it up
+    /// ([`Answer::PassiveNote`]).
+    PassiveNote { key: GuardKey },
+    /// A running session ftpct does not follow: what its conntrack entry
+    /// keeps for ftpct, if anything ([`Answer::KeptState`]).
+    KeptState { orig: Tuple },
+}
+
+/// The answer to a [`Question`], given with `Engine::handle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Conntrack's entry (None: none).
+    Mapping(Option<CtMapping>),
+    /// True when there was a note (and it is taken).
+    PassiveNote(bool),
+    /// The kept state and the kernel's sequence corrections by direction.
+    KeptState(Option<(Kept, [Option<SeqAdj>; 2])>),
 }

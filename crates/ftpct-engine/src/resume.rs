@@ -51,7 +51,7 @@ impl Engine {
     /// a restart, or a standby gateway taking over): its mapping, the
     /// kernel's sequence corrections, and its kept state. Returns the
     /// commands its pending expectation needs (its ipset entry).
-    pub fn resume(
+    pub(crate) fn resume(
         &mut self,
         mapping: CtMapping,
         seqadj: [Option<SeqAdj>; 2],

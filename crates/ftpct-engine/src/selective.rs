@@ -19,7 +19,7 @@ impl Engine {
     /// kernel's rules instead of queued (selective queueing): the session
     /// ends for ftpct after the linger, as when the engine sees that FIN.
     /// True if `orig` is tracked and was not closing yet.
-    pub fn client_finished(&mut self, orig: &Tuple, now: Duration) -> bool {
+    pub(crate) fn client_finished(&mut self, orig: &Tuple, now: Duration) -> bool {
         let Some((id, Dir::Orig)) = self.flows.locate(orig) else {
             return false;
         };
@@ -79,7 +79,7 @@ impl Engine {
     /// started now, as deciding the segment would start it, so that its
     /// passive note can be taken first (the PASV passed unqueued, and a
     /// session picked up at its 227 would refuse it). The events to log.
-    pub fn track_reply(
+    pub(crate) fn track_reply(
         &mut self,
         bytes: &[u8],
         known: &CtMapping,
@@ -108,7 +108,7 @@ impl Engine {
 
     /// The kernel had noted a passive request of session `orig` (taken
     /// from its set): the next 227 or 229 answers it.
-    pub fn passive_noted(&mut self, orig: &Tuple) {
+    pub(crate) fn passive_noted(&mut self, orig: &Tuple) {
         if let Some((id, Dir::Orig)) = self.flows.locate(orig) {
             if let Some(flow) = self.flows.get_mut(id) {
                 flow.dialogue.passive_noted();

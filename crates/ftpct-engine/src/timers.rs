@@ -13,7 +13,7 @@ use crate::verdict::Effects;
 impl Engine {
     /// Runs expiry timers. Drivers call it about once a second when idle;
     /// `process` calls it too.
-    pub fn tick(&mut self, now: Duration) -> Effects {
+    pub(crate) fn tick(&mut self, now: Duration) -> Effects {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
         let commands = self.commands_for(&events);
@@ -25,7 +25,7 @@ impl Engine {
     /// its flow: that control connection is gone even if ftpct never saw
     /// its FIN or RST. A later connection on the tuple (whose SYN may be
     /// what ended the old entry) is not touched. True if it was tracked.
-    pub fn conntrack_destroyed(&mut self, orig: &Tuple, flow: u64) -> (bool, Effects) {
+    pub(crate) fn conntrack_destroyed(&mut self, orig: &Tuple, flow: u64) -> (bool, Effects) {
         let mut events = Vec::new();
         let tracked = match self.flows.locate(orig) {
             Some((id, Dir::Orig)) if self.flows.get(id).map(Flow::generation) == Some(flow) => {

@@ -18,6 +18,7 @@
 //!   at one position.
 
 mod control;
+pub mod drive;
 mod gateway;
 mod packet;
 mod received;
