@@ -22,6 +22,8 @@ mod executor;
 mod fake_kernel;
 mod http;
 mod kernel;
+#[cfg(test)]
+mod kernels_agree;
 mod metrics;
 mod packet_path;
 mod peer;

@@ -147,12 +147,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
 /// the mapping, the passive set the notes, the entry its kept state; the
 /// executor carries out the commands (the labels once the verdict is
 /// sent, an adoption while the connection's other packets wait).
-struct QueueKernel<'a, K: Kernel, N: NatLookup> {
-    shared: &'a Shared,
-    exec: &'a mut Executor<K>,
-    nat: &'a mut N,
-    after_verdict: &'a mut Vec<Command>,
-    carried: &'a mut Vec<Command>,
+pub(super) struct QueueKernel<'a, K: Kernel, N: NatLookup> {
+    pub(super) shared: &'a Shared,
+    pub(super) exec: &'a mut Executor<K>,
+    pub(super) nat: &'a mut N,
+    pub(super) after_verdict: &'a mut Vec<Command>,
+    pub(super) carried: &'a mut Vec<Command>,
 }
 
 impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {

@@ -385,9 +385,9 @@ impl Gateway {
 /// The replay's kernel: the capture's NAT rules answer conntrack's part,
 /// the emulated rules of selective queueing the passive notes; nothing is
 /// kept. Its commands change only what the rules queue next.
-struct RulesKernel<'a> {
-    nat: &'a mut StaticNat,
-    selection: Option<&'a mut Selection>,
+pub(crate) struct RulesKernel<'a> {
+    pub(crate) nat: &'a mut StaticNat,
+    pub(crate) selection: Option<&'a mut Selection>,
 }
 
 impl DriverKernel for RulesKernel<'_> {
