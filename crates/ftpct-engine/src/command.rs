@@ -42,7 +42,8 @@ pub enum Command {
     /// rewritten segment waits in the queue (the peer waits for it: the
     /// connection is quiet), and only then: a session without a rewrite
     /// keeps the entry its SYN made. Drivers answer with
-    /// [`crate::Engine::adopted`] or [`crate::Engine::not_adopted`].
+    /// [`crate::CommandOutcome::Adopted`] or
+    /// [`crate::CommandOutcome::NotAdopted`].
     AdoptControl(Box<Adoption>),
     /// Set the sequence adjustment of direction `dir` of the control
     /// connection whose original tuple is `orig` (an adopted one), before
@@ -158,7 +159,7 @@ pub struct Related {
     /// `--mark`: bits the data connection gets over its master's mark.
     pub mark: Option<Mark>,
     /// The expectation the SYN matched: given back to the engine
-    /// ([`crate::Engine::reinstate`]) when the entry cannot be made, so
+    /// ([`crate::CommandOutcome::NotCreated`]) when the entry cannot be made, so
     /// that the client's retried SYN finds it again.
     pub exp: Expectation,
 }

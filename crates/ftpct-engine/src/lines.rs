@@ -42,7 +42,7 @@ pub(crate) struct Ctx<'a> {
 /// entry is the one its SYN made: a session without a rewrite (a passive
 /// one whose server is not behind DNAT, most of them) costs conntrack and
 /// its listeners no re-creation. The rewrite is taken to be the kernel's
-/// from here (a failure turns it back: [`Engine::not_adopted`]).
+/// from here (a failure turns it back: `CommandOutcome::NotAdopted`).
 pub(crate) fn adopt_at_first_rewrite(flow: &mut Flow, ctx: &mut Ctx<'_>) {
     let worth_it = ctx.cfg.kernel_fixups && flow.mapping_known && flow.mapping.is_natted();
     if !worth_it || std::mem::replace(&mut flow.adopt_asked, true) {

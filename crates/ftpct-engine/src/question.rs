@@ -47,7 +47,7 @@ impl MappingQuestion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Decided(Outcome),
-    /// Ask conntrack, then call [`Engine::step`] again with the answer
+    /// Ask conntrack, then step again with the answer
     /// (nothing changed meanwhile: the packet is processed from the start).
     NeedMapping(MappingQuestion),
 }
