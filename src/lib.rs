@@ -2,6 +2,9 @@
 //!
 //! The decisions are made by the sans-IO engine (the `ftpct-engine`
 //! crate). This crate holds what carries them out:
+//! - `driver`: the one way the engine is driven (inputs fed, questions
+//!   answered, commands carried out), shared by the daemon, the replay
+//!   and the monitor;
 //! - `netfilter`: netlink, ctnetlink, ipset and the iptables rules;
 //! - `daemon`: the NFQUEUE workers, signals, and the executor of the
 //!   engine's commands;
@@ -13,6 +16,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod doctor;
+pub mod driver;
 pub mod ladder;
 pub mod monitor;
 pub mod netfilter;

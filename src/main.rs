@@ -346,6 +346,7 @@ fn run_daemon(
     daemon::run(daemon::Options {
         queues: s.queues.list().to_vec(),
         config: s.engine_config(),
+        label_bit: s.label_bit,
         ipset: s.ipset.clone(),
         state_interval: s.state_every(),
         realtime_priority: s.realtime_priority,

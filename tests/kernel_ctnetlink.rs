@@ -532,6 +532,7 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         return;
     }
     use ftpct::daemon::{Executor, LiveKernel};
+    use ftpct::netfilter::kept_labels::KeptLabels;
     use ftpct::netfilter::sets::SetNames;
     use ftpct_engine::command::{Command, Related};
     use ftpct_engine::expect::{Expectation, NatBindings};
@@ -547,7 +548,7 @@ fn a_data_tuple_in_time_wait_is_replaced_by_a_related_entry() {
         let sets = SetNames::new("ftpct-reuse").expect("names");
         let mut kernel = LiveKernel::open(Default::default(), 0).expect("kernel");
         kernel.prepare_sets(&sets).expect("sets");
-        let mut exec = Executor::new(kernel, sets);
+        let mut exec = Executor::new(kernel, sets, KeptLabels::default());
         let exp = Expectation {
             peer: lab.client,
             dst: data.dst,

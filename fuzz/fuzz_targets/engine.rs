@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::engine::{Config, Engine, Hook, Input, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::nat::StaticNat;
@@ -62,7 +62,7 @@ use ftpct_engine::stream::DropReason;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::tuple::Tuple;
 use ftpct_engine::wire::{checksums_valid, TcpPacket};
-use ftpct_testkit::{Received, Segment};
+use ftpct_testkit::{drive, Received, Segment};
 
 #[cfg(not(test))]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -588,7 +588,7 @@ pub fn run(data: &[u8]) -> Summary {
         let packet = match kind {
             KIND_CLOCK => {
                 now += Duration::from_secs(4 * u64::from(*len));
-                let events = engine.tick(now).events;
+                let events = drive::input(&mut engine, now, Input::Timeout).events;
                 checker.absorb(&events);
                 checker.check_tables(&engine);
                 continue;
@@ -609,7 +609,7 @@ pub fn run(data: &[u8]) -> Summary {
                 let peer = if server { nth(exp.peer, 1) } else { exp.peer };
                 let t = Tuple::new(SocketAddr::new(peer, 30000 + u16::from(*len)), exp.dst);
                 let pkt = Segment::new(t, 1).syn().build();
-                let outcome = engine.process(&pkt, now, Hook::Prerouting, &mut nat);
+                let outcome = drive::process(&mut engine, &pkt, now, Hook::Prerouting, &mut nat);
                 checker.summary.packets += 1;
                 let matched = outcome.events.iter().any(|e| {
                     matches!(e, Event::DataMatched { exp: m, .. } if m == &exp)
@@ -689,7 +689,7 @@ pub fn run(data: &[u8]) -> Summary {
                 }
             }
         }
-        let outcome = engine.process(&packet, now, Hook::Prerouting, &mut nat);
+        let outcome = drive::process(&mut engine, &packet, now, Hook::Prerouting, &mut nat);
         if trace {
             eprintln!(
                 "#{} {:?} -> {:?}",

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use ftpct_engine::command::Mark;
 use ftpct_engine::engine::Config;
-use ftpct_engine::kept::DEFAULT_LABEL_BASE;
 use ftpct_engine::policy::Policy;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::daemon::status_address::StatusAddress;
+use crate::netfilter::kept_labels::DEFAULT_LABEL_BASE;
 use crate::netfilter::rules::{QueueTarget, DEFAULT_SET};
 
 /// Where the configuration is read from unless `--config` says otherwise.
@@ -238,7 +238,7 @@ impl Settings {
             control_ports: self.control_ports.clone(),
             max_line: self.max_line,
             data_mark: self.mark,
-            label_base: Some(self.label_bit),
+            keep_state: true,
             selective: !self.queue_all,
             ..Config::default()
         }
@@ -714,7 +714,8 @@ max_expect_per_session = 4
         assert_eq!(c.expect_timeout, Duration::from_secs(120));
         assert_eq!(c.max_line, 2048);
         assert_eq!(c.data_mark, s.mark);
-        assert_eq!(c.label_base, Some(32));
+        assert!(c.keep_state);
+        assert_eq!(s.label_bit, 32);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ftpct_engine::engine::{ConntrackEvent, Input};
+use ftpct_engine::event::Event;
 use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
@@ -25,8 +27,8 @@ use super::executor::Executor;
 use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
 use super::DaemonError;
+use crate::driver;
 use crate::netfilter::ct_events::{DestroyEvents, Destroyed};
-use crate::netfilter::sets::SetNames;
 
 /// How long an event waits before it is believed.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -49,14 +51,11 @@ struct Watch {
 
 pub fn spawn(
     shared: Arc<Shared>,
-    sets: SetNames,
+    exec: Executor<LiveKernel>,
     stop: Arc<AtomicBool>,
     adopters: Vec<u32>,
-    zone: u16,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let mut events = DestroyEvents::open().map_err(DaemonError::Conntrack)?;
-    let counters = shared.metrics().netlink_counters();
-    let exec = Executor::new(LiveKernel::open(counters, zone)?, sets);
     let control_ports = shared
         .with_engine(|e| e.config().control_ports.clone())
         .unwrap_or_default();
@@ -129,18 +128,19 @@ fn forget_if_gone<K: Kernel>(shared: &Shared, exec: &mut Executor<K>, orig: &Tup
     if entry_exists(shared, exec.kernel_mut(), orig) {
         return;
     }
-    let Some((true, effects)) = shared.with_engine(|e| e.conntrack_destroyed(orig, flow)) else {
-        return;
-    };
-    debug!(flow = %orig, "its conntrack entry is gone: forgotten");
-    exec.batched(|exec| {
-        for c in &effects.commands {
-            exec.run(c);
-        }
+    let destroyed = Input::Conntrack(ConntrackEvent::Destroyed { orig: *orig, flow });
+    let now = shared.now();
+    let out = exec.batched(|exec| {
+        let out = driver::input(&mut { shared }, exec, now, destroyed);
         exec.release_all_guards();
+        out
     });
     exec.settle();
-    effects.events.iter().for_each(|e| shared.log_event(e));
+    let forgotten = Event::FlowClosed { flow: *orig };
+    if out.events.contains(&forgotten) {
+        debug!(flow = %orig, "its conntrack entry is gone: forgotten");
+    }
+    out.events.iter().for_each(|e| shared.log_event(e));
 }
 
 /// True when conntrack has an entry of `orig`: the connection lives on (an
@@ -169,8 +169,8 @@ mod tests {
     use super::*;
     use crate::daemon::fake_kernel::FakeKernel;
     use crate::daemon::metrics::Metrics;
-
-    const LABEL_BASE: u8 = 64;
+    use crate::netfilter::kept_labels::KeptLabels;
+    use crate::netfilter::sets::SetNames;
 
     fn t(src: &str, dst: &str) -> Tuple {
         Tuple::new(src.parse().expect("addr"), dst.parse().expect("addr"))
@@ -184,7 +184,7 @@ mod tests {
         kernel: FakeKernel,
     ) -> (Arc<Shared>, u64, Executor<FakeKernel>) {
         let cfg = Config {
-            label_base: Some(LABEL_BASE),
+            keep_state: true,
             ..Config::default()
         };
         let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
@@ -197,15 +197,15 @@ mod tests {
             }),
             own_shift: [0, 0],
         };
-        let labels = kept.labels(LABEL_BASE).0;
         let now = shared.now();
-        let commands = shared
-            .with_engine(|e| e.resume(m, [None, None], &labels, now))
-            .unwrap_or_default();
-        let mut exec = Executor::new(kernel, SetNames::new("ftpct").expect("names"));
-        for c in &commands {
-            exec.run(c);
-        }
+        let sets = SetNames::new("ftpct").expect("names");
+        let mut exec = Executor::new(kernel, sets, KeptLabels::default());
+        let picked_up = Input::Conntrack(ConntrackEvent::Kept {
+            mapping: m,
+            seqadj: [None, None],
+            kept,
+        });
+        driver::input(&mut &*shared, &mut exec, now, picked_up);
         let flow = shared.with_engine(|e| e.flow_of(&m.orig)).flatten();
         (shared, flow.expect("the session is followed"), exec)
     }

@@ -13,11 +13,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ftpct_engine::command::{secs, Adoption, Command, GuardKey, Related, SeqAdj};
-use ftpct_engine::expect::Expectation;
+use ftpct_engine::engine::{Answer, CommandOutcome, Question};
+use ftpct_engine::kept::Kept;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
+use crate::driver::{nothing_known, DriverKernel};
+use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::sets::{SetNames, GUARD_TIMEOUT_SECS};
 use crate::netfilter::Error;
 
@@ -28,23 +31,13 @@ const SET_CHECKS_PER_TICK: usize = 64;
 pub struct Executor<K: Kernel> {
     kernel: K,
     sets: SetNames,
+    /// Where sessions' kept state goes in their conntrack labels.
+    labels: KeptLabels,
     /// Where the round-robin check of pending destinations goes on.
     check_cursor: usize,
     /// Guard entries to take out once this thread's queue holds no more
     /// packets ([`Command::Guard`]).
     releases: HashSet<GuardKey>,
-}
-
-/// What the engine must learn from a command's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Feedback {
-    /// A data connection could not be created: the client's retried SYN
-    /// must find its expectation again (`Engine::reinstate`).
-    GiveBack(Expectation),
-    /// The kernel took this control connection's fix-ups (`Engine::adopted`).
-    Adopted(Tuple),
-    /// It could not: ftpct keeps them (`Engine::not_adopted`).
-    NotAdopted(Tuple),
 }
 
 /// What an existing entry of a data connection's tuple turned out to be.
@@ -55,11 +48,24 @@ enum Reopen {
     Live(Option<u8>),
 }
 
+/// The supervisor's and the watches' kernel, as the driver core sees it:
+/// their inputs (timers, conntrack events, kernel notes) raise no question.
+impl<K: Kernel> DriverKernel for Executor<K> {
+    fn answer(&mut self, q: &Question) -> Answer {
+        nothing_known(q)
+    }
+
+    fn carry_out(&mut self, c: &Command) -> Option<CommandOutcome> {
+        self.run(c)
+    }
+}
+
 impl<K: Kernel> Executor<K> {
-    pub fn new(kernel: K, sets: SetNames) -> Self {
+    pub fn new(kernel: K, sets: SetNames, labels: KeptLabels) -> Self {
         Executor {
             kernel,
             sets,
+            labels,
             check_cursor: 0,
             releases: HashSet::new(),
         }
@@ -75,24 +81,24 @@ impl<K: Kernel> Executor<K> {
 
     /// Carries out one command; failures are logged. Returns what the
     /// engine must be told of the outcome.
-    pub fn run(&mut self, c: &Command) -> Option<Feedback> {
+    pub fn run(&mut self, c: &Command) -> Option<CommandOutcome> {
         match c {
             Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
             Command::ForgetDst { dst } => self.forget(*dst),
             Command::CreateRelated(r) => {
                 if !self.create(r) {
-                    return Some(Feedback::GiveBack(r.exp.clone()));
+                    return Some(CommandOutcome::NotCreated(r.exp.clone()));
                 }
             }
             Command::SetLiberal { orig } => self.set_liberal(orig),
             Command::AdoptControl(a) => {
                 return Some(match self.adopt(a) {
-                    true => Feedback::Adopted(a.orig),
-                    false => Feedback::NotAdopted(a.orig),
+                    true => CommandOutcome::Adopted { orig: a.orig },
+                    false => CommandOutcome::NotAdopted { orig: a.orig },
                 });
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
-            Command::SetLabels { orig, labels, mask } => self.set_labels(orig, labels, mask),
+            Command::Keep { orig, kept } => self.keep(orig, kept),
             Command::Guard { key, needed: true } => {
                 self.releases.remove(key);
             }
@@ -174,7 +180,8 @@ impl<K: Kernel> Executor<K> {
     fn adopt(&mut self, a: &Adoption) -> bool {
         let orig = &a.orig;
         let started = std::time::Instant::now();
-        match self.kernel.adopt(a) {
+        let labels = a.kept.map(|k| self.labels.encode(&k));
+        match self.kernel.adopt(a, labels) {
             Ok(()) => {
                 debug!(
                     flow = %orig,
@@ -190,8 +197,21 @@ impl<K: Kernel> Executor<K> {
         }
     }
 
-    fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16]) {
-        match self.kernel.set_labels(orig, labels, mask) {
+    /// The kept state and sequence corrections of the entry whose original
+    /// tuple is `orig` (None: no entry, or nothing of ftpct's in its labels).
+    pub fn kept_state(&mut self, orig: &Tuple) -> Option<(Kept, [Option<SeqAdj>; 2])> {
+        let (labels, seqadj) = self.kernel.kept_state(orig).ok()??;
+        Some((self.labels.decode(&labels)?, seqadj))
+    }
+
+    /// What an entry's labels keep (see `kept_labels`).
+    pub fn decode_labels(&self, labels: &[u8; 16]) -> Option<Kept> {
+        self.labels.decode(labels)
+    }
+
+    fn keep(&mut self, orig: &Tuple, kept: &Kept) {
+        let (labels, mask) = self.labels.encode(kept);
+        match self.kernel.set_labels(orig, &labels, &mask) {
             Ok(()) => {}
             // The session ended (its entry went) before its last labels:
             // there is nothing left to keep.
@@ -388,7 +408,7 @@ mod tests {
     use std::collections::HashSet;
 
     use ftpct_engine::command::{DataConnection, Mark, NatBinding};
-    use ftpct_engine::expect::NatBindings;
+    use ftpct_engine::expect::{Expectation, NatBindings};
     use ftpct_engine::grammar::AnnounceKind;
 
     use super::*;
@@ -416,6 +436,7 @@ mod tests {
         Executor::new(
             FakeKernel::default(),
             SetNames::new("ftpct").expect("names"),
+            KeptLabels::default(),
         )
     }
 
@@ -517,7 +538,7 @@ mod tests {
         x.kernel_mut().delete_errno = Some(libc::EPERM);
         assert_eq!(
             x.run(&create(syn, &e, None)),
-            Some(Feedback::GiveBack(e.clone()))
+            Some(CommandOutcome::NotCreated(e.clone()))
         );
         assert!(x.kernel().created.is_empty());
     }
@@ -541,7 +562,7 @@ mod tests {
         let syn = t(SYN.0, SYN.1);
         assert_eq!(
             x.run(&create(syn, &e, None)),
-            Some(Feedback::GiveBack(e.clone()))
+            Some(CommandOutcome::NotCreated(e.clone()))
         );
         x.kernel_mut().create_errno = None;
         assert_eq!(x.run(&create(syn, &e, None)), None);
@@ -649,11 +670,11 @@ mod tests {
             orig,
             keys: [key, key],
             seqadj: [None, None],
-            labels: None,
+            kept: None,
         }));
-        assert_eq!(x.run(&adopt), Some(Feedback::Adopted(orig)));
+        assert_eq!(x.run(&adopt), Some(CommandOutcome::Adopted { orig }));
         x.kernel_mut().adopt_errno = Some(libc::ENOENT);
-        assert_eq!(x.run(&adopt), Some(Feedback::NotAdopted(orig)));
+        assert_eq!(x.run(&adopt), Some(CommandOutcome::NotAdopted { orig }));
         let adj = SeqAdj {
             correction_pos: 1006,
             offset_before: 0,

@@ -10,6 +10,7 @@ use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::kernel::{KeptState, Kernel};
 use crate::netfilter::error::{Op, Target};
+use crate::netfilter::kept_labels::Labels;
 use crate::netfilter::Error;
 
 #[derive(Default)]
@@ -115,7 +116,7 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn adopt(&mut self, a: &Adoption) -> Result<(), Error> {
+    fn adopt(&mut self, a: &Adoption, _labels: Option<Labels>) -> Result<(), Error> {
         self.calls.push(format!("adopt {}", a.orig));
         match self.adopt_errno {
             Some(errno) => Err(Error::Kernel {

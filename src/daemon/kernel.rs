@@ -10,7 +10,9 @@ use ftpct_engine::tuple::{Dir, Tuple};
 use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::family::Family;
+use crate::netfilter::guard_entries::guard_element;
 use crate::netfilter::ipset::{Element, Ipset};
+use crate::netfilter::kept_labels::Labels;
 use crate::netfilter::netlink::NlCounters;
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
@@ -36,7 +38,7 @@ pub trait Kernel {
     fn set_liberal(&mut self, orig: &Tuple) -> Result<(), Error>;
     /// Re-creates the entry through ctnetlink with its first correction
     /// point and labels (see `Ctnetlink::adopt`).
-    fn adopt(&mut self, a: &Adoption) -> Result<(), Error>;
+    fn adopt(&mut self, a: &Adoption, labels: Option<Labels>) -> Result<(), Error>;
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error>;
     fn set_labels(&mut self, orig: &Tuple, labels: &[u8; 16], mask: &[u8; 16])
         -> Result<(), Error>;
@@ -120,8 +122,8 @@ impl Kernel for LiveKernel {
             .tell_liberal(orig, "the session may stall after this rewrite")
     }
 
-    fn adopt(&mut self, a: &Adoption) -> Result<(), Error> {
-        self.ct().adopt(&a.orig, a.seqadj, a.labels).map(drop)
+    fn adopt(&mut self, a: &Adoption, labels: Option<Labels>) -> Result<(), Error> {
+        self.ct().adopt(&a.orig, a.seqadj, labels).map(drop)
     }
 
     fn set_seqadj(&mut self, orig: &Tuple, dir: Dir, adj: &SeqAdj) -> Result<(), Error> {
@@ -258,15 +260,6 @@ impl LiveKernel {
             }
         }
         Ok(())
-    }
-}
-
-/// The guard set element: client address and port, server address.
-fn guard_element(key: &GuardKey) -> Element {
-    Element {
-        addr: key.client.ip(),
-        port: key.client.port(),
-        addr2: Some(key.server),
     }
 }
 

@@ -22,6 +22,8 @@ mod executor;
 mod fake_kernel;
 mod http;
 mod kernel;
+#[cfg(test)]
+mod kernels_agree;
 mod metrics;
 mod packet_path;
 mod peer;
@@ -40,8 +42,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use ftpct_engine::engine::{Config, Engine};
-use ftpct_engine::kept::DEFAULT_LABEL_BASE;
+use ftpct_engine::engine::{Config, Engine, Input};
 use tracing::{debug, info, warn};
 
 pub use executor::Executor;
@@ -49,10 +50,12 @@ pub use kernel::{Kernel, LiveKernel};
 pub use packet_path::PacketPath;
 pub use shared::Shared;
 
+use crate::driver;
 use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
 use crate::netfilter::helper_watch::HelperWatch;
 use crate::netfilter::iptables;
+use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::nfqueue::{has_net_admin, open_queue, QueueError};
 use crate::netfilter::rule_watch::RuleWatch;
 use crate::netfilter::ruleset_events::RulesetEvents;
@@ -71,6 +74,8 @@ pub struct Options {
     pub queues: Vec<u16>,
     /// The engine's settings (`--mark` is its `data_mark`).
     pub config: Config,
+    /// First of the 64 conntrack label bits that keep each session's state.
+    pub label_bit: u8,
     /// Base name of the ipsets (IPv4; IPv6 adds "6").
     pub ipset: String,
     /// How often a `state:` line with the live figures is logged (None: never).
@@ -232,16 +237,20 @@ impl Timers {
             self.session_ends.tick(&self.shared, &mut self.exec, sets);
         }
         let now = self.shared.now();
-        let Some((effects, pending)) = self.shared.with_engine(|e| (e.tick(now), e.pending_dsts()))
-        else {
+        let mut host = &*self.shared;
+        // The engine's timers only when they are due (see `poll_timeout`).
+        let due = host.with_engine(|e| e.poll_timeout().is_some_and(|t| t <= now));
+        let effects = self.exec.batched(|exec| {
+            let effects = match due {
+                Some(true) => driver::input(&mut host, exec, now, Input::Timeout).events,
+                _ => Vec::new(),
+            };
+            exec.release_all_guards();
+            effects
+        });
+        let Some(pending) = self.shared.with_engine(|e| e.pending_dsts()) else {
             return;
         };
-        self.exec.batched(|exec| {
-            for c in &effects.commands {
-                exec.run(c);
-            }
-            exec.release_all_guards();
-        });
         // Read after the snapshot: an entry asked for in it and still on
         // its way is not missing.
         let pending = self.shared.adds_under_way().settled(pending);
@@ -249,7 +258,7 @@ impl Timers {
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec
             .check_sets(&pending, self.expect_timeout, &still_expected);
-        effects.events.iter().for_each(|e| self.shared.log_event(e));
+        effects.iter().for_each(|e| self.shared.log_event(e));
         self.exec.settle();
         self.shared.report_held_back();
     }
@@ -451,9 +460,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     // Live, the kernel keeps each NATed session's fix-ups (they survive a
     // restart of ftpct); only the replay applies them itself.
     config.kernel_fixups = true;
-    config.label_base.get_or_insert(DEFAULT_LABEL_BASE);
+    config.keep_state = true;
+    let labels = KeptLabels::at(opts.label_bit);
     let shared = Arc::new(Shared::new(Engine::new(config.clone()), metrics.clone()));
-    let mut exec = Executor::new(kernel, sets.clone());
+    let mut exec = Executor::new(kernel, sets.clone(), labels);
     resume::resume_sessions(&shared, &mut exec);
     let _status = observe(&opts.metrics, &opts.status_socket, &shared, &queues_wanted)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -464,7 +474,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .into_iter()
         .map(|(num, queue)| {
             let kernel = LiveKernel::open(metrics.netlink_counters(), opts.conntrack_zone)?;
-            let exec = Executor::new(kernel, sets.clone());
+            let exec = Executor::new(kernel, sets.clone(), labels);
             adopters.extend(exec.kernel().ct_port());
             let nat = LiveNat::new(
                 kernel::open_ctnetlink(metrics.netlink_counters(), opts.conntrack_zone)?,
@@ -496,13 +506,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     };
     // Listening before the first packet: only entries made while someone
     // listens report their end.
-    let watch = conntrack_watch::spawn(
-        Arc::clone(&shared),
+    let watch_exec = Executor::new(
+        LiveKernel::open(metrics.netlink_counters(), opts.conntrack_zone)?,
         sets.clone(),
-        Arc::clone(&stop),
-        adopters,
-        opts.conntrack_zone,
-    )?;
+        labels,
+    );
+    let watch =
+        conntrack_watch::spawn(Arc::clone(&shared), watch_exec, Arc::clone(&stop), adopters)?;
     let running = spawn_workers(workers, on_failure, &done_tx)?;
     let queueing = if config.selective {
         format!(

@@ -1,22 +1,26 @@
-//! One queued packet, from bytes to verdict: the engine decides (under
-//! its lock), the NAT question it may ask is answered and the commands it
-//! returns are carried out (without the lock), then the verdict goes back.
+//! One queued packet, from bytes to verdict, through the driver core
+//! (`crate::driver`): the engine decides under its lock (once for most
+//! packets), the questions it may ask are answered and the commands it
+//! gives are carried out without the lock, then the verdict goes back.
 //! Commands run before the verdict: the expected SYN must find its ipset
-//! entry, the data connection its conntrack entry.
+//! entry, the data connection its conntrack entry. What this adds to the
+//! core: the lock, the sockets, and when held requests go out.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ftpct_engine::command::GuardKey;
-use ftpct_engine::nat::{CtMapping, NatLookup};
-use ftpct_engine::{Command, Engine, Hook, Known, Outcome, Step, Verdict};
+use ftpct_engine::engine::{Answer, CommandOutcome, Question};
+use ftpct_engine::nat::NatLookup;
+use ftpct_engine::{Command, Hook, Verdict};
 
 use super::event_log::log_packet;
-use super::executor::{Executor, Feedback};
+use super::executor::Executor;
 use super::kernel::Kernel;
 use super::metrics::VerdictKind;
 use super::shared::Shared;
+use crate::driver::{self, DriverKernel};
+use crate::netfilter::guard_entries::guard_keys_of_packet;
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
 pub struct PacketPath<K: Kernel, N: NatLookup> {
@@ -80,7 +84,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     /// The guard entries a packet matches (its direction of a control
     /// connection).
     pub fn guard_keys(&self, bytes: &[u8]) -> Vec<GuardKey> {
-        GuardKey::of_packet(bytes, |p| self.control_ports.contains(&p))
+        guard_keys_of_packet(bytes, |p| self.control_ports.contains(&p))
     }
 
     /// Sends the verdict on `packet` (`send`) once its connection's entry
@@ -111,8 +115,14 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         // What this crossing asks of the kernel without waiting goes in
         // as few datagrams as the order allows.
         self.exec.kernel_mut().hold();
-        let out = self.decide(bytes, now, hook);
-        self.carry_out(&out.commands);
+        let mut kernel = QueueKernel {
+            shared: &self.shared,
+            exec: &mut self.exec,
+            nat: &mut self.nat,
+            after_verdict: &mut self.after_verdict,
+            carried: &mut self.carried,
+        };
+        let out = driver::packet(&mut &*self.shared, &mut kernel, now, bytes, hook);
         self.exec.kernel_mut().send_held();
         let adds = self.shared.adds_under_way();
         self.carried.drain(..).for_each(|c| adds.done(&c));
@@ -120,100 +130,6 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         log_packet(queue, hook, bytes, &out.verdict);
         let kind = VerdictKind::of(&out.verdict, &out.events);
         (out.verdict, kind)
-    }
-
-    fn decide(&mut self, bytes: &[u8], now: Duration, hook: Hook) -> Outcome {
-        self.take_passive_note(bytes, None);
-        let first = self.ask(|e| e.step(bytes, now, hook, Known::NotAsked), step_commands);
-        let step = match first {
-            Some(Step::NeedMapping(q)) => {
-                // Conntrack is asked with the engine unlocked.
-                let answer = q.answer_with(&mut self.nat);
-                if let Some(m) = answer.filter(|_| !q.first_syn) {
-                    self.take_up(m, now);
-                    let started = self
-                        .shared
-                        .with_engine(|e| e.track_reply(bytes, &m, now, hook))
-                        .unwrap_or_default();
-                    started.iter().for_each(|e| self.shared.log_event(e));
-                    self.take_passive_note(bytes, Some(&m));
-                }
-                self.ask(
-                    |e| e.step(bytes, now, hook, Known::Answer(answer)),
-                    step_commands,
-                )
-            }
-            other => other,
-        };
-        match step {
-            Some(Step::Decided(out)) => out,
-            // A panic (logged), or a second question, which the engine never asks.
-            _ => Outcome {
-                verdict: Verdict::Accept,
-                events: Vec::new(),
-                commands: Vec::new(),
-            },
-        }
-    }
-
-    /// A server segment that may hold an announcement no seen request
-    /// asked for: the kernel's note of a PASV or EPSV it let pass, taken
-    /// (one note, one announcement) and told to the engine.
-    fn take_passive_note(&mut self, bytes: &[u8], known: Option<&CtMapping>) {
-        let wanted = self
-            .shared
-            .with_engine(|e| e.passive_note_wanted(bytes, known));
-        let Some(Some((key, orig))) = wanted else {
-            return;
-        };
-        if self.exec.take_passive_note(&key) {
-            self.shared.with_engine(|e| e.passive_noted(&orig));
-        }
-    }
-
-    /// A running connection ftpct does not track (it restarted, or took
-    /// over from another gateway without a SIGHUP): if its entry keeps
-    /// ftpct's labels, the session is taken up from them before its packet
-    /// is decided (fix-up offsets, pending expectation). New connections
-    /// are tracked from their SYN and cost no lookup here.
-    fn take_up(&mut self, m: CtMapping, now: Duration) {
-        if self.shared.with_engine(|e| e.tracks(&m.orig)) != Some(false) {
-            return;
-        }
-        let Ok(Some((labels, seqadj))) = self.exec.kernel_mut().kept_state(&m.orig) else {
-            return;
-        };
-        let commands = self
-            .ask(|e| e.resume(m, seqadj, &labels, now), Vec::as_slice)
-            .unwrap_or_default();
-        for c in &commands {
-            self.exec.run(c);
-            self.carried_add(c);
-        }
-    }
-
-    /// Runs `f` on the engine; the ipset entries that the commands it
-    /// returns (`commands_of`) add are noted under way in the same lock,
-    /// until they are carried out.
-    fn ask<T>(
-        &self,
-        f: impl FnOnce(&mut Engine) -> T,
-        commands_of: impl Fn(&T) -> &[Command],
-    ) -> Option<T> {
-        let adds = self.shared.adds_under_way();
-        self.shared.with_engine(|e| {
-            let out = f(e);
-            adds.note(commands_of(&out));
-            out
-        })
-    }
-
-    /// Notes an ipset add carried out in this crossing (see `carried`); the
-    /// other commands add nothing that could be taken for missing.
-    fn carried_add(&mut self, c: &Command) {
-        if matches!(c, Command::ExpectDst { .. }) {
-            self.carried.push(c.clone());
-        }
     }
 
     /// Carries out what waited for the verdict (see `after_verdict`).
@@ -225,47 +141,54 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             }
         });
     }
-
-    /// Runs commands in order, but those that may wait for the verdict; a
-    /// data connection that could not be made goes back to the engine,
-    /// whose answer (its ipset entry) runs too.
-    fn carry_out(&mut self, commands: &[Command]) {
-        for c in commands {
-            if c.may_follow_verdict() {
-                self.after_verdict.push(c.clone());
-                continue;
-            }
-            let outcome = match c {
-                // Verdicts on the connection's packets wait meanwhile.
-                Command::AdoptControl(a) => {
-                    let exec = &mut self.exec;
-                    self.shared.adoptions().during(&a.keys, || exec.run(c))
-                }
-                _ => self.exec.run(c),
-            };
-            self.carried_add(c);
-            let answer = match outcome {
-                None => None,
-                Some(Feedback::Adopted(orig)) => {
-                    self.shared.metrics().adoption(true);
-                    self.ask(|e| e.adopted(&orig), Vec::as_slice)
-                }
-                Some(Feedback::NotAdopted(orig)) => {
-                    self.shared.metrics().adoption(false);
-                    self.ask(|e| e.not_adopted(&orig), Vec::as_slice)
-                }
-                Some(Feedback::GiveBack(exp)) => self.ask(|e| e.reinstate(exp), Vec::as_slice),
-            };
-            self.carry_out(&answer.unwrap_or_default());
-        }
-    }
 }
 
-/// The commands of a decided step.
-fn step_commands(step: &Step) -> &[Command] {
-    match step {
-        Step::Decided(out) => &out.commands,
-        Step::NeedMapping(_) => &[],
+/// A queue thread's kernel, as the driver core sees it: conntrack answers
+/// the mapping, the passive set the notes, the entry its kept state; the
+/// executor carries out the commands (the labels once the verdict is
+/// sent, an adoption while the connection's other packets wait).
+pub(super) struct QueueKernel<'a, K: Kernel, N: NatLookup> {
+    pub(super) shared: &'a Shared,
+    pub(super) exec: &'a mut Executor<K>,
+    pub(super) nat: &'a mut N,
+    pub(super) after_verdict: &'a mut Vec<Command>,
+    pub(super) carried: &'a mut Vec<Command>,
+}
+
+impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {
+    fn answer(&mut self, q: &Question) -> Answer {
+        match q {
+            // Conntrack is asked with the engine unlocked.
+            Question::Mapping(q) => Answer::Mapping(q.answer_with(self.nat)),
+            Question::PassiveNote { key } => Answer::PassiveNote(self.exec.take_passive_note(key)),
+            Question::KeptState { orig } => Answer::KeptState(self.exec.kept_state(orig)),
+        }
+    }
+
+    fn carry_out(&mut self, c: &Command) -> Option<CommandOutcome> {
+        if c.may_follow_verdict() {
+            self.after_verdict.push(c.clone());
+            return None;
+        }
+        let outcome = match c {
+            // Verdicts on the connection's packets wait meanwhile.
+            Command::AdoptControl(a) => {
+                let exec = &mut *self.exec;
+                self.shared.adoptions().during(&a.keys, || exec.run(c))
+            }
+            _ => self.exec.run(c),
+        };
+        // Its ipset entry counts as in the kernel once the held requests
+        // are sent (see `carried`).
+        if matches!(c, Command::ExpectDst { .. }) {
+            self.carried.push(c.clone());
+        }
+        match &outcome {
+            Some(CommandOutcome::Adopted { .. }) => self.shared.metrics().adoption(true),
+            Some(CommandOutcome::NotAdopted { .. }) => self.shared.metrics().adoption(false),
+            _ => {}
+        }
+        outcome
     }
 }
 
@@ -275,6 +198,7 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::mpsc;
     use std::thread;
+    use std::time::Duration;
 
     use etherparse::PacketBuilder;
     use ftpct_engine::nat::NoNat;
@@ -282,6 +206,7 @@ mod tests {
 
     use super::*;
     use crate::daemon::fake_kernel::FakeKernel;
+    use crate::netfilter::kept_labels::KeptLabels;
     use crate::netfilter::rules::SetNames;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -326,7 +251,8 @@ mod tests {
 
     fn path(shared: &Arc<Shared>, kernel: FakeKernel) -> PacketPath<FakeKernel, NoNat> {
         let sets = SetNames::new("ftpct").expect("names");
-        PacketPath::new(Arc::clone(shared), Executor::new(kernel, sets), NoNat)
+        let exec = Executor::new(kernel, sets, KeptLabels::default());
+        PacketPath::new(Arc::clone(shared), exec, NoNat)
     }
 
     /// An engine without NAT behind its lock.
@@ -461,7 +387,7 @@ mod tests {
 
         let cfg = Config {
             kernel_fixups: true,
-            label_base: Some(64),
+            keep_state: true,
             ..Config::default()
         };
         let shared = Arc::new(Shared::new(Engine::new(cfg), Metrics::default()));
@@ -478,12 +404,13 @@ mod tests {
             own_shift: [0, 0],
         };
         let mut kernel = FakeKernel::default();
-        kernel.kept.insert(orig, (kept.labels(64).0, [None, None]));
+        let labels = KeptLabels::at(64).encode(&kept).0;
+        kernel.kept.insert(orig, (labels, [None, None]));
         let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
         let sets = SetNames::new("ftpct").expect("names");
         let mut path = PacketPath::new(
             Arc::clone(&shared),
-            Executor::new(kernel, sets),
+            Executor::new(kernel, sets, KeptLabels::at(64)),
             StaticNat::new(vec![rule], Vec::new()),
         );
         let noop = segment(client, server, 5000, Some(9000), false, b"NOOP\r\n");

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use ftpct_engine::engine::{Input, PolicyUpdate};
 use ftpct_engine::policy::Policy;
 use tracing::{info, warn};
 
 use super::Timers;
 use crate::cli::config::{PolicySettings, Reload};
+use crate::driver::EngineHost;
 
 /// Tells the service manager, if there is one (NOTIFY_SOCKET), that
 /// ftpct is ready: its queues are bound and their threads run.
@@ -41,9 +43,12 @@ impl Timers {
         match reload.policy() {
             Ok(p) => {
                 let timeout = Duration::from_secs(p.expect_timeout);
-                let applied = self.shared.with_engine(|e| {
-                    e.set_policy(policy_of(&p), timeout, p.max_expect_per_session)
+                let update = Input::Policy(PolicyUpdate {
+                    policy: policy_of(&p),
+                    expect_timeout: timeout,
+                    per_session: p.max_expect_per_session,
                 });
+                let applied = (&mut &*self.shared).round(self.shared.now(), update);
                 self.shared.metrics().reloaded(applied.is_some());
                 if applied.is_some() {
                     self.expect_timeout = timeout;

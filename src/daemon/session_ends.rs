@@ -18,12 +18,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ftpct_engine::engine::{Input, KernelNote};
 use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
 use super::executor::Executor;
 use super::kernel::{Kernel, LiveKernel};
 use super::shared::Shared;
+use crate::driver::EngineHost;
 use crate::netfilter::family::Family;
 use crate::netfilter::ipset::Element;
 use crate::netfilter::sets::SetNames;
@@ -95,7 +97,8 @@ impl SessionEnds {
             Seen::Closed => {
                 shared.metrics().fin(true);
                 let now = shared.now();
-                if shared.with_engine(|e| e.client_finished(&orig, now)) == Some(true) {
+                let fin = Input::Note(KernelNote::ClientFinished { orig });
+                if (&mut { shared }).round(now, fin).is_some() {
                     debug!(flow = %orig, "the session closed: forgotten after the linger");
                 }
             }

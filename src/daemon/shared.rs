@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ftpct_engine::engine::Input;
 use ftpct_engine::event::Event;
 use ftpct_engine::Engine;
 use tracing::{error, warn};
@@ -17,6 +18,7 @@ use super::adds_under_way::AddsUnderWay;
 use super::adoption_gate::AdoptionGate;
 use super::event_log::{self, RateLimit, HOSTILE_LINES_BURST, HOSTILE_LINES_WINDOW};
 use super::metrics::Metrics;
+use crate::driver::{EngineHost, Round};
 
 pub struct Shared {
     engine: Mutex<Engine>,
@@ -117,5 +119,20 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// The engine behind the lock, as the driver core drives it: one input and
+/// what comes out of it under one lock, the ipset adds among its commands
+/// noted under way in the same lock (until they are carried out).
+impl EngineHost for &Shared {
+    fn round(&mut self, now: Duration, input: Input<'_>) -> Option<Round> {
+        let adds = self.adds_under_way();
+        self.with_engine(|e| {
+            e.handle(now, input);
+            let round = Round::drain(e);
+            adds.note(&round.commands);
+            round
+        })
     }
 }

@@ -20,9 +20,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use crate::driver::{self, DriverKernel, NoKernel};
 use crate::offline::capture::{Capture, Frame};
 use crate::offline::selection::Selection;
-use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::engine::{
+    Answer, CommandOutcome, Config, Engine, Hook, Input, KernelNote, Outcome, Question, Verdict,
+};
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
 use ftpct_engine::tuple::Tuple;
@@ -171,7 +174,7 @@ impl Gateway {
         cfg.report_lines = true;
         // Offline: ftpct's own fix-ups, nothing kept in conntrack.
         cfg.kernel_fixups = false;
-        cfg.label_base = None;
+        cfg.keep_state = false;
         let selection = cfg.selective.then(|| Selection::new(&cfg.control_ports));
         Gateway {
             engine: Engine::new(cfg),
@@ -195,7 +198,11 @@ impl Gateway {
             self.far
                 .retain(|_, (_, used)| now.saturating_sub(*used) <= idle);
         }
-        self.engine.tick(now).events
+        let mut kernel = RulesKernel {
+            nat: &mut self.nat,
+            selection: self.selection.as_mut(),
+        };
+        driver::input(&mut self.engine, &mut kernel, now, Input::Timeout).events
     }
 
     /// One frame through the gateway.
@@ -226,11 +233,12 @@ impl Gateway {
                 let fin = sel.ends_session(&pkt).then_some(pkt.tuple);
                 (sel.queues(ip, &pkt), fin)
             });
-            if let (false, Some(orig)) = (queued, fin) {
-                // Read from the FIN set a moment later, live.
-                self.engine.client_finished(&orig, now);
-            }
             if !queued {
+                if let Some(orig) = fin {
+                    // Read from the FIN set a moment later, live.
+                    let note = Input::Note(KernelNote::ClientFinished { orig });
+                    driver::input(&mut self.engine, &mut NoKernel, now, note);
+                }
                 return Outcome {
                     verdict: Verdict::Accept,
                     events: Vec::new(),
@@ -238,31 +246,11 @@ impl Gateway {
                 };
             }
         }
-        let mut started = Vec::new();
-        if let Some(sel) = &mut self.selection {
-            // As live: the packet's own tuple, else conntrack's (here the
-            // rules') answer about it.
-            let known = TcpPacket::parse(ip)
-                .ok()
-                .and_then(|p| self.nat.lookup(&p.tuple));
-            if let Some(m) = &known {
-                started = self.engine.track_reply(ip, m, now, Hook::Prerouting);
-            }
-            if let Some((key, orig)) = self.engine.passive_note_wanted(ip, known.as_ref()) {
-                if sel.take_passive_note(&key) {
-                    self.engine.passive_noted(&orig);
-                }
-            }
-        }
-        let mut outcome = self
-            .engine
-            .process(ip, now, Hook::Prerouting, &mut self.nat);
-        if let Some(sel) = &mut self.selection {
-            sel.follow(&outcome.commands);
-        }
-        started.append(&mut outcome.events);
-        outcome.events = started;
-        outcome
+        let mut kernel = RulesKernel {
+            nat: &mut self.nat,
+            selection: self.selection.as_mut(),
+        };
+        driver::packet(&mut self.engine, &mut kernel, now, ip, Hook::Prerouting)
     }
 
     fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
@@ -391,6 +379,37 @@ impl Gateway {
         ] {
             self.far.insert(x, (y, now));
         }
+    }
+}
+
+/// The replay's kernel: the capture's NAT rules answer conntrack's part,
+/// the emulated rules of selective queueing the passive notes; nothing is
+/// kept. Its commands change only what the rules queue next.
+pub(crate) struct RulesKernel<'a> {
+    pub(crate) nat: &'a mut StaticNat,
+    pub(crate) selection: Option<&'a mut Selection>,
+}
+
+impl DriverKernel for RulesKernel<'_> {
+    fn answer(&mut self, q: &Question) -> Answer {
+        match q {
+            Question::Mapping(q) => Answer::Mapping(q.answer_with(self.nat)),
+            Question::PassiveNote { key } => {
+                let noted = self
+                    .selection
+                    .as_mut()
+                    .is_some_and(|s| s.take_passive_note(key));
+                Answer::PassiveNote(noted)
+            }
+            Question::KeptState { .. } => Answer::KeptState(None),
+        }
+    }
+
+    fn carry_out(&mut self, c: &Command) -> Option<CommandOutcome> {
+        if let Some(sel) = self.selection.as_mut() {
+            sel.follow(std::slice::from_ref(c));
+        }
+        None
     }
 }
 

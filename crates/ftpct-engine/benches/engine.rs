@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use ftpct_engine::engine::{Config, Verdict};
+use ftpct_engine::engine::{Config, Input, Verdict};
 use ftpct_engine::nat::{CtMapping, NatLookup, NoNat, StaticNat};
 use ftpct_engine::tuple::Tuple;
 use ftpct_testkit::{set_seq_ack, tuple, Control, Gateway, Segment, Side};
@@ -102,7 +102,7 @@ struct Repeat {
     len: usize,
     /// What the receiver's numbering adds to the other direction's
     /// positions (edits made before the benchmark), so that no engine
-    /// call but `process` is timed.
+    /// call but the packet's is timed.
     ack_shift: u32,
 }
 
@@ -443,7 +443,7 @@ fn table_run<N: NatLookup>(label: &str, natted: bool, nat: N) {
     // crosses a second boundary pays.
     gw.now += Duration::from_secs(2);
     let start = Instant::now();
-    let events = gw.engine.tick(gw.now).events;
+    let events = gw.input(Input::Timeout).events;
     let tick = start.elapsed();
     assert!(events.is_empty(), "nothing expires");
 

@@ -13,8 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::expect::Expectation;
+use crate::kept::Kept;
 use crate::tuple::{Dir, Tuple};
-use crate::wire::TcpPacket;
 
 /// Conntrack timeout of a data connection's entry made at its SYN;
 /// conntrack's TCP tracking takes over from the first answer.
@@ -42,20 +42,18 @@ pub enum Command {
     /// rewritten segment waits in the queue (the peer waits for it: the
     /// connection is quiet), and only then: a session without a rewrite
     /// keeps the entry its SYN made. Drivers answer with
-    /// [`crate::Engine::adopted`] or [`crate::Engine::not_adopted`].
+    /// [`crate::CommandOutcome::Adopted`] or
+    /// [`crate::CommandOutcome::NotAdopted`].
     AdoptControl(Box<Adoption>),
     /// Set the sequence adjustment of direction `dir` of the control
     /// connection whose original tuple is `orig` (an adopted one), before
     /// the verdict on the rewritten segment.
     SetSeqAdj { orig: Tuple, dir: Dir, adj: SeqAdj },
-    /// Set the label bits under `mask` of the control connection `orig` to
-    /// `labels`: what conntrack keeps of the session for a restarted ftpct
-    /// or a standby gateway (see [`crate::kept`]).
-    SetLabels {
-        orig: Tuple,
-        labels: [u8; 16],
-        mask: [u8; 16],
-    },
+    /// Keep `kept` in the conntrack entry of the control connection
+    /// `orig`: what a restarted ftpct or a standby gateway takes the
+    /// session up from (see [`crate::kept`]; the driver encodes it, as
+    /// conntrack labels live).
+    Keep { orig: Tuple, kept: Kept },
     /// Selective queueing: whether ftpct still needs to see every segment
     /// of one direction (the kernel put `key` in the guard ipset when it
     /// queued the segment). `needed: false` lets the entry go, but only
@@ -77,23 +75,23 @@ pub enum Command {
 
 impl Command {
     /// True when no packet needs it carried out before its verdict: the
-    /// labels are what a restarted ftpct or a standby gateway reads, not
+    /// kept state is what a restarted ftpct or a standby gateway reads, not
     /// what the packet's path through the kernel depends on. A driver may
     /// run these after the verdict (in order, before the next packet), so
     /// the packet waits for fewer kernel round trips.
     pub fn may_follow_verdict(&self) -> bool {
-        matches!(self, Command::SetLabels { .. })
+        matches!(self, Command::Keep { .. })
     }
 }
 
-/// A guard ipset entry (`hash:ip,port,ip`): a control connection's
-/// client address and port and its server's address, as the packets of one
-/// direction show them in the raw table, before NAT (the client's segments
-/// match `src,src,dst`, the server's `dst,dst,src`). The client's port
-/// tells connections apart: keyed on the server's side, every connection
-/// of one NATed client to one server would share an entry, and one
-/// session's release would stop another's queueing. Without NAT both
-/// directions have the same key, and it goes only when neither needs it.
+/// One direction of a control connection that must stay queued (or may
+/// stop being), named as its packets show it before NAT: the client's
+/// address and port and the server's address (the driver keeps these in
+/// the kernel's guard sets). The client's port tells connections apart:
+/// named by the server's side, every connection of one NATed client to one
+/// server would share it, and one session's release would stop another's
+/// queueing. Without NAT both directions have the same name, and it goes
+/// only when neither needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GuardKey {
     pub client: SocketAddr,
@@ -114,25 +112,6 @@ impl GuardKey {
                 server: seen.src.ip(),
             },
         }
-    }
-
-    /// The guard entries a queued raw packet matches in the kernel's
-    /// rules: as a client segment when it goes to a control port, else as
-    /// a server segment (the rules queue no other, whatever port NAT gave
-    /// the server), unless it is a first SYN (a data connection's).
-    pub fn of_packet(bytes: &[u8], is_control_port: impl Fn(u16) -> bool) -> Vec<GuardKey> {
-        let Ok(pkt) = TcpPacket::parse(bytes) else {
-            return Vec::new();
-        };
-        let seen = pkt.tuple;
-        let dir = if is_control_port(seen.dst.port()) {
-            Dir::Orig
-        } else if pkt.flags.syn && !pkt.flags.ack {
-            return Vec::new();
-        } else {
-            Dir::Reply
-        };
-        vec![GuardKey::of(&seen, dir)]
     }
 }
 
@@ -167,8 +146,8 @@ pub struct Adoption {
     /// The correction point of the rewrite that asked for the adoption,
     /// by direction (`Dir::index`).
     pub seqadj: [Option<SeqAdj>; 2],
-    /// Label bits the new entry gets: value and mask (see [`crate::kept`]).
-    pub labels: Option<([u8; 16], [u8; 16])>,
+    /// The session's kept state the new entry carries (see [`crate::kept`]).
+    pub kept: Option<Kept>,
 }
 
 /// A data connection to create, with what its creation needs from the
@@ -180,7 +159,7 @@ pub struct Related {
     /// `--mark`: bits the data connection gets over its master's mark.
     pub mark: Option<Mark>,
     /// The expectation the SYN matched: given back to the engine
-    /// ([`crate::Engine::reinstate`]) when the entry cannot be made, so
+    /// ([`crate::CommandOutcome::NotCreated`]) when the entry cannot be made, so
     /// that the client's retried SYN finds it again.
     pub exp: Expectation,
 }

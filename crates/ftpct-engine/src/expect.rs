@@ -316,6 +316,12 @@ impl ExpectTable {
             .map(|p| p.dst)
     }
 
+    /// The soonest deadline (maybe of an expectation gone since: an early
+    /// look finds nothing due).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.deadlines.peek().map(|Reverse((when, _))| *when)
+    }
+
     /// Removes and returns the expectations that expired at `now`.
     pub fn expire(
         &mut self,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 
 use crate::dialogue::Dialogue;
+use crate::kept::Kept;
 use crate::nat::CtMapping;
 use crate::stream::Stream;
 use crate::tuple::{Dir, Tuple};
@@ -75,8 +76,8 @@ pub struct Flow {
     /// Selective queueing: every packet of this connection is queued (its
     /// guard entries have no timeout), because ftpct applies its fix-ups.
     pub guard_always: bool,
-    /// What its conntrack labels keep (see `kept`), as last set.
-    pub kept: u64,
+    /// What its conntrack entry keeps (see `kept`), as last set.
+    pub kept: Kept,
     /// Tells this flow from a later one in the same slot.
     generation: u64,
 }
@@ -101,7 +102,7 @@ impl Flow {
             fixups: Fixups::Own,
             adopt_asked: false,
             guard_always: false,
-            kept: 0,
+            kept: Kept::default(),
             generation: 0,
         }
     }

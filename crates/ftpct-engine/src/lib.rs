@@ -11,23 +11,48 @@
 //! connections), `expect` (pending data connections), `nat` (what an
 //! announcement becomes through NAT), `policy` (what is refused), `wire`
 //! (packet parsing and rebuilding), `event` (what the engine reports).
+//! The engine itself: `engine` (its state and what it tells), `config`,
+//! `verdict` and `question` (what goes out and what it asks),
+//! `packet_path` (a packet to its decision), `tracking` (which flow a
+//! packet belongs to), `segment` (a segment of a followed flow), `lines`
+//! (what an FTP line does), `guards` and `selective` (selective
+//! queueing), `timers`, `effects` (the kernel's part) and `resume` (kept
+//! state).
 
 pub mod classifier;
 pub mod command;
+mod config;
 pub mod dialogue;
+mod effects;
 pub mod engine;
 pub mod event;
 pub mod expect;
 pub mod flow;
 pub mod grammar;
+mod guards;
 pub mod kept;
+pub mod kept_expectation;
+mod lines;
 pub mod nat;
+mod outputs;
+mod packet_path;
 pub mod policy;
+mod protocol;
+mod question;
+mod resume;
+mod segment;
+mod selective;
 pub mod seqadj;
 pub mod stream;
+mod timers;
+mod tracking;
 pub mod tuple;
+mod verdict;
 pub mod wire;
 
 pub use command::Command;
-pub use engine::{Config, Effects, Engine, Hook, Known, MappingQuestion, Outcome, Step, Verdict};
+pub use engine::{
+    Answer, CommandOutcome, Config, ConntrackEvent, Effects, Engine, Hook, Input, KernelNote,
+    MappingQuestion, Outcome, PolicyUpdate, Question, Verdict,
+};
 pub use tuple::Tuple;

@@ -61,6 +61,14 @@ impl Dir {
         }
     }
 
+    /// The opposite direction.
+    pub fn other(self) -> Dir {
+        match self {
+            Dir::Orig => Dir::Reply,
+            Dir::Reply => Dir::Orig,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dir::Orig => "client",

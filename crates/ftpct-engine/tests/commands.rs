@@ -4,21 +4,40 @@
 use std::time::Duration;
 
 use ftpct_engine::command::{Command, DataConnection, Mark, NatBinding, DATA_TIMEOUT};
-use ftpct_engine::engine::{Config, Known, Step};
+use ftpct_engine::engine::{Answer, CommandOutcome, Config, ConntrackEvent, Input, Question};
+use ftpct_engine::event::Event;
+use ftpct_engine::kept::Kept;
+use ftpct_engine::nat::CtMapping;
 use ftpct_engine::nat::{NoNat, SnatRule, StaticNat};
 use ftpct_engine::tuple::Tuple;
-use ftpct_engine::Hook;
 use ftpct_testkit::{addr, tuple, Control, Gateway, Segment};
 
 const EXPECT: Duration = Duration::from_secs(300);
 
-/// The live daemon's settings: kernel fix-ups, state kept in labels.
+/// The live daemon's settings: kernel fix-ups, state kept in conntrack.
 fn live() -> Config {
     Config {
         kernel_fixups: true,
-        label_base: Some(64),
+        keep_state: true,
         ..Config::default()
     }
+}
+
+/// What an input gives, at the gateway's clock.
+fn outcome_of(gw: &mut Gateway<StaticNat>, outcome: CommandOutcome) -> Vec<Command> {
+    gw.input(Input::Outcome(outcome)).commands
+}
+
+/// A session taken up from its kept state (ftpct restarted).
+fn resume(gw: &mut Gateway<StaticNat>, mapping: CtMapping, kept: Kept) -> Vec<Command> {
+    let seqadj = [None, None];
+    let picked_up = ConntrackEvent::Kept {
+        mapping,
+        seqadj,
+        kept,
+    };
+    gw.input_at(Duration::ZERO, Input::Conntrack(picked_up))
+        .commands
 }
 
 fn snat() -> StaticNat {
@@ -113,7 +132,7 @@ fn a_matched_data_syn_creates_its_entry_and_forgets_its_destination() {
     assert_eq!(r.with_master_mark(Some(0x0f)).mark, Some(0x1f));
     // A data connection the kernel could not make goes back, ipset entry too.
     assert_eq!(
-        gw.engine.reinstate(r.exp.clone()),
+        outcome_of(&mut gw, CommandOutcome::NotCreated(r.exp.clone())),
         [Command::ExpectDst {
             dst: *dst,
             timeout: EXPECT,
@@ -126,7 +145,7 @@ fn a_matched_data_syn_creates_its_entry_and_forgets_its_destination() {
 fn an_expired_expectation_forgets_its_destination() {
     let (mut gw, mut c) = session(Config::default());
     c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
-    let effects = gw.engine.tick(gw.now + EXPECT + Duration::from_secs(2));
+    let effects = gw.input_at(gw.now + EXPECT + Duration::from_secs(2), Input::Timeout);
     assert_eq!(
         effects.commands,
         [Command::ForgetDst {
@@ -141,31 +160,22 @@ fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
     let mut gw = Gateway::new(Config::default(), NoNat);
     let c = Control::snat_session();
     let syn = c.syn(ftpct_testkit::Side::Client, &gw.engine).build();
-    let now = Duration::from_secs(1);
-    let Step::NeedMapping(q) = gw.engine.step(&syn, now, Hook::Prerouting, Known::NotAsked) else {
+    let Some(Question::Mapping(q)) = gw.ask(&syn) else {
         panic!("a new control connection needs its mapping");
     };
     assert_eq!((q.seen, q.first_syn, q.forget), (c.c2s, true, None));
     assert_eq!(gw.engine.stats().packets, 0, "nothing counted yet");
     assert_eq!(gw.engine.flow_count(), 0);
-    let Step::Decided(_) = gw
-        .engine
-        .step(&syn, now, Hook::Prerouting, Known::Answer(None))
-    else {
-        panic!("an answer decides");
-    };
+    assert_eq!(gw.answer(Answer::Mapping(None)), None, "an answer decides");
+    gw.outcome();
     assert_eq!(gw.engine.flow_count(), 1);
     // Tracked now: its next packet needs no question.
-    let again = gw.engine.step(&syn, now, Hook::Prerouting, Known::NotAsked);
-    assert!(matches!(again, Step::Decided(_)));
+    assert_eq!(gw.ask(&syn), None);
     // Not a control port: no question either.
     let other = Segment::new(tuple("192.0.2.10:40001", "198.51.100.20:80"), 5)
         .syn()
         .build();
-    let web = gw
-        .engine
-        .step(&other, now, Hook::Prerouting, Known::NotAsked);
-    assert!(matches!(web, Step::Decided(_)));
+    assert_eq!(gw.ask(&other), None);
 }
 
 /// With the kernel's fix-ups: the first rewrite asks for the entry to be
@@ -174,7 +184,6 @@ fn an_unknown_connection_asks_for_its_mapping_and_asking_changes_nothing() {
 #[test]
 fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numbers() {
     use ftpct_engine::command::SeqAdj;
-    use ftpct_engine::kept::Kept;
     use ftpct_engine::policy::Refusal;
     use ftpct_engine::tuple::Dir;
     use ftpct_engine::wire::TcpPacket;
@@ -208,17 +217,20 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
         panic!("the first rewrite asks: {:?}", port.commands);
     };
     assert_eq!((a.orig, a.seqadj), (c.c2s, [Some(set), None]));
-    let kept = a.labels.and_then(|(l, _)| Kept::from_labels(&l, 64));
     assert_eq!(
-        kept.map(|k| (k.kernel_fixups, k.pending.is_some())),
+        a.kept.map(|k| (k.kernel_fixups, k.pending.is_some())),
         Some((true, true)),
-        "the labels ride in the new entry"
+        "the kept state rides in the new entry"
     );
     assert!(!port
         .commands
         .iter()
-        .any(|c| matches!(c, Command::SetSeqAdj { .. } | Command::SetLabels { .. })));
-    assert_eq!(gw.engine.adopted(&c.c2s), [], "nothing more to set");
+        .any(|c| matches!(c, Command::SetSeqAdj { .. } | Command::Keep { .. })));
+    assert_eq!(
+        outcome_of(&mut gw, CommandOutcome::Adopted { orig: c.c2s }),
+        [],
+        "nothing more to set"
+    );
     assert!(!port
         .commands
         .iter()
@@ -263,38 +275,29 @@ fn with_kernel_fixups_rewrites_set_correction_points_and_packets_keep_their_numb
 /// Labels keep the session's state; a fresh engine takes it up from them.
 #[test]
 fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
-    use ftpct_engine::kept::Kept;
-    use ftpct_engine::nat::CtMapping;
-
     let cfg = live();
     let (mut gw, mut c) = session(cfg.clone());
-    let commands = gw.engine.adopted(&c.c2s);
-    let Some(Command::SetLabels { labels, .. }) = commands.first() else {
+    let commands = outcome_of(&mut gw, CommandOutcome::Adopted { orig: c.c2s });
+    let Some(Command::Keep { kept, .. }) = commands.first() else {
         panic!("adoption is kept: {commands:?}");
     };
-    assert_eq!(
-        Kept::from_labels(labels, 64).map(|k| (k.kernel_fixups, k.pending.is_none())),
-        Some((true, true))
-    );
+    assert_eq!((kept.kernel_fixups, kept.pending.is_none()), (true, true));
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
-    let Some(Command::SetLabels { labels, mask, .. }) = port
+    let Some(Command::Keep { kept, .. }) = port
         .commands
         .iter()
-        .find(|c| matches!(c, Command::SetLabels { .. }))
+        .find(|c| matches!(c, Command::Keep { .. }))
         .cloned()
     else {
         panic!("the expectation is kept: {:?}", port.commands);
     };
-    assert_eq!(u128::from_le_bytes(mask).trailing_zeros(), 64);
     // ftpct restarts: a new engine, the entry's mapping and labels.
     let mapping = CtMapping {
         orig: c.c2s,
         reply: c.s2c,
     };
     let mut fresh = Gateway::new(cfg, snat());
-    let resumed = fresh
-        .engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    let resumed = resume(&mut fresh, mapping, kept);
     assert_eq!(
         resumed,
         [Command::ExpectDst {
@@ -312,7 +315,7 @@ fn labels_keep_the_pending_expectation_and_a_new_engine_resumes_from_them() {
         tuple("198.51.100.20:20", "192.0.2.10:40000")
     );
     let cleared = out.commands.iter().find_map(|c| match c {
-        Command::SetLabels { labels, .. } => Kept::from_labels(labels, 64),
+        Command::Keep { kept, .. } => Some(*kept),
         _ => None,
     });
     assert_eq!(
@@ -331,7 +334,7 @@ fn with_kernel_fixups_an_edit_in_a_held_line_head_gets_its_correction_point() {
 
     let cfg = live();
     let (mut gw, mut c) = session(cfg);
-    gw.engine.adopted(&c.c2s);
+    outcome_of(&mut gw, CommandOutcome::Adopted { orig: c.c2s });
     c.client_says(&mut gw, b"PORT 192,0,2");
     let rest = c.client_says(&mut gw, b",10,156,64\r\n");
     assert!(
@@ -358,12 +361,14 @@ fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
     assert!(gw.engine.tracks(&c.c2s));
     assert!(!gw.engine.tracks(&c.s2c), "by its original tuple only");
     let flow = gw.engine.flow_of(&c.c2s).expect("tracked");
+    let destroyed = |flow| Input::Conntrack(ConntrackEvent::Destroyed { orig: c.c2s, flow });
+    let other = gw.input(destroyed(flow + 1));
     assert!(
-        !gw.engine.conntrack_destroyed(&c.c2s, flow + 1).0,
+        other.events.is_empty(),
         "another flow of the tuple is not touched"
     );
-    let (tracked, effects) = gw.engine.conntrack_destroyed(&c.c2s, flow);
-    assert!(tracked);
+    let effects = gw.input(destroyed(flow));
+    assert!(effects.events.contains(&Event::FlowClosed { flow: c.c2s }));
     assert_eq!(
         effects.commands,
         [Command::ForgetDst {
@@ -374,10 +379,7 @@ fn a_destroyed_conntrack_entry_forgets_its_flow_and_expectations() {
         (gw.engine.flow_count(), gw.engine.expectation_count()),
         (0, 0)
     );
-    assert!(
-        !gw.engine.conntrack_destroyed(&c.c2s, flow).0,
-        "already gone"
-    );
+    assert!(gw.input(destroyed(flow)).events.is_empty(), "already gone");
 }
 
 /// A resumed session is past its greeting: a PASV's 227 is its answer.
@@ -399,9 +401,7 @@ fn a_resumed_session_answers_its_next_pasv() {
         pending: None::<PendingKept>,
         own_shift: [0, 0],
     };
-    let (labels, _) = kept.labels(64);
-    gw.engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    resume(&mut gw, mapping, kept);
     let mut c = Control::new(mapping.orig, mapping.reply, 5000, 8000);
     c.client.next = 5100;
     c.server.next = 8100;
@@ -422,8 +422,6 @@ fn a_resumed_session_answers_its_next_pasv() {
 /// shifting it.
 #[test]
 fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
-    use ftpct_engine::kept::Kept;
-    use ftpct_engine::nat::CtMapping;
     use ftpct_engine::wire::TcpPacket;
     use ftpct_engine::Verdict;
 
@@ -435,29 +433,26 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
         .iter()
         .any(|c| matches!(c, Command::AdoptControl(_))));
     // The entry could not be re-created: ftpct keeps the fix-ups.
-    let own = gw.engine.not_adopted(&c.c2s);
+    let own = outcome_of(&mut gw, CommandOutcome::NotAdopted { orig: c.c2s });
     assert!(
         own.contains(&Command::SetLiberal { orig: c.c2s }),
         "{own:?}"
     );
-    let labels = own
+    let kept = own
         .iter()
         .rev()
         .find_map(|c| match c {
-            Command::SetLabels { labels, .. } => Some(*labels),
+            Command::Keep { kept, .. } => Some(*kept),
             _ => None,
         })
-        .expect("labels set");
-    let kept = Kept::from_labels(&labels, 64).expect("kept");
+        .expect("kept state set");
     assert_eq!((kept.kernel_fixups, kept.own_shift), (false, [2, 0]));
     let mapping = CtMapping {
         orig: c.c2s,
         reply: c.s2c,
     };
     let mut fresh = Gateway::new(cfg, snat());
-    fresh
-        .engine
-        .resume(mapping, [None, None], &labels, Duration::ZERO);
+    resume(&mut fresh, mapping, kept);
     // The client's next command, in its own numbering, leaves 2 further.
     let seq = c.client.next;
     let noop = Segment::new(c.c2s, seq)

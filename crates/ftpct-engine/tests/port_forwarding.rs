@@ -30,7 +30,7 @@ fn session(selective: bool) -> (Gateway<Live>, Control) {
     let rule: DnatRule = "198.51.100.1:21=192.0.2.20:2121".parse().expect("rule");
     let cfg = Config {
         selective,
-        label_base: Some(64),
+        keep_state: true,
         ..Config::default()
     };
     assert_eq!(cfg.control_ports, [21], "the default configuration");

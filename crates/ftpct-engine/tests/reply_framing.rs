@@ -21,7 +21,7 @@ type Session = fn(bool) -> (Gateway<StaticNat>, Control);
 fn config(selective: bool) -> Config {
     Config {
         selective,
-        label_base: Some(64),
+        keep_state: true,
         ..Config::default()
     }
 }

@@ -4,7 +4,9 @@
 //! each packet, whether it still needs every segment of its direction.
 
 use ftpct_engine::command::{Command, GuardKey};
-use ftpct_engine::engine::Config;
+use ftpct_engine::engine::{
+    Answer, CommandOutcome, Config, ConntrackEvent, Input, KernelNote, Question,
+};
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{SnatRule, StaticNat};
 use ftpct_engine::policy::Refusal;
@@ -15,7 +17,7 @@ use ftpct_testkit::{addr, tuple, Control, Gateway, Side};
 fn selective(kernel_fixups: bool) -> Config {
     Config {
         kernel_fixups,
-        label_base: Some(64),
+        keep_state: true,
         selective: true,
         ..Config::default()
     }
@@ -192,7 +194,10 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
     let ok = c.server_says(&mut gw, b"200 ok\r\n");
     assert_eq!(guard(&ok, server_key()), None, "always queued now");
     let flow = gw.engine.flow_of(&c.c2s).expect("tracked");
-    let (_, gone) = gw.engine.conntrack_destroyed(&c.c2s, flow);
+    let gone = gw.input(Input::Conntrack(ConntrackEvent::Destroyed {
+        orig: c.c2s,
+        flow,
+    }));
     for key in [client_key(), server_key()] {
         assert!(gone
             .commands
@@ -202,33 +207,26 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
 
 #[test]
 fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announcement() {
-    use ftpct_engine::engine::{Known, Step};
     use ftpct_engine::nat::CtMapping;
-    use ftpct_engine::Hook;
-    use std::time::Duration;
 
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(selective(true), StaticNat::new(vec![rule], Vec::new()));
     let mut c = Control::snat_session();
-    let now = Duration::from_secs(1);
     // The SYN crosses before conntrack has an entry: no mapping yet.
     let syn = c.syn(Side::Client, &gw.engine).build();
-    let Step::Decided(_) = gw
-        .engine
-        .step(&syn, now, Hook::Prerouting, Known::Answer(None))
-    else {
-        panic!("decided");
+    let Some(Question::Mapping(q)) = gw.ask(&syn) else {
+        panic!("a new connection's mapping is asked");
     };
+    assert!(q.first_syn);
+    assert_eq!(gw.answer(Answer::Mapping(None)), None);
+    gw.outcome();
     // The SYN-ACK (over the handshake budget) and the login pass unseen.
     c.passed_unseen(Side::Server, b"220 ready\r\n");
     let port = c
         .segment(Side::Client, &gw.engine)
         .payload(b"PORT 192,0,2,10,156,64\r\n")
         .build();
-    let Step::NeedMapping(q) = gw
-        .engine
-        .step(&port, now, Hook::Prerouting, Known::NotAsked)
-    else {
+    let Some(Question::Mapping(q)) = gw.ask(&port) else {
         panic!("the flow asks for the mapping it never learned");
     };
     assert!(!q.first_syn);
@@ -236,12 +234,12 @@ fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announceme
         orig: c.c2s,
         reply: c.s2c,
     };
-    let Step::Decided(out) = gw
-        .engine
-        .step(&port, now, Hook::Prerouting, Known::Answer(Some(nat)))
-    else {
-        panic!("decided");
-    };
+    assert_eq!(
+        gw.answer(Answer::Mapping(Some(nat))),
+        None,
+        "followed: no kept state asked"
+    );
+    let out = gw.outcome();
     let Verdict::Replace(bytes) = &out.verdict else {
         panic!("rewritten for the NAT: {out:?}");
     };
@@ -249,11 +247,7 @@ fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announceme
     assert_eq!(leaving.payload(), b"PORT 198,51,100,1,156,64\r\n");
     // Asked once: the next packet needs no question.
     let next = c.segment(Side::Client, &gw.engine).build();
-    assert!(matches!(
-        gw.engine
-            .step(&next, now, Hook::Prerouting, Known::NotAsked),
-        Step::Decided(_)
-    ));
+    assert_eq!(gw.ask(&next), None);
 }
 
 #[test]
@@ -287,7 +281,7 @@ fn two_sessions_of_one_nated_client_have_entries_of_their_own() {
         7000,
     );
     second.handshake(&mut gw);
-    gw.engine.adopted(&second.c2s);
+    gw.input(Input::Outcome(CommandOutcome::Adopted { orig: second.c2s }));
     let edit = first.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
     assert!(edit
         .commands
@@ -314,7 +308,7 @@ fn the_clients_fin_alone_ends_the_session() {
     let fin = c.segment(Side::Client, &gw.engine).fin().build();
     gw.process(&fin);
     let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
-    gw.engine.tick(later);
+    gw.input_at(later, Input::Timeout);
     assert_eq!(gw.engine.flow_count(), 0);
 }
 
@@ -326,7 +320,7 @@ fn a_direction_still_queued_whole_is_released_when_its_session_goes() {
     let fin = c.segment(Side::Client, &gw.engine).fin().build();
     gw.process(&fin);
     let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
-    let effects = gw.engine.tick(later);
+    let effects = gw.input_at(later, Input::Timeout);
     assert_eq!(gw.engine.flow_count(), 0);
     let released = Command::Guard {
         key: client_key(),
@@ -341,42 +335,6 @@ fn a_direction_still_queued_whole_is_released_when_its_session_goes() {
         !effects.commands.contains(&server_released),
         "the server's direction was not queued: no kernel call for it"
     );
-}
-
-#[test]
-fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
-    use ftpct_testkit::Segment;
-    let control = |p: u16| p == 21;
-    let from_client = Segment::new(tuple("192.0.2.10:40000", "198.51.100.20:21"), 1)
-        .payload(b"PASV\r\n")
-        .build();
-    assert_eq!(
-        GuardKey::of_packet(&from_client, control),
-        vec![client_key()]
-    );
-    let from_server = Segment::new(tuple("198.51.100.20:21", "198.51.100.1:40000"), 1)
-        .payload(b"227 x\r\n")
-        .build();
-    assert_eq!(
-        GuardKey::of_packet(&from_server, control),
-        vec![server_key()]
-    );
-    // A server behind port-translating DNAT answers from another port:
-    // its segments are the server's all the same.
-    let from_inside = Segment::new(tuple("192.0.2.20:2121", "198.51.100.1:40000"), 1)
-        .payload(b"227 x\r\n")
-        .build();
-    let inside_key = GuardKey {
-        client: "198.51.100.1:40000".parse().expect("addr"),
-        server: "192.0.2.20".parse().expect("addr"),
-    };
-    assert_eq!(GuardKey::of_packet(&from_inside, control), vec![inside_key]);
-    // A data connection's SYN matches no guard entry.
-    let data_syn = Segment::new(tuple("198.51.100.1:40001", "192.0.2.20:30000"), 1)
-        .syn()
-        .build();
-    assert!(GuardKey::of_packet(&data_syn, control).is_empty());
-    assert!(GuardKey::of_packet(b"not a packet", control).is_empty());
 }
 
 /// A segment that guesses the connection's addresses and ports but not its
@@ -408,7 +366,7 @@ fn a_spoofed_segment_far_from_the_stream_changes_nothing() {
     let fin = spoofed(&c, Side::Client, &gw, 1 << 30).fin();
     gw.send(&fin);
     let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
-    gw.engine.tick(later);
+    gw.input_at(later, Input::Timeout);
     assert_eq!(gw.engine.flow_count(), 1);
     assert_eq!(gw.engine.stats().implausible, 3);
     // The real client, after unseen lines, is followed as before.
@@ -422,22 +380,27 @@ fn a_spoofed_segment_far_from_the_stream_changes_nothing() {
 fn a_fin_the_kernel_saw_ends_the_session_after_the_linger() {
     let (mut gw, c) = session(selective(true));
     let linger = gw.engine.config().close_linger;
+    let closing = |gw: &Gateway<StaticNat>| gw.engine.flows().find_map(|f| f.closing_at);
+    let fin = |orig| Input::Note(KernelNote::ClientFinished { orig });
     let server_side = tuple("198.51.100.20:21", "198.51.100.1:40000");
-    assert!(
-        !gw.engine.client_finished(&server_side, gw.now),
+    gw.input(fin(server_side));
+    assert_eq!(
+        closing(&gw),
+        None,
         "only the client's direction names a session"
     );
-    assert!(gw.engine.client_finished(&c.c2s, gw.now));
-    assert!(
-        !gw.engine.client_finished(&c.c2s, gw.now + linger),
-        "the first end stays"
-    );
-    gw.engine.tick(gw.now + linger / 2);
+    gw.input(fin(c.c2s));
+    let first = closing(&gw);
+    assert_eq!(first, Some(gw.now + linger));
+    gw.input_at(gw.now + linger, fin(c.c2s));
+    assert_eq!(closing(&gw), first, "the first end stays");
+    gw.input_at(gw.now + linger / 2, Input::Timeout);
     assert_eq!(gw.engine.flow_count(), 1, "still within the linger");
-    gw.engine
-        .tick(gw.now + linger + std::time::Duration::from_secs(1));
+    gw.input_at(
+        gw.now + linger + std::time::Duration::from_secs(1),
+        Input::Timeout,
+    );
     assert_eq!(gw.engine.flow_count(), 0);
-    assert!(!gw.engine.client_finished(&c.c2s, gw.now), "gone");
 }
 
 /// A server behind DNAT (198.51.100.1 to 192.0.2.20), kernel fix-ups; the
@@ -454,7 +417,7 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
         9000,
     );
     c.handshake(&mut gw);
-    gw.engine.adopted(&c.c2s);
+    gw.input(Input::Outcome(CommandOutcome::Adopted { orig: c.c2s }));
     c.passed_unseen(Side::Server, b"220 ready\r\n");
     let client = GuardKey {
         client: addr("203.0.113.5:40000"),
@@ -475,7 +438,7 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
             .passive_note_wanted(&bytes, None)
             .expect("a note is wanted");
         assert_eq!((key, orig), (client, c.c2s));
-        gw.engine.passive_noted(&orig);
+        gw.input(Input::Note(KernelNote::PassiveLetThrough { orig }));
         assert_eq!(
             gw.engine.passive_note_wanted(&bytes, None),
             None,
@@ -531,7 +494,7 @@ fn a_note_is_wanted_for_a_server_segment_found_by_conntracks_answer() {
         None,
         "an answer about another tuple"
     );
-    gw.engine.passive_noted(&c.c2s);
+    gw.input(Input::Note(KernelNote::PassiveLetThrough { orig: c.c2s }));
     assert_eq!(gw.engine.passive_note_wanted(&bytes, Some(&answer)), None);
 }
 
@@ -569,7 +532,11 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
     assert_eq!(gw.engine.flow_count(), 1, "the new session took the tuple");
     // The old entry's destroy event (the new SYN ended its TIME_WAIT),
     // acted on now: the new session's flow stays.
-    assert!(!gw.engine.conntrack_destroyed(&a.c2s, old).0);
+    let gone = gw.input(Input::Conntrack(ConntrackEvent::Destroyed {
+        orig: a.c2s,
+        flow: old,
+    }));
+    assert!(gone.events.is_empty(), "{gone:?}");
     assert!(gw.engine.tracks(&b.c2s));
     b.passed_unseen(Side::Server, b"220 ready\r\n");
     b.passed_unseen(Side::Client, b"USER anonymous\r\n");
@@ -583,7 +550,7 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
         .engine
         .passive_note_wanted(&bytes, None)
         .expect("the new session's 227 asks for its note");
-    gw.engine.passive_noted(&orig);
+    gw.input(Input::Note(KernelNote::PassiveLetThrough { orig }));
     let out = b.server_says(&mut gw, reply);
     let refused = out
         .events
@@ -593,7 +560,8 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
     assert!(gw.engine.expectation_count() >= 1);
     // The old session's FIN, read from the FIN set a moment later, names
     // the same tuple: the new session goes on for the linger at least.
-    assert!(gw.engine.client_finished(&a.c2s, gw.now));
+    gw.input(Input::Note(KernelNote::ClientFinished { orig: a.c2s }));
+    assert!(gw.engine.tracks(&b.c2s));
 }
 
 /// A session picked up at its 227 (ftpct restarted, or lost the flow): the
@@ -602,7 +570,6 @@ fn a_reused_port_before_the_old_sessions_fin_is_read_keeps_its_note() {
 #[test]
 fn a_session_picked_up_at_its_227_takes_its_note() {
     use ftpct_engine::nat::CtMapping;
-    use ftpct_engine::Hook;
     let rule: SnatRule = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
     let mut gw = Gateway::new(selective(false), StaticNat::new(vec![rule], Vec::new()));
     let c = Control::snat_session();
@@ -613,20 +580,24 @@ fn a_session_picked_up_at_its_227_takes_its_note() {
     let reply = b"227 Entering Passive Mode (198,51,100,20,156,64)\r\n";
     let bytes = c.segment(Side::Server, &gw.engine).payload(reply).build();
     assert_eq!(gw.engine.passive_note_wanted(&bytes, Some(&known)), None);
-    let started = gw
-        .engine
-        .track_reply(&bytes, &known, gw.now, Hook::Prerouting);
-    assert!(
-        started.iter().any(|e| matches!(e, Event::FlowNew { .. })),
-        "{started:?}"
-    );
+    let Some(Question::Mapping(_)) = gw.ask(&bytes) else {
+        panic!("a connection not followed: its mapping is asked");
+    };
+    let kept = gw.answer(Answer::Mapping(Some(known)));
+    assert_eq!(kept, Some(Question::KeptState { orig: c.c2s }));
+    // Nothing kept: the flow is started from conntrack's answer, and the
+    // PASV's note is asked for.
+    let note = gw.answer(Answer::KeptState(None));
+    assert_eq!(note, Some(Question::PassiveNote { key: client_key() }));
     assert!(gw.engine.tracks(&c.c2s));
-    let (_, orig) = gw
-        .engine
-        .passive_note_wanted(&bytes, Some(&known))
-        .expect("its note is wanted");
-    gw.engine.passive_noted(&orig);
-    let out = gw.process(&bytes);
+    assert_eq!(gw.answer(Answer::PassiveNote(true)), None);
+    let out = gw.outcome();
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::FlowNew { .. })),
+        "{out:?}"
+    );
     assert!(
         !out.events
             .iter()
@@ -639,8 +610,10 @@ fn a_session_picked_up_at_its_227_takes_its_note() {
         .segment(Side::Server, &gw.engine)
         .payload(b"200 ok\r\n")
         .build();
-    assert!(gw
-        .engine
-        .track_reply(&plain, &known, gw.now, Hook::Prerouting)
-        .is_empty());
+    assert_eq!(gw.ask(&plain), None);
+    assert!(!gw
+        .outcome()
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::FlowNew { .. })));
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use ftpct_engine::command::Command;
-use ftpct_engine::engine::{Config, Engine, Hook, Outcome, Verdict};
+use ftpct_engine::engine::{
+    Answer, Config, Effects, Engine, Hook, Input, Outcome, Question, Verdict,
+};
 use ftpct_engine::nat::NatLookup;
 
 use crate::packet::Segment;
@@ -48,13 +50,48 @@ impl<N: NatLookup> Gateway<N> {
     #[inline]
     pub fn process(&mut self, packet: &[u8]) -> Outcome {
         self.now += self.step;
-        self.engine
-            .process(packet, self.now, self.hook, &mut self.nat)
+        crate::drive::process(&mut self.engine, packet, self.now, self.hook, &mut self.nat)
     }
 
     /// Builds `segment` and processes it.
     pub fn send(&mut self, segment: &Segment<'_>) -> Outcome {
         self.process(&segment.build())
+    }
+
+    /// Any other input at the gateway's clock; what came out of it.
+    pub fn input(&mut self, input: Input<'_>) -> Effects {
+        self.input_at(self.now, input)
+    }
+
+    /// An input at `now` (the clock stays).
+    pub fn input_at(&mut self, now: Duration, input: Input<'_>) -> Effects {
+        crate::drive::input(&mut self.engine, now, input)
+    }
+
+    /// A packet handed over without answering for it: the question it
+    /// asks, if any (answer with [`Gateway::answer`], then
+    /// [`Gateway::outcome`]).
+    pub fn ask(&mut self, packet: &[u8]) -> Option<Question> {
+        self.now += self.step;
+        let (bytes, hook) = (packet, self.hook);
+        self.engine.handle(self.now, Input::Packet { bytes, hook });
+        self.engine.poll_question()
+    }
+
+    /// Answers the question asked; the next one, if any.
+    pub fn answer(&mut self, answer: Answer) -> Option<Question> {
+        self.engine.handle(self.now, Input::Answer(answer));
+        self.engine.poll_question()
+    }
+
+    /// What came out since, with the verdict (Accept when none came).
+    pub fn outcome(&mut self) -> Outcome {
+        let Effects { events, commands } = crate::drive::drain(&mut self.engine);
+        Outcome {
+            verdict: self.engine.poll_verdict().unwrap_or(Verdict::Accept),
+            events,
+            commands,
+        }
     }
 }
 

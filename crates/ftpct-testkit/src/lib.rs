@@ -21,6 +21,7 @@
 
 pub mod bpf;
 mod control;
+pub mod drive;
 mod gateway;
 mod packet;
 mod received;

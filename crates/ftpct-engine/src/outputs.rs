@@ -1,0 +1,44 @@
+//! What waits in the engine to be polled (see `protocol`): verdicts,
+//! commands, events, the question a packet asks, and that packet.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::command::Command;
+use crate::event::Event;
+use crate::nat::CtMapping;
+use crate::question::Question;
+use crate::tuple::Tuple;
+use crate::verdict::{Hook, Verdict};
+
+/// A packet waiting for the answer to its question.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) hook: Hook,
+    pub(crate) now: Duration,
+    pub(crate) stage: Stage,
+}
+
+/// Which question the waiting packet asked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stage {
+    /// The passive note, before the packet is looked at.
+    NoteFirst { orig: Tuple },
+    /// Its mapping.
+    Mapping { first_syn: bool },
+    /// The kept state of the session conntrack's answer names.
+    Kept { answer: CtMapping },
+    /// The passive note, once conntrack answered.
+    NoteAfter { orig: Tuple, answer: CtMapping },
+}
+
+/// What waits to be polled.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    pub(crate) verdicts: VecDeque<Verdict>,
+    pub(crate) commands: VecDeque<Command>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) question: Option<Question>,
+    pub(crate) waiting: Option<Waiting>,
+}

@@ -1,0 +1,52 @@
+//! The engine's protocol driven the simplest way, for tests, the fuzz
+//! target and the benchmark: NAT questions answered at once by rules, no
+//! passive note nor kept state in any kernel, and everything that comes
+//! out gathered. (The program's drivers share `ftpct::driver`.)
+
+use std::time::Duration;
+
+use ftpct_engine::engine::{Answer, Effects, Engine, Hook, Input, Outcome, Question, Verdict};
+use ftpct_engine::nat::NatLookup;
+
+/// One packet through `engine`, questions answered from `nat`.
+pub fn process(
+    engine: &mut Engine,
+    bytes: &[u8],
+    now: Duration,
+    hook: Hook,
+    nat: &mut dyn NatLookup,
+) -> Outcome {
+    engine.handle(now, Input::Packet { bytes, hook });
+    // A packet asks four questions at most.
+    for _ in 0..4 {
+        let Some(q) = engine.poll_question() else {
+            break;
+        };
+        let answer = match q {
+            Question::Mapping(q) => Answer::Mapping(q.answer_with(nat)),
+            Question::PassiveNote { .. } => Answer::PassiveNote(false),
+            Question::KeptState { .. } => Answer::KeptState(None),
+        };
+        engine.handle(now, Input::Answer(answer));
+    }
+    let Effects { events, commands } = drain(engine);
+    Outcome {
+        verdict: engine.poll_verdict().unwrap_or(Verdict::Accept),
+        events,
+        commands,
+    }
+}
+
+/// Any other input; what came out of it.
+pub fn input(engine: &mut Engine, now: Duration, input: Input<'_>) -> Effects {
+    engine.handle(now, input);
+    drain(engine)
+}
+
+/// The events and commands waiting in `engine`.
+pub fn drain(engine: &mut Engine) -> Effects {
+    Effects {
+        events: std::iter::from_fn(|| engine.poll_event()).collect(),
+        commands: std::iter::from_fn(|| engine.poll_command()).collect(),
+    }
+}

@@ -1,0 +1,167 @@
+//! The one way ftpct drives its engine: the daemon's queue threads and its
+//! supervisor, the replay and the monitor all feed inputs here, answer the
+//! engine's questions from their kernel (the real one, a capture's NAT
+//! rules) and carry out its commands. What differs is only where the
+//! engine lives ([`EngineHost`]: behind the daemon's lock, or owned) and
+//! which kernel answers ([`DriverKernel`]). No FTP here, and no sequence
+//! of engine calls of a driver's own: the engine's protocol decides what
+//! is asked and when.
+
+use std::time::Duration;
+
+use ftpct_engine::engine::{
+    Answer, CommandOutcome, Engine, Hook, Input, Outcome, Question, Verdict,
+};
+use ftpct_engine::event::Event;
+use ftpct_engine::Command;
+
+/// Questions a packet asks at most: its passive note, its mapping, a kept
+/// state, its passive note again.
+const MAX_QUESTIONS: usize = 4;
+
+/// What came out of the engine after one input.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub verdict: Option<Verdict>,
+    pub question: Option<Question>,
+    pub events: Vec<Event>,
+    pub commands: Vec<Command>,
+}
+
+impl Round {
+    /// Everything the engine has to say now.
+    pub fn drain(engine: &mut Engine) -> Round {
+        Round {
+            verdict: engine.poll_verdict(),
+            question: engine.poll_question(),
+            events: std::iter::from_fn(|| engine.poll_event()).collect(),
+            commands: std::iter::from_fn(|| engine.poll_command()).collect(),
+        }
+    }
+}
+
+/// Where the engine lives.
+pub trait EngineHost {
+    /// Hands `input` to the engine at `now` and takes what comes out, in
+    /// one go (the daemon: under one lock). None: the engine could not
+    /// (it panicked; logged).
+    fn round(&mut self, now: Duration, input: Input<'_>) -> Option<Round>;
+}
+
+/// An engine owned by its driver (the replay, the monitor, tests).
+impl EngineHost for Engine {
+    fn round(&mut self, now: Duration, input: Input<'_>) -> Option<Round> {
+        self.handle(now, input);
+        Some(Round::drain(self))
+    }
+}
+
+/// What the driver's kernel does for the engine.
+pub trait DriverKernel {
+    /// Answers a question (conntrack's mapping, a passive note, a kept
+    /// state).
+    fn answer(&mut self, q: &Question) -> Answer;
+    /// Carries out a command; what the engine must learn of its outcome.
+    fn carry_out(&mut self, c: &Command) -> Option<CommandOutcome>;
+}
+
+/// A kernel that knows nothing and does nothing.
+pub struct NoKernel;
+
+impl DriverKernel for NoKernel {
+    fn answer(&mut self, q: &Question) -> Answer {
+        nothing_known(q)
+    }
+
+    fn carry_out(&mut self, _: &Command) -> Option<CommandOutcome> {
+        None
+    }
+}
+
+/// The answer of a kernel that knows nothing of `q`.
+pub fn nothing_known(q: &Question) -> Answer {
+    match q {
+        Question::Mapping(_) => Answer::Mapping(None),
+        Question::PassiveNote { .. } => Answer::PassiveNote(false),
+        Question::KeptState { .. } => Answer::KeptState(None),
+    }
+}
+
+/// One packet seen at `hook`, through to its verdict: its questions
+/// answered and its commands carried out (in order, before the verdict
+/// is returned). The outcome's commands are those the engine gave, the
+/// answers to their outcomes included.
+pub fn packet<H: EngineHost, K: DriverKernel>(
+    host: &mut H,
+    kernel: &mut K,
+    now: Duration,
+    bytes: &[u8],
+    hook: Hook,
+) -> Outcome {
+    let mut done = Outcome {
+        verdict: Verdict::Accept,
+        events: Vec::new(),
+        commands: Vec::new(),
+    };
+    let mut input = Input::Packet { bytes, hook };
+    // A panic in the engine, or no verdict after its questions (a protocol
+    // slip), lets the packet pass unchanged.
+    for _ in 0..=MAX_QUESTIONS {
+        let Some(round) = host.round(now, input) else {
+            break;
+        };
+        done.events.extend(round.events);
+        carry_out(host, kernel, now, round.commands, &mut done);
+        if let Some(verdict) = round.verdict {
+            done.verdict = verdict;
+            break;
+        }
+        let Some(q) = round.question else {
+            break;
+        };
+        input = Input::Answer(kernel.answer(&q));
+    }
+    done
+}
+
+/// Any input but a packet (a timeout, a conntrack event, a kernel note, a
+/// policy): what came out, its commands carried out.
+pub fn input<H: EngineHost, K: DriverKernel>(
+    host: &mut H,
+    kernel: &mut K,
+    now: Duration,
+    input: Input<'_>,
+) -> Outcome {
+    let mut done = Outcome {
+        verdict: Verdict::Accept,
+        events: Vec::new(),
+        commands: Vec::new(),
+    };
+    if let Some(round) = host.round(now, input) {
+        done.events.extend(round.events);
+        carry_out(host, kernel, now, round.commands, &mut done);
+    }
+    done
+}
+
+/// Runs `commands` in order; what a command's outcome makes the engine
+/// ask for runs right after it.
+fn carry_out<H: EngineHost, K: DriverKernel>(
+    host: &mut H,
+    kernel: &mut K,
+    now: Duration,
+    commands: Vec<Command>,
+    done: &mut Outcome,
+) {
+    for c in commands {
+        let outcome = kernel.carry_out(&c);
+        done.commands.push(c);
+        let Some(outcome) = outcome else {
+            continue;
+        };
+        if let Some(round) = host.round(now, Input::Outcome(outcome)) {
+            done.events.extend(round.events);
+            carry_out(host, kernel, now, round.commands, done);
+        }
+    }
+}

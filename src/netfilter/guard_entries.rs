@@ -1,0 +1,77 @@
+//! The guard ipsets' view of control connections (`hash:ip,port,ip`): an
+//! entry names one direction of a connection by its client's address and
+//! port and its server's address, as the raw table sees its packets,
+//! before NAT. The client's segments match it as `src,src,dst`, the
+//! server's as `dst,dst,src`. The engine speaks of directions
+//! ([`GuardKey`]); this is how the kernel's rules find them in packets.
+
+use ftpct_engine::command::GuardKey;
+use ftpct_engine::tuple::Dir;
+use ftpct_engine::wire::TcpPacket;
+
+use crate::netfilter::ipset::Element;
+
+/// The guard entries a queued raw packet matches in the kernel's rules: as
+/// a client segment when it goes to a control port, else as a server
+/// segment (the rules queue no other, whatever port NAT gave the server),
+/// unless it is a first SYN (a data connection's).
+pub fn guard_keys_of_packet(bytes: &[u8], is_control_port: impl Fn(u16) -> bool) -> Vec<GuardKey> {
+    let Ok(pkt) = TcpPacket::parse(bytes) else {
+        return Vec::new();
+    };
+    let seen = pkt.tuple;
+    let dir = if is_control_port(seen.dst.port()) {
+        Dir::Orig
+    } else if pkt.flags.syn && !pkt.flags.ack {
+        return Vec::new();
+    } else {
+        Dir::Reply
+    };
+    vec![GuardKey::of(&seen, dir)]
+}
+
+/// The guard set element of a direction: client address and port, server
+/// address.
+pub fn guard_element(key: &GuardKey) -> Element {
+    Element {
+        addr: key.client.ip(),
+        port: key.client.port(),
+        addr2: Some(key.server),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftpct_testkit::{tuple, Segment};
+
+    #[test]
+    fn a_raw_packet_names_the_guard_entry_its_direction_matches() {
+        let control = |p: u16| p == 21;
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let from_client = Segment::new(c2s, 1).payload(b"PASV\r\n").build();
+        let client_key = GuardKey::of(&c2s, Dir::Orig);
+        assert_eq!(guard_keys_of_packet(&from_client, control), [client_key]);
+        // The server's segments as the raw table sees them: toward the
+        // client's public (SNAT) address.
+        let s2c = tuple("198.51.100.20:21", "198.51.100.1:40000");
+        let from_server = Segment::new(s2c, 1).payload(b"227 x\r\n").build();
+        let server_key = GuardKey::of(&s2c, Dir::Reply);
+        assert_eq!(guard_keys_of_packet(&from_server, control), [server_key]);
+        // Behind port-translating DNAT the server's port is any: still its.
+        assert_eq!(
+            guard_keys_of_packet(&from_server, |p| p == 2121),
+            [server_key]
+        );
+        // A data connection's SYN matches no guard entry.
+        let data = tuple("198.51.100.1:40001", "192.0.2.20:30000");
+        let data_syn = Segment::new(data, 1).syn().build();
+        assert!(guard_keys_of_packet(&data_syn, control).is_empty());
+        assert!(guard_keys_of_packet(b"not a packet", control).is_empty());
+        let e = guard_element(&server_key);
+        assert_eq!(
+            (e.addr, e.port, e.addr2),
+            (s2c.dst.ip(), 40000, Some(s2c.src.ip()))
+        );
+    }
+}
