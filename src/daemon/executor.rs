@@ -38,6 +38,10 @@ pub struct Executor<K: Kernel> {
     /// Guard entries to take out once this thread's queue holds no more
     /// packets ([`Command::Guard`]).
     releases: HashSet<GuardKey>,
+    /// Entries taken out while segments of theirs that cannot matter still
+    /// waited for a verdict: should deciding one of them make the engine
+    /// need its direction after all, the entry goes back at once.
+    released_ahead: HashSet<GuardKey>,
 }
 
 /// What an existing entry of a data connection's tuple turned out to be.
@@ -68,6 +72,7 @@ impl<K: Kernel> Executor<K> {
             labels,
             check_cursor: 0,
             releases: HashSet::new(),
+            released_ahead: HashSet::new(),
         }
     }
 
@@ -100,6 +105,9 @@ impl<K: Kernel> Executor<K> {
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
             Command::Keep { orig, kept } => self.keep(orig, kept),
             Command::Guard { key, needed: true } => {
+                if self.released_ahead.remove(key) {
+                    self.guard(key, GUARD_TIMEOUT_SECS);
+                }
                 self.releases.remove(key);
             }
             Command::Guard { key, needed: false } => {
@@ -131,13 +139,16 @@ impl<K: Kernel> Executor<K> {
     }
 
     /// Takes the waiting guard entries out, but those of `busy`: directions
-    /// with a packet still in this thread's queue (it could be overtaken by
-    /// an unqueued one); they wait for the next call.
-    pub fn release_guards_except(&mut self, busy: &HashSet<GuardKey>) {
+    /// with a packet still in this thread's queue that must not be
+    /// overtaken by an unqueued one; they wait for the next call. Those of
+    /// `waiting` (segments that cannot matter still wait) are remembered
+    /// until the next call (see `released_ahead`).
+    pub fn release_guards_except(&mut self, busy: &HashSet<GuardKey>, waiting: &HashSet<GuardKey>) {
         let (wait, go): (HashSet<GuardKey>, HashSet<GuardKey>) = std::mem::take(&mut self.releases)
             .into_iter()
             .partition(|key| busy.contains(key));
         self.releases = wait;
+        self.released_ahead = go.intersection(waiting).copied().collect();
         for key in go {
             let set = self.sets.guard_for(key.client.ip());
             if let Err(e) = self.kernel.guard_del(set, &key) {
@@ -151,7 +162,7 @@ impl<K: Kernel> Executor<K> {
     /// sessions that ended. Without it an entry without timeout (a
     /// connection queued whole) would stay for good.
     pub fn release_all_guards(&mut self) {
-        self.release_guards_except(&HashSet::new());
+        self.release_guards_except(&HashSet::new(), &HashSet::new());
     }
 
     /// Takes the kernel's note of a passive request the client of `key`
@@ -648,7 +659,7 @@ mod tests {
             key: c,
             needed: true,
         });
-        x.release_guards_except(&HashSet::from([b]));
+        x.release_guards_except(&HashSet::from([b]), &HashSet::new());
         let unguarded = |x: &Executor<FakeKernel>| {
             let calls = &x.kernel().calls;
             calls.iter().filter(|c| c.starts_with("unguard")).count()
@@ -659,6 +670,32 @@ mod tests {
         x.release_all_guards();
         assert_eq!(unguarded(&x), 2, "c was needed again: kept");
         assert!(!x.has_releases());
+    }
+
+    /// A direction released while segments of it that cannot matter still
+    /// waited: should one of them make the engine need it after all, the
+    /// entry goes back at once (once: later the kernel's rules add it).
+    #[test]
+    fn an_entry_released_ahead_of_its_waiting_segments_comes_back_if_needed() {
+        let mut x = executor();
+        let key = GuardKey {
+            client: "192.0.2.10:40000".parse().expect("addr"),
+            server: "198.51.100.20".parse().expect("addr"),
+        };
+        let needed = |needed| Command::Guard { key, needed };
+        x.run(&needed(false));
+        x.release_guards_except(&HashSet::new(), &HashSet::from([key]));
+        x.run(&needed(false));
+        x.run(&needed(true));
+        x.run(&needed(true));
+        let calls: Vec<&str> = x.kernel().calls.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            calls,
+            [
+                "unguard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20",
+                "guard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20 600"
+            ]
+        );
     }
 
     #[test]

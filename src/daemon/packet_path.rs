@@ -20,7 +20,7 @@ use super::kernel::Kernel;
 use super::metrics::VerdictKind;
 use super::shared::Shared;
 use crate::driver::{self, DriverKernel};
-use crate::netfilter::guard_entries::guard_keys_of_packet;
+use crate::netfilter::guard_entries::{guard_keys_of_packet, passes_unguarded};
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
 pub struct PacketPath<K: Kernel, N: NatLookup> {
@@ -64,16 +64,25 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
     }
 
     /// Takes out the waiting guard entries of the directions that have no
-    /// packet among `undecided`: every packet of this queue still without
-    /// a verdict (read from a queue just found empty). One of them left
-    /// in the queue could be overtaken by its direction's next, unqueued,
-    /// segment.
+    /// packet among `undecided` that must not be overtaken: every packet of
+    /// this queue still without a verdict (read from a queue just found
+    /// empty). One left in the queue could be overtaken by its direction's
+    /// next, unqueued, segment; that is harmless only for a segment the
+    /// rules would have let pass unqueued anyway
+    /// ([`passes_unguarded`]: an ACK, whole lines that cannot matter). A
+    /// direction streaming such lines always has one waiting, and would
+    /// otherwise stay queued for as long as it streams.
     pub fn release_guards(&mut self, undecided: &[&[u8]]) {
-        let busy: HashSet<GuardKey> = undecided
+        let control = |p: u16| self.control_ports.contains(&p);
+        let (plain, busy): (Vec<&[u8]>, Vec<&[u8]>) = undecided
             .iter()
-            .flat_map(|bytes| self.guard_keys(bytes))
-            .collect();
-        self.exec.batched(|exec| exec.release_guards_except(&busy));
+            .partition(|bytes| passes_unguarded(bytes, control));
+        let keys = |packets: Vec<&[u8]>| -> HashSet<GuardKey> {
+            packets.iter().flat_map(|b| self.guard_keys(b)).collect()
+        };
+        let (waiting, busy) = (keys(plain), keys(busy));
+        self.exec
+            .batched(|exec| exec.release_guards_except(&busy, &waiting));
     }
 
     /// Reads the refusals of the requests not waited for (see `Kernel::settle`).
@@ -335,6 +344,43 @@ mod tests {
         assert_eq!(stuck.join().expect("queue 0"), Verdict::Accept);
         let matched = shared.with_engine(|e| e.stats().data_matched);
         assert_eq!(matched, Some(1));
+    }
+
+    /// The stream case: a direction guarded for a line cut in two, whose
+    /// next segments always wait in the queue, is released once the line
+    /// is complete, whatever whole lines that cannot matter still wait; a
+    /// segment that could matter (ends inside a line, holds a word) keeps
+    /// the entry until it is decided.
+    #[test]
+    fn a_streaming_direction_is_released_past_lines_that_cannot_matter() {
+        let cfg = Config {
+            selective: true,
+            ..Config::default()
+        };
+        let c = SocketAddrV4::new(CLIENT, 40000);
+        let s = SocketAddrV4::new(SERVER, 21);
+        let line = |seq, p: &[u8]| segment(c, s, seq, Some(5009), false, p);
+        let released = |waiting: &[u8]| {
+            let shared = Arc::new(Shared::new(Engine::new(cfg.clone()), Metrics::default()));
+            let mut queue = path(&shared, FakeKernel::default());
+            // Without NAT both directions share the entry: the server's
+            // is at rest once its greeting was seen.
+            let mut packets = session(40000, b"");
+            packets.push(segment(s, c, 5001, Some(1001), false, b"220 hi\r\n"));
+            packets.push(line(1001, b"NOOP\r\nNO"));
+            packets.push(line(1009, b"OP\r\n"));
+            for p in &packets {
+                queue.verdict(0, p, Hook::Prerouting);
+            }
+            assert!(queue.has_releases(), "the line is complete");
+            queue.release_guards(&[&line(1013, waiting)]);
+            let calls = &queue.exec.kernel().calls;
+            calls.iter().any(|c| c.starts_with("unguard"))
+        };
+        assert!(released(b""), "an ACK waits");
+        assert!(released(&b"NOOP\r\n".repeat(20)), "whole lines wait");
+        assert!(!released(b"NOOP\r\nNO"), "a line cut in two waits");
+        assert!(!released(b"PORT 192,0,2,10,156,65\r\n"));
     }
 
     /// An announcement's ipset entry is on its way while its queue thread

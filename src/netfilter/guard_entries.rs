@@ -5,6 +5,7 @@
 //! server's as `dst,dst,src`. The engine speaks of directions
 //! ([`GuardKey`]); this is how the kernel's rules find them in packets.
 
+use ftpct_engine::classifier::{classify, Selection, Side};
 use ftpct_engine::command::GuardKey;
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
@@ -28,6 +29,29 @@ pub fn guard_keys_of_packet(bytes: &[u8], is_control_port: impl Fn(u16) -> bool)
         Dir::Reply
     };
     vec![GuardKey::of(&seen, dir)]
+}
+
+/// Whether the rules would let the raw packet pass unqueued were its
+/// direction not guarded: a segment without SYN, FIN or RST of a control
+/// connection that [`classify`] passes (no payload, or whole lines ending
+/// with CR LF that hold no word that matters). Such a segment needs
+/// nothing of ftpct but to be read in order, so it may be overtaken by
+/// its direction's next unqueued segment: it does not keep its direction's
+/// guard entry (the stream case: a direction whose segments always wait in
+/// the queue is released once ftpct has caught up with what matters).
+pub fn passes_unguarded(bytes: &[u8], is_control_port: impl Fn(u16) -> bool) -> bool {
+    let Ok(pkt) = TcpPacket::parse(bytes) else {
+        return false;
+    };
+    if pkt.flags.syn || pkt.flags.fin || pkt.flags.rst {
+        return false;
+    }
+    let side = if is_control_port(pkt.tuple.dst.port()) {
+        Side::Client
+    } else {
+        Side::Server
+    };
+    classify(bytes, side) == Selection::Passes
 }
 
 /// The guard set element of a direction: client address and port, server
@@ -73,5 +97,32 @@ mod tests {
             (e.addr, e.port, e.addr2),
             (s2c.dst.ip(), 40000, Some(s2c.src.ip()))
         );
+    }
+
+    #[test]
+    fn what_may_be_overtaken_is_what_the_rules_pass_unguarded() {
+        let control = |p: u16| p == 21;
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let s2c = tuple("198.51.100.20:21", "192.0.2.10:40000");
+        let seg = |t, p: &[u8]| Segment::new(t, 1).ack(1).payload(p).build();
+        let passes = |ip: &[u8]| passes_unguarded(ip, control);
+        assert!(passes(&seg(c2s, b"")), "an ACK");
+        assert!(passes(&seg(c2s, b"NOOP\r\n")));
+        assert!(passes(&seg(c2s, &b"NOOP\r\n".repeat(20))), "lines");
+        assert!(passes(&seg(s2c, b"200 ok\r\n200 ok\r\n")));
+        assert!(!passes(&seg(c2s, b"NOOP\r\nNO")), "ends inside a line");
+        assert!(!passes(&seg(c2s, b"NOOP\r\nPORT 1,2,3,4,5,6\r\n")));
+        assert!(!passes(&seg(c2s, b"PASV\r\n")), "noted, not passed");
+        assert!(!passes(&seg(s2c, b"227 x\r\n")));
+        assert!(!passes(&seg(s2c, b"211-Features\r\n")));
+        let fin = Segment::new(c2s, 1)
+            .ack(1)
+            .fin()
+            .payload(b"NOOP\r\n")
+            .build();
+        assert!(!passes(&fin), "a FIN has rules of its own");
+        let syn = Segment::new(c2s, 1).syn().build();
+        assert!(!passes(&syn));
+        assert!(!passes(b"not a packet"));
     }
 }

@@ -120,6 +120,24 @@ fn announcements_after_unseen_lines_are_followed_and_the_server_reply_is_queued_
     assert!(matches!(again.verdict, Verdict::Replace(_)));
 }
 
+/// Why the server's 200 after a rewritten PORT crosses (issue 24 asked
+/// whether it could pass): it carries the only acknowledgement of the
+/// edit ftpct sees, and the kernel's one correction point per direction
+/// takes a second edit only once the first is acknowledged. Unseen, the
+/// session's next PORT is refused and leaves unrewritten.
+#[test]
+fn without_the_200_that_acknowledges_a_port_the_next_port_is_refused() {
+    let (mut gw, mut c) = session(selective(true));
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(matches!(port.verdict, Verdict::Replace(_)));
+    c.passed_unseen(Side::Server, b"200 ok\r\n");
+    c.passed_unseen(Side::Client, b"RETR f\r\n");
+    c.passed_unseen(Side::Server, b"150 go\r\n226 done\r\n");
+    let again = c.client_says(&mut gw, b"PORT 192,0,2,10,156,65\r\n");
+    assert!(refused(&again, Refusal::EditInFlight), "{again:?}");
+    assert_eq!(again.verdict, Verdict::Accept, "left as the client sent it");
+}
+
 #[test]
 fn a_split_line_keeps_its_direction_queued_until_it_ends() {
     let (mut gw, mut c) = session(selective(true));
