@@ -54,6 +54,7 @@ impl Outputs {
         self.verdicts.push_back(verdict);
     }
 
+    /// Events and commands to be polled after those waiting.
     #[inline]
     pub(crate) fn emit(&mut self, events: Vec<Event>, commands: Vec<Command>) {
         append(&mut self.events, events);

@@ -43,10 +43,10 @@ impl Engine {
     /// note: the guard key of the client's direction to take it by, and the
     /// session's original tuple for [`Engine::passive_noted`]. `known`:
     /// conntrack's answer about the packet's connection, when it was asked
-    /// ([`crate::question::Question::Mapping`]): a segment whose tuple the engine does not
-    /// know yet (NAT gave a reused client port a new public port) is then
-    /// found by the entry's original tuple. Inlined: without selective
-    /// queueing (every packet's path) it costs one test.
+    /// ([`crate::question::Question::Mapping`]): a segment whose tuple the
+    /// engine does not know yet (NAT gave a reused client port a new public
+    /// port) is then found by the entry's original tuple. Inlined: without
+    /// selective queueing (every packet's path) it costs one test.
     #[inline]
     pub fn passive_note_wanted(
         &self,
