@@ -17,7 +17,12 @@
 //!      rewritten earlier (every packet shifted or un-shifted, rebuilt).
 //!
 //! `BENCH_MEM=only` runs only part 1, `BENCH_MEM=skip` skips it; criterion
-//! options and filters go after `--` as usual. Packets are built once;
+//! options and filters go after `--` as usual. `BENCH_ITERS=N` runs
+//! instead each case whose name contains a filter given (all without
+//! one) N times, untimed, for an instruction count that a noisy machine
+//! does not move: under `valgrind --tool=callgrind
+//! --toggle-collect='engine::Repeat::send'`, the instructions of the
+//! timed packet alone (see BENCHMARKS.md). Packets are built once;
 //! each iteration only patches sequence and acknowledgement numbers in
 //! place (the engine does not verify input checksums), so the figures are
 //! the engine's own cost.
@@ -45,6 +50,16 @@ fn main() {
         }
         return;
     }
+    if let Some(iters) = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        let filters = args.into_iter().skip(1).filter(|a| !a.starts_with("--"));
+        return cases(&mut Runner::Count {
+            iters,
+            filters: filters.collect(),
+        });
+    }
     // Criterion owns the command line: the memory part is chosen by
     // environment (BENCH_MEM=only or BENCH_MEM=skip).
     let mem = std::env::var("BENCH_MEM").unwrap_or_default();
@@ -54,16 +69,46 @@ fn main() {
     if mem == "only" {
         return;
     }
-    let mut c = Criterion::default()
+    let c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(40)
         .without_plots()
         .configure_from_args();
-    plain(&mut c);
-    rewrite(&mut c);
-    fixup(&mut c);
-    c.final_summary();
+    let mut runner = Runner::Criterion(Box::new(c));
+    cases(&mut runner);
+    if let Runner::Criterion(c) = runner {
+        c.final_summary();
+    }
+}
+
+fn cases(r: &mut Runner) {
+    plain(r);
+    rewrite(r);
+    fixup(r);
+}
+
+/// How each case runs.
+enum Runner {
+    /// Timed by criterion (boxed: the other way is two words).
+    Criterion(Box<Criterion>),
+    /// `iters` times each, untimed, the cases named by a filter.
+    Count { iters: u64, filters: Vec<String> },
+}
+
+impl Runner {
+    /// How many times case `name` runs untimed: none unless counted and
+    /// chosen.
+    fn count(&self, name: &str) -> u64 {
+        match self {
+            Runner::Count { iters, filters }
+                if filters.is_empty() || filters.iter().any(|f| name.contains(f)) =>
+            {
+                *iters
+            }
+            _ => 0,
+        }
+    }
 }
 
 // ------------------------------------------------------ one control flow
@@ -121,7 +166,9 @@ impl Repeat {
     }
 
     /// Sends it once as the next segment of its direction; returns the
-    /// verdict's size so that nothing is optimised away.
+    /// verdict's size so that nothing is optimised away. Never inlined:
+    /// callgrind counts its instructions alone.
+    #[inline(never)]
     fn send(&mut self, s: &mut Session) -> usize {
         let seq = s.ctl.peer(self.side).next;
         let ack = s
@@ -130,9 +177,9 @@ impl Repeat {
             .next
             .wrapping_add(self.ack_shift);
         set_seq_ack(&mut self.bytes, seq, ack);
-        let out = s.gw.process(black_box(&self.bytes));
+        let verdict = s.gw.verdict(black_box(&self.bytes));
         s.ctl.peer_mut(self.side).advance(self.len);
-        match out.verdict {
+        match verdict {
             Verdict::Replace(b) => b.len(),
             Verdict::Accept => 1,
             Verdict::Drop => 0,
@@ -149,16 +196,22 @@ fn dnat(rule: &str) -> StaticNat {
 }
 
 /// Benchmarks alternate packets from `packets` on session `s`.
-fn bench_exchange(c: &mut Criterion, name: &str, mut s: Session, mut packets: Vec<Repeat>) {
-    c.bench_function(name, |b| {
-        let mut i = 0usize;
-        b.iter(|| {
-            let n = packets.len();
-            let r = &mut packets[i % n];
-            i += 1;
-            black_box(r.send(&mut s))
-        })
-    });
+fn bench_exchange(r: &mut Runner, name: &str, mut s: Session, mut packets: Vec<Repeat>) {
+    let mut i = 0usize;
+    let mut once = || {
+        let n = packets.len();
+        let p = &mut packets[i % n];
+        i += 1;
+        black_box(p.send(&mut s))
+    };
+    match r {
+        Runner::Criterion(c) => {
+            c.bench_function(name, |b| b.iter(&mut once));
+        }
+        Runner::Count { .. } => (0..r.count(name)).for_each(|_| {
+            once();
+        }),
+    }
 }
 
 /// Benchmarks `timed` alone, each time right after the other side said
@@ -166,19 +219,23 @@ fn bench_exchange(c: &mut Criterion, name: &str, mut s: Session, mut packets: Ve
 /// and the other side's segment acknowledges the rewritten lines, as a
 /// real peer does (past 1024 unacknowledged rewrites the engine refuses
 /// the next ones, and the figure would be a refusal's).
-fn bench_after(c: &mut Criterion, name: &str, mut s: Session, before: &[u8], mut timed: Repeat) {
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                black_box(s.send(timed.side.other(), before));
-                let start = Instant::now();
-                black_box(timed.send(&mut s));
-                spent += start.elapsed();
-            }
-            spent
-        })
-    });
+fn bench_after(r: &mut Runner, name: &str, mut s: Session, before: &[u8], mut timed: Repeat) {
+    let mut once = || {
+        black_box(s.send(timed.side.other(), before));
+        let start = Instant::now();
+        black_box(timed.send(&mut s));
+        start.elapsed()
+    };
+    match r {
+        Runner::Criterion(c) => {
+            c.bench_function(name, |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| once()).sum())
+            });
+        }
+        Runner::Count { .. } => (0..r.count(name)).for_each(|_| {
+            once();
+        }),
+    }
 }
 
 fn snat_v4() -> Session {
@@ -189,7 +246,7 @@ fn snat_v4() -> Session {
     )
 }
 
-fn plain(c: &mut Criterion) {
+fn plain(c: &mut Runner) {
     let exchange = |s: &Session| {
         vec![
             Repeat::new(s, Side::Client, b"NOOP\r\n"),
@@ -217,7 +274,7 @@ fn plain(c: &mut Criterion) {
     bench_exchange(c, "plain/noop_200_v6_snat", s, p);
 }
 
-fn rewrite(c: &mut Criterion) {
+fn rewrite(c: &mut Runner) {
     let s = snat_v4();
     let mut port = Repeat::new(&s, Side::Client, b"PORT 192,0,2,10,156,64\r\n");
     let mut check = snat_v4();
@@ -253,7 +310,7 @@ fn rewrite(c: &mut Criterion) {
     bench_after(c, "rewrite/eprt_v6_snat", s, b"200 OK\r\n", eprt);
 }
 
-fn fixup(c: &mut Criterion) {
+fn fixup(c: &mut Runner) {
     let mut s = snat_v4();
     let v = s.send(Side::Client, b"PORT 192,0,2,10,156,64\r\n");
     assert!(matches!(v, Verdict::Replace(_)), "PORT rewritten");

@@ -2,7 +2,7 @@
 //! verdict, the rewritten packet, events (what was decided and why) and
 //! commands for the kernel come out. When the packet's fate depends on its
 //! connection's NAT mapping, which only conntrack knows, the engine asks
-//! for it ([`Step::NeedMapping`]) and the driver feeds the answer back.
+//! for it ([`Question::Mapping`]) and the driver feeds the answer back.
 //! The NFQUEUE loop, the pcap replay, the fuzz targets and the tests all
 //! drive this.
 
@@ -19,7 +19,7 @@ use crate::nat::CtMapping;
 use crate::outputs::Outputs;
 use crate::policy::Policy;
 pub use crate::protocol::{CommandOutcome, ConntrackEvent, Input, KernelNote, PolicyUpdate};
-pub use crate::question::{Answer, Known, MappingQuestion, Question, Step};
+pub use crate::question::{Answer, Known, MappingQuestion, Question};
 pub use crate::segment::MSS_HEADROOM;
 use crate::tuple::{Dir, Tuple};
 pub use crate::verdict::{Effects, Hook, Outcome, Verdict};

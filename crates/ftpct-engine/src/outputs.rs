@@ -42,3 +42,37 @@ pub(crate) struct Outputs {
     pub(crate) question: Option<Question>,
     pub(crate) waiting: Option<Waiting>,
 }
+
+impl Outputs {
+    /// A packet's decision: its events and commands, then its verdict.
+    #[inline]
+    pub(crate) fn decided(&mut self, verdict: Verdict, events: Vec<Event>, commands: Vec<Command>) {
+        // Most packets bring neither: no call then.
+        if !(events.is_empty() && commands.is_empty()) {
+            self.emit(events, commands);
+        }
+        self.verdicts.push_back(verdict);
+    }
+
+    /// Events and commands to be polled after those waiting.
+    #[inline]
+    pub(crate) fn emit(&mut self, events: Vec<Event>, commands: Vec<Command>) {
+        append(&mut self.events, events);
+        append(&mut self.commands, commands);
+    }
+}
+
+/// Appends `items` to `queue`; most often both are empty, or the queue
+/// is, and the vector becomes it as it is (no copy: the packet path's
+/// cost).
+#[inline]
+fn append<T>(queue: &mut VecDeque<T>, items: Vec<T>) {
+    if items.is_empty() {
+        return;
+    }
+    if queue.is_empty() {
+        *queue = VecDeque::from(items);
+    } else {
+        queue.extend(items);
+    }
+}

@@ -10,37 +10,39 @@ use crate::event::Event;
 use crate::flow::FlowId;
 use crate::guards::guard_commands;
 use crate::lines::Ctx;
-use crate::question::{Known, Step};
+use crate::question::{Known, MappingQuestion};
 use crate::segment::handle;
 use crate::tracking::Lookup;
-use crate::verdict::{Hook, Outcome, Verdict};
+use crate::verdict::{Hook, Verdict};
 use crate::wire::TcpPacket;
 
 impl Engine {
-    /// One IP packet seen at `hook` at time `now`: decided, or a question
-    /// first. Asking changes nothing in the engine.
-    pub(crate) fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
+    /// One IP packet seen at `hook` at time `now`: decided (its verdict,
+    /// events and commands wait to be polled), or the question about its
+    /// mapping first (boxed: asked once per new connection, and the
+    /// decided packet's result stays a word). Asking changes nothing in
+    /// the engine.
+    pub(crate) fn step(
+        &mut self,
+        bytes: &[u8],
+        now: Duration,
+        hook: Hook,
+        known: Known,
+    ) -> Result<(), Box<MappingQuestion>> {
         // Parsed once: the question and the decision look at the same view.
         let pkt = TcpPacket::parse(bytes);
         let (answer, located) = match (known, &pkt) {
             (Known::Answer(answer), _) => (answer, None),
-            (Known::NotAsked, Ok(p)) => match self.mapping_question(p) {
-                Err(q) => return Step::NeedMapping(*q),
-                Ok(located) => (None, located),
-            },
+            (Known::NotAsked, Ok(p)) => (None, self.mapping_question(p)?),
             (Known::NotAsked, Err(_)) => (None, None),
         };
-        Step::Decided(self.decide(pkt.ok(), now, hook, &Lookup { answer, located }))
+        self.decide(pkt.ok(), now, hook, &Lookup { answer, located });
+        Ok(())
     }
 
-    /// The decision, with what the kernel must do after its events.
-    fn decide(
-        &mut self,
-        pkt: Option<TcpPacket<'_>>,
-        now: Duration,
-        hook: Hook,
-        lookup: &Lookup,
-    ) -> Outcome {
+    /// The decision, with what the kernel must do after its events, queued
+    /// to be polled.
+    fn decide(&mut self, pkt: Option<TcpPacket<'_>>, now: Duration, hook: Hook, lookup: &Lookup) {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
         self.stats.packets += 1;
@@ -56,11 +58,7 @@ impl Engine {
             commands.extend(from_events);
             kept_into_adoption(&mut commands);
         }
-        Outcome {
-            verdict,
-            events,
-            commands,
-        }
+        self.out.decided(verdict, events, commands);
     }
 
     /// A TCP packet's verdict and the commands its flow needs.

@@ -6,7 +6,6 @@
 //! come out. A driver feeds inputs, answers questions from its kernel and
 //! carries out commands; it holds no FTP logic and no sequence of its own.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::command::{Command, SeqAdj};
@@ -17,9 +16,9 @@ use crate::kept::Kept;
 use crate::nat::CtMapping;
 use crate::outputs::{Stage, Waiting};
 use crate::policy::Policy;
-use crate::question::{Answer, Known, Question, Step};
+use crate::question::{Answer, Known, Question};
 use crate::tuple::Tuple;
-use crate::verdict::{Hook, Outcome, Verdict};
+use crate::verdict::{Hook, Verdict};
 
 /// What goes into the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +91,10 @@ impl Engine {
     pub fn handle(&mut self, now: Duration, input: Input<'_>) {
         match input {
             Input::Packet { bytes, hook } => {
-                self.give_up_waiting();
+                // Taking it out moves it whole: only when there is one.
+                if self.out.waiting.is_some() {
+                    self.give_up_waiting();
+                }
                 self.start_packet(bytes, hook, now);
             }
             Input::Answer(answer) => self.answered(answer),
@@ -106,7 +108,7 @@ impl Engine {
             }
             Input::Conntrack(ConntrackEvent::Destroyed { orig, flow }) => {
                 let (_, effects) = self.conntrack_destroyed(&orig, flow);
-                self.emit(effects.events, effects.commands);
+                self.out.emit(effects.events, effects.commands);
             }
             Input::Conntrack(ConntrackEvent::Kept {
                 mapping,
@@ -122,29 +124,33 @@ impl Engine {
             Input::Note(KernelNote::PassiveLetThrough { orig }) => self.passive_noted(&orig),
             Input::Timeout => {
                 let effects = self.tick(now);
-                self.emit(effects.events, effects.commands);
+                self.out.emit(effects.events, effects.commands);
             }
             Input::Policy(p) => self.set_policy(p.policy, p.expect_timeout, p.per_session),
         }
     }
 
     /// The question the waiting packet asks, once.
+    #[inline]
     pub fn poll_question(&mut self) -> Option<Question> {
         self.out.question.take()
     }
 
     /// The next packet's verdict, in the order the packets came; the
     /// commands polled before it go to the kernel first.
+    #[inline]
     pub fn poll_verdict(&mut self) -> Option<Verdict> {
         self.out.verdicts.pop_front()
     }
 
     /// The next command for the kernel, in order.
+    #[inline]
     pub fn poll_command(&mut self) -> Option<Command> {
         self.out.commands.pop_front()
     }
 
     /// The next event (what was decided and why), in order.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.events.pop_front()
     }
@@ -175,17 +181,15 @@ impl Engine {
     }
 
     /// Decided, or its mapping asked for first (the packet is copied then,
-    /// or `owned` kept).
+    /// or `owned` kept). Inlined: a call less on every packet's path.
+    #[inline(always)]
     fn look_at(&mut self, bytes: &[u8], hook: Hook, now: Duration, owned: Option<Vec<u8>>) {
-        match self.step(bytes, now, hook, Known::NotAsked) {
-            Step::Decided(out) => self.decided(out),
-            Step::NeedMapping(q) => {
-                let stage = Stage::Mapping {
-                    first_syn: q.first_syn,
-                };
-                let owned = owned.unwrap_or_else(|| bytes.to_vec());
-                self.wait(owned, hook, now, stage, Question::Mapping(q));
-            }
+        if let Err(q) = self.step(bytes, now, hook, Known::NotAsked) {
+            let stage = Stage::Mapping {
+                first_syn: q.first_syn,
+            };
+            let owned = owned.unwrap_or_else(|| bytes.to_vec());
+            self.wait(owned, hook, now, stage, Question::Mapping(*q));
         }
     }
 
@@ -271,33 +275,9 @@ impl Engine {
         self.finish(&w, Some(m));
     }
 
+    /// Decided with conntrack's answer (an answered packet asks no more).
     fn finish(&mut self, w: &Waiting, answer: Option<CtMapping>) {
-        if let Step::Decided(out) = self.step(&w.bytes, w.now, w.hook, Known::Answer(answer)) {
-            self.decided(out);
-        }
-    }
-
-    fn decided(&mut self, out: Outcome) {
-        self.emit(out.events, out.commands);
-        self.out.verdicts.push_back(out.verdict);
-    }
-
-    fn emit(&mut self, events: Vec<Event>, commands: Vec<Command>) {
-        append(&mut self.out.events, events);
-        append(&mut self.out.commands, commands);
-    }
-}
-
-/// Appends `items` to `queue`; most often both are empty, or the queue
-/// is, and the vector becomes it as it is (no copy: the packet path's
-/// cost).
-fn append<T>(queue: &mut VecDeque<T>, items: Vec<T>) {
-    if items.is_empty() {
-        return;
-    }
-    if queue.is_empty() {
-        *queue = VecDeque::from(items);
-    } else {
-        queue.extend(items);
+        let decided = self.step(&w.bytes, w.now, w.hook, Known::Answer(answer));
+        debug_assert!(decided.is_ok(), "an answered packet asks again");
     }
 }

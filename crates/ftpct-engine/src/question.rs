@@ -5,14 +5,13 @@ use crate::command::{GuardKey, SeqAdj};
 use crate::kept::Kept;
 use crate::nat::{CtMapping, NatLookup};
 use crate::tuple::Tuple;
-use crate::verdict::Outcome;
 
 /// What the driver knows of a packet's NAT mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
     /// Not asked yet: the engine says if it needs it.
     NotAsked,
-    /// Conntrack's answer to [`Step::NeedMapping`] (None: no entry).
+    /// Conntrack's answer to [`Question::Mapping`] (None: no entry).
     Answer(Option<CtMapping>),
 }
 
@@ -41,15 +40,6 @@ impl MappingQuestion {
             nat.lookup(&self.seen)
         }
     }
-}
-
-/// One step of the engine on a packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Decided(Outcome),
-    /// Ask conntrack, then step again with the answer
-    /// (nothing changed meanwhile: the packet is processed from the start).
-    NeedMapping(MappingQuestion),
 }
 
 /// What the engine asks before it decides a packet.

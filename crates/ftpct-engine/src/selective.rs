@@ -43,9 +43,11 @@ impl Engine {
     /// note: the guard key of the client's direction to take it by, and the
     /// session's original tuple for [`Engine::passive_noted`]. `known`:
     /// conntrack's answer about the packet's connection, when it was asked
-    /// ([`Step::NeedMapping`]): a segment whose tuple the engine does not
-    /// know yet (NAT gave a reused client port a new public port) is then
-    /// found by the entry's original tuple.
+    /// ([`crate::question::Question::Mapping`]): a segment whose tuple the
+    /// engine does not know yet (NAT gave a reused client port a new public
+    /// port) is then found by the entry's original tuple. Inlined: without
+    /// selective queueing (every packet's path) it costs one test.
+    #[inline]
     pub fn passive_note_wanted(
         &self,
         bytes: &[u8],
@@ -54,6 +56,14 @@ impl Engine {
         if !self.cfg.selective {
             return None;
         }
+        self.selective_note_wanted(bytes, known)
+    }
+
+    fn selective_note_wanted(
+        &self,
+        bytes: &[u8],
+        known: Option<&CtMapping>,
+    ) -> Option<(GuardKey, Tuple)> {
         let pkt = TcpPacket::parse(bytes).ok()?;
         let by_answer = known
             .filter(|m| m.reply == pkt.tuple)

@@ -16,6 +16,34 @@ pub fn process(
     hook: Hook,
     nat: &mut dyn NatLookup,
 ) -> Outcome {
+    feed(engine, bytes, now, hook, nat);
+    let Effects { events, commands } = drain(engine);
+    Outcome {
+        verdict: engine.poll_verdict().unwrap_or(Verdict::Accept),
+        events,
+        commands,
+    }
+}
+
+/// One packet through `engine` as `process`, its events and commands
+/// polled and dropped: the verdict alone (the benchmark's packet).
+pub fn verdict(
+    engine: &mut Engine,
+    bytes: &[u8],
+    now: Duration,
+    hook: Hook,
+    nat: &mut dyn NatLookup,
+) -> Verdict {
+    feed(engine, bytes, now, hook, nat);
+    while engine.poll_event().is_some() {}
+    while engine.poll_command().is_some() {}
+    engine.poll_verdict().unwrap_or(Verdict::Accept)
+}
+
+/// Hands `engine` the packet and answers its questions (inlined: a
+/// call less on the benchmark's path).
+#[inline(always)]
+fn feed(engine: &mut Engine, bytes: &[u8], now: Duration, hook: Hook, nat: &mut dyn NatLookup) {
     engine.handle(now, Input::Packet { bytes, hook });
     // A packet asks four questions at most.
     for _ in 0..4 {
@@ -28,12 +56,6 @@ pub fn process(
             Question::KeptState { .. } => Answer::KeptState(None),
         };
         engine.handle(now, Input::Answer(answer));
-    }
-    let Effects { events, commands } = drain(engine);
-    Outcome {
-        verdict: engine.poll_verdict().unwrap_or(Verdict::Accept),
-        events,
-        commands,
     }
 }
 

@@ -53,6 +53,13 @@ impl<N: NatLookup> Gateway<N> {
         crate::drive::process(&mut self.engine, packet, self.now, self.hook, &mut self.nat)
     }
 
+    /// One packet through the engine as `process`: its verdict alone.
+    #[inline]
+    pub fn verdict(&mut self, packet: &[u8]) -> Verdict {
+        self.now += self.step;
+        crate::drive::verdict(&mut self.engine, packet, self.now, self.hook, &mut self.nat)
+    }
+
     /// Builds `segment` and processes it.
     pub fn send(&mut self, segment: &Segment<'_>) -> Outcome {
         self.process(&segment.build())
