@@ -149,6 +149,16 @@ impl Engine {
         matches!(self.flows.locate(orig), Some((_, Dir::Orig)))
     }
 
+    /// True when the tracked control connection `orig` is closing: its
+    /// end is set (both FINs or a reset seen, or the client's FIN noted)
+    /// and it lingers until then.
+    pub fn closing(&self, orig: &Tuple) -> bool {
+        match self.flows.locate(orig) {
+            Some((id, Dir::Orig)) => self.flows.get(id).is_some_and(|f| f.closing_at.is_some()),
+            _ => false,
+        }
+    }
+
     /// Every destination some expectation wants: what the kernel's ipset
     /// must hold (checked against it, removed at exit).
     pub fn pending_dsts(&self) -> Vec<std::net::SocketAddr> {
