@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ftpct_engine::engine::{
-    Answer, CommandOutcome, Engine, Hook, Input, Outcome, Question, Verdict,
+    Answer, CommandOutcome, Engine, Input, Origin, Outcome, Question, Verdict,
 };
 use ftpct_engine::event::Event;
 use ftpct_engine::Command;
@@ -87,7 +87,7 @@ pub fn nothing_known(q: &Question) -> Answer {
     }
 }
 
-/// One packet seen at `hook`, through to its verdict: its questions
+/// One packet from `origin`, through to its verdict: its questions
 /// answered and its commands carried out (in order, before the verdict
 /// is returned). The outcome's commands are those the engine gave, the
 /// answers to their outcomes included.
@@ -96,14 +96,14 @@ pub fn packet<H: EngineHost, K: DriverKernel>(
     kernel: &mut K,
     now: Duration,
     bytes: &[u8],
-    hook: Hook,
+    origin: Origin,
 ) -> Outcome {
     let mut done = Outcome {
         verdict: Verdict::Accept,
         events: Vec::new(),
         commands: Vec::new(),
     };
-    let mut input = Input::Packet { bytes, hook };
+    let mut input = Input::Packet { bytes, origin };
     // A panic in the engine, or no verdict after its questions (a protocol
     // slip), lets the packet pass unchanged.
     for _ in 0..=MAX_QUESTIONS {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ftpct_engine::engine::{Config, Engine, Hook, Verdict};
+use ftpct_engine::engine::{Config, Engine, Origin, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::nat::{DnatRule, SnatRule, StaticNat};
 
@@ -91,7 +91,7 @@ fn through_replay(frames: &[Frame], snat: &[SnatRule], dnat: &[DnatRule]) -> Dec
     frames
         .iter()
         .map(|f| {
-            let out = driver::packet(&mut engine, &mut kernel, f.time, &f.ip, Hook::Prerouting);
+            let out = driver::packet(&mut engine, &mut kernel, f.time, &f.ip, Origin::Network);
             (out.verdict, out.events)
         })
         .collect()
@@ -113,7 +113,7 @@ fn through_gateway(frames: &[Frame], snat: &[SnatRule], dnat: &[DnatRule]) -> De
     frames
         .iter()
         .map(|f| {
-            let out = driver::packet(&mut &shared, &mut kernel, f.time, &f.ip, Hook::Prerouting);
+            let out = driver::packet(&mut &shared, &mut kernel, f.time, &f.ip, Origin::Network);
             (out.verdict, out.events)
         })
         .collect()

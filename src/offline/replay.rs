@@ -24,7 +24,7 @@ use crate::driver::{self, DriverKernel, NoKernel};
 use crate::offline::capture::{Capture, Frame};
 use crate::offline::selection::Selection;
 use ftpct_engine::engine::{
-    Answer, CommandOutcome, Config, Engine, Hook, Input, KernelNote, Outcome, Question, Verdict,
+    Answer, CommandOutcome, Config, Engine, Input, KernelNote, Origin, Outcome, Question, Verdict,
 };
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
@@ -250,7 +250,7 @@ impl Gateway {
             nat: &mut self.nat,
             selection: self.selection.as_mut(),
         };
-        driver::packet(&mut self.engine, &mut kernel, now, ip, Hook::Prerouting)
+        driver::packet(&mut self.engine, &mut kernel, now, ip, Origin::Network)
     }
 
     fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {

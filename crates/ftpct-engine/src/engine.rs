@@ -1,4 +1,4 @@
-//! The sans-IO engine: a packet, the time and where it was seen go in; a
+//! The sans-IO engine: a packet, the time and where it came from go in; a
 //! verdict, the rewritten packet, events (what was decided and why) and
 //! commands for the kernel come out. When the packet's fate depends on its
 //! connection's NAT mapping, which only conntrack knows, the engine asks
@@ -22,7 +22,7 @@ pub use crate::protocol::{CommandOutcome, ConntrackEvent, Input, KernelNote, Pol
 pub use crate::question::{Answer, Known, MappingQuestion, Question, Step};
 pub use crate::segment::MSS_HEADROOM;
 use crate::tuple::{Dir, Tuple};
-pub use crate::verdict::{Effects, Hook, Outcome, Verdict};
+pub use crate::verdict::{Effects, Origin, Outcome, Verdict};
 
 /// How often timers run at most.
 pub(crate) const TICK: Duration = Duration::from_secs(1);

@@ -13,13 +13,19 @@ use crate::lines::Ctx;
 use crate::question::{Known, Step};
 use crate::segment::handle;
 use crate::tracking::Lookup;
-use crate::verdict::{Hook, Outcome, Verdict};
+use crate::verdict::{Origin, Outcome, Verdict};
 use crate::wire::TcpPacket;
 
 impl Engine {
-    /// One IP packet seen at `hook` at time `now`: decided, or a question
+    /// One IP packet from `origin` at time `now`: decided, or a question
     /// first. Asking changes nothing in the engine.
-    pub(crate) fn step(&mut self, bytes: &[u8], now: Duration, hook: Hook, known: Known) -> Step {
+    pub(crate) fn step(
+        &mut self,
+        bytes: &[u8],
+        now: Duration,
+        origin: Origin,
+        known: Known,
+    ) -> Step {
         // Parsed once: the question and the decision look at the same view.
         let pkt = TcpPacket::parse(bytes);
         let (answer, located) = match (known, &pkt) {
@@ -30,7 +36,7 @@ impl Engine {
             },
             (Known::NotAsked, Err(_)) => (None, None),
         };
-        Step::Decided(self.decide(pkt.ok(), now, hook, &Lookup { answer, located }))
+        Step::Decided(self.decide(pkt.ok(), now, origin, &Lookup { answer, located }))
     }
 
     /// The decision, with what the kernel must do after its events.
@@ -38,14 +44,14 @@ impl Engine {
         &mut self,
         pkt: Option<TcpPacket<'_>>,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         lookup: &Lookup,
     ) -> Outcome {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
         self.stats.packets += 1;
         let (verdict, mut commands) = match pkt {
-            Some(pkt) => self.decide_tcp(&mut events, &pkt, now, hook, lookup),
+            Some(pkt) => self.decide_tcp(&mut events, &pkt, now, origin, lookup),
             None => {
                 self.stats.not_tcp += 1;
                 (Verdict::Accept, Vec::new())
@@ -69,7 +75,7 @@ impl Engine {
         events: &mut Vec<Event>,
         pkt: &TcpPacket<'_>,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         lookup: &Lookup,
     ) -> (Verdict, Vec<Command>) {
         let pass = || (Verdict::Accept, Vec::new());
@@ -85,7 +91,7 @@ impl Engine {
                 return pass();
             }
         }
-        let Some((id, dir)) = self.locate_or_track(pkt, now, hook, lookup, events) else {
+        let Some((id, dir)) = self.locate_or_track(pkt, now, origin, lookup, events) else {
             return pass();
         };
         self.flows.spoke(id, dir, pkt.flags.syn && !pkt.flags.ack);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ftpct_engine::engine::{Answer, Effects, Engine, Hook, Input, Outcome, Question, Verdict};
+use ftpct_engine::engine::{Answer, Effects, Engine, Input, Origin, Outcome, Question, Verdict};
 use ftpct_engine::nat::NatLookup;
 
 /// One packet through `engine`, questions answered from `nat`.
@@ -13,10 +13,10 @@ pub fn process(
     engine: &mut Engine,
     bytes: &[u8],
     now: Duration,
-    hook: Hook,
+    origin: Origin,
     nat: &mut dyn NatLookup,
 ) -> Outcome {
-    engine.handle(now, Input::Packet { bytes, hook });
+    engine.handle(now, Input::Packet { bytes, origin });
     // A packet asks four questions at most.
     for _ in 0..4 {
         let Some(q) = engine.poll_question() else {
