@@ -151,6 +151,13 @@ pub fn input<H: EngineHost, K: DriverKernel>(
     done
 }
 
+/// Starts the engine's timers at `now` on a driver's clock that does not
+/// start at zero (a capture's times count from 1970): nothing of the
+/// engine is due before it (the timers would otherwise catch up from zero).
+pub fn start_clock<H: EngineHost, K: DriverKernel>(host: &mut H, kernel: &mut K, now: Duration) {
+    input(host, kernel, now, Input::Timeout);
+}
+
 /// The timers due by `now` on a driver's own clock (a capture's time), each
 /// run at the deadline the engine gave ([`Input::Timeout`] when
 /// `poll_timeout` says), in order: what each gave, and when.

@@ -219,9 +219,7 @@ impl Gateway {
             selection: self.selection.as_mut(),
         };
         if !std::mem::replace(&mut self.clock_started, true) {
-            // The engine's clock starts at the first frame (a capture's
-            // times count from 1970): nothing of it is due before.
-            driver::input(&mut self.engine, &mut kernel, now, Input::Timeout);
+            driver::start_clock(&mut self.engine, &mut kernel, now);
             return Vec::new();
         }
         driver::timers_until(&mut self.engine, &mut kernel, now)
