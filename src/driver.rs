@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ftpct_engine::engine::{
-    Answer, CommandOutcome, Engine, Hook, Input, Outcome, Question, Verdict,
+    Answer, CommandOutcome, Engine, Input, Origin, Outcome, Question, Verdict,
 };
 use ftpct_engine::event::Event;
 use ftpct_engine::Command;
@@ -46,6 +46,9 @@ pub trait EngineHost {
     /// one go (the daemon: under one lock). None: the engine could not
     /// (it panicked; logged).
     fn round(&mut self, now: Duration, input: Input<'_>) -> Option<Round>;
+    /// When the engine's timers want to run next
+    /// ([`Engine::poll_timeout`]; None: the engine could not say).
+    fn deadline(&mut self) -> Option<Duration>;
 }
 
 /// An engine owned by its driver (the replay, the monitor, tests).
@@ -53,6 +56,10 @@ impl EngineHost for Engine {
     fn round(&mut self, now: Duration, input: Input<'_>) -> Option<Round> {
         self.handle(now, input);
         Some(Round::drain(self))
+    }
+
+    fn deadline(&mut self) -> Option<Duration> {
+        self.poll_timeout()
     }
 }
 
@@ -87,7 +94,7 @@ pub fn nothing_known(q: &Question) -> Answer {
     }
 }
 
-/// One packet seen at `hook`, through to its verdict: its questions
+/// One packet from `origin`, through to its verdict: its questions
 /// answered and its commands carried out (in order, before the verdict
 /// is returned). The outcome's commands are those the engine gave, the
 /// answers to their outcomes included.
@@ -96,14 +103,14 @@ pub fn packet<H: EngineHost, K: DriverKernel>(
     kernel: &mut K,
     now: Duration,
     bytes: &[u8],
-    hook: Hook,
+    origin: Origin,
 ) -> Outcome {
     let mut done = Outcome {
         verdict: Verdict::Accept,
         events: Vec::new(),
         commands: Vec::new(),
     };
-    let mut input = Input::Packet { bytes, hook };
+    let mut input = Input::Packet { bytes, origin };
     // A panic in the engine, or no verdict after its questions (a protocol
     // slip), lets the packet pass unchanged.
     for _ in 0..=MAX_QUESTIONS {
@@ -144,6 +151,35 @@ pub fn input<H: EngineHost, K: DriverKernel>(
     done
 }
 
+/// Starts the engine's timers at `now` on a driver's clock that does not
+/// start at zero (a capture's times count from 1970): nothing of the
+/// engine is due before it (the timers would otherwise catch up from zero).
+pub fn start_clock<H: EngineHost, K: DriverKernel>(host: &mut H, kernel: &mut K, now: Duration) {
+    input(host, kernel, now, Input::Timeout);
+}
+
+/// The timers due by `now` on a driver's own clock (a capture's time), each
+/// run at the deadline the engine gave ([`Input::Timeout`] when
+/// `poll_timeout` says), in order: what each gave, and when.
+pub fn timers_until<H: EngineHost, K: DriverKernel>(
+    host: &mut H,
+    kernel: &mut K,
+    now: Duration,
+) -> Vec<(Duration, Outcome)> {
+    let mut fired = Vec::new();
+    let mut last = None;
+    while let Some(at) = host.deadline().filter(|at| *at <= now) {
+        // A deadline that does not move on (an engine that failed) is
+        // not fired again.
+        if last.is_some_and(|l| at <= l) {
+            break;
+        }
+        last = Some(at);
+        fired.push((at, input(host, kernel, at, Input::Timeout)));
+    }
+    fired
+}
+
 /// Runs `commands` in order; what a command's outcome makes the engine
 /// ask for runs right after it.
 fn carry_out<H: EngineHost, K: DriverKernel>(
@@ -163,5 +199,63 @@ fn carry_out<H: EngineHost, K: DriverKernel>(
             done.events.extend(round.events);
             carry_out(host, kernel, now, round.commands, done);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftpct_engine::engine::{Config, Origin};
+    use ftpct_engine::event::RemoveReason;
+    use ftpct_testkit::{Control, Side};
+
+    /// A driver on a clock of its own fires each timer at its deadline,
+    /// in order, not at the time it next looks.
+    #[test]
+    fn timers_fire_at_their_deadlines_in_order() {
+        // The control connection's handshake is not shown: it must not
+        // time out first.
+        let cfg = Config {
+            unestablished_timeout: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let expect_timeout = cfg.expect_timeout;
+        let mut engine = Engine::new(cfg);
+        let c = Control::snat_session();
+        let start = Duration::from_secs(5);
+        let port = c
+            .segment(Side::Client, &engine)
+            .payload(b"PORT 192,0,2,10,156,64\r\n")
+            .build();
+        let out = packet(&mut engine, &mut NoKernel, start, &port, Origin::Network);
+        assert!(
+            out.events
+                .iter()
+                .any(|e| matches!(e, Event::ExpectationAdded { .. })),
+            "{out:?}"
+        );
+        let expires = start + expect_timeout;
+        let later = expires + Duration::from_secs(100);
+        let fired = timers_until(&mut engine, &mut NoKernel, later);
+        let times: Vec<Duration> = fired.iter().map(|(at, _)| *at).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert!(times.iter().all(|at| *at <= later));
+        let expired = fired.iter().find_map(|(at, out)| {
+            out.events
+                .iter()
+                .any(|e| {
+                    matches!(
+                        e,
+                        Event::ExpectationRemoved {
+                            reason: RemoveReason::Expired,
+                            ..
+                        }
+                    )
+                })
+                .then_some(*at)
+        });
+        assert_eq!(expired, Some(expires), "{fired:?}");
+        assert!(engine.poll_timeout().is_some_and(|t| t > later));
+        assert!(timers_until(&mut engine, &mut NoKernel, later).is_empty());
     }
 }

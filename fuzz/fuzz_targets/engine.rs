@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ftpct_engine::engine::{Config, Engine, Hook, Input, Verdict};
+use ftpct_engine::engine::{Config, Engine, Input, Origin, Verdict};
 use ftpct_engine::event::Event;
 use ftpct_engine::expect::Expectation;
 use ftpct_engine::nat::StaticNat;
@@ -609,7 +609,7 @@ pub fn run(data: &[u8]) -> Summary {
                 let peer = if server { nth(exp.peer, 1) } else { exp.peer };
                 let t = Tuple::new(SocketAddr::new(peer, 30000 + u16::from(*len)), exp.dst);
                 let pkt = Segment::new(t, 1).syn().build();
-                let outcome = drive::process(&mut engine, &pkt, now, Hook::Prerouting, &mut nat);
+                let outcome = drive::process(&mut engine, &pkt, now, Origin::Network, &mut nat);
                 checker.summary.packets += 1;
                 let matched = outcome.events.iter().any(|e| {
                     matches!(e, Event::DataMatched { exp: m, .. } if m == &exp)
@@ -689,7 +689,7 @@ pub fn run(data: &[u8]) -> Summary {
                 }
             }
         }
-        let outcome = drive::process(&mut engine, &packet, now, Hook::Prerouting, &mut nat);
+        let outcome = drive::process(&mut engine, &packet, now, Origin::Network, &mut nat);
         if trace {
             eprintln!(
                 "#{} {:?} -> {:?}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ftpct_engine::event::Event;
 use ftpct_engine::wire::TcpPacket;
-use ftpct_engine::{Hook, Verdict};
+use ftpct_engine::{Origin, Verdict};
 use tracing::{debug, info, warn};
 
 /// Lines of each kind of hostile input logged per window, at most.
@@ -50,7 +50,7 @@ pub fn log_event(e: &Event) {
     }
 }
 
-pub fn log_packet(queue: u16, hook: Hook, bytes: &[u8], verdict: &Verdict) {
+pub fn log_packet(queue: u16, origin: Origin, bytes: &[u8], verdict: &Verdict) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -62,13 +62,13 @@ pub fn log_packet(queue: u16, hook: Hook, bytes: &[u8], verdict: &Verdict) {
     match TcpPacket::parse(bytes) {
         Ok(p) => debug!(
             queue,
-            ?hook,
+            ?origin,
             "{} seq {} len {}: {verdict}",
             p.tuple,
             p.seq,
             p.payload().len()
         ),
-        Err(_) => debug!(queue, ?hook, "{} bytes, not TCP: {verdict}", bytes.len()),
+        Err(_) => debug!(queue, ?origin, "{} bytes, not TCP: {verdict}", bytes.len()),
     }
 }
 

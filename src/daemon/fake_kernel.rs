@@ -43,6 +43,14 @@ pub struct FakeKernel {
     pub add_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
+impl FakeKernel {
+    /// What a rule's SET target does (a PASV or EPSV let through unqueued
+    /// noted in the passive set `set`): the entry, with the set's timeout.
+    pub fn rule_adds(&mut self, set: &str, key: GuardKey) {
+        self.guards.entry(set.into()).or_default().insert(key, 0);
+    }
+}
+
 impl Kernel for FakeKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout: u32) -> Result<(), Error> {
         if let Some((entered, release)) = &self.add_blocks {

@@ -50,7 +50,7 @@ pub use kernel::{Kernel, LiveKernel};
 pub use packet_path::PacketPath;
 pub use shared::Shared;
 
-use crate::driver;
+use crate::driver::{self, EngineHost};
 use crate::netfilter;
 use crate::netfilter::conntrack_lookup::LiveNat;
 use crate::netfilter::helper_watch::HelperWatch;
@@ -63,7 +63,13 @@ use crate::netfilter::sets::SetNames;
 use metrics::{EngineFigures, Metrics};
 use queue_loop::{spawn_workers, stop_workers, Worker};
 
-/// How often the engine's timers run when no packet comes.
+/// How often the supervisor's duties run (the engine's timers run when
+/// `poll_timeout` says, see [`wait_for_duties`]). One second because the
+/// FIN sets are read and half-closed sessions looked at again once a
+/// second (`session_ends`), pending guard releases and the expected
+/// destinations' ipset entries are put right within a second, and a
+/// queue thread's failure is noticed only when the supervisor looks
+/// (`Shared::failure`: nothing wakes it).
 const TICK: Duration = Duration::from_secs(1);
 /// How often freed memory is given back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
@@ -232,22 +238,33 @@ struct Timers {
 }
 
 impl Timers {
+    /// How long until the engine's timers are due (None: it cannot say).
+    fn until_engine_due(&self) -> Option<Duration> {
+        let at = (&*self.shared).deadline()?;
+        Some(at.saturating_sub(self.shared.now()))
+    }
+
+    /// The engine's timers, when they are due (`poll_timeout`): their
+    /// commands carried out, their events logged.
+    fn engine_timers(&mut self) {
+        let now = self.shared.now();
+        let mut host = &*self.shared;
+        if host.deadline().is_none_or(|t| t > now) {
+            return;
+        }
+        let events = self
+            .exec
+            .batched(|exec| driver::input(&mut host, exec, now, Input::Timeout).events);
+        events.iter().for_each(|e| self.shared.log_event(e));
+        self.exec.settle();
+    }
+
     fn tick(&mut self) {
         if let Some(sets) = &self.fin_sets {
             self.session_ends.tick(&self.shared, &mut self.exec, sets);
         }
-        let now = self.shared.now();
-        let mut host = &*self.shared;
-        // The engine's timers only when they are due (see `poll_timeout`).
-        let due = host.with_engine(|e| e.poll_timeout().is_some_and(|t| t <= now));
-        let effects = self.exec.batched(|exec| {
-            let effects = match due {
-                Some(true) => driver::input(&mut host, exec, now, Input::Timeout).events,
-                _ => Vec::new(),
-            };
-            exec.release_all_guards();
-            effects
-        });
+        self.engine_timers();
+        self.exec.batched(|exec| exec.release_all_guards());
         let Some(pending) = self.shared.with_engine(|e| e.pending_dsts()) else {
             return;
         };
@@ -258,7 +275,6 @@ impl Timers {
         let still_expected = move |dst| shared.with_engine(|e| e.expects_dst(dst)) == Some(true);
         self.exec
             .check_sets(&pending, self.expect_timeout, &still_expected);
-        effects.iter().for_each(|e| self.shared.log_event(e));
         self.exec.settle();
         self.shared.report_held_back();
     }
@@ -325,7 +341,7 @@ fn supervise(
                 next_state = Some(at + every);
             }
         }
-        match (signals.wait(TICK), reload) {
+        match (wait_for_duties(timers, signals), reload) {
             (Some(libc::SIGHUP), Some(r)) => {
                 timers.reload(r);
                 // A standby gateway taking over: conntrackd brought the
@@ -343,6 +359,28 @@ fn supervise(
             return Some(why);
         }
         timers.tick();
+    }
+}
+
+/// Waits a [`TICK`] for a stop signal, running the engine's timers in
+/// between when `poll_timeout` says they are due; the signal, if one came.
+fn wait_for_duties(timers: &mut Timers, signals: &signals::StopSignals) -> Option<libc::c_int> {
+    let duties = Instant::now() + TICK;
+    // An engine whose deadline stays past after its timers ran (it
+    // panicked in them) is not asked again until the duties.
+    let mut stuck = false;
+    loop {
+        let left = duties.saturating_duration_since(Instant::now());
+        let due = timers.until_engine_due().filter(|_| !stuck);
+        let wait = due.map_or(left, |due| due.min(left));
+        if let Some(sig) = signals.wait(wait) {
+            return Some(sig);
+        }
+        if Instant::now() >= duties {
+            return None;
+        }
+        timers.engine_timers();
+        stuck = timers.until_engine_due().is_some_and(|d| d.is_zero());
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ftpct_engine::command::GuardKey;
 use ftpct_engine::engine::{Answer, CommandOutcome, Question};
 use ftpct_engine::nat::NatLookup;
-use ftpct_engine::{Command, Hook, Verdict};
+use ftpct_engine::{Command, Origin, Verdict};
 
 use super::event_log::log_packet;
 use super::executor::Executor;
@@ -108,9 +108,9 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         self.shared.adoptions().pass(packet, keys_of, send)
     }
 
-    /// The verdict on a packet queued from `queue` at `hook`.
-    pub fn verdict(&mut self, queue: u16, bytes: &[u8], hook: Hook) -> Verdict {
-        self.verdict_and_kind(queue, bytes, hook).0
+    /// The verdict on a packet from `queue`, come from `origin`.
+    pub fn verdict(&mut self, queue: u16, bytes: &[u8], origin: Origin) -> Verdict {
+        self.verdict_and_kind(queue, bytes, origin).0
     }
 
     /// The verdict, and what it did to the packet (for the metrics).
@@ -118,7 +118,7 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
         &mut self,
         queue: u16,
         bytes: &[u8],
-        hook: Hook,
+        origin: Origin,
     ) -> (Verdict, VerdictKind) {
         let now = self.shared.now();
         // What this crossing asks of the kernel without waiting goes in
@@ -131,12 +131,12 @@ impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
             after_verdict: &mut self.after_verdict,
             carried: &mut self.carried,
         };
-        let out = driver::packet(&mut &*self.shared, &mut kernel, now, bytes, hook);
+        let out = driver::packet(&mut &*self.shared, &mut kernel, now, bytes, origin);
         self.exec.kernel_mut().send_held();
         let adds = self.shared.adds_under_way();
         self.carried.drain(..).for_each(|c| adds.done(&c));
         out.events.iter().for_each(|e| self.shared.log_event(e));
-        log_packet(queue, hook, bytes, &out.verdict);
+        log_packet(queue, origin, bytes, &out.verdict);
         let kind = VerdictKind::of(&out.verdict, &out.events);
         (out.verdict, kind)
     }
@@ -312,7 +312,7 @@ mod tests {
         let mut queue1 = path(&shared, FakeKernel::default());
         // Queue 0: a session announces port 40001 (156 * 256 + 65).
         for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
-            queue0.verdict(0, &p, Hook::Prerouting);
+            queue0.verdict(0, &p, Origin::Network);
         }
         let data_syn = segment(
             SocketAddrV4::new(SERVER, 20),
@@ -322,7 +322,7 @@ mod tests {
             true,
             b"",
         );
-        let stuck = thread::spawn(move || queue0.verdict(0, &data_syn, Hook::Prerouting));
+        let stuck = thread::spawn(move || queue0.verdict(0, &data_syn, Origin::Network));
         entered
             .recv_timeout(Duration::from_secs(10))
             .expect("the data SYN's entry is being created");
@@ -331,7 +331,7 @@ mod tests {
         thread::spawn(move || {
             let verdicts: Vec<Verdict> = session(40100, b"NOOP\r\n")
                 .iter()
-                .map(|p| queue1.verdict(1, p, Hook::Prerouting))
+                .map(|p| queue1.verdict(1, p, Origin::Network))
                 .collect();
             let _ = done_tx.send(verdicts);
         });
@@ -370,7 +370,7 @@ mod tests {
             packets.push(line(1001, b"NOOP\r\nNO"));
             packets.push(line(1009, b"OP\r\n"));
             for p in &packets {
-                queue.verdict(0, p, Hook::Prerouting);
+                queue.verdict(0, p, Origin::Network);
             }
             assert!(queue.has_releases(), "the line is complete");
             queue.release_guards(&[&line(1013, waiting)]);
@@ -392,7 +392,7 @@ mod tests {
         let (mut queue0, entered, release) = held_queue(&shared, HeldCall::IpsetAdd);
         let announced = thread::spawn(move || {
             for p in session(40000, b"PORT 192,0,2,10,156,65\r\n") {
-                queue0.verdict(0, &p, Hook::Prerouting);
+                queue0.verdict(0, &p, Origin::Network);
             }
         });
         entered
@@ -460,7 +460,7 @@ mod tests {
             StaticNat::new(vec![rule], Vec::new()),
         );
         let noop = segment(client, server, 5000, Some(9000), false, b"NOOP\r\n");
-        assert_eq!(path.verdict(0, &noop, Hook::Prerouting), Verdict::Accept);
+        assert_eq!(path.verdict(0, &noop, Origin::Network), Verdict::Accept);
         let held = shared.with_engine(|e| (e.flow_count(), e.expectation_count()));
         assert_eq!(held, Some((1, 1)));
         let calls = &path.exec.kernel().calls;
@@ -471,7 +471,7 @@ mod tests {
         );
         // Tracked now: its next packet asks nothing more of conntrack.
         let again = segment(client, server, 5006, Some(9000), false, b"NOOP\r\n");
-        path.verdict(0, &again, Hook::Prerouting);
+        path.verdict(0, &again, Origin::Network);
         let kept_calls = path
             .exec
             .kernel()
@@ -495,7 +495,7 @@ mod tests {
             b"PORT 192,0,2,10,156,66\r\n",
         );
         assert!(matches!(
-            path.verdict(0, &port, Hook::Prerouting),
+            path.verdict(0, &port, Origin::Network),
             Verdict::Replace(_)
         ));
         assert_eq!(labels(&path), before, "not before the verdict");

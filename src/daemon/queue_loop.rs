@@ -18,7 +18,7 @@ use super::metrics::{QueueMetrics, VerdictKind};
 use super::packet_path::PacketPath;
 use super::{signals, DaemonError};
 use crate::netfilter::conntrack_lookup::{LiveNat, LookupStats};
-use crate::netfilter::nfqueue::hook_of;
+use crate::netfilter::nfqueue::origin_of;
 
 /// Consecutive `recv` failures after which a queue is given up.
 const MAX_RECV_ERRORS: u32 = 1000;
@@ -148,14 +148,14 @@ impl Worker {
     }
 
     fn handle(&mut self, mut msg: Message) {
-        let hook = hook_of(msg.get_hook());
+        let origin = origin_of(msg.get_hook());
         // Never edit a truncated copy (not expected: GSO is not asked for).
         let arrived = Instant::now();
         let (verdict, kind) = if msg.get_original_len() > msg.get_payload().len() {
             (Verdict::Accept, VerdictKind::Accept)
         } else {
             self.path
-                .verdict_and_kind(self.num, msg.get_payload(), hook)
+                .verdict_and_kind(self.num, msg.get_payload(), origin)
         };
         self.metrics.packet(kind, arrived.elapsed());
         self.metrics.lookups(self.path.nat().stats());

@@ -97,8 +97,10 @@ impl SessionEnds {
             Seen::Closed => {
                 shared.metrics().fin(true);
                 let now = shared.now();
+                // Told once: a session already closing keeps its end.
+                let closing = shared.with_engine(|e| e.closing(&orig)) == Some(true);
                 let fin = Input::Note(KernelNote::ClientFinished { orig });
-                if (&mut { shared }).round(now, fin).is_some() {
+                if (&mut { shared }).round(now, fin).is_some() && !closing {
                     debug!(flow = %orig, "the session closed: forgotten after the linger");
                 }
             }

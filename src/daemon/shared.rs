@@ -135,4 +135,8 @@ impl EngineHost for &Shared {
             round
         })
     }
+
+    fn deadline(&mut self) -> Option<Duration> {
+        self.with_engine(|e| e.poll_timeout()).flatten()
+    }
 }

@@ -28,7 +28,8 @@ use crate::offline::replay::{Gateway, Mismatch, Observer};
 use link::{Link, Read};
 pub use print::Printer;
 
-/// How often the engine's timers run and the stop signals are looked at.
+/// How often the translations and the alerts held back are looked at (the
+/// engine's timers run when `poll_timeout` says).
 const TICK: Duration = Duration::from_secs(1);
 const SIGNAL_CHECK: Duration = link::READ_TIMEOUT;
 /// Consecutive read failures after which the interface is given up.
@@ -222,6 +223,7 @@ impl Watch {
     /// for the capture file.
     fn frame(&mut self, bytes: &[u8], now: Duration) -> Option<Frame> {
         self.seen.frames += 1;
+        self.fire_timers(now);
         let time = self.wall_start + now;
         let Some((link, ip)) = capture::split_frame(DataLink::ETHERNET, bytes) else {
             self.seen.not_ip += 1;
@@ -247,18 +249,27 @@ impl Watch {
         Some(Frame { time, ..frame })
     }
 
+    /// The engine's timers when they are due; the translations' upkeep
+    /// and the alerts held back once a [`TICK`].
     fn tick(&mut self, now: Duration) {
+        self.fire_timers(now);
         if now < self.next_tick {
             return;
         }
         self.next_tick = now + TICK;
-        let events = self.gw.tick(now);
-        if let Some(rec) = &mut self.ladder {
-            rec.timers(now, &events);
-        }
-        self.show(&events, now);
+        self.gw.prune(now);
         for (kind, n) in self.alerts.expire(Instant::now()) {
             warn!("{n} more '{kind}' alerts held back");
+        }
+    }
+
+    /// The engine's timers due by `now`, each at its deadline.
+    fn fire_timers(&mut self, now: Duration) {
+        for (at, events) in self.gw.timers_until(now) {
+            if let Some(rec) = &mut self.ladder {
+                rec.timers(at, &events);
+            }
+            self.show(&events, at);
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
-use ftpct_engine::Hook;
+use ftpct_engine::Origin;
 use nfq::Queue;
 use tracing::{debug, warn};
 
@@ -65,12 +65,13 @@ impl fmt::Display for QueueError {
 
 impl std::error::Error for QueueError {}
 
-/// Where nfq says the packet was queued: raw OUTPUT, or else PREROUTING.
-pub fn hook_of(nf_hook: u8) -> Hook {
+/// Where a queued packet came from, by the hook nfq says it was queued
+/// at: raw OUTPUT is this host's, PREROUTING a network's.
+pub fn origin_of(nf_hook: u8) -> Origin {
     if nf_hook == NF_INET_LOCAL_OUT {
-        Hook::Output
+        Origin::ThisHost
     } else {
-        Hook::Prerouting
+        Origin::Network
     }
 }
 
@@ -228,9 +229,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hooks() {
-        assert_eq!(hook_of(0), Hook::Prerouting);
-        assert_eq!(hook_of(NF_INET_LOCAL_OUT), Hook::Output);
+    fn origins() {
+        assert_eq!(origin_of(0), Origin::Network);
+        assert_eq!(origin_of(NF_INET_LOCAL_OUT), Origin::ThisHost);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::driver::{self, DriverKernel, NoKernel};
 use crate::offline::capture::{Capture, Frame};
 use crate::offline::selection::Selection;
 use ftpct_engine::engine::{
-    Answer, CommandOutcome, Config, Engine, Hook, Input, KernelNote, Outcome, Question, Verdict,
+    Answer, CommandOutcome, Config, Engine, Input, KernelNote, Origin, Outcome, Question, Verdict,
 };
 use ftpct_engine::event::{Event, Stats};
 use ftpct_engine::nat::{DnatRule, NatLookup, SnatRule, StaticNat};
@@ -91,6 +91,8 @@ pub struct Gateway {
     /// it was last used.
     far: HashMap<Tuple, (Tuple, Duration)>,
     next_prune: Duration,
+    /// The engine's timers have been given a time (see `timers_until`).
+    clock_started: bool,
     /// Selective queueing emulated (`Config::selective`): the engine sees
     /// only what the kernel's rules would queue.
     selection: Option<Selection>,
@@ -144,6 +146,14 @@ pub fn replay_watched(
     let mut events = Vec::new();
     let mut mismatches = Vec::new();
     for frame in &capture.frames {
+        for (at, fired) in gw.timers_until(frame.time) {
+            observer.timers(at, &fired);
+            events.extend(
+                fired
+                    .into_iter()
+                    .map(|event| TimedEvent { time: at, event }),
+            );
+        }
         let passed = gw.frame(frame);
         observer.frame(frame, &passed);
         far_side.extend(passed.far_side);
@@ -181,6 +191,7 @@ impl Gateway {
             nat: StaticNat::new(snat, dnat),
             far: HashMap::new(),
             next_prune: PRUNE_EVERY,
+            clock_started: false,
             selection,
         }
     }
@@ -192,17 +203,41 @@ impl Gateway {
     /// Runs the engine's timers at `now` (frame time); forgets header
     /// translations unused for the engine's idle timeout.
     pub fn tick(&mut self, now: Duration) -> Vec<Event> {
+        self.prune(now);
+        let mut kernel = RulesKernel {
+            nat: &mut self.nat,
+            selection: self.selection.as_mut(),
+        };
+        driver::input(&mut self.engine, &mut kernel, now, Input::Timeout).events
+    }
+
+    /// The engine's timers due by `now` (a frame's time), each run at its
+    /// deadline, in order: what those that did something gave, and when.
+    pub fn timers_until(&mut self, now: Duration) -> Vec<(Duration, Vec<Event>)> {
+        let mut kernel = RulesKernel {
+            nat: &mut self.nat,
+            selection: self.selection.as_mut(),
+        };
+        if !std::mem::replace(&mut self.clock_started, true) {
+            driver::start_clock(&mut self.engine, &mut kernel, now);
+            return Vec::new();
+        }
+        driver::timers_until(&mut self.engine, &mut kernel, now)
+            .into_iter()
+            .map(|(at, fired)| (at, fired.events))
+            .filter(|(_, events)| !events.is_empty())
+            .collect()
+    }
+
+    /// Forgets header translations unused for the engine's idle timeout
+    /// (looked at every [`PRUNE_EVERY`]).
+    pub fn prune(&mut self, now: Duration) {
         if now >= self.next_prune {
             self.next_prune = now + PRUNE_EVERY;
             let idle = self.engine.config().idle_timeout;
             self.far
                 .retain(|_, (_, used)| now.saturating_sub(*used) <= idle);
         }
-        let mut kernel = RulesKernel {
-            nat: &mut self.nat,
-            selection: self.selection.as_mut(),
-        };
-        driver::input(&mut self.engine, &mut kernel, now, Input::Timeout).events
     }
 
     /// One frame through the gateway.
@@ -250,7 +285,7 @@ impl Gateway {
             nat: &mut self.nat,
             selection: self.selection.as_mut(),
         };
-        driver::packet(&mut self.engine, &mut kernel, now, ip, Hook::Prerouting)
+        driver::packet(&mut self.engine, &mut kernel, now, ip, Origin::Network)
     }
 
     fn leaving_inside(&mut self, frame: &Frame, pkt: &TcpPacket<'_>) -> Passed {
@@ -514,6 +549,55 @@ mod tests {
         let idle = Config::default().idle_timeout;
         gw.tick(last + idle + PRUNE_EVERY + Duration::from_secs(1));
         assert!(gw.far.is_empty(), "{} left", gw.far.len());
+    }
+
+    /// An expectation that expires between two frames is reported at its
+    /// deadline, before the later frame, not at that frame's time.
+    #[test]
+    fn timers_fire_at_their_deadlines_between_frames() {
+        use ftpct_testkit::{tuple, Segment};
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let start = Duration::from_secs(1_700_000_000);
+        let frame = |time, ip| Frame {
+            time,
+            link_header: Vec::new(),
+            ip,
+        };
+        let syn = Segment::new(c2s, 1).syn().build();
+        let port = Segment::new(c2s, 2)
+            .ack(1)
+            .payload(b"PORT 192,0,2,10,156,64\r\n")
+            .build();
+        let cfg = Config::default();
+        let expires = start + cfg.expect_timeout;
+        let late = expires + Duration::from_secs(7);
+        let noop = Segment::new(c2s, 26).ack(1).payload(b"NOOP\r\n").build();
+        let capture = Capture {
+            datalink: pcap_file::DataLink::RAW,
+            frames: vec![frame(start, syn), frame(start, port), frame(late, noop)],
+            skipped: 0,
+        };
+        let snat = "192.0.2.0/24=198.51.100.1".parse().expect("rule");
+        let cfg = Config {
+            unestablished_timeout: Duration::from_secs(3600),
+            ..cfg
+        };
+        let replayed = replay(&capture, vec![snat], Vec::new(), cfg);
+        let expired = replayed.events.iter().find(|e| {
+            matches!(
+                e.event,
+                Event::ExpectationRemoved {
+                    reason: ftpct_engine::event::RemoveReason::Expired,
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            expired.map(|e| e.time),
+            Some(expires),
+            "{:?}",
+            replayed.events
+        );
     }
 
     #[test]

@@ -14,6 +14,17 @@ use ftpct_engine::wire::TcpPacket;
 
 use ftpct_engine::classifier::{classify, Selection as Fate, Side};
 
+/// What the rules do with a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queueing {
+    Queued,
+    /// It passes unqueued.
+    Passes,
+    /// It passes unqueued, its session noted in the passive set (a PASV
+    /// or EPSV), under this entry.
+    Noted(GuardKey),
+}
+
 pub struct Selection {
     control_ports: Vec<u16>,
     guarded: HashSet<GuardKey>,
@@ -35,8 +46,22 @@ impl Selection {
     }
 
     /// Whether the rules queue the packet `ip` (as it reaches the raw
-    /// table); a selected segment's direction is guarded from then on.
+    /// table); a selected segment's direction is guarded from then on, a
+    /// passive request noted here.
     pub fn queues(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> bool {
+        match self.fate(ip, pkt) {
+            Queueing::Queued => true,
+            Queueing::Passes => false,
+            Queueing::Noted(key) => {
+                self.passive.insert(key);
+                false
+            }
+        }
+    }
+
+    /// What the rules do with the packet `ip`; a passive request's note is
+    /// the caller's to keep (the passive set).
+    pub fn fate(&mut self, ip: &[u8], pkt: &TcpPacket<'_>) -> Queueing {
         let to_control = self.control_ports.contains(&pkt.tuple.dst.port());
         if to_control {
             self.clients.insert(pkt.tuple.src);
@@ -50,12 +75,12 @@ impl Selection {
         // (see [`Self::ends_session`]).
         let own_rule = pkt.flags.syn || pkt.flags.rst;
         if !(to_control || from_control) || own_rule {
-            return true;
+            return Queueing::Queued;
         }
         let dir = if to_control { Dir::Orig } else { Dir::Reply };
         let key = GuardKey::of(&pkt.tuple, dir);
         if self.guarded.contains(&key) {
-            return true;
+            return Queueing::Queued;
         }
         let side = if to_control {
             Side::Client
@@ -63,14 +88,11 @@ impl Selection {
             Side::Server
         };
         match classify(ip, side) {
-            Fate::Passes => false,
-            Fate::Noted => {
-                self.passive.insert(key);
-                false
-            }
+            Fate::Passes => Queueing::Passes,
+            Fate::Noted => Queueing::Noted(key),
             Fate::Crosses(_) => {
                 self.guarded.insert(key);
-                true
+                Queueing::Queued
             }
         }
     }

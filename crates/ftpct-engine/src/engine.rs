@@ -1,4 +1,4 @@
-//! The sans-IO engine: a packet, the time and where it was seen go in; a
+//! The sans-IO engine: a packet, the time and where it came from go in; a
 //! verdict, the rewritten packet, events (what was decided and why) and
 //! commands for the kernel come out. When the packet's fate depends on its
 //! connection's NAT mapping, which only conntrack knows, the engine asks
@@ -22,7 +22,7 @@ pub use crate::protocol::{CommandOutcome, ConntrackEvent, Input, KernelNote, Pol
 pub use crate::question::{Answer, Known, MappingQuestion, Question};
 pub use crate::segment::MSS_HEADROOM;
 use crate::tuple::{Dir, Tuple};
-pub use crate::verdict::{Effects, Hook, Outcome, Verdict};
+pub use crate::verdict::{Effects, Origin, Outcome, Verdict};
 
 /// How often timers run at most.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
@@ -147,6 +147,16 @@ impl Engine {
     /// True when `orig` is the original tuple of a tracked control connection.
     pub fn tracks(&self, orig: &Tuple) -> bool {
         matches!(self.flows.locate(orig), Some((_, Dir::Orig)))
+    }
+
+    /// True when the tracked control connection `orig` is closing: its
+    /// end is set (both FINs or a reset seen, or the client's FIN noted)
+    /// and it lingers until then.
+    pub fn closing(&self, orig: &Tuple) -> bool {
+        match self.flows.locate(orig) {
+            Some((id, Dir::Orig)) => self.flows.get(id).is_some_and(|f| f.closing_at.is_some()),
+            _ => false,
+        }
     }
 
     /// Every destination some expectation wants: what the kernel's ipset

@@ -1,5 +1,5 @@
-//! ftpct's engine, sans-IO: an IP packet, the time and the hook it was seen
-//! at go in; a verdict, the rewritten packet, events (what was decided and
+//! ftpct's engine, sans-IO: an IP packet, the time and where it came
+//! from go in; a verdict, the rewritten packet, events (what was decided and
 //! why) and commands for the kernel come out. It never calls the kernel:
 //! the live queue loop, the pcap replay, the fuzz targets, the benchmarks
 //! and the tests all drive it and carry out its commands.
@@ -52,7 +52,7 @@ pub mod wire;
 
 pub use command::Command;
 pub use engine::{
-    Answer, CommandOutcome, Config, ConntrackEvent, Effects, Engine, Hook, Input, KernelNote,
-    MappingQuestion, Outcome, PolicyUpdate, Question, Verdict,
+    Answer, CommandOutcome, Config, ConntrackEvent, Effects, Engine, Input, KernelNote,
+    MappingQuestion, Origin, Outcome, PolicyUpdate, Question, Verdict,
 };
 pub use tuple::Tuple;

@@ -9,13 +9,13 @@ use crate::event::Event;
 use crate::nat::CtMapping;
 use crate::question::Question;
 use crate::tuple::Tuple;
-use crate::verdict::{Hook, Verdict};
+use crate::verdict::{Origin, Verdict};
 
 /// A packet waiting for the answer to its question.
 #[derive(Debug)]
 pub(crate) struct Waiting {
     pub(crate) bytes: Vec<u8>,
-    pub(crate) hook: Hook,
+    pub(crate) origin: Origin,
     pub(crate) now: Duration,
     pub(crate) stage: Stage,
 }

@@ -13,11 +13,11 @@ use crate::lines::Ctx;
 use crate::question::{Known, MappingQuestion};
 use crate::segment::handle;
 use crate::tracking::Lookup;
-use crate::verdict::{Hook, Verdict};
+use crate::verdict::{Origin, Verdict};
 use crate::wire::TcpPacket;
 
 impl Engine {
-    /// One IP packet seen at `hook` at time `now`: decided (its verdict,
+    /// One IP packet from `origin` at time `now`: decided (its verdict,
     /// events and commands wait to be polled), or the question about its
     /// mapping first (boxed: asked once per new connection, and the
     /// decided packet's result stays a word). Asking changes nothing in
@@ -26,7 +26,7 @@ impl Engine {
         &mut self,
         bytes: &[u8],
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         known: Known,
     ) -> Result<(), Box<MappingQuestion>> {
         // Parsed once: the question and the decision look at the same view.
@@ -36,18 +36,24 @@ impl Engine {
             (Known::NotAsked, Ok(p)) => (None, self.mapping_question(p)?),
             (Known::NotAsked, Err(_)) => (None, None),
         };
-        self.decide(pkt.ok(), now, hook, &Lookup { answer, located });
+        self.decide(pkt.ok(), now, origin, &Lookup { answer, located });
         Ok(())
     }
 
     /// The decision, with what the kernel must do after its events, queued
     /// to be polled.
-    fn decide(&mut self, pkt: Option<TcpPacket<'_>>, now: Duration, hook: Hook, lookup: &Lookup) {
+    fn decide(
+        &mut self,
+        pkt: Option<TcpPacket<'_>>,
+        now: Duration,
+        origin: Origin,
+        lookup: &Lookup,
+    ) {
         let mut events = Vec::new();
         self.run_timers(now, &mut events);
         self.stats.packets += 1;
         let (verdict, mut commands) = match pkt {
-            Some(pkt) => self.decide_tcp(&mut events, &pkt, now, hook, lookup),
+            Some(pkt) => self.decide_tcp(&mut events, &pkt, now, origin, lookup),
             None => {
                 self.stats.not_tcp += 1;
                 (Verdict::Accept, Vec::new())
@@ -67,7 +73,7 @@ impl Engine {
         events: &mut Vec<Event>,
         pkt: &TcpPacket<'_>,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         lookup: &Lookup,
     ) -> (Verdict, Vec<Command>) {
         let pass = || (Verdict::Accept, Vec::new());
@@ -83,7 +89,7 @@ impl Engine {
                 return pass();
             }
         }
-        let Some((id, dir)) = self.locate_or_track(pkt, now, hook, lookup, events) else {
+        let Some((id, dir)) = self.locate_or_track(pkt, now, origin, lookup, events) else {
             return pass();
         };
         self.flows.spoke(id, dir, pkt.flags.syn && !pkt.flags.ack);

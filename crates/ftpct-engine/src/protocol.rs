@@ -18,14 +18,14 @@ use crate::outputs::{Stage, Waiting};
 use crate::policy::Policy;
 use crate::question::{Answer, Known, Question};
 use crate::tuple::Tuple;
-use crate::verdict::{Hook, Verdict};
+use crate::verdict::{Origin, Verdict};
 
 /// What goes into the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<'a> {
-    /// An IP packet seen at `hook`: its verdict comes out, maybe after
-    /// questions.
-    Packet { bytes: &'a [u8], hook: Hook },
+    /// An IP packet and where it came from: its verdict comes out, maybe
+    /// after questions.
+    Packet { bytes: &'a [u8], origin: Origin },
     /// The answer to the question [`Engine::poll_question`] gave.
     Answer(Answer),
     /// What became of a command.
@@ -90,12 +90,12 @@ impl Engine {
     /// Takes one input at time `now`.
     pub fn handle(&mut self, now: Duration, input: Input<'_>) {
         match input {
-            Input::Packet { bytes, hook } => {
+            Input::Packet { bytes, origin } => {
                 // Taking it out moves it whole: only when there is one.
                 if self.out.waiting.is_some() {
                     self.give_up_waiting();
                 }
-                self.start_packet(bytes, hook, now);
+                self.start_packet(bytes, origin, now);
             }
             Input::Answer(answer) => self.answered(answer),
             Input::Outcome(outcome) => {
@@ -170,33 +170,33 @@ impl Engine {
 
     /// A packet of its own: its passive note asked for first when it may
     /// answer a PASV the kernel let through, else looked at.
-    fn start_packet(&mut self, bytes: &[u8], hook: Hook, now: Duration) {
+    fn start_packet(&mut self, bytes: &[u8], origin: Origin, now: Duration) {
         if let Some((key, orig)) = self.passive_note_wanted(bytes, None) {
             let stage = Stage::NoteFirst { orig };
             let q = Question::PassiveNote { key };
-            self.wait(bytes.to_vec(), hook, now, stage, q);
+            self.wait(bytes.to_vec(), origin, now, stage, q);
             return;
         }
-        self.look_at(bytes, hook, now, None);
+        self.look_at(bytes, origin, now, None);
     }
 
     /// Decided, or its mapping asked for first (the packet is copied then,
     /// or `owned` kept). Inlined: a call less on every packet's path.
     #[inline(always)]
-    fn look_at(&mut self, bytes: &[u8], hook: Hook, now: Duration, owned: Option<Vec<u8>>) {
-        if let Err(q) = self.step(bytes, now, hook, Known::NotAsked) {
+    fn look_at(&mut self, bytes: &[u8], origin: Origin, now: Duration, owned: Option<Vec<u8>>) {
+        if let Err(q) = self.step(bytes, now, origin, Known::NotAsked) {
             let stage = Stage::Mapping {
                 first_syn: q.first_syn,
             };
             let owned = owned.unwrap_or_else(|| bytes.to_vec());
-            self.wait(owned, hook, now, stage, Question::Mapping(*q));
+            self.wait(owned, origin, now, stage, Question::Mapping(*q));
         }
     }
 
-    fn wait(&mut self, bytes: Vec<u8>, hook: Hook, now: Duration, stage: Stage, q: Question) {
+    fn wait(&mut self, bytes: Vec<u8>, origin: Origin, now: Duration, stage: Stage, q: Question) {
         self.out.waiting = Some(Waiting {
             bytes,
-            hook,
+            origin,
             now,
             stage,
         });
@@ -223,7 +223,7 @@ impl Engine {
                     self.passive_noted(&orig);
                 }
                 let bytes = w.bytes.clone();
-                self.look_at(&bytes, w.hook, w.now, Some(w.bytes));
+                self.look_at(&bytes, w.origin, w.now, Some(w.bytes));
             }
             (Stage::Mapping { first_syn }, Answer::Mapping(answer)) => match answer {
                 Some(m) if !first_syn => self.take_up(w, m),
@@ -256,7 +256,7 @@ impl Engine {
     fn take_up(&mut self, w: Waiting, m: CtMapping) {
         if self.cfg.keep_state && !self.tracks(&m.orig) {
             let q = Question::KeptState { orig: m.orig };
-            self.wait(w.bytes, w.hook, w.now, Stage::Kept { answer: m }, q);
+            self.wait(w.bytes, w.origin, w.now, Stage::Kept { answer: m }, q);
             return;
         }
         self.start_reply(w, m);
@@ -265,11 +265,17 @@ impl Engine {
     /// A server segment of a session not followed yet may start it (see
     /// `track_reply`); then its passive note may be wanted.
     fn start_reply(&mut self, w: Waiting, m: CtMapping) {
-        let events = self.track_reply(&w.bytes, &m, w.now, w.hook);
+        let events = self.track_reply(&w.bytes, &m, w.now, w.origin);
         self.out.events.extend(events);
         if let Some((key, orig)) = self.passive_note_wanted(&w.bytes, Some(&m)) {
             let stage = Stage::NoteAfter { orig, answer: m };
-            self.wait(w.bytes, w.hook, w.now, stage, Question::PassiveNote { key });
+            self.wait(
+                w.bytes,
+                w.origin,
+                w.now,
+                stage,
+                Question::PassiveNote { key },
+            );
             return;
         }
         self.finish(&w, Some(m));
@@ -277,7 +283,7 @@ impl Engine {
 
     /// Decided with conntrack's answer (an answered packet asks no more).
     fn finish(&mut self, w: &Waiting, answer: Option<CtMapping>) {
-        let decided = self.step(&w.bytes, w.now, w.hook, Known::Answer(answer));
+        let decided = self.step(&w.bytes, w.now, w.origin, Known::Answer(answer));
         debug_assert!(decided.is_ok(), "an answered packet asks again");
     }
 }

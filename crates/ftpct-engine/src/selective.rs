@@ -12,7 +12,7 @@ use crate::guards::guard_keys;
 use crate::nat::CtMapping;
 use crate::segment::plausible;
 use crate::tuple::{Dir, Tuple};
-use crate::verdict::Hook;
+use crate::verdict::Origin;
 use crate::wire::TcpPacket;
 
 impl Engine {
@@ -95,7 +95,7 @@ impl Engine {
         bytes: &[u8],
         known: &CtMapping,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
     ) -> Vec<Event> {
         let mut events = Vec::new();
         let Ok(pkt) = TcpPacket::parse(bytes) else {
@@ -112,7 +112,7 @@ impl Engine {
             && from_server
             && may_hold_an_announcement(&[], pkt.payload())
         {
-            self.track(*known, true, now, hook, &mut events, Dir::Reply);
+            self.track(*known, true, now, origin, &mut events, Dir::Reply);
         }
         events
     }

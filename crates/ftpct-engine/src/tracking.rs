@@ -10,7 +10,7 @@ use crate::flow::{Flow, FlowId};
 use crate::nat::CtMapping;
 use crate::question::MappingQuestion;
 use crate::tuple::Dir;
-use crate::verdict::Hook;
+use crate::verdict::Origin;
 use crate::wire::TcpPacket;
 
 /// What a packet on a tracked tuple means for its flow.
@@ -76,7 +76,7 @@ impl Engine {
         &mut self,
         pkt: &TcpPacket<'_>,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         lookup: &Lookup,
         events: &mut Vec<Event>,
     ) -> Option<(FlowId, Dir)> {
@@ -96,7 +96,7 @@ impl Engine {
                     return Some((id, dir));
                 }
                 Reuse::Reopened { client_isn } => {
-                    return self.reopen(id, client_isn, now, hook, events)
+                    return self.reopen(id, client_isn, now, origin, events)
                 }
                 Reuse::Stale => {
                     // Conntrack gave this reply tuple to a new connection
@@ -121,16 +121,16 @@ impl Engine {
                 if let Some((id, Dir::Orig)) = self.flows.locate(&m.orig) {
                     return self.flows.set_mapping(id, m).then_some((id, Dir::Reply));
                 }
-                return self.track(m, true, now, hook, events, Dir::Reply);
+                return self.track(m, true, now, origin, events, Dir::Reply);
             }
             let m = CtMapping::identity(seen.reversed());
-            return self.track(m, false, now, hook, events, Dir::Reply);
+            return self.track(m, false, now, origin, events, Dir::Reply);
         }
         let (m, mapping_known) = match known.filter(|m| m.orig == seen) {
             Some(m) => (m, true),
             None => (CtMapping::identity(seen), false),
         };
-        self.track(m, mapping_known, now, hook, events, Dir::Orig)
+        self.track(m, mapping_known, now, origin, events, Dir::Orig)
     }
 
     /// A flow tracked from its SYN, before conntrack had an entry, learns
@@ -217,7 +217,7 @@ impl Engine {
         id: FlowId,
         client_isn: u32,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         events: &mut Vec<Event>,
     ) -> Option<(FlowId, Dir)> {
         let (mapping, dir_of_packet) = {
@@ -227,7 +227,7 @@ impl Engine {
             (flow.mapping, dir)
         };
         self.close_flow(id, events);
-        let (new_id, _) = self.track(mapping, true, now, hook, events, Dir::Orig)?;
+        let (new_id, _) = self.track(mapping, true, now, origin, events, Dir::Orig)?;
         if let Some(flow) = self.flows.get_mut(new_id) {
             flow.streams[Dir::Orig.index()].syn(client_isn);
         }
@@ -239,7 +239,7 @@ impl Engine {
         mapping: CtMapping,
         mapping_known: bool,
         now: Duration,
-        hook: Hook,
+        origin: Origin,
         events: &mut Vec<Event>,
         dir: Dir,
     ) -> Option<(FlowId, Dir)> {
@@ -263,7 +263,7 @@ impl Engine {
         self.stats.flows += 1;
         events.push(Event::FlowNew {
             mapping,
-            local: hook == Hook::Output,
+            local: origin == Origin::ThisHost,
         });
         Some((id, dir))
     }

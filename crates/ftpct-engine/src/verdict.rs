@@ -1,16 +1,18 @@
-//! What the engine decides: a packet's verdict, where it was seen, and
-//! what a step or the timers hand the driver.
+//! What the engine decides: a packet's verdict, where the packet came
+//! from, and what a step or the timers hand the driver.
 
 use crate::command::Command;
 use crate::event::Event;
 
-/// Where the packet was seen (the two raw-table hooks ftpct queues from).
+/// Where a packet came from: the fact the engine needs (a connection this
+/// host opened or answers is its own, not forwarded), whatever told the
+/// driver (the queue's hook, a capture's side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    /// Arriving from a network (forwarded or for this host).
-    Prerouting,
+pub enum Origin {
+    /// From a network: forwarded, or for this host.
+    Network,
     /// Sent by this host.
-    Output,
+    ThisHost,
 }
 
 /// What to do with a packet.

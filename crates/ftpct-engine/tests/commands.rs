@@ -467,3 +467,21 @@ fn own_fixups_are_kept_in_labels_and_a_new_engine_goes_on_with_them() {
         seq.wrapping_add(2)
     );
 }
+
+/// Where a packet came from is a fact the driver tells: a connection this
+/// host opened is reported as local, one from a network as forwarded.
+#[test]
+fn a_control_connection_from_this_host_is_local() {
+    use ftpct_engine::engine::Origin;
+    let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+    for (origin, local) in [(Origin::Network, false), (Origin::ThisHost, true)] {
+        let mut gw = Gateway::new(Config::default(), snat());
+        gw.origin = origin;
+        let out = gw.send(&Segment::new(c2s, 1).syn());
+        let new = out.events.iter().find_map(|e| match e {
+            Event::FlowNew { local, .. } => Some(*local),
+            _ => None,
+        });
+        assert_eq!(new, Some(local), "{origin:?}: {:?}", out.events);
+    }
+}

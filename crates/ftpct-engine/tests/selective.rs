@@ -407,9 +407,14 @@ fn a_fin_the_kernel_saw_ends_the_session_after_the_linger() {
         None,
         "only the client's direction names a session"
     );
+    assert!(!gw.engine.closing(&c.c2s));
     gw.input(fin(c.c2s));
     let first = closing(&gw);
     assert_eq!(first, Some(gw.now + linger));
+    assert!(
+        gw.engine.closing(&c.c2s),
+        "the daemon tells the first FIN only"
+    );
     gw.input_at(gw.now + linger, fin(c.c2s));
     assert_eq!(closing(&gw), first, "the first end stays");
     gw.input_at(gw.now + linger / 2, Input::Timeout);

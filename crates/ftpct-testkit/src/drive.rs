@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ftpct_engine::engine::{Answer, Effects, Engine, Hook, Input, Outcome, Question, Verdict};
+use ftpct_engine::engine::{Answer, Effects, Engine, Input, Origin, Outcome, Question, Verdict};
 use ftpct_engine::nat::NatLookup;
 
 /// One packet through `engine`, questions answered from `nat`.
@@ -13,10 +13,10 @@ pub fn process(
     engine: &mut Engine,
     bytes: &[u8],
     now: Duration,
-    hook: Hook,
+    origin: Origin,
     nat: &mut dyn NatLookup,
 ) -> Outcome {
-    feed(engine, bytes, now, hook, nat);
+    feed(engine, bytes, now, origin, nat);
     let Effects { events, commands } = drain(engine);
     Outcome {
         verdict: engine.poll_verdict().unwrap_or(Verdict::Accept),
@@ -31,10 +31,10 @@ pub fn verdict(
     engine: &mut Engine,
     bytes: &[u8],
     now: Duration,
-    hook: Hook,
+    origin: Origin,
     nat: &mut dyn NatLookup,
 ) -> Verdict {
-    feed(engine, bytes, now, hook, nat);
+    feed(engine, bytes, now, origin, nat);
     while engine.poll_event().is_some() {}
     while engine.poll_command().is_some() {}
     engine.poll_verdict().unwrap_or(Verdict::Accept)
@@ -43,8 +43,8 @@ pub fn verdict(
 /// Hands `engine` the packet and answers its questions (inlined: a
 /// call less on the benchmark's path).
 #[inline(always)]
-fn feed(engine: &mut Engine, bytes: &[u8], now: Duration, hook: Hook, nat: &mut dyn NatLookup) {
-    engine.handle(now, Input::Packet { bytes, hook });
+fn feed(engine: &mut Engine, bytes: &[u8], now: Duration, origin: Origin, nat: &mut dyn NatLookup) {
+    engine.handle(now, Input::Packet { bytes, origin });
     // A packet asks four questions at most.
     for _ in 0..4 {
         let Some(q) = engine.poll_question() else {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ftpct_engine::command::Command;
 use ftpct_engine::engine::{
-    Answer, Config, Effects, Engine, Hook, Input, Outcome, Question, Verdict,
+    Answer, Config, Effects, Engine, Input, Origin, Outcome, Question, Verdict,
 };
 use ftpct_engine::nat::NatLookup;
 
@@ -20,20 +20,20 @@ pub struct Gateway<N> {
     pub now: Duration,
     /// How far the clock moves before each packet.
     pub step: Duration,
-    /// Where every packet is seen.
-    pub hook: Hook,
+    /// Where every packet comes from.
+    pub origin: Origin,
 }
 
 impl<N: NatLookup> Gateway<N> {
     /// A fresh engine; the clock at zero, moving 1 ms a packet; packets
-    /// seen at PREROUTING.
+    /// from the network.
     pub fn new(cfg: Config, nat: N) -> Self {
         Gateway {
             engine: Engine::new(cfg),
             nat,
             now: Duration::ZERO,
             step: Duration::from_millis(1),
-            hook: Hook::Prerouting,
+            origin: Origin::Network,
         }
     }
 
@@ -50,14 +50,26 @@ impl<N: NatLookup> Gateway<N> {
     #[inline]
     pub fn process(&mut self, packet: &[u8]) -> Outcome {
         self.now += self.step;
-        crate::drive::process(&mut self.engine, packet, self.now, self.hook, &mut self.nat)
+        crate::drive::process(
+            &mut self.engine,
+            packet,
+            self.now,
+            self.origin,
+            &mut self.nat,
+        )
     }
 
     /// One packet through the engine as `process`: its verdict alone.
     #[inline]
     pub fn verdict(&mut self, packet: &[u8]) -> Verdict {
         self.now += self.step;
-        crate::drive::verdict(&mut self.engine, packet, self.now, self.hook, &mut self.nat)
+        crate::drive::verdict(
+            &mut self.engine,
+            packet,
+            self.now,
+            self.origin,
+            &mut self.nat,
+        )
     }
 
     /// Builds `segment` and processes it.
@@ -80,8 +92,9 @@ impl<N: NatLookup> Gateway<N> {
     /// [`Gateway::outcome`]).
     pub fn ask(&mut self, packet: &[u8]) -> Option<Question> {
         self.now += self.step;
-        let (bytes, hook) = (packet, self.hook);
-        self.engine.handle(self.now, Input::Packet { bytes, hook });
+        let (bytes, origin) = (packet, self.origin);
+        self.engine
+            .handle(self.now, Input::Packet { bytes, origin });
         self.engine.poll_question()
     }
 
