@@ -201,7 +201,7 @@ fn head_matters(head: &[u8], side: Side) -> bool {
 
 /// A segment that passes unqueued when its direction is not guarded: a
 /// payload of at most [`PLAIN_MAX`] bytes that is one whole line whose
-/// start cannot matter ([`head_matters`]). Shorter than four bytes: not
+/// start cannot matter (`head_matters`). Shorter than four bytes: not
 /// plain (the programs do not prove it).
 pub fn is_plain_line(payload: &[u8], side: Side) -> bool {
     one_whole_line(payload, PLAIN_MAX).is_some_and(|head| !head_matters(head, side))

@@ -29,7 +29,7 @@ pub struct Config {
     /// `--mark`: conntrack mark bits of data connections.
     pub data_mark: Option<Mark>,
     /// Hand each NATed control connection's sequence fix-ups to the kernel
-    /// ([`Command::AdoptControl`], [`Command::SetSeqAdj`]) instead of
+    /// ([`Command::AdoptControl`](crate::command::Command::AdoptControl), [`Command::SetSeqAdj`](crate::command::Command::SetSeqAdj)) instead of
     /// applying them to every packet (the live daemon; never the replay).
     pub kernel_fixups: bool,
     /// Keep each session's state in its conntrack entry (see `kept`; the
@@ -38,7 +38,7 @@ pub struct Config {
     /// Selective queueing (the live default): the kernel queues only the
     /// segments that can hold part of an announcement, AUTH or a
     /// multi-line opener, and those that do not end a line and their
-    /// continuations (the guard ipset, [`Command::Guard`]). Bytes that pass
+    /// continuations (the guard ipset, [`Command::Guard`](crate::command::Command::Guard)). Bytes that pass
     /// unseen between two queued segments are complete lines, so a gap
     /// met between lines is no loss; replies are paired with the latest
     /// passive request (see `dialogue`). False: every control packet is

@@ -136,7 +136,7 @@ impl Engine {
 
     /// The flow whose original tuple is `orig`, as a token that tells it
     /// from another flow of the same tuple later (see
-    /// [`Engine::conntrack_destroyed`]).
+    /// a conntrack event, [`crate::ConntrackEvent`]).
     pub fn flow_of(&self, orig: &Tuple) -> Option<u64> {
         match self.flows.locate(orig) {
             Some((id, Dir::Orig)) => self.flows.get(id).map(Flow::generation),

@@ -41,7 +41,7 @@ impl Engine {
     /// instead. A server segment of a followed session that may hold an
     /// announcement, with no passive request seen or noted, needs that
     /// note: the guard key of the client's direction to take it by, and the
-    /// session's original tuple for [`Engine::passive_noted`]. `known`:
+    /// session's original tuple for its answer ([`crate::question::Answer`]). `known`:
     /// conntrack's answer about the packet's connection, when it was asked
     /// ([`crate::question::Question::Mapping`]): a segment whose tuple the
     /// engine does not know yet (NAT gave a reused client port a new public
