@@ -48,6 +48,11 @@ pub trait Kernel {
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
+    /// [`Kernel::ct_entry`] of each of `tuples`, in order (the live kernel
+    /// asks them together: a datagram of questions, not one each).
+    fn ct_entries(&mut self, tuples: &[Tuple]) -> Vec<Result<Option<CtEntryState>, Error>> {
+        tuples.iter().map(|t| self.ct_entry(t)).collect()
+    }
     fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error>;
     /// Creates the set when it is missing; true if it had to.
     fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error>;
@@ -61,6 +66,9 @@ pub trait Kernel {
     /// (they are counted and logged).
     fn settle(&mut self) {}
 }
+
+/// An entry's original tuple and TCP state.
+pub type CtEntryState = (Tuple, Option<u8>);
 
 /// What an entry keeps for a session: its labels and the kernel's
 /// sequence corrections by direction.
@@ -161,6 +169,26 @@ impl Kernel for LiveKernel {
             }
         }
         Ok(None)
+    }
+
+    fn ct_entries(&mut self, tuples: &[Tuple]) -> Vec<Result<Option<CtEntryState>, Error>> {
+        let state = |info: CtInfo| (info.entry.orig, info.tcp_state);
+        let asks: Vec<(Tuple, Dir)> = tuples.iter().map(|t| (*t, Dir::Orig)).collect();
+        let mut found: Vec<_> = self.ct().get_infos(&asks).into_iter().collect();
+        // Not found as an original tuple: asked again as a reply.
+        let again: Vec<usize> = (0..found.len())
+            .filter(|&i| matches!(found[i], Ok(None)))
+            .collect();
+        let asks: Vec<(Tuple, Dir)> = again.iter().map(|&i| (tuples[i], Dir::Reply)).collect();
+        if !asks.is_empty() {
+            for (i, info) in again.into_iter().zip(self.ct().get_infos(&asks)) {
+                found[i] = info;
+            }
+        }
+        found
+            .into_iter()
+            .map(|info| info.map(|i| i.map(state)))
+            .collect()
     }
 
     fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error> {
