@@ -816,3 +816,37 @@ fn lookups_asked_together_go_in_one_datagram_and_are_answered_in_order() {
         assert!(ct.get(&orig, Dir::Orig).unwrap().is_some());
     });
 }
+
+/// The executor's ipset requests not waited for go on its conntrack
+/// socket: held with conntrack's, they leave in the datagram of the next
+/// waited conntrack request; each is carried out, and a refusal is still
+/// counted as its own operation's.
+#[test]
+fn ipset_requests_not_waited_for_ride_in_a_conntrack_datagram() {
+    in_v4_lab("ride", |lab| {
+        let (orig, _c, _s) = control_connection(lab);
+        let counters = ftpct::netfilter::netlink::NlCounters::default();
+        let mut set = Ipset::open().expect("open ipset");
+        set.create("ftpct-ride", false, 300).expect("create");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        ct.count_in(counters.clone());
+        ct.get(&orig, Dir::Orig).expect("bound");
+        let before = ct.socket().datagrams();
+        ct.socket().hold();
+        let e = Element::dst(lab.server, 40001);
+        set.tell_add_on(ct.socket(), "ftpct-ride", (&e, 300), "note")
+            .expect("held");
+        set.tell_del_on(ct.socket(), "ftpct-missing", &e, "note")
+            .expect("held");
+        assert!(ct.get(&orig, Dir::Orig).expect("lookup").is_some());
+        assert_eq!(ct.socket().datagrams() - before, 1, "one datagram");
+        assert!(set.test("ftpct-ride", lab.server, 40001).expect("test"));
+        let errors = counters.errors.snapshot();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, Op::IpsetDel, "{errors:?}");
+        let requests = counters.requests.snapshot();
+        assert!(requests.contains(&(Op::IpsetAdd, 1, 0)), "{requests:?}");
+        assert!(requests.contains(&(Op::IpsetDel, 1, 0)), "{requests:?}");
+        set.destroy("ftpct-ride").expect("destroy");
+    });
+}

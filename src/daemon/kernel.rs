@@ -13,7 +13,7 @@ use crate::netfilter::family::Family;
 use crate::netfilter::guard_entries::guard_element;
 use crate::netfilter::ipset::{Element, Ipset};
 use crate::netfilter::kept_labels::Labels;
-use crate::netfilter::netlink::NlCounters;
+use crate::netfilter::netlink::{NlCounters, NlSocket};
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -83,7 +83,9 @@ pub struct LiveKernel {
 impl Kernel for LiveKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error> {
         let e = Element::dst(dst.ip(), dst.port());
-        self.ipset().tell_add(
+        let (ipset, sock) = self.told();
+        ipset.tell_add_on(
+            sock,
             set,
             (&e, timeout_secs),
             "that data connection will not be helped",
@@ -92,13 +94,15 @@ impl Kernel for LiveKernel {
 
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         let e = Element::dst(dst.ip(), dst.port());
-        self.ipset()
-            .tell_del(set, &e, "the entry stays until it times out")
+        let (ipset, sock) = self.told();
+        ipset.tell_del_on(sock, set, &e, "the entry stays until it times out")
     }
 
     fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error> {
         let e = guard_element(key);
-        self.ipset().tell_add(
+        let (ipset, sock) = self.told();
+        ipset.tell_add_on(
+            sock,
             set,
             (&e, timeout_secs),
             "ftpct may not see every segment of that direction",
@@ -106,7 +110,9 @@ impl Kernel for LiveKernel {
     }
 
     fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
-        self.ipset().tell_del(
+        let (ipset, sock) = self.told();
+        ipset.tell_del_on(
+            sock,
             set,
             &guard_element(key),
             "that direction stays queued until the entry times out",
@@ -222,6 +228,15 @@ impl Kernel for LiveKernel {
 }
 
 impl LiveKernel {
+    /// Where the ipset requests not waited for go: the conntrack socket,
+    /// so that they and conntrack's share datagrams (held together, or in
+    /// the next waited conntrack request's). Their refusals come back on
+    /// it, named by their set, and are read as conntrack's are.
+    fn told(&mut self) -> (&Ipset, &mut NlSocket) {
+        self.ipset.socket().send_held();
+        (&self.ipset, self.ct.socket())
+    }
+
     /// The conntrack socket, once what the ipset socket held is sent: the
     /// kernel sees the requests in the order they were made.
     fn ct(&mut self) -> &mut Ctnetlink {
