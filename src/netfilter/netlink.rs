@@ -478,6 +478,19 @@ impl NlSocket {
         Ok(answers.into_iter().flatten().collect())
     }
 
+    /// What a failed receive means: None to try again (a signal came),
+    /// else the timeout (nothing came in time) or the failure.
+    fn receive_error(&self, op: Op, e: io::Error) -> Option<Error> {
+        match e.kind() {
+            io::ErrorKind::Interrupted => None,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(Error::Timeout {
+                op,
+                after: self.timeout,
+            }),
+            _ => Some(Error::Receive { op, source: e }),
+        }
+    }
+
     /// The messages of the next datagrams: waits for one (at most the
     /// socket's timeout), then takes what else is there, in one call.
     fn recv_several(&mut self, op: Op) -> Result<Vec<Message>, Error> {
@@ -517,19 +530,9 @@ impl NlSocket {
             };
             match usize::try_from(rc) {
                 Ok(n) => break n,
-                Err(_) => match io::Error::last_os_error() {
-                    e if e.kind() == io::ErrorKind::Interrupted => continue,
-                    e if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                    {
-                        return Err(Error::Timeout {
-                            op,
-                            after: self.timeout,
-                        })
-                    }
-                    source => return Err(Error::Receive { op, source }),
+                Err(_) => match self.receive_error(op, io::Error::last_os_error()) {
+                    None => continue,
+                    Some(e) => return Err(e),
                 },
             }
         };
@@ -850,19 +853,10 @@ impl NlSocket {
         loop {
             match (&self.sock).read(&mut self.buf) {
                 Ok(n) => return parse_messages(&self.buf[..n]).map_err(|w| w.at(op)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Error::Timeout {
-                        op,
-                        after: self.timeout,
-                    })
-                }
-                Err(source) => return Err(Error::Receive { op, source }),
+                Err(e) => match self.receive_error(op, e) {
+                    None => continue,
+                    Some(e) => return Err(e),
+                },
             }
         }
     }
