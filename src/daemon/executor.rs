@@ -90,11 +90,7 @@ impl<K: Kernel> Executor<K> {
         match c {
             Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
             Command::ForgetDst { dst } => self.forget(*dst),
-            Command::CreateRelated(r) => {
-                if !self.create(r) {
-                    return Some(CommandOutcome::NotCreated(r.exp.clone()));
-                }
-            }
+            Command::CreateRelated(r) => return self.create_related(r, None),
             Command::SetLiberal { orig } => self.set_liberal(orig),
             Command::AdoptControl(a) => {
                 return Some(match self.adopt(a) {
@@ -117,6 +113,12 @@ impl<K: Kernel> Executor<K> {
             Command::GuardAlways { key } => self.guard(key, 0),
         }
         None
+    }
+
+    /// Creates a data connection's entry; its master's mark is `known`
+    /// (read moments ago with its NAT mapping), else asked of conntrack.
+    pub fn create_related(&mut self, r: &Related, known: Option<u32>) -> Option<CommandOutcome> {
+        (!self.create(r, known)).then(|| CommandOutcome::NotCreated(r.exp.clone()))
     }
 
     /// Runs `f` with the requests whose answer changes nothing held back,
@@ -267,12 +269,14 @@ impl<K: Kernel> Executor<K> {
     /// Creates the data connection's entry; true when it is in conntrack
     /// as ftpct made it (or as it already was, in a state a SYN does not
     /// reopen). Says what happened, and only that.
-    fn create(&mut self, r: &Related) -> bool {
+    fn create(&mut self, r: &Related, known_mark: Option<u32>) -> bool {
         let master = r.exp.master;
         let tuple = r.conn.tuple;
-        let inherited = self.kernel.ct_mark(&master).unwrap_or_else(|e| {
-            debug!(flow = %master, "reading the control connection's mark failed: {e}");
-            None
+        let inherited = known_mark.or_else(|| {
+            self.kernel.ct_mark(&master).unwrap_or_else(|e| {
+                debug!(flow = %master, "reading the control connection's mark failed: {e}");
+                None
+            })
         });
         let dc = r.with_master_mark(inherited);
         let mut replaced = None;
@@ -514,6 +518,21 @@ mod tests {
         let rule: Mark = "0x10/0xf0".parse().expect("mark");
         x.run(&create(t(SYN.0, SYN.1), &e, Some(rule)));
         assert_eq!(x.kernel().created[0].mark, Some(0x1f));
+    }
+
+    #[test]
+    fn a_known_master_mark_is_not_asked_for_again() {
+        let mut x = executor();
+        x.kernel_mut().master_mark = Some(0x0f);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let Command::CreateRelated(r) = create(t(SYN.0, SYN.1), &e, None) else {
+            unreachable!()
+        };
+        assert_eq!(x.create_related(&r, Some(0x2a)), None);
+        assert_eq!(x.kernel().created[0].mark, Some(0x2a), "the known mark");
+        assert_eq!(x.kernel().marks_asked, 0);
+        x.create_related(&r, None);
+        assert_eq!(x.kernel().marks_asked, 1, "unknown: asked");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::netfilter::Error;
 pub struct FakeKernel {
     pub calls: Vec<String>,
     pub master_mark: Option<u32>,
+    /// How many times a master's mark was asked for.
+    pub marks_asked: usize,
     pub created: Vec<DataConnection>,
     /// Entries in conntrack by original tuple, with their TCP state.
     pub entries: HashMap<Tuple, u8>,
@@ -94,6 +96,7 @@ impl Kernel for FakeKernel {
     }
 
     fn ct_mark(&mut self, _: &Tuple) -> Result<Option<u32>, Error> {
+        self.marks_asked += 1;
         Ok(self.master_mark)
     }
 

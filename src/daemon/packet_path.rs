@@ -20,6 +20,7 @@ use super::kernel::Kernel;
 use super::metrics::VerdictKind;
 use super::shared::Shared;
 use crate::driver::{self, DriverKernel};
+use crate::netfilter::conntrack_lookup::KnownMarks;
 use crate::netfilter::guard_entries::{guard_keys_of_packet, passes_unguarded};
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
@@ -39,7 +40,7 @@ pub struct PacketPath<K: Kernel, N: NatLookup> {
     carried: Vec<Command>,
 }
 
-impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
+impl<K: Kernel, N: NatLookup + KnownMarks> PacketPath<K, N> {
     pub fn new(shared: Arc<Shared>, exec: Executor<K>, nat: N) -> Self {
         let control_ports = shared
             .with_engine(|e| e.config().control_ports.clone())
@@ -164,7 +165,7 @@ pub(super) struct QueueKernel<'a, K: Kernel, N: NatLookup> {
     pub(super) carried: &'a mut Vec<Command>,
 }
 
-impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {
+impl<K: Kernel, N: NatLookup + KnownMarks> DriverKernel for QueueKernel<'_, K, N> {
     fn answer(&mut self, q: &Question) -> Answer {
         match q {
             // Conntrack is asked with the engine unlocked.
@@ -184,6 +185,11 @@ impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {
             Command::AdoptControl(a) => {
                 let exec = &mut *self.exec;
                 self.shared.adoptions().during(&a.keys, || exec.run(c))
+            }
+            // The master's mark came with its NAT mapping: not asked again.
+            Command::CreateRelated(r) => {
+                let known = self.nat.known_mark(&r.exp.master);
+                self.exec.create_related(r, known)
             }
             _ => self.exec.run(c),
         };

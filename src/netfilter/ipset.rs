@@ -384,6 +384,28 @@ pub fn decode_header(attrs: Attrs<'_>) -> Result<(String, u8), Malformed> {
     Ok((String::from_utf8_lossy(name).into_owned(), family))
 }
 
+fn tell_add_on(
+    sock: &mut NlSocket,
+    protocol: u8,
+    name: &str,
+    (e, timeout_secs): (&Element, u32),
+    note: &'static str,
+) -> Result<(), Error> {
+    let msg = encode_add(protocol, name, e, timeout_secs)?;
+    sock.tell(Op::IpsetAdd, msg, Target::Set(name.to_string()), note)
+}
+
+fn tell_del_on(
+    sock: &mut NlSocket,
+    protocol: u8,
+    name: &str,
+    e: &Element,
+    note: &'static str,
+) -> Result<(), Error> {
+    let msg = encode_del(protocol, name, e)?;
+    sock.tell(Op::IpsetDel, msg, Target::Set(name.to_string()), note)
+}
+
 /// One NETLINK_NETFILTER socket speaking the ipset protocol.
 #[derive(Debug)]
 pub struct Ipset {
@@ -420,17 +442,39 @@ impl Ipset {
         (e, timeout_secs): (&Element, u32),
         note: &'static str,
     ) -> Result<(), Error> {
-        let msg = encode_add(self.protocol, name, e, timeout_secs)?;
-        self.sock
-            .tell(Op::IpsetAdd, msg, Target::Set(name.to_string()), note)
+        let protocol = self.protocol;
+        tell_add_on(&mut self.sock, protocol, name, (e, timeout_secs), note)
     }
 
     /// Like [`Ipset::del_element`], not waited for (an element not in the
     /// set is no failure).
     pub fn tell_del(&mut self, name: &str, e: &Element, note: &'static str) -> Result<(), Error> {
-        let msg = encode_del(self.protocol, name, e)?;
-        self.sock
-            .tell(Op::IpsetDel, msg, Target::Set(name.to_string()), note)
+        let protocol = self.protocol;
+        tell_del_on(&mut self.sock, protocol, name, e, note)
+    }
+
+    /// [`Ipset::tell_add`] sent on `sock`, another NETLINK_NETFILTER
+    /// socket (nfnetlink routes a message by its subsystem, not by its
+    /// socket): with that socket's requests not waited for, in one datagram.
+    pub fn tell_add_on(
+        &self,
+        sock: &mut NlSocket,
+        name: &str,
+        add: (&Element, u32),
+        note: &'static str,
+    ) -> Result<(), Error> {
+        tell_add_on(sock, self.protocol, name, add, note)
+    }
+
+    /// [`Ipset::tell_del`] sent on `sock` (see [`Ipset::tell_add_on`]).
+    pub fn tell_del_on(
+        &self,
+        sock: &mut NlSocket,
+        name: &str,
+        e: &Element,
+        note: &'static str,
+    ) -> Result<(), Error> {
+        tell_del_on(sock, self.protocol, name, e, note)
     }
 
     /// The protocol version in use.
