@@ -107,6 +107,7 @@ impl<K: Kernel> Executor<K> {
             }
             Command::GuardOn { key } => self.guard(key, GUARD_TIMEOUT_SECS),
             Command::GuardAlways { key } => self.guard(key, 0),
+            Command::RecountUnseen { keys } => self.recount_unseen(keys),
         }
         None
     }
@@ -163,6 +164,18 @@ impl<K: Kernel> Executor<K> {
             Err(e) => {
                 warn!("ipset del {key} from {set} failed: {e}: an announcement answering it is refused as unsolicited");
                 false
+            }
+        }
+    }
+
+    /// Without NAT both directions have one element.
+    fn recount_unseen(&mut self, keys: &[GuardKey; 2]) {
+        let [orig, reply] = keys;
+        let distinct = if orig == reply { &keys[..1] } else { &keys[..] };
+        for key in distinct {
+            let set = self.sets.unseen_for(key.client.ip());
+            if let Err(e) = self.kernel.recount_unseen(set, key) {
+                warn!("ipset recount {key} in {set} failed: {e}: the kernel queues that direction whole until a recount");
             }
         }
     }
