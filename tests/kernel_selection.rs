@@ -31,7 +31,7 @@ const QUICK: &str =
 /// A plain command longer than the plain-line programs vouch for: the
 /// string searches decide it.
 const BUDGET: &str = "ftpct: FTP control directions over their unseen budget: queue this direction";
-/// `rules::UNSEEN_BUDGET`.
+/// `sets::UNSEEN_BUDGET`.
 const UNSEEN_BUDGET: u64 = 256 << 10;
 const LONG: &[u8] = b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
 /// Time for a written segment to cross loopback before the next write, so

@@ -345,7 +345,7 @@ fn decision(s: Selection) -> Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netfilter::rules::UNSEEN_BUDGET;
+    use crate::netfilter::sets::UNSEEN_BUDGET;
     use ftpct_testkit::{tuple, Ipv6Ext, Segment, Shape};
     use proptest::prelude::*;
 

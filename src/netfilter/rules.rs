@@ -48,6 +48,7 @@ use crate::netfilter::bpf;
 use crate::netfilter::family::Family;
 use crate::netfilter::programs::Kind;
 // The sets the rules match: reachable where the RuleSet is.
+use crate::netfilter::sets::UNSEEN_BUDGET;
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 
 pub(crate) const TABLE: &str = "raw";
@@ -69,18 +70,6 @@ const COMMENT_UNSEEN_BUDGET: &str =
     "ftpct: FTP control directions over their unseen budget: queue this direction";
 const COMMENT_UNSEEN: &str = "ftpct: FTP control directions counting what passes unseen";
 
-/// Selective queueing: the bytes (whole packets, headers included) a
-/// direction of a control connection may pass unqueued, counted since
-/// ftpct last saw it (its recount); the segment that goes over is queued.
-/// ftpct judges a segment by where it last saw its direction and takes one
-/// more than `MAX_UNSEEN` (1 MiB) away for a blind forgery, so what passes
-/// unseen stays below that: at most this budget while the count lives,
-/// twice it when the count's element times out unrenewed (600 s after its
-/// add or last recount: counted again from nothing by the next segment),
-/// the packet that goes over excluded (seen; a GRO'd one of up to 64 KiB
-/// counts once, whole). 2 x 256 KiB leaves 512 KiB of MAX_UNSEEN for the
-/// other direction's acknowledged bytes in flight.
-pub const UNSEEN_BUDGET: u64 = 256 << 10;
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_QUICK: &str =
     "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued, common shape only";

@@ -29,12 +29,25 @@ pub const FIN_TIMEOUT_SECS: u32 = 60;
 /// always renews it before the reply that answers it.
 pub const CLIENT_TIMEOUT_SECS: u32 = 600;
 
-/// Default timeout of the unseen sets. An element is added by the first
-/// segment that reaches the budget rule without it, and renewed only by
-/// ftpct's recounts (a rule's re-add would reset its count): a direction
-/// that stays under its budget longer starts counting again from nothing
-/// (see `rules::UNSEEN_BUDGET` for what that costs).
+/// Default timeout of the counting sets. The counting rule adds an
+/// element at the first segment past the guard rules without one; only
+/// ftpct's recounts renew it (a rule's re-add would reset its count): a
+/// direction that stays under its budget longer starts counting again from
+/// nothing (see [`UNSEEN_BUDGET`] for what that costs).
 pub const UNSEEN_TIMEOUT_SECS: u32 = 600;
+
+/// Selective queueing: the bytes (whole packets, headers included) a
+/// direction of a control connection may pass unqueued, counted since
+/// ftpct last saw it (its recount); the segment that goes over is queued.
+/// ftpct judges a segment by where it last saw its direction and takes one
+/// more than `MAX_UNSEEN` (1 MiB) away for a blind forgery, so what passes
+/// unseen stays below that: at most this budget while the count lives,
+/// twice it when the count's element times out unrenewed (600 s after its
+/// add or last recount: counted again from nothing by the next segment),
+/// the packet that goes over excluded (seen; a GRO'd one of up to 64 KiB
+/// counts once, whole). 2 x 256 KiB leaves 512 KiB of MAX_UNSEEN for the
+/// other direction's acknowledged bytes in flight.
+pub const UNSEEN_BUDGET: u64 = 256 << 10;
 
 /// Default timeout of the passive sets: a PASV or EPSV not answered by a
 /// 227 or 229 is forgotten after this.

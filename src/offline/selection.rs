@@ -14,7 +14,7 @@ use ftpct_engine::wire::TcpPacket;
 
 use ftpct_engine::classifier::{classify, Selection as Fate, Side};
 
-use crate::netfilter::rules::UNSEEN_BUDGET;
+use crate::netfilter::sets::UNSEEN_BUDGET;
 
 pub struct Selection {
     control_ports: Vec<u16>,
