@@ -643,6 +643,31 @@ mod tests {
     }
 
     #[test]
+    fn a_recount_zeroes_each_direction_once() {
+        let mut x = executor();
+        let key = |client: &str| GuardKey {
+            client: client.parse().expect("addr"),
+            server: "198.51.100.20".parse().expect("addr"),
+        };
+        let (inside, public) = (key("192.0.2.10:40000"), key("203.0.113.1:40000"));
+        x.run(&Command::RecountUnseen {
+            keys: [inside, public],
+        });
+        x.run(&Command::RecountUnseen {
+            keys: [inside, inside],
+        });
+        assert_eq!(
+            x.kernel().calls,
+            [
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+                "recount ftpct-count client 203.0.113.1:40000 server 198.51.100.20",
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+            ],
+            "without NAT both directions are one element"
+        );
+    }
+
+    #[test]
     fn guard_entries_go_when_their_direction_has_nothing_in_the_queue() {
         let mut x = executor();
         let key = |port| GuardKey {

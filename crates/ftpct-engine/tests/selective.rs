@@ -699,3 +699,30 @@ fn a_noop_session_stays_unqueued_within_the_budget() {
     }
     assert_eq!(budget.crossings, 0, "{} bytes counted", budget.counted[0]);
 }
+
+/// Over the budget with bare acknowledgements (headers the kernel counts,
+/// no line ftpct misses): every segment is queued and shows no gap; the
+/// recount comes after a few segments seen all the same.
+#[test]
+fn a_count_over_the_budget_without_a_gap_is_recounted_within_a_few_segments() {
+    let (mut gw, mut c) = session(selective(true));
+    let recounted = |out: &Outcome| {
+        out.commands
+            .iter()
+            .any(|c| matches!(c, Command::RecountUnseen { .. }))
+    };
+    let mut seen = 0;
+    loop {
+        seen += 1;
+        let out = if seen % 2 == 0 {
+            c.server_says(&mut gw, b"200 NOOP ok\r\n")
+        } else {
+            c.client_says(&mut gw, b"NOOP\r\n")
+        };
+        if recounted(&out) {
+            break;
+        }
+        assert!(seen < 200, "no recount after {seen} segments seen");
+    }
+    assert!(seen >= 64, "not at every segment: {seen}");
+}
