@@ -111,6 +111,7 @@ impl<K: Kernel> Executor<K> {
             }
             Command::GuardOn { key } => self.guard(key, GUARD_TIMEOUT_SECS),
             Command::GuardAlways { key } => self.guard(key, 0),
+            Command::RecountUnseen { keys } => self.recount_unseen(keys),
         }
         None
     }
@@ -176,6 +177,18 @@ impl<K: Kernel> Executor<K> {
             Err(e) => {
                 warn!("ipset del {key} from {set} failed: {e}: an announcement answering it is refused as unsolicited");
                 false
+            }
+        }
+    }
+
+    /// Without NAT both directions have one element.
+    fn recount_unseen(&mut self, keys: &[GuardKey; 2]) {
+        let [orig, reply] = keys;
+        let distinct = if orig == reply { &keys[..1] } else { &keys[..] };
+        for key in distinct {
+            let set = self.sets.unseen_for(key.client.ip());
+            if let Err(e) = self.kernel.recount_unseen(set, key) {
+                warn!("ipset recount {key} in {set} failed: {e}: the kernel queues that direction whole until a recount");
             }
         }
     }
@@ -656,6 +669,31 @@ mod tests {
             x.kernel().calls,
             ["add ftpct 198.51.100.1:47201 1"],
             "0 would mean forever"
+        );
+    }
+
+    #[test]
+    fn a_recount_zeroes_each_direction_once() {
+        let mut x = executor();
+        let key = |client: &str| GuardKey {
+            client: client.parse().expect("addr"),
+            server: "198.51.100.20".parse().expect("addr"),
+        };
+        let (inside, public) = (key("192.0.2.10:40000"), key("203.0.113.1:40000"));
+        x.run(&Command::RecountUnseen {
+            keys: [inside, public],
+        });
+        x.run(&Command::RecountUnseen {
+            keys: [inside, inside],
+        });
+        assert_eq!(
+            x.kernel().calls,
+            [
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+                "recount ftpct-count client 203.0.113.1:40000 server 198.51.100.20",
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+            ],
+            "without NAT both directions are one element"
         );
     }
 

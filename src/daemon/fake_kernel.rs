@@ -95,6 +95,11 @@ impl Kernel for FakeKernel {
             .is_some())
     }
 
+    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+        self.calls.push(format!("recount {set} {key}"));
+        Ok(())
+    }
+
     fn ct_mark(&mut self, _: &Tuple) -> Result<Option<u32>, Error> {
         self.marks_asked += 1;
         Ok(self.master_mark)

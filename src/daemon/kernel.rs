@@ -31,6 +31,8 @@ pub trait Kernel {
     fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
     /// Takes a direction's entry out of set `set`; true if it was there.
     fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error>;
+    /// The counting set `set` counts a direction's unseen bytes afresh.
+    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
@@ -121,6 +123,14 @@ impl Kernel for LiveKernel {
 
     fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
         self.ipset().take_element(set, &guard_element(key))
+    }
+
+    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+        self.ipset().tell_recount(
+            set,
+            &guard_element(key),
+            "the kernel queues that direction whole until a recount",
+        )
     }
 
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {

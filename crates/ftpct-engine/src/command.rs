@@ -71,6 +71,13 @@ pub enum Command {
     /// without timeout, released with `Guard { needed: false }` when the
     /// connection goes.
     GuardAlways { key: GuardKey },
+    /// Selective queueing: ftpct has just seen this connection after lines
+    /// passed it unseen; the kernel's count of the bytes it let pass
+    /// unseen starts again (per direction, named as its guard entry: the
+    /// kernel queues a segment of a direction once its count is over its
+    /// budget, so that no more than [`crate::stream::MAX_UNSEEN`] ever
+    /// passes between two segments ftpct sees).
+    RecountUnseen { keys: [GuardKey; 2] },
 }
 
 impl Command {
