@@ -124,14 +124,39 @@ pub fn flush() {
 }
 
 /// Starts the thread that writes each batch out [`FLUSH_AFTER`] after its
-/// first line.
+/// first line, with every signal blocked: it starts before `ftpct run`
+/// blocks SIGTERM, SIGINT and SIGHUP to wait for them, and a process's
+/// signal goes to any thread that does not block it, where their default
+/// action would end ftpct without its clean-up.
 pub fn spawn_flusher() -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("log".into())
-        .spawn(|| loop {
-            let _ = stderr_batch().write_out_later(FLUSH_AFTER);
-        })
-        .map(drop)
+    with_every_signal_blocked(|| {
+        std::thread::Builder::new()
+            .name("log".into())
+            .spawn(|| loop {
+                let _ = stderr_batch().write_out_later(FLUSH_AFTER);
+            })
+            .map(drop)
+    })?
+}
+
+/// Runs `f` with every signal blocked in this thread (a thread it starts
+/// inherits that mask), then puts the mask back.
+fn with_every_signal_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: zeroed sigset_t values are valid storage; sigfillset
+    // initialises `all`, pthread_sigmask reads it and writes the old mask
+    // into `old`, which the second call only reads.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let out = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        Ok(out)
+    }
 }
 
 /// The writer the log's subscriber writes each line with.
@@ -209,6 +234,25 @@ mod tests {
         b.line(b"info\n", false).unwrap();
         b.line(b"warn\n", true).unwrap();
         assert_eq!(written(&b), "info\nwarn\n");
+    }
+
+    /// The flusher starts before `ftpct run` waits for its stop signals:
+    /// it must block them, or a SIGTERM could end ftpct in its thread.
+    #[test]
+    fn a_thread_started_with_every_signal_blocked_blocks_sigterm_and_the_caller_does_not() {
+        let mask_has_sigterm = || {
+            // SAFETY: zeroed storage; pthread_sigmask with a null new set
+            // only writes the current mask; sigismember only reads it.
+            unsafe {
+                let mut now: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+                libc::sigismember(&now, libc::SIGTERM) == 1
+            }
+        };
+        let before = mask_has_sigterm();
+        let child = with_every_signal_blocked(|| std::thread::spawn(mask_has_sigterm)).unwrap();
+        assert!(child.join().unwrap(), "the thread blocks SIGTERM");
+        assert_eq!(mask_has_sigterm(), before, "the caller's mask is back");
     }
 
     #[test]
