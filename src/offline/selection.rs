@@ -8,10 +8,11 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::command::{Command, QueuedDirection};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
+use crate::netfilter::guard_entries::{entry_after, GuardEntry};
 use ftpct_engine::classifier::{classify, Selection as Fate, Side};
 
 /// What the rules do with a segment.
@@ -22,14 +23,14 @@ pub enum Queueing {
     Passes,
     /// It passes unqueued, its session noted in the passive set (a PASV
     /// or EPSV), under this entry.
-    Noted(GuardKey),
+    Noted(GuardEntry),
 }
 
 pub struct Selection {
     control_ports: Vec<u16>,
-    guarded: HashSet<GuardKey>,
+    guarded: HashSet<GuardEntry>,
     /// The passive set: sessions with a PASV or EPSV let pass unqueued.
-    passive: HashSet<GuardKey>,
+    passive: HashSet<GuardEntry>,
     /// The client set: whoever sent to a control port (its timeout is not
     /// emulated). A segment to one is a server's, whatever its port.
     clients: HashSet<SocketAddr>,
@@ -78,7 +79,7 @@ impl Selection {
             return Queueing::Queued;
         }
         let dir = if to_control { Dir::Orig } else { Dir::Reply };
-        let key = GuardKey::of(&pkt.tuple, dir);
+        let key = GuardEntry::of_packets(&pkt.tuple, dir);
         if self.guarded.contains(&key) {
             return Queueing::Queued;
         }
@@ -105,21 +106,31 @@ impl Selection {
         pkt.flags.fin && self.control_ports.contains(&pkt.tuple.dst.port())
     }
 
-    /// Takes the note of a passive request of the session `key` names;
+    /// Takes the note of a passive request the client of `client` sent;
     /// true if there was one.
-    pub fn take_passive_note(&mut self, key: &GuardKey) -> bool {
-        self.passive.remove(key)
+    pub fn take_passive_note(&mut self, client: &QueuedDirection) -> bool {
+        self.passive.remove(&GuardEntry::of(client))
     }
 
     /// Carries out the engine's guard commands.
     pub fn follow(&mut self, commands: &[Command]) {
         for c in commands {
             match c {
-                Command::Guard { key, needed: false } => {
-                    self.guarded.remove(key);
+                Command::Guard {
+                    direction,
+                    needed,
+                    other,
+                    other_needed,
+                } => {
+                    if let (entry, false) = entry_after(direction, *needed, other, *other_needed) {
+                        self.guarded.remove(&entry);
+                    }
                 }
-                Command::GuardOn { key } | Command::GuardAlways { key } => {
-                    self.guarded.insert(*key);
+                Command::Unguard { direction } => {
+                    self.guarded.remove(&GuardEntry::of(direction));
+                }
+                Command::GuardOn { direction } | Command::GuardAlways { direction } => {
+                    self.guarded.insert(GuardEntry::of(direction));
                 }
                 _ => {}
             }
@@ -153,8 +164,10 @@ mod tests {
         // Guarded now: anything of that direction, until released.
         assert!(shown(&mut sel, seg(c2s, b"NOOP\r\n")));
         sel.follow(&[Command::Guard {
-            key: GuardKey::of(&c2s, Dir::Orig),
+            direction: QueuedDirection::of(&c2s, Dir::Orig),
             needed: false,
+            other: QueuedDirection::of(&s2c, Dir::Reply),
+            other_needed: false,
         }]);
         assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));
         assert!(shown(&mut sel, seg(c2s, b"NO")), "ends inside a line");
