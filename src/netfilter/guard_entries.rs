@@ -161,12 +161,20 @@ mod tests {
         );
     }
 
+    /// The client's and the server's direction of a connection from
+    /// 192.0.2.10:40000 to port 21, the server's segments going to `to`.
+    fn directions(to: &str) -> (QueuedDirection, QueuedDirection) {
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let s2c = tuple("198.51.100.20:21", to);
+        (
+            QueuedDirection::of(&c2s, Dir::Orig),
+            QueuedDirection::of(&s2c, Dir::Reply),
+        )
+    }
+
     #[test]
     fn without_nat_the_shared_entry_stays_while_either_direction_needs_it() {
-        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
-        let s2c = tuple("198.51.100.20:21", "192.0.2.10:40000");
-        let client = QueuedDirection::of(&c2s, Dir::Orig);
-        let server = QueuedDirection::of(&s2c, Dir::Reply);
+        let (client, server) = directions("192.0.2.10:40000");
         let entry = GuardEntry::of(&client);
         assert_eq!(GuardEntry::of(&server), entry, "one entry for both");
         assert_eq!(entry_after(&client, false, &server, true), (entry, true));
@@ -177,11 +185,8 @@ mod tests {
 
     #[test]
     fn with_nat_each_direction_has_its_own_entry() {
-        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
         // SNAT: the server's segments go to the client's public address.
-        let s2c = tuple("198.51.100.20:21", "198.51.100.1:40000");
-        let client = QueuedDirection::of(&c2s, Dir::Orig);
-        let server = QueuedDirection::of(&s2c, Dir::Reply);
+        let (client, server) = directions("198.51.100.1:40000");
         let (client_entry, server_entry) = (GuardEntry::of(&client), GuardEntry::of(&server));
         assert_ne!(client_entry, server_entry);
         assert_eq!(
