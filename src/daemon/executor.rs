@@ -707,6 +707,42 @@ mod tests {
         assert!(!x.has_releases());
     }
 
+    /// Without NAT a connection's two directions are one guard entry: the
+    /// client's direction needing nothing keeps it while the server's
+    /// does; with NAT each direction's entry goes on its own word.
+    #[test]
+    fn a_shared_entry_goes_only_when_neither_direction_needs_it() {
+        let mut x = executor();
+        let client = client_direction(40000);
+        let server = |to: &str| QueuedDirection::of(&t("198.51.100.20:21", to), Dir::Reply);
+        let after_client = |server, other_needed| Command::Guard {
+            direction: client,
+            needed: false,
+            other: server,
+            other_needed,
+        };
+        let plain = server("192.0.2.10:40000");
+        x.run(&after_client(plain, true));
+        assert!(!x.has_releases(), "the server's direction still needs it");
+        x.run(&after_client(plain, false));
+        assert!(x.has_releases());
+        x.release_all_guards();
+        let nated = server("198.51.100.1:40000");
+        x.run(&Command::GuardOn { direction: nated });
+        x.run(&after_client(nated, true));
+        x.release_all_guards();
+        let calls: Vec<&str> = x.kernel().calls.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            calls,
+            [
+                "unguard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20",
+                "guard ftpct-guard client 198.51.100.1:40000 server 198.51.100.20 600",
+                "unguard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20",
+            ],
+            "with NAT the server's entry stays, the client's goes"
+        );
+    }
+
     /// A direction released while segments of it that cannot matter still
     /// waited: should one of them make the engine need it after all, the
     /// entry goes back at once (once: later the kernel's rules add it).
