@@ -113,16 +113,6 @@ impl QueuedDirection {
     }
 }
 
-impl fmt::Display for QueuedDirection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let who = match self.dir {
-            Dir::Orig => "client",
-            Dir::Reply => "server",
-        };
-        write!(f, "{who}'s direction {}", self.seen)
-    }
-}
-
 /// Conntrack's sequence adjustment of one direction (struct
 /// nf_ct_seqadj): segments that start after `correction_pos` move by
 /// `offset_after`, the others by `offset_before`; acknowledgements of the
