@@ -11,6 +11,7 @@
 //! - `offline`: pcap reading and writing, and replay through the engine;
 //! - `doctor`: what the machine lacks for ftpct;
 //! - `cli`: log output and the replay report;
+//! - `log_batch`: `ftpct run`'s log lines written in batches;
 //! - `ladder`: the HTML ladder diagram of `--html`.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod driver;
 pub mod ladder;
+pub mod log_batch;
 pub mod monitor;
 pub mod netfilter;
 pub mod offline;

@@ -271,8 +271,11 @@ fn main() -> ExitCode {
             log,
             policy,
         } => {
-            logging::init(log.log_format, log.verbose);
-            run_daemon(&config, &queues, &run, &policy)
+            logging::init_batched(log.log_format, log.verbose);
+            let ran = run_daemon(&config, &queues, &run, &policy);
+            // Every line of the run is written before ftpct says why it ended.
+            ftpct::log_batch::flush();
+            ran
         }
         Command::Rules { explain: true, .. } => {
             print_lines(&[ftpct::netfilter::programs::explain()]);

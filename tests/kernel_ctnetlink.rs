@@ -767,3 +767,86 @@ fn destroy_events_of_other_ports_and_of_adoptions_are_filtered_out_in_the_kernel
         assert_eq!(origs, [orig], "{seen:?}");
     });
 }
+
+/// The FIN checks' lookups: asked together, in one datagram, answered in
+/// order (found, not found in this direction, not found at all), each
+/// counted as a request of its own; more than fit one datagram go in
+/// several.
+#[test]
+fn lookups_asked_together_go_in_one_datagram_and_are_answered_in_order() {
+    in_v4_lab("together", |lab| {
+        let (orig, _c, _s) = control_connection(lab);
+        let reply = Tuple::new(lab.at(lab.server, 2121), orig.src);
+        let unknown = Tuple::new(lab.at(lab.client, 1), lab.at(lab.server, 2));
+        let counters = ftpct::netfilter::netlink::NlCounters::default();
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        ct.count_in(counters.clone());
+        let before = ct.socket().datagrams();
+        let asks = [
+            (orig, Dir::Orig),
+            (orig, Dir::Reply),
+            (unknown, Dir::Orig),
+            (reply, Dir::Reply),
+        ];
+        let found = ct.get_infos(&asks);
+        assert_eq!(ct.socket().datagrams() - before, 1, "one datagram");
+        let origs: Vec<Option<Tuple>> = found
+            .into_iter()
+            .map(|f| f.expect("answered").map(|i| i.entry.orig))
+            .collect();
+        assert_eq!(origs, [Some(orig), None, None, Some(orig)]);
+        assert_eq!(
+            counters.requests.totals(),
+            (4, 4),
+            "four lookups, waited for"
+        );
+        let gets = counters.requests.snapshot();
+        assert!(gets.contains(&(Op::CtGet, 0, 4)), "{gets:?}");
+        assert!(
+            counters.errors.snapshot().is_empty(),
+            "not found is an answer"
+        );
+
+        let many = vec![(unknown, Dir::Orig); ftpct::netfilter::netlink::MAX_ASKED_TOGETHER + 1];
+        let before = ct.socket().datagrams();
+        let found = ct.get_infos(&many);
+        assert_eq!(ct.socket().datagrams() - before, 2);
+        assert!(found.iter().all(|f| matches!(f, Ok(None))));
+        // The socket is in step: a lookup after them gets its own answer.
+        assert!(ct.get(&orig, Dir::Orig).unwrap().is_some());
+    });
+}
+
+/// The executor's ipset requests not waited for go on its conntrack
+/// socket: held with conntrack's, they leave in the datagram of the next
+/// waited conntrack request; each is carried out, and a refusal is still
+/// counted as its own operation's.
+#[test]
+fn ipset_requests_not_waited_for_ride_in_a_conntrack_datagram() {
+    in_v4_lab("ride", |lab| {
+        let (orig, _c, _s) = control_connection(lab);
+        let counters = ftpct::netfilter::netlink::NlCounters::default();
+        let mut set = Ipset::open().expect("open ipset");
+        set.create("ftpct-ride", false, 300).expect("create");
+        let mut ct = Ctnetlink::open().expect("open ctnetlink");
+        ct.count_in(counters.clone());
+        ct.get(&orig, Dir::Orig).expect("bound");
+        let before = ct.socket().datagrams();
+        ct.socket().hold();
+        let e = Element::dst(lab.server, 40001);
+        set.tell_add_on(ct.socket(), "ftpct-ride", (&e, 300), "note")
+            .expect("held");
+        set.tell_del_on(ct.socket(), "ftpct-missing", &e, "note")
+            .expect("held");
+        assert!(ct.get(&orig, Dir::Orig).expect("lookup").is_some());
+        assert_eq!(ct.socket().datagrams() - before, 1, "one datagram");
+        assert!(set.test("ftpct-ride", lab.server, 40001).expect("test"));
+        let errors = counters.errors.snapshot();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, Op::IpsetDel, "{errors:?}");
+        let requests = counters.requests.snapshot();
+        assert!(requests.contains(&(Op::IpsetAdd, 1, 0)), "{requests:?}");
+        assert!(requests.contains(&(Op::IpsetDel, 1, 0)), "{requests:?}");
+        set.destroy("ftpct-ride").expect("destroy");
+    });
+}

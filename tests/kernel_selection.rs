@@ -30,6 +30,9 @@ const QUICK: &str =
     "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued, common shape only";
 /// A plain command longer than the plain-line programs vouch for: the
 /// string searches decide it.
+const BUDGET: &str = "ftpct: FTP control directions over their unseen budget: queue this direction";
+/// `sets::UNSEEN_BUDGET`.
+const UNSEEN_BUDGET: u64 = 256 << 10;
 const LONG: &[u8] = b"SITE xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
 /// Time for a written segment to cross loopback before the next write, so
 /// that each write is a segment of its own.
@@ -41,6 +44,7 @@ struct Family {
     guard: &'static str,
     fin: &'static str,
     passive: &'static str,
+    count: &'static str,
     ip6: bool,
 }
 
@@ -50,6 +54,7 @@ const V4: Family = Family {
     guard: "ftpct-guard",
     fin: "ftpct-fin",
     passive: "ftpct-pasv",
+    count: "ftpct-count",
     ip6: false,
 };
 
@@ -59,6 +64,7 @@ const V6: Family = Family {
     guard: "ftpct-guard6",
     fin: "ftpct-fin6",
     passive: "ftpct-pasv6",
+    count: "ftpct-count6",
     ip6: true,
 };
 
@@ -620,5 +626,82 @@ fn every_header_shape_is_read_or_queued() {
                 "{what:?} in {shape:?}"
             );
         }
+    }
+}
+
+/// The count of the connection from the client's `port` in the counting
+/// set: bytes, if it has the element.
+fn counted_bytes(ns: &Netns, f: &Family, port: u16) -> Option<u64> {
+    let element = format!("{},tcp:{port},{} ", f.client, f.server);
+    let listed = ns.sh(&["ipset", "list", f.count]);
+    let line = listed.lines().find(|l| l.starts_with(&element))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "bytes")?;
+    words.get(at + 1)?.parse().ok()
+}
+
+/// Plain lines pass unqueued while their connection's count of unseen
+/// bytes (both directions: no NAT here) stays within the budget; the
+/// segment that goes over it puts the direction in the guard set and is
+/// queued; after ftpct's recount (and release) plain lines pass again.
+#[test]
+fn a_connection_over_its_unseen_budget_is_queued_until_recounted() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let ns = lab("unseen");
+    for (f, port) in [(&V4, 45000), (&V6, 45001)] {
+        let element = format!("{},tcp:{port},{}", f.client, f.server);
+        let (noop_passed, over, after) = ns.run(|| {
+            let listener = TcpListener::bind(sock(f.server, 21)).expect("listen");
+            let mut client: TcpStream =
+                connect_from(sock(f.client, port), sock(f.server, 21)).expect("connect");
+            client.set_nodelay(true).expect("nodelay");
+            let (_server, _) = accept(&listener);
+            let mut noop = || {
+                client.write_all(b"NOOP\r\n").expect("client writes");
+                sleep(GAP);
+            };
+            noop();
+            let noop_passed = (guarded(&ns, f, port), counted_bytes(&ns, f, port));
+            // As if lines passed unseen since ftpct's last recount: the
+            // count 100 bytes short of the budget. The next NOOP and the
+            // server's ACK go over it.
+            let near = format!("{}", UNSEEN_BUDGET - 100);
+            let bytes = ["bytes", near.as_str(), "packets", "1", "-exist"];
+            ns.sh(&[&["ipset", "add", f.count, &element][..], &bytes].concat());
+            noop();
+            let over = guarded(&ns, f, port);
+            // ftpct's recount and release.
+            ns.sh(&["ipset", "del", f.guard, &element]);
+            let zero = ["bytes", "0", "packets", "0", "-exist"];
+            ns.sh(&[&["ipset", "add", f.count, &element][..], &zero].concat());
+            noop();
+            (
+                noop_passed,
+                over,
+                (guarded(&ns, f, port), counted_bytes(&ns, f, port)),
+            )
+        });
+        let (was_guarded, first_count) = noop_passed;
+        assert!(
+            !was_guarded,
+            "a NOOP within the budget passes ({})",
+            f.count
+        );
+        assert!(
+            first_count.is_some_and(|b| b < 1000),
+            "the connection's count starts with its first segments: {first_count:?} ({})",
+            f.count
+        );
+        assert!(over, "over the budget: queued whole ({})", f.count);
+        assert!(queued_by(&ns, f, &[BUDGET]) >= 1);
+        let (guarded_after, count_after) = after;
+        assert!(!guarded_after, "recounted: plain lines pass ({})", f.count);
+        assert!(
+            count_after.is_some_and(|b| b > 0 && b < 1000),
+            "counted afresh: {count_after:?} ({})",
+            f.count
+        );
     }
 }

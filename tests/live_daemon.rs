@@ -450,15 +450,22 @@ fn ftpct_makes_active_and_passive_ftp_pass_a_strict_nat_gateway() {
             lab.log("ftpct.log")
         );
     }
+    // The log is written in batches: each decision is in the file within
+    // a bounded delay (100 ms after the first line of its batch), ftpct
+    // still running.
+    let matched = |log: &str| log.matches(r#""event":"data-matched""#).count();
+    let shown = wait_until(Duration::from_secs(1), || {
+        matched(&lab.log("ftpct.log")) == cases.len()
+    });
     let log = lab.log("ftpct.log");
+    assert!(shown, "{log}");
     assert!(log.contains(r#""event":"rewrite""#), "{log}");
-    let matched = log.matches(r#""event":"data-matched""#).count();
-    assert_eq!(matched, cases.len(), "{log}");
 
     let status = ftpct.terminate();
     assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
     let log = lab.log("ftpct.log");
     assert!(log.contains("stopped:"), "{log}");
+    assert_eq!(matched(&log), cases.len(), "{log}");
     let queues = lab.gw.sh(&["cat", "/proc/net/netfilter/nfnetlink_queue"]);
     assert!(queues.trim().is_empty(), "queue still bound: {queues}");
     let members = lab.gw.sh(&["ipset", "list", "ftpct"]);

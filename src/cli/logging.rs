@@ -94,6 +94,25 @@ fn priorities() -> tracing_journald::PriorityMappings {
 
 /// Installs the global subscriber. A second call (tests) is a no-op.
 pub fn init(format: LogFormat, verbosity: u8) {
+    install(format, verbosity, std::io::stderr);
+}
+
+/// Like [`init`], with the lines written to stderr in batches (`ftpct
+/// run`: see `log_batch`, which says when they are written out).
+pub fn init_batched(format: LogFormat, verbosity: u8) {
+    crate::log_batch::flush_before_panics();
+    if let Err(e) = crate::log_batch::spawn_flusher() {
+        // Without its thread a batch would wait for the next warning.
+        eprintln!("ftpct: log lines written one by one: {e}");
+        return install(format, verbosity, std::io::stderr);
+    }
+    install(format, verbosity, crate::log_batch::BatchedStderr);
+}
+
+fn install<W>(format: LogFormat, verbosity: u8, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     if format == LogFormat::Text {
         if let Some(layer) = journal() {
             use tracing_subscriber::layer::SubscriberExt as _;
@@ -107,7 +126,7 @@ pub fn init(format: LogFormat, verbosity: u8) {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(verbosity))
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(use_colour())
         .with_target(false);
     // try_init: an already installed subscriber is not an error worth dying for.

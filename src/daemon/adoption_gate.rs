@@ -75,6 +75,21 @@ impl AdoptionGate {
         look()
     }
 
+    /// Like [`AdoptionGate::outside`], for a look at several control
+    /// connections at once.
+    pub fn outside_all<T>(&self, origs: &[Tuple], look: impl FnOnce() -> T) -> T {
+        let keys: Vec<GuardEntry> = origs
+            .iter()
+            .map(|o| GuardEntry::of_packets(o, Dir::Orig))
+            .collect();
+        let busy = |adopting: &HashSet<GuardEntry>| keys.iter().any(|k| adopting.contains(k));
+        let (_shared, waited_out) = self.clear_of(busy, MAX_LOOK_WAIT);
+        if waited_out {
+            warn!("an adoption took more than {MAX_LOOK_WAIT:?}: its connection's entry is looked at all the same");
+        }
+        look()
+    }
+
     /// The shared lock, once `busy` finds none of its directions being
     /// adopted, or after `max_wait` (then with true: waited out). Busy is
     /// asked only while some adoption runs: most callers cost a read lock

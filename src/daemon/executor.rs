@@ -91,11 +91,7 @@ impl<K: Kernel> Executor<K> {
         match c {
             Command::ExpectDst { dst, timeout } => self.expect(*dst, *timeout),
             Command::ForgetDst { dst } => self.forget(*dst),
-            Command::CreateRelated(r) => {
-                if !self.create(r) {
-                    return Some(CommandOutcome::NotCreated(r.exp.clone()));
-                }
-            }
+            Command::CreateRelated(r) => return self.create_related(r, None),
             Command::SetLiberal { orig } => self.set_liberal(orig),
             Command::AdoptControl(a) => {
                 return Some(match self.adopt(a) {
@@ -123,8 +119,15 @@ impl<K: Kernel> Executor<K> {
                 self.guard(&GuardEntry::of(direction), GUARD_TIMEOUT_SECS)
             }
             Command::GuardAlways { direction } => self.guard(&GuardEntry::of(direction), 0),
+            Command::RecountUnseen { directions } => self.recount_unseen(directions),
         }
         None
+    }
+
+    /// Creates a data connection's entry; its master's mark is `known`
+    /// (read moments ago with its NAT mapping), else asked of conntrack.
+    pub fn create_related(&mut self, r: &Related, known: Option<u32>) -> Option<CommandOutcome> {
+        (!self.create(r, known)).then(|| CommandOutcome::NotCreated(r.exp.clone()))
     }
 
     /// Runs `f` with the requests whose answer changes nothing held back,
@@ -199,6 +202,19 @@ impl<K: Kernel> Executor<K> {
             self.guard(key, GUARD_TIMEOUT_SECS);
         }
         self.releases.remove(key);
+    }
+
+    /// Without NAT both directions have one element: recounted once.
+    fn recount_unseen(&mut self, directions: &[QueuedDirection; 2]) {
+        let entries = directions.map(|d| GuardEntry::of(&d));
+        let shared = entries[0] == entries[1];
+        let distinct = if shared { &entries[..1] } else { &entries[..] };
+        for entry in distinct {
+            let set = self.sets.unseen_for(entry.client.ip());
+            if let Err(e) = self.kernel.recount_unseen(set, entry) {
+                warn!("ipset recount {entry} in {set} failed: {e}: the kernel queues that direction whole until a recount");
+            }
+        }
     }
 
     fn guard(&mut self, key: &GuardEntry, timeout_secs: u32) {
@@ -290,12 +306,14 @@ impl<K: Kernel> Executor<K> {
     /// Creates the data connection's entry; true when it is in conntrack
     /// as ftpct made it (or as it already was, in a state a SYN does not
     /// reopen). Says what happened, and only that.
-    fn create(&mut self, r: &Related) -> bool {
+    fn create(&mut self, r: &Related, known_mark: Option<u32>) -> bool {
         let master = r.exp.master;
         let tuple = r.conn.tuple;
-        let inherited = self.kernel.ct_mark(&master).unwrap_or_else(|e| {
-            debug!(flow = %master, "reading the control connection's mark failed: {e}");
-            None
+        let inherited = known_mark.or_else(|| {
+            self.kernel.ct_mark(&master).unwrap_or_else(|e| {
+                debug!(flow = %master, "reading the control connection's mark failed: {e}");
+                None
+            })
         });
         let dc = r.with_master_mark(inherited);
         let mut replaced = None;
@@ -540,6 +558,21 @@ mod tests {
     }
 
     #[test]
+    fn a_known_master_mark_is_not_asked_for_again() {
+        let mut x = executor();
+        x.kernel_mut().master_mark = Some(0x0f);
+        let e = exp("198.51.100.20", "198.51.100.1:47201");
+        let Command::CreateRelated(r) = create(t(SYN.0, SYN.1), &e, None) else {
+            unreachable!()
+        };
+        assert_eq!(x.create_related(&r, Some(0x2a)), None);
+        assert_eq!(x.kernel().created[0].mark, Some(0x2a), "the known mark");
+        assert_eq!(x.kernel().marks_asked, 0);
+        x.create_related(&r, None);
+        assert_eq!(x.kernel().marks_asked, 1, "unknown: asked");
+    }
+
+    #[test]
     fn a_data_syn_on_a_time_wait_tuple_replaces_the_old_entry() {
         let mut x = executor();
         let e = exp("198.51.100.20", "198.51.100.1:47201");
@@ -669,6 +702,12 @@ mod tests {
         QueuedDirection::of(&c2s, Dir::Orig)
     }
 
+    /// The server's direction of a connection to 198.51.100.20:21, its
+    /// segments going to `to` (the client's address, or its NATed one).
+    fn server_direction(to: &str) -> QueuedDirection {
+        QueuedDirection::of(&t("198.51.100.20:21", to), Dir::Reply)
+    }
+
     /// The engine's word after a client segment, the server's direction
     /// needing nothing.
     fn client_guard(client: QueuedDirection, needed: bool) -> Command {
@@ -678,6 +717,31 @@ mod tests {
             other: QueuedDirection::of(&client.seen.reversed(), Dir::Reply),
             other_needed: false,
         }
+    }
+
+    #[test]
+    fn a_recount_zeroes_each_direction_once() {
+        let mut x = executor();
+        let client = client_direction(40000);
+        let (plain, nated) = (
+            server_direction("192.0.2.10:40000"),
+            server_direction("203.0.113.1:40000"),
+        );
+        x.run(&Command::RecountUnseen {
+            directions: [client, nated],
+        });
+        x.run(&Command::RecountUnseen {
+            directions: [client, plain],
+        });
+        assert_eq!(
+            x.kernel().calls,
+            [
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+                "recount ftpct-count client 203.0.113.1:40000 server 198.51.100.20",
+                "recount ftpct-count client 192.0.2.10:40000 server 198.51.100.20",
+            ],
+            "without NAT both directions are one element"
+        );
     }
 
     #[test]
@@ -714,20 +778,19 @@ mod tests {
     fn a_shared_entry_goes_only_when_neither_direction_needs_it() {
         let mut x = executor();
         let client = client_direction(40000);
-        let server = |to: &str| QueuedDirection::of(&t("198.51.100.20:21", to), Dir::Reply);
         let after_client = |server, other_needed| Command::Guard {
             direction: client,
             needed: false,
             other: server,
             other_needed,
         };
-        let plain = server("192.0.2.10:40000");
+        let plain = server_direction("192.0.2.10:40000");
         x.run(&after_client(plain, true));
         assert!(!x.has_releases(), "the server's direction still needs it");
         x.run(&after_client(plain, false));
         assert!(x.has_releases());
         x.release_all_guards();
-        let nated = server("198.51.100.1:40000");
+        let nated = server_direction("198.51.100.1:40000");
         x.run(&Command::GuardOn { direction: nated });
         x.run(&after_client(nated, true));
         x.release_all_guards();

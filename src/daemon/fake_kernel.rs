@@ -18,6 +18,8 @@ use crate::netfilter::Error;
 pub struct FakeKernel {
     pub calls: Vec<String>,
     pub master_mark: Option<u32>,
+    /// How many times a master's mark was asked for.
+    pub marks_asked: usize,
     pub created: Vec<DataConnection>,
     /// Entries in conntrack by original tuple, with their TCP state.
     pub entries: HashMap<Tuple, u8>,
@@ -94,7 +96,13 @@ impl Kernel for FakeKernel {
             .is_some())
     }
 
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
+        self.calls.push(format!("recount {set} {key}"));
+        Ok(())
+    }
+
     fn ct_mark(&mut self, _: &Tuple) -> Result<Option<u32>, Error> {
+        self.marks_asked += 1;
         Ok(self.master_mark)
     }
 

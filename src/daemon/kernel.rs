@@ -13,7 +13,7 @@ use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::family::Family;
 use crate::netfilter::ipset::{Element, Ipset};
 use crate::netfilter::kept_labels::Labels;
-use crate::netfilter::netlink::NlCounters;
+use crate::netfilter::netlink::{NlCounters, NlSocket};
 use crate::netfilter::sets::{self, SetNames};
 use crate::netfilter::Error;
 
@@ -31,6 +31,8 @@ pub trait Kernel {
     fn guard_del(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error>;
     /// Takes a direction's entry out of set `set`; true if it was there.
     fn guard_take(&mut self, set: &str, key: &GuardEntry) -> Result<bool, Error>;
+    /// The counting set `set` counts a direction's unseen bytes afresh.
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
@@ -48,6 +50,11 @@ pub trait Kernel {
     /// The entry that holds `tuple` in either direction: its original
     /// tuple and TCP state.
     fn ct_entry(&mut self, tuple: &Tuple) -> Result<Option<(Tuple, Option<u8>)>, Error>;
+    /// [`Kernel::ct_entry`] of each of `tuples`, in order (the live kernel
+    /// asks them together: a datagram of questions, not one each).
+    fn ct_entries(&mut self, tuples: &[Tuple]) -> Vec<Result<Option<CtEntryState>, Error>> {
+        tuples.iter().map(|t| self.ct_entry(t)).collect()
+    }
     fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error>;
     /// Creates the set when it is missing; true if it had to.
     fn ensure_set(&mut self, set: &str, v6: bool) -> Result<bool, Error>;
@@ -62,6 +69,9 @@ pub trait Kernel {
     fn settle(&mut self) {}
 }
 
+/// An entry's original tuple and TCP state.
+pub type CtEntryState = (Tuple, Option<u8>);
+
 /// What an entry keeps for a session: its labels and the kernel's
 /// sequence corrections by direction.
 pub type KeptState = ([u8; 16], [Option<SeqAdj>; 2]);
@@ -75,7 +85,9 @@ pub struct LiveKernel {
 impl Kernel for LiveKernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error> {
         let e = Element::dst(dst.ip(), dst.port());
-        self.ipset().tell_add(
+        let (ipset, sock) = self.told();
+        ipset.tell_add_on(
+            sock,
             set,
             (&e, timeout_secs),
             "that data connection will not be helped",
@@ -84,13 +96,15 @@ impl Kernel for LiveKernel {
 
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error> {
         let e = Element::dst(dst.ip(), dst.port());
-        self.ipset()
-            .tell_del(set, &e, "the entry stays until it times out")
+        let (ipset, sock) = self.told();
+        ipset.tell_del_on(sock, set, &e, "the entry stays until it times out")
     }
 
     fn guard_add(&mut self, set: &str, key: &GuardEntry, timeout_secs: u32) -> Result<(), Error> {
         let e = key.element();
-        self.ipset().tell_add(
+        let (ipset, sock) = self.told();
+        ipset.tell_add_on(
+            sock,
             set,
             (&e, timeout_secs),
             "ftpct may not see every segment of that direction",
@@ -98,7 +112,9 @@ impl Kernel for LiveKernel {
     }
 
     fn guard_del(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
-        self.ipset().tell_del(
+        let (ipset, sock) = self.told();
+        ipset.tell_del_on(
+            sock,
             set,
             &key.element(),
             "that direction stays queued until the entry times out",
@@ -107,6 +123,14 @@ impl Kernel for LiveKernel {
 
     fn guard_take(&mut self, set: &str, key: &GuardEntry) -> Result<bool, Error> {
         self.ipset().take_element(set, &key.element())
+    }
+
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
+        self.ipset().tell_recount(
+            set,
+            &key.element(),
+            "the kernel queues that direction whole until a recount",
+        )
     }
 
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error> {
@@ -163,6 +187,26 @@ impl Kernel for LiveKernel {
         Ok(None)
     }
 
+    fn ct_entries(&mut self, tuples: &[Tuple]) -> Vec<Result<Option<CtEntryState>, Error>> {
+        let state = |info: CtInfo| (info.entry.orig, info.tcp_state);
+        let asks: Vec<(Tuple, Dir)> = tuples.iter().map(|t| (*t, Dir::Orig)).collect();
+        let mut found: Vec<_> = self.ct().get_infos(&asks).into_iter().collect();
+        // Not found as an original tuple: asked again as a reply.
+        let again: Vec<usize> = (0..found.len())
+            .filter(|&i| matches!(found[i], Ok(None)))
+            .collect();
+        let asks: Vec<(Tuple, Dir)> = again.iter().map(|&i| (tuples[i], Dir::Reply)).collect();
+        if !asks.is_empty() {
+            for (i, info) in again.into_iter().zip(self.ct().get_infos(&asks)) {
+                found[i] = info;
+            }
+        }
+        found
+            .into_iter()
+            .map(|info| info.map(|i| i.map(state)))
+            .collect()
+    }
+
     fn ct_delete(&mut self, orig: &Tuple) -> Result<(), Error> {
         self.ct().delete(orig)
     }
@@ -194,6 +238,15 @@ impl Kernel for LiveKernel {
 }
 
 impl LiveKernel {
+    /// Where the ipset requests not waited for go: the conntrack socket,
+    /// so that they and conntrack's share datagrams (held together, or in
+    /// the next waited conntrack request's). Their refusals come back on
+    /// it, named by their set, and are read as conntrack's are.
+    fn told(&mut self) -> (&Ipset, &mut NlSocket) {
+        self.ipset.socket().send_held();
+        (&self.ipset, self.ct.socket())
+    }
+
     /// The conntrack socket, once what the ipset socket held is sent: the
     /// kernel sees the requests in the order they were made.
     fn ct(&mut self) -> &mut Ctnetlink {

@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::netfilter::guard_entries::GuardEntry;
 use ftpct_engine::engine::{Answer, CommandOutcome, Question};
 use ftpct_engine::nat::NatLookup;
 use ftpct_engine::{Command, Origin, Verdict};
@@ -20,7 +19,8 @@ use super::kernel::Kernel;
 use super::metrics::VerdictKind;
 use super::shared::Shared;
 use crate::driver::{self, DriverKernel};
-use crate::netfilter::guard_entries::{guard_entries_of_packet, passes_unguarded};
+use crate::netfilter::conntrack_lookup::KnownMarks;
+use crate::netfilter::guard_entries::{guard_entries_of_packet, passes_unguarded, GuardEntry};
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
 pub struct PacketPath<K: Kernel, N: NatLookup> {
@@ -39,7 +39,7 @@ pub struct PacketPath<K: Kernel, N: NatLookup> {
     carried: Vec<Command>,
 }
 
-impl<K: Kernel, N: NatLookup> PacketPath<K, N> {
+impl<K: Kernel, N: NatLookup + KnownMarks> PacketPath<K, N> {
     pub fn new(shared: Arc<Shared>, exec: Executor<K>, nat: N) -> Self {
         let control_ports = shared
             .with_engine(|e| e.config().control_ports.clone())
@@ -164,7 +164,7 @@ pub(super) struct QueueKernel<'a, K: Kernel, N: NatLookup> {
     pub(super) carried: &'a mut Vec<Command>,
 }
 
-impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {
+impl<K: Kernel, N: NatLookup + KnownMarks> DriverKernel for QueueKernel<'_, K, N> {
     fn answer(&mut self, q: &Question) -> Answer {
         match q {
             // Conntrack is asked with the engine unlocked.
@@ -187,6 +187,11 @@ impl<K: Kernel, N: NatLookup> DriverKernel for QueueKernel<'_, K, N> {
                 let exec = &mut *self.exec;
                 let entries = a.directions.map(|d| GuardEntry::of(&d));
                 self.shared.adoptions().during(&entries, || exec.run(c))
+            }
+            // The master's mark came with its NAT mapping: not asked again.
+            Command::CreateRelated(r) => {
+                let known = self.nat.known_mark(&r.exp.master);
+                self.exec.create_related(r, known)
             }
             _ => self.exec.run(c),
         };

@@ -23,7 +23,7 @@ use ftpct_engine::tuple::Tuple;
 use tracing::{debug, warn};
 
 use super::executor::Executor;
-use super::kernel::{Kernel, LiveKernel};
+use super::kernel::{CtEntryState, Kernel, LiveKernel};
 use super::shared::Shared;
 use crate::driver::EngineHost;
 use crate::netfilter::family::Family;
@@ -77,23 +77,20 @@ impl SessionEnds {
                 Err(e) => warn!("reading the FIN set {fin}: {e}: sessions that ended meanwhile are forgotten when conntrack drops them"),
             }
         }
-        let looked_at: Vec<(Tuple, Instant)> = self.half_closed.drain().collect();
-        for (orig, since) in looked_at {
-            self.look_at(shared, exec, orig, since);
+        let looked_at: Vec<(Tuple, Instant)> = self
+            .half_closed
+            .drain()
+            .filter(|(orig, _)| shared.with_engine(|e| e.tracks(orig)) == Some(true))
+            .collect();
+        let origs: Vec<Tuple> = looked_at.iter().map(|(orig, _)| *orig).collect();
+        let seen = seen_by_conntrack(shared, exec, &origs);
+        for ((orig, since), seen) in looked_at.into_iter().zip(seen) {
+            self.look_at(shared, orig, since, seen);
         }
     }
 
-    fn look_at(
-        &mut self,
-        shared: &Shared,
-        exec: &mut Executor<LiveKernel>,
-        orig: Tuple,
-        since: Instant,
-    ) {
-        if shared.with_engine(|e| e.tracks(&orig)) != Some(true) {
-            return;
-        }
-        match seen_by_conntrack(shared, exec, &orig) {
+    fn look_at(&mut self, shared: &Shared, orig: Tuple, since: Instant, seen: Seen) {
+        match seen {
             Seen::Closed => {
                 shared.metrics().fin(true);
                 let now = shared.now();
@@ -131,12 +128,30 @@ fn followed(shared: &Shared, entry: &Element, ports: &[u16]) -> Vec<Tuple> {
         .collect()
 }
 
-/// Asked outside the session's adoption: in one its entry is missing for
+/// Asked outside the sessions' adoptions: in one its entry is missing for
 /// a moment (a FIN set entry of the tuple's previous connection can name a
-/// session that just started).
-fn seen_by_conntrack(shared: &Shared, exec: &mut Executor<LiveKernel>, orig: &Tuple) -> Seen {
+/// session that just started). All asked together (one datagram).
+fn seen_by_conntrack(
+    shared: &Shared,
+    exec: &mut Executor<LiveKernel>,
+    origs: &[Tuple],
+) -> Vec<Seen> {
+    if origs.is_empty() {
+        return Vec::new();
+    }
     let kernel = exec.kernel_mut();
-    match shared.adoptions().outside(orig, || kernel.ct_entry(orig)) {
+    let found = shared
+        .adoptions()
+        .outside_all(origs, || kernel.ct_entries(origs));
+    origs
+        .iter()
+        .zip(found)
+        .map(|(orig, f)| seen_of(orig, f))
+        .collect()
+}
+
+fn seen_of(orig: &Tuple, found: Result<Option<CtEntryState>, crate::netfilter::Error>) -> Seen {
+    match found {
         Ok(None) => Seen::Closed,
         Ok(Some((_, Some(state)))) if CLOSED.contains(&state) => Seen::Closed,
         Ok(Some((_, Some(state)))) if HALF_CLOSED.contains(&state) => Seen::HalfClosed,

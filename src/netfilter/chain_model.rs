@@ -3,9 +3,10 @@
 //! interpreter, xt_u32 and xt_string emulated), and the property that it
 //! decides what the classifier says on every segment the generator makes:
 //! the segments that cross are the ones `classify` names, no more, no
-//! fewer.
+//! fewer; and over a connection's segments, that the counting set's
+//! budget queues one once its direction passed that much unseen.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use ftpct_engine::classifier::{classify, Selection, Side};
@@ -25,16 +26,23 @@ enum Leaves {
     FellThrough,
 }
 
-/// One segment's walk: how it left, and the (set, key) entries the
-/// SET targets added on the way.
+/// One segment's walk: how it left, the (set, element) entries the SET
+/// targets added on the way, and whether a budget of unseen bytes held.
 struct Walk {
     leaves: Leaves,
     added: HashSet<(String, String)>,
+    over_budget: bool,
 }
+
+/// The counting (unseen) set's elements and their byte counts, which
+/// outlive one segment's walk.
+type Counts = HashMap<String, u64>;
 
 /// The rules of ftpct's PREROUTING chain, their programs parsed once.
 struct Chain {
     rules: Vec<(Vec<String>, Vec<Program>)>,
+    /// The set whose elements count bytes.
+    counting: String,
 }
 
 impl Chain {
@@ -54,29 +62,100 @@ impl Chain {
                 (r.spec, programs)
             })
             .collect();
-        Chain { rules }
+        let counting = rs.sets.unseen_of(family).to_string();
+        Chain { rules, counting }
     }
 
-    fn walk(&self, packet: &[u8]) -> Walk {
+    /// One segment through the chain, its sets empty but the counting one.
+    fn walk(&self, packet: &[u8], counts: &mut Counts) -> Walk {
         let pkt = TcpPacket::parse(packet).expect("a TCP segment");
-        let mut added = HashSet::new();
+        let mut sets = Sets {
+            added: HashSet::new(),
+            counts,
+            counting: &self.counting,
+            over_budget: false,
+        };
+        let leaves = self.leaves(packet, &pkt, &mut sets);
+        Walk {
+            leaves,
+            added: sets.added,
+            over_budget: sets.over_budget,
+        }
+    }
+
+    fn leaves(&self, packet: &[u8], pkt: &TcpPacket<'_>, sets: &mut Sets<'_>) -> Leaves {
         for (spec, programs) in &self.rules {
-            if !matches(spec, programs, packet, &pkt, &added) {
+            if !matches(spec, programs, packet, pkt, sets) {
                 continue;
             }
             match target(spec) {
-                Target::Accept => return walk(Leaves::Accepted, added),
-                Target::Queue => return walk(Leaves::Queued, added),
+                Target::Accept => return Leaves::Accepted,
+                Target::Queue => return Leaves::Queued,
                 // The gate: what is not FTP control leaves ftpct's chain.
-                Target::Return => return walk(Leaves::FellThrough, added),
-                Target::AddSet(entry) => {
-                    added.insert(entry);
-                }
+                Target::Return => return Leaves::FellThrough,
+                Target::AddSet((set, flags)) => sets.add(&set, element(&flags, pkt), spec, packet),
                 Target::None => {}
             }
         }
-        walk(Leaves::FellThrough, added)
+        Leaves::FellThrough
     }
+}
+
+/// The sets as one segment's walk sees them.
+struct Sets<'a> {
+    added: HashSet<(String, String)>,
+    counts: &'a mut Counts,
+    counting: &'a str,
+    over_budget: bool,
+}
+
+impl Sets<'_> {
+    /// A SET target's add: to the counting set only when missing (the
+    /// rule has no `--exist`: the kernel would set the count back to this
+    /// packet), counting this packet.
+    fn add(&mut self, set: &str, element: String, spec: &[String], packet: &[u8]) {
+        if set == self.counting {
+            assert!(!spec.iter().any(|w| w == "--exist"), "{spec:?}");
+            self.counts.entry(element).or_insert(packet.len() as u64);
+        } else {
+            self.added.insert((set.to_string(), element));
+        }
+    }
+
+    /// A set match: the counting set's adds this packet to a present
+    /// element's count (before any comparison: ip_set_match_extensions).
+    fn holds(&mut self, set: &str, element: String, packet: &[u8]) -> (bool, Option<u64>) {
+        if set != self.counting {
+            return (self.added.contains(&(set.to_string(), element)), None);
+        }
+        match self.counts.get_mut(&element) {
+            Some(count) => {
+                *count += packet.len() as u64;
+                (true, Some(*count))
+            }
+            None => (false, None),
+        }
+    }
+}
+
+/// The element a set match or add with `flags` (`src,src,dst`...) takes
+/// from the packet.
+fn element(flags: &str, pkt: &TcpPacket<'_>) -> String {
+    let (src, dst) = (pkt.tuple.src, pkt.tuple.dst);
+    flags
+        .split(',')
+        .enumerate()
+        .map(|(i, side)| {
+            let at = if side == "src" { src } else { dst };
+            // ip,port[,ip]: the second names a port.
+            if i == 1 {
+                at.port().to_string()
+            } else {
+                at.ip().to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The chain of each family of [`selective`]'s rules, built once.
@@ -98,10 +177,6 @@ fn selective() -> RuleSet {
         queue_all: false,
         ..ruleset(Families::All)
     }
-}
-
-fn walk(leaves: Leaves, added: HashSet<(String, String)>) -> Walk {
-    Walk { leaves, added }
 }
 
 enum Target {
@@ -126,13 +201,13 @@ fn target(spec: &[String]) -> Target {
 }
 
 /// Whether every match of `spec` holds for `packet` (`programs`: its
-/// xt_bpf programs, in order; `added`: the set entries added so far).
+/// xt_bpf programs, in order; `sets`: as the walk left them so far).
 fn matches(
     spec: &[String],
     programs: &[Program],
     packet: &[u8],
     pkt: &TcpPacket<'_>,
-    added: &HashSet<(String, String)>,
+    sets: &mut Sets<'_>,
 ) -> bool {
     let (src, dst) = (pkt.tuple.src.port(), pkt.tuple.dst.port());
     let ports = |list: &str| -> Vec<u16> {
@@ -143,6 +218,7 @@ fn matches(
     let mut programs = programs.iter();
     let mut search = Search::default();
     let mut negate = false;
+    let mut count = None;
     let mut i = 0;
     while i < spec.len() {
         let arg = |n: usize| spec[i + n].as_str();
@@ -162,7 +238,16 @@ fn matches(
             "--ports" => (ports(arg(1)).iter().any(|&p| p == src || p == dst), 2),
             "--tcp-flags" => (flags_match(pkt, arg(1), arg(2)), 3),
             "--syn" => (pkt.flags.syn && !pkt.flags.ack && !pkt.flags.rst, 1),
-            "--match-set" => (added.contains(&(arg(1).into(), arg(2).into())), 3),
+            "--match-set" => {
+                let (holds, counted) = sets.holds(arg(1), element(arg(2), pkt), packet);
+                count = counted;
+                (holds, 3)
+            }
+            "--bytes-gt" => {
+                let over = count.is_some_and(|c| c > arg(1).parse().expect("a count"));
+                sets.over_budget |= over;
+                (over, 2)
+            }
             "--bytecode" => (programs.next().expect("parsed").matches(packet), 2),
             "--u32" => (u32_matches(arg(1), packet), 2),
             "--from" => {
@@ -260,6 +345,7 @@ fn decision(s: Selection) -> Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netfilter::sets::UNSEEN_BUDGET;
     use ftpct_testkit::{tuple, Ipv6Ext, Segment, Shape};
     use proptest::prelude::*;
 
@@ -403,7 +489,7 @@ mod tests {
         fn the_chain_decides_what_the_classifier_says(
             (family, side, packet, payload) in segment()
         ) {
-            let walk = chain(family).walk(&packet);
+            let walk = chain(family).walk(&packet, &mut Counts::new());
             let chain = as_selection(&walk, &selective(), family);
             let classified = decision(classify(&packet, side));
             prop_assert_eq!(
@@ -413,6 +499,84 @@ mod tests {
                 side,
                 String::from_utf8_lossy(&payload)
             );
+        }
+    }
+
+    /// A connection's segments, client's or server's, `head` bytes short
+    /// of their budget of unseen bytes (the connection ran before).
+    fn connection() -> impl Strategy<Value = (Family, u64, Vec<(bool, Vec<u8>)>)> {
+        let families = proptest::sample::select(vec![Family::V4, Family::V6]);
+        let segments = proptest::collection::vec((any::<bool>(), payload()), 1..80);
+        (families, 0u64..3000, segments)
+    }
+
+    fn connection_tuples(
+        family: Family,
+    ) -> (ftpct_engine::tuple::Tuple, ftpct_engine::tuple::Tuple) {
+        match family {
+            Family::V4 => (
+                tuple("192.0.2.10:40000", "198.51.100.20:21"),
+                tuple("198.51.100.20:21", "192.0.2.10:40000"),
+            ),
+            Family::V6 => (
+                tuple("[2001:db8::10]:40000", "[2001:db8:2::20]:21"),
+                tuple("[2001:db8:2::20]:21", "[2001:db8::10]:40000"),
+            ),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Over a connection's segments, the chain counts what it lets
+        /// pass: a segment crosses because of the count only once its
+        /// direction's count goes over the budget, and then ftpct's recount
+        /// (as it sends one: the segment showed a gap) starts it again; no
+        /// more than the budget ever passes unseen between recounts; every
+        /// other segment gets the classifier's decision.
+        #[test]
+        fn the_chain_queues_a_direction_over_its_unseen_budget(
+            (family, head, segments) in connection()
+        ) {
+            let (c2s, s2c) = connection_tuples(family);
+            let chain = chain(family);
+            let rs = selective();
+            let mut counts = Counts::new();
+            // Both directions' elements (one: no NAT here), present.
+            let noop = Segment::new(c2s, 1).ack(1).payload(b"NOOP\r\n").build();
+            chain.walk(&noop, &mut counts);
+            let counted = UNSEEN_BUDGET - head;
+            for count in counts.values_mut() {
+                *count = counted;
+            }
+            // The kernel's count, and what of it passed unseen.
+            let (mut total, mut passed) = (counted, counted);
+            let mut seq = [1u32, 1u32];
+            for (client_side, payload) in segments {
+                let (t, side, i) = if client_side {
+                    (c2s, Side::Client, 0)
+                } else {
+                    (s2c, Side::Server, 1)
+                };
+                let packet = Segment::new(t, seq[i]).ack(seq[1 - i]).payload(&payload).build();
+                seq[i] = seq[i].wrapping_add(payload.len() as u32);
+                let walk = chain.walk(&packet, &mut counts);
+                total += packet.len() as u64;
+                prop_assert_eq!(walk.over_budget, total > UNSEEN_BUDGET);
+                let chosen = as_selection(&walk, &rs, family);
+                let classified = decision(classify(&packet, side));
+                if walk.over_budget {
+                    prop_assert_eq!(walk.leaves, Leaves::Queued);
+                    counts.values_mut().for_each(|c| *c = 0);
+                    (total, passed) = (0, 0);
+                    continue;
+                }
+                prop_assert_eq!(chosen, Ok(classified));
+                if walk.leaves != Leaves::Queued {
+                    passed += packet.len() as u64;
+                    prop_assert!(passed <= UNSEEN_BUDGET, "{} passed unseen", passed);
+                }
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::netfilter::ctnetlink::{CtEntry, Ctnetlink};
 use crate::netfilter::Error;
-use ftpct_engine::nat::{CtMapping, NatLookup};
+use ftpct_engine::nat::{CtMapping, NatLookup, NoNat, StaticNat};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 /// How long an answer is reused. Short: a mapping never changes during a
@@ -37,7 +37,36 @@ impl CtGet for Ctnetlink {
 #[derive(Debug, Clone, Copy)]
 struct Cached {
     answer: Option<CtMapping>,
+    /// The entry's conntrack mark when it was read.
+    mark: u32,
     until: Instant,
+}
+
+/// A control connection's conntrack mark when it is known without asking
+/// conntrack (a data connection's entry inherits it).
+pub trait KnownMarks {
+    fn known_mark(&self, orig: &Tuple) -> Option<u32>;
+}
+
+impl KnownMarks for NoNat {
+    fn known_mark(&self, _: &Tuple) -> Option<u32> {
+        None
+    }
+}
+
+impl KnownMarks for StaticNat {
+    fn known_mark(&self, _: &Tuple) -> Option<u32> {
+        None
+    }
+}
+
+/// The mark read with the connection's mapping, at most [`POSITIVE_TTL`]
+/// ago: a mark set by a rule at the connection's first packet (the usual
+/// CONNMARK) is there; one changed later shows after the TTL at most.
+impl<C: CtGet> KnownMarks for LiveNat<C> {
+    fn known_mark(&self, orig: &Tuple) -> Option<u32> {
+        self.known_mark_at(orig, Instant::now())
+    }
 }
 
 /// Counters, for the log at exit.
@@ -81,21 +110,37 @@ impl<C: CtGet> LiveNat<C> {
         self.stats
     }
 
+    /// [`KnownMarks::known_mark`] at a given time: the mark of the entry
+    /// whose original tuple is `orig`, if its answer is still cached.
+    pub fn known_mark_at(&self, orig: &Tuple, now: Instant) -> Option<u32> {
+        let c = self.cache.get(orig).filter(|c| c.until > now)?;
+        c.answer.filter(|m| m.orig == *orig).map(|_| c.mark)
+    }
+
     /// [`NatLookup::lookup`] at a given time (tests drive the clock).
     pub fn lookup_at(&mut self, seen: &Tuple, now: Instant) -> Option<CtMapping> {
         if let Some(c) = self.cache.get(seen).filter(|c| c.until > now) {
             self.stats.hits += 1;
             return c.answer;
         }
-        let answer = self.query(seen);
-        self.remember(seen, answer, now);
+        let (answer, mark) = match self.query(seen) {
+            Some(e) => (
+                Some(CtMapping {
+                    orig: e.orig,
+                    reply: e.reply,
+                }),
+                e.mark,
+            ),
+            None => (None, 0),
+        };
+        self.remember(seen, (answer, mark), now);
         answer
     }
 
     /// The entry having `seen` as its original tuple, else as its reply
     /// (in the other order for a server's packet: one question, not two,
     /// for each control connection's SYN-ACK).
-    fn query(&mut self, seen: &Tuple) -> Option<CtMapping> {
+    fn query(&mut self, seen: &Tuple) -> Option<CtEntry> {
         let dirs = if !self.control_ports.contains(&seen.dst.port()) {
             [Dir::Reply, Dir::Orig]
         } else {
@@ -104,12 +149,7 @@ impl<C: CtGet> LiveNat<C> {
         for dir in dirs {
             self.stats.queries += 1;
             match self.ct.get(seen, dir) {
-                Ok(Some(e)) => {
-                    return Some(CtMapping {
-                        orig: e.orig,
-                        reply: e.reply,
-                    })
-                }
+                Ok(Some(e)) => return Some(e),
                 Ok(None) => {}
                 Err(e) => {
                     // Logged, answered "unknown": the packet passes unchanged.
@@ -122,7 +162,7 @@ impl<C: CtGet> LiveNat<C> {
         None
     }
 
-    fn remember(&mut self, seen: &Tuple, answer: Option<CtMapping>, now: Instant) {
+    fn remember(&mut self, seen: &Tuple, (answer, mark): (Option<CtMapping>, u32), now: Instant) {
         if self.cache.len() >= MAX_ENTRIES {
             self.cache.retain(|_, c| c.until > now);
             if self.cache.len() >= MAX_ENTRIES {
@@ -134,6 +174,7 @@ impl<C: CtGet> LiveNat<C> {
             Some(m) => {
                 let c = Cached {
                     answer,
+                    mark,
                     until: now + POSITIVE_TTL,
                 };
                 self.cache.insert(m.orig, c);
@@ -144,6 +185,7 @@ impl<C: CtGet> LiveNat<C> {
                     *seen,
                     Cached {
                         answer,
+                        mark,
                         until: now + NEGATIVE_TTL,
                     },
                 );
@@ -240,6 +282,28 @@ mod tests {
         let mut nat = fake(Some(e));
         assert!(nat.lookup_at(&e.orig, now).is_some());
         assert_eq!(nat.ct.calls, 1, "found as orig at once");
+    }
+
+    #[test]
+    fn the_mark_read_with_a_mapping_is_known_while_it_is_cached() {
+        let e = CtEntry {
+            mark: 0x2a,
+            ..snat_entry()
+        };
+        let mut nat = fake(Some(e));
+        let now = Instant::now();
+        assert_eq!(nat.known_mark_at(&e.orig, now), None, "not read yet");
+        nat.lookup_at(&e.reply, now).expect("found");
+        assert_eq!(nat.known_mark_at(&e.orig, now), Some(0x2a));
+        assert_eq!(
+            nat.known_mark_at(&e.reply, now),
+            None,
+            "a mark is asked for by the master's original tuple"
+        );
+        assert_eq!(nat.known_mark_at(&e.orig, now + POSITIVE_TTL), None);
+        let mut none = fake(None);
+        none.lookup_at(&e.orig, now);
+        assert_eq!(none.known_mark_at(&e.orig, now), None, "no entry, no mark");
     }
 
     #[test]

@@ -536,6 +536,33 @@ pub fn decode_entry(attrs: Attrs<'_>) -> Result<CtInfo, Malformed> {
     })
 }
 
+/// The entry a lookup of `tuple` in direction `dir` found (`asked`: its
+/// answer), if it holds the tuple in that direction.
+fn info_of(
+    tuple: &Tuple,
+    dir: Dir,
+    asked: Result<Vec<Message>, Error>,
+) -> Result<Option<CtInfo>, Error> {
+    let replies = match asked.map_err(|e| e.about(|| Target::Conn(*tuple))) {
+        Ok(r) => r,
+        Err(Error::Kernel {
+            errno: libc::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let info = first_attrs(&replies)
+        .and_then(decode_entry)
+        .map_err(|w| w.at(Op::CtGet))?;
+    // The kernel looks the tuple up in both directions at once: check
+    // that it matched the direction asked for.
+    let matched = match dir {
+        Dir::Orig => info.entry.orig == *tuple,
+        Dir::Reply => info.entry.reply == *tuple,
+    };
+    Ok(matched.then_some(info))
+}
+
 /// One NETLINK_NETFILTER socket speaking ctnetlink. Blocking, with a receive
 /// timeout (see [`netlink::DEFAULT_TIMEOUT`]).
 #[derive(Debug)]
@@ -636,24 +663,37 @@ impl Ctnetlink {
     pub fn get_info(&mut self, tuple: &Tuple, dir: Dir) -> Result<Option<CtInfo>, Error> {
         let msg = in_zone(encode_get(tuple, dir)?, self.zone);
         let asked = self.sock.ask(Op::CtGet, msg);
-        let replies = match asked.map_err(|e| e.about(|| Target::Conn(*tuple))) {
-            Ok(r) => r,
-            Err(Error::Kernel {
-                errno: libc::ENOENT,
-                ..
-            }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let info = first_attrs(&replies)
-            .and_then(decode_entry)
-            .map_err(|w| w.at(Op::CtGet))?;
-        // The kernel looks the tuple up in both directions at once: check
-        // that it matched the direction asked for.
-        let matched = match dir {
-            Dir::Orig => info.entry.orig == *tuple,
-            Dir::Reply => info.entry.reply == *tuple,
-        };
-        Ok(matched.then_some(info))
+        info_of(tuple, dir, asked)
+    }
+
+    /// [`Ctnetlink::get_info`] of each of `asks`, asked together (see
+    /// `NlSocket::ask_all`): their answers in the same order.
+    pub fn get_infos(&mut self, asks: &[(Tuple, Dir)]) -> Vec<Result<Option<CtInfo>, Error>> {
+        let mut msgs = Vec::with_capacity(asks.len());
+        let mut refused = Vec::new();
+        for (i, (tuple, dir)) in asks.iter().enumerate() {
+            match encode_get(tuple, *dir) {
+                Ok(msg) => msgs.push(in_zone(msg, self.zone)),
+                Err(e) => refused.push((i, e)),
+            }
+        }
+        let mut answers = self.sock.ask_all(Op::CtGet, msgs).into_iter();
+        let mut refused = refused.into_iter().peekable();
+        let mut out = Vec::with_capacity(asks.len());
+        for (i, (tuple, dir)) in asks.iter().enumerate() {
+            let info = match refused.next_if(|(at, _)| *at == i) {
+                Some((_, e)) => Err(e.into()),
+                None => match answers.next() {
+                    Some(asked) => info_of(tuple, *dir, asked),
+                    None => Err(Error::Malformed {
+                        op: Op::CtGet,
+                        what: Malformed::NoData,
+                    }),
+                },
+            };
+            out.push(info);
+        }
+        out
     }
 
     /// Creates the data connection's entry, RELATED to `dc.master`, with its

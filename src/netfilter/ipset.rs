@@ -59,6 +59,12 @@ const IPSET_ATTR_IP: u16 = 1;
 const IPSET_ATTR_PORT: u16 = 4;
 const IPSET_ATTR_TIMEOUT: u16 = 6;
 const IPSET_ATTR_PROTO: u16 = 7;
+const IPSET_ATTR_CADT_FLAGS: u16 = 8;
+/// IPSET_FLAG_WITH_COUNTERS: the set's elements count the packets and
+/// bytes that match them.
+const IPSET_FLAG_WITH_COUNTERS: u32 = 1 << 3;
+const IPSET_ATTR_BYTES: u16 = 24;
+const IPSET_ATTR_PACKETS: u16 = 25;
 /// Create only.
 const IPSET_ATTR_HASHSIZE: u16 = 18;
 // ADT attributes after IPSET_ATTR_CADT_MAX (16): ETHER, NAME, NAMEREF, IP2
@@ -76,6 +82,10 @@ pub enum SetType {
     /// The clients of control connections (`hash:ip,port`), filled by a
     /// rule: sized as a guard set, since a rule's add never grows it.
     Client,
+    /// The bytes of control directions that the rules let pass unseen
+    /// (`hash:ip,port,ip` with counters), filled by a rule as the client
+    /// set is.
+    Unseen,
 }
 
 /// Buckets of a guard set. The SET target's adds never grow a hash set
@@ -91,15 +101,25 @@ impl SetType {
     pub fn name(self) -> &'static str {
         match self {
             SetType::Dst | SetType::Client => SET_TYPE,
-            SetType::Guard => GUARD_SET_TYPE,
+            SetType::Guard | SetType::Unseen => GUARD_SET_TYPE,
         }
+    }
+
+    /// True when its elements count what matches them.
+    pub fn counts(self) -> bool {
+        self == SetType::Unseen
+    }
+
+    /// True when its elements name a second address (the server's).
+    pub fn has_addr2(self) -> bool {
+        matches!(self, SetType::Guard | SetType::Unseen)
     }
 
     /// The hash size it is created with (None: the kernel's default).
     pub fn hashsize(self) -> Option<u32> {
         match self {
             SetType::Dst => None,
-            SetType::Guard | SetType::Client => Some(GUARD_HASHSIZE),
+            SetType::Guard | SetType::Client | SetType::Unseen => Some(GUARD_HASHSIZE),
         }
     }
 }
@@ -198,6 +218,10 @@ pub fn encode_create(
     if let Some(size) = set_type.hashsize() {
         b.put_be32(IPSET_ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, size);
     }
+    if set_type.counts() {
+        let flags = IPSET_ATTR_CADT_FLAGS | NLA_F_NET_BYTEORDER;
+        b.put_be32(flags, IPSET_FLAG_WITH_COUNTERS);
+    }
     b.nest_end(data);
     Ok(b.finish())
 }
@@ -223,9 +247,19 @@ fn encode_element(
 }
 
 fn element_into(
+    b: MsgBuilder,
+    e: &Element,
+    timeout_secs: Option<u32>,
+) -> Result<Vec<u8>, BadRequest> {
+    element_counted_into(b, e, timeout_secs, None)
+}
+
+/// The element, and its counters set to `counted` (packets, bytes).
+fn element_counted_into(
     mut b: MsgBuilder,
     e: &Element,
     timeout_secs: Option<u32>,
+    counted: Option<(u64, u64)>,
 ) -> Result<Vec<u8>, BadRequest> {
     let data = b.nest_start(IPSET_ATTR_DATA);
     put_addr(&mut b, IPSET_ATTR_IP, e.addr);
@@ -236,6 +270,13 @@ fn element_into(
     }
     if let Some(t) = timeout_secs {
         b.put_be32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, t);
+    }
+    if let Some((packets, bytes)) = counted {
+        b.put(
+            IPSET_ATTR_PACKETS | NLA_F_NET_BYTEORDER,
+            &packets.to_be_bytes(),
+        );
+        b.put(IPSET_ATTR_BYTES | NLA_F_NET_BYTEORDER, &bytes.to_be_bytes());
     }
     b.nest_end(data);
     Ok(b.finish())
@@ -249,6 +290,17 @@ pub fn encode_add(
     timeout_secs: u32,
 ) -> Result<Vec<u8>, BadRequest> {
     encode_element(IPSET_CMD_ADD, protocol, name, e, Some(timeout_secs))
+}
+
+/// IPSET_CMD_ADD (an element present is overwritten) of `e` with its
+/// counters at zero and the set's default timeout: it counts afresh.
+pub fn encode_recount(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
+    element_counted_into(
+        start_named(IPSET_CMD_ADD, protocol, name)?,
+        e,
+        None,
+        Some((0, 0)),
+    )
 }
 
 pub fn encode_del(protocol: u8, name: &str, e: &Element) -> Result<Vec<u8>, BadRequest> {
@@ -384,6 +436,28 @@ pub fn decode_header(attrs: Attrs<'_>) -> Result<(String, u8), Malformed> {
     Ok((String::from_utf8_lossy(name).into_owned(), family))
 }
 
+fn tell_add_on(
+    sock: &mut NlSocket,
+    protocol: u8,
+    name: &str,
+    (e, timeout_secs): (&Element, u32),
+    note: &'static str,
+) -> Result<(), Error> {
+    let msg = encode_add(protocol, name, e, timeout_secs)?;
+    sock.tell(Op::IpsetAdd, msg, Target::Set(name.to_string()), note)
+}
+
+fn tell_del_on(
+    sock: &mut NlSocket,
+    protocol: u8,
+    name: &str,
+    e: &Element,
+    note: &'static str,
+) -> Result<(), Error> {
+    let msg = encode_del(protocol, name, e)?;
+    sock.tell(Op::IpsetDel, msg, Target::Set(name.to_string()), note)
+}
+
 /// One NETLINK_NETFILTER socket speaking the ipset protocol.
 #[derive(Debug)]
 pub struct Ipset {
@@ -420,7 +494,19 @@ impl Ipset {
         (e, timeout_secs): (&Element, u32),
         note: &'static str,
     ) -> Result<(), Error> {
-        let msg = encode_add(self.protocol, name, e, timeout_secs)?;
+        let protocol = self.protocol;
+        tell_add_on(&mut self.sock, protocol, name, (e, timeout_secs), note)
+    }
+
+    /// Sets the counters of `e` in the counting set `name` to zero (added
+    /// if missing, its timeout renewed), not waited for.
+    pub fn tell_recount(
+        &mut self,
+        name: &str,
+        e: &Element,
+        note: &'static str,
+    ) -> Result<(), Error> {
+        let msg = encode_recount(self.protocol, name, e)?;
         self.sock
             .tell(Op::IpsetAdd, msg, Target::Set(name.to_string()), note)
     }
@@ -428,9 +514,32 @@ impl Ipset {
     /// Like [`Ipset::del_element`], not waited for (an element not in the
     /// set is no failure).
     pub fn tell_del(&mut self, name: &str, e: &Element, note: &'static str) -> Result<(), Error> {
-        let msg = encode_del(self.protocol, name, e)?;
-        self.sock
-            .tell(Op::IpsetDel, msg, Target::Set(name.to_string()), note)
+        let protocol = self.protocol;
+        tell_del_on(&mut self.sock, protocol, name, e, note)
+    }
+
+    /// [`Ipset::tell_add`] sent on `sock`, another NETLINK_NETFILTER
+    /// socket (nfnetlink routes a message by its subsystem, not by its
+    /// socket): with that socket's requests not waited for, in one datagram.
+    pub fn tell_add_on(
+        &self,
+        sock: &mut NlSocket,
+        name: &str,
+        add: (&Element, u32),
+        note: &'static str,
+    ) -> Result<(), Error> {
+        tell_add_on(sock, self.protocol, name, add, note)
+    }
+
+    /// [`Ipset::tell_del`] sent on `sock` (see [`Ipset::tell_add_on`]).
+    pub fn tell_del_on(
+        &self,
+        sock: &mut NlSocket,
+        name: &str,
+        e: &Element,
+        note: &'static str,
+    ) -> Result<(), Error> {
+        tell_del_on(sock, self.protocol, name, e, note)
     }
 
     /// The protocol version in use.

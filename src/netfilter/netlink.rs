@@ -42,6 +42,10 @@ pub const NFNETLINK_V0: u8 = 0;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
+/// Questions sent in one datagram by [`NlSocket::ask_all`], at most: their
+/// answers, each a datagram of its own, must fit the receive buffer.
+pub const MAX_ASKED_TOGETHER: usize = 16;
+
 /// How long a request waits for the kernel's answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -328,6 +332,8 @@ pub struct NlSocket {
     holding: bool,
     /// Datagrams sent so far (each may carry several requests).
     datagrams: u64,
+    /// Buffers of [`NlSocket::ask_all`]'s receives (made at its first use).
+    several: Vec<u8>,
 }
 
 impl NlSocket {
@@ -358,6 +364,7 @@ impl NlSocket {
             held_count: 0,
             holding: false,
             datagrams: 0,
+            several: Vec::new(),
         })
     }
 
@@ -395,6 +402,146 @@ impl NlSocket {
     /// instead of two (the data, then the acknowledgement).
     pub fn ask(&mut self, op: Op, msg: Vec<u8>) -> Result<Vec<Message>, Error> {
         self.waited(op, msg, Ends::FirstMessage)
+    }
+
+    /// Like [`NlSocket::ask`] for each of `msgs`, all sent in one datagram
+    /// ([`MAX_ASKED_TOGETHER`] at most per datagram) and their answers read
+    /// several datagrams per receive: the answers in the order asked, each
+    /// counted (and its failure) as one request.
+    pub fn ask_all(&mut self, op: Op, msgs: Vec<Vec<u8>>) -> Vec<Result<Vec<Message>, Error>> {
+        let mut answers = Vec::with_capacity(msgs.len());
+        let mut msgs = msgs.into_iter().peekable();
+        while msgs.peek().is_some() {
+            let chunk: Vec<Vec<u8>> = msgs.by_ref().take(MAX_ASKED_TOGETHER).collect();
+            chunk.iter().for_each(|_| self.count_sent(op, true));
+            let n = chunk.len();
+            let got = self
+                .exchange_all(op, chunk)
+                .unwrap_or_else(|e| (0..n).map(|_| Err(each_asked(&e, op))).collect());
+            for answer in &got {
+                if let (Err(e), Some(c)) = (answer, &self.counters) {
+                    c.errors.count(op, e);
+                }
+            }
+            answers.extend(got);
+        }
+        answers
+    }
+
+    /// One datagram of questions (each answered by one message or a
+    /// refusal) and their answers, by position.
+    fn exchange_all(
+        &mut self,
+        op: Op,
+        msgs: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Vec<Message>, Error>>, Error> {
+        let mut batch = std::mem::take(&mut self.held);
+        let first = self.seq.wrapping_add(1);
+        for mut msg in msgs {
+            let seq = self.next_seq();
+            stamp(&mut msg, seq, false)?;
+            batch.extend_from_slice(&msg);
+        }
+        let count = self.seq.wrapping_sub(first).wrapping_add(1) as usize;
+        let sent = self.send(op, &batch);
+        if let Err(e) = &sent {
+            self.lose_held(e);
+        }
+        self.held_count = 0;
+        sent?;
+        let mut answers: Vec<Option<Result<Vec<Message>, Error>>> = Vec::new();
+        answers.resize_with(count, || None);
+        let mut left = count;
+        while left > 0 {
+            for m in self.recv_several(op)? {
+                let at = m.seq.wrapping_sub(first) as usize;
+                let Some(slot) = answers.get_mut(at).filter(|a| a.is_none()) else {
+                    self.late_refusal(&m);
+                    continue;
+                };
+                *slot = Some(match m.msg_type {
+                    NLMSG_ERROR => match m.error_code().map_err(|w| w.at(op))? {
+                        0 => Ok(Vec::new()),
+                        errno => Err(Error::Kernel {
+                            op,
+                            target: Target::None,
+                            errno,
+                        }),
+                    },
+                    _ => Ok(vec![m]),
+                });
+                left -= 1;
+            }
+        }
+        // Answered in order: every earlier request was too.
+        self.unwaited.settled();
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// What a failed receive means: None to try again (a signal came),
+    /// else the timeout (nothing came in time) or the failure.
+    fn receive_error(&self, op: Op, e: io::Error) -> Option<Error> {
+        match e.kind() {
+            io::ErrorKind::Interrupted => None,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(Error::Timeout {
+                op,
+                after: self.timeout,
+            }),
+            _ => Some(Error::Receive { op, source: e }),
+        }
+    }
+
+    /// The messages of the next datagrams: waits for one (at most the
+    /// socket's timeout), then takes what else is there, in one call.
+    fn recv_several(&mut self, op: Op) -> Result<Vec<Message>, Error> {
+        const SLOT: usize = 8 * 1024;
+        if self.several.len() < SLOT * MAX_ASKED_TOGETHER {
+            self.several = vec![0; SLOT * MAX_ASKED_TOGETHER];
+        }
+        let mut iov: Vec<libc::iovec> = self
+            .several
+            .chunks_mut(SLOT)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr().cast(),
+                iov_len: c.len(),
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: a zeroed mmsghdr is valid (no name, no control data).
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let n = loop {
+            // SAFETY: each header points at one iovec of `iov`, which points
+            // into `self.several`; all outlive the call, and their count is given.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    hdrs.len() as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            match usize::try_from(rc) {
+                Ok(n) => break n,
+                Err(_) => match self.receive_error(op, io::Error::last_os_error()) {
+                    None => continue,
+                    Some(e) => return Err(e),
+                },
+            }
+        };
+        let mut out = Vec::new();
+        for (h, slot) in hdrs.iter().zip(self.several.chunks(SLOT)).take(n) {
+            let len = (h.msg_len as usize).min(slot.len());
+            out.extend(parse_messages(&slot[..len]).map_err(|w| w.at(op))?);
+        }
+        Ok(out)
     }
 
     fn waited(&mut self, op: Op, msg: Vec<u8>, ends: Ends) -> Result<Vec<Message>, Error> {
@@ -706,19 +853,10 @@ impl NlSocket {
         loop {
             match (&self.sock).read(&mut self.buf) {
                 Ok(n) => return parse_messages(&self.buf[..n]).map_err(|w| w.at(op)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Error::Timeout {
-                        op,
-                        after: self.timeout,
-                    })
-                }
-                Err(source) => return Err(Error::Receive { op, source }),
+                Err(e) => match self.receive_error(op, e) {
+                    None => continue,
+                    Some(e) => return Err(e),
+                },
             }
         }
     }
@@ -756,6 +894,17 @@ impl NlSocket {
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         parse_messages(&self.buf[..n])
             .map_err(|w| io::Error::new(io::ErrorKind::InvalidData, w.to_string()))
+    }
+}
+
+/// The failure of a datagram of questions, as each question's.
+fn each_asked(e: &Error, op: Op) -> Error {
+    match e {
+        Error::Timeout { after, .. } => Error::Timeout { op, after: *after },
+        other => Error::Receive {
+            op,
+            source: io::Error::other(other.to_string()),
+        },
     }
 }
 

@@ -15,6 +15,7 @@ use ftpct_engine::classifier::{
 
 use crate::netfilter::bpf;
 use crate::netfilter::family::Family;
+use crate::netfilter::sets::UNSEEN_BUDGET;
 
 /// Programs of the plain-line rule for short lines.
 const SHORT_PLAIN_PROGRAMS: usize = 2;
@@ -217,6 +218,13 @@ pub fn explain() -> String {
         Ip::V4.fixed_header() + TCP_HEADER_MIN,
         common_payload_at(Ip::V6),
         Ip::V6.fixed_header() + TCP_HEADER_MIN,
+    );
+    let _ = write!(
+        s,
+        "A control direction also crosses, whatever its segments hold, once the packets it\n\
+         passed unseen since ftpct last saw it count over {UNSEEN_BUDGET} bytes (the counting set):\n\
+         ftpct takes a segment more than 1 MiB from where it last saw its direction for a\n\
+         blind forgery.\n",
     );
     for kind in KINDS {
         for &side in kind.sides() {

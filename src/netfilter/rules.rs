@@ -48,6 +48,7 @@ use crate::netfilter::bpf;
 use crate::netfilter::family::Family;
 use crate::netfilter::programs::Kind;
 // The sets the rules match: reachable where the RuleSet is.
+use crate::netfilter::sets::UNSEEN_BUDGET;
 pub use crate::netfilter::sets::{SetNames, DEFAULT_SET};
 
 pub(crate) const TABLE: &str = "raw";
@@ -65,6 +66,10 @@ const COMMENT_CLOSE: &str = "ftpct: FTP control connections' resets, within the 
 const COMMENT_PASSIVE: &str =
     "ftpct: a PASV or EPSV alone in its segment: noted in the passive set, not queued";
 const COMMENT_FIN: &str = "ftpct: FTP sessions whose client sent its FIN";
+const COMMENT_UNSEEN_BUDGET: &str =
+    "ftpct: FTP control directions over their unseen budget: queue this direction";
+const COMMENT_UNSEEN: &str = "ftpct: FTP control directions counting what passes unseen";
+
 const COMMENT_PICKED: &str = "ftpct: FTP control segments just picked";
 const COMMENT_QUICK: &str =
     "ftpct: a segment without payload, or one short line with no announcement, AUTH or multi-line opener, passes unqueued, common shape only";
@@ -199,6 +204,12 @@ pub enum Role {
     Passive,
     /// Selective queueing: every packet of a guarded direction is queued.
     Guarded,
+    /// Selective queueing: a direction over its budget of unseen bytes is
+    /// put in the guard set (and queued by the next rule).
+    UnseenBudget,
+    /// Selective queueing: a direction's unseen bytes counted from its
+    /// first segment that passes the guard rules.
+    Unseen,
     ExpectedSyn,
     /// A client's segment notes its address and port in the client set.
     Client,
@@ -540,8 +551,11 @@ impl RuleSet {
         // before its program reads anything, then each byte a general
         // program reads costs a helper call, where the quick one reads
         // words at fixed places, inline).
+        let [over_budget, counted] = self.unseen(family, chain, sides);
         let mut rules = vec![fin];
+        rules.extend(over_budget);
         rules.extend(sides.map(|side| guarded(COMMENT_GUARDED, side)));
+        rules.extend(counted);
         rules.extend(passes(COMMENT_QUICK, Kind::Quick));
         rules.extend(handshakes);
         rules.push(reset);
@@ -587,6 +601,42 @@ impl RuleSet {
         rules
     }
 
+    /// Selective queueing: the budget rules, before the guard rules, and
+    /// the counting rules, after them. A budget rule puts a direction
+    /// whose unseen bytes counted over [`UNSEEN_BUDGET`] in the guard set,
+    /// so that the guard rules queue it, and so that a segment ending
+    /// inside a line keeps its direction queued, as a selector would. Its
+    /// set match adds the packet to the element's count before comparing;
+    /// it is the only match of the counting set a packet meets (the
+    /// counting rule's add is a target, which counts nothing). A counting
+    /// rule gives a direction not followed its count, without `--exist`:
+    /// a rule's add of a present element would set its count back to this
+    /// one packet; the element stays as it is, renewed only by ftpct's
+    /// recount.
+    fn unseen(
+        &self,
+        family: Family,
+        chain: &'static str,
+        sides: [(&[String], &str); 2],
+    ) -> [Vec<Rule>; 2] {
+        let (unseen, guard) = (self.sets.unseen_of(family), self.sets.guard_of(family));
+        let budget = UNSEEN_BUDGET.to_string();
+        let over = per_side((chain, Role::UnseenBudget), sides, |key| {
+            let mut spec = words(&["-m", "set", "--match-set", unseen, key]);
+            spec.extend(words(&["--bytes-gt", &budget]));
+            let comment = COMMENT_UNSEEN_BUDGET;
+            spec.extend(words(&["-m", "comment", "--comment", comment]));
+            spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
+            spec
+        });
+        let counted = per_side((chain, Role::Unseen), sides, |key| {
+            let mut spec = words(&["-m", "comment", "--comment", COMMENT_UNSEEN]);
+            spec.extend(words(&["-j", "SET", "--add-set", unseen, key]));
+            spec
+        });
+        [over, counted]
+    }
+
     /// The same rules in both queueing modes (what `--delete` removes, and
     /// what `--apply` takes away from the other mode).
     pub fn with_queue_all(&self, queue_all: bool) -> RuleSet {
@@ -606,6 +656,24 @@ impl RuleSet {
         let list: Vec<String> = self.control_ports.iter().map(u16::to_string).collect();
         list.join(",")
     }
+}
+
+/// One rule of `role` in `chain` for each side: a TCP segment of that
+/// side's ports, then what `rest` makes of the side's set key.
+fn per_side(
+    (chain, role): (&'static str, Role),
+    sides: [(&[String], &str); 2],
+    rest: impl Fn(&str) -> Vec<String>,
+) -> Vec<Rule> {
+    sides
+        .into_iter()
+        .map(|(side, key)| {
+            let mut spec = words(&["-p", "tcp"]);
+            spec.extend_from_slice(side);
+            spec.extend(rest(key));
+            Rule { chain, role, spec }
+        })
+        .collect()
 }
 
 /// Whether to add or remove.

@@ -29,6 +29,26 @@ pub const FIN_TIMEOUT_SECS: u32 = 60;
 /// always renews it before the reply that answers it.
 pub const CLIENT_TIMEOUT_SECS: u32 = 600;
 
+/// Default timeout of the counting sets. The counting rule adds an
+/// element at the first segment past the guard rules without one; only
+/// ftpct's recounts renew it (a rule's re-add would reset its count): a
+/// direction that stays under its budget longer starts counting again from
+/// nothing (see [`UNSEEN_BUDGET`] for what that costs).
+pub const UNSEEN_TIMEOUT_SECS: u32 = 600;
+
+/// Selective queueing: the bytes (whole packets, headers included) a
+/// direction of a control connection may pass unqueued, counted since
+/// ftpct last saw it (its recount); the segment that goes over is queued.
+/// ftpct judges a segment by where it last saw its direction and takes one
+/// more than `MAX_UNSEEN` (1 MiB) away for a blind forgery, so what passes
+/// unseen stays below that: at most this budget while the count lives,
+/// twice it when the count's element times out unrenewed (600 s after its
+/// add or last recount: counted again from nothing by the next segment),
+/// the packet that goes over excluded (seen; a GRO'd one of up to 64 KiB
+/// counts once, whole). 2 x 256 KiB leaves 512 KiB of MAX_UNSEEN for the
+/// other direction's acknowledged bytes in flight.
+pub const UNSEEN_BUDGET: u64 = 256 << 10;
+
 /// Default timeout of the passive sets: a PASV or EPSV not answered by a
 /// 227 or 229 is forgotten after this.
 pub const PASSIVE_TIMEOUT_SECS: u32 = 60;
@@ -41,7 +61,9 @@ pub const PASSIVE_TIMEOUT_SECS: u32 = 60;
 /// passive data connection unqueued, `NAME-pasv`, `NAME-pasv6`, and the
 /// clients of control connections, `NAME-ctl`, `NAME-ctl6` (filled by a
 /// rule: the server's side of a connection is followed by its client's
-/// address and port, whatever NAT does to the server's port).
+/// address and port, whatever NAT does to the server's port), and the
+/// bytes of control directions the rules let pass unseen, `NAME-count`,
+/// `NAME-count6` (counters, keyed as the guard sets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetNames {
     pub v4: String,
@@ -56,6 +78,8 @@ pub struct SetNames {
     pub passive_v6: String,
     pub client_v4: String,
     pub client_v6: String,
+    pub unseen_v4: String,
+    pub unseen_v6: String,
 }
 
 impl SetNames {
@@ -73,6 +97,8 @@ impl SetNames {
             passive_v6: format!("{base}-pasv6"),
             client_v4: format!("{base}-ctl"),
             client_v6: format!("{base}-ctl6"),
+            unseen_v4: format!("{base}-count"),
+            unseen_v6: format!("{base}-count6"),
         };
         for f in [Family::V4, Family::V6] {
             for (name, _, _) in family_sets(&names, f) {
@@ -101,6 +127,19 @@ impl SetNames {
             Family::V4 => &self.client_v4,
             Family::V6 => &self.client_v6,
         }
+    }
+
+    /// The set counting a family's unseen bytes of control directions.
+    pub fn unseen_of(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.unseen_v4,
+            Family::V6 => &self.unseen_v6,
+        }
+    }
+
+    /// The unseen set for a direction from an address of that family.
+    pub fn unseen_for(&self, ip: IpAddr) -> &str {
+        self.unseen_of(Family::of(ip))
     }
 
     /// The set the FIN rule fills, and the one it is swapped with to be
@@ -170,7 +209,7 @@ pub fn ensure_set_of(
     let probe = Element {
         addr: probe,
         port: 9,
-        addr2: (set_type == SetType::Guard).then_some(probe),
+        addr2: set_type.has_addr2().then_some(probe),
     };
     match ipset.test_element(name, &probe) {
         Ok(_) => Ok(false),
@@ -202,8 +241,8 @@ fn ipset_unusable(e: Error) -> RulesError {
 /// The sets of a family: name, type, default timeout. The passive and FIN
 /// sets are `hash:ip,port,ip` as the guard sets are (client address and
 /// port, server address), and sized as they are: a rule's add never grows
-/// them; so is the client set.
-pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 6] {
+/// them; so are the client and unseen sets.
+pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 7] {
     let (fin, fin_read) = names.fin_of(f);
     [
         (names.passive_of(f), SetType::Guard, PASSIVE_TIMEOUT_SECS),
@@ -212,6 +251,7 @@ pub fn family_sets(names: &SetNames, f: Family) -> [(&str, SetType, u32); 6] {
         (fin, SetType::Guard, FIN_TIMEOUT_SECS),
         (fin_read, SetType::Guard, FIN_TIMEOUT_SECS),
         (names.client_of(f), SetType::Client, CLIENT_TIMEOUT_SECS),
+        (names.unseen_of(f), SetType::Unseen, UNSEEN_TIMEOUT_SECS),
     ]
 }
 
@@ -225,6 +265,9 @@ pub fn create_command(name: &str, set_type: SetType, f: Family, timeout: u32) ->
     );
     if let Some(size) = set_type.hashsize() {
         command.push_str(&format!(" hashsize {size}"));
+    }
+    if set_type.counts() {
+        command.push_str(" counters");
     }
     command
 }

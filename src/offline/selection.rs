@@ -5,7 +5,7 @@
 //! gateway as it is, unseen by the engine. Offline the queue is empty after
 //! every verdict, so a release takes effect at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use ftpct_engine::command::{Command, QueuedDirection};
@@ -14,6 +14,8 @@ use ftpct_engine::wire::TcpPacket;
 
 use crate::netfilter::guard_entries::{entry_after, GuardEntry};
 use ftpct_engine::classifier::{classify, Selection as Fate, Side};
+
+use crate::netfilter::sets::UNSEEN_BUDGET;
 
 /// What the rules do with a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct Selection {
     /// The client set: whoever sent to a control port (its timeout is not
     /// emulated). A segment to one is a server's, whatever its port.
     clients: HashSet<SocketAddr>,
+    /// The unseen sets' counts (their timeout is not emulated): bytes of
+    /// a direction's packets since it was added or recounted.
+    unseen: HashMap<GuardEntry, u64>,
 }
 
 impl Selection {
@@ -43,6 +48,7 @@ impl Selection {
             guarded: HashSet::new(),
             passive: HashSet::new(),
             clients: HashSet::new(),
+            unseen: HashMap::new(),
         }
     }
 
@@ -80,9 +86,19 @@ impl Selection {
         }
         let dir = if to_control { Dir::Orig } else { Dir::Reply };
         let key = GuardEntry::of_packets(&pkt.tuple, dir);
+        let len = ip.len() as u64;
+        // The budget rule's match counts the packet, then compares.
+        if let Some(count) = self.unseen.get_mut(&key) {
+            *count += len;
+            if *count > UNSEEN_BUDGET {
+                self.guarded.insert(key);
+            }
+        }
         if self.guarded.contains(&key) {
             return Queueing::Queued;
         }
+        // The counting rule adds an element missing, with this packet.
+        self.unseen.entry(key).or_insert(len);
         let side = if to_control {
             Side::Client
         } else {
@@ -132,6 +148,12 @@ impl Selection {
                 Command::GuardOn { direction } | Command::GuardAlways { direction } => {
                     self.guarded.insert(GuardEntry::of(direction));
                 }
+                // Without NAT both directions are one element.
+                Command::RecountUnseen { directions } => {
+                    for direction in directions {
+                        self.unseen.insert(GuardEntry::of(direction), 0);
+                    }
+                }
                 _ => {}
             }
         }
@@ -176,6 +198,38 @@ mod tests {
             shown(&mut sel, Segment::new(c2s, 3).ack(1)),
             "a bare ACK of a guarded direction"
         );
+    }
+
+    /// Plain lines pass unqueued until their direction's count goes over
+    /// the budget; that segment is queued, and its direction until ftpct
+    /// releases it and asks for a recount.
+    #[test]
+    fn a_direction_over_its_unseen_budget_is_queued_until_recounted() {
+        let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
+        let client = QueuedDirection::of(&c2s, Dir::Orig);
+        // Without NAT: one element for both directions.
+        let server = QueuedDirection::of(&c2s.reversed(), Dir::Reply);
+        let mut sel = Selection::new(&[21]);
+        let line = Segment::new(c2s, 1).ack(1).payload(b"SIZE some/file\r\n");
+        let len = line.build().len() as u64;
+        let under = UNSEEN_BUDGET / len;
+        for _ in 0..under {
+            assert!(!shown(&mut sel, line));
+        }
+        assert!(shown(&mut sel, line), "over the budget");
+        assert!(shown(&mut sel, line), "guarded");
+        sel.follow(&[
+            Command::Guard {
+                direction: client,
+                needed: false,
+                other: server,
+                other_needed: false,
+            },
+            Command::RecountUnseen {
+                directions: [client, server],
+            },
+        ]);
+        assert!(!shown(&mut sel, line), "counted afresh");
     }
 
     /// Port-translating DNAT: the server answers from 2121; its segments

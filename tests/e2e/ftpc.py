@@ -11,6 +11,9 @@ Usage:
       get REMOTE LOCAL    RETR REMOTE into LOCAL
       put LOCAL REMOTE    STOR LOCAL as REMOTE
       idle SECONDS        stay idle (control connection open), then go on
+      chat KIB            KIB KiB of plain commands (SIZE of a long absent
+                          name, 500-byte lines: a mirror's walk), answered
+                          by errors, no transfer
   ftpc.py fxp HOST_A HOST_B NAME DEST
       server-to-server copy: PASV (EPSV in IPv6) on A, PORT (EPRT) with A's
       address on B, RETR NAME on A, STOR DEST on B. Prints each server's
@@ -80,6 +83,15 @@ def login(host, mode):
     return f
 
 
+def chat(f, kib):
+    line = "SIZE " + "x" * 493  # with CR LF, 500 bytes
+    for _ in range(kib * 1024 // 500 + 1):
+        try:
+            f.sendcmd(line)
+        except ftplib.error_perm:
+            pass  # 550: no such file
+
+
 def session(mode, host, ops):
     f = login(host, mode)
     i = 0
@@ -101,6 +113,9 @@ def session(mode, host, ops):
             i += 3
         elif op == "idle":
             time.sleep(float(ops[i + 1]))
+            i += 2
+        elif op == "chat":
+            chat(f, int(ops[i + 1]))
             i += 2
         else:
             raise SystemExit("unknown operation %r" % op)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from .proc import LabError
 
 MATRIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e", "matrix")
-NAME_TAGS = ("multi", "idle", "big", "deny", "allowfxp")  # tags that end a case's name
+NAME_TAGS = ("multi", "idle", "big", "deny", "allowfxp", "long")  # tags that end a case's name
 FXP_ALLOW = ("--allow-fxp", "198.51.100.0/24", "--allow-fxp", "2001:db8:2::/64")  # server A's networks
-OPERATION = re.compile(r"^(ls|fxp|(get|put):(0|1k|50m)|idle:[0-9]+)$")
+OPERATION = re.compile(r"^(ls|fxp|(get|put):(0|1k|50m)|(idle|chat):[0-9]+)$")
 CHOICES = {
     "topology": ("snat", "dnat", "dnatport", "zone", "plain", "fxp"),
     "family": ("v4", "v6"),
@@ -78,6 +78,7 @@ def check(case):
     rules = [
         (case.family == "v6" and case.mode in ("port", "pasv"), f"{case.mode} is IPv4 only"),
         (case.client == "curl" and any(op.startswith("idle") for op in case.ops), "curl cannot stay idle"),
+        (case.client != "python" and any(op.startswith("chat") for op in case.ops), "only python chats"),
         ((case.client, case.family, case.mode) == ("lftp", "v4", "eprt"), "lftp never sends EPRT over IPv4"),
         ((case.topology == "fxp" or case.mode == "fxp")
          and (case.topology, case.mode, case.client) != ("fxp", "fxp", "python"),

@@ -25,16 +25,18 @@ SENT_MODE = re.compile(r"(?:^> |---> |\*cmd\* ')(PORT|EPRT|PASV|EPSV)\b", re.M)
 @dataclass(frozen=True)
 class Step:
     """One operation of a session, with its files: ls (local: the listing),
-    get (remote, local), put (local, remote), idle (seconds), fxp (remote
-    on server A, remote on server B)."""
+    get (remote, local), put (local, remote), idle (seconds), chat (kib:
+    plain commands, python only), fxp (remote on server A, remote on server
+    B)."""
     kind: str
     local: str = ""
     remote: str = ""
     seconds: int = 0
+    kib: int = 0
 
     @property
     def transfers(self):
-        return 0 if self.kind == "idle" else 1
+        return 0 if self.kind in ("idle", "chat") else 1
 
 
 class Uploads:
@@ -66,6 +68,8 @@ def plan(ops, case_dir, upload_prefix, uploads):
             steps.append(Step("put", local=uploads.path(arg), remote=f"upload/{upload_prefix}-{n}-{arg}.bin"))
         elif kind == "idle":
             steps.append(Step("idle", seconds=int(arg)))
+        elif kind == "chat":
+            steps.append(Step("chat", kib=int(arg)))
         elif kind == "fxp":
             steps.append(Step("fxp", local=SERVED["1k"], remote=f"upload/{upload_prefix}-fxp.bin"))
     return steps
@@ -107,7 +111,8 @@ def python_argv(target, mode, steps):
     argv = [sys.executable, "-u", FTPC, "session", mode, target]
     for step in steps:
         argv += {"ls": ["ls", step.local], "get": ["get", step.remote, step.local],
-                 "put": ["put", step.local, step.remote], "idle": ["idle", str(step.seconds)]}[step.kind]
+                 "put": ["put", step.local, step.remote], "idle": ["idle", str(step.seconds)],
+                 "chat": ["chat", str(step.kib)]}[step.kind]
     return argv
 
 

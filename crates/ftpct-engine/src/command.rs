@@ -80,6 +80,13 @@ pub enum Command {
     /// (ftpct applies the connection's fix-ups itself): a guard entry
     /// without timeout, released with `Unguard` when the connection goes.
     GuardAlways { direction: QueuedDirection },
+    /// Selective queueing: ftpct has just seen this connection after lines
+    /// passed it unseen; the kernel's count of the bytes it let pass
+    /// unseen starts again for both directions (the kernel queues a
+    /// segment of a direction once its count is over its budget, so that
+    /// no more than [`crate::stream::MAX_UNSEEN`] ever passes between two
+    /// segments ftpct sees; how it counts them is the driver's business).
+    RecountUnseen { directions: [QueuedDirection; 2] },
 }
 
 impl Command {

@@ -4,12 +4,13 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::command::Command;
 use crate::event::{Event, ResyncReason, Stats};
 use crate::flow::{Fixups, Flow};
 use crate::grammar;
-use crate::guards::sees_part;
+use crate::guards::{queued_directions, sees_part};
 use crate::lines::{on_line, Ctx};
-use crate::stream::{Arrival, DropReason, Fate, GapFate};
+use crate::stream::{Arrival, DropReason, Fate, GapFate, Stream, RECOUNT_AFTER};
 use crate::tuple::Dir;
 use crate::verdict::Verdict;
 use crate::wire::{Rebuild, TcpPacket};
@@ -35,6 +36,9 @@ pub(crate) fn handle(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut C
         return Verdict::Accept;
     }
     flow.last_seen = ctx.now;
+    if sees_part(flow, ctx.cfg) {
+        recount_unseen(flow, dir, pkt, ctx);
+    }
     if pkt.flags.ack {
         skip_unseen(flow, dir.other(), pkt.ack, ctx);
     }
@@ -131,6 +135,30 @@ pub(crate) fn plausible(flow: &Flow, dir: Dir, pkt: &TcpPacket<'_>) -> bool {
     let peer = flow.stream(dir.other());
     flow.stream(dir).plausible(pkt.seq)
         && (!pkt.flags.ack || peer.plausible(peer.adj().unshift(pkt.ack)))
+}
+
+/// Selective queueing, before the segment moves the streams: when more
+/// than [`RECOUNT_AFTER`] bytes of either direction passed unseen since
+/// the last recount (the segment starts past its stream, or acknowledges
+/// past the other one), or [`crate::stream::RECOUNT_EVERY`] segments of this one were
+/// seen, the kernel counts afresh: this segment shows ftpct where both
+/// directions are.
+fn recount_unseen(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<'_>) {
+    let data_seq = pkt.seq.wrapping_add(u32::from(pkt.flags.syn));
+    let stream = &mut flow.streams[dir.index()];
+    let many_seen = stream.note_seen();
+    let own = stream.note_unseen(data_seq);
+    let peer = &mut flow.streams[dir.other().index()];
+    let other = if pkt.flags.ack {
+        peer.note_unseen(peer.adj().unshift(pkt.ack))
+    } else {
+        0
+    };
+    if own.max(other) > RECOUNT_AFTER || many_seen {
+        flow.streams.iter_mut().for_each(Stream::recounted);
+        let directions = queued_directions(&flow.mapping);
+        ctx.commands.push(Command::RecountUnseen { directions });
+    }
 }
 
 /// The peer acknowledged bytes of `dir` that never reached ftpct (they

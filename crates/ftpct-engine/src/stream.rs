@@ -132,6 +132,22 @@ pub enum Arrival {
 /// addresses and ports but not its numbers lands within it once in 2,048.
 pub const MAX_UNSEEN: u32 = 1 << 20;
 
+/// Selective queueing: the kernel queues a segment of a followed control
+/// connection once the bytes it let pass unseen in a direction count over
+/// a budget well below [`MAX_UNSEEN`] (the driver's rules say how much);
+/// ftpct then asks it to count afresh. Only after this many unseen bytes
+/// in a direction: a recount rides the segments the budget queued (the
+/// first one follows at least the budget less its headers), not every
+/// segment ftpct sees.
+pub const RECOUNT_AFTER: u32 = 4 << 10;
+
+/// Selective queueing: segments ftpct sees of a direction before it asks
+/// for a recount whatever passed unseen. The kernel counts headers too: a
+/// count gone over its budget mostly with bare acknowledgements (less than
+/// [`RECOUNT_AFTER`] of lines) queues every later segment, which ftpct
+/// sees and which never leave a gap; this ends that within a few.
+pub const RECOUNT_EVERY: u16 = 64;
+
 /// What to do with a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate<'a> {
@@ -219,6 +235,11 @@ pub struct Stream {
     after_cr: bool,
     fin: bool,
     busy: Option<Box<Busy>>,
+    /// Selective queueing: bytes that passed unseen since the kernel last
+    /// started counting them afresh (see [`RECOUNT_AFTER`]).
+    unseen_since_recount: u32,
+    /// Segments seen since then.
+    seen_since_recount: u16,
 }
 
 /// No edits: what an idle direction shifts by.
@@ -323,6 +344,31 @@ impl Stream {
             b.gap = None;
         }
         self.tidy();
+    }
+
+    /// Notes that the direction reached `seq` (a segment's start, or what
+    /// its receiver acknowledged) with the bytes before it unseen; returns
+    /// how many passed unseen since the last recount. One byte more may be
+    /// a FIN, as for [`Stream::acked_unseen`].
+    pub fn note_unseen(&mut self, seq: u32) -> u32 {
+        if self.started && seq_after(seq, self.next.wrapping_add(1)) {
+            let unseen = seq.wrapping_sub(self.next);
+            self.unseen_since_recount = self.unseen_since_recount.saturating_add(unseen);
+        }
+        self.unseen_since_recount
+    }
+
+    /// Notes a segment of this direction seen; true when enough were
+    /// since the last recount (see [`RECOUNT_EVERY`]).
+    pub fn note_seen(&mut self) -> bool {
+        self.seen_since_recount = self.seen_since_recount.saturating_add(1);
+        self.seen_since_recount >= RECOUNT_EVERY
+    }
+
+    /// The kernel counts this direction's unseen bytes afresh.
+    pub fn recounted(&mut self) {
+        self.unseen_since_recount = 0;
+        self.seen_since_recount = 0;
     }
 
     /// True when `seq` is within [`MAX_UNSEEN`] of where this direction is,

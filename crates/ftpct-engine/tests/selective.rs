@@ -654,3 +654,112 @@ fn a_session_picked_up_at_its_227_takes_its_note() {
         .iter()
         .any(|e| matches!(e, Event::FlowNew { .. })));
 }
+
+/// The kernel's count of a direction's unseen bytes (the driver's rule:
+/// whole packets, headers included), over a budget of 256 KiB: the
+/// segment that goes over it is queued, and so is every later one until
+/// ftpct asks for a recount.
+struct UnseenBudget {
+    counted: [usize; 2],
+    crossings: usize,
+    recounts: usize,
+}
+
+impl UnseenBudget {
+    const BUDGET: usize = 256 << 10;
+    const HEADERS: usize = 40;
+
+    fn new() -> Self {
+        UnseenBudget {
+            counted: [0, 0],
+            crossings: 0,
+            recounts: 0,
+        }
+    }
+
+    /// `side` sends `line`: it passes unseen, or is queued as the rule
+    /// would queue it.
+    fn send(&mut self, gw: &mut Gateway<StaticNat>, c: &mut Control, side: Side, line: &[u8]) {
+        let i = usize::from(side == Side::Server);
+        self.counted[i] += line.len() + Self::HEADERS;
+        if self.counted[i] <= Self::BUDGET {
+            c.passed_unseen(side, line);
+            return;
+        }
+        self.crossings += 1;
+        let out = match side {
+            Side::Client => c.client_says(gw, line),
+            Side::Server => c.server_says(gw, line),
+        };
+        assert_eq!(out.verdict, Verdict::Accept, "a plain line: {out:?}");
+        if out.commands.iter().any(|c| {
+            matches!(c, Command::RecountUnseen { directions } if *directions == [client_key(), server_key()])
+        }) {
+            self.recounts += 1;
+            self.counted = [0, 0];
+        }
+    }
+}
+
+#[test]
+fn more_than_max_unseen_of_plain_lines_leaves_a_port_followed() {
+    let (mut gw, mut c) = session(selective(true));
+    let mut budget = UnseenBudget::new();
+    // A mirror's walk: 2 MiB of commands and replies, none an announcement.
+    let mut sent = 0;
+    while sent < 2 << 20 {
+        budget.send(&mut gw, &mut c, Side::Client, b"SIZE some/file.txt\r\n");
+        budget.send(&mut gw, &mut c, Side::Server, b"213 123456\r\n");
+        sent += 32;
+    }
+    let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
+    assert!(
+        matches!(port.verdict, Verdict::Replace(_)),
+        "read and rewritten: {port:?}"
+    );
+    assert!(expects(&port));
+    // Each recount rides the first segment over the budget.
+    assert!(budget.recounts >= 2, "{} recounts", budget.recounts);
+    assert_eq!(
+        budget.crossings, budget.recounts,
+        "no segment queued needlessly"
+    );
+}
+
+#[test]
+fn a_noop_session_stays_unqueued_within_the_budget() {
+    let (mut gw, mut c) = session(selective(true));
+    let mut budget = UnseenBudget::new();
+    for _ in 0..2000 {
+        budget.send(&mut gw, &mut c, Side::Client, b"NOOP\r\n");
+        budget.send(&mut gw, &mut c, Side::Server, b"200 NOOP ok\r\n");
+    }
+    assert_eq!(budget.crossings, 0, "{} bytes counted", budget.counted[0]);
+}
+
+/// Over the budget with bare acknowledgements (headers the kernel counts,
+/// no line ftpct misses): every segment is queued and shows no gap; the
+/// recount comes after a few segments seen all the same.
+#[test]
+fn a_count_over_the_budget_without_a_gap_is_recounted_within_a_few_segments() {
+    let (mut gw, mut c) = session(selective(true));
+    let recounted = |out: &Outcome| {
+        out.commands
+            .iter()
+            .any(|c| matches!(c, Command::RecountUnseen { .. }))
+    };
+    let mut seen = 0;
+    loop {
+        seen += 1;
+        let out = if seen % 2 == 0 {
+            c.server_says(&mut gw, b"200 NOOP ok\r\n")
+        } else {
+            c.client_says(&mut gw, b"NOOP\r\n")
+        };
+        if recounted(&out) {
+            break;
+        }
+        assert!(seen < 200, "no recount after {seen} segments seen");
+    }
+    assert!(seen >= 64, "not at every segment: {seen}");
+}
