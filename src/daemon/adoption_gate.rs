@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use ftpct_engine::command::GuardKey;
+use crate::netfilter::guard_entries::GuardEntry;
 use ftpct_engine::tuple::{Dir, Tuple};
 use tracing::warn;
 
@@ -35,8 +35,8 @@ const POLL: Duration = Duration::from_micros(20);
 
 #[derive(Default)]
 pub struct AdoptionGate {
-    /// The guard keys of the connections being adopted.
-    adopting: RwLock<HashSet<GuardKey>>,
+    /// The guard entries of the connections being adopted.
+    adopting: RwLock<HashSet<GuardEntry>>,
 }
 
 impl AdoptionGate {
@@ -47,11 +47,11 @@ impl AdoptionGate {
     pub fn pass<P, T>(
         &self,
         packet: P,
-        keys_of: impl Fn(&P) -> Vec<GuardKey>,
+        keys_of: impl Fn(&P) -> Vec<GuardEntry>,
         send: impl FnOnce(P) -> T,
     ) -> T {
         let busy =
-            |adopting: &HashSet<GuardKey>| keys_of(&packet).iter().any(|k| adopting.contains(k));
+            |adopting: &HashSet<GuardEntry>| keys_of(&packet).iter().any(|k| adopting.contains(k));
         // Sent under the shared lock: an adoption starting now waits
         // until this packet is through conntrack.
         let (_shared, waited_out) = self.clear_of(busy, MAX_WAIT);
@@ -66,8 +66,8 @@ impl AdoptionGate {
     /// meanwhile: an entry deleted to be made anew is not taken for gone.
     pub fn outside<T>(&self, orig: &Tuple, look: impl FnOnce() -> T) -> T {
         // An adoption's keys hold its client's direction.
-        let key = GuardKey::of(orig, Dir::Orig);
-        let busy = |adopting: &HashSet<GuardKey>| adopting.contains(&key);
+        let key = GuardEntry::of_packets(orig, Dir::Orig);
+        let busy = |adopting: &HashSet<GuardEntry>| adopting.contains(&key);
         let (_shared, waited_out) = self.clear_of(busy, MAX_LOOK_WAIT);
         if waited_out {
             warn!("an adoption took more than {MAX_LOOK_WAIT:?}: its connection's entry is looked at all the same");
@@ -78,8 +78,11 @@ impl AdoptionGate {
     /// Like [`AdoptionGate::outside`], for a look at several control
     /// connections at once.
     pub fn outside_all<T>(&self, origs: &[Tuple], look: impl FnOnce() -> T) -> T {
-        let keys: Vec<GuardKey> = origs.iter().map(|o| GuardKey::of(o, Dir::Orig)).collect();
-        let busy = |adopting: &HashSet<GuardKey>| keys.iter().any(|k| adopting.contains(k));
+        let keys: Vec<GuardEntry> = origs
+            .iter()
+            .map(|o| GuardEntry::of_packets(o, Dir::Orig))
+            .collect();
+        let busy = |adopting: &HashSet<GuardEntry>| keys.iter().any(|k| adopting.contains(k));
         let (_shared, waited_out) = self.clear_of(busy, MAX_LOOK_WAIT);
         if waited_out {
             warn!("an adoption took more than {MAX_LOOK_WAIT:?}: its connection's entry is looked at all the same");
@@ -93,9 +96,9 @@ impl AdoptionGate {
     /// and nothing more.
     fn clear_of(
         &self,
-        busy: impl Fn(&HashSet<GuardKey>) -> bool,
+        busy: impl Fn(&HashSet<GuardEntry>) -> bool,
         max_wait: Duration,
-    ) -> (RwLockReadGuard<'_, HashSet<GuardKey>>, bool) {
+    ) -> (RwLockReadGuard<'_, HashSet<GuardEntry>>, bool) {
         let deadline = Instant::now() + max_wait;
         loop {
             let adopting = self.adopting.read().unwrap_or_else(PoisonError::into_inner);
@@ -109,7 +112,7 @@ impl AdoptionGate {
     }
 
     /// Runs `adopt` with verdicts on the directions `keys` held back.
-    pub fn during<T>(&self, keys: &[GuardKey], adopt: impl FnOnce() -> T) -> T {
+    pub fn during<T>(&self, keys: &[GuardEntry], adopt: impl FnOnce() -> T) -> T {
         self.adopting
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -134,8 +137,8 @@ mod tests {
 
     use super::*;
 
-    fn key(port: u16) -> GuardKey {
-        GuardKey {
+    fn key(port: u16) -> GuardEntry {
+        GuardEntry {
             client: format!("192.0.2.10:{port}").parse().expect("addr"),
             server: "198.51.100.20".parse().expect("addr"),
         }

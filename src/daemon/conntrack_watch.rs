@@ -159,7 +159,7 @@ mod tests {
     use std::sync::mpsc;
     use std::thread;
 
-    use ftpct_engine::command::GuardKey;
+    use crate::netfilter::guard_entries::GuardEntry;
     use ftpct_engine::grammar::AnnounceKind;
     use ftpct_engine::kept::{Kept, PendingKept};
     use ftpct_engine::nat::CtMapping;
@@ -232,8 +232,8 @@ mod tests {
         let adopter = {
             let shared = Arc::clone(&shared);
             let keys = [
-                GuardKey::of(&orig, Dir::Orig),
-                GuardKey::of(&nat.reply, Dir::Reply),
+                GuardEntry::of_packets(&orig, Dir::Orig),
+                GuardEntry::of_packets(&nat.reply, Dir::Reply),
             ];
             thread::spawn(move || {
                 shared.adoptions().during(&keys, || {

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ftpct_engine::command::{secs, Adoption, Command, GuardKey, Related, SeqAdj};
+use ftpct_engine::command::{secs, Adoption, Command, QueuedDirection, Related, SeqAdj};
 use ftpct_engine::engine::{Answer, CommandOutcome, Question};
 use ftpct_engine::kept::Kept;
 use ftpct_engine::tuple::{Dir, Tuple};
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::kernel::{tcp_state_name, Kernel, TCP_CLOSE, TCP_TIME_WAIT};
 use crate::driver::{nothing_known, DriverKernel};
+use crate::netfilter::guard_entries::{entry_after, GuardEntry};
 use crate::netfilter::kept_labels::KeptLabels;
 use crate::netfilter::sets::{SetNames, GUARD_TIMEOUT_SECS};
 use crate::netfilter::Error;
@@ -37,11 +38,11 @@ pub struct Executor<K: Kernel> {
     check_cursor: usize,
     /// Guard entries to take out once this thread's queue holds no more
     /// packets ([`Command::Guard`]).
-    releases: HashSet<GuardKey>,
+    releases: HashSet<GuardEntry>,
     /// Entries taken out while segments of theirs that cannot matter still
     /// waited for a verdict: should deciding one of them make the engine
     /// need its direction after all, the entry goes back at once.
-    released_ahead: HashSet<GuardKey>,
+    released_ahead: HashSet<GuardEntry>,
 }
 
 /// What an existing entry of a data connection's tuple turned out to be.
@@ -100,18 +101,25 @@ impl<K: Kernel> Executor<K> {
             }
             Command::SetSeqAdj { orig, dir, adj } => self.set_seqadj(orig, *dir, adj),
             Command::Keep { orig, kept } => self.keep(orig, kept),
-            Command::Guard { key, needed: true } => {
-                if self.released_ahead.remove(key) {
-                    self.guard(key, GUARD_TIMEOUT_SECS);
+            Command::Guard {
+                direction,
+                needed,
+                other,
+                other_needed,
+            } => match entry_after(direction, *needed, other, *other_needed) {
+                (entry, true) => self.keep_guard(&entry),
+                (entry, false) => {
+                    self.releases.insert(entry);
                 }
-                self.releases.remove(key);
+            },
+            Command::Unguard { direction } => {
+                self.releases.insert(GuardEntry::of(direction));
             }
-            Command::Guard { key, needed: false } => {
-                self.releases.insert(*key);
+            Command::GuardOn { direction } => {
+                self.guard(&GuardEntry::of(direction), GUARD_TIMEOUT_SECS)
             }
-            Command::GuardOn { key } => self.guard(key, GUARD_TIMEOUT_SECS),
-            Command::GuardAlways { key } => self.guard(key, 0),
-            Command::RecountUnseen { keys } => self.recount_unseen(keys),
+            Command::GuardAlways { direction } => self.guard(&GuardEntry::of(direction), 0),
+            Command::RecountUnseen { directions } => self.recount_unseen(directions),
         }
         None
     }
@@ -146,10 +154,15 @@ impl<K: Kernel> Executor<K> {
     /// overtaken by an unqueued one; they wait for the next call. Those of
     /// `waiting` (segments that cannot matter still wait) are remembered
     /// until the next call (see `released_ahead`).
-    pub fn release_guards_except(&mut self, busy: &HashSet<GuardKey>, waiting: &HashSet<GuardKey>) {
-        let (wait, go): (HashSet<GuardKey>, HashSet<GuardKey>) = std::mem::take(&mut self.releases)
-            .into_iter()
-            .partition(|key| busy.contains(key));
+    pub fn release_guards_except(
+        &mut self,
+        busy: &HashSet<GuardEntry>,
+        waiting: &HashSet<GuardEntry>,
+    ) {
+        let (wait, go): (HashSet<GuardEntry>, HashSet<GuardEntry>) =
+            std::mem::take(&mut self.releases)
+                .into_iter()
+                .partition(|key| busy.contains(key));
         self.releases = wait;
         self.released_ahead = go.intersection(waiting).copied().collect();
         for key in go {
@@ -168,9 +181,10 @@ impl<K: Kernel> Executor<K> {
         self.release_guards_except(&HashSet::new(), &HashSet::new());
     }
 
-    /// Takes the kernel's note of a passive request the client of `key`
+    /// Takes the kernel's note of a passive request the client of `client`
     /// sent unqueued; true if there was one.
-    pub fn take_passive_note(&mut self, key: &GuardKey) -> bool {
+    pub fn take_passive_note(&mut self, client: &QueuedDirection) -> bool {
+        let key = &GuardEntry::of(client);
         let set = self.sets.passive_for(key.client.ip());
         match self.kernel.guard_take(set, key) {
             Ok(noted) => noted,
@@ -181,19 +195,29 @@ impl<K: Kernel> Executor<K> {
         }
     }
 
-    /// Without NAT both directions have one element.
-    fn recount_unseen(&mut self, keys: &[GuardKey; 2]) {
-        let [orig, reply] = keys;
-        let distinct = if orig == reply { &keys[..1] } else { &keys[..] };
-        for key in distinct {
-            let set = self.sets.unseen_for(key.client.ip());
-            if let Err(e) = self.kernel.recount_unseen(set, key) {
-                warn!("ipset recount {key} in {set} failed: {e}: the kernel queues that direction whole until a recount");
+    /// A guard entry still needed: a pending release is cancelled, and an
+    /// entry released ahead goes back.
+    fn keep_guard(&mut self, key: &GuardEntry) {
+        if self.released_ahead.remove(key) {
+            self.guard(key, GUARD_TIMEOUT_SECS);
+        }
+        self.releases.remove(key);
+    }
+
+    /// Without NAT both directions have one element: recounted once.
+    fn recount_unseen(&mut self, directions: &[QueuedDirection; 2]) {
+        let entries = directions.map(|d| GuardEntry::of(&d));
+        let shared = entries[0] == entries[1];
+        let distinct = if shared { &entries[..1] } else { &entries[..] };
+        for entry in distinct {
+            let set = self.sets.unseen_for(entry.client.ip());
+            if let Err(e) = self.kernel.recount_unseen(set, entry) {
+                warn!("ipset recount {entry} in {set} failed: {e}: the kernel queues that direction whole until a recount");
             }
         }
     }
 
-    fn guard(&mut self, key: &GuardKey, timeout_secs: u32) {
+    fn guard(&mut self, key: &GuardEntry, timeout_secs: u32) {
         self.releases.remove(key);
         let set = self.sets.guard_for(key.client.ip());
         if let Err(e) = self.kernel.guard_add(set, key, timeout_secs) {
@@ -672,19 +696,42 @@ mod tests {
         );
     }
 
+    /// The client's direction of a connection from `port` without NAT.
+    fn client_direction(port: u16) -> QueuedDirection {
+        let c2s = t(&format!("192.0.2.10:{port}"), "198.51.100.20:21");
+        QueuedDirection::of(&c2s, Dir::Orig)
+    }
+
+    /// The server's direction of a connection to 198.51.100.20:21, its
+    /// segments going to `to` (the client's address, or its NATed one).
+    fn server_direction(to: &str) -> QueuedDirection {
+        QueuedDirection::of(&t("198.51.100.20:21", to), Dir::Reply)
+    }
+
+    /// The engine's word after a client segment, the server's direction
+    /// needing nothing.
+    fn client_guard(client: QueuedDirection, needed: bool) -> Command {
+        Command::Guard {
+            direction: client,
+            needed,
+            other: QueuedDirection::of(&client.seen.reversed(), Dir::Reply),
+            other_needed: false,
+        }
+    }
+
     #[test]
     fn a_recount_zeroes_each_direction_once() {
         let mut x = executor();
-        let key = |client: &str| GuardKey {
-            client: client.parse().expect("addr"),
-            server: "198.51.100.20".parse().expect("addr"),
-        };
-        let (inside, public) = (key("192.0.2.10:40000"), key("203.0.113.1:40000"));
+        let client = client_direction(40000);
+        let (plain, nated) = (
+            server_direction("192.0.2.10:40000"),
+            server_direction("203.0.113.1:40000"),
+        );
         x.run(&Command::RecountUnseen {
-            keys: [inside, public],
+            directions: [client, nated],
         });
         x.run(&Command::RecountUnseen {
-            keys: [inside, inside],
+            directions: [client, plain],
         });
         assert_eq!(
             x.kernel().calls,
@@ -700,23 +747,18 @@ mod tests {
     #[test]
     fn guard_entries_go_when_their_direction_has_nothing_in_the_queue() {
         let mut x = executor();
-        let key = |port| GuardKey {
-            client: format!("192.0.2.10:{port}").parse().expect("addr"),
-            server: "198.51.100.20".parse().expect("addr"),
-        };
-        let (a, b, c) = (key(40000), key(40001), key(40002));
-        x.run(&Command::GuardAlways { key: a });
-        for k in [a, b, c] {
-            x.run(&Command::Guard {
-                key: k,
-                needed: false,
-            });
+        let (a, b, c) = (
+            client_direction(40000),
+            client_direction(40001),
+            client_direction(40002),
+        );
+        x.run(&Command::GuardAlways { direction: a });
+        for d in [a, b, c] {
+            x.run(&client_guard(d, false));
         }
-        x.run(&Command::Guard {
-            key: c,
-            needed: true,
-        });
-        x.release_guards_except(&HashSet::from([b]), &HashSet::new());
+        x.run(&client_guard(c, true));
+        let busy = HashSet::from([GuardEntry::of(&b)]);
+        x.release_guards_except(&busy, &HashSet::new());
         let unguarded = |x: &Executor<FakeKernel>| {
             let calls = &x.kernel().calls;
             calls.iter().filter(|c| c.starts_with("unguard")).count()
@@ -729,19 +771,52 @@ mod tests {
         assert!(!x.has_releases());
     }
 
+    /// Without NAT a connection's two directions are one guard entry: the
+    /// client's direction needing nothing keeps it while the server's
+    /// does; with NAT each direction's entry goes on its own word.
+    #[test]
+    fn a_shared_entry_goes_only_when_neither_direction_needs_it() {
+        let mut x = executor();
+        let client = client_direction(40000);
+        let after_client = |server, other_needed| Command::Guard {
+            direction: client,
+            needed: false,
+            other: server,
+            other_needed,
+        };
+        let plain = server_direction("192.0.2.10:40000");
+        x.run(&after_client(plain, true));
+        assert!(!x.has_releases(), "the server's direction still needs it");
+        x.run(&after_client(plain, false));
+        assert!(x.has_releases());
+        x.release_all_guards();
+        let nated = server_direction("198.51.100.1:40000");
+        x.run(&Command::GuardOn { direction: nated });
+        x.run(&after_client(nated, true));
+        x.release_all_guards();
+        let calls: Vec<&str> = x.kernel().calls.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            calls,
+            [
+                "unguard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20",
+                "guard ftpct-guard client 198.51.100.1:40000 server 198.51.100.20 600",
+                "unguard ftpct-guard client 192.0.2.10:40000 server 198.51.100.20",
+            ],
+            "with NAT the server's entry stays, the client's goes"
+        );
+    }
+
     /// A direction released while segments of it that cannot matter still
     /// waited: should one of them make the engine need it after all, the
     /// entry goes back at once (once: later the kernel's rules add it).
     #[test]
     fn an_entry_released_ahead_of_its_waiting_segments_comes_back_if_needed() {
         let mut x = executor();
-        let key = GuardKey {
-            client: "192.0.2.10:40000".parse().expect("addr"),
-            server: "198.51.100.20".parse().expect("addr"),
-        };
-        let needed = |needed| Command::Guard { key, needed };
+        let client = client_direction(40000);
+        let needed = |needed| client_guard(client, needed);
         x.run(&needed(false));
-        x.release_guards_except(&HashSet::new(), &HashSet::from([key]));
+        let waiting = HashSet::from([GuardEntry::of(&client)]);
+        x.release_guards_except(&HashSet::new(), &waiting);
         x.run(&needed(false));
         x.run(&needed(true));
         x.run(&needed(true));
@@ -759,10 +834,12 @@ mod tests {
     fn an_adoption_is_reported_whether_it_worked_or_not() {
         let mut x = executor();
         let orig = t("192.0.2.10:40000", "198.51.100.20:21");
-        let key = GuardKey::of(&orig, Dir::Orig);
         let adopt = Command::AdoptControl(Box::new(Adoption {
             orig,
-            keys: [key, key],
+            directions: [
+                QueuedDirection::of(&orig, Dir::Orig),
+                QueuedDirection::of(&orig.reversed(), Dir::Reply),
+            ],
             seqadj: [None, None],
             kept: None,
         }));

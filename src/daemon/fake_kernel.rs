@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
+use crate::netfilter::guard_entries::GuardEntry;
+use ftpct_engine::command::{Adoption, DataConnection, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::kernel::{KeptState, Kernel};
@@ -37,7 +38,7 @@ pub struct FakeKernel {
     /// Sets that exist, and their entries.
     pub sets: HashMap<String, HashSet<SocketAddr>>,
     /// Guard sets' entries, with their timeouts.
-    pub guards: HashMap<String, HashMap<GuardKey, u32>>,
+    pub guards: HashMap<String, HashMap<GuardEntry, u32>>,
     /// When set, a create says it started, then waits for a message: a
     /// kernel that does not answer.
     pub create_blocks: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
@@ -48,7 +49,7 @@ pub struct FakeKernel {
 impl FakeKernel {
     /// What a rule's SET target does (a PASV or EPSV let through unqueued
     /// noted in the passive set `set`): the entry, with the set's timeout.
-    pub fn rule_adds(&mut self, set: &str, key: GuardKey) {
+    pub fn rule_adds(&mut self, set: &str, key: GuardEntry) {
         self.guards.entry(set.into()).or_default().insert(key, 0);
     }
 }
@@ -70,7 +71,7 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout: u32) -> Result<(), Error> {
+    fn guard_add(&mut self, set: &str, key: &GuardEntry, timeout: u32) -> Result<(), Error> {
         self.calls.push(format!("guard {set} {key} {timeout}"));
         self.guards
             .entry(set.into())
@@ -79,13 +80,13 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+    fn guard_del(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
         self.calls.push(format!("unguard {set} {key}"));
         self.guards.entry(set.into()).or_default().remove(key);
         Ok(())
     }
 
-    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
+    fn guard_take(&mut self, set: &str, key: &GuardEntry) -> Result<bool, Error> {
         self.calls.push(format!("take {set} {key}"));
         Ok(self
             .guards
@@ -95,7 +96,7 @@ impl Kernel for FakeKernel {
             .is_some())
     }
 
-    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
         self.calls.push(format!("recount {set} {key}"));
         Ok(())
     }

@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 
-use ftpct_engine::command::{Adoption, DataConnection, GuardKey, SeqAdj};
+use crate::netfilter::guard_entries::GuardEntry;
+use ftpct_engine::command::{Adoption, DataConnection, SeqAdj};
 use ftpct_engine::tuple::{Dir, Tuple};
 
 use super::DaemonError;
 use crate::netfilter::ctnetlink::{CtInfo, Ctnetlink};
 use crate::netfilter::family::Family;
-use crate::netfilter::guard_entries::guard_element;
 use crate::netfilter::ipset::{Element, Ipset};
 use crate::netfilter::kept_labels::Labels;
 use crate::netfilter::netlink::{NlCounters, NlSocket};
@@ -27,12 +27,12 @@ pub trait Kernel {
     fn ipset_add(&mut self, set: &str, dst: SocketAddr, timeout_secs: u32) -> Result<(), Error>;
     fn ipset_del(&mut self, set: &str, dst: SocketAddr) -> Result<(), Error>;
     /// Puts a direction in guard set `set` (timeout 0: for good).
-    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error>;
-    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
+    fn guard_add(&mut self, set: &str, key: &GuardEntry, timeout_secs: u32) -> Result<(), Error>;
+    fn guard_del(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error>;
     /// Takes a direction's entry out of set `set`; true if it was there.
-    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error>;
+    fn guard_take(&mut self, set: &str, key: &GuardEntry) -> Result<bool, Error>;
     /// The counting set `set` counts a direction's unseen bytes afresh.
-    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error>;
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error>;
     /// The conntrack mark of the connection whose original tuple is `orig`.
     fn ct_mark(&mut self, orig: &Tuple) -> Result<Option<u32>, Error>;
     fn create_related(&mut self, dc: &DataConnection) -> Result<(), Error>;
@@ -100,8 +100,8 @@ impl Kernel for LiveKernel {
         ipset.tell_del_on(sock, set, &e, "the entry stays until it times out")
     }
 
-    fn guard_add(&mut self, set: &str, key: &GuardKey, timeout_secs: u32) -> Result<(), Error> {
-        let e = guard_element(key);
+    fn guard_add(&mut self, set: &str, key: &GuardEntry, timeout_secs: u32) -> Result<(), Error> {
+        let e = key.element();
         let (ipset, sock) = self.told();
         ipset.tell_add_on(
             sock,
@@ -111,24 +111,24 @@ impl Kernel for LiveKernel {
         )
     }
 
-    fn guard_del(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+    fn guard_del(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
         let (ipset, sock) = self.told();
         ipset.tell_del_on(
             sock,
             set,
-            &guard_element(key),
+            &key.element(),
             "that direction stays queued until the entry times out",
         )
     }
 
-    fn guard_take(&mut self, set: &str, key: &GuardKey) -> Result<bool, Error> {
-        self.ipset().take_element(set, &guard_element(key))
+    fn guard_take(&mut self, set: &str, key: &GuardEntry) -> Result<bool, Error> {
+        self.ipset().take_element(set, &key.element())
     }
 
-    fn recount_unseen(&mut self, set: &str, key: &GuardKey) -> Result<(), Error> {
+    fn recount_unseen(&mut self, set: &str, key: &GuardEntry) -> Result<(), Error> {
         self.ipset().tell_recount(
             set,
-            &guard_element(key),
+            &key.element(),
             "the kernel queues that direction whole until a recount",
         )
     }

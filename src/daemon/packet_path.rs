@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ftpct_engine::command::GuardKey;
 use ftpct_engine::engine::{Answer, CommandOutcome, Question};
 use ftpct_engine::nat::NatLookup;
 use ftpct_engine::{Command, Origin, Verdict};
@@ -21,7 +20,7 @@ use super::metrics::VerdictKind;
 use super::shared::Shared;
 use crate::driver::{self, DriverKernel};
 use crate::netfilter::conntrack_lookup::KnownMarks;
-use crate::netfilter::guard_entries::{guard_keys_of_packet, passes_unguarded};
+use crate::netfilter::guard_entries::{guard_entries_of_packet, passes_unguarded, GuardEntry};
 
 /// A queue thread's own tools: its executor and its conntrack lookups.
 pub struct PacketPath<K: Kernel, N: NatLookup> {
@@ -78,10 +77,10 @@ impl<K: Kernel, N: NatLookup + KnownMarks> PacketPath<K, N> {
         let (plain, busy): (Vec<&[u8]>, Vec<&[u8]>) = undecided
             .iter()
             .partition(|bytes| passes_unguarded(bytes, control));
-        let keys = |packets: Vec<&[u8]>| -> HashSet<GuardKey> {
-            packets.iter().flat_map(|b| self.guard_keys(b)).collect()
+        let entries = |packets: Vec<&[u8]>| -> HashSet<GuardEntry> {
+            packets.iter().flat_map(|b| self.guard_entries(b)).collect()
         };
-        let (waiting, busy) = (keys(plain), keys(busy));
+        let (waiting, busy) = (entries(plain), entries(busy));
         self.exec
             .batched(|exec| exec.release_guards_except(&busy, &waiting));
     }
@@ -93,8 +92,8 @@ impl<K: Kernel, N: NatLookup + KnownMarks> PacketPath<K, N> {
 
     /// The guard entries a packet matches (its direction of a control
     /// connection).
-    pub fn guard_keys(&self, bytes: &[u8]) -> Vec<GuardKey> {
-        guard_keys_of_packet(bytes, |p| self.control_ports.contains(&p))
+    pub fn guard_entries(&self, bytes: &[u8]) -> Vec<GuardEntry> {
+        guard_entries_of_packet(bytes, |p| self.control_ports.contains(&p))
     }
 
     /// Sends the verdict on `packet` (`send`) once its connection's entry
@@ -105,7 +104,7 @@ impl<K: Kernel, N: NatLookup + KnownMarks> PacketPath<K, N> {
         bytes: impl Fn(&P) -> &[u8],
         send: impl FnOnce(P) -> T,
     ) -> T {
-        let keys_of = |p: &P| self.guard_keys(bytes(p));
+        let keys_of = |p: &P| self.guard_entries(bytes(p));
         self.shared.adoptions().pass(packet, keys_of, send)
     }
 
@@ -170,7 +169,9 @@ impl<K: Kernel, N: NatLookup + KnownMarks> DriverKernel for QueueKernel<'_, K, N
         match q {
             // Conntrack is asked with the engine unlocked.
             Question::Mapping(q) => Answer::Mapping(q.answer_with(self.nat)),
-            Question::PassiveNote { key } => Answer::PassiveNote(self.exec.take_passive_note(key)),
+            Question::PassiveNote { client } => {
+                Answer::PassiveNote(self.exec.take_passive_note(client))
+            }
             Question::KeptState { orig } => Answer::KeptState(self.exec.kept_state(orig)),
         }
     }
@@ -184,7 +185,8 @@ impl<K: Kernel, N: NatLookup + KnownMarks> DriverKernel for QueueKernel<'_, K, N
             // Verdicts on the connection's packets wait meanwhile.
             Command::AdoptControl(a) => {
                 let exec = &mut *self.exec;
-                self.shared.adoptions().during(&a.keys, || exec.run(c))
+                let entries = a.directions.map(|d| GuardEntry::of(&d));
+                self.shared.adoptions().during(&entries, || exec.run(c))
             }
             // The master's mark came with its NAT mapping: not asked again.
             Command::CreateRelated(r) => {

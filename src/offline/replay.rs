@@ -429,11 +429,11 @@ impl DriverKernel for RulesKernel<'_> {
     fn answer(&mut self, q: &Question) -> Answer {
         match q {
             Question::Mapping(q) => Answer::Mapping(q.answer_with(self.nat)),
-            Question::PassiveNote { key } => {
+            Question::PassiveNote { client } => {
                 let noted = self
                     .selection
                     .as_mut()
-                    .is_some_and(|s| s.take_passive_note(key));
+                    .is_some_and(|s| s.take_passive_note(client));
                 Answer::PassiveNote(noted)
             }
             Question::KeptState { .. } => Answer::KeptState(None),

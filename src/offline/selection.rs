@@ -8,10 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::command::{Command, QueuedDirection};
 use ftpct_engine::tuple::Dir;
 use ftpct_engine::wire::TcpPacket;
 
+use crate::netfilter::guard_entries::{entry_after, GuardEntry};
 use ftpct_engine::classifier::{classify, Selection as Fate, Side};
 
 use crate::netfilter::sets::UNSEEN_BUDGET;
@@ -24,20 +25,20 @@ pub enum Queueing {
     Passes,
     /// It passes unqueued, its session noted in the passive set (a PASV
     /// or EPSV), under this entry.
-    Noted(GuardKey),
+    Noted(GuardEntry),
 }
 
 pub struct Selection {
     control_ports: Vec<u16>,
-    guarded: HashSet<GuardKey>,
+    guarded: HashSet<GuardEntry>,
     /// The passive set: sessions with a PASV or EPSV let pass unqueued.
-    passive: HashSet<GuardKey>,
+    passive: HashSet<GuardEntry>,
     /// The client set: whoever sent to a control port (its timeout is not
     /// emulated). A segment to one is a server's, whatever its port.
     clients: HashSet<SocketAddr>,
     /// The unseen sets' counts (their timeout is not emulated): bytes of
     /// a direction's packets since it was added or recounted.
-    unseen: HashMap<GuardKey, u64>,
+    unseen: HashMap<GuardEntry, u64>,
 }
 
 impl Selection {
@@ -84,7 +85,7 @@ impl Selection {
             return Queueing::Queued;
         }
         let dir = if to_control { Dir::Orig } else { Dir::Reply };
-        let key = GuardKey::of(&pkt.tuple, dir);
+        let key = GuardEntry::of_packets(&pkt.tuple, dir);
         let len = ip.len() as u64;
         // The budget rule's match counts the packet, then compares.
         if let Some(count) = self.unseen.get_mut(&key) {
@@ -121,25 +122,36 @@ impl Selection {
         pkt.flags.fin && self.control_ports.contains(&pkt.tuple.dst.port())
     }
 
-    /// Takes the note of a passive request of the session `key` names;
+    /// Takes the note of a passive request the client of `client` sent;
     /// true if there was one.
-    pub fn take_passive_note(&mut self, key: &GuardKey) -> bool {
-        self.passive.remove(key)
+    pub fn take_passive_note(&mut self, client: &QueuedDirection) -> bool {
+        self.passive.remove(&GuardEntry::of(client))
     }
 
     /// Carries out the engine's guard commands.
     pub fn follow(&mut self, commands: &[Command]) {
         for c in commands {
             match c {
-                Command::Guard { key, needed: false } => {
-                    self.guarded.remove(key);
+                Command::Guard {
+                    direction,
+                    needed,
+                    other,
+                    other_needed,
+                } => {
+                    if let (entry, false) = entry_after(direction, *needed, other, *other_needed) {
+                        self.guarded.remove(&entry);
+                    }
                 }
-                Command::GuardOn { key } | Command::GuardAlways { key } => {
-                    self.guarded.insert(*key);
+                Command::Unguard { direction } => {
+                    self.guarded.remove(&GuardEntry::of(direction));
                 }
-                Command::RecountUnseen { keys } => {
-                    for key in keys {
-                        self.unseen.insert(*key, 0);
+                Command::GuardOn { direction } | Command::GuardAlways { direction } => {
+                    self.guarded.insert(GuardEntry::of(direction));
+                }
+                // Without NAT both directions are one element.
+                Command::RecountUnseen { directions } => {
+                    for direction in directions {
+                        self.unseen.insert(GuardEntry::of(direction), 0);
                     }
                 }
                 _ => {}
@@ -174,8 +186,10 @@ mod tests {
         // Guarded now: anything of that direction, until released.
         assert!(shown(&mut sel, seg(c2s, b"NOOP\r\n")));
         sel.follow(&[Command::Guard {
-            key: GuardKey::of(&c2s, Dir::Orig),
+            direction: QueuedDirection::of(&c2s, Dir::Orig),
             needed: false,
+            other: QueuedDirection::of(&s2c, Dir::Reply),
+            other_needed: false,
         }]);
         assert!(!shown(&mut sel, seg(c2s, b"NOOP\r\n")));
         assert!(shown(&mut sel, seg(c2s, b"NO")), "ends inside a line");
@@ -192,7 +206,9 @@ mod tests {
     #[test]
     fn a_direction_over_its_unseen_budget_is_queued_until_recounted() {
         let c2s = tuple("192.0.2.10:40000", "198.51.100.20:21");
-        let key = GuardKey::of(&c2s, Dir::Orig);
+        let client = QueuedDirection::of(&c2s, Dir::Orig);
+        // Without NAT: one element for both directions.
+        let server = QueuedDirection::of(&c2s.reversed(), Dir::Reply);
         let mut sel = Selection::new(&[21]);
         let line = Segment::new(c2s, 1).ack(1).payload(b"SIZE some/file\r\n");
         let len = line.build().len() as u64;
@@ -203,8 +219,15 @@ mod tests {
         assert!(shown(&mut sel, line), "over the budget");
         assert!(shown(&mut sel, line), "guarded");
         sel.follow(&[
-            Command::Guard { key, needed: false },
-            Command::RecountUnseen { keys: [key, key] },
+            Command::Guard {
+                direction: client,
+                needed: false,
+                other: server,
+                other_needed: false,
+            },
+            Command::RecountUnseen {
+                directions: [client, server],
+            },
         ]);
         assert!(!shown(&mut sel, line), "counted afresh");
     }

@@ -54,30 +54,39 @@ pub enum Command {
     /// session up from (see [`crate::kept`]; the driver encodes it, as
     /// conntrack labels live).
     Keep { orig: Tuple, kept: Kept },
-    /// Selective queueing: whether ftpct still needs to see every segment
-    /// of one direction (the kernel put `key` in the guard ipset when it
-    /// queued the segment). `needed: false` lets the entry go, but only
-    /// after the verdict and once the queue holds no more packets: an
-    /// unqueued segment must never overtake a queued one of its direction
-    /// (it would leave with the sequence adjustment of before the edit).
-    /// `needed: true` cancels a pending release.
-    Guard { key: GuardKey, needed: bool },
+    /// Selective queueing, after a segment of `direction` (which the
+    /// kernel queued): whether ftpct still needs to see every segment of
+    /// it, and whether it needs every segment of the connection's `other`
+    /// direction. Not needed lets the direction go, but only after the
+    /// verdict and once the queue holds no more packets: an unqueued
+    /// segment must never overtake a queued one of its direction (it would
+    /// leave with the sequence adjustment of before the edit). Needed
+    /// cancels a pending release.
+    Guard {
+        direction: QueuedDirection,
+        needed: bool,
+        other: QueuedDirection,
+        other_needed: bool,
+    },
+    /// Selective queueing: a direction of a closed session, queued whole
+    /// until now, that no longer needs to be (let go like a `Guard` not
+    /// needed).
+    Unguard { direction: QueuedDirection },
     /// Selective queueing: queue every segment of this direction from now
     /// on, before the verdict (the guard entry, with the set's timeout;
-    /// released by a later `Guard { needed: false }`).
-    GuardOn { key: GuardKey },
+    /// released by a later `Guard` that does not need it).
+    GuardOn { direction: QueuedDirection },
     /// Selective queueing: every segment of this direction must cross
     /// (ftpct applies the connection's fix-ups itself): a guard entry
-    /// without timeout, released with `Guard { needed: false }` when the
-    /// connection goes.
-    GuardAlways { key: GuardKey },
+    /// without timeout, released with `Unguard` when the connection goes.
+    GuardAlways { direction: QueuedDirection },
     /// Selective queueing: ftpct has just seen this connection after lines
     /// passed it unseen; the kernel's count of the bytes it let pass
-    /// unseen starts again (per direction, named as its guard entry: the
-    /// kernel queues a segment of a direction once its count is over its
-    /// budget, so that no more than [`crate::stream::MAX_UNSEEN`] ever
-    /// passes between two segments ftpct sees).
-    RecountUnseen { keys: [GuardKey; 2] },
+    /// unseen starts again for both directions (the kernel queues a
+    /// segment of a direction once its count is over its budget, so that
+    /// no more than [`crate::stream::MAX_UNSEEN`] ever passes between two
+    /// segments ftpct sees; how it counts them is the driver's business).
+    RecountUnseen { directions: [QueuedDirection; 2] },
 }
 
 impl Command {
@@ -92,39 +101,22 @@ impl Command {
 }
 
 /// One direction of a control connection that must stay queued (or may
-/// stop being), named as its packets show it before NAT: the client's
-/// address and port and the server's address (the driver keeps these in
-/// the kernel's guard sets). The client's port tells connections apart:
-/// named by the server's side, every connection of one NATed client to one
-/// server would share it, and one session's release would stop another's
-/// queueing. Without NAT both directions have the same name, and it goes
-/// only when neither needs it.
+/// stop being), named as its packets show it before NAT: their tuple and
+/// which way they go. How the kernel keeps it queued (the guard sets'
+/// entries, and that both directions of a connection without NAT share
+/// one) is the driver's business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GuardKey {
-    pub client: SocketAddr,
-    pub server: IpAddr,
+pub struct QueuedDirection {
+    /// The tuple of the direction's packets before NAT.
+    pub seen: Tuple,
+    /// Orig: the client's packets; Reply: the server's.
+    pub dir: Dir,
 }
 
-impl GuardKey {
-    /// The key of a packet with tuple `seen` going in direction `dir`
-    /// (Orig: from the client).
+impl QueuedDirection {
+    /// The direction of a packet with tuple `seen` going in direction `dir`.
     pub fn of(seen: &Tuple, dir: Dir) -> Self {
-        match dir {
-            Dir::Orig => GuardKey {
-                client: seen.src,
-                server: seen.dst.ip(),
-            },
-            Dir::Reply => GuardKey {
-                client: seen.dst,
-                server: seen.src.ip(),
-            },
-        }
-    }
-}
-
-impl fmt::Display for GuardKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client {} server {}", self.client, self.server)
+        QueuedDirection { seen: *seen, dir }
     }
 }
 
@@ -146,10 +138,10 @@ pub struct SeqAdj {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adoption {
     pub orig: Tuple,
-    /// The guard entries of both directions (the packets' view before
-    /// NAT): verdicts on the connection's other packets wait while the
-    /// entry is gone, or conntrack would make one of its own from them.
-    pub keys: [GuardKey; 2],
+    /// Both directions (the packets' view before NAT, by `Dir::index`):
+    /// verdicts on the connection's other packets wait while the entry is
+    /// gone, or conntrack would make one of its own from them.
+    pub directions: [QueuedDirection; 2],
     /// The correction point of the rewrite that asked for the adoption,
     /// by direction (`Dir::index`).
     pub seqadj: [Option<SeqAdj>; 2],

@@ -45,7 +45,7 @@ impl Engine {
         let mut commands: Vec<Command> = self
             .unguard
             .drain(..)
-            .map(|key| Command::Guard { key, needed: false })
+            .map(|direction| Command::Unguard { direction })
             .collect();
         for e in events {
             match e {

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::command::{Command, GuardKey};
+use crate::command::{Command, QueuedDirection};
 pub use crate::config::Config;
 use crate::event::Stats;
 use crate::expect::{ExpectTable, Expectation};
@@ -42,7 +42,7 @@ pub struct Engine {
     pub(crate) closing: Vec<(Duration, FlowId)>,
     /// Guard entries without timeout of flows that went: released with
     /// the next commands.
-    pub(crate) unguard: Vec<GuardKey>,
+    pub(crate) unguard: Vec<QueuedDirection>,
     /// What waits to be polled.
     pub(crate) out: Outputs,
 }

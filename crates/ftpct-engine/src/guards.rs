@@ -2,7 +2,7 @@
 //! queued (the guard entries), and which server segments may hold an
 //! announcement.
 
-use crate::command::{Command, GuardKey};
+use crate::command::{Command, QueuedDirection};
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::nat::CtMapping;
@@ -16,21 +16,19 @@ pub(crate) fn sees_part(flow: &Flow, cfg: &Config) -> bool {
 }
 
 /// Selective queueing, after a packet of `dir` (seen as `seen`): whether
-/// ftpct still needs every segment of that direction, and the other
+/// ftpct still needs every segment of each direction, and the other
 /// direction's segments queued while an edit of this one is
 /// unacknowledged.
 pub(crate) fn guard_commands(flow: &Flow, dir: Dir, seen: &Tuple) -> Vec<Command> {
-    let key = GuardKey::of(seen, dir);
-    // Without NAT the other direction has the same entry.
-    let [orig, reply] = guard_keys(&flow.mapping);
-    let shared = orig == reply && needs_every_segment(flow, dir.other());
+    let other = queued_directions(&flow.mapping)[dir.other().index()];
     let mut commands = vec![Command::Guard {
-        key,
-        needed: needs_every_segment(flow, dir) || shared,
+        direction: QueuedDirection::of(seen, dir),
+        needed: needs_every_segment(flow, dir),
+        other,
+        other_needed: needs_every_segment(flow, dir.other()),
     }];
     if flow.stream(dir).adj().has_unacked_edits() {
-        let acknowledger = if dir == Dir::Orig { reply } else { orig };
-        commands.push(Command::GuardOn { key: acknowledger });
+        commands.push(Command::GuardOn { direction: other });
     }
     commands
 }
@@ -49,12 +47,12 @@ pub(crate) fn needs_every_segment(flow: &Flow, dir: Dir) -> bool {
     !flow.stream(dir).at_rest() || in_block || acknowledges_an_edit
 }
 
-/// The guard entries of both directions of a connection, as its packets
-/// show them before NAT.
-pub(crate) fn guard_keys(m: &CtMapping) -> [GuardKey; 2] {
+/// Both directions of a connection, as its packets show them before NAT
+/// (by `Dir::index`).
+pub(crate) fn queued_directions(m: &CtMapping) -> [QueuedDirection; 2] {
     [
-        GuardKey::of(&m.orig, Dir::Orig),
-        GuardKey::of(&m.reply, Dir::Reply),
+        QueuedDirection::of(&m.orig, Dir::Orig),
+        QueuedDirection::of(&m.reply, Dir::Reply),
     ]
 }
 
@@ -64,8 +62,8 @@ pub(crate) fn guard_always(flow: &mut Flow, selective: bool) -> Vec<Command> {
     if !selective || std::mem::replace(&mut flow.guard_always, true) {
         return Vec::new();
     }
-    guard_keys(&flow.mapping)
+    queued_directions(&flow.mapping)
         .into_iter()
-        .map(|key| Command::GuardAlways { key })
+        .map(|direction| Command::GuardAlways { direction })
         .collect()
 }

@@ -10,7 +10,7 @@ use crate::event::{Event, RemoveReason, Stats};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{Fixups, Flow, FlowId};
 use crate::grammar::{self, Announce, AnnounceKind, ClientLine, ServerLine};
-use crate::guards::guard_keys;
+use crate::guards::queued_directions;
 use crate::nat::plan;
 use crate::policy::Refusal;
 use crate::stream::Line;
@@ -51,7 +51,7 @@ pub(crate) fn adopt_at_first_rewrite(flow: &mut Flow, ctx: &mut Ctx<'_>) {
     flow.fixups = Fixups::Kernel;
     ctx.commands.push(Command::AdoptControl(Box::new(Adoption {
         orig: flow.mapping.orig,
-        keys: guard_keys(&flow.mapping),
+        directions: queued_directions(&flow.mapping),
         seqadj: [None, None],
         kept: None,
     })));

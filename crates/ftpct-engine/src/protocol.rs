@@ -171,9 +171,9 @@ impl Engine {
     /// A packet of its own: its passive note asked for first when it may
     /// answer a PASV the kernel let through, else looked at.
     fn start_packet(&mut self, bytes: &[u8], origin: Origin, now: Duration) {
-        if let Some((key, orig)) = self.passive_note_wanted(bytes, None) {
+        if let Some((client, orig)) = self.passive_note_wanted(bytes, None) {
             let stage = Stage::NoteFirst { orig };
-            let q = Question::PassiveNote { key };
+            let q = Question::PassiveNote { client };
             self.wait(bytes.to_vec(), origin, now, stage, q);
             return;
         }
@@ -267,14 +267,14 @@ impl Engine {
     fn start_reply(&mut self, w: Waiting, m: CtMapping) {
         let events = self.track_reply(&w.bytes, &m, w.now, w.origin);
         self.out.events.extend(events);
-        if let Some((key, orig)) = self.passive_note_wanted(&w.bytes, Some(&m)) {
+        if let Some((client, orig)) = self.passive_note_wanted(&w.bytes, Some(&m)) {
             let stage = Stage::NoteAfter { orig, answer: m };
             self.wait(
                 w.bytes,
                 w.origin,
                 w.now,
                 stage,
-                Question::PassiveNote { key },
+                Question::PassiveNote { client },
             );
             return;
         }

@@ -1,7 +1,7 @@
 //! The engine's question about a packet's NAT mapping, which only
 //! conntrack knows, and the driver's answer.
 
-use crate::command::{GuardKey, SeqAdj};
+use crate::command::{QueuedDirection, SeqAdj};
 use crate::kept::Kept;
 use crate::nat::{CtMapping, NatLookup};
 use crate::tuple::Tuple;
@@ -49,9 +49,9 @@ pub enum Question {
     /// ([`Answer::Mapping`]).
     Mapping(MappingQuestion),
     /// Selective queueing: did the kernel note a passive request that the
-    /// client of this direction sent unqueued? Taking the note uses it up
+    /// client of `client` sent unqueued? Taking the note uses it up
     /// ([`Answer::PassiveNote`]).
-    PassiveNote { key: GuardKey },
+    PassiveNote { client: QueuedDirection },
     /// A running session ftpct does not follow: what its conntrack entry
     /// keeps for ftpct, if anything ([`Answer::KeptState`]).
     KeptState { orig: Tuple },

@@ -8,8 +8,7 @@ use crate::command::Command;
 use crate::event::{Event, ResyncReason, Stats};
 use crate::flow::{Fixups, Flow};
 use crate::grammar;
-use crate::guards::guard_keys;
-use crate::guards::sees_part;
+use crate::guards::{queued_directions, sees_part};
 use crate::lines::{on_line, Ctx};
 use crate::stream::{Arrival, DropReason, Fate, GapFate, Stream, RECOUNT_AFTER};
 use crate::tuple::Dir;
@@ -157,8 +156,8 @@ fn recount_unseen(flow: &mut Flow, dir: Dir, pkt: &TcpPacket<'_>, ctx: &mut Ctx<
     };
     if own.max(other) > RECOUNT_AFTER || many_seen {
         flow.streams.iter_mut().for_each(Stream::recounted);
-        let keys = guard_keys(&flow.mapping);
-        ctx.commands.push(Command::RecountUnseen { keys });
+        let directions = queued_directions(&flow.mapping);
+        ctx.commands.push(Command::RecountUnseen { directions });
     }
 }
 

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use crate::classifier::may_hold_an_announcement;
-use crate::command::GuardKey;
+use crate::command::QueuedDirection;
 use crate::engine::Engine;
 use crate::event::Event;
-use crate::guards::guard_keys;
+use crate::guards::queued_directions;
 use crate::nat::CtMapping;
 use crate::segment::plausible;
 use crate::tuple::{Dir, Tuple};
@@ -40,7 +40,7 @@ impl Engine {
     /// PASV or EPSV pass unqueued and notes its session in the passive set
     /// instead. A server segment of a followed session that may hold an
     /// announcement, with no passive request seen or noted, needs that
-    /// note: the guard key of the client's direction to take it by, and the
+    /// note: the client's direction to take it by, and the
     /// session's original tuple for its answer ([`crate::question::Answer`]). `known`:
     /// conntrack's answer about the packet's connection, when it was asked
     /// ([`crate::question::Question::Mapping`]): a segment whose tuple the
@@ -52,7 +52,7 @@ impl Engine {
         &self,
         bytes: &[u8],
         known: Option<&CtMapping>,
-    ) -> Option<(GuardKey, Tuple)> {
+    ) -> Option<(QueuedDirection, Tuple)> {
         if !self.cfg.selective {
             return None;
         }
@@ -63,7 +63,7 @@ impl Engine {
         &self,
         bytes: &[u8],
         known: Option<&CtMapping>,
-    ) -> Option<(GuardKey, Tuple)> {
+    ) -> Option<(QueuedDirection, Tuple)> {
         let pkt = TcpPacket::parse(bytes).ok()?;
         let by_answer = known
             .filter(|m| m.reply == pkt.tuple)
@@ -81,7 +81,7 @@ impl Engine {
         }
         let unfinished = flow.stream(Dir::Reply).unfinished_line();
         may_hold_an_announcement(unfinished, pkt.payload())
-            .then(|| (guard_keys(&flow.mapping)[0], flow.mapping.orig))
+            .then(|| (queued_directions(&flow.mapping)[0], flow.mapping.orig))
     }
 
     /// Selective queueing: a server segment of a connection the engine does

@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::engine::{IDLE_SCAN, TICK};
 use crate::event::{Event, RemoveReason};
 use crate::flow::{Flow, FlowId};
-use crate::guards::{guard_keys, needs_every_segment};
+use crate::guards::{needs_every_segment, queued_directions};
 use crate::tuple::{Dir, Tuple};
 use crate::verdict::Effects;
 
@@ -82,9 +82,12 @@ impl Engine {
         // whole), a client that opens lines and leaves would fill the set.
         let queued_whole = [Dir::Orig, Dir::Reply]
             .map(|dir| flow.guard_always || self.cfg.selective && needs_every_segment(&flow, dir));
-        for (key, whole) in guard_keys(&flow.mapping).into_iter().zip(queued_whole) {
+        for (direction, whole) in queued_directions(&flow.mapping)
+            .into_iter()
+            .zip(queued_whole)
+        {
             if whole {
-                self.unguard.push(key);
+                self.unguard.push(direction);
             }
         }
         for e in self.expects.remove_owner(id, orig) {

@@ -3,7 +3,7 @@
 //! ipset). The engine follows a session from those alone and says, after
 //! each packet, whether it still needs every segment of its direction.
 
-use ftpct_engine::command::{Command, GuardKey};
+use ftpct_engine::command::{Command, QueuedDirection};
 use ftpct_engine::engine::{
     Answer, CommandOutcome, Config, ConntrackEvent, Input, KernelNote, Question,
 };
@@ -11,8 +11,9 @@ use ftpct_engine::event::Event;
 use ftpct_engine::nat::{SnatRule, StaticNat};
 use ftpct_engine::policy::Refusal;
 use ftpct_engine::stream::DropReason;
+use ftpct_engine::tuple::Dir;
 use ftpct_engine::{Outcome, Verdict};
-use ftpct_testkit::{addr, tuple, Control, Gateway, Side};
+use ftpct_testkit::{tuple, Control, Gateway, Side};
 
 fn selective(kernel_fixups: bool) -> Config {
     Config {
@@ -38,24 +39,22 @@ fn session(cfg: Config) -> (Gateway<StaticNat>, Control) {
     (gw, c)
 }
 
-fn client_key() -> GuardKey {
-    GuardKey {
-        client: addr("192.0.2.10:40000"),
-        server: addr("198.51.100.20:21").ip(),
-    }
+fn client_key() -> QueuedDirection {
+    QueuedDirection::of(&tuple("192.0.2.10:40000", "198.51.100.20:21"), Dir::Orig)
 }
 
 /// The server's packets go to the client's public address and port.
-fn server_key() -> GuardKey {
-    GuardKey {
-        client: addr("198.51.100.1:40000"),
-        server: addr("198.51.100.20:21").ip(),
-    }
+fn server_key() -> QueuedDirection {
+    QueuedDirection::of(&tuple("198.51.100.20:21", "198.51.100.1:40000"), Dir::Reply)
 }
 
-fn guard(out: &Outcome, key: GuardKey) -> Option<bool> {
+/// Whether the engine still needs every segment of `key`, as it says after
+/// a packet of that direction.
+fn guard(out: &Outcome, key: QueuedDirection) -> Option<bool> {
     out.commands.iter().find_map(|c| match c {
-        Command::Guard { key: k, needed } if *k == key => Some(*needed),
+        Command::Guard {
+            direction, needed, ..
+        } if *direction == key => Some(*needed),
         _ => None,
     })
 }
@@ -93,7 +92,8 @@ fn announcements_after_unseen_lines_are_followed_and_the_server_reply_is_queued_
         "the line is complete"
     );
     let at = |what: fn(&Command) -> bool| port.commands.iter().position(what);
-    let guard_on = at(|c| matches!(c, Command::GuardOn { key } if *key == server_key()));
+    let guard_on =
+        at(|c| matches!(c, Command::GuardOn { direction } if *direction == server_key()));
     let adoption = at(|c| matches!(c, Command::AdoptControl(_)));
     assert!(
         guard_on.is_some(),
@@ -110,7 +110,7 @@ fn announcements_after_unseen_lines_are_followed_and_the_server_reply_is_queued_
             port.commands
         );
     };
-    assert_eq!(a.keys, [client_key(), server_key()]);
+    assert_eq!(a.directions, [client_key(), server_key()]);
     let ok = c.server_says(&mut gw, b"200 ok\r\n");
     assert_eq!(guard(&ok, server_key()), Some(false), "acknowledged");
     c.passed_unseen(Side::Client, b"RETR f\r\n");
@@ -205,7 +205,8 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
     let port = c.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
     for key in [client_key(), server_key()] {
         assert!(
-            port.commands.contains(&Command::GuardAlways { key }),
+            port.commands
+                .contains(&Command::GuardAlways { direction: key }),
             "{port:?}"
         );
     }
@@ -217,9 +218,7 @@ fn own_fix_ups_queue_the_whole_connection_until_it_goes() {
         flow,
     }));
     for key in [client_key(), server_key()] {
-        assert!(gone
-            .commands
-            .contains(&Command::Guard { key, needed: false }));
+        assert!(gone.commands.contains(&Command::Unguard { direction: key }));
     }
 }
 
@@ -268,8 +267,21 @@ fn a_flow_whose_handshake_answer_was_not_queued_learns_its_nat_at_its_announceme
     assert_eq!(gw.ask(&next), None);
 }
 
+/// Whether the engine needs every segment of the connection's other
+/// direction, as it says after a packet of `key`.
+fn other_guard(out: &Outcome, key: QueuedDirection) -> Option<bool> {
+    out.commands.iter().find_map(|c| match c {
+        Command::Guard {
+            direction,
+            other_needed,
+            ..
+        } if *direction == key => Some(*other_needed),
+        _ => None,
+    })
+}
+
 #[test]
-fn without_nat_both_directions_share_one_entry_kept_while_either_needs_it() {
+fn each_direction_says_whether_it_stays_queued_also_when_the_other_does() {
     let mut gw = Gateway::new(selective(true), StaticNat::new(Vec::new(), Vec::new()));
     let mut c = Control::new(
         tuple("192.0.2.10:40000", "198.51.100.20:21"),
@@ -279,14 +291,18 @@ fn without_nat_both_directions_share_one_entry_kept_while_either_needs_it() {
     );
     c.handshake(&mut gw);
     c.passed_unseen(Side::Server, b"220 ready\r\n");
-    let key = client_key();
+    let client = client_key();
+    let server = QueuedDirection::of(&c.s2c, Dir::Reply);
     let open = c.server_says(&mut gw, b"213-status\r\n");
-    assert_eq!(guard(&open, key), Some(true));
-    // The client's line is complete, but the server's reply is still open.
+    assert_eq!(guard(&open, server), Some(true));
+    // The client's line is complete, but the server's reply is still open:
+    // whether the kernel keeps one entry for both is the driver's business.
     let pasv = c.client_says(&mut gw, b"PASV\r\n");
-    assert_eq!(guard(&pasv, key), Some(true), "{pasv:?}");
+    assert_eq!(guard(&pasv, client), Some(false), "{pasv:?}");
+    assert_eq!(other_guard(&pasv, client), Some(true), "{pasv:?}");
     let end = c.server_says(&mut gw, b"213 end\r\n");
-    assert_eq!(guard(&end, key), Some(false));
+    assert_eq!(guard(&end, server), Some(false));
+    assert_eq!(other_guard(&end, server), Some(false));
 }
 
 #[test]
@@ -301,19 +317,17 @@ fn two_sessions_of_one_nated_client_have_entries_of_their_own() {
     second.handshake(&mut gw);
     gw.input(Input::Outcome(CommandOutcome::Adopted { orig: second.c2s }));
     let edit = first.client_says(&mut gw, b"PORT 192,0,2,10,156,64\r\n");
-    assert!(edit
-        .commands
-        .contains(&Command::GuardOn { key: server_key() }));
+    assert!(edit.commands.contains(&Command::GuardOn {
+        direction: server_key()
+    }));
     // The other session's server, at rest, releases only its own entry.
     second.passed_unseen(Side::Server, b"220 ready\r\n");
     let other = second.server_says(
         &mut gw,
         b"227 Entering Passive Mode (198,51,100,20,200,10)\r\n",
     );
-    let other_key = GuardKey {
-        client: addr("198.51.100.1:40001"),
-        server: addr("198.51.100.20:21").ip(),
-    };
+    let other_key =
+        QueuedDirection::of(&tuple("198.51.100.20:21", "198.51.100.1:40001"), Dir::Reply);
     assert_eq!(guard(&other, other_key), Some(false));
     assert_ne!(other_key, server_key());
 }
@@ -340,14 +354,12 @@ fn a_direction_still_queued_whole_is_released_when_its_session_goes() {
     let later = gw.now + gw.engine.config().close_linger + std::time::Duration::from_secs(2);
     let effects = gw.input_at(later, Input::Timeout);
     assert_eq!(gw.engine.flow_count(), 0);
-    let released = Command::Guard {
-        key: client_key(),
-        needed: false,
+    let released = Command::Unguard {
+        direction: client_key(),
     };
     assert!(effects.commands.contains(&released), "{effects:?}");
-    let server_released = Command::Guard {
-        key: server_key(),
-        needed: false,
+    let server_released = Command::Unguard {
+        direction: server_key(),
     };
     assert!(
         !effects.commands.contains(&server_released),
@@ -442,10 +454,7 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
     c.handshake(&mut gw);
     gw.input(Input::Outcome(CommandOutcome::Adopted { orig: c.c2s }));
     c.passed_unseen(Side::Server, b"220 ready\r\n");
-    let client = GuardKey {
-        client: addr("203.0.113.5:40000"),
-        server: addr("198.51.100.1:21").ip(),
-    };
+    let client = QueuedDirection::of(&tuple("203.0.113.5:40000", "198.51.100.1:21"), Dir::Orig);
     for round in 0..2u8 {
         c.passed_unseen(Side::Client, b"PASV\r\n");
         let reply = format!(
@@ -475,7 +484,7 @@ fn a_rewritten_227_keeps_the_client_queued_until_it_is_acknowledged() {
         assert!(
             announced
                 .commands
-                .contains(&Command::GuardOn { key: client }),
+                .contains(&Command::GuardOn { direction: client }),
             "the client's acknowledgement must be seen: {:?}",
             announced.commands
         );
@@ -611,7 +620,12 @@ fn a_session_picked_up_at_its_227_takes_its_note() {
     // Nothing kept: the flow is started from conntrack's answer, and the
     // PASV's note is asked for.
     let note = gw.answer(Answer::KeptState(None));
-    assert_eq!(note, Some(Question::PassiveNote { key: client_key() }));
+    assert_eq!(
+        note,
+        Some(Question::PassiveNote {
+            client: client_key()
+        })
+    );
     assert!(gw.engine.tracks(&c.c2s));
     assert_eq!(gw.answer(Answer::PassiveNote(true)), None);
     let out = gw.outcome();
@@ -679,7 +693,7 @@ impl UnseenBudget {
         };
         assert_eq!(out.verdict, Verdict::Accept, "a plain line: {out:?}");
         if out.commands.iter().any(|c| {
-            matches!(c, Command::RecountUnseen { keys } if *keys == [client_key(), server_key()])
+            matches!(c, Command::RecountUnseen { directions } if *directions == [client_key(), server_key()])
         }) {
             self.recounts += 1;
             self.counted = [0, 0];
