@@ -281,6 +281,19 @@ class Client:
         return self.kv("step=greeting", "local").rpartition(":")[2]
 
 
+def within(secs, predicate):
+    """Whether predicate() holds within secs (polled every 0.1 s, a
+    bounded number of times)."""
+    deadline = time.monotonic() + secs
+    for _ in range(int(secs * 10) + 1):
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return predicate()
+
+
 class FaultRun:
     """One case under one mode: its directory, its processes and the undo
     stack of what it changed (close() undoes it all, in reverse, and stops
@@ -354,14 +367,7 @@ class FaultRun:
             open(self.path(name), "a").close()
 
     def wait_file(self, name, secs):
-        deadline = time.monotonic() + secs
-        for _ in range(int(secs * 10) + 1):
-            if os.path.exists(self.path(name)):
-                return True
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        return os.path.exists(self.path(name))
+        return within(secs, lambda: os.path.exists(self.path(name)))
 
     # --- the gateway ---------------------------------------------------------
 
@@ -374,6 +380,10 @@ class FaultRun:
         run([ipt, "-t", table, "-I", chain, "1", *spec], ns=ns)
         self.push(f"{ipt} -t {table} {chain} {' '.join(spec)} in {ns}",
                   lambda: run([ipt, "-t", table, "-D", chain, *spec], ns=ns, check=False))
+
+    def wait_logged(self, text, secs):
+        """Whether ftpct's log holds text (any case) within secs."""
+        return within(secs, lambda: text.lower() in self.log_text().lower())
 
     def log_text(self, offset=0):
         """The current ftpct log from offset, without colours."""
@@ -820,7 +830,8 @@ def kill_after_rewrite(fr, kind):
     if not fr.wait_file("rewritten", 15):
         fr.p.append("setup: the first transfer did not end in 15 s")
     if fr.ftpct:
-        if f"rewrite '{kind}" not in fr.log_text().lower():
+        # ftpct writes its info lines in batches, within 100 ms.
+        if not fr.wait_logged(f"rewrite '{kind}", 1):
             fr.p.append(f"setup: ftpct logged no {kind} rewrite")
         fr.kill_ftpct(signal.SIGKILL, 5)
     fr.touch("killed")
