@@ -629,8 +629,12 @@ impl RuleSet {
             spec.extend(words(&["-j", "SET", "--add-set", guard, key, "--exist"]));
             spec
         });
+        // Not a handshake's or a reset's segment: a SYN flood's spoofed
+        // ports would fill the set (and grow its hash under the flood),
+        // and the count starts with what can pass unseen anyway.
         let counted = per_side((chain, Role::Unseen), sides, |key| {
-            let mut spec = words(&["-m", "comment", "--comment", COMMENT_UNSEEN]);
+            let mut spec = words(&["--tcp-flags", "SYN,RST", "NONE"]);
+            spec.extend(words(&["-m", "comment", "--comment", COMMENT_UNSEEN]));
             spec.extend(words(&["-j", "SET", "--add-set", unseen, key]));
             spec
         });
